@@ -1,0 +1,375 @@
+//! deploy.json: what the portal writes for the pipeline and the generators read. One JSON
+//! Schema per kind lives in `functions/core/schemas/`; keys never collide (DESIGN.md).
+
+use std::sync::LazyLock;
+
+use serde::{Deserialize, Serialize};
+use serde_json::{Value, json};
+
+use crate::event::{ProducerConnection, detail_type, source_of};
+use crate::subscription::{ConsumerConnection, Subscription};
+use crate::{Application, EventTypeName, TargetUnit, ValidationErrors, Version};
+
+pub const PRODUCER_SCHEMA: &str = include_str!("../schemas/producer-deploy.schema.json");
+pub const CONSUMER_SCHEMA: &str = include_str!("../schemas/consumer-deploy.schema.json");
+
+/// The two configuration buckets of the seed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum DeployKind {
+    Producer,
+    Consumer,
+}
+
+impl DeployKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Producer => "producer",
+            Self::Consumer => "consumer",
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum DeployAction {
+    Deploy,
+    Destroy,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ProducerDeploy {
+    pub kind: DeployKind,
+    pub action: DeployAction,
+    pub deployment_id: String,
+    pub application: Application,
+    pub event_type: EventTypeName,
+    pub version: Version,
+    pub description: String,
+    pub connection_type: ProducerConnection,
+    pub source: String,
+    pub detail_type: String,
+    pub stack_name: String,
+    pub schema: Value,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ConsumerDeploy {
+    pub kind: DeployKind,
+    pub action: DeployAction,
+    pub deployment_id: String,
+    pub subscription_id: String,
+    pub application: Application,
+    pub event_type: EventTypeName,
+    pub version: Version,
+    pub target_unit: TargetUnit,
+    pub connection_type: ConsumerConnection,
+    pub connection_string: String,
+    pub source: String,
+    pub detail_type: String,
+    pub event_pattern: Value,
+    pub rule_name: String,
+    pub stack_name: String,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum DeployDoc {
+    Producer(ProducerDeploy),
+    Consumer(ConsumerDeploy),
+}
+
+impl DeployDoc {
+    pub fn deployment_id(&self) -> &str {
+        match self {
+            Self::Producer(p) => &p.deployment_id,
+            Self::Consumer(c) => &c.deployment_id,
+        }
+    }
+
+    pub fn action(&self) -> DeployAction {
+        match self {
+            Self::Producer(p) => p.action,
+            Self::Consumer(c) => c.action,
+        }
+    }
+
+    pub fn to_json(&self) -> Vec<u8> {
+        let value = match self {
+            Self::Producer(p) => serde_json::to_value(p),
+            Self::Consumer(c) => serde_json::to_value(c),
+        };
+        // Both are plain structs of strings and JSON values: serialization cannot fail.
+        serde_json::to_vec_pretty(&value.unwrap_or(Value::Null)).unwrap_or_default()
+    }
+}
+
+pub fn producer_key(event_type: &EventTypeName, version: Version) -> String {
+    format!("{event_type}/{version}/deploy.json")
+}
+
+pub fn consumer_key(s: &Subscription) -> String {
+    format!(
+        "{}/{}/{}/{}/deploy.json",
+        s.event_type, s.version, s.target_unit, s.id
+    )
+}
+
+/// What a key in a configuration bucket names, recovered from the key alone, so a deployment
+/// of a hand-broken file can still be filed under its event type.
+#[derive(Debug, Clone, PartialEq)]
+pub struct KeyParts {
+    pub event_type: EventTypeName,
+    pub version: Version,
+    pub target_unit: Option<TargetUnit>,
+    pub subscription_id: Option<String>,
+}
+
+pub fn parse_key(kind: DeployKind, key: &str) -> Option<KeyParts> {
+    let parts: Vec<&str> = key.split('/').collect();
+    match (kind, parts.as_slice()) {
+        (DeployKind::Producer, [et, v, "deploy.json"]) => Some(KeyParts {
+            event_type: et.parse().ok()?,
+            version: v.parse().ok()?,
+            target_unit: None,
+            subscription_id: None,
+        }),
+        (DeployKind::Consumer, [et, v, unit, id, "deploy.json"]) if is_uuid(id) => Some(KeyParts {
+            event_type: et.parse().ok()?,
+            version: v.parse().ok()?,
+            target_unit: Some(unit.parse().ok()?),
+            subscription_id: Some((*id).to_string()),
+        }),
+        _ => None,
+    }
+}
+
+pub fn is_uuid(s: &str) -> bool {
+    uuid::Uuid::parse_str(s).is_ok_and(|u| u.hyphenated().to_string() == s)
+}
+
+/// CloudFormation stack names allow `[A-Za-z][-A-Za-z0-9]*`; names never contain `-`, so mapping
+/// `_` to `-` keeps them unique.
+pub fn producer_stack_name(event_type: &EventTypeName, version: Version) -> String {
+    format!(
+        "busway-producer-{}-v{version}",
+        event_type.as_str().replace('_', "-")
+    )
+}
+
+pub fn consumer_stack_name(subscription_id: &str) -> String {
+    format!("busway-consumer-{subscription_id}")
+}
+
+pub fn rule_name(subscription_id: &str) -> String {
+    format!("busway-{subscription_id}")
+}
+
+/// The consumer rule pattern of DESIGN.md.
+pub fn event_pattern(application: &Application, s: &Subscription) -> Value {
+    json!({
+        "source": [source_of(application)],
+        "detail-type": [detail_type(&s.event_type, s.version)],
+        "detail": {"metadata": {"event_attributes": {"target": [s.target_unit.as_str()]}}}
+    })
+}
+
+pub fn consumer_deploy(
+    action: DeployAction,
+    deployment_id: &str,
+    application: &Application,
+    s: &Subscription,
+) -> ConsumerDeploy {
+    ConsumerDeploy {
+        kind: DeployKind::Consumer,
+        action,
+        deployment_id: deployment_id.to_string(),
+        subscription_id: s.id.clone(),
+        application: application.clone(),
+        event_type: s.event_type.clone(),
+        version: s.version,
+        target_unit: s.target_unit.clone(),
+        connection_type: s.connection_type,
+        connection_string: s.connection_string.clone(),
+        source: source_of(application),
+        detail_type: detail_type(&s.event_type, s.version),
+        event_pattern: event_pattern(application, s),
+        rule_name: rule_name(&s.id),
+        stack_name: consumer_stack_name(&s.id),
+    }
+}
+
+static PRODUCER_VALIDATOR: LazyLock<Result<jsonschema::Validator, String>> =
+    LazyLock::new(|| compile_document_schema(PRODUCER_SCHEMA));
+static CONSUMER_VALIDATOR: LazyLock<Result<jsonschema::Validator, String>> =
+    LazyLock::new(|| compile_document_schema(CONSUMER_SCHEMA));
+
+fn compile_document_schema(text: &str) -> Result<jsonschema::Validator, String> {
+    let schema: Value = serde_json::from_str(text).map_err(|e| e.to_string())?;
+    jsonschema::draft7::new(&schema).map_err(|e| e.to_string())
+}
+
+/// Parses a deploy.json of `kind`: JSON first, then its JSON Schema, then the internal
+/// consistency the schema cannot express (derived names match the fields they derive from).
+pub fn parse(kind: DeployKind, bytes: &[u8]) -> Result<DeployDoc, ValidationErrors> {
+    let mut errors = ValidationErrors::default();
+    let value: Value = match serde_json::from_slice(bytes) {
+        Ok(v) => v,
+        Err(e) => {
+            errors.push("/", format!("not valid JSON: {e}"));
+            return Err(errors);
+        }
+    };
+    let validator = match kind {
+        DeployKind::Producer => &*PRODUCER_VALIDATOR,
+        DeployKind::Consumer => &*CONSUMER_VALIDATOR,
+    };
+    let validator = match validator {
+        Ok(v) => v,
+        Err(e) => {
+            errors.push(
+                "/",
+                format!("the {} deploy schema does not compile: {e}", kind.as_str()),
+            );
+            return Err(errors);
+        }
+    };
+    crate::schema::validate(validator, &value)?;
+    let doc = match kind {
+        DeployKind::Producer => serde_json::from_value(value).map(DeployDoc::Producer),
+        DeployKind::Consumer => serde_json::from_value(value).map(DeployDoc::Consumer),
+    };
+    let doc =
+        doc.map_err(|e| ValidationErrors(vec![crate::FieldError::new("/", e.to_string())]))?;
+    check_derived(&doc, &mut errors);
+    errors.into_result(doc)
+}
+
+fn check_derived(doc: &DeployDoc, errors: &mut ValidationErrors) {
+    let mut expect = |field: &str, actual: &str, expected: String| {
+        if actual != expected {
+            errors.push(format!("/{field}"), format!("must be {expected:?}"));
+        }
+    };
+    match doc {
+        DeployDoc::Producer(p) => {
+            expect("source", &p.source, source_of(&p.application));
+            expect(
+                "detail_type",
+                &p.detail_type,
+                detail_type(&p.event_type, p.version),
+            );
+            expect(
+                "stack_name",
+                &p.stack_name,
+                producer_stack_name(&p.event_type, p.version),
+            );
+        }
+        DeployDoc::Consumer(c) => {
+            expect("source", &c.source, source_of(&c.application));
+            expect(
+                "detail_type",
+                &c.detail_type,
+                detail_type(&c.event_type, c.version),
+            );
+            expect("rule_name", &c.rule_name, rule_name(&c.subscription_id));
+            expect(
+                "stack_name",
+                &c.stack_name,
+                consumer_stack_name(&c.subscription_id),
+            );
+            if let Err(e) = c
+                .connection_type
+                .check_connection_string(&c.connection_string)
+            {
+                errors.push("/connection_string", e);
+            }
+            let pattern = json!({
+                "source": [c.source],
+                "detail-type": [c.detail_type],
+                "detail": {"metadata": {"event_attributes": {"target": [c.target_unit.as_str()]}}}
+            });
+            if c.event_pattern != pattern {
+                errors.push("/event_pattern", format!("must be {pattern}"));
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::subscription::SubscriptionState;
+
+    fn subscription() -> Subscription {
+        Subscription {
+            id: "0b8f5a52-1c1e-4a5e-9a55-6a3c2b1d0e9f".into(),
+            event_type: "scanned_parcel".parse().expect("name"),
+            version: Version::FIRST,
+            target_unit: "u2".parse().expect("unit"),
+            connection_type: ConsumerConnection::Https,
+            connection_string: "https://example.com/hook".into(),
+            state: SubscriptionState::Active,
+            created_at: crate::now(),
+        }
+    }
+
+    #[test]
+    fn a_consumer_document_round_trips_through_its_schema() {
+        let app: Application = "demo".parse().expect("app");
+        let doc = DeployDoc::Consumer(consumer_deploy(
+            DeployAction::Deploy,
+            "6f1c1f5e-7b1a-4f59-8f0e-2b2f1f0e4c11",
+            &app,
+            &subscription(),
+        ));
+        assert_eq!(parse(DeployKind::Consumer, &doc.to_json()), Ok(doc));
+    }
+
+    #[test]
+    fn broken_documents_name_every_problem() {
+        assert!(parse(DeployKind::Consumer, b"{not json").is_err());
+        let app: Application = "demo".parse().expect("app");
+        let doc = consumer_deploy(
+            DeployAction::Deploy,
+            "6f1c1f5e-7b1a-4f59-8f0e-2b2f1f0e4c11",
+            &app,
+            &subscription(),
+        );
+        let mut value = serde_json::to_value(&doc).expect("json");
+        value["target_unit"] = json!("../etc");
+        value["action"] = json!("explode");
+        let errors = parse(DeployKind::Consumer, value.to_string().as_bytes())
+            .expect_err("invalid")
+            .0;
+        let fields: Vec<&str> = errors.iter().map(|e| e.field.as_str()).collect();
+        assert!(
+            fields.contains(&"/target_unit") && fields.contains(&"/action"),
+            "{fields:?}"
+        );
+
+        let mut value = serde_json::to_value(&doc).expect("json");
+        value["connection_string"] = json!("http://example.com/");
+        value["rule_name"] = json!("other");
+        let errors = parse(DeployKind::Consumer, value.to_string().as_bytes())
+            .expect_err("invalid")
+            .0;
+        let fields: Vec<&str> = errors.iter().map(|e| e.field.as_str()).collect();
+        assert_eq!(fields, ["/rule_name", "/connection_string"]);
+    }
+
+    #[test]
+    fn keys_never_collide_and_parse_back() {
+        let s = subscription();
+        let key = consumer_key(&s);
+        assert_eq!(key, format!("scanned_parcel/1/u2/{}/deploy.json", s.id));
+        let parts = parse_key(DeployKind::Consumer, &key).expect("parses");
+        assert_eq!(parts.subscription_id.as_deref(), Some(s.id.as_str()));
+        assert!(parse_key(DeployKind::Producer, "scanned_parcel/1/deploy.json").is_some());
+        assert!(parse_key(DeployKind::Producer, "../1/deploy.json").is_none());
+        assert!(parse_key(DeployKind::Consumer, "a_b/1/u2/not-a-uuid/deploy.json").is_none());
+        assert_eq!(
+            producer_stack_name(&"scanned_parcel".parse().expect("n"), Version::FIRST),
+            "busway-producer-scanned-parcel-v1"
+        );
+    }
+}

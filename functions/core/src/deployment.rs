@@ -1,0 +1,171 @@
+//! Deployment records: every deploy.json gets one, moving PENDING → VALIDATING → BUILDING →
+//! SUCCEEDED | FAILED, with the time of each step and the error that ended it.
+
+use serde::{Deserialize, Serialize};
+
+use crate::deploy::{DeployAction, DeployKind};
+use crate::{EventTypeName, Timestamp, Version};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum DeploymentStatus {
+    Pending,
+    Validating,
+    Building,
+    Succeeded,
+    Failed,
+}
+
+impl DeploymentStatus {
+    pub fn is_final(self) -> bool {
+        matches!(self, Self::Succeeded | Self::Failed)
+    }
+
+    /// The only moves the pipeline makes: forward one step, or to FAILED from any unfinished step.
+    pub fn can_move_to(self, next: DeploymentStatus) -> bool {
+        use DeploymentStatus::*;
+        matches!(
+            (self, next),
+            (Pending, Validating) | (Validating, Building) | (Building, Succeeded)
+        ) || (!self.is_final() && next == Failed)
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Pending => "PENDING",
+            Self::Validating => "VALIDATING",
+            Self::Building => "BUILDING",
+            Self::Succeeded => "SUCCEEDED",
+            Self::Failed => "FAILED",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Self> {
+        [
+            Self::Pending,
+            Self::Validating,
+            Self::Building,
+            Self::Succeeded,
+            Self::Failed,
+        ]
+        .into_iter()
+        .find(|st| st.as_str() == s)
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct StatusChange {
+    pub status: DeploymentStatus,
+    #[serde(with = "time::serde::rfc3339")]
+    pub at: Timestamp,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Deployment {
+    pub id: String,
+    pub kind: DeployKind,
+    /// `None` until the document was read: a hand-broken file has no readable action.
+    pub action: Option<DeployAction>,
+    /// Where the deploy.json lives: bucket name and key.
+    pub bucket: String,
+    pub key: String,
+    pub event_type: Option<EventTypeName>,
+    pub version: Option<Version>,
+    pub subscription_id: Option<String>,
+    pub status: DeploymentStatus,
+    pub history: Vec<StatusChange>,
+    pub error: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("deployment cannot move from {from:?} to {to:?}")]
+pub struct InvalidTransition {
+    pub from: DeploymentStatus,
+    pub to: DeploymentStatus,
+}
+
+impl Deployment {
+    pub fn pending(
+        id: String,
+        kind: DeployKind,
+        bucket: String,
+        key: String,
+        at: Timestamp,
+    ) -> Self {
+        Self {
+            id,
+            kind,
+            action: None,
+            bucket,
+            key,
+            event_type: None,
+            version: None,
+            subscription_id: None,
+            status: DeploymentStatus::Pending,
+            history: vec![StatusChange {
+                status: DeploymentStatus::Pending,
+                at,
+            }],
+            error: None,
+        }
+    }
+
+    pub fn advance(
+        &mut self,
+        next: DeploymentStatus,
+        at: Timestamp,
+    ) -> Result<(), InvalidTransition> {
+        if !self.status.can_move_to(next) {
+            return Err(InvalidTransition {
+                from: self.status,
+                to: next,
+            });
+        }
+        self.status = next;
+        self.history.push(StatusChange { status: next, at });
+        Ok(())
+    }
+
+    pub fn fail(
+        &mut self,
+        error: impl Into<String>,
+        at: Timestamp,
+    ) -> Result<(), InvalidTransition> {
+        self.advance(DeploymentStatus::Failed, at)?;
+        self.error = Some(error.into());
+        Ok(())
+    }
+}
+
+pub fn new_id() -> String {
+    uuid::Uuid::new_v4().to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::DeploymentStatus::*;
+    use super::*;
+
+    #[test]
+    fn deployments_only_move_forward_or_fail() {
+        let mut d = Deployment::pending(
+            new_id(),
+            DeployKind::Producer,
+            "b".into(),
+            "k".into(),
+            crate::now(),
+        );
+        assert!(d.advance(Building, crate::now()).is_err());
+        d.advance(Validating, crate::now())
+            .expect("pending → validating");
+        d.advance(Building, crate::now())
+            .expect("validating → building");
+        d.fail("cdk deploy failed", crate::now())
+            .expect("building → failed");
+        assert_eq!(d.error.as_deref(), Some("cdk deploy failed"));
+        assert!(d.advance(Succeeded, crate::now()).is_err());
+        assert!(d.fail("again", crate::now()).is_err());
+        let statuses: Vec<_> = d.history.iter().map(|h| h.status).collect();
+        assert_eq!(statuses, [Pending, Validating, Building, Failed]);
+    }
+}

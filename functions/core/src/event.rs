@@ -1,0 +1,85 @@
+//! Event types and their versions.
+
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+use crate::{Application, EventTypeName, Timestamp, Version};
+
+/// How a producer hands events to the broker.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum ProducerConnection {
+    /// `POST /{event_type}/{version}` on the broker API.
+    #[serde(rename = "HTTPS")]
+    Https,
+    /// A producer queue drained by the injector.
+    #[serde(rename = "SQS")]
+    Sqs,
+}
+
+impl ProducerConnection {
+    pub fn parse(value: &str) -> Result<Self, String> {
+        match value {
+            "HTTPS" => Ok(Self::Https),
+            "SQS" => Ok(Self::Sqs),
+            other => Err(format!(
+                "unknown connection_type {other:?}: expected one of HTTPS, SQS"
+            )),
+        }
+    }
+}
+
+/// A registered event type.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct EventType {
+    pub event_type: EventTypeName,
+    pub application: Application,
+    pub description: String,
+    pub connection_type: ProducerConnection,
+    /// The highest version ever created; never reused, even after a delete.
+    pub latest_version: Version,
+    #[serde(with = "time::serde::rfc3339")]
+    pub created_at: Timestamp,
+}
+
+impl EventType {
+    /// EventBridge `Source` of this type's events: set by the broker, never by the payload.
+    pub fn source(&self) -> String {
+        source_of(&self.application)
+    }
+}
+
+pub fn source_of(application: &Application) -> String {
+    format!("busway.{application}")
+}
+
+/// EventBridge `DetailType` of one version's events (the seed's format).
+pub fn detail_type(event_type: &EventTypeName, version: Version) -> String {
+    format!("{event_type}.{version}")
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum VersionState {
+    Active,
+    /// Deleted through the portal; kept so its number is never reused.
+    Deleted,
+}
+
+/// One version of an event type with its enveloped draft-4 schema.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct EventVersion {
+    pub event_type: EventTypeName,
+    pub version: Version,
+    pub description: String,
+    /// The full event schema (envelope + data) that the broker validates against.
+    pub schema: Value,
+    pub state: VersionState,
+    #[serde(with = "time::serde::rfc3339")]
+    pub created_at: Timestamp,
+}
+
+impl EventVersion {
+    pub fn is_active(&self) -> bool {
+        self.state == VersionState::Active
+    }
+}

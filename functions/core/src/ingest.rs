@@ -1,0 +1,110 @@
+//! The broker's ingest: validate a producer's envelope against its version's schema, enrich it,
+//! put it on the bus.
+
+use std::collections::HashMap;
+use std::sync::{Arc, RwLock};
+
+use serde_json::Value;
+
+use crate::envelope::enrich;
+use crate::ports::Bus;
+use crate::schema::{self, CompiledSchema};
+use crate::{Application, EventTypeName, ValidationErrors, Version};
+
+/// A deployed producer route with its compiled validator, built once per deployment.
+pub struct Route {
+    pub application: Application,
+    pub event_type: EventTypeName,
+    pub version: Version,
+    pub validator: CompiledSchema,
+}
+
+/// The routes that are live. Reads are lock-free in practice (uncontended `RwLock` read); writes
+/// happen only when a deployment applies.
+#[derive(Default)]
+pub struct LiveRoutes {
+    routes: RwLock<HashMap<(EventTypeName, Version), Arc<Route>>>,
+}
+
+impl LiveRoutes {
+    pub fn get(&self, event_type: &EventTypeName, version: Version) -> Option<Arc<Route>> {
+        self.routes
+            .read()
+            .ok()?
+            .get(&(event_type.clone(), version))
+            .cloned()
+    }
+
+    /// Compiles `schema` and makes the route live, replacing an older one.
+    pub fn insert(
+        &self,
+        application: Application,
+        event_type: EventTypeName,
+        version: Version,
+        schema_doc: &Value,
+    ) -> Result<(), String> {
+        let validator = schema::compile(schema_doc)?;
+        let route = Arc::new(Route {
+            application,
+            event_type: event_type.clone(),
+            version,
+            validator,
+        });
+        if let Ok(mut routes) = self.routes.write() {
+            routes.insert((event_type, version), route);
+        }
+        Ok(())
+    }
+
+    pub fn remove(&self, event_type: &EventTypeName, version: Version) {
+        if let Ok(mut routes) = self.routes.write() {
+            routes.remove(&(event_type.clone(), version));
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum IngestError {
+    #[error("no deployed route for {0}")]
+    RouteNotFound(String),
+    #[error("body is not valid JSON: {0}")]
+    InvalidJson(String),
+    #[error("event does not match the schema: {0}")]
+    Invalid(ValidationErrors),
+    #[error("the bus refused the event: {0}")]
+    Rejected(String),
+    #[error(transparent)]
+    Unexpected(#[from] anyhow::Error),
+}
+
+/// Validates and publishes one producer request. Path segments arrive raw: they are parsed here
+/// so that a malformed path is simply an unknown route.
+pub async fn publish(
+    routes: &LiveRoutes,
+    bus: &dyn Bus,
+    event_type: &str,
+    version: &str,
+    body: &[u8],
+) -> Result<String, IngestError> {
+    let not_found = || IngestError::RouteNotFound(format!("/{event_type}/{version}"));
+    let name: EventTypeName = event_type.parse().map_err(|_| not_found())?;
+    let version: Version = version.parse().map_err(|_| not_found())?;
+    let route = routes.get(&name, version).ok_or_else(not_found)?;
+    let envelope: Value =
+        serde_json::from_slice(body).map_err(|e| IngestError::InvalidJson(e.to_string()))?;
+    schema::validate(&route.validator, &envelope).map_err(IngestError::Invalid)?;
+    let event = enrich(
+        envelope,
+        &route.application,
+        &route.event_type,
+        route.version,
+        crate::now(),
+    );
+    let event_id = event.event_id.clone();
+    let mut results = bus.put_events(vec![event]).await?;
+    match results.pop() {
+        Some(Ok(())) => Ok(event_id),
+        Some(Err(failure)) => Err(IngestError::Rejected(failure.to_string())),
+        None => Err(anyhow::anyhow!("the bus answered no result for the event").into()),
+    }
+}

@@ -1,0 +1,607 @@
+//! The self-service portal's use cases: register event types and versions, subscribe, delete,
+//! and read back what exists and how its deployments went.
+
+use std::sync::Arc;
+
+use serde_json::Value;
+use tracing::instrument;
+
+use crate::deploy::{self, DeployAction, DeployDoc, DeployKind, ProducerDeploy};
+use crate::deployment::{self, Deployment};
+use crate::event::{
+    EventType, EventVersion, ProducerConnection, VersionState, detail_type, source_of,
+};
+use crate::ports::{
+    Bucket, DeploymentStore, EventStore, ObjectStore, SchemaRegistry, StoreError, schema_backup_key,
+};
+use crate::schema;
+use crate::subscription::{
+    ConsumerConnection, Subscription, SubscriptionFilter, SubscriptionState,
+};
+use crate::{Application, EventTypeName, TargetUnit, ValidationErrors, Version};
+
+const MAX_DESCRIPTION: usize = 1024;
+
+#[derive(Debug, thiserror::Error)]
+pub enum PortalError {
+    #[error("invalid request: {0}")]
+    Invalid(ValidationErrors),
+    #[error("{0} not found")]
+    NotFound(String),
+    #[error("{0} already exists")]
+    AlreadyExists(String),
+    #[error("{0}")]
+    Conflict(String),
+    #[error(transparent)]
+    Unexpected(#[from] anyhow::Error),
+}
+
+impl From<StoreError> for PortalError {
+    fn from(e: StoreError) -> Self {
+        match e {
+            StoreError::AlreadyExists(what) => Self::AlreadyExists(what),
+            StoreError::NotFound(what) => Self::NotFound(what),
+            StoreError::Conflict(why) => Self::Conflict(why),
+            StoreError::Unexpected(e) => Self::Unexpected(e),
+        }
+    }
+}
+
+impl From<ValidationErrors> for PortalError {
+    fn from(e: ValidationErrors) -> Self {
+        Self::Invalid(e)
+    }
+}
+
+/// `POST /events`, validated: every failing field is reported at once.
+#[derive(Debug, Clone, PartialEq)]
+pub struct CreateEvent {
+    pub application: Application,
+    pub event_type: EventTypeName,
+    pub description: String,
+    pub connection_type: ProducerConnection,
+    pub data: Value,
+}
+
+/// `PUT /events/{event_type}`: a new version from a new data schema.
+#[derive(Debug, Clone, PartialEq)]
+pub struct NewVersion {
+    pub data: Value,
+    pub description: Option<String>,
+}
+
+/// `POST /subscriptions`, validated.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Subscribe {
+    pub event_type: EventTypeName,
+    pub version: Version,
+    pub target_unit: TargetUnit,
+    pub connection_type: ConsumerConnection,
+    pub connection_string: String,
+}
+
+/// Reads the request object field by field so that each problem is named, not just the first.
+struct Fields<'a> {
+    body: Option<&'a serde_json::Map<String, Value>>,
+    errors: ValidationErrors,
+}
+
+impl<'a> Fields<'a> {
+    fn new(body: &'a Value, allowed: &[&str]) -> Self {
+        let mut errors = ValidationErrors::default();
+        let body = body.as_object();
+        match body {
+            None => errors.push("/", "body must be a JSON object"),
+            Some(map) => {
+                for key in map.keys().filter(|k| !allowed.contains(&k.as_str())) {
+                    errors.push(key.as_str(), "unknown field");
+                }
+            }
+        }
+        Self { body, errors }
+    }
+
+    fn raw(&mut self, field: &str, required: bool) -> Option<&'a Value> {
+        let value = self.body?.get(field).filter(|v| !v.is_null());
+        if value.is_none() && required {
+            self.errors.push(field, "is required");
+        }
+        value
+    }
+
+    fn string(&mut self, field: &str, required: bool) -> Option<&'a str> {
+        let value = self.raw(field, required)?;
+        let s = value.as_str();
+        if s.is_none() {
+            self.errors.push(field, "must be a string");
+        }
+        s
+    }
+
+    fn parsed<T, E: std::fmt::Display>(
+        &mut self,
+        field: &str,
+        parse: impl FnOnce(&str) -> Result<T, E>,
+    ) -> Option<T> {
+        let s = self.string(field, true)?;
+        self.errors.check(field, parse(s))
+    }
+
+    fn description(&mut self, required: bool) -> Option<String> {
+        let s = self.string("description", required)?;
+        if s.chars().count() > MAX_DESCRIPTION {
+            self.errors.push(
+                "description",
+                format!("must be at most {MAX_DESCRIPTION} characters"),
+            );
+            return None;
+        }
+        Some(s.to_string())
+    }
+
+    fn data_schema(&mut self) -> Option<Value> {
+        let data = self.raw("data", true)?;
+        match schema::check_data_schema("data", data) {
+            Ok(()) => Some(data.clone()),
+            Err(e) => {
+                self.errors.0.extend(e.0);
+                None
+            }
+        }
+    }
+}
+
+impl CreateEvent {
+    pub fn from_json(body: &Value) -> Result<Self, ValidationErrors> {
+        let mut f = Fields::new(
+            body,
+            &[
+                "application",
+                "event_type",
+                "description",
+                "connection_type",
+                "data",
+            ],
+        );
+        let application = f.parsed("application", str::parse::<Application>);
+        let event_type = f.parsed("event_type", str::parse::<EventTypeName>);
+        let description = f.description(true);
+        let connection_type = f.parsed("connection_type", ProducerConnection::parse);
+        let data = f.data_schema();
+        match (application, event_type, description, connection_type, data) {
+            (
+                Some(application),
+                Some(event_type),
+                Some(description),
+                Some(connection_type),
+                Some(data),
+            ) if f.errors.is_empty() => Ok(Self {
+                application,
+                event_type,
+                description,
+                connection_type,
+                data,
+            }),
+            _ => Err(f.errors),
+        }
+    }
+}
+
+impl NewVersion {
+    pub fn from_json(body: &Value) -> Result<Self, ValidationErrors> {
+        let mut f = Fields::new(body, &["data", "description"]);
+        let description = f.description(false);
+        let data = f.data_schema();
+        match data {
+            Some(data) if f.errors.is_empty() => Ok(Self { data, description }),
+            _ => Err(f.errors),
+        }
+    }
+}
+
+impl Subscribe {
+    pub fn from_json(body: &Value) -> Result<Self, ValidationErrors> {
+        let mut f = Fields::new(
+            body,
+            &[
+                "event_type",
+                "version",
+                "target_unit",
+                "connection_type",
+                "connection_string",
+            ],
+        );
+        let event_type = f.parsed("event_type", str::parse::<EventTypeName>);
+        let version = f.raw("version", true).and_then(|v| {
+            let parsed = Version::from_json(v);
+            f.errors.check("version", parsed)
+        });
+        let target_unit = f.parsed("target_unit", str::parse::<TargetUnit>);
+        let connection_type = f.parsed("connection_type", ConsumerConnection::parse);
+        let connection_string = f.string("connection_string", true);
+        if let (Some(kind), Some(s)) = (connection_type, connection_string)
+            && let Err(e) = kind.check_connection_string(s)
+        {
+            f.errors.push("connection_string", e);
+        }
+        match (
+            event_type,
+            version,
+            target_unit,
+            connection_type,
+            connection_string,
+        ) {
+            (
+                Some(event_type),
+                Some(version),
+                Some(target_unit),
+                Some(connection_type),
+                Some(cs),
+            ) if f.errors.is_empty() => Ok(Self {
+                event_type,
+                version,
+                target_unit,
+                connection_type,
+                connection_string: cs.to_string(),
+            }),
+            _ => Err(f.errors),
+        }
+    }
+}
+
+/// An event type with its versions, as the portal shows it.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct EventTypeView {
+    #[serde(flatten)]
+    pub event: EventType,
+    pub versions: Vec<VersionSummary>,
+}
+
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct VersionSummary {
+    pub version: Version,
+    pub description: String,
+    pub state: VersionState,
+    #[serde(with = "time::serde::rfc3339")]
+    pub created_at: crate::Timestamp,
+}
+
+pub struct Portal {
+    pub store: Arc<dyn EventStore>,
+    pub deployments: Arc<dyn DeploymentStore>,
+    pub registry: Arc<dyn SchemaRegistry>,
+    pub objects: Arc<dyn ObjectStore>,
+}
+
+impl Portal {
+    #[instrument(skip_all, fields(event_type = %req.event_type))]
+    pub async fn create_event(
+        &self,
+        req: CreateEvent,
+    ) -> Result<(EventTypeView, Deployment), PortalError> {
+        if self.store.get_event_type(&req.event_type).await?.is_some() {
+            return Err(PortalError::AlreadyExists(format!(
+                "event type {}",
+                req.event_type
+            )));
+        }
+        let now = crate::now();
+        let event = EventType {
+            event_type: req.event_type.clone(),
+            application: req.application.clone(),
+            description: req.description.clone(),
+            connection_type: req.connection_type,
+            latest_version: Version::FIRST,
+            created_at: now,
+        };
+        let version =
+            self.version_record(&req.event_type, Version::FIRST, req.description, &req.data);
+        let deployment =
+            self.producer_deployment(&req.event_type, Version::FIRST, DeployAction::Deploy);
+        self.publish_schema(&version).await?;
+        self.store
+            .create_event_type(&event, &version, &deployment)
+            .await?;
+        self.write_producer_deploy(&event, &version, &deployment, DeployAction::Deploy)
+            .await?;
+        Ok((self.view(event).await?, deployment))
+    }
+
+    #[instrument(skip_all, fields(event_type = %event_type))]
+    pub async fn add_version(
+        &self,
+        event_type: &EventTypeName,
+        req: NewVersion,
+    ) -> Result<(EventVersion, Deployment), PortalError> {
+        let event = self.event_type(event_type).await?;
+        let next = event.latest_version.next();
+        let description = req.description.unwrap_or_else(|| event.description.clone());
+        let version = self.version_record(event_type, next, description, &req.data);
+        let deployment = self.producer_deployment(event_type, next, DeployAction::Deploy);
+        self.publish_schema(&version).await?;
+        self.store
+            .add_version(&version, event.latest_version, &deployment)
+            .await?;
+        self.write_producer_deploy(&event, &version, &deployment, DeployAction::Deploy)
+            .await?;
+        Ok((version, deployment))
+    }
+
+    #[instrument(skip_all, fields(event_type = %event_type, version = %version))]
+    pub async fn delete_version(
+        &self,
+        event_type: &EventTypeName,
+        version: Version,
+    ) -> Result<Deployment, PortalError> {
+        let event = self.event_type(event_type).await?;
+        let record = self.active_version(event_type, version).await?;
+        let deployment = self.producer_deployment(event_type, version, DeployAction::Destroy);
+        self.store
+            .delete_version(event_type, version, &deployment)
+            .await?;
+        self.write_producer_deploy(&event, &record, &deployment, DeployAction::Destroy)
+            .await?;
+        Ok(deployment)
+    }
+
+    #[instrument(skip_all, fields(event_type = %req.event_type, version = %req.version))]
+    pub async fn subscribe(
+        &self,
+        req: Subscribe,
+    ) -> Result<(Subscription, Deployment), PortalError> {
+        let event = self.event_type(&req.event_type).await?;
+        self.active_version(&req.event_type, req.version).await?;
+        let subscription = Subscription {
+            id: uuid::Uuid::new_v4().to_string(),
+            event_type: req.event_type,
+            version: req.version,
+            target_unit: req.target_unit,
+            connection_type: req.connection_type,
+            connection_string: req.connection_string,
+            state: SubscriptionState::Active,
+            created_at: crate::now(),
+        };
+        let deployment = self.consumer_deployment(&subscription, DeployAction::Deploy);
+        self.store
+            .create_subscription(&subscription, &deployment)
+            .await?;
+        self.write_consumer_deploy(&event, &subscription, &deployment, DeployAction::Deploy)
+            .await?;
+        Ok((subscription, deployment))
+    }
+
+    #[instrument(skip(self))]
+    pub async fn unsubscribe(&self, id: &str) -> Result<Deployment, PortalError> {
+        let subscription = self.subscription(id).await?;
+        let event = self.event_type(&subscription.event_type).await?;
+        let deployment = self.consumer_deployment(&subscription, DeployAction::Destroy);
+        self.store.delete_subscription(id, &deployment).await?;
+        self.write_consumer_deploy(&event, &subscription, &deployment, DeployAction::Destroy)
+            .await?;
+        Ok(deployment)
+    }
+
+    pub async fn list_event_types(&self) -> Result<Vec<EventTypeView>, PortalError> {
+        let mut views = Vec::new();
+        for event in self.store.list_event_types().await? {
+            views.push(self.view(event).await?);
+        }
+        Ok(views)
+    }
+
+    pub async fn get_event_type(&self, name: &EventTypeName) -> Result<EventTypeView, PortalError> {
+        let event = self.event_type(name).await?;
+        self.view(event).await
+    }
+
+    pub async fn get_version(
+        &self,
+        name: &EventTypeName,
+        version: Version,
+    ) -> Result<EventVersion, PortalError> {
+        self.store
+            .get_version(name, version)
+            .await?
+            .ok_or_else(|| PortalError::NotFound(format!("version {version} of event type {name}")))
+    }
+
+    pub async fn list_subscriptions(
+        &self,
+        filter: &SubscriptionFilter,
+    ) -> Result<Vec<Subscription>, PortalError> {
+        Ok(self.store.list_subscriptions(filter).await?)
+    }
+
+    pub async fn subscription(&self, id: &str) -> Result<Subscription, PortalError> {
+        self.store
+            .get_subscription(id)
+            .await?
+            .filter(|s| s.state == SubscriptionState::Active)
+            .ok_or_else(|| PortalError::NotFound(format!("subscription {id}")))
+    }
+
+    pub async fn deployment(&self, id: &str) -> Result<Deployment, PortalError> {
+        self.deployments
+            .get_deployment(id)
+            .await?
+            .ok_or_else(|| PortalError::NotFound(format!("deployment {id}")))
+    }
+
+    pub async fn list_deployments(
+        &self,
+        event_type: Option<&EventTypeName>,
+    ) -> Result<Vec<Deployment>, PortalError> {
+        Ok(self.deployments.list_deployments(event_type).await?)
+    }
+
+    async fn event_type(&self, name: &EventTypeName) -> Result<EventType, PortalError> {
+        self.store
+            .get_event_type(name)
+            .await?
+            .ok_or_else(|| PortalError::NotFound(format!("event type {name}")))
+    }
+
+    async fn active_version(
+        &self,
+        name: &EventTypeName,
+        version: Version,
+    ) -> Result<EventVersion, PortalError> {
+        self.store
+            .get_version(name, version)
+            .await?
+            .filter(EventVersion::is_active)
+            .ok_or_else(|| PortalError::NotFound(format!("version {version} of event type {name}")))
+    }
+
+    async fn view(&self, event: EventType) -> Result<EventTypeView, PortalError> {
+        let versions = self
+            .store
+            .list_versions(&event.event_type)
+            .await?
+            .into_iter()
+            .map(|v| VersionSummary {
+                version: v.version,
+                description: v.description,
+                state: v.state,
+                created_at: v.created_at,
+            })
+            .collect();
+        Ok(EventTypeView { event, versions })
+    }
+
+    fn version_record(
+        &self,
+        event_type: &EventTypeName,
+        version: Version,
+        description: String,
+        data: &Value,
+    ) -> EventVersion {
+        EventVersion {
+            event_type: event_type.clone(),
+            version,
+            description,
+            schema: schema::envelope(event_type, version, data),
+            state: VersionState::Active,
+            created_at: crate::now(),
+        }
+    }
+
+    /// Registry and backup first: both are idempotent per version, so a failure before the store
+    /// commit leaves nothing that a retry does not overwrite.
+    async fn publish_schema(&self, version: &EventVersion) -> Result<(), PortalError> {
+        self.registry
+            .put_schema(&version.event_type, version.version, &version.schema)
+            .await?;
+        let body = serde_json::to_vec_pretty(&version.schema).map_err(anyhow::Error::from)?;
+        self.objects
+            .put_object(
+                Bucket::SchemaBackup,
+                &schema_backup_key(&version.event_type, version.version),
+                body,
+            )
+            .await?;
+        Ok(())
+    }
+
+    fn producer_deployment(
+        &self,
+        event_type: &EventTypeName,
+        version: Version,
+        action: DeployAction,
+    ) -> Deployment {
+        let mut d = Deployment::pending(
+            deployment::new_id(),
+            DeployKind::Producer,
+            Bucket::Publisher.base_name().into(),
+            deploy::producer_key(event_type, version),
+            crate::now(),
+        );
+        d.action = Some(action);
+        d.event_type = Some(event_type.clone());
+        d.version = Some(version);
+        d
+    }
+
+    fn consumer_deployment(&self, s: &Subscription, action: DeployAction) -> Deployment {
+        let mut d = Deployment::pending(
+            deployment::new_id(),
+            DeployKind::Consumer,
+            Bucket::Subscriber.base_name().into(),
+            deploy::consumer_key(s),
+            crate::now(),
+        );
+        d.action = Some(action);
+        d.event_type = Some(s.event_type.clone());
+        d.version = Some(s.version);
+        d.subscription_id = Some(s.id.clone());
+        d
+    }
+
+    async fn write_producer_deploy(
+        &self,
+        event: &EventType,
+        version: &EventVersion,
+        deployment: &Deployment,
+        action: DeployAction,
+    ) -> Result<(), PortalError> {
+        let doc = DeployDoc::Producer(ProducerDeploy {
+            kind: DeployKind::Producer,
+            action,
+            deployment_id: deployment.id.clone(),
+            application: event.application.clone(),
+            event_type: version.event_type.clone(),
+            version: version.version,
+            description: version.description.clone(),
+            connection_type: event.connection_type,
+            source: source_of(&event.application),
+            detail_type: detail_type(&version.event_type, version.version),
+            stack_name: deploy::producer_stack_name(&version.event_type, version.version),
+            schema: version.schema.clone(),
+        });
+        self.write_deploy(Bucket::Publisher, deployment, doc).await
+    }
+
+    async fn write_consumer_deploy(
+        &self,
+        event: &EventType,
+        s: &Subscription,
+        deployment: &Deployment,
+        action: DeployAction,
+    ) -> Result<(), PortalError> {
+        let doc = DeployDoc::Consumer(deploy::consumer_deploy(
+            action,
+            &deployment.id,
+            &event.application,
+            s,
+        ));
+        self.write_deploy(Bucket::Subscriber, deployment, doc).await
+    }
+
+    /// The deploy.json write starts provisioning. If it fails after the store committed, the
+    /// deployment is marked FAILED with the reason, so the record never claims work is under way.
+    async fn write_deploy(
+        &self,
+        bucket: Bucket,
+        deployment: &Deployment,
+        doc: DeployDoc,
+    ) -> Result<(), PortalError> {
+        if let Err(e) = self
+            .objects
+            .put_object(bucket, &deployment.key, doc.to_json())
+            .await
+        {
+            let mut failed = deployment.clone();
+            if failed
+                .fail(
+                    format!("deploy.json could not be written: {e:#}"),
+                    crate::now(),
+                )
+                .is_ok()
+            {
+                self.deployments.put_deployment(&failed).await?;
+            }
+            return Err(PortalError::Unexpected(e.context("writing deploy.json")));
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,190 @@
+//! What the domain needs from the world. Each port has an AWS adapter and an embedded adapter;
+//! both pass the same contract tests.
+
+use async_trait::async_trait;
+use serde_json::Value;
+
+use crate::deployment::Deployment;
+use crate::envelope::BusEvent;
+use crate::event::{EventType, EventVersion};
+use crate::subscription::{Subscription, SubscriptionFilter};
+use crate::{EventTypeName, Version};
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("{0} already exists")]
+    AlreadyExists(String),
+    #[error("{0} not found")]
+    NotFound(String),
+    /// The write lost a race or would break an invariant; the message says which.
+    #[error("{0}")]
+    Conflict(String),
+    #[error(transparent)]
+    Unexpected(#[from] anyhow::Error),
+}
+
+/// Event types, versions and subscriptions. Every method that writes several records writes all
+/// of them or none, and records the deployment it starts in the same transaction.
+#[async_trait]
+pub trait EventStore: Send + Sync + 'static {
+    /// Returns `AlreadyExists` when an event type of that name exists.
+    async fn create_event_type(
+        &self,
+        event: &EventType,
+        first: &EventVersion,
+        deployment: &Deployment,
+    ) -> Result<(), StoreError>;
+
+    /// Adds `version`, which must be `expected_latest + 1`. Returns `Conflict` when another
+    /// writer added a version first (optimistic locking), `NotFound` for an unknown event type.
+    async fn add_version(
+        &self,
+        version: &EventVersion,
+        expected_latest: Version,
+        deployment: &Deployment,
+    ) -> Result<(), StoreError>;
+
+    /// Marks an active version deleted. Returns `NotFound` when it is not active and `Conflict`
+    /// while active subscriptions to it exist.
+    async fn delete_version(
+        &self,
+        event_type: &EventTypeName,
+        version: Version,
+        deployment: &Deployment,
+    ) -> Result<(), StoreError>;
+
+    async fn get_event_type(&self, name: &EventTypeName) -> Result<Option<EventType>, StoreError>;
+    async fn list_event_types(&self) -> Result<Vec<EventType>, StoreError>;
+    /// Every version, deleted ones included, in ascending order.
+    async fn list_versions(&self, name: &EventTypeName) -> Result<Vec<EventVersion>, StoreError>;
+    async fn get_version(
+        &self,
+        name: &EventTypeName,
+        version: Version,
+    ) -> Result<Option<EventVersion>, StoreError>;
+
+    /// Returns `NotFound` unless the subscribed version is active, and `AlreadyExists` when an
+    /// active subscription has the same target (`Subscription::same_target`).
+    async fn create_subscription(
+        &self,
+        subscription: &Subscription,
+        deployment: &Deployment,
+    ) -> Result<(), StoreError>;
+
+    async fn get_subscription(&self, id: &str) -> Result<Option<Subscription>, StoreError>;
+    /// Active subscriptions that pass `filter`, oldest first.
+    async fn list_subscriptions(
+        &self,
+        filter: &SubscriptionFilter,
+    ) -> Result<Vec<Subscription>, StoreError>;
+
+    /// Marks an active subscription deleted; `NotFound` when it is not active.
+    async fn delete_subscription(
+        &self,
+        id: &str,
+        deployment: &Deployment,
+    ) -> Result<(), StoreError>;
+}
+
+/// Deployment status records.
+#[async_trait]
+pub trait DeploymentStore: Send + Sync + 'static {
+    /// Inserts or replaces the record with this id.
+    async fn put_deployment(&self, deployment: &Deployment) -> Result<(), StoreError>;
+    async fn get_deployment(&self, id: &str) -> Result<Option<Deployment>, StoreError>;
+    /// Newest first; all of them when `event_type` is `None`.
+    async fn list_deployments(
+        &self,
+        event_type: Option<&EventTypeName>,
+    ) -> Result<Vec<Deployment>, StoreError>;
+}
+
+/// The schema registry (EventBridge Schema Registry on AWS), keeping every version.
+#[async_trait]
+pub trait SchemaRegistry: Send + Sync + 'static {
+    /// Idempotent: putting the same version again replaces its content.
+    async fn put_schema(
+        &self,
+        event_type: &EventTypeName,
+        version: Version,
+        schema: &Value,
+    ) -> anyhow::Result<()>;
+    async fn get_schema(
+        &self,
+        event_type: &EventTypeName,
+        version: Version,
+    ) -> anyhow::Result<Option<Value>>;
+    async fn list_schema_versions(
+        &self,
+        event_type: &EventTypeName,
+    ) -> anyhow::Result<Vec<Version>>;
+}
+
+/// The seed's three buckets.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Bucket {
+    SchemaBackup,
+    Publisher,
+    Subscriber,
+}
+
+impl Bucket {
+    pub const ALL: [Bucket; 3] = [Bucket::SchemaBackup, Bucket::Publisher, Bucket::Subscriber];
+
+    /// The seed's bucket name without the `{environment}-` prefix.
+    pub fn base_name(self) -> &'static str {
+        match self {
+            Self::SchemaBackup => "event-schemas-backup-bucket",
+            Self::Publisher => "publisher-components-bucket",
+            Self::Subscriber => "subscriber-components-bucket",
+        }
+    }
+
+    pub fn deploy_kind(self) -> Option<crate::deploy::DeployKind> {
+        match self {
+            Self::SchemaBackup => None,
+            Self::Publisher => Some(crate::deploy::DeployKind::Producer),
+            Self::Subscriber => Some(crate::deploy::DeployKind::Consumer),
+        }
+    }
+}
+
+/// Key of a version's schema in the backup bucket.
+pub fn schema_backup_key(event_type: &EventTypeName, version: Version) -> String {
+    format!("{event_type}/{version}/schema.json")
+}
+
+/// Object storage (S3 on AWS). Writing to the publisher or subscriber bucket starts a deployment,
+/// as the S3 notification does.
+#[async_trait]
+pub trait ObjectStore: Send + Sync + 'static {
+    async fn put_object(&self, bucket: Bucket, key: &str, body: Vec<u8>) -> anyhow::Result<()>;
+    async fn get_object(&self, bucket: Bucket, key: &str) -> anyhow::Result<Option<Vec<u8>>>;
+}
+
+/// Why one entry did not reach the bus.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{code}: {message}")]
+pub struct EntryFailure {
+    pub code: String,
+    pub message: String,
+}
+
+/// The event bus (an EventBridge custom bus on AWS, the durable event log locally).
+#[async_trait]
+pub trait Bus: Send + Sync + 'static {
+    /// Puts events in order; the answer has one result per event. An `Err` means none is known
+    /// to be stored. An event whose `event_id` is already on the bus is accepted once.
+    async fn put_events(
+        &self,
+        events: Vec<BusEvent>,
+    ) -> anyhow::Result<Vec<Result<(), EntryFailure>>>;
+}
+
+/// Starts the provisioning of a deploy.json that landed in a configuration bucket (the S3
+/// notification → StartExecution on AWS, the local runner on one machine). Starting the same
+/// object version twice starts one deployment.
+#[async_trait]
+pub trait ProvisioningStarter: Send + Sync + 'static {
+    async fn start(&self, bucket: Bucket, key: &str) -> anyhow::Result<()>;
+}

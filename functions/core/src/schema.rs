@@ -1,0 +1,216 @@
+//! JSON Schema handling. API Gateway models and the EventBridge registry take draft 4 only, so a
+//! producer's `data` schema must be a valid draft-4 schema, and the stored event schema is the
+//! draft-4 envelope around it.
+
+use serde_json::{Map, Value, json};
+
+use crate::{EventTypeName, FieldError, ValidationErrors, Version};
+
+const DRAFT4: &str = "http://json-schema.org/draft-04/schema#";
+
+/// A compiled validator for one event version, shared by every request to its route.
+pub type CompiledSchema = jsonschema::Validator;
+
+/// Checks that `data` is a draft-4 JSON Schema a broker can enforce, naming each problem under
+/// `field` (the request field that held it).
+pub fn check_data_schema(field: &str, data: &Value) -> Result<(), ValidationErrors> {
+    let mut errors = ValidationErrors::default();
+    if !data.is_object() {
+        errors.push(field, "must be a JSON Schema object");
+        return Err(errors);
+    }
+    if let Some(declared) = data.get("$schema") {
+        let is_draft4 = declared
+            .as_str()
+            .map(|s| s.trim_end_matches('#') == DRAFT4.trim_end_matches('#'))
+            .unwrap_or(false);
+        if !is_draft4 {
+            errors.push(
+                format!("{field}/$schema"),
+                format!("only JSON Schema draft 4 ({DRAFT4}) is supported"),
+            );
+        }
+    }
+    let meta = jsonschema::draft4::meta::validator();
+    for error in meta.iter_errors(data) {
+        errors.push(
+            pointer(field, &error.instance_path().to_string()),
+            error.to_string(),
+        );
+    }
+    if errors.is_empty() {
+        // The meta-schema cannot see unresolvable `$ref`s or invalid regexes; compiling can.
+        if let Err(error) = compile(data) {
+            errors.push(field, format!("schema cannot be compiled: {error}"));
+        }
+    }
+    errors.into_result(())
+}
+
+/// The stored event schema: the seed-compatible envelope with the producer's `data` schema inside.
+/// `definitions` of the data schema move to the root so their `#/definitions/...` refs still resolve.
+pub fn envelope(event_type: &EventTypeName, version: Version, data: &Value) -> Value {
+    let mut data = data.as_object().cloned().unwrap_or_default();
+    data.remove("$schema");
+    data.remove("id");
+    let definitions = data.remove("definitions");
+    let mut doc = json!({
+        "$schema": DRAFT4,
+        "title": format!("{event_type}.{version}"),
+        "type": "object",
+        "required": ["metadata", "data"],
+        "properties": {
+            "metadata": {
+                "type": "object",
+                "required": ["event_attributes"],
+                "properties": {
+                    "event_attributes": {
+                        "type": "object",
+                        "required": ["source", "target"],
+                        "properties": {
+                            "source": {"type": "string", "minLength": 1, "maxLength": 256},
+                            "target": {"type": "string", "pattern": "^[a-z][a-z0-9_]{1,62}$"}
+                        }
+                    },
+                    "event_id": {"type": "string", "minLength": 1, "maxLength": 128}
+                }
+            },
+            "data": Value::Object(data)
+        }
+    });
+    if let (Some(defs), Some(root)) = (definitions, doc.as_object_mut()) {
+        root.insert("definitions".into(), defs);
+    }
+    doc
+}
+
+/// Compiles a draft-4 schema. Remote `$ref`s are not fetched: the crate is built without resolvers.
+pub fn compile(schema: &Value) -> Result<CompiledSchema, String> {
+    jsonschema::draft4::new(schema).map_err(|e| e.to_string())
+}
+
+/// Validates an instance, naming every failing path (`/data/dest_house`) and its reason.
+pub fn validate(schema: &CompiledSchema, instance: &Value) -> Result<(), ValidationErrors> {
+    if schema.is_valid(instance) {
+        return Ok(());
+    }
+    let errors: Vec<FieldError> = schema
+        .iter_errors(instance)
+        .map(|e| {
+            let path = e.instance_path().to_string();
+            FieldError::new(
+                if path.is_empty() { "/".into() } else { path },
+                e.to_string(),
+            )
+        })
+        .collect();
+    Err(ValidationErrors(errors))
+}
+
+fn pointer(field: &str, path: &str) -> String {
+    if path.is_empty() {
+        field.to_string()
+    } else {
+        format!("{field}{path}")
+    }
+}
+
+/// The `data` part of a stored envelope, i.e. what the producer submitted.
+pub fn data_of(envelope: &Value) -> Value {
+    let mut data = envelope
+        .pointer("/properties/data")
+        .cloned()
+        .unwrap_or_else(|| Value::Object(Map::new()));
+    if let (Some(defs), Some(obj)) = (envelope.get("definitions"), data.as_object_mut()) {
+        obj.insert("definitions".into(), defs.clone());
+    }
+    data
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn scanned_parcel() -> Value {
+        json!({
+            "type": "object",
+            "properties": {
+                "dest_postal_code": {"type": "string"},
+                "dest_house": {"type": "integer"},
+                "parcel_weight": {"type": "number"}
+            },
+            "required": ["dest_postal_code", "dest_house", "parcel_weight"]
+        })
+    }
+
+    fn name() -> EventTypeName {
+        EventTypeName::new("scanned_parcel").expect("valid name")
+    }
+
+    #[test]
+    fn the_seed_schema_is_accepted_and_enveloped() {
+        assert!(check_data_schema("data", &scanned_parcel()).is_ok());
+        let doc = envelope(&name(), Version::FIRST, &scanned_parcel());
+        let compiled = compile(&doc).expect("envelope compiles");
+        let good = json!({"metadata": {"event_attributes": {"source": "scanner", "target": "u2"}},
+                          "data": {"dest_postal_code": "1234AB", "dest_house": 7, "parcel_weight": 1.5}});
+        assert!(validate(&compiled, &good).is_ok());
+        assert_eq!(data_of(&doc), scanned_parcel());
+    }
+
+    #[test]
+    fn invalid_events_name_each_failing_path() {
+        let compiled =
+            compile(&envelope(&name(), Version::FIRST, &scanned_parcel())).expect("compiles");
+        let bad = json!({"metadata": {"event_attributes": {"source": "s", "target": "U2!"}},
+                         "data": {"dest_postal_code": 1, "dest_house": "seven"}});
+        let errors = validate(&compiled, &bad).expect_err("invalid").0;
+        let fields: Vec<&str> = errors.iter().map(|e| e.field.as_str()).collect();
+        for expected in [
+            "/metadata/event_attributes/target",
+            "/data/dest_postal_code",
+            "/data/dest_house",
+            "/data",
+        ] {
+            assert!(
+                fields.contains(&expected),
+                "{expected} missing from {fields:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn schemas_that_are_not_draft_4_are_rejected_with_the_reason() {
+        let wrong_type = json!({"type": "strin"});
+        let errors = check_data_schema("data", &wrong_type)
+            .expect_err("invalid")
+            .0;
+        assert_eq!(errors[0].field, "data/type");
+
+        let draft7 =
+            json!({"$schema": "http://json-schema.org/draft-07/schema#", "type": "object"});
+        let errors = check_data_schema("data", &draft7).expect_err("invalid").0;
+        assert_eq!(errors[0].field, "data/$schema");
+
+        assert!(check_data_schema("data", &json!("string")).is_err());
+        let bad_regex = json!({"type": "string", "pattern": "(unclosed"});
+        assert!(check_data_schema("data", &bad_regex).is_err());
+        let dangling = json!({"$ref": "#/definitions/missing"});
+        assert!(check_data_schema("data", &dangling).is_err());
+    }
+
+    #[test]
+    fn definitions_keep_resolving_inside_the_envelope() {
+        let data = json!({
+            "definitions": {"house": {"type": "integer", "minimum": 1}},
+            "type": "object",
+            "properties": {"h": {"$ref": "#/definitions/house"}}
+        });
+        assert!(check_data_schema("data", &data).is_ok());
+        let compiled = compile(&envelope(&name(), Version::FIRST, &data)).expect("compiles");
+        let event = |h: i64| json!({"metadata": {"event_attributes": {"source": "s", "target": "u1"}}, "data": {"h": h}});
+        assert!(validate(&compiled, &event(3)).is_ok());
+        assert!(validate(&compiled, &event(0)).is_err());
+        assert_eq!(data_of(&envelope(&name(), Version::FIRST, &data)), data);
+    }
+}

@@ -1,0 +1,238 @@
+//! Subscriptions: a consumer's target unit and connection for one event version.
+
+use serde::{Deserialize, Serialize};
+
+use crate::{EventTypeName, TargetUnit, Timestamp, Version};
+
+/// How a consumer receives events.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum ConsumerConnection {
+    #[serde(rename = "HTTPS")]
+    Https,
+    #[serde(rename = "LAMBDA")]
+    Lambda,
+    #[serde(rename = "SQS")]
+    Sqs,
+}
+
+impl ConsumerConnection {
+    pub fn parse(value: &str) -> Result<Self, String> {
+        match value {
+            "HTTPS" => Ok(Self::Https),
+            "LAMBDA" => Ok(Self::Lambda),
+            "SQS" => Ok(Self::Sqs),
+            other => Err(format!(
+                "unknown connection_type {other:?}: expected one of HTTPS, LAMBDA, SQS"
+            )),
+        }
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Https => "HTTPS",
+            Self::Lambda => "LAMBDA",
+            Self::Sqs => "SQS",
+        }
+    }
+
+    /// Checks that `value` is the kind of address this connection type delivers to.
+    pub fn check_connection_string(self, value: &str) -> Result<(), String> {
+        match self {
+            Self::Lambda => {
+                let arn = Arn::parse(value, "lambda")?;
+                let mut parts = arn.resource.splitn(3, ':');
+                let (kind, name, qualifier) = (parts.next(), parts.next(), parts.next());
+                if kind != Some("function") || !name.is_some_and(is_lambda_name) {
+                    return Err("must be a Lambda function ARN: arn:aws:lambda:{region}:{account}:function:{name}".into());
+                }
+                if qualifier.is_some_and(|q| {
+                    q.is_empty()
+                        || q.len() > 128
+                        || !q.bytes().all(|b| {
+                            b.is_ascii_alphanumeric() || b == b'-' || b == b'_' || b == b'$'
+                        })
+                }) {
+                    return Err("has an invalid function qualifier".into());
+                }
+                Ok(())
+            }
+            Self::Sqs => {
+                let arn = Arn::parse(value, "sqs")?;
+                if !is_queue_name(arn.resource) {
+                    return Err(
+                        "must be an SQS queue ARN: arn:aws:sqs:{region}:{account}:{queue_name}"
+                            .into(),
+                    );
+                }
+                Ok(())
+            }
+            Self::Https => check_endpoint_url(value),
+        }
+    }
+}
+
+struct Arn<'a> {
+    resource: &'a str,
+}
+
+impl<'a> Arn<'a> {
+    fn parse(value: &'a str, service: &str) -> Result<Self, String> {
+        let expected =
+            format!("must be an ARN of the form arn:aws:{service}:{{region}}:{{account}}:...");
+        let mut parts = value.splitn(6, ':');
+        let fields: Vec<&str> = parts.by_ref().take(5).collect();
+        let resource = parts.next().ok_or_else(|| expected.clone())?;
+        let [arn, partition, svc, region, account] = fields[..] else {
+            return Err(expected);
+        };
+        let partition_ok = matches!(partition, "aws" | "aws-cn" | "aws-us-gov");
+        let region_ok = !region.is_empty()
+            && region
+                .bytes()
+                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-');
+        let account_ok = account.len() == 12 && account.bytes().all(|b| b.is_ascii_digit());
+        if arn != "arn" || !partition_ok || svc != service || !region_ok || !account_ok {
+            return Err(expected);
+        }
+        Ok(Self { resource })
+    }
+}
+
+fn is_lambda_name(name: &str) -> bool {
+    (1..=64).contains(&name.len())
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+}
+
+fn is_queue_name(name: &str) -> bool {
+    let base = name.strip_suffix(".fifo").unwrap_or(name);
+    (1..=80).contains(&name.len())
+        && !base.is_empty()
+        && base
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+}
+
+/// HTTPS endpoints must be `https://`; plain `http://` is accepted only for loopback hosts, so a
+/// developer can point a subscription at a consumer on their laptop.
+fn check_endpoint_url(value: &str) -> Result<(), String> {
+    let url = url::Url::parse(value).map_err(|e| format!("must be an absolute URL: {e}"))?;
+    if !url.username().is_empty() || url.password().is_some() {
+        return Err("must not carry credentials in the URL".into());
+    }
+    let host = url.host().ok_or("must have a host")?;
+    match url.scheme() {
+        "https" => Ok(()),
+        "http" if is_loopback(&host) => Ok(()),
+        "http" => Err("must use https (http is accepted only for loopback hosts)".into()),
+        other => Err(format!("must use https, not {other}")),
+    }
+}
+
+fn is_loopback(host: &url::Host<&str>) -> bool {
+    match host {
+        url::Host::Domain(d) => *d == "localhost",
+        url::Host::Ipv4(ip) => ip.is_loopback(),
+        url::Host::Ipv6(ip) => ip.is_loopback(),
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum SubscriptionState {
+    Active,
+    Deleted,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Subscription {
+    pub id: String,
+    pub event_type: EventTypeName,
+    pub version: Version,
+    pub target_unit: TargetUnit,
+    pub connection_type: ConsumerConnection,
+    pub connection_string: String,
+    pub state: SubscriptionState,
+    #[serde(with = "time::serde::rfc3339")]
+    pub created_at: Timestamp,
+}
+
+impl Subscription {
+    /// Two subscriptions are the same when they would deliver the same events to the same place.
+    pub fn same_target(&self, other: &Subscription) -> bool {
+        self.event_type == other.event_type
+            && self.version == other.version
+            && self.target_unit == other.target_unit
+            && self.connection_type == other.connection_type
+            && self.connection_string == other.connection_string
+    }
+}
+
+/// Filters of `GET /subscriptions`; `None` matches everything.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct SubscriptionFilter {
+    pub event_type: Option<EventTypeName>,
+    pub version: Option<Version>,
+    pub target_unit: Option<TargetUnit>,
+}
+
+impl SubscriptionFilter {
+    pub fn accepts(&self, s: &Subscription) -> bool {
+        self.event_type.as_ref().is_none_or(|e| *e == s.event_type)
+            && self.version.is_none_or(|v| v == s.version)
+            && self
+                .target_unit
+                .as_ref()
+                .is_none_or(|t| *t == s.target_unit)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::ConsumerConnection::*;
+
+    #[test]
+    fn connection_strings_are_checked_by_type() {
+        let ok = [
+            (
+                Lambda,
+                "arn:aws:lambda:eu-west-1:123456789012:function:my-target-lambda-processor",
+            ),
+            (
+                Lambda,
+                "arn:aws:lambda:eu-west-1:123456789012:function:fn:live",
+            ),
+            (Sqs, "arn:aws:sqs:eu-west-1:123456789012:orders"),
+            (Sqs, "arn:aws:sqs:eu-west-1:123456789012:orders.fifo"),
+            (Https, "https://consumer.example.com/hooks/parcel"),
+            (Https, "http://127.0.0.1:8080/hook"),
+            (Https, "http://localhost:8080/hook"),
+            (Https, "http://[::1]:8080/hook"),
+        ];
+        for (kind, value) in ok {
+            assert_eq!(kind.check_connection_string(value), Ok(()), "{value}");
+        }
+        let bad = [
+            (Lambda, "arn:aws:sqs:eu-west-1:123456789012:orders"),
+            (Lambda, "arn:aws:lambda:eu-west-1:{ACCOUNT}:function:x"),
+            (
+                Lambda,
+                "arn:aws:lambda:eu-west-1:123456789012:function:bad/name",
+            ),
+            (Sqs, "arn:aws:lambda:eu-west-1:123456789012:function:x"),
+            (Sqs, "arn:aws:sqs:eu-west-1:123456789012:"),
+            (
+                Sqs,
+                "https://sqs.eu-west-1.amazonaws.com/123456789012/orders",
+            ),
+            (Https, "http://consumer.example.com/hook"),
+            (Https, "ftp://example.com"),
+            (Https, "not a url"),
+            (Https, "https://user:pw@example.com/"),
+        ];
+        for (kind, value) in bad {
+            assert!(kind.check_connection_string(value).is_err(), "{value}");
+        }
+    }
+}

@@ -1,0 +1,74 @@
+//! The broker API: `POST /{event_type}/{version}` with the seed's envelope. The body is validated
+//! against the version's schema, enriched and put on the bus; the answer is its `event_id`.
+
+use std::sync::Arc;
+
+use axum::body::Bytes;
+use axum::extract::rejection::{BytesRejection, PathRejection};
+use axum::extract::{DefaultBodyLimit, Path, State};
+use axum::http::StatusCode;
+use axum::routing::post;
+use axum::{Json, Router};
+use busway_core::ingest::{self, IngestError, LiveRoutes};
+use busway_core::ports::Bus;
+use busway_http::{ApiError, MAX_BODY_BYTES};
+use serde_json::{Value, json};
+
+#[derive(Clone)]
+pub struct Broker {
+    pub routes: Arc<LiveRoutes>,
+    pub bus: Arc<dyn Bus>,
+}
+
+pub fn router(broker: Broker) -> Router {
+    Router::new()
+        .route("/{event_type}/{version}", post(publish))
+        .fallback(busway_http::not_found_fallback)
+        .method_not_allowed_fallback(busway_http::method_not_allowed_fallback)
+        .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
+        .with_state(broker)
+}
+
+async fn publish(
+    State(broker): State<Broker>,
+    path: Result<Path<(String, String)>, PathRejection>,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Json<Value>, ApiError> {
+    let Path((event_type, version)) = path.map_err(|e| ApiError::not_found(e.body_text()))?;
+    let body = body.map_err(|e| {
+        if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
+            ApiError::new(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "payload_too_large",
+                format!("event exceeds {MAX_BODY_BYTES} bytes"),
+            )
+        } else {
+            ApiError::new(StatusCode::BAD_REQUEST, "invalid_body", e.body_text())
+        }
+    })?;
+    match ingest::publish(
+        &broker.routes,
+        broker.bus.as_ref(),
+        &event_type,
+        &version,
+        &body,
+    )
+    .await
+    {
+        Ok(event_id) => Ok(Json(json!({"event_id": event_id}))),
+        Err(IngestError::RouteNotFound(route)) => Err(ApiError::not_found(format!(
+            "no deployed event version at {route}"
+        ))),
+        Err(IngestError::InvalidJson(e)) => Err(ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "invalid_json",
+            format!("body is not valid JSON: {e}"),
+        )),
+        Err(IngestError::Invalid(errors)) => Err(ApiError::validation(
+            "event does not match the schema of this version",
+            errors.0,
+        )),
+        Err(IngestError::Rejected(why)) => Err(ApiError::internal(why)),
+        Err(IngestError::Unexpected(e)) => Err(ApiError::internal(format!("{e:#}"))),
+    }
+}

@@ -1,0 +1,10 @@
+//! busway on one machine: the embedded adapters of the ports (SQLite, folders), the local
+//! provisioning runner, and the host that serves the portal and broker APIs.
+
+pub mod eventlog;
+pub mod objects;
+pub mod provisioning;
+pub mod server;
+pub mod store;
+
+pub use server::{Config, Running};

@@ -1,0 +1,201 @@
+//! The local host: wires the embedded adapters to the portal and broker routers, runs local
+//! provisioning, and serves both APIs until stopped.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use busway_core::ingest::LiveRoutes;
+use busway_core::portal::Portal;
+use busway_core::ports::ObjectStore;
+use busway_core::provisioning::Provisioner;
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+use tokio::task::JoinSet;
+use tracing::{info, warn};
+
+use crate::eventlog::EventLog;
+use crate::objects::FolderObjectStore;
+use crate::provisioning::{self, LocalBuilder, LocalStarter};
+use crate::store::SqliteStore;
+
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub data_dir: PathBuf,
+    pub portal_addr: SocketAddr,
+    pub broker_addr: SocketAddr,
+    /// How often the configuration buckets are scanned for hand-edited deploy.json files.
+    pub scan_interval: Duration,
+}
+
+impl Config {
+    pub fn new(data_dir: PathBuf, portal_addr: SocketAddr, broker_addr: SocketAddr) -> Self {
+        Self {
+            data_dir,
+            portal_addr,
+            broker_addr,
+            scan_interval: Duration::from_millis(500),
+        }
+    }
+}
+
+/// A started local broker. Dropping it does not stop it; call `stop`.
+pub struct Running {
+    pub portal_addr: SocketAddr,
+    pub broker_addr: SocketAddr,
+    stop: watch::Sender<bool>,
+    tasks: JoinSet<()>,
+}
+
+impl Running {
+    pub async fn start(config: Config) -> anyhow::Result<Self> {
+        let dir = &config.data_dir;
+        std::fs::create_dir_all(dir)
+            .with_context(|| format!("creating data dir {}", dir.display()))?;
+        let store = SqliteStore::open(&dir.join("busway.db"))?;
+        let bus = Arc::new(EventLog::open(&dir.join("events.db"))?);
+
+        let routes = Arc::new(LiveRoutes::default());
+        for (application, event_type, version, schema) in store.routes().await? {
+            let restored = (|| -> anyhow::Result<()> {
+                routes
+                    .insert(
+                        application.parse()?,
+                        event_type.parse()?,
+                        busway_core::Version::new(version)?,
+                        &schema,
+                    )
+                    .map_err(anyhow::Error::msg)
+            })();
+            if let Err(e) = restored {
+                warn!(%event_type, version, error = %e, "a stored route could not be restored");
+            }
+        }
+
+        let (starter, notifications) = LocalStarter::new();
+        let starter = Arc::new(starter);
+        let buckets = dir.join("buckets");
+        let objects: Arc<dyn ObjectStore> =
+            Arc::new(FolderObjectStore::new(buckets.clone(), starter.clone())?);
+        let shared = Arc::new(store.clone());
+        let portal = Arc::new(Portal {
+            store: shared.clone(),
+            deployments: shared.clone(),
+            registry: shared.clone(),
+            objects: objects.clone(),
+        });
+        let provisioner = Provisioner {
+            store: shared.clone(),
+            deployments: shared,
+            objects: objects.clone(),
+            builder: Arc::new(LocalBuilder {
+                store: store.clone(),
+                routes: routes.clone(),
+            }),
+        };
+
+        let portal_listener = TcpListener::bind(config.portal_addr)
+            .await
+            .with_context(|| format!("binding portal to {}", config.portal_addr))?;
+        let broker_listener = TcpListener::bind(config.broker_addr)
+            .await
+            .with_context(|| format!("binding broker to {}", config.broker_addr))?;
+        let portal_addr = portal_listener.local_addr()?;
+        let broker_addr = broker_listener.local_addr()?;
+
+        let (stop, stopped) = watch::channel(false);
+        let mut tasks = JoinSet::new();
+        tasks.spawn(provisioning::run(
+            provisioner,
+            store.clone(),
+            objects,
+            notifications,
+        ));
+        tasks.spawn(provisioning::scan(
+            buckets,
+            store,
+            starter,
+            config.scan_interval,
+        ));
+        tasks.spawn(serve(
+            portal_listener,
+            busway_portal::router(portal),
+            stopped.clone(),
+        ));
+        tasks.spawn(serve(
+            broker_listener,
+            busway_injector::router(busway_injector::Broker { routes, bus }),
+            stopped,
+        ));
+        info!(%portal_addr, %broker_addr, data_dir = %dir.display(), "busway is up");
+        Ok(Self {
+            portal_addr,
+            broker_addr,
+            stop,
+            tasks,
+        })
+    }
+
+    /// Stops serving, lets requests in flight finish, and ends the background work.
+    pub async fn stop(mut self) {
+        let _ = self.stop.send(true);
+        // The servers end on the signal; the runner and scanner loop forever and are aborted.
+        let deadline = tokio::time::sleep(Duration::from_secs(5));
+        tokio::pin!(deadline);
+        let mut served = 0;
+        while served < 2 {
+            tokio::select! {
+                joined = self.tasks.join_next() => match joined {
+                    Some(Ok(())) => served += 1,
+                    Some(Err(_)) => {}
+                    None => break,
+                },
+                () = &mut deadline => break,
+            }
+        }
+        self.tasks.shutdown().await;
+    }
+
+    /// Serves until Ctrl-C or SIGTERM.
+    pub async fn wait_for_signal(self) -> anyhow::Result<()> {
+        shutdown_signal().await;
+        info!("shutting down");
+        self.stop().await;
+        Ok(())
+    }
+}
+
+async fn serve(listener: TcpListener, router: axum::Router, mut stopped: watch::Receiver<bool>) {
+    let shutdown = async move {
+        let _ = stopped.wait_for(|s| *s).await;
+    };
+    if let Err(e) = axum::serve(listener, router)
+        .with_graceful_shutdown(shutdown)
+        .await
+    {
+        warn!(error = %e, "server ended with an error");
+    }
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        () = ctrl_c => {},
+        () = term => {},
+    }
+}

@@ -1,0 +1,636 @@
+//! The embedded store: event types, versions, subscriptions, deployments, the schema registry and
+//! the local broker's live routes, in one SQLite file. Records are JSON documents with the
+//! columns the queries need beside them; every multi-record write is one transaction.
+
+use std::path::Path;
+use std::sync::{Arc, Mutex};
+
+use anyhow::Context;
+use async_trait::async_trait;
+use busway_core::deployment::Deployment;
+use busway_core::event::{EventType, EventVersion, VersionState};
+use busway_core::ports::{DeploymentStore, EventStore, SchemaRegistry, StoreError};
+use busway_core::subscription::{Subscription, SubscriptionFilter, SubscriptionState};
+use busway_core::{EventTypeName, Version};
+use rusqlite::{Connection, OptionalExtension, Transaction, params};
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+use serde_json::Value;
+
+const SCHEMA: &str = "
+CREATE TABLE IF NOT EXISTS event_types (
+    name TEXT PRIMARY KEY, latest_version INTEGER NOT NULL, doc TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS event_versions (
+    event_type TEXT NOT NULL, version INTEGER NOT NULL, state TEXT NOT NULL, doc TEXT NOT NULL,
+    PRIMARY KEY (event_type, version));
+CREATE TABLE IF NOT EXISTS subscriptions (
+    id TEXT PRIMARY KEY, event_type TEXT NOT NULL, version INTEGER NOT NULL,
+    target_unit TEXT NOT NULL, state TEXT NOT NULL, doc TEXT NOT NULL);
+CREATE INDEX IF NOT EXISTS subscriptions_by_event ON subscriptions (event_type, version, state);
+CREATE TABLE IF NOT EXISTS deployments (
+    id TEXT PRIMARY KEY, event_type TEXT, doc TEXT NOT NULL);
+CREATE INDEX IF NOT EXISTS deployments_by_event ON deployments (event_type);
+CREATE TABLE IF NOT EXISTS registry (
+    event_type TEXT NOT NULL, version INTEGER NOT NULL, schema TEXT NOT NULL,
+    PRIMARY KEY (event_type, version));
+CREATE TABLE IF NOT EXISTS routes (
+    event_type TEXT NOT NULL, version INTEGER NOT NULL, application TEXT NOT NULL, schema TEXT NOT NULL,
+    PRIMARY KEY (event_type, version));
+CREATE TABLE IF NOT EXISTS rules (
+    subscription_id TEXT PRIMARY KEY, doc TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS processed_objects (
+    bucket TEXT NOT NULL, key TEXT NOT NULL, content BLOB NOT NULL, PRIMARY KEY (bucket, key));
+";
+
+/// The SQLite store. Cheap to clone; calls run on the blocking pool.
+#[derive(Clone)]
+pub struct SqliteStore {
+    conn: Arc<Mutex<Connection>>,
+}
+
+fn to_json<T: Serialize>(value: &T) -> Result<String, StoreError> {
+    serde_json::to_string(value).map_err(|e| StoreError::Unexpected(e.into()))
+}
+
+fn from_json<T: DeserializeOwned>(text: &str) -> rusqlite::Result<T> {
+    serde_json::from_str(text).map_err(|e| {
+        rusqlite::Error::FromSqlConversionFailure(0, rusqlite::types::Type::Text, Box::new(e))
+    })
+}
+
+fn sql(e: rusqlite::Error) -> StoreError {
+    StoreError::Unexpected(anyhow::Error::new(e).context("sqlite"))
+}
+
+fn state_str<T: Serialize>(state: &T) -> Result<String, StoreError> {
+    Ok(to_json(state)?.trim_matches('"').to_string())
+}
+
+impl SqliteStore {
+    pub fn open(path: &Path) -> anyhow::Result<Self> {
+        let conn = Connection::open(path).with_context(|| format!("opening {}", path.display()))?;
+        conn.pragma_update(None, "journal_mode", "WAL")?;
+        conn.pragma_update(None, "synchronous", "FULL")?;
+        conn.busy_timeout(std::time::Duration::from_secs(5))?;
+        conn.execute_batch(SCHEMA).context("creating tables")?;
+        Ok(Self {
+            conn: Arc::new(Mutex::new(conn)),
+        })
+    }
+
+    /// Runs `f` with the connection on the blocking pool.
+    async fn run<T, F>(&self, f: F) -> Result<T, StoreError>
+    where
+        T: Send + 'static,
+        F: FnOnce(&mut Connection) -> Result<T, StoreError> + Send + 'static,
+    {
+        let conn = self.conn.clone();
+        tokio::task::spawn_blocking(move || {
+            let mut guard = conn
+                .lock()
+                .map_err(|_| StoreError::Unexpected(anyhow::anyhow!("store lock poisoned")))?;
+            f(&mut guard)
+        })
+        .await
+        .map_err(|e| StoreError::Unexpected(e.into()))?
+    }
+
+    /// Runs `f` in a transaction that commits only when `f` succeeds.
+    async fn transaction<T, F>(&self, f: F) -> Result<T, StoreError>
+    where
+        T: Send + 'static,
+        F: FnOnce(&Transaction<'_>) -> Result<T, StoreError> + Send + 'static,
+    {
+        self.run(move |conn| {
+            let tx = conn.transaction().map_err(sql)?;
+            let value = f(&tx)?;
+            tx.commit().map_err(sql)?;
+            Ok(value)
+        })
+        .await
+    }
+
+    /// Live producer routes: (application, event type, version, schema).
+    pub async fn routes(&self) -> Result<Vec<(String, String, u32, Value)>, StoreError> {
+        self.run(|conn| {
+            let mut stmt = conn
+                .prepare("SELECT application, event_type, version, schema FROM routes")
+                .map_err(sql)?;
+            let rows = stmt
+                .query_map([], |r| {
+                    Ok((
+                        r.get(0)?,
+                        r.get(1)?,
+                        r.get(2)?,
+                        from_json(&r.get::<_, String>(3)?)?,
+                    ))
+                })
+                .map_err(sql)?;
+            rows.collect::<Result<_, _>>().map_err(sql)
+        })
+        .await
+    }
+
+    pub async fn put_route(
+        &self,
+        application: &str,
+        event_type: &str,
+        version: u32,
+        schema: &Value,
+    ) -> Result<(), StoreError> {
+        let (app, et, schema) = (
+            application.to_string(),
+            event_type.to_string(),
+            to_json(schema)?,
+        );
+        self.run(move |conn| {
+            conn.execute(
+                "INSERT INTO routes (application, event_type, version, schema) VALUES (?1, ?2, ?3, ?4)
+                 ON CONFLICT (event_type, version) DO UPDATE SET application = excluded.application, schema = excluded.schema",
+                params![app, et, version, schema],
+            )
+            .map_err(sql)?;
+            Ok(())
+        })
+        .await
+    }
+
+    pub async fn delete_route(&self, event_type: &str, version: u32) -> Result<(), StoreError> {
+        let et = event_type.to_string();
+        self.run(move |conn| {
+            conn.execute(
+                "DELETE FROM routes WHERE event_type = ?1 AND version = ?2",
+                params![et, version],
+            )
+            .map_err(sql)?;
+            Ok(())
+        })
+        .await
+    }
+
+    /// Deployed consumer rules, keyed by subscription id, as their consumer deploy.json.
+    pub async fn rules(&self) -> Result<Vec<(String, Value)>, StoreError> {
+        self.run(|conn| {
+            let mut stmt = conn
+                .prepare("SELECT subscription_id, doc FROM rules ORDER BY subscription_id")
+                .map_err(sql)?;
+            let rows = stmt
+                .query_map([], |r| Ok((r.get(0)?, from_json(&r.get::<_, String>(1)?)?)))
+                .map_err(sql)?;
+            rows.collect::<Result<_, _>>().map_err(sql)
+        })
+        .await
+    }
+
+    pub async fn put_rule(&self, subscription_id: &str, doc: &Value) -> Result<(), StoreError> {
+        let (id, doc) = (subscription_id.to_string(), to_json(doc)?);
+        self.run(move |conn| {
+            conn.execute(
+                "INSERT INTO rules (subscription_id, doc) VALUES (?1, ?2) ON CONFLICT (subscription_id) DO UPDATE SET doc = excluded.doc",
+                params![id, doc],
+            )
+            .map_err(sql)?;
+            Ok(())
+        })
+        .await
+    }
+
+    pub async fn delete_rule(&self, subscription_id: &str) -> Result<(), StoreError> {
+        let id = subscription_id.to_string();
+        self.run(move |conn| {
+            conn.execute("DELETE FROM rules WHERE subscription_id = ?1", params![id])
+                .map_err(sql)?;
+            Ok(())
+        })
+        .await
+    }
+
+    /// The content of the object at bucket/key that provisioning last ran on.
+    pub async fn processed_object(
+        &self,
+        bucket: &str,
+        key: &str,
+    ) -> Result<Option<Vec<u8>>, StoreError> {
+        let (bucket, key) = (bucket.to_string(), key.to_string());
+        self.run(move |conn| {
+            conn.query_row(
+                "SELECT content FROM processed_objects WHERE bucket = ?1 AND key = ?2",
+                params![bucket, key],
+                |r| r.get(0),
+            )
+            .optional()
+            .map_err(sql)
+        })
+        .await
+    }
+
+    pub async fn mark_processed(
+        &self,
+        bucket: &str,
+        key: &str,
+        content: Vec<u8>,
+    ) -> Result<(), StoreError> {
+        let (bucket, key) = (bucket.to_string(), key.to_string());
+        self.run(move |conn| {
+            conn.execute(
+                "INSERT INTO processed_objects (bucket, key, content) VALUES (?1, ?2, ?3)
+                 ON CONFLICT (bucket, key) DO UPDATE SET content = excluded.content",
+                params![bucket, key, content],
+            )
+            .map_err(sql)?;
+            Ok(())
+        })
+        .await
+    }
+}
+
+fn insert_deployment(tx: &Connection, d: &Deployment) -> Result<(), StoreError> {
+    let event_type = d.event_type.as_ref().map(|e| e.to_string());
+    tx.execute(
+        "INSERT INTO deployments (id, event_type, doc) VALUES (?1, ?2, ?3)
+         ON CONFLICT (id) DO UPDATE SET event_type = excluded.event_type, doc = excluded.doc",
+        params![d.id, event_type, to_json(d)?],
+    )
+    .map_err(sql)?;
+    Ok(())
+}
+
+fn insert_version(tx: &Connection, v: &EventVersion) -> Result<(), StoreError> {
+    tx.execute(
+        "INSERT INTO event_versions (event_type, version, state, doc) VALUES (?1, ?2, ?3, ?4)",
+        params![
+            v.event_type.as_str(),
+            v.version.get(),
+            state_str(&v.state)?,
+            to_json(v)?
+        ],
+    )
+    .map_err(sql)?;
+    Ok(())
+}
+
+fn is_unique_violation(e: &rusqlite::Error) -> bool {
+    matches!(e, rusqlite::Error::SqliteFailure(f, _) if f.code == rusqlite::ErrorCode::ConstraintViolation)
+}
+
+fn load_version(
+    conn: &Connection,
+    name: &str,
+    version: u32,
+) -> Result<Option<EventVersion>, StoreError> {
+    conn.query_row(
+        "SELECT doc FROM event_versions WHERE event_type = ?1 AND version = ?2",
+        params![name, version],
+        |r| from_json(&r.get::<_, String>(0)?),
+    )
+    .optional()
+    .map_err(sql)
+}
+
+fn load_subscription(conn: &Connection, id: &str) -> Result<Option<Subscription>, StoreError> {
+    conn.query_row(
+        "SELECT doc FROM subscriptions WHERE id = ?1",
+        params![id],
+        |r| from_json(&r.get::<_, String>(0)?),
+    )
+    .optional()
+    .map_err(sql)
+}
+
+fn active_subscriptions(
+    conn: &Connection,
+    name: &str,
+    version: u32,
+) -> Result<Vec<Subscription>, StoreError> {
+    let mut stmt = conn
+        .prepare("SELECT doc FROM subscriptions WHERE event_type = ?1 AND version = ?2 AND state = 'ACTIVE' ORDER BY rowid")
+        .map_err(sql)?;
+    let rows = stmt
+        .query_map(params![name, version], |r| {
+            from_json(&r.get::<_, String>(0)?)
+        })
+        .map_err(sql)?;
+    rows.collect::<Result<_, _>>().map_err(sql)
+}
+
+#[async_trait]
+impl EventStore for SqliteStore {
+    async fn create_event_type(
+        &self,
+        event: &EventType,
+        first: &EventVersion,
+        deployment: &Deployment,
+    ) -> Result<(), StoreError> {
+        let (event, first, deployment) = (event.clone(), first.clone(), deployment.clone());
+        self.transaction(move |tx| {
+            let inserted = tx.execute(
+                "INSERT INTO event_types (name, latest_version, doc) VALUES (?1, ?2, ?3)",
+                params![
+                    event.event_type.as_str(),
+                    event.latest_version.get(),
+                    to_json(&event)?
+                ],
+            );
+            match inserted {
+                Err(e) if is_unique_violation(&e) => {
+                    return Err(StoreError::AlreadyExists(format!(
+                        "event type {}",
+                        event.event_type
+                    )));
+                }
+                other => other.map_err(sql)?,
+            };
+            insert_version(tx, &first)?;
+            insert_deployment(tx, &deployment)
+        })
+        .await
+    }
+
+    async fn add_version(
+        &self,
+        version: &EventVersion,
+        expected_latest: Version,
+        deployment: &Deployment,
+    ) -> Result<(), StoreError> {
+        let (version, deployment) = (version.clone(), deployment.clone());
+        self.transaction(move |tx| {
+            let name = version.event_type.as_str();
+            let doc: Option<String> = tx
+                .query_row(
+                    "SELECT doc FROM event_types WHERE name = ?1",
+                    params![name],
+                    |r| r.get(0),
+                )
+                .optional()
+                .map_err(sql)?;
+            let mut event: EventType =
+                from_json(&doc.ok_or_else(|| StoreError::NotFound(format!("event type {name}")))?)
+                    .map_err(sql)?;
+            if event.latest_version != expected_latest || version.version != expected_latest.next()
+            {
+                return Err(StoreError::Conflict(format!(
+                    "event type {name} changed while version {} was being added; retry",
+                    version.version
+                )));
+            }
+            event.latest_version = version.version;
+            tx.execute(
+                "UPDATE event_types SET latest_version = ?2, doc = ?3 WHERE name = ?1",
+                params![name, event.latest_version.get(), to_json(&event)?],
+            )
+            .map_err(sql)?;
+            insert_version(tx, &version)?;
+            insert_deployment(tx, &deployment)
+        })
+        .await
+    }
+
+    async fn delete_version(
+        &self,
+        event_type: &EventTypeName,
+        version: Version,
+        deployment: &Deployment,
+    ) -> Result<(), StoreError> {
+        let (name, deployment) = (event_type.to_string(), deployment.clone());
+        self.transaction(move |tx| {
+            let mut record = load_version(tx, &name, version.get())?
+                .filter(EventVersion::is_active)
+                .ok_or_else(|| StoreError::NotFound(format!("version {version} of event type {name}")))?;
+            let subscribers = active_subscriptions(tx, &name, version.get())?;
+            if !subscribers.is_empty() {
+                let ids: Vec<&str> = subscribers.iter().map(|s| s.id.as_str()).collect();
+                return Err(StoreError::Conflict(format!(
+                    "version {version} of event type {name} has {} active subscription(s): {}; delete them first",
+                    ids.len(),
+                    ids.join(", ")
+                )));
+            }
+            record.state = VersionState::Deleted;
+            tx.execute(
+                "UPDATE event_versions SET state = ?3, doc = ?4 WHERE event_type = ?1 AND version = ?2",
+                params![name, version.get(), state_str(&record.state)?, to_json(&record)?],
+            )
+            .map_err(sql)?;
+            insert_deployment(tx, &deployment)
+        })
+        .await
+    }
+
+    async fn get_event_type(&self, name: &EventTypeName) -> Result<Option<EventType>, StoreError> {
+        let name = name.to_string();
+        self.run(move |conn| {
+            conn.query_row(
+                "SELECT doc FROM event_types WHERE name = ?1",
+                params![name],
+                |r| from_json(&r.get::<_, String>(0)?),
+            )
+            .optional()
+            .map_err(sql)
+        })
+        .await
+    }
+
+    async fn list_event_types(&self) -> Result<Vec<EventType>, StoreError> {
+        self.run(|conn| {
+            let mut stmt = conn
+                .prepare("SELECT doc FROM event_types ORDER BY name")
+                .map_err(sql)?;
+            let rows = stmt
+                .query_map([], |r| from_json(&r.get::<_, String>(0)?))
+                .map_err(sql)?;
+            rows.collect::<Result<_, _>>().map_err(sql)
+        })
+        .await
+    }
+
+    async fn list_versions(&self, name: &EventTypeName) -> Result<Vec<EventVersion>, StoreError> {
+        let name = name.to_string();
+        self.run(move |conn| {
+            let mut stmt = conn
+                .prepare("SELECT doc FROM event_versions WHERE event_type = ?1 ORDER BY version")
+                .map_err(sql)?;
+            let rows = stmt
+                .query_map(params![name], |r| from_json(&r.get::<_, String>(0)?))
+                .map_err(sql)?;
+            rows.collect::<Result<_, _>>().map_err(sql)
+        })
+        .await
+    }
+
+    async fn get_version(
+        &self,
+        name: &EventTypeName,
+        version: Version,
+    ) -> Result<Option<EventVersion>, StoreError> {
+        let name = name.to_string();
+        self.run(move |conn| load_version(conn, &name, version.get()))
+            .await
+    }
+
+    async fn create_subscription(
+        &self,
+        s: &Subscription,
+        deployment: &Deployment,
+    ) -> Result<(), StoreError> {
+        let (s, deployment) = (s.clone(), deployment.clone());
+        self.transaction(move |tx| {
+            let name = s.event_type.as_str();
+            load_version(tx, name, s.version.get())?
+                .filter(EventVersion::is_active)
+                .ok_or_else(|| StoreError::NotFound(format!("version {} of event type {name}", s.version)))?;
+            if let Some(existing) = active_subscriptions(tx, name, s.version.get())?.into_iter().find(|e| e.same_target(&s)) {
+                return Err(StoreError::AlreadyExists(format!("an identical subscription ({})", existing.id)));
+            }
+            tx.execute(
+                "INSERT INTO subscriptions (id, event_type, version, target_unit, state, doc) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+                params![s.id, name, s.version.get(), s.target_unit.as_str(), state_str(&s.state)?, to_json(&s)?],
+            )
+            .map_err(sql)?;
+            insert_deployment(tx, &deployment)
+        })
+        .await
+    }
+
+    async fn get_subscription(&self, id: &str) -> Result<Option<Subscription>, StoreError> {
+        let id = id.to_string();
+        self.run(move |conn| load_subscription(conn, &id)).await
+    }
+
+    async fn list_subscriptions(
+        &self,
+        filter: &SubscriptionFilter,
+    ) -> Result<Vec<Subscription>, StoreError> {
+        let filter = filter.clone();
+        self.run(move |conn| {
+            let mut stmt = conn
+                .prepare("SELECT doc FROM subscriptions WHERE state = 'ACTIVE' ORDER BY rowid")
+                .map_err(sql)?;
+            let rows = stmt
+                .query_map([], |r| from_json::<Subscription>(&r.get::<_, String>(0)?))
+                .map_err(sql)?;
+            let all: Vec<Subscription> = rows.collect::<Result<_, _>>().map_err(sql)?;
+            Ok(all.into_iter().filter(|s| filter.accepts(s)).collect())
+        })
+        .await
+    }
+
+    async fn delete_subscription(
+        &self,
+        id: &str,
+        deployment: &Deployment,
+    ) -> Result<(), StoreError> {
+        let (id, deployment) = (id.to_string(), deployment.clone());
+        self.transaction(move |tx| {
+            let mut s = load_subscription(tx, &id)?
+                .filter(|s| s.state == SubscriptionState::Active)
+                .ok_or_else(|| StoreError::NotFound(format!("subscription {id}")))?;
+            s.state = SubscriptionState::Deleted;
+            tx.execute(
+                "UPDATE subscriptions SET state = ?2, doc = ?3 WHERE id = ?1",
+                params![id, state_str(&s.state)?, to_json(&s)?],
+            )
+            .map_err(sql)?;
+            insert_deployment(tx, &deployment)
+        })
+        .await
+    }
+}
+
+#[async_trait]
+impl DeploymentStore for SqliteStore {
+    async fn put_deployment(&self, deployment: &Deployment) -> Result<(), StoreError> {
+        let deployment = deployment.clone();
+        self.run(move |conn| insert_deployment(conn, &deployment))
+            .await
+    }
+
+    async fn get_deployment(&self, id: &str) -> Result<Option<Deployment>, StoreError> {
+        let id = id.to_string();
+        self.run(move |conn| {
+            conn.query_row(
+                "SELECT doc FROM deployments WHERE id = ?1",
+                params![id],
+                |r| from_json(&r.get::<_, String>(0)?),
+            )
+            .optional()
+            .map_err(sql)
+        })
+        .await
+    }
+
+    async fn list_deployments(
+        &self,
+        event_type: Option<&EventTypeName>,
+    ) -> Result<Vec<Deployment>, StoreError> {
+        let event_type = event_type.map(|e| e.to_string());
+        self.run(move |conn| {
+            let mut stmt = conn
+                .prepare("SELECT doc FROM deployments WHERE ?1 IS NULL OR event_type = ?1 ORDER BY rowid DESC")
+                .map_err(sql)?;
+            let rows = stmt.query_map(params![event_type], |r| from_json(&r.get::<_, String>(0)?)).map_err(sql)?;
+            rows.collect::<Result<_, _>>().map_err(sql)
+        })
+        .await
+    }
+}
+
+#[async_trait]
+impl SchemaRegistry for SqliteStore {
+    async fn put_schema(
+        &self,
+        event_type: &EventTypeName,
+        version: Version,
+        schema: &Value,
+    ) -> anyhow::Result<()> {
+        let (name, schema) = (event_type.to_string(), serde_json::to_string(schema)?);
+        self.run(move |conn| {
+            conn.execute(
+                "INSERT INTO registry (event_type, version, schema) VALUES (?1, ?2, ?3)
+                 ON CONFLICT (event_type, version) DO UPDATE SET schema = excluded.schema",
+                params![name, version.get(), schema],
+            )
+            .map_err(sql)?;
+            Ok(())
+        })
+        .await?;
+        Ok(())
+    }
+
+    async fn get_schema(
+        &self,
+        event_type: &EventTypeName,
+        version: Version,
+    ) -> anyhow::Result<Option<Value>> {
+        let name = event_type.to_string();
+        Ok(self
+            .run(move |conn| {
+                conn.query_row(
+                    "SELECT schema FROM registry WHERE event_type = ?1 AND version = ?2",
+                    params![name, version.get()],
+                    |r| from_json(&r.get::<_, String>(0)?),
+                )
+                .optional()
+                .map_err(sql)
+            })
+            .await?)
+    }
+
+    async fn list_schema_versions(
+        &self,
+        event_type: &EventTypeName,
+    ) -> anyhow::Result<Vec<Version>> {
+        let name = event_type.to_string();
+        let raw: Vec<u32> = self
+            .run(move |conn| {
+                let mut stmt = conn
+                    .prepare("SELECT version FROM registry WHERE event_type = ?1 ORDER BY version")
+                    .map_err(sql)?;
+                let rows = stmt.query_map(params![name], |r| r.get(0)).map_err(sql)?;
+                rows.collect::<Result<_, _>>().map_err(sql)
+            })
+            .await?;
+        raw.into_iter()
+            .map(|v| Version::new(v).map_err(anyhow::Error::from))
+            .collect()
+    }
+}

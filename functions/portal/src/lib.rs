@@ -1,0 +1,274 @@
+//! The portal REST API. `router()` is served by the Lambda bin under API Gateway and by the local
+//! host under axum: one code path.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use axum::extract::rejection::{PathRejection, QueryRejection};
+use axum::extract::{DefaultBodyLimit, Path, Query, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use axum::{Json, Router};
+use busway_core::deployment::Deployment;
+use busway_core::portal::{CreateEvent, NewVersion, Portal, PortalError, Subscribe};
+use busway_core::subscription::SubscriptionFilter;
+use busway_core::{EventTypeName, FieldError, Version};
+use busway_http::{ApiError, JsonBody, MAX_BODY_BYTES};
+use serde::Serialize;
+use serde_json::{Value, json};
+
+pub fn router(portal: Arc<Portal>) -> Router {
+    Router::new()
+        .route("/events", get(list_events).post(create_event))
+        .route("/events/{event_type}", get(get_event).put(add_version))
+        .route(
+            "/events/{event_type}/versions/{version}",
+            get(get_version).delete(delete_version),
+        )
+        .route("/subscriptions", get(list_subscriptions).post(subscribe))
+        .route(
+            "/subscriptions/{id}",
+            get(get_subscription).delete(unsubscribe),
+        )
+        .route("/deployments", get(list_deployments))
+        .route("/deployments/{id}", get(get_deployment))
+        .fallback(busway_http::not_found_fallback)
+        .method_not_allowed_fallback(busway_http::method_not_allowed_fallback)
+        .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
+        .with_state(portal)
+}
+
+type Portal_ = State<Arc<Portal>>;
+
+struct Error(ApiError);
+
+impl IntoResponse for Error {
+    fn into_response(self) -> Response {
+        self.0.into_response()
+    }
+}
+
+impl From<ApiError> for Error {
+    fn from(e: ApiError) -> Self {
+        Self(e)
+    }
+}
+
+impl From<PortalError> for Error {
+    fn from(e: PortalError) -> Self {
+        Self(match e {
+            PortalError::Invalid(errors) => ApiError::validation("request is invalid", errors.0),
+            PortalError::NotFound(what) => ApiError::not_found(format!("{what} not found")),
+            PortalError::AlreadyExists(what) => ApiError::new(
+                StatusCode::CONFLICT,
+                "already_exists",
+                format!("{what} already exists"),
+            ),
+            PortalError::Conflict(why) => ApiError::new(StatusCode::CONFLICT, "conflict", why),
+            PortalError::Unexpected(e) => ApiError::internal(format!("{e:#}")),
+        })
+    }
+}
+
+impl From<busway_core::ValidationErrors> for Error {
+    fn from(e: busway_core::ValidationErrors) -> Self {
+        Self(ApiError::validation("request is invalid", e.0))
+    }
+}
+
+type Result<T> = std::result::Result<T, Error>;
+
+/// A created or deleted resource together with the deployment that builds or removes it.
+fn with_deployment(resource: impl Serialize, deployment: &Deployment) -> Value {
+    let mut value = serde_json::to_value(resource).unwrap_or(Value::Null);
+    if let Some(obj) = value.as_object_mut() {
+        obj.insert("deployment_id".into(), Value::String(deployment.id.clone()));
+    }
+    value
+}
+
+fn path<T>(p: std::result::Result<Path<T>, PathRejection>) -> Result<T> {
+    p.map(|Path(v)| v)
+        .map_err(|e| ApiError::not_found(format!("no such route: {}", e.body_text())).into())
+}
+
+fn event_type(raw: &str) -> Result<EventTypeName> {
+    raw.parse()
+        .map_err(|_| ApiError::not_found(format!("event type {raw:?} not found")).into())
+}
+
+fn version(event_type: &EventTypeName, raw: &str) -> Result<Version> {
+    raw.parse().map_err(|_| {
+        ApiError::not_found(format!(
+            "version {raw:?} of event type {event_type} not found"
+        ))
+        .into()
+    })
+}
+
+/// Query parameters: unknown names and invalid values are named, not ignored.
+fn query(
+    q: std::result::Result<Query<HashMap<String, String>>, QueryRejection>,
+    allowed: &[&str],
+) -> Result<HashMap<String, String>> {
+    let Query(params) =
+        q.map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, "invalid_query", e.body_text()))?;
+    let unknown: Vec<FieldError> = params
+        .keys()
+        .filter(|k| !allowed.contains(&k.as_str()))
+        .map(|k| {
+            FieldError::new(
+                k.as_str(),
+                format!("unknown query parameter; allowed: {}", allowed.join(", ")),
+            )
+        })
+        .collect();
+    if !unknown.is_empty() {
+        return Err(ApiError::validation("query is invalid", unknown).into());
+    }
+    Ok(params)
+}
+
+fn parse_param<T: std::str::FromStr<Err = E>, E: std::fmt::Display>(
+    params: &HashMap<String, String>,
+    name: &str,
+    errors: &mut busway_core::ValidationErrors,
+) -> Option<T> {
+    let raw = params.get(name)?;
+    errors.check(name, raw.parse::<T>())
+}
+
+async fn create_event(
+    State(portal): Portal_,
+    JsonBody(body): JsonBody,
+) -> Result<(StatusCode, Json<Value>)> {
+    let req = CreateEvent::from_json(&body)?;
+    let (event, deployment) = portal.create_event(req).await?;
+    Ok((
+        StatusCode::CREATED,
+        Json(with_deployment(event, &deployment)),
+    ))
+}
+
+async fn list_events(State(portal): Portal_) -> Result<Json<Value>> {
+    Ok(Json(
+        json!({"event_types": portal.list_event_types().await?}),
+    ))
+}
+
+async fn get_event(
+    State(portal): Portal_,
+    p: std::result::Result<Path<String>, PathRejection>,
+) -> Result<Json<Value>> {
+    let name = event_type(&path(p)?)?;
+    Ok(Json(json!(portal.get_event_type(&name).await?)))
+}
+
+async fn add_version(
+    State(portal): Portal_,
+    p: std::result::Result<Path<String>, PathRejection>,
+    JsonBody(body): JsonBody,
+) -> Result<(StatusCode, Json<Value>)> {
+    let name = event_type(&path(p)?)?;
+    let req = NewVersion::from_json(&body)?;
+    let (version, deployment) = portal.add_version(&name, req).await?;
+    Ok((
+        StatusCode::CREATED,
+        Json(with_deployment(version, &deployment)),
+    ))
+}
+
+async fn get_version(
+    State(portal): Portal_,
+    p: std::result::Result<Path<(String, String)>, PathRejection>,
+) -> Result<Json<Value>> {
+    let (name, raw_version) = path(p)?;
+    let name = event_type(&name)?;
+    let v = version(&name, &raw_version)?;
+    Ok(Json(json!(portal.get_version(&name, v).await?)))
+}
+
+async fn delete_version(
+    State(portal): Portal_,
+    p: std::result::Result<Path<(String, String)>, PathRejection>,
+) -> Result<(StatusCode, Json<Value>)> {
+    let (name, raw_version) = path(p)?;
+    let name = event_type(&name)?;
+    let v = version(&name, &raw_version)?;
+    let deployment = portal.delete_version(&name, v).await?;
+    Ok((
+        StatusCode::ACCEPTED,
+        Json(json!({"deployment_id": deployment.id})),
+    ))
+}
+
+async fn subscribe(
+    State(portal): Portal_,
+    JsonBody(body): JsonBody,
+) -> Result<(StatusCode, Json<Value>)> {
+    let req = Subscribe::from_json(&body)?;
+    let (subscription, deployment) = portal.subscribe(req).await?;
+    Ok((
+        StatusCode::CREATED,
+        Json(with_deployment(subscription, &deployment)),
+    ))
+}
+
+async fn list_subscriptions(
+    State(portal): Portal_,
+    q: std::result::Result<Query<HashMap<String, String>>, QueryRejection>,
+) -> Result<Json<Value>> {
+    let params = query(q, &["event_type", "version", "target_unit"])?;
+    let mut errors = busway_core::ValidationErrors::default();
+    let filter = SubscriptionFilter {
+        event_type: parse_param(&params, "event_type", &mut errors),
+        version: parse_param(&params, "version", &mut errors),
+        target_unit: parse_param(&params, "target_unit", &mut errors),
+    };
+    let filter = errors.into_result(filter)?;
+    Ok(Json(
+        json!({"subscriptions": portal.list_subscriptions(&filter).await?}),
+    ))
+}
+
+async fn get_subscription(
+    State(portal): Portal_,
+    p: std::result::Result<Path<String>, PathRejection>,
+) -> Result<Json<Value>> {
+    let id = path(p)?;
+    Ok(Json(json!(portal.subscription(&id).await?)))
+}
+
+async fn unsubscribe(
+    State(portal): Portal_,
+    p: std::result::Result<Path<String>, PathRejection>,
+) -> Result<(StatusCode, Json<Value>)> {
+    let id = path(p)?;
+    let deployment = portal.unsubscribe(&id).await?;
+    Ok((
+        StatusCode::ACCEPTED,
+        Json(json!({"deployment_id": deployment.id})),
+    ))
+}
+
+async fn get_deployment(
+    State(portal): Portal_,
+    p: std::result::Result<Path<String>, PathRejection>,
+) -> Result<Json<Value>> {
+    let id = path(p)?;
+    Ok(Json(json!(portal.deployment(&id).await?)))
+}
+
+async fn list_deployments(
+    State(portal): Portal_,
+    q: std::result::Result<Query<HashMap<String, String>>, QueryRejection>,
+) -> Result<Json<Value>> {
+    let params = query(q, &["event_type"])?;
+    let mut errors = busway_core::ValidationErrors::default();
+    let event_type: Option<EventTypeName> = parse_param(&params, "event_type", &mut errors);
+    errors.into_result(())?;
+    Ok(Json(
+        json!({"deployments": portal.list_deployments(event_type.as_ref()).await?}),
+    ))
+}
