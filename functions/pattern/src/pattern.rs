@@ -599,3 +599,464 @@ fn cidr(text: &str) -> Result<Cidr, String> {
     }
     Ok(Cidr::new(ip, u8::try_from(bits).unwrap_or(u8::MAX)))
 }
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+
+    fn reason(pattern: &str) -> String {
+        match Pattern::parse(pattern) {
+            Ok(_) => panic!("{pattern} should be invalid"),
+            Err(error) => error.reason().to_owned(),
+        }
+    }
+
+    fn matches(pattern: &str, event: &Value) -> bool {
+        Pattern::parse(pattern)
+            .unwrap_or_else(|error| panic!("{pattern}: {error}"))
+            .matches(event)
+    }
+
+    #[test]
+    fn the_display_text_is_aws_message_and_reason_is_the_tail() {
+        let error = Pattern::parse(r#"{"a":[]}"#).unwrap_err();
+        assert_eq!(
+            error.to_string(),
+            "Event pattern is not valid. Reason: Empty arrays are not allowed"
+        );
+        assert_eq!(error.reason(), "Empty arrays are not allowed");
+    }
+
+    #[test]
+    fn structural_mistakes_are_rejected_with_ruler_messages() {
+        assert_eq!(reason(r#"{"a":[]}"#), "Empty arrays are not allowed");
+        assert_eq!(
+            reason(r#"{"a":42}"#),
+            r#""a" must be an object or an array"#
+        );
+        assert_eq!(
+            reason(r#"{"a":{"b":"x"}}"#),
+            r#""b" must be an object or an array"#
+        );
+        assert_eq!(reason("{}"), "Empty objects are not allowed");
+        assert_eq!(reason(r#"{"a":{}}"#), "Empty objects are not allowed");
+        assert_eq!(reason(r#"{"a":[{}]}"#), "Match expression name not found");
+        assert_eq!(reason("[1]"), "Filter is not an object");
+        assert_eq!(
+            reason(r#"{"a":[[1]]}"#),
+            "Match value must be String, number, true, false, or null"
+        );
+        assert_eq!(
+            reason(r#"{"a":[{"prefix":"x","suffix":"y"}]}"#),
+            "Only one key allowed in match expression"
+        );
+        assert_eq!(
+            reason(r#"{"a":[{"EXISTS":true}]}"#),
+            "Unrecognized match type EXISTS"
+        );
+    }
+
+    #[test]
+    fn text_that_is_not_json_gets_jacksons_message() {
+        assert_eq!(
+            reason("this is valid json but not a dict"),
+            "Unrecognized token 'this': was expecting (JSON String, Number, Array, Object or token 'null', 'true' or 'false')"
+        );
+        assert_eq!(
+            reason("{'bad': 'quotation'}"),
+            "Unexpected character (''' (code 39)): was expecting double-quote to start field name"
+        );
+    }
+
+    #[test]
+    fn string_operators_require_strings() {
+        assert_eq!(
+            reason(r#"{"a":[{"prefix":1}]}"#),
+            "prefix match pattern must be a string"
+        );
+        assert_eq!(
+            reason(r#"{"a":[{"suffix":["x"]}]}"#),
+            "suffix match pattern must be a string"
+        );
+        assert_eq!(
+            reason(r#"{"a":[{"equals-ignore-case":["x"]}]}"#),
+            "equals-ignore-case match pattern must be a string"
+        );
+        assert_eq!(
+            reason(r#"{"a":[{"prefix":{"equals-ignore-case":1}}]}"#),
+            "equals-ignore-case match pattern must be a string"
+        );
+        assert_eq!(
+            reason(r#"{"a":[{"prefix":{"wildcard":"x"}}]}"#),
+            "Unsupported prefix pattern: wildcard"
+        );
+        assert_eq!(
+            reason(r#"{"a":[{"wildcard":1}]}"#),
+            "wildcard match pattern must be a string"
+        );
+        assert_eq!(
+            reason(r#"{"a":[{"exactly":1}]}"#),
+            "exact match pattern must be a string"
+        );
+        assert_eq!(
+            reason(r#"{"a":[{"exists":"yes"}]}"#),
+            "exists match pattern must be either true or false."
+        );
+    }
+
+    #[test]
+    fn wildcards_refuse_double_stars_bad_escapes_and_too_many_stars() {
+        assert_eq!(
+            reason(r#"{"a":[{"wildcard":"arn:aws:events:us-east-1:**:event-bus/*"}]}"#),
+            "Consecutive wildcard characters at pos 26"
+        );
+        assert_eq!(
+            reason(r#"{"a":[{"wildcard":"a\\b"}]}"#),
+            "Invalid escape character at pos 1"
+        );
+        assert!(
+            reason(r#"{"a":[{"wildcard":"*:*:*:*:*:event-bus/*"}]}"#)
+                .starts_with("Rule is too complex")
+        );
+        assert!(Pattern::parse(r#"{"a":[{"wildcard":"*a*b*c*d*"}]}"#).is_ok());
+    }
+
+    #[test]
+    fn anything_but_shapes_are_checked() {
+        let shape = "Value of anything-but must be an array or single string/number value.";
+        assert_eq!(reason(r#"{"a":[{"anything-but":null}]}"#), shape);
+        assert_eq!(reason(r#"{"a":[{"anything-but":true}]}"#), shape);
+        assert_eq!(
+            reason(r#"{"a":[{"anything-but":{"prefix":{"equals-ignore-case":"x"}}}]}"#),
+            shape
+        );
+        assert_eq!(
+            reason(r#"{"a":[{"anything-but":["a",null]}]}"#),
+            "Inside anything but list, start|null|boolean is not supported."
+        );
+        assert_eq!(
+            reason(r#"{"a":[{"anything-but":["a",1]}]}"#),
+            "Inside anything but list, either all values are number or string, mixed type is not supported"
+        );
+        assert_eq!(
+            reason(r#"{"a":[{"anything-but":{"prefix":""}}]}"#),
+            "Null prefix/suffix not allowed"
+        );
+        assert_eq!(
+            reason(r#"{"a":[{"anything-but":{"suffix":[1]}}]}"#),
+            "prefix/suffix match pattern must be a string"
+        );
+        assert_eq!(
+            reason(r#"{"a":[{"anything-but":{"equals-ignore-case":1}}]}"#),
+            "Inside anything-but/equals-ignore-case list, number|start|null|boolean is not supported."
+        );
+        assert_eq!(
+            reason(r#"{"a":[{"anything-but":{"wildcard":[1]}}]}"#),
+            "wildcard match pattern must be a string"
+        );
+        assert_eq!(
+            reason(r#"{"a":[{"anything-but":{"numeric":[">",1]}}]}"#),
+            "Unsupported anything-but pattern: numeric"
+        );
+    }
+
+    #[test]
+    fn numeric_expressions_are_checked() {
+        assert_eq!(
+            reason(r#"{"a":[{"numeric":10}]}"#),
+            "Value of numeric must be an array."
+        );
+        assert_eq!(
+            reason(r#"{"a":[{"numeric":[">",0,">",0]}]}"#),
+            "Bad numeric range operator: >"
+        );
+        assert_eq!(
+            reason(r#"{"a":[{"numeric":[">",0,"<"]}]}"#),
+            "Value of < must be numeric"
+        );
+        assert_eq!(
+            reason(r#"{"a":[{"numeric":["=","5"]}]}"#),
+            "Value of = must be numeric"
+        );
+        assert_eq!(
+            reason(r#"{"a":[{"numeric":["~",5]}]}"#),
+            "Unrecognized numeric range operator: ~"
+        );
+        assert_eq!(
+            reason(r#"{"a":[{"numeric":[5]}]}"#),
+            "Invalid member in numeric match: 5"
+        );
+        assert_eq!(
+            reason(r#"{"a":[{"numeric":[]}]}"#),
+            "Invalid member in numeric match: ]"
+        );
+        assert_eq!(
+            reason(r#"{"a":[{"numeric":["=",5,6]}]}"#),
+            "Too many elements in numeric expression"
+        );
+        assert_eq!(
+            reason(r#"{"a":[{"numeric":[">",0,"<",5,1]}]}"#),
+            "Too many terms in numeric range expression"
+        );
+        assert_eq!(
+            reason(r#"{"a":[{"numeric":["=",1e999]}]}"#),
+            "Bad value in numeric range: 1e999"
+        );
+    }
+
+    #[test]
+    fn cidr_expressions_are_checked_in_rulers_order() {
+        assert_eq!(
+            reason(r#"{"a":[{"cidr":"bad"}]}"#),
+            "Malformed CIDR, one '/' required"
+        );
+        assert_eq!(
+            reason(r#"{"a":[{"cidr":"bad-/64x"}]}"#),
+            "Malformed CIDR, mask bits must be an integer"
+        );
+        assert_eq!(
+            reason(r#"{"a":[{"cidr":"xx.11.xx/8"}]}"#),
+            "Nonstandard IP address: xx.11.xx"
+        );
+        assert_eq!(
+            reason(r#"{"a":[{"cidr":["10.0.0.0/8"]}]}"#),
+            "prefix match pattern must be a string"
+        );
+        assert_eq!(
+            reason(r#"{"a":[{"cidr":"10.0.0.0/33"}]}"#),
+            "Malformed CIDR, mask bits must be between 0 and 32"
+        );
+    }
+
+    #[test]
+    fn or_needs_an_array_of_at_least_two_objects_without_reserved_names() {
+        assert_eq!(
+            reason(r#"{"$or":{"a":[1]}}"#),
+            "It must be an Array followed with $or."
+        );
+        assert_eq!(
+            reason(r#"{"$or":[{"a":[1]},2]}"#),
+            "Only JSON object is allowed in array of $or relationship."
+        );
+        assert_eq!(
+            reason(r#"{"$or":[{"a":[1]}]}"#),
+            "There must have at least 2 Objects in $or relationship."
+        );
+        assert_eq!(
+            reason(r#"{"$or":[{"prefix":[1]},{"b":[2]}]}"#),
+            "prefix is Ruler reserved fieldName which cannot be used inside $or."
+        );
+    }
+
+    #[test]
+    fn the_size_limit_counts_characters_and_is_configurable() {
+        let long = format!(r#"{{"a":["{}"]}}"#, "é".repeat(2038));
+        assert!(Pattern::parse(&long).is_ok());
+        let longer = format!(r#"{{"a":["{}"]}}"#, "é".repeat(2039));
+        assert_eq!(
+            reason(&longer),
+            "Event pattern is 2049 characters long; the limit is 2048"
+        );
+        assert!(Pattern::parse_with(&longer, &PatternOptions { max_len: 4096 }).is_ok());
+    }
+
+    #[test]
+    fn or_combinations_beyond_the_limit_are_rejected() {
+        let or = r#"{"$or":[{"x":[1]},{"y":[2]},{"z":[3]},{"w":[4]}]}"#;
+        let fields: Vec<String> = (0..6).map(|i| format!(r#""f{i}":{or}"#)).collect();
+        let text = format!("{{{}}}", fields.join(","));
+        assert!(
+            Pattern::parse_with(&text, &PatternOptions { max_len: 100_000 })
+                .unwrap_err()
+                .reason()
+                .starts_with("Too many $or combinations")
+        );
+    }
+
+    #[test]
+    fn exact_values_match_by_type() {
+        let event = json!({"s": "300", "n": 300.0, "b": true, "z": null, "e": ""});
+        assert!(matches(r#"{"s":["300"]}"#, &event));
+        assert!(!matches(r#"{"s":[300]}"#, &event));
+        assert!(matches(r#"{"n":[300]}"#, &event));
+        assert!(matches(r#"{"n":[3e2]}"#, &event));
+        assert!(!matches(r#"{"n":["300"]}"#, &event));
+        assert!(matches(r#"{"b":[true]}"#, &event));
+        assert!(!matches(r#"{"b":["true"]}"#, &event));
+        assert!(matches(r#"{"z":[null]}"#, &event));
+        assert!(!matches(r#"{"e":[null]}"#, &event));
+        assert!(matches(r#"{"e":[""]}"#, &event));
+    }
+
+    #[test]
+    fn numbers_too_precise_for_a_double_match_by_text_only() {
+        let pattern = Pattern::parse(r#"{"n":[9007199254740993]}"#).unwrap();
+        let event = |n: &str| {
+            format!(
+                r#"{{"id":"1","account":"1","source":"s","time":"t","region":"r","detail-type":"d","n":{n}}}"#
+            )
+        };
+        assert_eq!(pattern.matches_text(&event("9007199254740993")), Ok(true));
+        assert_eq!(pattern.matches_text(&event("9007199254740992")), Ok(false));
+    }
+
+    #[test]
+    fn prefix_suffix_and_ignore_case_match_strings_only() {
+        let event = json!({"a": "EventBridge.png", "n": 12});
+        assert!(matches(r#"{"a":[{"prefix":"Event"}]}"#, &event));
+        assert!(!matches(r#"{"a":[{"prefix":"event"}]}"#, &event));
+        assert!(matches(
+            r#"{"a":[{"prefix":{"equals-ignore-case":"EVENT"}}]}"#,
+            &event
+        ));
+        assert!(matches(r#"{"a":[{"suffix":".png"}]}"#, &event));
+        assert!(matches(
+            r#"{"a":[{"suffix":{"equals-ignore-case":".PNG"}}]}"#,
+            &event
+        ));
+        assert!(matches(
+            r#"{"a":[{"equals-ignore-case":"eventbridge.PNG"}]}"#,
+            &event
+        ));
+        assert!(matches(r#"{"a":[{"prefix":""}]}"#, &event));
+        assert!(!matches(r#"{"n":[{"prefix":"1"}]}"#, &event));
+    }
+
+    #[test]
+    fn wildcards_match_across_slashes() {
+        let event = json!({"f": "/Users/me/dir/doc.txt", "n": 1});
+        assert!(matches(
+            r#"{"f":[{"wildcard":"/Users/*/doc.txt"}]}"#,
+            &event
+        ));
+        assert!(!matches(
+            r#"{"f":[{"wildcard":"/Users/*/doc.txt2"}]}"#,
+            &event
+        ));
+        assert!(matches(r#"{"f":[{"wildcard":"*"}]}"#, &event));
+        assert!(!matches(r#"{"n":[{"wildcard":"*"}]}"#, &event));
+    }
+
+    #[test]
+    fn anything_but_matches_present_values_that_are_not_excluded() {
+        let event = json!({"s": "running", "n": 5, "z": null, "list": ["a", "b"]});
+        assert!(matches(r#"{"s":[{"anything-but":"stopped"}]}"#, &event));
+        assert!(!matches(r#"{"s":[{"anything-but":["running"]}]}"#, &event));
+        assert!(matches(r#"{"n":[{"anything-but":"5"}]}"#, &event));
+        assert!(!matches(r#"{"n":[{"anything-but":5.0}]}"#, &event));
+        assert!(matches(r#"{"z":[{"anything-but":"x"}]}"#, &event));
+        assert!(!matches(r#"{"missing":[{"anything-but":"x"}]}"#, &event));
+        assert!(!matches(
+            r#"{"s":[{"anything-but":{"prefix":"run"}}]}"#,
+            &event
+        ));
+        assert!(matches(
+            r#"{"n":[{"anything-but":{"prefix":"run"}}]}"#,
+            &event
+        ));
+        assert!(!matches(
+            r#"{"s":[{"anything-but":{"suffix":["ing"]}}]}"#,
+            &event
+        ));
+        assert!(!matches(
+            r#"{"s":[{"anything-but":{"equals-ignore-case":"RUNNING"}}]}"#,
+            &event
+        ));
+        assert!(!matches(
+            r#"{"s":[{"anything-but":{"wildcard":"r*g"}}]}"#,
+            &event
+        ));
+        assert!(matches(r#"{"list":[{"anything-but":"a"}]}"#, &event));
+    }
+
+    #[test]
+    fn numeric_ranges_compare_numbers_only() {
+        let event = json!({"n": 5, "f": 301.8, "s": "5"});
+        assert!(matches(r#"{"n":[{"numeric":[">",0,"<=",5]}]}"#, &event));
+        assert!(!matches(r#"{"n":[{"numeric":[">",0,"<",5]}]}"#, &event));
+        assert!(matches(r#"{"n":[{"numeric":[">=",5]}]}"#, &event));
+        assert!(matches(r#"{"f":[{"numeric":["=",301.8]}]}"#, &event));
+        assert!(!matches(r#"{"s":[{"numeric":["=",5]}]}"#, &event));
+    }
+
+    #[test]
+    fn exists_tests_leaves_only() {
+        let event = json!({"a": {"b": 1}, "z": null, "empty": []});
+        assert!(matches(r#"{"a":{"b":[{"exists":true}]}}"#, &event));
+        assert!(!matches(r#"{"a":[{"exists":true}]}"#, &event));
+        assert!(matches(r#"{"z":[{"exists":true}]}"#, &event));
+        assert!(!matches(r#"{"empty":[{"exists":true}]}"#, &event));
+        assert!(matches(r#"{"empty":[{"exists":false}]}"#, &event));
+        assert!(matches(r#"{"x":{"y":[{"exists":false}]}}"#, &event));
+        assert!(!matches(r#"{"a":{"b":[{"exists":false}]}}"#, &event));
+    }
+
+    #[test]
+    fn cidr_matches_addresses_in_the_network() {
+        let event =
+            json!({"ip": "10.0.0.7", "v6": "2001:0db8:1234:1a00:0000:0000:0000:0001", "n": 1});
+        assert!(matches(r#"{"ip":[{"cidr":"10.0.0.0/24"}]}"#, &event));
+        assert!(!matches(r#"{"ip":[{"cidr":"10.0.1.0/24"}]}"#, &event));
+        assert!(matches(
+            r#"{"v6":[{"cidr":"2001:db8:1234:1a00::/64"}]}"#,
+            &event
+        ));
+        assert!(!matches(r#"{"n":[{"cidr":"0.0.0.0/0"}]}"#, &event));
+    }
+
+    #[test]
+    fn or_branches_are_alternatives_anded_with_their_siblings() {
+        let pattern = r#"{"s":["x"],"d":{"$or":[{"a":[1]},{"b":[2]}]}}"#;
+        assert!(matches(pattern, &json!({"s": "x", "d": {"b": 2}})));
+        assert!(!matches(pattern, &json!({"s": "y", "d": {"b": 2}})));
+        assert!(!matches(pattern, &json!({"s": "x", "d": {"b": 3}})));
+    }
+
+    #[test]
+    fn paths_are_dot_joined_in_patterns_and_events() {
+        let nested = r#"{"detail":{"state":{"status":["running"]}}}"#;
+        let joined = r#"{"detail":{"state.status":["running"]}}"#;
+        for pattern in [nested, joined] {
+            assert!(matches(
+                pattern,
+                &json!({"detail": {"state": {"status": "running"}}})
+            ));
+            assert!(matches(
+                pattern,
+                &json!({"detail": {"state.status": "running"}})
+            ));
+        }
+    }
+
+    #[test]
+    fn the_last_duplicate_field_wins() {
+        let pattern = r#"{"a":[{"prefix":"us-"}],"a":[{"anything-but":"us-east"}]}"#;
+        assert!(matches(pattern, &json!({"a": "eu-central-1"})));
+    }
+
+    #[test]
+    fn fields_from_different_array_elements_do_not_combine() {
+        let event = json!({"employees": [
+            {"firstName": "Anna", "lastName": "Smith"},
+            {"firstName": "Peter", "lastName": "Jones"}
+        ]});
+        assert!(!matches(
+            r#"{"employees":{"firstName":["Anna"],"lastName":["Jones"]}}"#,
+            &event
+        ));
+        assert!(matches(
+            r#"{"employees":{"firstName":["Peter"],"lastName":["Jones"]}}"#,
+            &event
+        ));
+    }
+
+    #[test]
+    fn array_values_match_when_any_element_does() {
+        let event = json!({"resources": ["a", "b"], "empty": []});
+        assert!(matches(r#"{"resources":["b","c"]}"#, &event));
+        assert!(!matches(r#"{"resources":["c"]}"#, &event));
+        assert!(!matches(r#"{"empty":[null]}"#, &event));
+    }
+}
