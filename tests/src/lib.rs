@@ -1,0 +1,455 @@
+//! The end-to-end harness: a local broker started on port 0 with its own temp data dir, driven
+//! over HTTP exactly as a producer, a consumer or a person with curl would.
+
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use busway_local::{Config, Running};
+use serde_json::{Value, json};
+use tempfile::TempDir;
+
+/// How long a deployment may take before a test gives up. Local deployments finish in
+/// milliseconds; the margin is for a loaded 2-core CI machine.
+const DEPLOYMENT_TIMEOUT: Duration = Duration::from_secs(15);
+const POLL_EVERY: Duration = Duration::from_millis(20);
+
+/// The seed's "Full demo example": `POST /events`.
+pub fn seed_event() -> Value {
+    json!({
+        "application": "demo",
+        "event_type": "scanned_parcel",
+        "description": "Scanned parcel on the workshop",
+        "connection_type": "HTTPS",
+        "data": seed_data_schema()
+    })
+}
+
+pub fn seed_data_schema() -> Value {
+    json!({
+        "type": "object",
+        "properties": {
+            "dest_postal_code": {"type": "string"},
+            "dest_house": {"type": "integer"},
+            "parcel_weight": {"type": "number"}
+        },
+        "required": ["dest_postal_code", "dest_house", "parcel_weight"]
+    })
+}
+
+/// A second, incompatible data schema for `scanned_parcel` version 2.
+pub fn v2_data_schema() -> Value {
+    json!({
+        "type": "object",
+        "properties": {
+            "parcel_id": {"type": "string", "minLength": 1},
+            "weight_grams": {"type": "integer", "minimum": 0}
+        },
+        "required": ["parcel_id", "weight_grams"],
+        "additionalProperties": false
+    })
+}
+
+/// The seed's `POST /subscriptions` body, with `{REGION}` and `{ACCOUNT}` filled in.
+pub fn seed_subscription() -> Value {
+    json!({
+        "event_type": "scanned_parcel",
+        "version": "1",
+        "target_unit": "u2",
+        "connection_type": "LAMBDA",
+        "connection_string": "arn:aws:lambda:eu-west-1:123456789012:function:my-target-lambda-processor"
+    })
+}
+
+/// A producer's envelope for version 1 of `scanned_parcel`, addressed to `target`.
+pub fn v1_envelope(target: &str) -> Value {
+    json!({
+        "metadata": {"event_attributes": {"source": "workshop_scanner", "target": target}},
+        "data": {"dest_postal_code": "1012AB", "dest_house": 42, "parcel_weight": 1.25}
+    })
+}
+
+pub fn v2_envelope(target: &str) -> Value {
+    json!({
+        "metadata": {"event_attributes": {"source": "workshop_scanner", "target": target}},
+        "data": {"parcel_id": "P-0001", "weight_grams": 1250}
+    })
+}
+
+/// An HTTP answer: the status and the body, which busway always sends as JSON.
+#[derive(Debug, Clone)]
+pub struct Reply {
+    pub status: u16,
+    pub body: Value,
+    what: String,
+}
+
+impl Reply {
+    /// Asserts the status and returns the body.
+    #[track_caller]
+    pub fn expect(&self, status: u16) -> &Value {
+        assert_eq!(
+            self.status, status,
+            "{} answered {} instead of {status}: {}",
+            self.what, self.status, self.body
+        );
+        &self.body
+    }
+
+    /// Asserts an error answer: the status, `error.code`, a non-empty `error.message` and an
+    /// `error.details` array; returns the fields named in the details.
+    #[track_caller]
+    pub fn expect_error(&self, status: u16, code: &str) -> Vec<String> {
+        assert!(
+            self.status < 500,
+            "{} answered a server error {}: {}",
+            self.what,
+            self.status,
+            self.body
+        );
+        self.expect(status);
+        let error = self
+            .body
+            .get("error")
+            .and_then(Value::as_object)
+            .unwrap_or_else(|| panic!("{} has no error object: {}", self.what, self.body));
+        assert_eq!(
+            error.get("code").and_then(Value::as_str),
+            Some(code),
+            "{}: wrong error code in {}",
+            self.what,
+            self.body
+        );
+        assert!(
+            error
+                .get("message")
+                .and_then(Value::as_str)
+                .is_some_and(|m| !m.is_empty()),
+            "{}: error.message must be a non-empty string: {}",
+            self.what,
+            self.body
+        );
+        let details = error
+            .get("details")
+            .and_then(Value::as_array)
+            .unwrap_or_else(|| {
+                panic!(
+                    "{}: error.details must be an array: {}",
+                    self.what, self.body
+                )
+            });
+        details
+            .iter()
+            .map(|d| {
+                assert!(
+                    d.get("message").and_then(Value::as_str).is_some(),
+                    "{}: a detail without a message: {d}",
+                    self.what
+                );
+                d.get("field")
+                    .and_then(Value::as_str)
+                    .unwrap_or_else(|| panic!("{}: a detail without a field: {d}", self.what))
+                    .to_string()
+            })
+            .collect()
+    }
+
+    /// The message of the detail about `field`.
+    pub fn detail(&self, field: &str) -> Option<String> {
+        self.body["error"]["details"]
+            .as_array()?
+            .iter()
+            .find(|d| d["field"] == field)
+            .and_then(|d| d["message"].as_str())
+            .map(str::to_string)
+    }
+}
+
+/// One row of the local bus (`events.db`).
+#[derive(Debug, Clone, PartialEq)]
+pub struct LoggedEvent {
+    pub event_id: String,
+    pub source: String,
+    pub detail_type: String,
+    pub detail: Value,
+}
+
+/// A local busway on port 0 with a data dir of its own.
+pub struct Broker {
+    dir: TempDir,
+    running: Running,
+    pub http: reqwest::Client,
+}
+
+impl Broker {
+    pub async fn start() -> Broker {
+        let dir = tempfile::tempdir().expect("a temp data dir");
+        Self::start_in(dir).await
+    }
+
+    async fn start_in(dir: TempDir) -> Broker {
+        let any_port = "127.0.0.1:0".parse().expect("a socket address");
+        let running = Running::start(Config::new(dir.path().to_path_buf(), any_port, any_port))
+            .await
+            .expect("busway starts on port 0");
+        let http = reqwest::Client::builder()
+            .timeout(Duration::from_secs(10))
+            .build()
+            .expect("an HTTP client");
+        Broker { dir, running, http }
+    }
+
+    /// Stops busway and starts it again on the same data dir, on new ports.
+    pub async fn restart(self) -> Broker {
+        let Broker { dir, running, .. } = self;
+        running.stop().await;
+        Self::start_in(dir).await
+    }
+
+    pub async fn stop(self) {
+        self.running.stop().await;
+    }
+
+    pub fn data_dir(&self) -> &Path {
+        self.dir.path()
+    }
+
+    pub fn portal_url(&self, path: &str) -> String {
+        format!("http://{}{path}", self.running.portal_addr)
+    }
+
+    pub fn broker_url(&self, path: &str) -> String {
+        format!("http://{}{path}", self.running.broker_addr)
+    }
+
+    pub async fn send(&self, request: reqwest::RequestBuilder) -> Reply {
+        let request = request.build().expect("a well-formed request");
+        let what = format!("{} {}", request.method(), request.url());
+        let response = self
+            .http
+            .execute(request)
+            .await
+            .unwrap_or_else(|e| panic!("{what} failed: {e}"));
+        let status = response.status().as_u16();
+        let text = response
+            .text()
+            .await
+            .unwrap_or_else(|e| panic!("{what}: reading the body failed: {e}"));
+        let body = serde_json::from_str(&text).unwrap_or_else(|e| {
+            panic!("{what} answered {status} with a non-JSON body ({e}): {text}")
+        });
+        Reply { status, body, what }
+    }
+
+    pub async fn get(&self, path: &str) -> Reply {
+        self.send(self.http.get(self.portal_url(path))).await
+    }
+
+    pub async fn post(&self, path: &str, body: &Value) -> Reply {
+        self.send(self.http.post(self.portal_url(path)).json(body))
+            .await
+    }
+
+    /// POSTs bytes as they are, for bodies that are not (valid) JSON.
+    pub async fn post_raw(&self, path: &str, body: impl Into<reqwest::Body>) -> Reply {
+        self.send(
+            self.http
+                .post(self.portal_url(path))
+                .header("content-type", "application/json")
+                .body(body),
+        )
+        .await
+    }
+
+    pub async fn put(&self, path: &str, body: &Value) -> Reply {
+        self.send(self.http.put(self.portal_url(path)).json(body))
+            .await
+    }
+
+    pub async fn delete(&self, path: &str) -> Reply {
+        self.send(self.http.delete(self.portal_url(path))).await
+    }
+
+    /// `POST /{event_type}/{version}` on the broker API.
+    pub async fn publish(&self, event_type: &str, version: &str, envelope: &Value) -> Reply {
+        self.send(
+            self.http
+                .post(self.broker_url(&format!("/{event_type}/{version}")))
+                .json(envelope),
+        )
+        .await
+    }
+
+    /// Polls `GET /deployments/{id}` until it is SUCCEEDED or FAILED.
+    pub async fn wait_for_deployment(&self, id: &str) -> Value {
+        let started = Instant::now();
+        loop {
+            let reply = self.get(&format!("/deployments/{id}")).await;
+            let deployment = reply.expect(200);
+            match deployment["status"].as_str() {
+                Some("SUCCEEDED" | "FAILED") => return deployment.clone(),
+                Some(_) => {}
+                None => panic!("deployment {id} has no status: {deployment}"),
+            }
+            assert!(
+                started.elapsed() < DEPLOYMENT_TIMEOUT,
+                "deployment {id} did not finish within {DEPLOYMENT_TIMEOUT:?}; last seen: {deployment}"
+            );
+            tokio::time::sleep(POLL_EVERY).await;
+        }
+    }
+
+    /// Waits for the deployment and asserts it SUCCEEDED.
+    pub async fn deployed(&self, id: &str) -> Value {
+        let deployment = self.wait_for_deployment(id).await;
+        assert_eq!(
+            deployment["status"], "SUCCEEDED",
+            "deployment {id} failed: {deployment}"
+        );
+        deployment
+    }
+
+    /// Every deployment of `event_type`, newest first.
+    pub async fn deployments_of(&self, event_type: &str) -> Vec<Value> {
+        self.get(&format!("/deployments?event_type={event_type}"))
+            .await
+            .expect(200)["deployments"]
+            .as_array()
+            .expect("deployments is an array")
+            .clone()
+    }
+
+    /// Waits for a finished deployment of `event_type` whose id is not in `known`, as the scanner
+    /// starts one for a hand-edited deploy.json.
+    pub async fn wait_for_new_deployment(&self, event_type: &str, known: &[String]) -> Value {
+        let started = Instant::now();
+        loop {
+            let fresh: Vec<Value> = self
+                .deployments_of(event_type)
+                .await
+                .into_iter()
+                .filter(|d| !known.iter().any(|k| d["id"] == k.as_str()))
+                .collect();
+            if let Some(first) = fresh.first()
+                && matches!(first["status"].as_str(), Some("SUCCEEDED" | "FAILED"))
+            {
+                assert_eq!(fresh.len(), 1, "more than one new deployment: {fresh:?}");
+                return first.clone();
+            }
+            assert!(
+                started.elapsed() < DEPLOYMENT_TIMEOUT,
+                "no new finished deployment of {event_type} within {DEPLOYMENT_TIMEOUT:?}; new ones: {fresh:?}"
+            );
+            tokio::time::sleep(POLL_EVERY).await;
+        }
+    }
+
+    /// `POST /events` and wait until its deployment SUCCEEDED; returns the created event type.
+    pub async fn create_deployed_event(&self, body: &Value) -> Value {
+        let created = self.post("/events", body).await.expect(201).clone();
+        self.deployed(created["deployment_id"].as_str().expect("a deployment_id"))
+            .await;
+        created
+    }
+
+    /// `POST /subscriptions` and wait until its deployment SUCCEEDED; returns the subscription.
+    pub async fn subscribe_deployed(&self, body: &Value) -> Value {
+        let created = self.post("/subscriptions", body).await.expect(201).clone();
+        self.deployed(created["deployment_id"].as_str().expect("a deployment_id"))
+            .await;
+        created
+    }
+
+    /// `PUT /events/{event_type}` and wait until the new version is deployed.
+    pub async fn add_deployed_version(&self, event_type: &str, body: &Value) -> Value {
+        let created = self
+            .put(&format!("/events/{event_type}"), body)
+            .await
+            .expect(201)
+            .clone();
+        self.deployed(created["deployment_id"].as_str().expect("a deployment_id"))
+            .await;
+        created
+    }
+
+    /// The file of `key` in the local bucket `bucket` (`publisher-components-bucket`, ...).
+    pub fn object_path(&self, bucket: &str, key: &str) -> PathBuf {
+        self.dir
+            .path()
+            .join("buckets")
+            .join(format!("local-{bucket}"))
+            .join(key)
+    }
+
+    pub fn read_object(&self, bucket: &str, key: &str) -> Value {
+        let path = self.object_path(bucket, key);
+        let bytes = std::fs::read(&path)
+            .unwrap_or_else(|e| panic!("{} cannot be read: {e}", path.display()));
+        serde_json::from_slice(&bytes)
+            .unwrap_or_else(|e| panic!("{} is not JSON: {e}", path.display()))
+    }
+
+    /// Replaces an object as a person would, but atomically, so the scanner never sees half a
+    /// file and starts exactly one deployment.
+    pub fn edit_object(&self, bucket: &str, key: &str, content: &[u8]) {
+        let path = self.object_path(bucket, key);
+        let tmp = path.with_file_name("deploy.json.edit");
+        std::fs::write(&tmp, content).expect("writing the edited file");
+        std::fs::rename(&tmp, &path).expect("replacing the deploy.json");
+    }
+
+    /// Every file under the configuration and backup buckets, relative to `buckets/`.
+    pub fn bucket_files(&self) -> Vec<String> {
+        let root = self.dir.path().join("buckets");
+        let mut found = Vec::new();
+        let mut pending = vec![root.clone()];
+        while let Some(dir) = pending.pop() {
+            for entry in std::fs::read_dir(&dir).expect("a readable bucket dir") {
+                let path = entry.expect("a dir entry").path();
+                if path.is_dir() {
+                    pending.push(path);
+                } else {
+                    let relative = path.strip_prefix(&root).expect("under the root");
+                    found.push(relative.to_string_lossy().replace('\\', "/"));
+                }
+            }
+        }
+        found.sort();
+        found
+    }
+
+    /// Every event on the local bus, in order.
+    pub fn logged_events(&self) -> Vec<LoggedEvent> {
+        let path = self.dir.path().join("events.db");
+        let conn = rusqlite::Connection::open_with_flags(
+            &path,
+            rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY,
+        )
+        .unwrap_or_else(|e| panic!("{} cannot be opened: {e}", path.display()));
+        let mut query = conn
+            .prepare("SELECT event_id, source, detail_type, detail FROM events ORDER BY seq")
+            .expect("the events table");
+        query
+            .query_map([], |row| {
+                let detail: String = row.get(3)?;
+                Ok(LoggedEvent {
+                    event_id: row.get(0)?,
+                    source: row.get(1)?,
+                    detail_type: row.get(2)?,
+                    detail: serde_json::from_str(&detail).unwrap_or(Value::Null),
+                })
+            })
+            .expect("reading events")
+            .collect::<Result<_, _>>()
+            .expect("rows of events")
+    }
+
+    /// The state a refused request must leave untouched: what the portal lists, and the files.
+    pub async fn snapshot(&self) -> (Value, Value, Value, Vec<String>) {
+        (
+            self.get("/events").await.expect(200).clone(),
+            self.get("/subscriptions").await.expect(200).clone(),
+            self.get("/deployments").await.expect(200).clone(),
+            self.bucket_files(),
+        )
+    }
+}
