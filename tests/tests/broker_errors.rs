@@ -1,0 +1,149 @@
+//! Every way the broker refuses an event: the right 4xx, the JSON error shape, each failing path
+//! named, and nothing on the bus.
+
+use busway_tests::{Broker, seed_event, v1_envelope};
+use serde_json::{Value, json};
+
+async fn with_seed_event() -> Broker {
+    let busway = Broker::start().await;
+    busway.create_deployed_event(&seed_event()).await;
+    busway
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn publishing_to_an_unknown_event_type_or_version_is_not_found() {
+    let busway = with_seed_event().await;
+
+    for (event_type, version) in [
+        ("parcel_delivered", "1"),
+        ("scanned_parcel", "2"),
+        ("scanned_parcel", "0"),
+        ("scanned_parcel", "01"),
+        ("scanned_parcel", "one"),
+        ("Scanned_parcel", "1"),
+        ("..", "1"),
+    ] {
+        let reply = busway
+            .publish(event_type, version, &v1_envelope("u2"))
+            .await;
+        reply.expect_error(404, "not_found");
+    }
+    for path in ["/", "/scanned_parcel", "/scanned_parcel/1/extra"] {
+        let reply = busway
+            .send(
+                busway
+                    .http
+                    .post(busway.broker_url(path))
+                    .json(&v1_envelope("u2")),
+            )
+            .await;
+        reply.expect_error(404, "not_found");
+    }
+    let reply = busway
+        .send(busway.http.get(busway.broker_url("/scanned_parcel/1")))
+        .await;
+    reply.expect_error(405, "method_not_allowed");
+
+    assert_eq!(busway.logged_events(), Vec::new());
+    busway.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_invalid_envelope_is_refused_naming_each_failing_path() {
+    let busway = with_seed_event().await;
+
+    let reply = busway
+        .publish(
+            "scanned_parcel",
+            "1",
+            &json!({
+                "metadata": {"event_attributes": {"source": "", "target": "U2!"}, "event_id": 7},
+                "data": {"dest_postal_code": 1012, "dest_house": "42"}
+            }),
+        )
+        .await;
+    let fields = reply.expect_error(400, "validation_failed");
+    for expected in [
+        "/metadata/event_attributes/source",
+        "/metadata/event_attributes/target",
+        "/metadata/event_id",
+        "/data/dest_postal_code",
+        "/data/dest_house",
+        "/data",
+    ] {
+        assert!(
+            fields.contains(&expected.to_string()),
+            "{expected} missing from {fields:?}"
+        );
+    }
+
+    let cases: [(Value, &str); 5] = [
+        (json!({"data": v1_envelope("u2")["data"]}), "/"),
+        (json!({"metadata": v1_envelope("u2")["metadata"]}), "/"),
+        (
+            json!({"metadata": {"event_attributes": {"source": "s"}}, "data": v1_envelope("u2")["data"]}),
+            "/metadata/event_attributes",
+        ),
+        (
+            json!({"metadata": "m", "data": v1_envelope("u2")["data"]}),
+            "/metadata",
+        ),
+        (json!([v1_envelope("u2")]), "/"),
+    ];
+    for (envelope, path) in cases {
+        let reply = busway.publish("scanned_parcel", "1", &envelope).await;
+        let fields = reply.expect_error(400, "validation_failed");
+        assert!(fields.contains(&path.to_string()), "{envelope}: {fields:?}");
+    }
+
+    assert_eq!(busway.logged_events(), Vec::new());
+    busway.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_event_that_is_not_json_or_too_large_is_refused() {
+    let busway = with_seed_event().await;
+
+    for body in ["{\"metadata\":", "", "metadata=1"] {
+        let reply = busway
+            .send(
+                busway
+                    .http
+                    .post(busway.broker_url("/scanned_parcel/1"))
+                    .header("content-type", "application/json")
+                    .body(body),
+            )
+            .await;
+        reply.expect_error(400, "invalid_json");
+    }
+
+    let mut big = v1_envelope("u2");
+    big["data"]["note"] = json!("x".repeat(257 * 1024));
+    let reply = busway.publish("scanned_parcel", "1", &big).await;
+    reply.expect_error(413, "payload_too_large");
+
+    assert_eq!(busway.logged_events(), Vec::new());
+    busway.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn publishing_to_a_deleted_version_is_not_found_once_its_destroy_deployment_succeeded() {
+    let busway = with_seed_event().await;
+    busway
+        .publish("scanned_parcel", "1", &v1_envelope("u2"))
+        .await
+        .expect(200);
+
+    let reply = busway.delete("/events/scanned_parcel/versions/1").await;
+    let deleted = reply.expect(202).clone();
+    busway
+        .deployed(deleted["deployment_id"].as_str().expect("a deployment id"))
+        .await;
+
+    let reply = busway
+        .publish("scanned_parcel", "1", &v1_envelope("u2"))
+        .await;
+    reply.expect_error(404, "not_found");
+    assert_eq!(busway.logged_events().len(), 1);
+    busway.stop().await;
+}
