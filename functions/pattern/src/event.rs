@@ -7,17 +7,19 @@
 //! consistency"). Only paths that some pattern names are kept: the rest of the event is
 //! never walked.
 
-use std::collections::{HashMap, HashSet};
+use std::borrow::Cow;
+use std::collections::HashMap;
 
 use serde_json::Value;
 
-use crate::json::Json;
+use crate::hash::FastMap;
+use crate::json::{Json, Reader, Token};
 use crate::number::{self, Num};
 
 /// One leaf value of an event.
 #[derive(Debug, Clone, PartialEq)]
 pub(crate) enum Scalar<'a> {
-    Str(&'a str),
+    Str(Cow<'a, str>),
     Num(Num),
     Bool(bool),
     Null,
@@ -26,7 +28,7 @@ pub(crate) enum Scalar<'a> {
 impl Scalar<'_> {
     pub(crate) fn as_str(&self) -> Option<&str> {
         match self {
-            Scalar::Str(s) => Some(s),
+            Scalar::Str(s) => Some(s.as_ref()),
             _ => None,
         }
     }
@@ -50,16 +52,27 @@ pub(crate) struct Leaf<'a> {
     pub(crate) arrays: Membership,
 }
 
-/// The paths a flattener keeps: full paths, and their dot-prefixes to descend into.
-pub(crate) trait PathFilter {
-    fn wants_leaf(&self, path: &str) -> bool;
-    fn wants_prefix(&self, path: &str) -> bool;
+/// What the patterns want at one path: its values, what lies below it, or both.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub(crate) struct Want {
+    leaf: usize,
+    prefix: usize,
+}
+
+impl Want {
+    fn leaf(self) -> bool {
+        self.leaf > 0
+    }
+
+    fn prefix(self) -> bool {
+        self.prefix > 0
+    }
 }
 
 /// A flattened event: the leaves of each wanted path.
 #[derive(Debug, Default)]
 pub(crate) struct Flat<'a> {
-    paths: HashMap<String, Vec<Leaf<'a>>>,
+    paths: FastMap<String, Vec<Leaf<'a>>>,
     /// True when some kept leaf sits inside an array, so array consistency matters.
     pub(crate) has_arrays: bool,
 }
@@ -69,37 +82,69 @@ impl<'a> Flat<'a> {
         self.paths.get(path).map(Vec::as_slice)
     }
 
-    pub(crate) fn from_value(event: &'a Value, filter: &dyn PathFilter) -> Flat<'a> {
-        let mut walker = Walker {
-            flat: Flat::default(),
-            filter,
-            path: String::new(),
-            arrays: Vec::new(),
-            next_array: 0,
-        };
+    pub(crate) fn from_value(event: &'a Value, paths: &PathSet) -> Flat<'a> {
+        let mut walker = Walker::new(paths);
         if let Value::Object(map) = event {
             for (key, value) in map {
-                walker.field(key, |w| w.value(value));
+                if let Some(want) = walker.enter(key) {
+                    walker.value(value, want);
+                }
+                walker.leave();
             }
         }
         walker.flat
     }
 
-    pub(crate) fn from_json(event: &'a Json, filter: &dyn PathFilter) -> Flat<'a> {
-        let mut walker = Walker {
-            flat: Flat::default(),
-            filter,
-            path: String::new(),
-            arrays: Vec::new(),
-            next_array: 0,
-        };
+    pub(crate) fn from_json(event: &'a Json, paths: &PathSet) -> Flat<'a> {
+        let mut walker = Walker::new(paths);
         if let Json::Object(entries) = event {
             for (key, value) in last_wins(entries) {
-                walker.field(key, |w| w.json(value));
+                if let Some(want) = walker.enter(key) {
+                    walker.json(value, want);
+                }
+                walker.leave();
             }
         }
         walker.flat
     }
+}
+
+/// Flattens event text without building it: values at paths no pattern names are
+/// only checked for syntax. Returns `Ok(None)` when a kept key repeats in one object,
+/// a rare case that needs the last-wins rule and is left to [`parse_event`] and
+/// [`Flat::from_json`].
+pub(crate) fn stream_event<'a>(
+    text: &'a str,
+    paths: &PathSet,
+) -> Result<Option<Flat<'a>>, crate::EventError> {
+    let mut walker = Walker::new(paths);
+    let mut reader = Reader::new(text);
+    let mut duplicate = false;
+    let mut found = [false; REQUIRED_FIELDS.len()];
+    let Token::Object = reader.token().map_err(crate::EventError::new)? else {
+        return Err(crate::EventError::new("the event is not a JSON object"));
+    };
+    let mut first = true;
+    let mut kept: Vec<Cow<'a, str>> = Vec::new();
+    while let Some(key) = reader
+        .next_key(&mut first)
+        .map_err(crate::EventError::new)?
+    {
+        if let Some(at) = REQUIRED_FIELDS.iter().position(|f| *f == key) {
+            found[at] = true;
+        }
+        walker
+            .stream_field(&mut reader, key, &mut kept, &mut duplicate)
+            .map_err(crate::EventError::new)?;
+    }
+    reader.finish().map_err(crate::EventError::new)?;
+    if let Some(at) = found.iter().position(|f| !f) {
+        return Err(crate::EventError::new(format!(
+            "the event has no \"{}\" field",
+            REQUIRED_FIELDS[at]
+        )));
+    }
+    Ok((!duplicate).then_some(walker.flat))
 }
 
 /// Entries of a parsed object with duplicate keys removed, the last one winning, as
@@ -116,31 +161,47 @@ fn last_wins(entries: &[(String, Json)]) -> impl Iterator<Item = (&str, &Json)> 
         .map(|(_, (key, value))| (key.as_str(), value))
 }
 
-struct Walker<'a, 'f> {
+struct Walker<'a, 'p> {
     flat: Flat<'a>,
-    filter: &'f dyn PathFilter,
+    paths: &'p PathSet,
     path: String,
+    /// Length of `path` before each `enter`, to restore it on `leave`.
+    saved: Vec<usize>,
     arrays: Membership,
     next_array: u32,
 }
 
-impl<'a> Walker<'a, '_> {
-    /// Runs `visit` with `key` appended to the current path, when the filter wants
-    /// anything at or below that path.
-    fn field(&mut self, key: &str, visit: impl FnOnce(&mut Self)) {
-        let saved = self.path.len();
-        if saved > 0 {
+impl<'a, 'p> Walker<'a, 'p> {
+    fn new(paths: &'p PathSet) -> Walker<'a, 'p> {
+        Walker {
+            flat: Flat::default(),
+            paths,
+            path: String::new(),
+            saved: Vec::new(),
+            arrays: Vec::new(),
+            next_array: 0,
+        }
+    }
+
+    /// Appends `key` to the path; says what the patterns want there, if anything.
+    /// Every `enter` is paired with a `leave`.
+    fn enter(&mut self, key: &str) -> Option<Want> {
+        self.saved.push(self.path.len());
+        if !self.path.is_empty() {
             self.path.push('.');
         }
         self.path.push_str(key);
-        if self.filter.wants_leaf(&self.path) || self.filter.wants_prefix(&self.path) {
-            visit(self);
-        }
-        self.path.truncate(saved);
+        self.paths.want(&self.path)
     }
 
-    fn leaf(&mut self, value: Scalar<'a>) {
-        if !self.filter.wants_leaf(&self.path) {
+    fn leave(&mut self) {
+        if let Some(length) = self.saved.pop() {
+            self.path.truncate(length);
+        }
+    }
+
+    fn leaf(&mut self, value: Scalar<'a>, want: Want) {
+        if !want.leaf() {
             return;
         }
         if !self.arrays.is_empty() {
@@ -158,57 +219,118 @@ impl<'a> Walker<'a, '_> {
         }
     }
 
-    fn array<T>(&mut self, items: &'a [T], mut visit: impl FnMut(&mut Self, &'a T)) {
+    /// Runs `visit` on each item with its array position recorded.
+    fn array<T>(&mut self, items: &'a [T], want: Want, visit: fn(&mut Self, &'a T, Want)) {
         let id = self.next_array;
         self.next_array = self.next_array.saturating_add(1);
         for (index, item) in items.iter().enumerate() {
             self.arrays
                 .push((id, u32::try_from(index).unwrap_or(u32::MAX)));
-            visit(self, item);
+            visit(self, item, want);
             self.arrays.pop();
         }
     }
 
-    fn value(&mut self, value: &'a Value) {
+    fn value(&mut self, value: &'a Value, want: Want) {
         match value {
-            Value::Null => self.leaf(Scalar::Null),
-            Value::Bool(b) => self.leaf(Scalar::Bool(*b)),
-            Value::Number(n) => {
-                if self.filter.wants_leaf(&self.path) {
-                    self.leaf(Scalar::Num(value_number(n)));
-                }
-            }
-            Value::String(s) => self.leaf(Scalar::Str(s)),
-            Value::Array(items) => self.array(items, Self::value),
-            Value::Object(map) => {
-                if self.filter.wants_prefix(&self.path) {
-                    for (key, inner) in map {
-                        self.field(key, |w| w.value(inner));
+            Value::Null => self.leaf(Scalar::Null, want),
+            Value::Bool(b) => self.leaf(Scalar::Bool(*b), want),
+            Value::Number(n) if want.leaf() => self.leaf(Scalar::Num(value_number(n)), want),
+            Value::Number(_) => {}
+            Value::String(s) => self.leaf(Scalar::Str(Cow::Borrowed(s)), want),
+            Value::Array(items) => self.array(items, want, Self::value),
+            Value::Object(map) if want.prefix() => {
+                for (key, inner) in map {
+                    if let Some(want) = self.enter(key) {
+                        self.value(inner, want);
                     }
+                    self.leave();
                 }
             }
+            Value::Object(_) => {}
         }
     }
 
-    fn json(&mut self, value: &'a Json) {
+    fn json(&mut self, value: &'a Json, want: Want) {
         match value {
-            Json::Null => self.leaf(Scalar::Null),
-            Json::Bool(b) => self.leaf(Scalar::Bool(*b)),
-            Json::Number(text) => {
-                if self.filter.wants_leaf(&self.path) {
-                    self.leaf(Scalar::Num(Num::from_text(text)));
+            Json::Null => self.leaf(Scalar::Null, want),
+            Json::Bool(b) => self.leaf(Scalar::Bool(*b), want),
+            Json::Number(text) if want.leaf() => self.leaf(Scalar::Num(Num::from_text(text)), want),
+            Json::Number(_) => {}
+            Json::String(s) => self.leaf(Scalar::Str(Cow::Borrowed(s)), want),
+            Json::Array(items) => self.array(items, want, Self::json),
+            Json::Object(entries) if want.prefix() => {
+                for (key, inner) in last_wins(entries) {
+                    if let Some(want) = self.enter(key) {
+                        self.json(inner, want);
+                    }
+                    self.leave();
                 }
             }
-            Json::String(s) => self.leaf(Scalar::Str(s)),
-            Json::Array(items) => self.array(items, Self::json),
-            Json::Object(entries) => {
-                if self.filter.wants_prefix(&self.path) {
-                    for (key, inner) in last_wins(entries) {
-                        self.field(key, |w| w.json(inner));
+            Json::Object(_) => {}
+        }
+    }
+
+    /// Reads the value of `key` from the stream, keeping what the patterns want.
+    fn stream_field(
+        &mut self,
+        reader: &mut Reader<'a>,
+        key: Cow<'a, str>,
+        kept: &mut Vec<Cow<'a, str>>,
+        duplicate: &mut bool,
+    ) -> Result<(), String> {
+        let result = match self.enter(&key) {
+            Some(want) => {
+                if kept.contains(&key) {
+                    *duplicate = true;
+                }
+                kept.push(key);
+                self.stream_value(reader, want, duplicate)
+            }
+            None => reader.skip_value(),
+        };
+        self.leave();
+        result
+    }
+
+    fn stream_value(
+        &mut self,
+        reader: &mut Reader<'a>,
+        want: Want,
+        duplicate: &mut bool,
+    ) -> Result<(), String> {
+        match reader.token()? {
+            Token::Object => {
+                let mut first = true;
+                let mut kept = Vec::new();
+                while let Some(key) = reader.next_key(&mut first)? {
+                    if want.prefix() {
+                        self.stream_field(reader, key, &mut kept, duplicate)?;
+                    } else {
+                        reader.skip_value()?;
                     }
                 }
             }
+            Token::Array => {
+                let id = self.next_array;
+                self.next_array = self.next_array.saturating_add(1);
+                let mut first = true;
+                let mut index = 0u32;
+                while reader.next_item(&mut first)? {
+                    self.arrays.push((id, index));
+                    let result = self.stream_value(reader, want, duplicate);
+                    self.arrays.pop();
+                    result?;
+                    index = index.saturating_add(1);
+                }
+            }
+            Token::Str(s) => self.leaf(Scalar::Str(s), want),
+            Token::Num(text) if want.leaf() => self.leaf(Scalar::Num(Num::from_text(text)), want),
+            Token::Num(_) => {}
+            Token::Bool(b) => self.leaf(Scalar::Bool(b), want),
+            Token::Null => self.leaf(Scalar::Null, want),
         }
+        Ok(())
     }
 }
 
@@ -223,78 +345,45 @@ fn value_number(n: &serde_json::Number) -> Num {
     Num { text, value }
 }
 
-/// The paths a set of patterns names, with reference counts so that a rule set can
-/// drop paths when the last rule naming them goes.
+/// The paths that a set of patterns names, with the dot-prefixes to descend through,
+/// counted so that a rule set can drop a path when the last rule naming it goes.
 #[derive(Debug, Clone, Default)]
 pub(crate) struct PathSet {
-    leaves: HashMap<String, usize>,
-    prefixes: HashMap<String, usize>,
+    wanted: FastMap<String, Want>,
 }
 
 impl PathSet {
     pub(crate) fn add(&mut self, path: &str) {
-        *self.leaves.entry(path.to_owned()).or_insert(0) += 1;
+        self.wanted.entry(path.to_owned()).or_default().leaf += 1;
         for prefix in dot_prefixes(path) {
-            *self.prefixes.entry(prefix.to_owned()).or_insert(0) += 1;
+            self.wanted.entry(prefix.to_owned()).or_default().prefix += 1;
         }
     }
 
     pub(crate) fn remove(&mut self, path: &str) {
-        decrement(&mut self.leaves, path);
+        self.change(path, |want| want.leaf -= 1);
         for prefix in dot_prefixes(path) {
-            decrement(&mut self.prefixes, prefix);
+            self.change(prefix, |want| want.prefix -= 1);
         }
     }
-}
 
-fn decrement(map: &mut HashMap<String, usize>, key: &str) {
-    if let Some(count) = map.get_mut(key) {
-        *count -= 1;
-        if *count == 0 {
-            map.remove(key);
+    fn change(&mut self, path: &str, change: impl FnOnce(&mut Want)) {
+        if let Some(want) = self.wanted.get_mut(path) {
+            change(want);
+            if *want == Want::default() {
+                self.wanted.remove(path);
+            }
         }
+    }
+
+    fn want(&self, path: &str) -> Option<Want> {
+        self.wanted.get(path).copied()
     }
 }
 
 /// `a`, `a.b` for the path `a.b.c`.
 fn dot_prefixes(path: &str) -> impl Iterator<Item = &str> {
     path.match_indices('.').map(move |(at, _)| &path[..at])
-}
-
-impl PathFilter for PathSet {
-    fn wants_leaf(&self, path: &str) -> bool {
-        self.leaves.contains_key(path)
-    }
-
-    fn wants_prefix(&self, path: &str) -> bool {
-        self.prefixes.contains_key(path)
-    }
-}
-
-/// The plain set form used by a single pattern.
-#[derive(Debug, Clone, Default)]
-pub(crate) struct PathNames {
-    pub(crate) leaves: HashSet<String>,
-    pub(crate) prefixes: HashSet<String>,
-}
-
-impl PathNames {
-    pub(crate) fn add(&mut self, path: &str) {
-        self.leaves.insert(path.to_owned());
-        for prefix in dot_prefixes(path) {
-            self.prefixes.insert(prefix.to_owned());
-        }
-    }
-}
-
-impl PathFilter for PathNames {
-    fn wants_leaf(&self, path: &str) -> bool {
-        self.leaves.contains(path)
-    }
-
-    fn wants_prefix(&self, path: &str) -> bool {
-        self.prefixes.contains(path)
-    }
 }
 
 /// Envelope fields `TestEventPattern` insists on (LocalStack's note on

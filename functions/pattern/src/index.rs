@@ -14,11 +14,12 @@
 //! - anything-but: tested one by one. Every one that does not exclude the value
 //!   matches, so the work is proportional to the answer anyway.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 use std::net::IpAddr;
 use std::sync::OnceLock;
 
 use crate::event::Scalar;
+use crate::hash::FastMap;
 use crate::matcher::{Cidr, Literal, Matcher, Range, Wildcard, address_bits, fold, mask};
 
 type Targets = Vec<u32>;
@@ -28,9 +29,9 @@ const LINEAR_RANGES: usize = 16;
 
 #[derive(Debug, Clone, Default)]
 pub(crate) struct ValueIndex {
-    strings: HashMap<String, Targets>,
-    number_values: HashMap<u64, Targets>,
-    number_texts: HashMap<String, Targets>,
+    strings: FastMap<String, Targets>,
+    number_values: FastMap<u64, Targets>,
+    number_texts: FastMap<String, Targets>,
     trues: Targets,
     falses: Targets,
     nulls: Targets,
@@ -38,13 +39,13 @@ pub(crate) struct ValueIndex {
     suffixes: Affixes,
     folded_prefixes: Affixes,
     folded_suffixes: Affixes,
-    folded: HashMap<String, Targets>,
-    wildcards_by_prefix: HashMap<String, Vec<(Wildcard, u32)>>,
+    folded: FastMap<String, Targets>,
+    wildcards_by_prefix: FastMap<String, Vec<(Wildcard, u32)>>,
     wildcard_prefix_lengths: BTreeMap<usize, usize>,
     wildcards_leading_star: Vec<(Wildcard, u32)>,
     ranges: Vec<(Range, u32)>,
     range_tree: OnceLock<RangeTree>,
-    cidrs: HashMap<Cidr, Targets>,
+    cidrs: FastMap<Cidr, Targets>,
     cidr_masks: BTreeMap<(bool, u8), usize>,
     exists: Targets,
     anything_but: Vec<(Vec<Matcher>, u32)>,
@@ -232,7 +233,7 @@ impl ValueIndex {
     }
 }
 
-fn push(map: &mut HashMap<String, Targets>, key: &str, target: u32) {
+fn push(map: &mut FastMap<String, Targets>, key: &str, target: u32) {
     match map.get_mut(key) {
         Some(targets) => targets.push(target),
         None => {
@@ -241,7 +242,7 @@ fn push(map: &mut HashMap<String, Targets>, key: &str, target: u32) {
     }
 }
 
-fn pull<K, Q>(map: &mut HashMap<K, Targets>, key: &Q, target: u32)
+fn pull<K, Q>(map: &mut FastMap<K, Targets>, key: &Q, target: u32)
 where
     K: std::borrow::Borrow<Q> + Eq + std::hash::Hash,
     Q: Eq + std::hash::Hash + ?Sized,
@@ -278,7 +279,7 @@ fn extend(out: &mut Vec<u32>, targets: Option<&Targets>) {
 /// Prefixes or suffixes, grouped so that a value is probed once per length in use.
 #[derive(Debug, Clone, Default)]
 struct Affixes {
-    by_text: HashMap<String, Targets>,
+    by_text: FastMap<String, Targets>,
     lengths: BTreeMap<usize, usize>,
 }
 

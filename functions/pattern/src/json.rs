@@ -5,6 +5,11 @@
 //! raw text `300`, even when the number cannot be compared numerically), duplicate keys
 //! inside operator objects (which AWS rejects, while it lets a later duplicate *field*
 //! win), and the Jackson error messages that AWS returns for text that is not JSON.
+//!
+//! [`Reader`] also reads events as a stream of tokens, so the matcher can skip the
+//! parts of an event that no pattern names without building them.
+
+use std::borrow::Cow;
 
 /// A parsed JSON value that keeps number text and every object entry, in order.
 #[derive(Debug, Clone, PartialEq)]
@@ -67,7 +72,7 @@ pub(crate) fn parse(text: &str, allow_trailing: bool) -> Result<Json, String> {
     Ok(value)
 }
 
-struct Reader<'a> {
+pub(crate) struct Reader<'a> {
     bytes: &'a [u8],
     text: &'a str,
     pos: usize,
@@ -86,7 +91,7 @@ fn char_desc(c: char) -> String {
     }
 }
 
-impl Reader<'_> {
+impl<'a> Reader<'a> {
     fn skip_ws(&mut self) {
         while let Some(&b) = self.bytes.get(self.pos) {
             if matches!(b, b' ' | b'\t' | b'\n' | b'\r') {
@@ -251,7 +256,25 @@ impl Reader<'_> {
 
     /// Reads a string whose opening quote has been consumed.
     fn string(&mut self) -> Result<String, String> {
-        let mut out = String::new();
+        self.string_cow().map(Cow::into_owned)
+    }
+
+    /// Reads a string whose opening quote has been consumed, borrowing it from the
+    /// text when it has no escapes.
+    fn string_cow(&mut self) -> Result<Cow<'a, str>, String> {
+        let text = self.text;
+        let start = self.pos;
+        let rest = &self.bytes[start..];
+        let stop = rest
+            .iter()
+            .position(|&b| b == b'"' || b == b'\\' || b < 0x20)
+            .unwrap_or(rest.len());
+        self.pos += stop;
+        if rest.get(stop) == Some(&b'"') {
+            self.pos += 1;
+            return Ok(Cow::Borrowed(&text[start..self.pos - 1]));
+        }
+        let mut out = String::from(&text[start..self.pos]);
         loop {
             let start = self.pos;
             while let Some(&b) = self.bytes.get(self.pos) {
@@ -270,7 +293,7 @@ impl Reader<'_> {
                 }
                 Some(b'"') => {
                     self.pos += 1;
-                    return Ok(out);
+                    return Ok(Cow::Owned(out));
                 }
                 Some(b'\\') => {
                     self.pos += 1;
@@ -349,6 +372,10 @@ impl Reader<'_> {
     }
 
     fn number(&mut self) -> Result<Json, String> {
+        self.number_text().map(|text| Json::Number(text.to_owned()))
+    }
+
+    fn number_text(&mut self) -> Result<&'a str, String> {
         let start = self.pos;
         if self.bytes.get(self.pos) == Some(&b'-') {
             self.pos += 1;
@@ -392,7 +419,7 @@ impl Reader<'_> {
                 char_desc(c)
             ));
         }
-        Ok(Json::Number(self.text[start..self.pos].to_owned()))
+        Ok(&self.text[start..self.pos])
     }
 
     fn digits(&mut self) -> usize {
@@ -401,6 +428,151 @@ impl Reader<'_> {
             self.pos += 1;
         }
         self.pos - start
+    }
+}
+
+/// The start of a value in a token stream: scalars are read whole, containers are
+/// entered and then read with [`Reader::next_key`] or [`Reader::next_item`].
+#[derive(Debug)]
+pub(crate) enum Token<'a> {
+    Object,
+    Array,
+    Str(Cow<'a, str>),
+    Num(&'a str),
+    Bool(bool),
+    Null,
+}
+
+impl<'a> Reader<'a> {
+    pub(crate) fn new(text: &'a str) -> Reader<'a> {
+        Reader {
+            bytes: text.as_bytes(),
+            text,
+            pos: 0,
+            depth: 0,
+        }
+    }
+
+    fn enter(&mut self) -> Result<(), String> {
+        self.depth += 1;
+        self.pos += 1;
+        if self.depth > MAX_DEPTH {
+            return Err(format!(
+                "Document nesting depth ({}) exceeds the maximum allowed ({MAX_DEPTH})",
+                self.depth
+            ));
+        }
+        Ok(())
+    }
+
+    /// Reads the next value's first token.
+    pub(crate) fn token(&mut self) -> Result<Token<'a>, String> {
+        self.skip_ws();
+        match self.bytes.get(self.pos) {
+            None => Err("Unexpected end-of-input: expected a value".to_owned()),
+            Some(b'{') => self.enter().map(|()| Token::Object),
+            Some(b'[') => self.enter().map(|()| Token::Array),
+            Some(b'"') => {
+                self.pos += 1;
+                self.string_cow().map(Token::Str)
+            }
+            Some(b'-' | b'0'..=b'9') => self.number_text().map(Token::Num),
+            Some(b']' | b'}' | b',' | b':') => Err(self.unexpected("expected a value")),
+            Some(_) => match self.keyword()? {
+                Json::Bool(b) => Ok(Token::Bool(b)),
+                _ => Ok(Token::Null),
+            },
+        }
+    }
+
+    /// The next key of an entered object, or `None` at its end. `first` tells whether
+    /// no key has been read yet.
+    pub(crate) fn next_key(&mut self, first: &mut bool) -> Result<Option<Cow<'a, str>>, String> {
+        self.skip_ws();
+        match self.bytes.get(self.pos) {
+            Some(b'}') => {
+                self.pos += 1;
+                self.depth -= 1;
+                return Ok(None);
+            }
+            Some(b',') if !*first => {
+                self.pos += 1;
+                self.skip_ws();
+            }
+            Some(_) if *first => {}
+            Some(_) => {
+                return Err(self.unexpected("was expecting comma to separate Object entries"));
+            }
+            None => {
+                return Err("Unexpected end-of-input: expected close marker for Object".to_owned());
+            }
+        }
+        *first = false;
+        if self.bytes.get(self.pos) != Some(&b'"') {
+            return Err(self.unexpected("was expecting double-quote to start field name"));
+        }
+        self.pos += 1;
+        let key = self.string_cow()?;
+        self.skip_ws();
+        if self.bytes.get(self.pos) != Some(&b':') {
+            return Err(self.unexpected("was expecting a colon to separate field name and value"));
+        }
+        self.pos += 1;
+        Ok(Some(key))
+    }
+
+    /// Whether an entered array has another item; consumes the separator or the end.
+    pub(crate) fn next_item(&mut self, first: &mut bool) -> Result<bool, String> {
+        self.skip_ws();
+        match self.bytes.get(self.pos) {
+            Some(b']') => {
+                self.pos += 1;
+                self.depth -= 1;
+                Ok(false)
+            }
+            Some(b',') if !*first => {
+                self.pos += 1;
+                Ok(true)
+            }
+            Some(_) if *first => {
+                *first = false;
+                Ok(true)
+            }
+            Some(_) => Err(self.unexpected("was expecting comma to separate Array entries")),
+            None => Err("Unexpected end-of-input: expected close marker for Array".to_owned()),
+        }
+    }
+
+    /// Reads and checks the next value without keeping it.
+    pub(crate) fn skip_value(&mut self) -> Result<(), String> {
+        match self.token()? {
+            Token::Object => {
+                let mut first = true;
+                while self.next_key(&mut first)?.is_some() {
+                    self.skip_value()?;
+                }
+            }
+            Token::Array => {
+                let mut first = true;
+                while self.next_item(&mut first)? {
+                    self.skip_value()?;
+                }
+            }
+            Token::Str(_) | Token::Num(_) | Token::Bool(_) | Token::Null => {}
+        }
+        Ok(())
+    }
+
+    /// Checks that nothing but whitespace follows.
+    pub(crate) fn finish(&mut self) -> Result<(), String> {
+        self.skip_ws();
+        match self.peek_char() {
+            Some(c) => Err(format!(
+                "Unexpected character ({}): expected end-of-input",
+                char_desc(c)
+            )),
+            None => Ok(()),
+        }
     }
 }
 

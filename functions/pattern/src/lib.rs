@@ -14,6 +14,7 @@ mod cli;
 mod error;
 mod eval;
 mod event;
+mod hash;
 mod index;
 mod json;
 mod matcher;

@@ -5,7 +5,7 @@ use std::net::IpAddr;
 use serde_json::Value;
 
 use crate::eval;
-use crate::event::{self, Flat, PathNames};
+use crate::event::{self, Flat, PathSet};
 use crate::json::{self, Json};
 use crate::matcher::{Bound, Cidr, Literal, Matcher, Range, Wildcard, fold};
 use crate::number::{self, Num};
@@ -81,7 +81,7 @@ pub(crate) struct Field {
 #[derive(Debug, Clone)]
 pub struct Pattern {
     pub(crate) conjunctions: Vec<Vec<Field>>,
-    paths: PathNames,
+    paths: PathSet,
 }
 
 impl Pattern {
@@ -108,7 +108,7 @@ impl Pattern {
         let json = json::parse(text, true).map_err(PatternError::new)?;
         let scope = root(&json).map_err(PatternError::new)?;
         let mut conjunctions = expand(&scope).map_err(PatternError::new)?;
-        let mut paths = PathNames::default();
+        let mut paths = PathSet::default();
         for conjunction in &mut conjunctions {
             conjunction.sort_by(|a, b| a.path.cmp(&b.path));
             for field in conjunction.iter() {
@@ -135,6 +135,9 @@ impl Pattern {
     /// # Errors
     /// [`EventError`] for an event AWS would refuse.
     pub fn matches_text(&self, event: &str) -> Result<bool, EventError> {
+        if let Some(flat) = event::stream_event(event, &self.paths)? {
+            return Ok(eval::matches(self, &flat));
+        }
         let event = event::parse_event(event)?;
         Ok(eval::matches(self, &Flat::from_json(&event, &self.paths)))
     }

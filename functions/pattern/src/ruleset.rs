@@ -22,6 +22,7 @@ use serde_json::Value;
 use crate::EventError;
 use crate::eval;
 use crate::event::{self, Flat, PathSet};
+use crate::hash::FastMap;
 use crate::index::ValueIndex;
 use crate::pattern::{Field, Pattern};
 
@@ -43,7 +44,7 @@ struct Edge {
     /// States taken when the path has no value (`exists: false`).
     absent: Vec<u32>,
     /// The state each distinct condition leads to, keyed by the condition's signature.
-    children: HashMap<String, u32>,
+    children: FastMap<String, u32>,
 }
 
 #[derive(Debug, Clone)]
@@ -155,6 +156,9 @@ impl<K: Clone + Eq + Hash> RuleSet<K> {
     /// # Errors
     /// [`EventError`] for an event AWS would refuse.
     pub fn matching_text(&self, event: &str) -> Result<Vec<K>, EventError> {
+        if let Some(flat) = event::stream_event(event, &self.paths)? {
+            return Ok(self.collect(&flat));
+        }
         let event = event::parse_event(event)?;
         Ok(self.collect(&Flat::from_json(&event, &self.paths)))
     }
@@ -226,7 +230,7 @@ impl<K: Clone + Eq + Hash> RuleSet<K> {
                                 path: field.path.clone(),
                                 index: ValueIndex::default(),
                                 absent: Vec::new(),
-                                children: HashMap::new(),
+                                children: FastMap::default(),
                             });
                             edges.len() - 1
                         }
