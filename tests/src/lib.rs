@@ -12,6 +12,8 @@ use tempfile::TempDir;
 /// milliseconds; the margin is for a loaded 2-core CI machine.
 const DEPLOYMENT_TIMEOUT: Duration = Duration::from_secs(15);
 const POLL_EVERY: Duration = Duration::from_millis(20);
+/// The scanner looks for hand-edited deploy.json files this often in tests (500 ms by default).
+pub const SCAN_INTERVAL: Duration = Duration::from_millis(50);
 
 /// The seed's "Full demo example": `POST /events`.
 pub fn seed_event() -> Value {
@@ -173,6 +175,23 @@ pub struct LoggedEvent {
     pub detail: Value,
 }
 
+/// The file of `key` in the local bucket `bucket` of the data dir `data_dir`.
+pub fn object_path_in(data_dir: &Path, bucket: &str, key: &str) -> PathBuf {
+    data_dir
+        .join("buckets")
+        .join(format!("local-{bucket}"))
+        .join(key)
+}
+
+/// Replaces a file atomically (write aside, then rename), as an editor that saves safely does.
+pub fn replace_file(path: &Path, content: &[u8]) {
+    let tmp = path.with_file_name("deploy.json.edit");
+    std::fs::write(&tmp, content)
+        .unwrap_or_else(|e| panic!("writing {} failed: {e}", tmp.display()));
+    std::fs::rename(&tmp, path)
+        .unwrap_or_else(|e| panic!("replacing {} failed: {e}", path.display()));
+}
+
 /// A local busway on port 0 with a data dir of its own.
 pub struct Broker {
     dir: TempDir,
@@ -188,7 +207,9 @@ impl Broker {
 
     async fn start_in(dir: TempDir) -> Broker {
         let any_port = "127.0.0.1:0".parse().expect("a socket address");
-        let running = Running::start(Config::new(dir.path().to_path_buf(), any_port, any_port))
+        let mut config = Config::new(dir.path().to_path_buf(), any_port, any_port);
+        config.scan_interval = SCAN_INTERVAL;
+        let running = Running::start(config)
             .await
             .expect("busway starts on port 0");
         let http = reqwest::Client::builder()
@@ -200,8 +221,14 @@ impl Broker {
 
     /// Stops busway and starts it again on the same data dir, on new ports.
     pub async fn restart(self) -> Broker {
+        self.restart_with(|_| {}).await
+    }
+
+    /// Stops busway, lets `while_down` touch the data dir, and starts busway again on it.
+    pub async fn restart_with(self, while_down: impl FnOnce(&Path)) -> Broker {
         let Broker { dir, running, .. } = self;
         running.stop().await;
+        while_down(dir.path());
         Self::start_in(dir).await
     }
 
@@ -373,11 +400,7 @@ impl Broker {
 
     /// The file of `key` in the local bucket `bucket` (`publisher-components-bucket`, ...).
     pub fn object_path(&self, bucket: &str, key: &str) -> PathBuf {
-        self.dir
-            .path()
-            .join("buckets")
-            .join(format!("local-{bucket}"))
-            .join(key)
+        object_path_in(self.dir.path(), bucket, key)
     }
 
     pub fn read_object(&self, bucket: &str, key: &str) -> Value {
@@ -391,10 +414,7 @@ impl Broker {
     /// Replaces an object as a person would, but atomically, so the scanner never sees half a
     /// file and starts exactly one deployment.
     pub fn edit_object(&self, bucket: &str, key: &str, content: &[u8]) {
-        let path = self.object_path(bucket, key);
-        let tmp = path.with_file_name("deploy.json.edit");
-        std::fs::write(&tmp, content).expect("writing the edited file");
-        std::fs::rename(&tmp, &path).expect("replacing the deploy.json");
+        replace_file(&self.object_path(bucket, key), content);
     }
 
     /// Every file under the configuration and backup buckets, relative to `buckets/`.
@@ -452,4 +472,35 @@ impl Broker {
             self.bucket_files(),
         )
     }
+}
+
+/// Runs `futures` concurrently on the current task and returns their outputs in order. Requests
+/// in flight at the same time are what the races under test need; no extra crate is needed.
+pub async fn join_all<F: Future>(futures: Vec<F>) -> Vec<F::Output> {
+    let mut futures: Vec<_> = futures.into_iter().map(|f| Some(Box::pin(f))).collect();
+    let mut outputs: Vec<Option<F::Output>> = futures.iter().map(|_| None).collect();
+    std::future::poll_fn(|cx| {
+        let mut pending = false;
+        for (slot, output) in futures.iter_mut().zip(outputs.iter_mut()) {
+            if let Some(future) = slot {
+                match future.as_mut().poll(cx) {
+                    std::task::Poll::Ready(value) => {
+                        *output = Some(value);
+                        *slot = None;
+                    }
+                    std::task::Poll::Pending => pending = true,
+                }
+            }
+        }
+        if pending {
+            std::task::Poll::Pending
+        } else {
+            std::task::Poll::Ready(())
+        }
+    })
+    .await;
+    outputs
+        .into_iter()
+        .map(|o| o.expect("every future finished"))
+        .collect()
 }

@@ -1,0 +1,262 @@
+//! A deploy.json edited by hand is provisioned again: broken documents end FAILED with the reason
+//! and leave what is live untouched; a repaired document deploys.
+
+use busway_tests::{
+    Broker, SCAN_INTERVAL, object_path_in, replace_file, seed_event, seed_subscription, v1_envelope,
+};
+use serde_json::{Value, json};
+
+const PRODUCER_BUCKET: &str = "publisher-components-bucket";
+const CONSUMER_BUCKET: &str = "subscriber-components-bucket";
+const PRODUCER_KEY: &str = "scanned_parcel/1/deploy.json";
+
+fn ids(deployments: &[Value]) -> Vec<String> {
+    deployments
+        .iter()
+        .map(|d| d["id"].as_str().expect("an id").to_string())
+        .collect()
+}
+
+fn statuses(deployment: &Value) -> Vec<&str> {
+    deployment["history"]
+        .as_array()
+        .expect("a history")
+        .iter()
+        .map(|h| h["status"].as_str().expect("a status"))
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_deploy_json_broken_by_hand_ends_failed_and_the_live_route_keeps_working() {
+    let busway = Broker::start().await;
+    busway.create_deployed_event(&seed_event()).await;
+    let original = std::fs::read(busway.object_path(PRODUCER_BUCKET, PRODUCER_KEY))
+        .expect("the producer deploy.json");
+    let known = ids(&busway.deployments_of("scanned_parcel").await);
+    let events = busway.get("/events").await.expect(200).clone();
+
+    busway.edit_object(
+        PRODUCER_BUCKET,
+        PRODUCER_KEY,
+        b"{\"kind\": \"producer\", oops",
+    );
+    let failed = busway
+        .wait_for_new_deployment("scanned_parcel", &known)
+        .await;
+    assert_eq!(failed["status"], "FAILED", "{failed}");
+    assert_eq!(statuses(&failed), ["PENDING", "VALIDATING", "FAILED"]);
+    assert_eq!(failed["key"], PRODUCER_KEY);
+    assert_eq!(failed["kind"], "producer");
+    assert_eq!(failed["event_type"], "scanned_parcel");
+    assert_eq!(failed["version"], 1);
+    let error = failed["error"].as_str().expect("an error");
+    assert!(error.contains("not valid JSON"), "{error}");
+    let newest = &busway.deployments_of("scanned_parcel").await[0];
+    assert_eq!(
+        newest["id"], failed["id"],
+        "deployments are listed newest first"
+    );
+
+    // Nothing else changed: the registered event type and the live route are as they were.
+    assert_eq!(busway.get("/events").await.expect(200), &events);
+    busway
+        .publish("scanned_parcel", "1", &v1_envelope("u2"))
+        .await
+        .expect(200);
+    busway
+        .publish("scanned_parcel", "1", &json!({"metadata": {}, "data": {}}))
+        .await
+        .expect_error(400, "validation_failed");
+
+    // The scanner does not retry a document that has not changed again.
+    tokio::time::sleep(SCAN_INTERVAL * 6).await;
+    let mut known = known;
+    known.push(failed["id"].as_str().expect("an id").to_string());
+    assert_eq!(
+        ids(&busway.deployments_of("scanned_parcel").await).len(),
+        known.len()
+    );
+
+    // Putting the document back repairs it.
+    busway.edit_object(PRODUCER_BUCKET, PRODUCER_KEY, &original);
+    let repaired = busway
+        .wait_for_new_deployment("scanned_parcel", &known)
+        .await;
+    assert_eq!(repaired["status"], "SUCCEEDED", "{repaired}");
+    assert_eq!(repaired["action"], "deploy");
+    busway
+        .publish("scanned_parcel", "1", &v1_envelope("u2"))
+        .await
+        .expect(200);
+    busway.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_producer_deploy_json_with_a_changed_schema_ends_failed_and_the_registered_schema_stays_live()
+ {
+    let busway = Broker::start().await;
+    busway.create_deployed_event(&seed_event()).await;
+    let known = ids(&busway.deployments_of("scanned_parcel").await);
+
+    let mut doc = busway.read_object(PRODUCER_BUCKET, PRODUCER_KEY);
+    doc["schema"]["properties"]["data"] = json!({"type": "object"});
+    busway.edit_object(PRODUCER_BUCKET, PRODUCER_KEY, doc.to_string().as_bytes());
+    let failed = busway
+        .wait_for_new_deployment("scanned_parcel", &known)
+        .await;
+    assert_eq!(failed["status"], "FAILED", "{failed}");
+    let error = failed["error"].as_str().expect("an error");
+    assert!(error.contains("/schema"), "{error}");
+
+    // The hand-written schema would accept an empty data object; the registered one does not.
+    let loose =
+        json!({"metadata": {"event_attributes": {"source": "s", "target": "u2"}}, "data": {}});
+    busway
+        .publish("scanned_parcel", "1", &loose)
+        .await
+        .expect_error(400, "validation_failed");
+    busway
+        .publish("scanned_parcel", "1", &v1_envelope("u2"))
+        .await
+        .expect(200);
+    busway.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_producer_deploy_json_with_inconsistent_derived_fields_ends_failed_naming_each() {
+    let busway = Broker::start().await;
+    busway.create_deployed_event(&seed_event()).await;
+    let known = ids(&busway.deployments_of("scanned_parcel").await);
+
+    let mut doc = busway.read_object(PRODUCER_BUCKET, PRODUCER_KEY);
+    doc["source"] = json!("busway.intruder");
+    doc["detail_type"] = json!("scanned_parcel.9");
+    busway.edit_object(PRODUCER_BUCKET, PRODUCER_KEY, doc.to_string().as_bytes());
+    let failed = busway
+        .wait_for_new_deployment("scanned_parcel", &known)
+        .await;
+    assert_eq!(failed["status"], "FAILED", "{failed}");
+    let error = failed["error"].as_str().expect("an error");
+    assert!(
+        error.contains("/source") && error.contains("/detail_type"),
+        "{error}"
+    );
+    busway.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_consumer_deploy_json_with_an_unsafe_target_unit_ends_failed_naming_the_field() {
+    let busway = Broker::start().await;
+    busway.create_deployed_event(&seed_event()).await;
+    let subscription = busway.subscribe_deployed(&seed_subscription()).await;
+    let id = subscription["id"].as_str().expect("an id");
+    let key = format!("scanned_parcel/1/u2/{id}/deploy.json");
+    let known = ids(&busway.deployments_of("scanned_parcel").await);
+    let before = busway.snapshot().await;
+
+    let mut doc = busway.read_object(CONSUMER_BUCKET, &key);
+    doc["target_unit"] = json!("../x");
+    busway.edit_object(CONSUMER_BUCKET, &key, doc.to_string().as_bytes());
+    let failed = busway
+        .wait_for_new_deployment("scanned_parcel", &known)
+        .await;
+    assert_eq!(failed["status"], "FAILED", "{failed}");
+    assert_eq!(failed["kind"], "consumer");
+    assert_eq!(failed["key"], key.as_str());
+    assert_eq!(failed["subscription_id"], id);
+    let error = failed["error"].as_str().expect("an error");
+    assert!(error.contains("/target_unit"), "{error}");
+
+    // The subscription is unchanged, and no file appeared outside the document's own folder.
+    let after = busway.snapshot().await;
+    assert_eq!(after.1, before.1);
+    assert_eq!(after.3, before.3);
+    assert_eq!(
+        busway
+            .get(&format!("/subscriptions/{id}"))
+            .await
+            .expect(200),
+        &subscription_without_deployment(&subscription)
+    );
+    busway.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_consumer_deploy_json_pointing_at_another_connection_ends_failed() {
+    let busway = Broker::start().await;
+    busway.create_deployed_event(&seed_event()).await;
+    let subscription = busway.subscribe_deployed(&seed_subscription()).await;
+    let id = subscription["id"].as_str().expect("an id");
+    let key = format!("scanned_parcel/1/u2/{id}/deploy.json");
+    let known = ids(&busway.deployments_of("scanned_parcel").await);
+
+    let mut doc = busway.read_object(CONSUMER_BUCKET, &key);
+    doc["connection_string"] = json!("arn:aws:lambda:eu-west-1:123456789012:function:someone-else");
+    busway.edit_object(CONSUMER_BUCKET, &key, doc.to_string().as_bytes());
+    let failed = busway
+        .wait_for_new_deployment("scanned_parcel", &known)
+        .await;
+    assert_eq!(failed["status"], "FAILED", "{failed}");
+    let error = failed["error"].as_str().expect("an error");
+    assert!(error.contains("/subscription_id"), "{error}");
+    busway.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_deploy_json_broken_while_busway_was_down_ends_failed_after_the_restart() {
+    let busway = Broker::start().await;
+    busway.create_deployed_event(&seed_event()).await;
+    let known = ids(&busway.deployments_of("scanned_parcel").await);
+
+    let busway = busway
+        .restart_with(|dir| {
+            replace_file(&object_path_in(dir, PRODUCER_BUCKET, PRODUCER_KEY), b"[]");
+        })
+        .await;
+    let failed = busway
+        .wait_for_new_deployment("scanned_parcel", &known)
+        .await;
+    assert_eq!(failed["status"], "FAILED", "{failed}");
+    assert!(
+        failed["error"].as_str().is_some_and(|e| !e.is_empty()),
+        "{failed}"
+    );
+    busway
+        .publish("scanned_parcel", "1", &v1_envelope("u2"))
+        .await
+        .expect(200);
+    busway.stop().await;
+}
+
+fn subscription_without_deployment(created: &Value) -> Value {
+    let mut s = created.clone();
+    if let Some(obj) = s.as_object_mut() {
+        obj.remove("deployment_id");
+    }
+    s
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "bug: a hand-written destroy of a version that is still ACTIVE passes validation \
+            (functions/core/src/provisioning.rs, check_against_store checks `active` only for \
+            deploys), so the route is removed while the portal lists the version as ACTIVE"]
+async fn a_hand_written_destroy_of_an_active_version_ends_failed_and_the_route_stays_live() {
+    let busway = Broker::start().await;
+    busway.create_deployed_event(&seed_event()).await;
+    let known = ids(&busway.deployments_of("scanned_parcel").await);
+
+    let mut doc = busway.read_object(PRODUCER_BUCKET, PRODUCER_KEY);
+    doc["action"] = json!("destroy");
+    busway.edit_object(PRODUCER_BUCKET, PRODUCER_KEY, doc.to_string().as_bytes());
+    let finished = busway
+        .wait_for_new_deployment("scanned_parcel", &known)
+        .await;
+    assert_eq!(finished["status"], "FAILED", "{finished}");
+    let version = busway.get("/events/scanned_parcel/versions/1").await;
+    assert_eq!(version.expect(200)["state"], "ACTIVE");
+    busway
+        .publish("scanned_parcel", "1", &v1_envelope("u2"))
+        .await
+        .expect(200);
+    busway.stop().await;
+}
