@@ -1,0 +1,332 @@
+//! In-memory fakes of the portal's ports, keeping each port's documented error contract, so the
+//! router can be driven without SQLite, folders or AWS.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use async_trait::async_trait;
+use busway_core::deployment::Deployment;
+use busway_core::event::{EventType, EventVersion, VersionState};
+use busway_core::portal::Portal;
+use busway_core::ports::{
+    Bucket, DeploymentStore, EventStore, ObjectStore, SchemaRegistry, StoreError,
+};
+use busway_core::subscription::{Subscription, SubscriptionFilter, SubscriptionState};
+use busway_core::{EventTypeName, Version};
+use serde_json::Value;
+
+#[derive(Default)]
+struct State {
+    event_types: BTreeMap<EventTypeName, EventType>,
+    versions: BTreeMap<(EventTypeName, Version), EventVersion>,
+    subscriptions: Vec<Subscription>,
+    /// In the order they were first put.
+    deployments: Vec<Deployment>,
+    schemas: BTreeMap<(EventTypeName, Version), Value>,
+    objects: HashMap<(Bucket, String), Vec<u8>>,
+}
+
+/// Every port in one place: one lock makes each multi-record write all-or-nothing, as the
+/// `EventStore` contract asks.
+#[derive(Default)]
+pub struct Memory {
+    state: Mutex<State>,
+}
+
+impl Memory {
+    fn state(&self) -> MutexGuard<'_, State> {
+        // A test that panicked while holding the lock has failed already; its data is still usable.
+        self.state
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// An object as the portal wrote it, for assertions.
+    pub fn object(&self, bucket: Bucket, key: &str) -> Option<Vec<u8>> {
+        self.state()
+            .objects
+            .get(&(bucket, key.to_string()))
+            .cloned()
+    }
+
+    pub fn object_keys(&self) -> Vec<(Bucket, String)> {
+        let mut keys: Vec<_> = self.state().objects.keys().cloned().collect();
+        keys.sort_by(|a, b| (a.0.base_name(), &a.1).cmp(&(b.0.base_name(), &b.1)));
+        keys
+    }
+
+    fn record(state: &mut State, deployment: &Deployment) {
+        match state.deployments.iter_mut().find(|d| d.id == deployment.id) {
+            Some(existing) => *existing = deployment.clone(),
+            None => state.deployments.push(deployment.clone()),
+        }
+    }
+}
+
+/// A portal whose four ports are one fresh `Memory`.
+pub fn portal() -> (Arc<Portal>, Arc<Memory>) {
+    let memory = Arc::new(Memory::default());
+    let portal = Portal {
+        store: memory.clone(),
+        deployments: memory.clone(),
+        registry: memory.clone(),
+        objects: memory.clone(),
+    };
+    (Arc::new(portal), memory)
+}
+
+#[async_trait]
+impl EventStore for Memory {
+    async fn create_event_type(
+        &self,
+        event: &EventType,
+        first: &EventVersion,
+        deployment: &Deployment,
+    ) -> Result<(), StoreError> {
+        let mut state = self.state();
+        if state.event_types.contains_key(&event.event_type) {
+            return Err(StoreError::AlreadyExists(format!(
+                "event type {}",
+                event.event_type
+            )));
+        }
+        state
+            .event_types
+            .insert(event.event_type.clone(), event.clone());
+        state
+            .versions
+            .insert((first.event_type.clone(), first.version), first.clone());
+        Self::record(&mut state, deployment);
+        Ok(())
+    }
+
+    async fn add_version(
+        &self,
+        version: &EventVersion,
+        expected_latest: Version,
+        deployment: &Deployment,
+    ) -> Result<(), StoreError> {
+        let mut state = self.state();
+        let event = state
+            .event_types
+            .get_mut(&version.event_type)
+            .ok_or_else(|| StoreError::NotFound(format!("event type {}", version.event_type)))?;
+        if event.latest_version != expected_latest || version.version != expected_latest.next() {
+            return Err(StoreError::Conflict(format!(
+                "version {} of {} was added by another request",
+                version.version, version.event_type
+            )));
+        }
+        event.latest_version = version.version;
+        state.versions.insert(
+            (version.event_type.clone(), version.version),
+            version.clone(),
+        );
+        Self::record(&mut state, deployment);
+        Ok(())
+    }
+
+    async fn delete_version(
+        &self,
+        event_type: &EventTypeName,
+        version: Version,
+        deployment: &Deployment,
+    ) -> Result<(), StoreError> {
+        let mut state = self.state();
+        let subscribed = state.subscriptions.iter().any(|s| {
+            s.state == SubscriptionState::Active
+                && s.event_type == *event_type
+                && s.version == version
+        });
+        let record = state
+            .versions
+            .get_mut(&(event_type.clone(), version))
+            .filter(|v| v.is_active())
+            .ok_or_else(|| StoreError::NotFound(format!("version {version} of {event_type}")))?;
+        if subscribed {
+            return Err(StoreError::Conflict(format!(
+                "version {version} of {event_type} has active subscriptions"
+            )));
+        }
+        record.state = VersionState::Deleted;
+        Self::record(&mut state, deployment);
+        Ok(())
+    }
+
+    async fn get_event_type(&self, name: &EventTypeName) -> Result<Option<EventType>, StoreError> {
+        Ok(self.state().event_types.get(name).cloned())
+    }
+
+    async fn list_event_types(&self) -> Result<Vec<EventType>, StoreError> {
+        Ok(self.state().event_types.values().cloned().collect())
+    }
+
+    async fn list_versions(&self, name: &EventTypeName) -> Result<Vec<EventVersion>, StoreError> {
+        Ok(self
+            .state()
+            .versions
+            .values()
+            .filter(|v| v.event_type == *name)
+            .cloned()
+            .collect())
+    }
+
+    async fn get_version(
+        &self,
+        name: &EventTypeName,
+        version: Version,
+    ) -> Result<Option<EventVersion>, StoreError> {
+        Ok(self.state().versions.get(&(name.clone(), version)).cloned())
+    }
+
+    async fn create_subscription(
+        &self,
+        subscription: &Subscription,
+        deployment: &Deployment,
+    ) -> Result<(), StoreError> {
+        let mut state = self.state();
+        let active = state
+            .versions
+            .get(&(subscription.event_type.clone(), subscription.version))
+            .is_some_and(EventVersion::is_active);
+        if !active {
+            return Err(StoreError::NotFound(format!(
+                "version {} of {}",
+                subscription.version, subscription.event_type
+            )));
+        }
+        if state
+            .subscriptions
+            .iter()
+            .any(|s| s.state == SubscriptionState::Active && s.same_target(subscription))
+        {
+            return Err(StoreError::AlreadyExists(
+                "an identical subscription".into(),
+            ));
+        }
+        state.subscriptions.push(subscription.clone());
+        Self::record(&mut state, deployment);
+        Ok(())
+    }
+
+    async fn get_subscription(&self, id: &str) -> Result<Option<Subscription>, StoreError> {
+        Ok(self
+            .state()
+            .subscriptions
+            .iter()
+            .find(|s| s.id == id)
+            .cloned())
+    }
+
+    async fn list_subscriptions(
+        &self,
+        filter: &SubscriptionFilter,
+    ) -> Result<Vec<Subscription>, StoreError> {
+        Ok(self
+            .state()
+            .subscriptions
+            .iter()
+            .filter(|s| s.state == SubscriptionState::Active && filter.accepts(s))
+            .cloned()
+            .collect())
+    }
+
+    async fn delete_subscription(
+        &self,
+        id: &str,
+        deployment: &Deployment,
+    ) -> Result<(), StoreError> {
+        let mut state = self.state();
+        let subscription = state
+            .subscriptions
+            .iter_mut()
+            .find(|s| s.id == id && s.state == SubscriptionState::Active)
+            .ok_or_else(|| StoreError::NotFound(format!("subscription {id}")))?;
+        subscription.state = SubscriptionState::Deleted;
+        Self::record(&mut state, deployment);
+        Ok(())
+    }
+}
+
+#[async_trait]
+impl DeploymentStore for Memory {
+    async fn put_deployment(&self, deployment: &Deployment) -> Result<(), StoreError> {
+        Self::record(&mut self.state(), deployment);
+        Ok(())
+    }
+
+    async fn get_deployment(&self, id: &str) -> Result<Option<Deployment>, StoreError> {
+        Ok(self
+            .state()
+            .deployments
+            .iter()
+            .find(|d| d.id == id)
+            .cloned())
+    }
+
+    async fn list_deployments(
+        &self,
+        event_type: Option<&EventTypeName>,
+    ) -> Result<Vec<Deployment>, StoreError> {
+        Ok(self
+            .state()
+            .deployments
+            .iter()
+            .rev()
+            .filter(|d| event_type.is_none_or(|e| d.event_type.as_ref() == Some(e)))
+            .cloned()
+            .collect())
+    }
+}
+
+#[async_trait]
+impl SchemaRegistry for Memory {
+    async fn put_schema(
+        &self,
+        event_type: &EventTypeName,
+        version: Version,
+        schema: &Value,
+    ) -> anyhow::Result<()> {
+        self.state()
+            .schemas
+            .insert((event_type.clone(), version), schema.clone());
+        Ok(())
+    }
+
+    async fn get_schema(
+        &self,
+        event_type: &EventTypeName,
+        version: Version,
+    ) -> anyhow::Result<Option<Value>> {
+        Ok(self
+            .state()
+            .schemas
+            .get(&(event_type.clone(), version))
+            .cloned())
+    }
+
+    async fn list_schema_versions(
+        &self,
+        event_type: &EventTypeName,
+    ) -> anyhow::Result<Vec<Version>> {
+        Ok(self
+            .state()
+            .schemas
+            .keys()
+            .filter(|(name, _)| name == event_type)
+            .map(|(_, version)| *version)
+            .collect())
+    }
+}
+
+#[async_trait]
+impl ObjectStore for Memory {
+    async fn put_object(&self, bucket: Bucket, key: &str, body: Vec<u8>) -> anyhow::Result<()> {
+        self.state().objects.insert((bucket, key.to_string()), body);
+        Ok(())
+    }
+
+    async fn get_object(&self, bucket: Bucket, key: &str) -> anyhow::Result<Option<Vec<u8>>> {
+        Ok(self.object(bucket, key))
+    }
+}
