@@ -19,7 +19,7 @@ pub(crate) fn matches(pattern: &Pattern, flat: &Flat<'_>) -> bool {
 pub(crate) fn conjunction_matches(fields: &[Field], flat: &Flat<'_>) -> bool {
     let mut candidates: Vec<Vec<&Leaf<'_>>> = Vec::with_capacity(fields.len());
     for field in fields {
-        match flat.leaves(&field.path) {
+        match flat.leaves(field.slot) {
             None if field.absent_ok => {}
             None => return false,
             Some(leaves) => {

@@ -52,11 +52,14 @@ pub(crate) struct Leaf<'a> {
     pub(crate) arrays: Membership,
 }
 
-/// What the patterns want at one path: its values, what lies below it, or both.
+/// What the patterns want at one path: its values (kept in `slot` of a [`Flat`]),
+/// what lies below it, or both. The counts say how many fields name the path or a
+/// path below it.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub(crate) struct Want {
     leaf: usize,
     prefix: usize,
+    slot: u32,
 }
 
 impl Want {
@@ -69,17 +72,21 @@ impl Want {
     }
 }
 
-/// A flattened event: the leaves of each wanted path.
+/// A flattened event: the leaves of each wanted path, by the path's slot.
 #[derive(Debug, Default)]
 pub(crate) struct Flat<'a> {
-    paths: FastMap<String, Vec<Leaf<'a>>>,
+    slots: Vec<Vec<Leaf<'a>>>,
     /// True when some kept leaf sits inside an array, so array consistency matters.
     pub(crate) has_arrays: bool,
 }
 
 impl<'a> Flat<'a> {
-    pub(crate) fn leaves(&self, path: &str) -> Option<&[Leaf<'a>]> {
-        self.paths.get(path).map(Vec::as_slice)
+    /// The values at the path of `slot`, or `None` when the path has none.
+    pub(crate) fn leaves(&self, slot: u32) -> Option<&[Leaf<'a>]> {
+        self.slots
+            .get(slot as usize)
+            .filter(|leaves| !leaves.is_empty())
+            .map(Vec::as_slice)
     }
 
     pub(crate) fn from_value(event: &'a Value, paths: &PathSet) -> Flat<'a> {
@@ -174,7 +181,10 @@ struct Walker<'a, 'p> {
 impl<'a, 'p> Walker<'a, 'p> {
     fn new(paths: &'p PathSet) -> Walker<'a, 'p> {
         Walker {
-            flat: Flat::default(),
+            flat: Flat {
+                slots: (0..paths.slots).map(|_| Vec::new()).collect(),
+                has_arrays: false,
+            },
             paths,
             path: String::new(),
             saved: Vec::new(),
@@ -211,11 +221,8 @@ impl<'a, 'p> Walker<'a, 'p> {
             value,
             arrays: self.arrays.clone(),
         };
-        match self.flat.paths.get_mut(self.path.as_str()) {
-            Some(leaves) => leaves.push(leaf),
-            None => {
-                self.flat.paths.insert(self.path.clone(), vec![leaf]);
-            }
+        if let Some(leaves) = self.flat.slots.get_mut(want.slot as usize) {
+            leaves.push(leaf);
         }
     }
 
@@ -347,32 +354,58 @@ fn value_number(n: &serde_json::Number) -> Num {
 
 /// The paths that a set of patterns names, with the dot-prefixes to descend through,
 /// counted so that a rule set can drop a path when the last rule naming it goes.
+/// Each named path has a slot number, stable while it is named, so that matching
+/// finds a path's values by index rather than by hashing its name again.
 #[derive(Debug, Clone, Default)]
 pub(crate) struct PathSet {
     wanted: FastMap<String, Want>,
+    free_slots: Vec<u32>,
+    slots: u32,
 }
 
 impl PathSet {
-    pub(crate) fn add(&mut self, path: &str) {
-        self.wanted.entry(path.to_owned()).or_default().leaf += 1;
+    /// Counts one more field at `path`; returns the path's slot.
+    pub(crate) fn add(&mut self, path: &str) -> u32 {
         for prefix in dot_prefixes(path) {
             self.wanted.entry(prefix.to_owned()).or_default().prefix += 1;
         }
+        let want = self.wanted.entry(path.to_owned()).or_default();
+        if want.leaf == 0 {
+            want.slot = match self.free_slots.pop() {
+                Some(slot) => slot,
+                None => {
+                    self.slots += 1;
+                    self.slots - 1
+                }
+            };
+        }
+        want.leaf += 1;
+        want.slot
     }
 
     pub(crate) fn remove(&mut self, path: &str) {
-        self.change(path, |want| want.leaf -= 1);
         for prefix in dot_prefixes(path) {
-            self.change(prefix, |want| want.prefix -= 1);
+            if let Some(want) = self.wanted.get_mut(prefix) {
+                want.prefix -= 1;
+            }
+            self.forget_if_unused(prefix);
         }
+        if let Some(want) = self.wanted.get_mut(path) {
+            want.leaf -= 1;
+            if want.leaf == 0 {
+                self.free_slots.push(want.slot);
+            }
+        }
+        self.forget_if_unused(path);
     }
 
-    fn change(&mut self, path: &str, change: impl FnOnce(&mut Want)) {
-        if let Some(want) = self.wanted.get_mut(path) {
-            change(want);
-            if *want == Want::default() {
-                self.wanted.remove(path);
-            }
+    fn forget_if_unused(&mut self, path: &str) {
+        if self
+            .wanted
+            .get(path)
+            .is_some_and(|want| want.leaf == 0 && want.prefix == 0)
+        {
+            self.wanted.remove(path);
         }
     }
 

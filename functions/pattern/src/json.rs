@@ -265,10 +265,7 @@ impl<'a> Reader<'a> {
         let text = self.text;
         let start = self.pos;
         let rest = &self.bytes[start..];
-        let stop = rest
-            .iter()
-            .position(|&b| b == b'"' || b == b'\\' || b < 0x20)
-            .unwrap_or(rest.len());
+        let stop = string_stop(rest);
         self.pos += stop;
         if rest.get(stop) == Some(&b'"') {
             self.pos += 1;
@@ -576,6 +573,35 @@ impl<'a> Reader<'a> {
     }
 }
 
+/// Index of the first byte that ends the plain run of a string: a quote, a backslash
+/// or a control character (or the length). Event strings are mostly plain runs, so
+/// they are scanned eight bytes at a time with the classic "has zero byte" and "has
+/// byte less than" word tricks, which are exact about whether a word holds one.
+fn string_stop(bytes: &[u8]) -> usize {
+    const ONES: u64 = 0x0101_0101_0101_0101;
+    const HIGHS: u64 = 0x8080_8080_8080_8080;
+    let mut at = 0;
+    let mut words = bytes.chunks_exact(8);
+    for chunk in &mut words {
+        let mut word = [0u8; 8];
+        word.copy_from_slice(chunk);
+        let w = u64::from_le_bytes(word);
+        let quote = w ^ (ONES * u64::from(b'"'));
+        let backslash = w ^ (ONES * u64::from(b'\\'));
+        let hits = (quote.wrapping_sub(ONES) & !quote)
+            | (backslash.wrapping_sub(ONES) & !backslash)
+            | (w.wrapping_sub(ONES * 0x20) & !w);
+        if hits & HIGHS != 0 {
+            break;
+        }
+        at += 8;
+    }
+    at + bytes[at..]
+        .iter()
+        .position(|&b| b == b'"' || b == b'\\' || b < 0x20)
+        .unwrap_or(bytes.len() - at)
+}
+
 /// Characters Jackson keeps together when it reports an unrecognized token.
 fn is_token_char(c: char) -> bool {
     c.is_alphanumeric() || c == '_' || c == '$'
@@ -639,6 +665,28 @@ mod tests {
     fn trailing_text_is_ignored_only_when_allowed() {
         assert!(parse("{} x", true).is_ok());
         assert!(parse("{} x", false).is_err());
+    }
+
+    #[test]
+    fn the_word_scan_stops_at_the_first_quote_backslash_or_control_byte() {
+        for text in [
+            "",
+            "abc",
+            "abcdefgh",
+            "abcdefghijklmnop",
+            "é€😀 long enough text",
+        ] {
+            assert_eq!(string_stop(text.as_bytes()), text.len(), "{text}");
+            for stop in ["\"", "\\\\", "\n", "\u{1f}"] {
+                for at in 0..=text.len() {
+                    if !text.is_char_boundary(at) {
+                        continue;
+                    }
+                    let joined = format!("{}{stop}{}", &text[..at], &text[at..]);
+                    assert_eq!(string_stop(joined.as_bytes()), at, "{joined:?}");
+                }
+            }
+        }
     }
 
     #[test]

@@ -69,6 +69,8 @@ impl Default for PatternOptions {
 #[derive(Debug, Clone, PartialEq)]
 pub(crate) struct Field {
     pub(crate) path: String,
+    /// The path's slot in the [`PathSet`] of whatever holds the field.
+    pub(crate) slot: u32,
     pub(crate) matchers: Vec<Matcher>,
     /// The field also holds when the path has no value at all (`exists: false`).
     pub(crate) absent_ok: bool,
@@ -111,8 +113,8 @@ impl Pattern {
         let mut paths = PathSet::default();
         for conjunction in &mut conjunctions {
             conjunction.sort_by(|a, b| a.path.cmp(&b.path));
-            for field in conjunction.iter() {
-                paths.add(&field.path);
+            for field in conjunction.iter_mut() {
+                field.slot = paths.add(&field.path);
             }
         }
         Ok(Pattern {
@@ -283,6 +285,7 @@ fn leaf(items: &[Json], path: String) -> Result<Field, String> {
     }
     Ok(Field {
         path,
+        slot: 0,
         matchers,
         absent_ok,
     })

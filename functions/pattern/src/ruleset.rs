@@ -31,8 +31,9 @@ const ROOT: u32 = 0;
 #[derive(Debug, Clone, Default)]
 struct Node {
     edges: Vec<Edge>,
-    /// Sub-rules whose last condition leads here.
-    terminals: Vec<u32>,
+    /// Sub-rules whose last condition leads here, with their keys, so that a match
+    /// does not have to visit the sub-rule itself.
+    terminals: Vec<(u32, u32)>,
     /// Sub-rules whose conditions pass through (or end at) this state.
     refs: u32,
 }
@@ -40,6 +41,7 @@ struct Node {
 #[derive(Debug, Clone)]
 struct Edge {
     path: String,
+    slot: u32,
     index: ValueIndex,
     /// States taken when the path has no value (`exists: false`).
     absent: Vec<u32>,
@@ -49,7 +51,6 @@ struct Edge {
 
 #[derive(Debug, Clone)]
 struct SubRule {
-    key: u32,
     fields: Vec<Field>,
     /// The state reached after each field.
     trail: Vec<u32>,
@@ -167,9 +168,13 @@ impl<K: Clone + Eq + Hash> RuleSet<K> {
         let mut key_ids: Vec<u32> = self
             .walk(flat)
             .into_iter()
-            .filter_map(|rule_id| self.rules[rule_id as usize].as_ref())
-            .filter(|rule| !flat.has_arrays || eval::conjunction_matches(&rule.fields, flat))
-            .map(|rule| rule.key)
+            .filter(|(rule_id, _)| {
+                !flat.has_arrays
+                    || self.rules[*rule_id as usize]
+                        .as_ref()
+                        .is_some_and(|rule| eval::conjunction_matches(&rule.fields, flat))
+            })
+            .map(|(_, key)| key)
             .collect();
         key_ids.sort_unstable();
         key_ids.dedup();
@@ -181,7 +186,7 @@ impl<K: Clone + Eq + Hash> RuleSet<K> {
 
     /// Sub-rules whose conditions all hold, ignoring array consistency. Each state has
     /// one parent and is pushed at most once by it, so no state is visited twice.
-    fn walk(&self, flat: &Flat<'_>) -> Vec<u32> {
+    fn walk(&self, flat: &Flat<'_>) -> Vec<(u32, u32)> {
         let mut reached = Vec::new();
         let mut stack = vec![ROOT];
         let mut next = Vec::new();
@@ -189,7 +194,7 @@ impl<K: Clone + Eq + Hash> RuleSet<K> {
             let node = &self.nodes[state as usize];
             reached.extend_from_slice(&node.terminals);
             for edge in &node.edges {
-                match flat.leaves(&edge.path) {
+                match flat.leaves(edge.slot) {
                     None => stack.extend_from_slice(&edge.absent),
                     Some(leaves) => {
                         next.clear();
@@ -211,7 +216,9 @@ impl<K: Clone + Eq + Hash> RuleSet<K> {
     fn add_rule(&mut self, key: u32, fields: &[Field]) -> u32 {
         let mut state = ROOT;
         let mut trail = Vec::with_capacity(fields.len());
-        for field in fields {
+        let mut fields = fields.to_vec();
+        for field in &mut fields {
+            field.slot = self.paths.add(&field.path);
             let signature = signature(field);
             let existing = self.nodes[state as usize]
                 .edges
@@ -228,6 +235,7 @@ impl<K: Clone + Eq + Hash> RuleSet<K> {
                         None => {
                             edges.push(Edge {
                                 path: field.path.clone(),
+                                slot: field.slot,
                                 index: ValueIndex::default(),
                                 absent: Vec::new(),
                                 children: FastMap::default(),
@@ -247,17 +255,12 @@ impl<K: Clone + Eq + Hash> RuleSet<K> {
                 }
             };
             self.nodes[child as usize].refs += 1;
-            self.paths.add(&field.path);
             trail.push(child);
             state = child;
         }
-        let rule = SubRule {
-            key,
-            fields: fields.to_vec(),
-            trail,
-        };
+        let rule = SubRule { fields, trail };
         let rule_id = allocate(&mut self.rules, &mut self.free_rules, Some(rule));
-        self.nodes[state as usize].terminals.push(rule_id);
+        self.nodes[state as usize].terminals.push((rule_id, key));
         rule_id
     }
 
@@ -268,7 +271,7 @@ impl<K: Clone + Eq + Hash> RuleSet<K> {
         self.free_rules.push(rule_id);
         let last = rule.trail.last().copied().unwrap_or(ROOT);
         let terminals = &mut self.nodes[last as usize].terminals;
-        if let Some(at) = terminals.iter().position(|r| *r == rule_id) {
+        if let Some(at) = terminals.iter().position(|(r, _)| *r == rule_id) {
             terminals.swap_remove(at);
         }
         for (i, field) in rule.fields.iter().enumerate().rev() {
