@@ -16,8 +16,33 @@ const MAX_BATCH: usize = 4096;
 
 type Reply = oneshot::Sender<anyhow::Result<Vec<Result<(), EntryFailure>>>>;
 
+/// An event as stored: serialized by the caller, so the single writer only writes.
+struct Row {
+    id: String,
+    event_id: String,
+    source: String,
+    detail_type: String,
+    time: String,
+    detail: String,
+}
+
+impl Row {
+    fn new(event: BusEvent) -> anyhow::Result<Self> {
+        Ok(Self {
+            time: event
+                .time
+                .format(&time::format_description::well_known::Rfc3339)?,
+            detail: event.detail.to_string(),
+            id: event.id,
+            event_id: event.event_id,
+            source: event.source,
+            detail_type: event.detail_type,
+        })
+    }
+}
+
 pub struct EventLog {
-    tx: mpsc::Sender<(Vec<BusEvent>, Reply)>,
+    tx: mpsc::Sender<(Vec<Row>, Reply)>,
 }
 
 impl EventLog {
@@ -44,7 +69,7 @@ impl EventLog {
     }
 }
 
-fn writer(mut conn: Connection, rx: mpsc::Receiver<(Vec<BusEvent>, Reply)>) {
+fn writer(mut conn: Connection, rx: mpsc::Receiver<(Vec<Row>, Reply)>) {
     while let Ok(first) = rx.recv() {
         let mut batch = vec![first];
         let mut count = batch[0].0.len();
@@ -73,7 +98,7 @@ fn writer(mut conn: Connection, rx: mpsc::Receiver<(Vec<BusEvent>, Reply)>) {
     }
 }
 
-fn append(conn: &mut Connection, batch: &[(Vec<BusEvent>, Reply)]) -> anyhow::Result<()> {
+fn append(conn: &mut Connection, batch: &[(Vec<Row>, Reply)]) -> anyhow::Result<()> {
     let tx = conn.transaction()?;
     {
         // A repeated event_id is the producer retrying: it is stored once.
@@ -81,17 +106,14 @@ fn append(conn: &mut Connection, batch: &[(Vec<BusEvent>, Reply)]) -> anyhow::Re
             "INSERT INTO events (id, event_id, source, detail_type, time, detail) VALUES (?1, ?2, ?3, ?4, ?5, ?6)
              ON CONFLICT (event_id) DO NOTHING",
         )?;
-        for event in batch.iter().flat_map(|(events, _)| events) {
-            let time = event
-                .time
-                .format(&time::format_description::well_known::Rfc3339)?;
+        for row in batch.iter().flat_map(|(rows, _)| rows) {
             insert.execute(params![
-                event.id,
-                event.event_id,
-                event.source,
-                event.detail_type,
-                time,
-                event.detail.to_string()
+                row.id,
+                row.event_id,
+                row.source,
+                row.detail_type,
+                row.time,
+                row.detail
             ])?;
         }
     }
@@ -105,9 +127,13 @@ impl Bus for EventLog {
         &self,
         events: Vec<BusEvent>,
     ) -> anyhow::Result<Vec<Result<(), EntryFailure>>> {
+        let rows = events
+            .into_iter()
+            .map(Row::new)
+            .collect::<anyhow::Result<Vec<_>>>()?;
         let (reply, answer) = oneshot::channel();
         self.tx
-            .send((events, reply))
+            .send((rows, reply))
             .map_err(|_| anyhow::anyhow!("the event log writer has stopped"))?;
         answer
             .await

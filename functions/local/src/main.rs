@@ -9,7 +9,10 @@ use clap::{Parser, Subcommand};
 
 /// busway: a self-service event broker on Amazon EventBridge, and the same broker on one machine.
 #[derive(Parser)]
-#[command(version, about, long_about = None)]
+#[command(
+    version,
+    after_help = "Start with `busway up`, then see the README for the seed's demo as curl calls."
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
