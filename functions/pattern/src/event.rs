@@ -341,15 +341,30 @@ impl<'a, 'p> Walker<'a, 'p> {
     }
 }
 
-/// A `serde_json` number as text plus comparable value. A float that `serde_json`
-/// parsed is already the nearest double, so it is comparable by construction.
+/// A `serde_json` number as [`Num`]. The text only matters for numbers that are not
+/// comparable (a pattern number with a comparable value matches by value, and one
+/// without can only equal a text that is not comparable either), so it is left empty
+/// for the common case: every float `serde_json` parsed is the nearest double and
+/// comparable by construction, and so is every integer up to 2^53.
 fn value_number(n: &serde_json::Number) -> Num {
-    let text = n.to_string();
-    let value = match n.as_f64() {
-        Some(f) if n.is_f64() && f.is_finite() => Some(if f == 0.0 { 0.0 } else { f }),
-        _ => number::comparable(&text),
+    const EXACT: u64 = 1 << 53;
+    let comparable = match (n.as_u64(), n.as_i64(), n.as_f64()) {
+        (Some(u), _, _) if u <= EXACT => Some(u as f64),
+        (_, Some(i), _) if i.unsigned_abs() <= EXACT => Some(i as f64),
+        (None, None, Some(f)) if f.is_finite() => Some(if f == 0.0 { 0.0 } else { f }),
+        _ => None,
     };
-    Num { text, value }
+    match comparable {
+        Some(value) => Num {
+            text: String::new(),
+            value: Some(value),
+        },
+        None => {
+            let text = n.to_string();
+            let value = number::comparable(&text);
+            Num { text, value }
+        }
+    }
 }
 
 /// The paths that a set of patterns names, with the dot-prefixes to descend through,

@@ -30,6 +30,51 @@ const LINEAR_RANGES: usize = 16;
 #[derive(Debug, Clone, Default)]
 pub(crate) struct ValueIndex {
     strings: FastMap<String, Targets>,
+    exists: Targets,
+    /// Every other kind of condition. Most edges hold only exact strings (busway's
+    /// subscriptions do), so the rest lives behind a pointer: an edge stays a few
+    /// cache lines, which keeps ten thousand rules' states in cache.
+    others: Option<Box<Others>>,
+}
+
+impl ValueIndex {
+    pub(crate) fn add(&mut self, matcher: &Matcher, target: u32) {
+        match matcher {
+            Matcher::Exact(Literal::Str(s)) => push(&mut self.strings, s, target),
+            Matcher::Exists => self.exists.push(target),
+            other => self
+                .others
+                .get_or_insert_with(Box::default)
+                .add(other, target),
+        }
+    }
+
+    pub(crate) fn remove(&mut self, matcher: &Matcher, target: u32) {
+        match matcher {
+            Matcher::Exact(Literal::Str(s)) => pull(&mut self.strings, s.as_str(), target),
+            Matcher::Exists => remove_one(&mut self.exists, target),
+            other => {
+                if let Some(others) = &mut self.others {
+                    others.remove(other, target);
+                }
+            }
+        }
+    }
+
+    /// Appends the targets of every matcher that accepts `value` (possibly repeated).
+    pub(crate) fn lookup(&self, value: &Scalar<'_>, out: &mut Vec<u32>) {
+        out.extend_from_slice(&self.exists);
+        if let Scalar::Str(s) = value {
+            extend(out, self.strings.get(s.as_ref()));
+        }
+        if let Some(others) = &self.others {
+            others.lookup(value, out);
+        }
+    }
+}
+
+#[derive(Debug, Clone, Default)]
+struct Others {
     number_values: FastMap<u64, Targets>,
     number_texts: FastMap<String, Targets>,
     trues: Targets,
@@ -47,15 +92,15 @@ pub(crate) struct ValueIndex {
     range_tree: OnceLock<RangeTree>,
     cidrs: FastMap<Cidr, Targets>,
     cidr_masks: BTreeMap<(bool, u8), usize>,
-    exists: Targets,
     anything_but: Vec<(Vec<Matcher>, u32)>,
 }
 
-impl ValueIndex {
-    pub(crate) fn add(&mut self, matcher: &Matcher, target: u32) {
+impl Others {
+    fn add(&mut self, matcher: &Matcher, target: u32) {
         match matcher {
             Matcher::Exact(literal) => match literal {
-                Literal::Str(s) => push(&mut self.strings, s, target),
+                // Held by `ValueIndex` itself, which never passes them here.
+                Literal::Str(_) => {}
                 Literal::Num(n) => {
                     if let Some(v) = n.value {
                         self.number_values
@@ -91,7 +136,8 @@ impl ValueIndex {
                 self.ranges.push((*range, target));
                 self.range_tree = OnceLock::new();
             }
-            Matcher::Exists => self.exists.push(target),
+            // Held by `ValueIndex` itself, which never passes it here.
+            Matcher::Exists => {}
             Matcher::Cidr(cidr) => {
                 *self.cidr_masks.entry((cidr.v6, cidr.bits)).or_insert(0) += 1;
                 self.cidrs.entry(*cidr).or_default().push(target);
@@ -100,10 +146,11 @@ impl ValueIndex {
         }
     }
 
-    pub(crate) fn remove(&mut self, matcher: &Matcher, target: u32) {
+    fn remove(&mut self, matcher: &Matcher, target: u32) {
         match matcher {
             Matcher::Exact(literal) => match literal {
-                Literal::Str(s) => pull(&mut self.strings, s.as_str(), target),
+                // Held by `ValueIndex` itself, which never passes them here.
+                Literal::Str(_) => {}
                 Literal::Num(n) => {
                     if let Some(v) = n.value {
                         pull(&mut self.number_values, &v.to_bits(), target);
@@ -138,7 +185,8 @@ impl ValueIndex {
                 remove_one(&mut self.ranges, (*range, target));
                 self.range_tree = OnceLock::new();
             }
-            Matcher::Exists => remove_one(&mut self.exists, target),
+            // Held by `ValueIndex` itself, which never passes it here.
+            Matcher::Exists => {}
             Matcher::Cidr(cidr) => {
                 pull(&mut self.cidrs, cidr, target);
                 decrement(&mut self.cidr_masks, (cidr.v6, cidr.bits));
@@ -149,9 +197,7 @@ impl ValueIndex {
         }
     }
 
-    /// Appends the targets of every matcher that accepts `value` (possibly repeated).
-    pub(crate) fn lookup(&self, value: &Scalar<'_>, out: &mut Vec<u32>) {
-        out.extend_from_slice(&self.exists);
+    fn lookup(&self, value: &Scalar<'_>, out: &mut Vec<u32>) {
         match value {
             Scalar::Str(s) => self.lookup_str(s, out),
             Scalar::Num(n) => {
@@ -173,7 +219,6 @@ impl ValueIndex {
     }
 
     fn lookup_str(&self, s: &str, out: &mut Vec<u32>) {
-        extend(out, self.strings.get(s));
         self.prefixes.lookup_prefixes(s, out);
         self.suffixes.lookup_suffixes(s, out);
         if !(self.folded.is_empty()

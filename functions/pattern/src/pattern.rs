@@ -126,7 +126,7 @@ impl Pattern {
     /// Whether the event matches. Anything that is not a JSON object matches nothing.
     #[must_use]
     pub fn matches(&self, event: &Value) -> bool {
-        eval::matches(self, &Flat::from_value(event, &self.paths))
+        event.is_object() && eval::matches(self, &Flat::from_value(event, &self.paths))
     }
 
     /// Matches event text, refusing what `TestEventPattern` refuses: text that is not
@@ -906,6 +906,12 @@ mod tests {
         };
         assert_eq!(pattern.matches_text(&event("9007199254740993")), Ok(true));
         assert_eq!(pattern.matches_text(&event("9007199254740992")), Ok(false));
+        assert!(pattern.matches(&json!({"n": 9_007_199_254_740_993u64})));
+        assert!(!pattern.matches(&json!({"n": 9_007_199_254_740_992u64})));
+        let exact = Pattern::parse(r#"{"n":[9007199254740992, -5]}"#).unwrap();
+        assert!(exact.matches(&json!({"n": 9_007_199_254_740_992u64})));
+        assert!(exact.matches(&json!({"n": -5})));
+        assert!(exact.matches(&json!({"n": -5.0})));
     }
 
     #[test]
@@ -985,6 +991,12 @@ mod tests {
         assert!(matches(r#"{"n":[{"numeric":[">=",5]}]}"#, &event));
         assert!(matches(r#"{"f":[{"numeric":["=",301.8]}]}"#, &event));
         assert!(!matches(r#"{"s":[{"numeric":["=",5]}]}"#, &event));
+    }
+
+    #[test]
+    fn an_event_that_is_not_an_object_matches_nothing() {
+        assert!(!matches(r#"{"a":[{"exists":false}]}"#, &json!("text")));
+        assert!(matches(r#"{"a":[{"exists":false}]}"#, &json!({})));
     }
 
     #[test]

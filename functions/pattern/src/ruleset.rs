@@ -146,8 +146,12 @@ impl<K: Clone + Eq + Hash> RuleSet<K> {
     }
 
     /// The keys whose patterns match the event, each once, in no particular order.
+    /// Anything that is not a JSON object matches nothing.
     #[must_use]
     pub fn matching(&self, event: &Value) -> Vec<K> {
+        if !event.is_object() {
+            return Vec::new();
+        }
         self.collect(&Flat::from_value(event, &self.paths))
     }
 
