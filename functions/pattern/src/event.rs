@@ -196,10 +196,12 @@ impl<'a, 'p> Walker<'a, 'p> {
     /// Appends `key` to the path; says what the patterns want there, if anything.
     /// Every `enter` is paired with a `leave`.
     fn enter(&mut self, key: &str) -> Option<Want> {
-        self.saved.push(self.path.len());
-        if !self.path.is_empty() {
+        let restore = self.path.len();
+        // Nesting, not an empty path, decides the dot: the key `""` is a real name.
+        if !self.saved.is_empty() {
             self.path.push('.');
         }
+        self.saved.push(restore);
         self.path.push_str(key);
         self.paths.want(&self.path)
     }

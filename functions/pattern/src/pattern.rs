@@ -1049,6 +1049,14 @@ mod tests {
     }
 
     #[test]
+    fn empty_keys_are_names_like_any_other() {
+        let event = json!({"": {"b": 1}, "a": {"": "x"}});
+        assert!(matches(r#"{"":{"b":[1]}}"#, &event));
+        assert!(matches(r#"{"a":{"":["x"]}}"#, &event));
+        assert!(!matches(r#"{"b":[1]}"#, &event));
+    }
+
+    #[test]
     fn the_last_duplicate_field_wins() {
         let pattern = r#"{"a":[{"prefix":"us-"}],"a":[{"anything-but":"us-east"}]}"#;
         assert!(matches(pattern, &json!({"a": "eu-central-1"})));
