@@ -174,3 +174,38 @@ async fn a_restart_does_not_provision_finished_documents_again() {
     assert_eq!(after, known);
     busway.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "bug: a stop during provisioning leaves the deployment the portal answered stuck in \
+            VALIDATING or BUILDING, or finished but not marked processed; after the restart the \
+            document is provisioned again under a new deployment id \
+            (functions/core/src/provisioning.rs, Provisioner::deployment_for reuses only PENDING \
+            records; functions/local/src/server.rs, Running::stop aborts \
+            the runner)"]
+async fn deployments_interrupted_by_a_stop_finish_under_their_own_id_after_the_restart() {
+    let busway = Broker::start().await;
+    let mut answered = Vec::new();
+    // Several creations back to back: the runner is in the middle of one when busway stops.
+    for name in ["parcel_a", "parcel_b", "parcel_c", "parcel_d", "parcel_e"] {
+        let mut body = seed_event();
+        body["event_type"] = json!(name);
+        let created = busway.post("/events", &body).await;
+        answered.push(
+            created.expect(201)["deployment_id"]
+                .as_str()
+                .expect("a deployment id")
+                .to_string(),
+        );
+    }
+
+    let busway = busway.restart().await;
+    for id in &answered {
+        busway.deployed(id).await;
+    }
+    let all = busway.get("/deployments").await.expect(200)["deployments"]
+        .as_array()
+        .expect("deployments")
+        .len();
+    assert_eq!(all, answered.len(), "one deployment per document");
+    busway.stop().await;
+}
