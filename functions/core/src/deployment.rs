@@ -6,7 +6,8 @@ use serde::{Deserialize, Serialize};
 use crate::deploy::{DeployAction, DeployKind};
 use crate::{EventTypeName, Timestamp, Version};
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+/// Ordered as the pipeline runs them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "SCREAMING_SNAKE_CASE")]
 pub enum DeploymentStatus {
     Pending,

@@ -3,6 +3,7 @@
 
 use std::sync::Arc;
 
+use anyhow::Context;
 use serde_json::Value;
 use tracing::instrument;
 
@@ -298,12 +299,10 @@ impl Portal {
             self.version_record(&req.event_type, Version::FIRST, req.description, &req.data);
         let deployment =
             self.producer_deployment(&req.event_type, Version::FIRST, DeployAction::Deploy);
-        self.publish_schema(&version).await?;
         self.store
             .create_event_type(&event, &version, &deployment)
             .await?;
-        self.write_producer_deploy(&event, &version, &deployment, DeployAction::Deploy)
-            .await?;
+        self.publish_version(&event, &version, &deployment).await?;
         Ok((self.view(event).await?, deployment))
     }
 
@@ -318,12 +317,10 @@ impl Portal {
         let description = req.description.unwrap_or_else(|| event.description.clone());
         let version = self.version_record(event_type, next, description, &req.data);
         let deployment = self.producer_deployment(event_type, next, DeployAction::Deploy);
-        self.publish_schema(&version).await?;
         self.store
             .add_version(&version, event.latest_version, &deployment)
             .await?;
-        self.write_producer_deploy(&event, &version, &deployment, DeployAction::Deploy)
-            .await?;
+        self.publish_version(&event, &version, &deployment).await?;
         Ok((version, deployment))
     }
 
@@ -486,21 +483,32 @@ impl Portal {
         }
     }
 
-    /// Registry and backup first: both are idempotent per version, so a failure before the store
-    /// commit leaves nothing that a retry does not overwrite.
-    async fn publish_schema(&self, version: &EventVersion) -> Result<(), PortalError> {
-        self.registry
-            .put_schema(&version.event_type, version.version, &version.schema)
+    /// After the store committed the version (so a request that lost a race writes nothing):
+    /// registry, schema backup, then the deploy.json that starts provisioning.
+    async fn publish_version(
+        &self,
+        event: &EventType,
+        version: &EventVersion,
+        deployment: &Deployment,
+    ) -> Result<(), PortalError> {
+        let schema = async {
+            self.registry
+                .put_schema(&version.event_type, version.version, &version.schema)
+                .await?;
+            let body = serde_json::to_vec_pretty(&version.schema)?;
+            self.objects
+                .put_object(
+                    Bucket::SchemaBackup,
+                    &schema_backup_key(&version.event_type, version.version),
+                    body,
+                )
+                .await
+        }
+        .await;
+        self.committed(deployment, schema.context("publishing the schema"))
             .await?;
-        let body = serde_json::to_vec_pretty(&version.schema).map_err(anyhow::Error::from)?;
-        self.objects
-            .put_object(
-                Bucket::SchemaBackup,
-                &schema_backup_key(&version.event_type, version.version),
-                body,
-            )
-            .await?;
-        Ok(())
+        self.write_producer_deploy(event, version, deployment, DeployAction::Deploy)
+            .await
     }
 
     fn producer_deployment(
@@ -577,31 +585,33 @@ impl Portal {
         self.write_deploy(Bucket::Subscriber, deployment, doc).await
     }
 
-    /// The deploy.json write starts provisioning. If it fails after the store committed, the
-    /// deployment is marked FAILED with the reason, so the record never claims work is under way.
+    /// The deploy.json write starts provisioning.
     async fn write_deploy(
         &self,
         bucket: Bucket,
         deployment: &Deployment,
         doc: DeployDoc,
     ) -> Result<(), PortalError> {
-        if let Err(e) = self
+        let written = self
             .objects
             .put_object(bucket, &deployment.key, doc.to_json())
+            .await;
+        self.committed(deployment, written.context("writing deploy.json"))
             .await
-        {
-            let mut failed = deployment.clone();
-            if failed
-                .fail(
-                    format!("deploy.json could not be written: {e:#}"),
-                    crate::now(),
-                )
-                .is_ok()
-            {
-                self.deployments.put_deployment(&failed).await?;
-            }
-            return Err(PortalError::Unexpected(e.context("writing deploy.json")));
+    }
+
+    /// A step after the store commit failed: the deployment is marked FAILED with the reason, so
+    /// its record never claims that work is under way.
+    async fn committed(
+        &self,
+        deployment: &Deployment,
+        result: anyhow::Result<()>,
+    ) -> Result<(), PortalError> {
+        let Err(e) = result else { return Ok(()) };
+        let mut failed = deployment.clone();
+        if failed.fail(format!("{e:#}"), crate::now()).is_ok() {
+            self.deployments.put_deployment(&failed).await?;
         }
-        Ok(())
+        Err(PortalError::Unexpected(e))
     }
 }

@@ -174,7 +174,8 @@ pub struct EntryFailure {
 #[async_trait]
 pub trait Bus: Send + Sync + 'static {
     /// Puts events in order; the answer has one result per event. An `Err` means none is known
-    /// to be stored. An event whose `event_id` is already on the bus is accepted once.
+    /// to be stored. An event whose `event_id` is already on the bus for the same detail type is
+    /// accepted once.
     async fn put_events(
         &self,
         events: Vec<BusEvent>,

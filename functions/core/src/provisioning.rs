@@ -55,10 +55,13 @@ pub async fn check_against_store(
     let deploying = action == DeployAction::Deploy;
     match doc {
         DeployDoc::Producer(p) => {
-            if deploying && !stored.is_active() {
+            // A destroy is only valid for what the portal deleted: a hand-written one must not
+            // take down a version the portal still lists as active.
+            if deploying != stored.is_active() {
+                let state = if deploying { "deleted" } else { "still active" };
                 errors.push(
                     "/version",
-                    format!("version {version} of {event_type} is deleted"),
+                    format!("version {version} of {event_type} is {state}"),
                 );
             }
             if p.schema != stored.schema {
@@ -77,8 +80,10 @@ pub async fn check_against_store(
         DeployDoc::Consumer(c) => match store.get_subscription(&c.subscription_id).await? {
             None => errors.push("/subscription_id", "no such subscription"),
             Some(s) => {
-                if deploying && s.state != SubscriptionState::Active {
-                    errors.push("/subscription_id", "the subscription is deleted");
+                let active = s.state == SubscriptionState::Active;
+                if deploying != active {
+                    let state = if deploying { "deleted" } else { "still active" };
+                    errors.push("/subscription_id", format!("the subscription is {state}"));
                 }
                 let same = s.event_type == c.event_type
                     && s.version == c.version
@@ -173,8 +178,9 @@ impl Provisioner {
         Ok(errors.into_result(doc))
     }
 
-    /// The portal records a PENDING deployment before it writes the document; a document written
-    /// by hand (or one whose deployment already ran) gets a new record.
+    /// The portal records a PENDING deployment before it writes the document, and a stop may
+    /// interrupt one mid-way: an unfinished deployment of this key resumes under its own id. A
+    /// document written by hand (or one whose deployment already ended) gets a new record.
     async fn deployment_for(
         &self,
         kind: DeployKind,
@@ -191,7 +197,7 @@ impl Provisioner {
             });
         if let Some(id) = claimed
             && let Some(existing) = self.deployments.get_deployment(&id).await?
-            && existing.status == DeploymentStatus::Pending
+            && !existing.status.is_final()
             && existing.key == key
             && existing.kind == kind
         {
@@ -213,7 +219,12 @@ impl Provisioner {
         Ok(d)
     }
 
+    /// Moves forward to `next`; a resumed deployment that had reached it (or passed it) runs the
+    /// step again without a move.
     async fn step(&self, d: &mut Deployment, next: DeploymentStatus) -> anyhow::Result<()> {
+        if d.status >= next {
+            return Ok(());
+        }
         d.advance(next, now())?;
         self.deployments.put_deployment(d).await?;
         Ok(())

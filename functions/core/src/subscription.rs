@@ -4,6 +4,9 @@ use serde::{Deserialize, Serialize};
 
 use crate::{EventTypeName, TargetUnit, Timestamp, Version};
 
+/// The consumer deploy.json schema's limit, and more than any ARN or sane URL needs.
+pub const MAX_CONNECTION_STRING: usize = 2048;
+
 /// How a consumer receives events.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub enum ConsumerConnection {
@@ -37,6 +40,11 @@ impl ConsumerConnection {
 
     /// Checks that `value` is the kind of address this connection type delivers to.
     pub fn check_connection_string(self, value: &str) -> Result<(), String> {
+        if value.len() > MAX_CONNECTION_STRING {
+            return Err(format!(
+                "must be at most {MAX_CONNECTION_STRING} characters"
+            ));
+        }
         match self {
             Self::Lambda => {
                 let arn = Arn::parse(value, "lambda")?;
@@ -230,6 +238,7 @@ mod tests {
             (Https, "ftp://example.com"),
             (Https, "not a url"),
             (Https, "https://user:pw@example.com/"),
+            (Https, &format!("https://example.com/{}", "a".repeat(2048))),
         ];
         for (kind, value) in bad {
             assert!(kind.check_connection_string(value).is_err(), "{value}");

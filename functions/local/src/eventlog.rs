@@ -54,11 +54,12 @@ impl EventLog {
             "CREATE TABLE IF NOT EXISTS events (
                 seq INTEGER PRIMARY KEY AUTOINCREMENT,
                 id TEXT NOT NULL,
-                event_id TEXT NOT NULL UNIQUE,
+                event_id TEXT NOT NULL,
                 source TEXT NOT NULL,
                 detail_type TEXT NOT NULL,
                 time TEXT NOT NULL,
-                detail TEXT NOT NULL)",
+                detail TEXT NOT NULL,
+                UNIQUE (detail_type, event_id))",
         )?;
         let (tx, rx) = mpsc::channel();
         std::thread::Builder::new()
@@ -101,10 +102,10 @@ fn writer(mut conn: Connection, rx: mpsc::Receiver<(Vec<Row>, Reply)>) {
 fn append(conn: &mut Connection, batch: &[(Vec<Row>, Reply)]) -> anyhow::Result<()> {
     let tx = conn.transaction()?;
     {
-        // A repeated event_id is the producer retrying: it is stored once.
+        // A repeated event_id of one event version is the producer retrying: it is stored once.
         let mut insert = tx.prepare_cached(
             "INSERT INTO events (id, event_id, source, detail_type, time, detail) VALUES (?1, ?2, ?3, ?4, ?5, ?6)
-             ON CONFLICT (event_id) DO NOTHING",
+             ON CONFLICT (detail_type, event_id) DO NOTHING",
         )?;
         for row in batch.iter().flat_map(|(rows, _)| rows) {
             insert.execute(params![

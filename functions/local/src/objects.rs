@@ -46,7 +46,8 @@ pub fn bucket_dir(root: &Path, bucket: Bucket) -> PathBuf {
 impl ObjectStore for FolderObjectStore {
     async fn put_object(&self, bucket: Bucket, key: &str, body: Vec<u8>) -> anyhow::Result<()> {
         let path = self.path(bucket, key)?;
-        let tmp = path.with_extension(format!("tmp-{}", std::process::id()));
+        // A unique temp name per write: concurrent writes of one key must not share a file.
+        let tmp = path.with_extension(format!("tmp-{}", uuid::Uuid::new_v4()));
         let write = {
             let (path, tmp) = (path.clone(), tmp.clone());
             move || -> std::io::Result<()> {
