@@ -41,9 +41,6 @@ async fn identical_subscriptions_sent_at_once_give_one_201_and_409s() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "bug: concurrent writes of one object key share one temp file name \
-            (functions/local/src/objects.rs, FolderObjectStore::put_object), so a racing \
-            POST /events answers 500"]
 async fn one_event_type_created_at_once_by_several_clients_gives_one_201_and_409s() {
     let busway = Broker::start().await;
     let client = &busway;
@@ -70,9 +67,6 @@ async fn one_event_type_created_at_once_by_several_clients_gives_one_201_and_409
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "bug: Portal::add_version and Portal::create_event write the registry and the \
-            schema backup before the store decides who wins (functions/core/src/portal.rs), \
-            so a losing request overwrites the winner's backed-up schema"]
 async fn racing_new_versions_leave_the_backup_schema_equal_to_the_registered_one() {
     let busway = Broker::start().await;
     busway.create_deployed_event(&seed_event()).await;

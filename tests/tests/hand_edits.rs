@@ -237,9 +237,6 @@ fn subscription_without_deployment(created: &Value) -> Value {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "bug: a hand-written destroy of a version that is still ACTIVE passes validation \
-            (functions/core/src/provisioning.rs, check_against_store checks `active` only for \
-            deploys), so the route is removed while the portal lists the version as ACTIVE"]
 async fn a_hand_written_destroy_of_an_active_version_ends_failed_and_the_route_stays_live() {
     let busway = Broker::start().await;
     busway.create_deployed_event(&seed_event()).await;
@@ -252,6 +249,8 @@ async fn a_hand_written_destroy_of_an_active_version_ends_failed_and_the_route_s
         .wait_for_new_deployment("scanned_parcel", &known)
         .await;
     assert_eq!(finished["status"], "FAILED", "{finished}");
+    let error = finished["error"].as_str().expect("an error");
+    assert!(error.contains("/version"), "{error}");
     let version = busway.get("/events/scanned_parcel/versions/1").await;
     assert_eq!(version.expect(200)["state"], "ACTIVE");
     busway

@@ -175,17 +175,10 @@ async fn a_restart_does_not_provision_finished_documents_again() {
     busway.stop().await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "bug: a stop during provisioning leaves the deployment the portal answered stuck in \
-            VALIDATING or BUILDING, or finished but not marked processed; after the restart the \
-            document is provisioned again under a new deployment id \
-            (functions/core/src/provisioning.rs, Provisioner::deployment_for reuses only PENDING \
-            records; functions/local/src/server.rs, Running::stop aborts \
-            the runner)"]
-async fn deployments_interrupted_by_a_stop_finish_under_their_own_id_after_the_restart() {
-    let busway = Broker::start().await;
+/// Creates five event types back to back and restarts at once, so the runner is in the middle
+/// of one of them when busway stops; returns the deployment ids the portal answered.
+async fn create_several_and_restart(busway: Broker) -> (Broker, Vec<String>) {
     let mut answered = Vec::new();
-    // Several creations back to back: the runner is in the middle of one when busway stops.
     for name in ["parcel_a", "parcel_b", "parcel_c", "parcel_d", "parcel_e"] {
         let mut body = seed_event();
         body["event_type"] = json!(name);
@@ -197,15 +190,52 @@ async fn deployments_interrupted_by_a_stop_finish_under_their_own_id_after_the_r
                 .to_string(),
         );
     }
+    (busway.restart().await, answered)
+}
 
-    let busway = busway.restart().await;
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn deployments_interrupted_by_a_stop_finish_under_their_own_id_after_the_restart() {
+    let (busway, answered) = create_several_and_restart(Broker::start().await).await;
     for id in &answered {
         busway.deployed(id).await;
     }
-    let all = busway.get("/deployments").await.expect(200)["deployments"]
+    for name in ["parcel_a", "parcel_e"] {
+        busway
+            .publish(name, "1", &v1_envelope("u2"))
+            .await
+            .expect(200);
+    }
+    let deployments = busway.get("/deployments").await.expect(200)["deployments"]
         .as_array()
         .expect("deployments")
-        .len();
-    assert_eq!(all, answered.len(), "one deployment per document");
+        .clone();
+    for deployment in &deployments {
+        assert_eq!(deployment["status"], "SUCCEEDED", "{deployment}");
+    }
     busway.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "bug (timing-dependent): a stop between the end of a deployment and \
+            mark_processed (functions/local/src/provisioning.rs, provision_once) makes the \
+            scanner provision the same document again after the restart, under a new \
+            deployment id"]
+async fn a_document_provisioned_just_before_a_stop_is_not_provisioned_again() {
+    // The window is small: several rounds make hitting it likely.
+    for round in 0..20 {
+        let (busway, answered) = create_several_and_restart(Broker::start().await).await;
+        for id in &answered {
+            busway.deployed(id).await;
+        }
+        let all = busway.get("/deployments").await.expect(200)["deployments"]
+            .as_array()
+            .expect("deployments")
+            .len();
+        assert_eq!(
+            all,
+            answered.len(),
+            "round {round}: one deployment per document"
+        );
+        busway.stop().await;
+    }
 }

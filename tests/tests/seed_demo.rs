@@ -228,9 +228,6 @@ async fn the_seed_lambda_subscription_is_created_and_its_consumer_is_deployed() 
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "bug: events.db makes event_id unique across every event type and version \
-            (functions/local/src/eventlog.rs, `event_id TEXT NOT NULL UNIQUE` + ON CONFLICT DO \
-            NOTHING), so another producer's event with the same id is answered 200 and dropped"]
 async fn the_same_producer_event_id_on_another_event_type_is_not_dropped() {
     let busway = Broker::start().await;
     busway.create_deployed_event(&seed_event()).await;

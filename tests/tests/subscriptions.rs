@@ -271,9 +271,6 @@ async fn a_subscribed_version_can_be_deleted_only_after_its_subscriptions() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "bug: the portal accepts connection strings of any length, but the consumer \
-            deploy.json schema allows 2048 characters, so the subscription is stored (201) and \
-            its deployment FAILS (functions/core/src/subscription.rs, check_connection_string)"]
 async fn a_connection_string_longer_than_a_deploy_json_allows_is_refused_by_the_portal() {
     let busway = with_seed_event().await;
     let before = busway.snapshot().await;
