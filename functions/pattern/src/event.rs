@@ -52,24 +52,14 @@ pub(crate) struct Leaf<'a> {
     pub(crate) arrays: Membership,
 }
 
-/// What the patterns want at one path: its values (kept in `slot` of a [`Flat`]),
-/// what lies below it, or both. The counts say how many fields name the path or a
-/// path below it.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+/// What the patterns want at one place of the event: its values (kept in `slot` of a
+/// [`Flat`]), what lies below it, or both; `node` is the place in the [`PathSet`].
+#[derive(Debug, Clone, Copy)]
 pub(crate) struct Want {
-    leaf: usize,
-    prefix: usize,
+    node: u32,
     slot: u32,
-}
-
-impl Want {
-    fn leaf(self) -> bool {
-        self.leaf > 0
-    }
-
-    fn prefix(self) -> bool {
-        self.prefix > 0
-    }
+    leaf: bool,
+    below: bool,
 }
 
 /// A flattened event: the leaves of each wanted path, by the path's slot.
@@ -91,27 +81,13 @@ impl<'a> Flat<'a> {
 
     pub(crate) fn from_value(event: &'a Value, paths: &PathSet) -> Flat<'a> {
         let mut walker = Walker::new(paths);
-        if let Value::Object(map) = event {
-            for (key, value) in map {
-                if let Some(want) = walker.enter(key) {
-                    walker.value(value, want);
-                }
-                walker.leave();
-            }
-        }
+        walker.value(event, paths.root());
         walker.flat
     }
 
     pub(crate) fn from_json(event: &'a Json, paths: &PathSet) -> Flat<'a> {
         let mut walker = Walker::new(paths);
-        if let Json::Object(entries) = event {
-            for (key, value) in last_wins(entries) {
-                if let Some(want) = walker.enter(key) {
-                    walker.json(value, want);
-                }
-                walker.leave();
-            }
-        }
+        walker.json(event, paths.root());
         walker.flat
     }
 }
@@ -141,7 +117,7 @@ pub(crate) fn stream_event<'a>(
             found[at] = true;
         }
         walker
-            .stream_field(&mut reader, key, &mut kept, &mut duplicate)
+            .stream_field(&mut reader, paths.root(), key, &mut kept, &mut duplicate)
             .map_err(crate::EventError::new)?;
     }
     reader.finish().map_err(crate::EventError::new)?;
@@ -171,9 +147,6 @@ fn last_wins(entries: &[(String, Json)]) -> impl Iterator<Item = (&str, &Json)> 
 struct Walker<'a, 'p> {
     flat: Flat<'a>,
     paths: &'p PathSet,
-    path: String,
-    /// Length of `path` before each `enter`, to restore it on `leave`.
-    saved: Vec<usize>,
     arrays: Membership,
     next_array: u32,
 }
@@ -186,34 +159,13 @@ impl<'a, 'p> Walker<'a, 'p> {
                 has_arrays: false,
             },
             paths,
-            path: String::new(),
-            saved: Vec::new(),
             arrays: Vec::new(),
             next_array: 0,
         }
     }
 
-    /// Appends `key` to the path; says what the patterns want there, if anything.
-    /// Every `enter` is paired with a `leave`.
-    fn enter(&mut self, key: &str) -> Option<Want> {
-        let restore = self.path.len();
-        // Nesting, not an empty path, decides the dot: the key `""` is a real name.
-        if !self.saved.is_empty() {
-            self.path.push('.');
-        }
-        self.saved.push(restore);
-        self.path.push_str(key);
-        self.paths.want(&self.path)
-    }
-
-    fn leave(&mut self) {
-        if let Some(length) = self.saved.pop() {
-            self.path.truncate(length);
-        }
-    }
-
     fn leaf(&mut self, value: Scalar<'a>, want: Want) {
-        if !want.leaf() {
+        if !want.leaf {
             return;
         }
         if !self.arrays.is_empty() {
@@ -244,16 +196,15 @@ impl<'a, 'p> Walker<'a, 'p> {
         match value {
             Value::Null => self.leaf(Scalar::Null, want),
             Value::Bool(b) => self.leaf(Scalar::Bool(*b), want),
-            Value::Number(n) if want.leaf() => self.leaf(Scalar::Num(value_number(n)), want),
+            Value::Number(n) if want.leaf => self.leaf(Scalar::Num(value_number(n)), want),
             Value::Number(_) => {}
             Value::String(s) => self.leaf(Scalar::Str(Cow::Borrowed(s)), want),
             Value::Array(items) => self.array(items, want, Self::value),
-            Value::Object(map) if want.prefix() => {
+            Value::Object(map) if want.below => {
                 for (key, inner) in map {
-                    if let Some(want) = self.enter(key) {
-                        self.value(inner, want);
+                    if let Some(below) = self.paths.child(want, key) {
+                        self.value(inner, below);
                     }
-                    self.leave();
                 }
             }
             Value::Object(_) => {}
@@ -264,31 +215,32 @@ impl<'a, 'p> Walker<'a, 'p> {
         match value {
             Json::Null => self.leaf(Scalar::Null, want),
             Json::Bool(b) => self.leaf(Scalar::Bool(*b), want),
-            Json::Number(text) if want.leaf() => self.leaf(Scalar::Num(Num::from_text(text)), want),
+            Json::Number(text) if want.leaf => self.leaf(Scalar::Num(Num::from_text(text)), want),
             Json::Number(_) => {}
             Json::String(s) => self.leaf(Scalar::Str(Cow::Borrowed(s)), want),
             Json::Array(items) => self.array(items, want, Self::json),
-            Json::Object(entries) if want.prefix() => {
+            Json::Object(entries) if want.below => {
                 for (key, inner) in last_wins(entries) {
-                    if let Some(want) = self.enter(key) {
-                        self.json(inner, want);
+                    if let Some(below) = self.paths.child(want, key) {
+                        self.json(inner, below);
                     }
-                    self.leave();
                 }
             }
             Json::Object(_) => {}
         }
     }
 
-    /// Reads the value of `key` from the stream, keeping what the patterns want.
+    /// Reads the value of `key` (in the object at `parent`) from the stream, keeping
+    /// what the patterns want.
     fn stream_field(
         &mut self,
         reader: &mut Reader<'a>,
+        parent: Want,
         key: Cow<'a, str>,
         kept: &mut Vec<Cow<'a, str>>,
         duplicate: &mut bool,
     ) -> Result<(), String> {
-        let result = match self.enter(&key) {
+        match self.paths.child(parent, &key) {
             Some(want) => {
                 if kept.contains(&key) {
                     *duplicate = true;
@@ -297,9 +249,7 @@ impl<'a, 'p> Walker<'a, 'p> {
                 self.stream_value(reader, want, duplicate)
             }
             None => reader.skip_value(),
-        };
-        self.leave();
-        result
+        }
     }
 
     fn stream_value(
@@ -313,8 +263,8 @@ impl<'a, 'p> Walker<'a, 'p> {
                 let mut first = true;
                 let mut kept = Vec::new();
                 while let Some(key) = reader.next_key(&mut first)? {
-                    if want.prefix() {
-                        self.stream_field(reader, key, &mut kept, duplicate)?;
+                    if want.below {
+                        self.stream_field(reader, want, key, &mut kept, duplicate)?;
                     } else {
                         reader.skip_value()?;
                     }
@@ -334,7 +284,7 @@ impl<'a, 'p> Walker<'a, 'p> {
                 }
             }
             Token::Str(s) => self.leaf(Scalar::Str(s), want),
-            Token::Num(text) if want.leaf() => self.leaf(Scalar::Num(Num::from_text(text)), want),
+            Token::Num(text) if want.leaf => self.leaf(Scalar::Num(Num::from_text(text)), want),
             Token::Num(_) => {}
             Token::Bool(b) => self.leaf(Scalar::Bool(b), want),
             Token::Null => self.leaf(Scalar::Null, want),
@@ -369,26 +319,76 @@ fn value_number(n: &serde_json::Number) -> Num {
     }
 }
 
-/// The paths that a set of patterns names, with the dot-prefixes to descend through,
-/// counted so that a rule set can drop a path when the last rule naming it goes.
-/// Each named path has a slot number, stable while it is named, so that matching
-/// finds a path's values by index rather than by hashing its name again.
-#[derive(Debug, Clone, Default)]
+/// The paths that a set of patterns names, as a tree of key segments (`detail` →
+/// `state` → `status`), so that flattening an event looks up each key among its
+/// parent's children instead of building and hashing whole paths. Counts say how many
+/// fields name a node or a path below it, so a rule set can drop what the last rule
+/// naming it leaves. Each named path has a slot number, stable while it is named.
+#[derive(Debug, Clone)]
 pub(crate) struct PathSet {
-    wanted: FastMap<String, Want>,
+    nodes: Vec<PathNode>,
+    free_nodes: Vec<u32>,
     free_slots: Vec<u32>,
     slots: u32,
+}
+
+#[derive(Debug, Clone, Default)]
+struct PathNode {
+    children: FastMap<String, u32>,
+    /// Fields naming exactly this path.
+    leaf: usize,
+    /// Fields naming a path below this one.
+    below: usize,
+    slot: u32,
+}
+
+const ROOT: u32 = 0;
+
+impl Default for PathSet {
+    fn default() -> PathSet {
+        PathSet {
+            nodes: vec![PathNode {
+                below: 1,
+                ..PathNode::default()
+            }],
+            free_nodes: Vec::new(),
+            free_slots: Vec::new(),
+            slots: 0,
+        }
+    }
 }
 
 impl PathSet {
     /// Counts one more field at `path`; returns the path's slot.
     pub(crate) fn add(&mut self, path: &str) -> u32 {
-        for prefix in dot_prefixes(path) {
-            self.wanted.entry(prefix.to_owned()).or_default().prefix += 1;
+        let mut node = ROOT;
+        for segment in path.split('.') {
+            let existing = self.nodes[node as usize].children.get(segment).copied();
+            let child = match existing {
+                Some(child) => child,
+                None => {
+                    let child = match self.free_nodes.pop() {
+                        Some(id) => id,
+                        None => {
+                            self.nodes.push(PathNode::default());
+                            u32::try_from(self.nodes.len() - 1).unwrap_or(u32::MAX)
+                        }
+                    };
+                    self.nodes[child as usize] = PathNode::default();
+                    self.nodes[node as usize]
+                        .children
+                        .insert(segment.to_owned(), child);
+                    child
+                }
+            };
+            if node != ROOT {
+                self.nodes[node as usize].below += 1;
+            }
+            node = child;
         }
-        let want = self.wanted.entry(path.to_owned()).or_default();
-        if want.leaf == 0 {
-            want.slot = match self.free_slots.pop() {
+        let leaf = &mut self.nodes[node as usize];
+        if leaf.leaf == 0 {
+            leaf.slot = match self.free_slots.pop() {
                 Some(slot) => slot,
                 None => {
                     self.slots += 1;
@@ -396,44 +396,72 @@ impl PathSet {
                 }
             };
         }
-        want.leaf += 1;
-        want.slot
+        leaf.leaf += 1;
+        leaf.slot
     }
 
+    /// Counts one field fewer at `path`, which must have been added.
     pub(crate) fn remove(&mut self, path: &str) {
-        for prefix in dot_prefixes(path) {
-            if let Some(want) = self.wanted.get_mut(prefix) {
-                want.prefix -= 1;
-            }
-            self.forget_if_unused(prefix);
-        }
-        if let Some(want) = self.wanted.get_mut(path) {
-            want.leaf -= 1;
-            if want.leaf == 0 {
-                self.free_slots.push(want.slot);
+        let mut trail = vec![ROOT];
+        for segment in path.split('.') {
+            let parent = trail.last().copied().unwrap_or(ROOT);
+            match self.nodes[parent as usize].children.get(segment) {
+                Some(&child) => trail.push(child),
+                None => return,
             }
         }
-        self.forget_if_unused(path);
-    }
-
-    fn forget_if_unused(&mut self, path: &str) {
-        if self
-            .wanted
-            .get(path)
-            .is_some_and(|want| want.leaf == 0 && want.prefix == 0)
-        {
-            self.wanted.remove(path);
+        let segments: Vec<&str> = path.split('.').collect();
+        for (depth, &node) in trail.iter().enumerate().rev() {
+            if node == ROOT {
+                break;
+            }
+            let entry = &mut self.nodes[node as usize];
+            if depth == trail.len() - 1 {
+                entry.leaf -= 1;
+                if entry.leaf == 0 {
+                    self.free_slots.push(entry.slot);
+                }
+            } else {
+                entry.below -= 1;
+            }
+            if entry.leaf == 0 && entry.below == 0 {
+                let parent = trail[depth - 1];
+                self.nodes[parent as usize]
+                    .children
+                    .remove(segments[depth - 1]);
+                self.free_nodes.push(node);
+            }
         }
     }
 
-    fn want(&self, path: &str) -> Option<Want> {
-        self.wanted.get(path).copied()
+    fn root(&self) -> Want {
+        Want {
+            node: ROOT,
+            slot: 0,
+            leaf: false,
+            below: true,
+        }
     }
-}
 
-/// `a`, `a.b` for the path `a.b.c`.
-fn dot_prefixes(path: &str) -> impl Iterator<Item = &str> {
-    path.match_indices('.').map(move |(at, _)| &path[..at])
+    /// The place below `parent` named by an event key. A key with dots in it names
+    /// several levels at once (`"state.status"`), as AWS joins paths with dots.
+    fn child(&self, parent: Want, key: &str) -> Option<Want> {
+        let mut node = parent.node;
+        if key.contains('.') {
+            for segment in key.split('.') {
+                node = *self.nodes[node as usize].children.get(segment)?;
+            }
+        } else {
+            node = *self.nodes[node as usize].children.get(key)?;
+        }
+        let entry = &self.nodes[node as usize];
+        Some(Want {
+            node,
+            slot: entry.slot,
+            leaf: entry.leaf > 0,
+            below: entry.below > 0,
+        })
+    }
 }
 
 /// Envelope fields `TestEventPattern` insists on (LocalStack's note on

@@ -367,12 +367,27 @@ impl Affixes {
     }
 }
 
-/// A segment tree over "slots": the open gaps between the sorted distinct end points
-/// of all ranges, and the points themselves, so open and closed bounds are exact.
+/// Stabbing queries over ranges. The number line is cut into "slots": the open gaps
+/// between the sorted distinct end points of all ranges, and the points themselves,
+/// so open and closed bounds are exact. When ranges overlap little, each slot simply
+/// lists its ranges (one binary search and one contiguous read per query); otherwise
+/// a segment tree keeps memory at O(n log n).
 #[derive(Debug, Clone)]
 struct RangeTree {
     points: Vec<f64>,
-    nodes: Vec<Targets>,
+    layout: Layout,
+}
+
+#[derive(Debug, Clone)]
+enum Layout {
+    /// The ranges of slot `i` are `targets[offsets[i]..offsets[i + 1]]`.
+    PerSlot {
+        offsets: Vec<usize>,
+        targets: Vec<u32>,
+    },
+    Tree {
+        nodes: Vec<Targets>,
+    },
 }
 
 impl RangeTree {
@@ -386,35 +401,52 @@ impl RangeTree {
         points.sort_by(f64::total_cmp);
         points.dedup();
         let slots = 2 * points.len() + 1;
-        let mut tree = RangeTree {
-            points,
-            nodes: vec![Vec::new(); 4 * slots],
-        };
-        for (range, target) in ranges {
-            let first = match range.low {
-                None => 0,
-                Some(b) => tree.point_slot(b.value) + usize::from(!b.inclusive),
-            };
-            let last = match range.high {
-                None => slots - 1,
-                Some(b) => match tree
-                    .point_slot(b.value)
-                    .checked_sub(usize::from(!b.inclusive))
-                {
-                    Some(slot) => slot,
-                    None => continue,
-                },
-            };
-            if first <= last {
-                tree.insert(1, 0, slots - 1, first, last, *target);
+        let point_slot = |value: f64| 2 * points.partition_point(|p| *p < value) + 1;
+        let spans: Vec<(usize, usize, u32)> = ranges
+            .iter()
+            .filter_map(|(range, target)| {
+                let first = match range.low {
+                    None => 0,
+                    Some(b) => point_slot(b.value) + usize::from(!b.inclusive),
+                };
+                let last = match range.high {
+                    None => slots - 1,
+                    Some(b) => point_slot(b.value).checked_sub(usize::from(!b.inclusive))?,
+                };
+                (first <= last).then_some((first, last, *target))
+            })
+            .collect();
+        let listed: usize = spans.iter().map(|(first, last, _)| last - first + 1).sum();
+        let layout = if listed <= 4 * (spans.len() + slots) {
+            let mut counts = vec![0usize; slots + 1];
+            for &(first, last, _) in &spans {
+                for slot in first..=last {
+                    counts[slot + 1] += 1;
+                }
             }
-        }
-        tree
-    }
-
-    /// The slot of a value that is one of the end points.
-    fn point_slot(&self, value: f64) -> usize {
-        2 * self.points.partition_point(|p| *p < value) + 1
+            for i in 1..counts.len() {
+                counts[i] += counts[i - 1];
+            }
+            let mut fill = counts.clone();
+            let mut targets = vec![0u32; listed];
+            for &(first, last, target) in &spans {
+                for slot in first..=last {
+                    targets[fill[slot]] = target;
+                    fill[slot] += 1;
+                }
+            }
+            Layout::PerSlot {
+                offsets: counts,
+                targets,
+            }
+        } else {
+            let mut nodes = vec![Vec::new(); 4 * slots];
+            for &(first, last, target) in &spans {
+                insert(&mut nodes, 1, 0, slots - 1, first, last, target);
+            }
+            Layout::Tree { nodes }
+        };
+        RangeTree { points, layout }
     }
 
     /// The slot any value falls in: a point's own slot, or the gap before it.
@@ -427,45 +459,53 @@ impl RangeTree {
         }
     }
 
-    fn insert(
-        &mut self,
-        node: usize,
-        lo: usize,
-        hi: usize,
-        first: usize,
-        last: usize,
-        target: u32,
-    ) {
-        if first <= lo && hi <= last {
-            self.nodes[node].push(target);
-            return;
-        }
-        let mid = lo + (hi - lo) / 2;
-        if first <= mid {
-            self.insert(2 * node, lo, mid, first, last, target);
-        }
-        if last > mid {
-            self.insert(2 * node + 1, mid + 1, hi, first, last, target);
-        }
-    }
-
     fn stab(&self, value: f64, out: &mut Vec<u32>) {
         let slot = self.slot_of(value);
-        let (mut node, mut lo, mut hi) = (1, 0, 2 * self.points.len());
-        loop {
-            out.extend_from_slice(&self.nodes[node]);
-            if lo == hi {
-                return;
+        match &self.layout {
+            Layout::PerSlot { offsets, targets } => {
+                out.extend_from_slice(&targets[offsets[slot]..offsets[slot + 1]]);
             }
-            let mid = lo + (hi - lo) / 2;
-            if slot <= mid {
-                node *= 2;
-                hi = mid;
-            } else {
-                node = 2 * node + 1;
-                lo = mid + 1;
+            Layout::Tree { nodes } => {
+                let (mut node, mut lo, mut hi) = (1, 0, 2 * self.points.len());
+                loop {
+                    out.extend_from_slice(&nodes[node]);
+                    if lo == hi {
+                        return;
+                    }
+                    let mid = lo + (hi - lo) / 2;
+                    if slot <= mid {
+                        node *= 2;
+                        hi = mid;
+                    } else {
+                        node = 2 * node + 1;
+                        lo = mid + 1;
+                    }
+                }
             }
         }
+    }
+}
+
+/// Adds `target` to the segment-tree nodes covering slots `first..=last`.
+fn insert(
+    nodes: &mut [Targets],
+    node: usize,
+    lo: usize,
+    hi: usize,
+    first: usize,
+    last: usize,
+    target: u32,
+) {
+    if first <= lo && hi <= last {
+        nodes[node].push(target);
+        return;
+    }
+    let mid = lo + (hi - lo) / 2;
+    if first <= mid {
+        insert(nodes, 2 * node, lo, mid, first, last, target);
+    }
+    if last > mid {
+        insert(nodes, 2 * node + 1, mid + 1, hi, first, last, target);
     }
 }
 
@@ -484,30 +524,47 @@ mod tests {
 
     #[test]
     fn the_range_tree_answers_like_testing_every_range() {
-        let mut ranges = Vec::new();
+        let mut sparse = Vec::new();
         for i in 0..40u32 {
-            let a = f64::from(i % 7) - 3.0;
-            let b = a + f64::from(i % 5);
-            let r = match i % 4 {
-                0 => range(Some((a, true)), Some((b, false))),
-                1 => range(Some((a, false)), None),
-                2 => range(None, Some((b, true))),
-                _ => range(Some((a, true)), Some((a, true))),
+            let a = f64::from(i) / 2.0 - 10.0;
+            let r = match i % 5 {
+                0 => range(Some((a, true)), Some((a + 1.0, false))),
+                1 => range(Some((a, false)), Some((a + 0.5, true))),
+                2 => range(Some((a, true)), Some((a, true))),
+                3 => range(Some((a - 0.3, false)), Some((a + 0.3, false))),
+                _ if i < 10 => range(None, Some((a, true))),
+                _ => range(Some((a + 10.0, false)), None),
             };
-            ranges.push((r, i));
+            sparse.push((r, i));
         }
-        let tree = RangeTree::build(&ranges);
-        for tenth in -80..80 {
-            let v = f64::from(tenth) / 10.0;
-            let mut got = Vec::new();
-            tree.stab(v, &mut got);
-            got.sort_unstable();
-            let want: Vec<u32> = ranges
-                .iter()
-                .filter(|(r, _)| r.contains(v))
-                .map(|(_, t)| *t)
-                .collect();
-            assert_eq!(got, want, "value {v}");
+        // Nested ranges overlap a lot and get the segment tree; the ranges above get
+        // per-slot lists. Both layouts must answer exactly.
+        let mut dense = sparse.clone();
+        dense.extend((0..200u32).map(|i| {
+            let half = f64::from(i) / 10.0;
+            (
+                range(Some((-half, true)), Some((half, i % 2 == 0))),
+                100 + i,
+            )
+        }));
+        let sparse_tree = RangeTree::build(&sparse);
+        assert!(matches!(sparse_tree.layout, Layout::PerSlot { .. }));
+        let dense_tree = RangeTree::build(&dense);
+        assert!(matches!(dense_tree.layout, Layout::Tree { .. }));
+        for (tree, ranges) in [(sparse_tree, sparse), (dense_tree, dense)] {
+            for tenth in -250..250 {
+                let v = f64::from(tenth) / 10.0;
+                let mut got = Vec::new();
+                tree.stab(v, &mut got);
+                got.sort_unstable();
+                let mut want: Vec<u32> = ranges
+                    .iter()
+                    .filter(|(r, _)| r.contains(v))
+                    .map(|(_, t)| *t)
+                    .collect();
+                want.sort_unstable();
+                assert_eq!(got, want, "value {v}");
+            }
         }
     }
 }

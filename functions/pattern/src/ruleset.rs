@@ -191,9 +191,10 @@ impl<K: Clone + Eq + Hash> RuleSet<K> {
     /// Sub-rules whose conditions all hold, ignoring array consistency. Each state has
     /// one parent and is pushed at most once by it, so no state is visited twice.
     fn walk(&self, flat: &Flat<'_>) -> Vec<(u32, u32)> {
-        let mut reached = Vec::new();
-        let mut stack = vec![ROOT];
-        let mut next = Vec::new();
+        let mut reached = Vec::with_capacity(8);
+        let mut stack = Vec::with_capacity(16);
+        stack.push(ROOT);
+        let mut next = Vec::with_capacity(16);
         while let Some(state) = stack.pop() {
             let node = &self.nodes[state as usize];
             reached.extend_from_slice(&node.terminals);
