@@ -236,10 +236,6 @@ impl Broker {
         self.running.stop().await;
     }
 
-    pub fn data_dir(&self) -> &Path {
-        self.dir.path()
-    }
-
     pub fn portal_url(&self, path: &str) -> String {
         format!("http://{}{path}", self.running.portal_addr)
     }
