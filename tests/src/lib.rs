@@ -209,6 +209,9 @@ impl Broker {
         let any_port = "127.0.0.1:0".parse().expect("a socket address");
         let mut config = Config::new(dir.path().to_path_buf(), any_port, any_port);
         config.scan_interval = SCAN_INTERVAL;
+        // The seed's subscriptions are LAMBDA ones, which need an Invoke endpoint to deploy;
+        // nothing listens here, so tests that deliver to Lambda start their own.
+        config.delivery.lambda_endpoint = Some("http://127.0.0.1:9".into());
         let running = Running::start(config)
             .await
             .expect("busway starts on port 0");

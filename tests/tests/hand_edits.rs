@@ -171,13 +171,14 @@ async fn a_consumer_deploy_json_with_an_unsafe_target_unit_ends_failed_naming_th
     let after = busway.snapshot().await;
     assert_eq!(after.1, before.1);
     assert_eq!(after.3, before.3);
-    assert_eq!(
-        busway
-            .get(&format!("/subscriptions/{id}"))
-            .await
-            .expect(200),
-        &subscription_without_deployment(&subscription)
-    );
+    let mut current = busway
+        .get(&format!("/subscriptions/{id}"))
+        .await
+        .expect(200)
+        .clone();
+    // The subscription as created; its delivery counters are not part of the record.
+    current.as_object_mut().map(|o| o.remove("delivery"));
+    assert_eq!(current, subscription_without_deployment(&subscription));
     busway.stop().await;
 }
 

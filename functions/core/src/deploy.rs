@@ -7,7 +7,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
 use crate::event::{ProducerConnection, detail_type, source_of};
-use crate::subscription::{ConsumerConnection, Subscription};
+use crate::subscription::{ConsumerConnection, RetryPolicy, Subscription};
 use crate::{Application, EventTypeName, TargetUnit, ValidationErrors, Version};
 
 pub const PRODUCER_SCHEMA: &str = include_str!("../schemas/producer-deploy.schema.json");
@@ -65,6 +65,7 @@ pub struct ConsumerDeploy {
     pub target_unit: TargetUnit,
     pub connection_type: ConsumerConnection,
     pub connection_string: String,
+    pub retry_policy: RetryPolicy,
     pub source: String,
     pub detail_type: String,
     pub event_pattern: Value,
@@ -190,6 +191,7 @@ pub fn consumer_deploy(
         target_unit: s.target_unit.clone(),
         connection_type: s.connection_type,
         connection_string: s.connection_string.clone(),
+        retry_policy: s.retry_policy,
         source: source_of(application),
         detail_type: detail_type(&s.event_type, s.version),
         event_pattern: event_pattern(application, s),
@@ -308,6 +310,7 @@ mod tests {
             target_unit: "u2".parse().expect("unit"),
             connection_type: ConsumerConnection::Https,
             connection_string: "https://example.com/hook".into(),
+            retry_policy: RetryPolicy::default(),
             state: SubscriptionState::Active,
             created_at: crate::now(),
         }

@@ -21,29 +21,53 @@ pub struct BusEvent {
 }
 
 impl BusEvent {
-    /// The event JSON EventBridge delivers to a target.
-    pub fn to_eventbridge_json(&self, account: &str, region: &str) -> Value {
-        let time = self
-            .time
-            .replace_nanosecond(0)
-            .ok()
-            .and_then(|t| {
-                t.format(&time::format_description::well_known::Rfc3339)
-                    .ok()
-            })
-            .unwrap_or_default();
-        serde_json::json!({
-            "version": "0",
-            "id": self.id,
-            "detail-type": self.detail_type,
-            "source": self.source,
-            "account": account,
-            "time": time,
-            "region": region,
-            "resources": [],
-            "detail": self.detail,
-        })
+    /// The event JSON EventBridge delivers to a target, fields in AWS's order.
+    pub fn to_eventbridge_json(&self, account: &str, region: &str) -> String {
+        eventbridge_json(
+            &self.id,
+            &self.detail_type,
+            &self.source,
+            account,
+            &eventbridge_time(self.time),
+            region,
+            &self.detail.to_string(),
+        )
     }
+}
+
+/// EventBridge's `time`: RFC 3339 in UTC, whole seconds.
+pub fn eventbridge_time(time: Timestamp) -> String {
+    time.replace_nanosecond(0)
+        .ok()
+        .and_then(|t| {
+            t.format(&time::format_description::well_known::Rfc3339)
+                .ok()
+        })
+        .unwrap_or_default()
+}
+
+/// Assembles the delivered event from stored parts without re-parsing `detail`, in the field
+/// order AWS uses (`version, id, detail-type, source, account, time, region, resources, detail`).
+pub fn eventbridge_json(
+    id: &str,
+    detail_type: &str,
+    source: &str,
+    account: &str,
+    time: &str,
+    region: &str,
+    detail: &str,
+) -> String {
+    let q = |s: &str| Value::String(s.to_string()).to_string();
+    format!(
+        r#"{{"version":"0","id":{},"detail-type":{},"source":{},"account":{},"time":{},"region":{},"resources":[],"detail":{}}}"#,
+        q(id),
+        q(detail_type),
+        q(source),
+        q(account),
+        q(time),
+        q(region),
+        detail
+    )
 }
 
 /// Adds the broker's fields to a validated envelope and wraps it as a bus event. The caller has
@@ -115,8 +139,11 @@ mod tests {
             crate::now(),
         );
         assert!(uuid::Uuid::parse_str(&fresh.event_id).is_ok());
-        let wire = fresh.to_eventbridge_json("000000000000", "local");
+        let text = fresh.to_eventbridge_json("000000000000", "local");
+        assert!(text.starts_with(r#"{"version":"0","id":""#), "{text}");
+        let wire: Value = serde_json::from_str(&text).expect("delivered JSON parses");
         assert_eq!(wire["detail-type"], "scanned_parcel.1");
+        assert_eq!(wire["detail"], fresh.detail);
         assert_eq!(wire["resources"], json!([]));
         assert!(
             wire["time"]

@@ -13,11 +13,12 @@ use crate::event::{
     EventType, EventVersion, ProducerConnection, VersionState, detail_type, source_of,
 };
 use crate::ports::{
-    Bucket, DeploymentStore, EventStore, ObjectStore, SchemaRegistry, StoreError, schema_backup_key,
+    Bucket, DeadLetter, Deliveries, DeliveryStats, DeploymentStore, EventStore, ObjectStore,
+    SchemaRegistry, StoreError, schema_backup_key,
 };
 use crate::schema;
 use crate::subscription::{
-    ConsumerConnection, Subscription, SubscriptionFilter, SubscriptionState,
+    ConsumerConnection, RetryPolicy, Subscription, SubscriptionFilter, SubscriptionState,
 };
 use crate::{Application, EventTypeName, TargetUnit, ValidationErrors, Version};
 
@@ -79,6 +80,7 @@ pub struct Subscribe {
     pub target_unit: TargetUnit,
     pub connection_type: ConsumerConnection,
     pub connection_string: String,
+    pub retry_policy: RetryPolicy,
 }
 
 /// Reads the request object field by field so that each problem is named, not just the first.
@@ -138,6 +140,51 @@ impl<'a> Fields<'a> {
             return None;
         }
         Some(s.to_string())
+    }
+
+    /// Optional; EventBridge's defaults when absent. Each bad part is named.
+    fn retry_policy(&mut self) -> RetryPolicy {
+        let default = RetryPolicy::default();
+        let Some(value) = self.raw("retry_policy", false) else {
+            return default;
+        };
+        let Some(obj) = value.as_object() else {
+            self.errors.push("retry_policy", "must be an object");
+            return default;
+        };
+        let mut number = |name: &str, fallback: u32| -> u32 {
+            match obj.get(name) {
+                None => fallback,
+                Some(v) => match v.as_u64().and_then(|n| u32::try_from(n).ok()) {
+                    Some(n) => n,
+                    None => {
+                        self.errors.push(
+                            format!("retry_policy/{name}"),
+                            "must be a non-negative integer",
+                        );
+                        fallback
+                    }
+                },
+            }
+        };
+        let attempts = number("maximum_retry_attempts", default.maximum_retry_attempts);
+        let age = number(
+            "maximum_event_age_seconds",
+            default.maximum_event_age_seconds,
+        );
+        for key in obj.keys().filter(|k| {
+            !["maximum_retry_attempts", "maximum_event_age_seconds"].contains(&k.as_str())
+        }) {
+            self.errors
+                .push(format!("retry_policy/{key}"), "unknown field");
+        }
+        match RetryPolicy::new(attempts, age) {
+            Ok(policy) => policy,
+            Err(e) => {
+                self.errors.push("retry_policy", e);
+                default
+            }
+        }
     }
 
     fn data_schema(&mut self) -> Option<Value> {
@@ -210,6 +257,7 @@ impl Subscribe {
                 "target_unit",
                 "connection_type",
                 "connection_string",
+                "retry_policy",
             ],
         );
         let event_type = f.parsed("event_type", str::parse::<EventTypeName>);
@@ -220,6 +268,7 @@ impl Subscribe {
         let target_unit = f.parsed("target_unit", str::parse::<TargetUnit>);
         let connection_type = f.parsed("connection_type", ConsumerConnection::parse);
         let connection_string = f.string("connection_string", true);
+        let retry_policy = f.retry_policy();
         if let (Some(kind), Some(s)) = (connection_type, connection_string)
             && let Err(e) = kind.check_connection_string(s)
         {
@@ -244,6 +293,7 @@ impl Subscribe {
                 target_unit,
                 connection_type,
                 connection_string: cs.to_string(),
+                retry_policy,
             }),
             _ => Err(f.errors),
         }
@@ -272,6 +322,7 @@ pub struct Portal {
     pub deployments: Arc<dyn DeploymentStore>,
     pub registry: Arc<dyn SchemaRegistry>,
     pub objects: Arc<dyn ObjectStore>,
+    pub deliveries: Arc<dyn Deliveries>,
 }
 
 impl Portal {
@@ -355,6 +406,7 @@ impl Portal {
             target_unit: req.target_unit,
             connection_type: req.connection_type,
             connection_string: req.connection_string,
+            retry_policy: req.retry_policy,
             state: SubscriptionState::Active,
             created_at: crate::now(),
         };
@@ -414,6 +466,30 @@ impl Portal {
             .get_subscription(id)
             .await?
             .filter(|s| s.state == SubscriptionState::Active)
+            .ok_or_else(|| PortalError::NotFound(format!("subscription {id}")))
+    }
+
+    /// The subscription's delivery counts and last error.
+    pub async fn delivery_stats(&self, id: &str) -> Result<DeliveryStats, PortalError> {
+        self.subscription(id).await?;
+        Ok(self.deliveries.stats(id).await?)
+    }
+
+    pub async fn dead_letters(&self, id: &str) -> Result<Vec<DeadLetter>, PortalError> {
+        self.existing_subscription(id).await?;
+        Ok(self.deliveries.dead_letters(id).await?)
+    }
+
+    pub async fn redrive(&self, id: &str) -> Result<usize, PortalError> {
+        self.subscription(id).await?;
+        Ok(self.deliveries.redrive(id).await?)
+    }
+
+    /// Deleted subscriptions keep their dead letters readable.
+    async fn existing_subscription(&self, id: &str) -> Result<Subscription, PortalError> {
+        self.store
+            .get_subscription(id)
+            .await?
             .ok_or_else(|| PortalError::NotFound(format!("subscription {id}")))
     }
 

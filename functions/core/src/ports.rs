@@ -189,3 +189,35 @@ pub trait Bus: Send + Sync + 'static {
 pub trait ProvisioningStarter: Send + Sync + 'static {
     async fn start(&self, bucket: Bucket, key: &str) -> anyhow::Result<()>;
 }
+
+/// What happened to a subscription's deliveries.
+#[derive(Debug, Clone, Default, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct DeliveryStats {
+    pub delivered: u64,
+    pub retries: u64,
+    pub dead_lettered: u64,
+    pub last_error: Option<String>,
+    pub last_error_at: Option<String>,
+    pub last_delivered_at: Option<String>,
+}
+
+/// An event that exhausted its subscription's retry policy.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct DeadLetter {
+    pub id: i64,
+    /// The event as the target would have received it.
+    pub event: Value,
+    pub error: String,
+    pub attempts: u32,
+    pub failed_at: String,
+}
+
+/// Delivery to subscribers: counts, the dead-letter store and its redrive.
+#[async_trait]
+pub trait Deliveries: Send + Sync + 'static {
+    async fn stats(&self, subscription_id: &str) -> anyhow::Result<DeliveryStats>;
+    async fn dead_letters(&self, subscription_id: &str) -> anyhow::Result<Vec<DeadLetter>>;
+    /// Sends the dead letters again under the subscription's retry policy; returns how many
+    /// were taken. Those delivered leave the store; the others stay with their new error.
+    async fn redrive(&self, subscription_id: &str) -> anyhow::Result<usize>;
+}

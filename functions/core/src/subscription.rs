@@ -146,6 +146,54 @@ fn is_loopback(host: &url::Host<&str>) -> bool {
     }
 }
 
+/// EventBridge's target retry policy: how often, and for how long, a failed delivery is retried
+/// before the event goes to the dead-letter store.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RetryPolicy {
+    pub maximum_retry_attempts: u32,
+    pub maximum_event_age_seconds: u32,
+}
+
+impl RetryPolicy {
+    /// EventBridge's limits for both fields.
+    pub const ATTEMPTS: std::ops::RangeInclusive<u32> = 0..=185;
+    pub const AGE_SECONDS: std::ops::RangeInclusive<u32> = 60..=86_400;
+
+    pub fn new(
+        maximum_retry_attempts: u32,
+        maximum_event_age_seconds: u32,
+    ) -> Result<Self, String> {
+        if !Self::ATTEMPTS.contains(&maximum_retry_attempts) {
+            return Err(format!(
+                "maximum_retry_attempts must be from {} to {}",
+                Self::ATTEMPTS.start(),
+                Self::ATTEMPTS.end()
+            ));
+        }
+        if !Self::AGE_SECONDS.contains(&maximum_event_age_seconds) {
+            return Err(format!(
+                "maximum_event_age_seconds must be from {} to {}",
+                Self::AGE_SECONDS.start(),
+                Self::AGE_SECONDS.end()
+            ));
+        }
+        Ok(Self {
+            maximum_retry_attempts,
+            maximum_event_age_seconds,
+        })
+    }
+}
+
+/// EventBridge's defaults: 185 retries within 24 hours.
+impl Default for RetryPolicy {
+    fn default() -> Self {
+        Self {
+            maximum_retry_attempts: 185,
+            maximum_event_age_seconds: 86_400,
+        }
+    }
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "SCREAMING_SNAKE_CASE")]
 pub enum SubscriptionState {
@@ -161,6 +209,9 @@ pub struct Subscription {
     pub target_unit: TargetUnit,
     pub connection_type: ConsumerConnection,
     pub connection_string: String,
+    /// Subscriptions stored before retry policies existed get EventBridge's defaults.
+    #[serde(default)]
+    pub retry_policy: RetryPolicy,
     pub state: SubscriptionState,
     #[serde(with = "time::serde::rfc3339")]
     pub created_at: Timestamp,

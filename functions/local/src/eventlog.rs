@@ -1,20 +1,32 @@
 //! The local bus: an append-only, ordered event log in its own SQLite file. One writer thread
 //! commits whatever arrived while the previous commit ran (group commit), so durability costs one
-//! fsync per batch rather than per event.
+//! fsync per batch rather than per event. Committed events are handed to the router in order.
 
 use std::path::Path;
-use std::sync::mpsc;
+use std::sync::{Arc, Mutex, mpsc};
 
 use anyhow::Context;
 use async_trait::async_trait;
-use busway_core::envelope::BusEvent;
+use busway_core::envelope::{BusEvent, eventbridge_json, eventbridge_time};
 use busway_core::ports::{Bus, EntryFailure};
 use rusqlite::{Connection, params};
-use tokio::sync::oneshot;
+use tokio::sync::{mpsc as tokio_mpsc, oneshot};
 
 const MAX_BATCH: usize = 4096;
 
+/// The `account` and `region` of events delivered by the local host.
+pub const LOCAL_ACCOUNT: &str = "000000000000";
+pub const LOCAL_REGION: &str = "local";
+
 type Reply = oneshot::Sender<anyhow::Result<Vec<Result<(), EntryFailure>>>>;
+
+/// A committed event: its position in the log and the JSON a target receives.
+#[derive(Debug, Clone)]
+pub struct Logged {
+    pub seq: i64,
+    pub detail_type: String,
+    pub json: Arc<str>,
+}
 
 /// An event as stored: serialized by the caller, so the single writer only writes.
 struct Row {
@@ -27,17 +39,32 @@ struct Row {
 }
 
 impl Row {
-    fn new(event: BusEvent) -> anyhow::Result<Self> {
-        Ok(Self {
-            time: event
-                .time
-                .format(&time::format_description::well_known::Rfc3339)?,
+    fn new(event: BusEvent) -> Self {
+        Self {
+            time: eventbridge_time(event.time),
             detail: event.detail.to_string(),
             id: event.id,
             event_id: event.event_id,
             source: event.source,
             detail_type: event.detail_type,
-        })
+        }
+    }
+
+    fn logged(&self, seq: i64) -> Logged {
+        Logged {
+            seq,
+            detail_type: self.detail_type.clone(),
+            json: eventbridge_json(
+                &self.id,
+                &self.detail_type,
+                &self.source,
+                LOCAL_ACCOUNT,
+                &self.time,
+                LOCAL_REGION,
+                &self.detail,
+            )
+            .into(),
+        }
     }
 }
 
@@ -45,11 +72,26 @@ pub struct EventLog {
     tx: mpsc::Sender<(Vec<Row>, Reply)>,
 }
 
+/// Reads the log from a position, on its own connection (WAL readers never block the writer).
+pub struct LogReader {
+    conn: Mutex<Connection>,
+}
+
+fn open(path: &Path) -> anyhow::Result<Connection> {
+    let conn = Connection::open(path).with_context(|| format!("opening {}", path.display()))?;
+    conn.pragma_update(None, "journal_mode", "WAL")?;
+    conn.pragma_update(None, "synchronous", "FULL")?;
+    conn.busy_timeout(std::time::Duration::from_secs(5))?;
+    Ok(conn)
+}
+
 impl EventLog {
-    pub fn open(path: &Path) -> anyhow::Result<Self> {
-        let conn = Connection::open(path).with_context(|| format!("opening {}", path.display()))?;
-        conn.pragma_update(None, "journal_mode", "WAL")?;
-        conn.pragma_update(None, "synchronous", "FULL")?;
+    /// Opens the log; committed events are sent to `live` in order.
+    pub fn open(
+        path: &Path,
+        live: tokio_mpsc::UnboundedSender<Vec<Logged>>,
+    ) -> anyhow::Result<(Self, LogReader)> {
+        let conn = open(path)?;
         conn.execute_batch(
             "CREATE TABLE IF NOT EXISTS events (
                 seq INTEGER PRIMARY KEY AUTOINCREMENT,
@@ -59,18 +101,26 @@ impl EventLog {
                 detail_type TEXT NOT NULL,
                 time TEXT NOT NULL,
                 detail TEXT NOT NULL,
-                UNIQUE (detail_type, event_id))",
+                UNIQUE (detail_type, event_id));
+             CREATE INDEX IF NOT EXISTS events_by_detail_type ON events (detail_type, seq);",
         )?;
+        let reader = LogReader {
+            conn: Mutex::new(open(path)?),
+        };
         let (tx, rx) = mpsc::channel();
         std::thread::Builder::new()
             .name("busway-eventlog".into())
-            .spawn(move || writer(conn, rx))
+            .spawn(move || writer(conn, rx, live))
             .context("starting the event log writer")?;
-        Ok(Self { tx })
+        Ok((Self { tx }, reader))
     }
 }
 
-fn writer(mut conn: Connection, rx: mpsc::Receiver<(Vec<Row>, Reply)>) {
+fn writer(
+    mut conn: Connection,
+    rx: mpsc::Receiver<(Vec<Row>, Reply)>,
+    live: tokio_mpsc::UnboundedSender<Vec<Logged>>,
+) {
     while let Ok(first) = rx.recv() {
         let mut batch = vec![first];
         let mut count = batch[0].0.len();
@@ -84,9 +134,13 @@ fn writer(mut conn: Connection, rx: mpsc::Receiver<(Vec<Row>, Reply)>) {
             }
         }
         match append(&mut conn, &batch) {
-            Ok(()) => {
-                for (events, reply) in batch {
-                    let _ = reply.send(Ok(vec![Ok(()); events.len()]));
+            Ok(committed) => {
+                // The router learns of events only once they are durable.
+                if !committed.is_empty() {
+                    let _ = live.send(committed);
+                }
+                for (rows, reply) in batch {
+                    let _ = reply.send(Ok(vec![Ok(()); rows.len()]));
                 }
             }
             Err(e) => {
@@ -99,8 +153,9 @@ fn writer(mut conn: Connection, rx: mpsc::Receiver<(Vec<Row>, Reply)>) {
     }
 }
 
-fn append(conn: &mut Connection, batch: &[(Vec<Row>, Reply)]) -> anyhow::Result<()> {
+fn append(conn: &mut Connection, batch: &[(Vec<Row>, Reply)]) -> anyhow::Result<Vec<Logged>> {
     let tx = conn.transaction()?;
+    let mut committed = Vec::with_capacity(batch.len());
     {
         // A repeated event_id of one event version is the producer retrying: it is stored once.
         let mut insert = tx.prepare_cached(
@@ -108,18 +163,21 @@ fn append(conn: &mut Connection, batch: &[(Vec<Row>, Reply)]) -> anyhow::Result<
              ON CONFLICT (detail_type, event_id) DO NOTHING",
         )?;
         for row in batch.iter().flat_map(|(rows, _)| rows) {
-            insert.execute(params![
+            if insert.execute(params![
                 row.id,
                 row.event_id,
                 row.source,
                 row.detail_type,
                 row.time,
                 row.detail
-            ])?;
+            ])? == 1
+            {
+                committed.push(row.logged(tx.last_insert_rowid()));
+            }
         }
     }
     tx.commit()?;
-    Ok(())
+    Ok(committed)
 }
 
 #[async_trait]
@@ -128,10 +186,7 @@ impl Bus for EventLog {
         &self,
         events: Vec<BusEvent>,
     ) -> anyhow::Result<Vec<Result<(), EntryFailure>>> {
-        let rows = events
-            .into_iter()
-            .map(Row::new)
-            .collect::<anyhow::Result<Vec<_>>>()?;
+        let rows = events.into_iter().map(Row::new).collect();
         let (reply, answer) = oneshot::channel();
         self.tx
             .send((rows, reply))
@@ -139,5 +194,46 @@ impl Bus for EventLog {
         answer
             .await
             .context("the event log writer dropped the request")?
+    }
+}
+
+impl LogReader {
+    /// Up to `limit` events after `seq`, of one detail type when given, oldest first.
+    pub fn after(
+        &self,
+        seq: i64,
+        detail_type: Option<&str>,
+        limit: usize,
+    ) -> anyhow::Result<Vec<Logged>> {
+        let conn = self
+            .conn
+            .lock()
+            .map_err(|_| anyhow::anyhow!("log reader lock poisoned"))?;
+        let mut stmt = conn.prepare_cached(
+            "SELECT seq, id, detail_type, source, time, detail FROM events
+             WHERE seq > ?1 AND (?2 IS NULL OR detail_type = ?2) ORDER BY seq LIMIT ?3",
+        )?;
+        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+        let rows = stmt.query_map(params![seq, detail_type, limit], |r| {
+            let row = Row {
+                id: r.get(1)?,
+                event_id: String::new(),
+                detail_type: r.get(2)?,
+                source: r.get(3)?,
+                time: r.get(4)?,
+                detail: r.get(5)?,
+            };
+            Ok(row.logged(r.get(0)?))
+        })?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+
+    /// The position of the newest event, 0 for an empty log.
+    pub fn last_seq(&self) -> anyhow::Result<i64> {
+        let conn = self
+            .conn
+            .lock()
+            .map_err(|_| anyhow::anyhow!("log reader lock poisoned"))?;
+        Ok(conn.query_row("SELECT COALESCE(MAX(seq), 0) FROM events", [], |r| r.get(0))?)
     }
 }

@@ -1,9 +1,12 @@
 //! busway on one machine: the embedded adapters of the ports (SQLite, folders), the local
 //! provisioning runner, and the host that serves the portal and broker APIs.
 
+pub mod delivery;
+pub mod demo;
 pub mod eventlog;
 pub mod objects;
 pub mod provisioning;
+pub mod queues;
 pub mod server;
 pub mod store;
 

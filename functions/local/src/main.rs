@@ -4,6 +4,7 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
+use anyhow::Context;
 use busway_local::{Config, Running};
 use clap::{Parser, Subcommand};
 
@@ -34,10 +35,39 @@ enum Command {
         /// Address of the broker API (POST /{event_type}/{version}).
         #[arg(long, default_value = "127.0.0.1:4001")]
         broker_addr: SocketAddr,
+        /// Lambda Invoke API endpoint for LAMBDA subscriptions, e.g. the address
+        /// `cargo lambda watch` serves (http://127.0.0.1:9000). Without it, LAMBDA
+        /// subscriptions fail to deploy.
+        #[arg(long)]
+        lambda_endpoint: Option<String>,
     },
+    /// Read the embedded queues that SQS subscriptions deliver to.
+    #[command(subcommand)]
+    Queue(QueueCommand),
+    /// Run the seed's full demo against a temporary broker and check every step.
+    ///
+    /// Creates scanned_parcel, waits for its deployment, subscribes a small HTTP consumer as
+    /// target unit u2, publishes for u2 (delivered), for u3 (not delivered) and an invalid event
+    /// (400 with reasons). Exits 0 only if every step behaved as the seed describes.
+    Demo,
     /// EventBridge event-pattern tools.
     #[command(subcommand)]
     Pattern(PatternCommand),
+}
+
+#[derive(Subcommand)]
+enum QueueCommand {
+    /// Receive (and delete) messages from an embedded queue, printing one JSON body per line.
+    Receive {
+        /// The queue name: the last part of the SQS subscription's queue ARN.
+        name: String,
+        /// Portal of the running busway.
+        #[arg(long, default_value = "http://127.0.0.1:4000")]
+        portal: String,
+        /// At most this many messages (1 to 100).
+        #[arg(long, default_value_t = 10)]
+        max: u32,
+    },
 }
 
 #[derive(Subcommand)]
@@ -63,16 +93,17 @@ fn main() -> ExitCode {
             data_dir,
             portal_addr,
             broker_addr,
+            lambda_endpoint,
         } => {
             init_logging();
-            match up(Config::new(data_dir, portal_addr, broker_addr)) {
-                Ok(()) => ExitCode::SUCCESS,
-                Err(e) => {
-                    eprintln!("busway: {e:#}");
-                    ExitCode::FAILURE
-                }
-            }
+            let mut config = Config::new(data_dir, portal_addr, broker_addr);
+            config.delivery.lambda_endpoint = lambda_endpoint;
+            report(runtime().and_then(|rt| rt.block_on(up(config))))
         }
+        Command::Queue(QueueCommand::Receive { name, portal, max }) => {
+            report(runtime().and_then(|rt| rt.block_on(receive(&portal, &name, max))))
+        }
+        Command::Demo => report(runtime().and_then(|rt| rt.block_on(busway_local::demo::run()))),
         Command::Pattern(PatternCommand::Test { pattern, event }) => {
             let outcome = busway_pattern::test_files(&pattern, &event);
             println!("{outcome}");
@@ -81,14 +112,46 @@ fn main() -> ExitCode {
     }
 }
 
-fn up(config: Config) -> anyhow::Result<()> {
-    let runtime = tokio::runtime::Runtime::new()?;
-    runtime.block_on(async {
-        let running = Running::start(config).await?;
-        println!("portal: http://{}", running.portal_addr);
-        println!("broker: http://{}", running.broker_addr);
-        running.wait_for_signal().await
-    })
+fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
+    Ok(tokio::runtime::Runtime::new()?)
+}
+
+fn report(result: anyhow::Result<()>) -> ExitCode {
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("busway: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn up(config: Config) -> anyhow::Result<()> {
+    let running = Running::start(config).await?;
+    println!("portal: http://{}", running.portal_addr);
+    println!("broker: http://{}", running.broker_addr);
+    running.wait_for_signal().await
+}
+
+async fn receive(portal: &str, name: &str, max: u32) -> anyhow::Result<()> {
+    let url = format!(
+        "{}/queues/{name}/messages?max={max}",
+        portal.trim_end_matches('/')
+    );
+    let response = reqwest::get(&url)
+        .await
+        .with_context(|| format!("reaching busway at {portal}"))?;
+    let status = response.status();
+    let body: serde_json::Value = response.json().await.context("reading the answer")?;
+    anyhow::ensure!(
+        status.is_success(),
+        "{status}: {}",
+        body["error"]["message"]
+    );
+    for message in body["messages"].as_array().into_iter().flatten() {
+        println!("{}", message["body"]);
+    }
+    Ok(())
 }
 
 fn init_logging() {

@@ -14,6 +14,7 @@ use busway_core::provisioning::{Builder, Provisioner};
 use tokio::sync::mpsc;
 use tracing::{error, warn};
 
+use crate::delivery::Router;
 use crate::objects::bucket_dir;
 use crate::store::SqliteStore;
 
@@ -43,6 +44,7 @@ impl ProvisioningStarter for LocalStarter {
 pub struct LocalBuilder {
     pub store: SqliteStore,
     pub routes: Arc<LiveRoutes>,
+    pub router: Arc<Router>,
 }
 
 #[async_trait]
@@ -76,12 +78,8 @@ impl Builder for LocalBuilder {
                 }
             },
             DeployDoc::Consumer(c) => match c.action {
-                DeployAction::Deploy => {
-                    self.store
-                        .put_rule(&c.subscription_id, &serde_json::to_value(c)?)
-                        .await?
-                }
-                DeployAction::Destroy => self.store.delete_rule(&c.subscription_id).await?,
+                DeployAction::Deploy => self.router.add_rule(c.clone()).await?,
+                DeployAction::Destroy => self.router.remove_rule(&c.subscription_id).await?,
             },
         }
         Ok(())

@@ -16,9 +16,11 @@ use tokio::sync::watch;
 use tokio::task::JoinSet;
 use tracing::{info, warn};
 
+use crate::delivery::{DeliveryConfig, Router};
 use crate::eventlog::EventLog;
 use crate::objects::FolderObjectStore;
 use crate::provisioning::{self, LocalBuilder, LocalStarter};
+use crate::queues;
 use crate::store::SqliteStore;
 
 #[derive(Debug, Clone)]
@@ -28,6 +30,7 @@ pub struct Config {
     pub broker_addr: SocketAddr,
     /// How often the configuration buckets are scanned for hand-edited deploy.json files.
     pub scan_interval: Duration,
+    pub delivery: DeliveryConfig,
 }
 
 impl Config {
@@ -37,6 +40,7 @@ impl Config {
             portal_addr,
             broker_addr,
             scan_interval: Duration::from_millis(500),
+            delivery: DeliveryConfig::default(),
         }
     }
 }
@@ -47,6 +51,7 @@ pub struct Running {
     pub broker_addr: SocketAddr,
     stop: watch::Sender<bool>,
     tasks: JoinSet<()>,
+    router: Arc<Router>,
 }
 
 impl Running {
@@ -55,7 +60,10 @@ impl Running {
         std::fs::create_dir_all(dir)
             .with_context(|| format!("creating data dir {}", dir.display()))?;
         let store = SqliteStore::open(&dir.join("busway.db"))?;
-        let bus = Arc::new(EventLog::open(&dir.join("events.db"))?);
+        let (live, committed) = tokio::sync::mpsc::unbounded_channel();
+        let (bus, reader) = EventLog::open(&dir.join("events.db"), live)?;
+        let bus = Arc::new(bus);
+        let router = Router::new(store.clone(), Arc::new(reader), config.delivery.clone())?;
 
         let routes = Arc::new(LiveRoutes::default());
         for (application, event_type, version, schema) in store.routes().await? {
@@ -85,6 +93,7 @@ impl Running {
             deployments: shared.clone(),
             registry: shared.clone(),
             objects: objects.clone(),
+            deliveries: router.clone(),
         });
         let provisioner = Provisioner {
             store: shared.clone(),
@@ -93,6 +102,7 @@ impl Running {
             builder: Arc::new(LocalBuilder {
                 store: store.clone(),
                 routes: routes.clone(),
+                router: router.clone(),
             }),
         };
 
@@ -107,6 +117,7 @@ impl Running {
 
         let (stop, stopped) = watch::channel(false);
         let mut tasks = JoinSet::new();
+        tasks.spawn(router.clone().run(committed));
         tasks.spawn(provisioning::run(
             provisioner,
             store.clone(),
@@ -115,13 +126,13 @@ impl Running {
         ));
         tasks.spawn(provisioning::scan(
             buckets,
-            store,
+            store.clone(),
             starter,
             config.scan_interval,
         ));
         tasks.spawn(serve(
             portal_listener,
-            busway_portal::router(portal),
+            busway_portal::router(portal).merge(queues::router(store)),
             stopped.clone(),
         ));
         tasks.spawn(serve(
@@ -135,6 +146,7 @@ impl Running {
             broker_addr,
             stop,
             tasks,
+            router,
         })
     }
 
@@ -156,6 +168,7 @@ impl Running {
             }
         }
         self.tasks.shutdown().await;
+        self.router.shutdown().await;
     }
 
     /// Serves until Ctrl-C or SIGTERM.

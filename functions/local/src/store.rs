@@ -9,7 +9,9 @@ use anyhow::Context;
 use async_trait::async_trait;
 use busway_core::deployment::Deployment;
 use busway_core::event::{EventType, EventVersion, VersionState};
-use busway_core::ports::{DeploymentStore, EventStore, SchemaRegistry, StoreError};
+use busway_core::ports::{
+    DeadLetter, DeliveryStats, DeploymentStore, EventStore, SchemaRegistry, StoreError,
+};
 use busway_core::subscription::{Subscription, SubscriptionFilter, SubscriptionState};
 use busway_core::{EventTypeName, Version};
 use rusqlite::{Connection, OptionalExtension, Transaction, params};
@@ -38,6 +40,17 @@ CREATE TABLE IF NOT EXISTS routes (
     PRIMARY KEY (event_type, version));
 CREATE TABLE IF NOT EXISTS rules (
     subscription_id TEXT PRIMARY KEY, doc TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS delivery_progress (
+    subscription_id TEXT PRIMARY KEY, cursor INTEGER NOT NULL, stats TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS dead_letters (
+    id INTEGER PRIMARY KEY AUTOINCREMENT, subscription_id TEXT NOT NULL, seq INTEGER NOT NULL,
+    event TEXT NOT NULL, error TEXT NOT NULL, attempts INTEGER NOT NULL, failed_at TEXT NOT NULL);
+CREATE INDEX IF NOT EXISTS dead_letters_by_subscription ON dead_letters (subscription_id, id);
+CREATE TABLE IF NOT EXISTS queue_messages (
+    id INTEGER PRIMARY KEY AUTOINCREMENT, queue TEXT NOT NULL, message_id TEXT NOT NULL,
+    body TEXT NOT NULL, receipt TEXT, visible_at INTEGER NOT NULL DEFAULT 0,
+    receive_count INTEGER NOT NULL DEFAULT 0);
+CREATE INDEX IF NOT EXISTS queue_messages_by_queue ON queue_messages (queue, visible_at, id);
 CREATE TABLE IF NOT EXISTS processed_objects (
     bucket TEXT NOT NULL, key TEXT NOT NULL, content BLOB NOT NULL, PRIMARY KEY (bucket, key));
 ";
@@ -239,6 +252,221 @@ impl SqliteStore {
             )
             .map_err(sql)?;
             Ok(())
+        })
+        .await
+    }
+}
+
+/// A message received from an embedded queue.
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+pub struct QueueMessage {
+    pub message_id: String,
+    /// Present when the message stays in the queue until deleted with it.
+    pub receipt_handle: Option<String>,
+    pub body: Value,
+    pub receive_count: u32,
+}
+
+fn unix_ms() -> i64 {
+    let now = time::OffsetDateTime::now_utc();
+    i64::try_from(now.unix_timestamp_nanos() / 1_000_000).unwrap_or(i64::MAX)
+}
+
+impl SqliteStore {
+    /// A subscription's cursor in the event log and its counters.
+    pub async fn progress(
+        &self,
+        subscription_id: &str,
+    ) -> Result<Option<(i64, DeliveryStats)>, StoreError> {
+        let id = subscription_id.to_string();
+        self.run(move |conn| {
+            conn.query_row(
+                "SELECT cursor, stats FROM delivery_progress WHERE subscription_id = ?1",
+                params![id],
+                |r| Ok((r.get(0)?, from_json(&r.get::<_, String>(1)?)?)),
+            )
+            .optional()
+            .map_err(sql)
+        })
+        .await
+    }
+
+    pub async fn save_progress(
+        &self,
+        rows: &[(String, i64, DeliveryStats)],
+    ) -> Result<(), StoreError> {
+        let rows: Vec<(String, i64, String)> = rows
+            .iter()
+            .map(|(id, cursor, stats)| Ok((id.clone(), *cursor, to_json(stats)?)))
+            .collect::<Result<_, StoreError>>()?;
+        self.transaction(move |tx| {
+            let mut stmt = tx
+                .prepare_cached(
+                    "INSERT INTO delivery_progress (subscription_id, cursor, stats) VALUES (?1, ?2, ?3)
+                     ON CONFLICT (subscription_id) DO UPDATE SET cursor = excluded.cursor, stats = excluded.stats",
+                )
+                .map_err(sql)?;
+            for (id, cursor, stats) in &rows {
+                stmt.execute(params![id, cursor, stats]).map_err(sql)?;
+            }
+            Ok(())
+        })
+        .await
+    }
+
+    pub async fn add_dead_letter(
+        &self,
+        subscription_id: &str,
+        seq: i64,
+        event: &str,
+        error: &str,
+        attempts: u32,
+    ) -> Result<(), StoreError> {
+        let (id, event, error) = (
+            subscription_id.to_string(),
+            event.to_string(),
+            error.to_string(),
+        );
+        let failed_at = busway_core::now()
+            .format(&time::format_description::well_known::Rfc3339)
+            .unwrap_or_default();
+        self.run(move |conn| {
+            conn.execute(
+                "INSERT INTO dead_letters (subscription_id, seq, event, error, attempts, failed_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+                params![id, seq, event, error, attempts, failed_at],
+            )
+            .map_err(sql)?;
+            Ok(())
+        })
+        .await
+    }
+
+    pub async fn dead_letters(&self, subscription_id: &str) -> Result<Vec<DeadLetter>, StoreError> {
+        let id = subscription_id.to_string();
+        self.run(move |conn| {
+            let mut stmt = conn
+                .prepare("SELECT id, event, error, attempts, failed_at FROM dead_letters WHERE subscription_id = ?1 ORDER BY id")
+                .map_err(sql)?;
+            let rows = stmt
+                .query_map(params![id], |r| {
+                    Ok(DeadLetter {
+                        id: r.get(0)?,
+                        event: from_json(&r.get::<_, String>(1)?)?,
+                        error: r.get(2)?,
+                        attempts: r.get(3)?,
+                        failed_at: r.get(4)?,
+                    })
+                })
+                .map_err(sql)?;
+            rows.collect::<Result<_, _>>().map_err(sql)
+        })
+        .await
+    }
+
+    pub async fn delete_dead_letter(&self, id: i64) -> Result<(), StoreError> {
+        self.run(move |conn| {
+            conn.execute("DELETE FROM dead_letters WHERE id = ?1", params![id])
+                .map_err(sql)?;
+            Ok(())
+        })
+        .await
+    }
+
+    pub async fn update_dead_letter(
+        &self,
+        id: i64,
+        error: &str,
+        attempts: u32,
+    ) -> Result<(), StoreError> {
+        let error = error.to_string();
+        self.run(move |conn| {
+            conn.execute(
+                "UPDATE dead_letters SET error = ?2, attempts = ?3 WHERE id = ?1",
+                params![id, error, attempts],
+            )
+            .map_err(sql)?;
+            Ok(())
+        })
+        .await
+    }
+
+    /// Appends messages to an embedded queue, all or none.
+    pub async fn send_messages(&self, queue: &str, bodies: Vec<String>) -> Result<(), StoreError> {
+        let queue = queue.to_string();
+        self.transaction(move |tx| {
+            let mut stmt = tx
+                .prepare_cached(
+                    "INSERT INTO queue_messages (queue, message_id, body) VALUES (?1, ?2, ?3)",
+                )
+                .map_err(sql)?;
+            for body in &bodies {
+                stmt.execute(params![queue, uuid::Uuid::new_v4().to_string(), body])
+                    .map_err(sql)?;
+            }
+            Ok(())
+        })
+        .await
+    }
+
+    /// Receives up to `max` visible messages, oldest first. With `delete`, they leave the queue
+    /// now; otherwise they are hidden for `visibility` and come back unless deleted by receipt.
+    pub async fn receive_messages(
+        &self,
+        queue: &str,
+        max: usize,
+        delete: bool,
+        visibility: std::time::Duration,
+    ) -> Result<Vec<QueueMessage>, StoreError> {
+        let queue = queue.to_string();
+        let hidden_until =
+            unix_ms() + i64::try_from(visibility.as_millis()).unwrap_or(i64::MAX / 2);
+        self.transaction(move |tx| {
+            let mut stmt = tx
+                .prepare_cached("SELECT id, message_id, body, receive_count FROM queue_messages WHERE queue = ?1 AND visible_at <= ?2 ORDER BY id LIMIT ?3")
+                .map_err(sql)?;
+            let limit = i64::try_from(max).unwrap_or(i64::MAX);
+            let rows: Vec<(i64, String, String, u32)> = stmt
+                .query_map(params![queue, unix_ms(), limit], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)))
+                .map_err(sql)?
+                .collect::<Result<_, _>>()
+                .map_err(sql)?;
+            let mut messages = Vec::with_capacity(rows.len());
+            for (id, message_id, body, count) in rows {
+                let receipt = if delete {
+                    tx.execute("DELETE FROM queue_messages WHERE id = ?1", params![id]).map_err(sql)?;
+                    None
+                } else {
+                    let receipt = uuid::Uuid::new_v4().to_string();
+                    tx.execute(
+                        "UPDATE queue_messages SET receipt = ?2, visible_at = ?3, receive_count = receive_count + 1 WHERE id = ?1",
+                        params![id, receipt, hidden_until],
+                    )
+                    .map_err(sql)?;
+                    Some(receipt)
+                };
+                messages.push(QueueMessage {
+                    message_id,
+                    receipt_handle: receipt,
+                    body: from_json(&body).map_err(sql)?,
+                    receive_count: count + 1,
+                });
+            }
+            Ok(messages)
+        })
+        .await
+    }
+
+    /// Deletes a received message by its receipt handle; `false` when no message has it.
+    pub async fn delete_message(&self, queue: &str, receipt: &str) -> Result<bool, StoreError> {
+        let (queue, receipt) = (queue.to_string(), receipt.to_string());
+        self.run(move |conn| {
+            let n = conn
+                .execute(
+                    "DELETE FROM queue_messages WHERE queue = ?1 AND receipt = ?2",
+                    params![queue, receipt],
+                )
+                .map_err(sql)?;
+            Ok(n == 1)
         })
         .await
     }

@@ -8,7 +8,7 @@ use axum::extract::rejection::{PathRejection, QueryRejection};
 use axum::extract::{DefaultBodyLimit, Path, Query, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
-use axum::routing::get;
+use axum::routing::{get, post};
 use axum::{Json, Router};
 use busway_core::deployment::Deployment;
 use busway_core::portal::{CreateEvent, NewVersion, Portal, PortalError, Subscribe};
@@ -31,6 +31,8 @@ pub fn router(portal: Arc<Portal>) -> Router {
             "/subscriptions/{id}",
             get(get_subscription).delete(unsubscribe),
         )
+        .route("/subscriptions/{id}/dead-letters", get(dead_letters))
+        .route("/subscriptions/{id}/dead-letters/redrive", post(redrive))
         .route("/deployments", get(list_deployments))
         .route("/deployments/{id}", get(get_deployment))
         .fallback(busway_http::not_found_fallback)
@@ -237,7 +239,31 @@ async fn get_subscription(
     p: std::result::Result<Path<String>, PathRejection>,
 ) -> Result<Json<Value>> {
     let id = path(p)?;
-    Ok(Json(json!(portal.subscription(&id).await?)))
+    let subscription = portal.subscription(&id).await?;
+    let mut value = json!(subscription);
+    if let Some(obj) = value.as_object_mut() {
+        obj.insert("delivery".into(), json!(portal.delivery_stats(&id).await?));
+    }
+    Ok(Json(value))
+}
+
+async fn dead_letters(
+    State(portal): Portal_,
+    p: std::result::Result<Path<String>, PathRejection>,
+) -> Result<Json<Value>> {
+    let id = path(p)?;
+    Ok(Json(
+        json!({"dead_letters": portal.dead_letters(&id).await?}),
+    ))
+}
+
+async fn redrive(
+    State(portal): Portal_,
+    p: std::result::Result<Path<String>, PathRejection>,
+) -> Result<(StatusCode, Json<Value>)> {
+    let id = path(p)?;
+    let count = portal.redrive(&id).await?;
+    Ok((StatusCode::ACCEPTED, Json(json!({"redriving": count}))))
 }
 
 async fn unsubscribe(

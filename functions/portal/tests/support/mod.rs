@@ -9,7 +9,8 @@ use busway_core::deployment::Deployment;
 use busway_core::event::{EventType, EventVersion, VersionState};
 use busway_core::portal::Portal;
 use busway_core::ports::{
-    Bucket, DeploymentStore, EventStore, ObjectStore, SchemaRegistry, StoreError,
+    Bucket, DeadLetter, Deliveries, DeliveryStats, DeploymentStore, EventStore, ObjectStore,
+    SchemaRegistry, StoreError,
 };
 use busway_core::subscription::{Subscription, SubscriptionFilter, SubscriptionState};
 use busway_core::{EventTypeName, Version};
@@ -63,7 +64,7 @@ impl Memory {
     }
 }
 
-/// A portal whose four ports are one fresh `Memory`.
+/// A portal whose ports are one fresh `Memory`.
 pub fn portal() -> (Arc<Portal>, Arc<Memory>) {
     let memory = Arc::new(Memory::default());
     let portal = Portal {
@@ -71,6 +72,7 @@ pub fn portal() -> (Arc<Portal>, Arc<Memory>) {
         deployments: memory.clone(),
         registry: memory.clone(),
         objects: memory.clone(),
+        deliveries: memory.clone(),
     };
     (Arc::new(portal), memory)
 }
@@ -328,5 +330,21 @@ impl ObjectStore for Memory {
 
     async fn get_object(&self, bucket: Bucket, key: &str) -> anyhow::Result<Option<Vec<u8>>> {
         Ok(self.object(bucket, key))
+    }
+}
+
+/// Nothing is routed in these tests: no deliveries, no dead letters.
+#[async_trait]
+impl Deliveries for Memory {
+    async fn stats(&self, _subscription_id: &str) -> anyhow::Result<DeliveryStats> {
+        Ok(DeliveryStats::default())
+    }
+
+    async fn dead_letters(&self, _subscription_id: &str) -> anyhow::Result<Vec<DeadLetter>> {
+        Ok(Vec::new())
+    }
+
+    async fn redrive(&self, _subscription_id: &str) -> anyhow::Result<usize> {
+        Ok(0)
     }
 }

@@ -1,0 +1,92 @@
+//! The embedded SQS stand-in's HTTP face: SQS-target subscriptions deliver into named queues
+//! that a developer reads here (or with `busway queue receive`).
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use axum::extract::{Path, Query, State};
+use axum::http::StatusCode;
+use axum::routing::{delete, get};
+use axum::{Json, Router};
+use busway_http::ApiError;
+use serde_json::{Value, json};
+
+use crate::store::SqliteStore;
+
+const MAX_MESSAGES: usize = 100;
+const DEFAULT_VISIBILITY: Duration = Duration::from_secs(30);
+
+pub fn router(store: SqliteStore) -> Router {
+    Router::new()
+        .route("/queues/{name}/messages", get(receive))
+        .route("/queues/{name}/messages/{receipt}", delete(acknowledge))
+        .with_state(store)
+}
+
+fn bad(field: &str, message: &str) -> ApiError {
+    ApiError::validation(
+        "query is invalid",
+        vec![busway_core::FieldError::new(field, message)],
+    )
+}
+
+/// `?max=N` (1..=100, default 10); `?ack=auto` (default) deletes on receive, `?ack=explicit`
+/// hides the messages for `visibility_timeout` seconds (default 30) until deleted by receipt.
+async fn receive(
+    State(store): State<SqliteStore>,
+    Path(name): Path<String>,
+    Query(params): Query<HashMap<String, String>>,
+) -> Result<Json<Value>, ApiError> {
+    for key in params.keys() {
+        if !["max", "ack", "visibility_timeout"].contains(&key.as_str()) {
+            return Err(bad(
+                key,
+                "unknown query parameter; allowed: max, ack, visibility_timeout",
+            ));
+        }
+    }
+    let max = match params.get("max") {
+        None => 10,
+        Some(raw) => raw
+            .parse::<usize>()
+            .ok()
+            .filter(|n| (1..=MAX_MESSAGES).contains(n))
+            .ok_or_else(|| bad("max", "must be an integer from 1 to 100"))?,
+    };
+    let delete = match params.get("ack").map(String::as_str) {
+        None | Some("auto") => true,
+        Some("explicit") => false,
+        Some(_) => return Err(bad("ack", "must be auto or explicit")),
+    };
+    let visibility = match params.get("visibility_timeout") {
+        None => DEFAULT_VISIBILITY,
+        Some(raw) => Duration::from_secs(
+            raw.parse::<u64>()
+                .ok()
+                .filter(|s| *s <= 43_200)
+                .ok_or_else(|| bad("visibility_timeout", "must be seconds from 0 to 43200"))?,
+        ),
+    };
+    let messages = store
+        .receive_messages(&name, max, delete, visibility)
+        .await
+        .map_err(ApiError::internal)?;
+    Ok(Json(json!({"messages": messages})))
+}
+
+async fn acknowledge(
+    State(store): State<SqliteStore>,
+    Path((name, receipt)): Path<(String, String)>,
+) -> Result<StatusCode, ApiError> {
+    if store
+        .delete_message(&name, &receipt)
+        .await
+        .map_err(ApiError::internal)?
+    {
+        Ok(StatusCode::NO_CONTENT)
+    } else {
+        Err(ApiError::not_found(format!(
+            "no message with receipt {receipt} in queue {name}"
+        )))
+    }
+}
