@@ -216,10 +216,6 @@ async fn deployments_interrupted_by_a_stop_finish_under_their_own_id_after_the_r
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "bug (timing-dependent): a stop between the end of a deployment and \
-            mark_processed (functions/local/src/provisioning.rs, provision_once) makes the \
-            scanner provision the same document again after the restart, under a new \
-            deployment id"]
 async fn a_document_provisioned_just_before_a_stop_is_not_provisioned_again() {
     // The window is small: several rounds make hitting it likely.
     for round in 0..20 {

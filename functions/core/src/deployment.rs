@@ -73,6 +73,10 @@ pub struct Deployment {
     pub event_type: Option<EventTypeName>,
     pub version: Option<Version>,
     pub subscription_id: Option<String>,
+    /// SHA-256 of the document this deployment ran, once it was read: a repeated notification
+    /// of the same object version starts nothing new.
+    #[serde(default)]
+    pub object_version: Option<String>,
     pub status: DeploymentStatus,
     pub history: Vec<StatusChange>,
     pub error: Option<String>,
@@ -102,6 +106,7 @@ impl Deployment {
             event_type: None,
             version: None,
             subscription_id: None,
+            object_version: None,
             status: DeploymentStatus::Pending,
             history: vec![StatusChange {
                 status: DeploymentStatus::Pending,
@@ -169,4 +174,13 @@ mod tests {
         let statuses: Vec<_> = d.history.iter().map(|h| h.status).collect();
         assert_eq!(statuses, [Pending, Validating, Building, Failed]);
     }
+}
+
+/// The version of a configuration object: the SHA-256 of its content, in hex.
+pub fn object_version(content: &[u8]) -> String {
+    use sha2::Digest;
+    sha2::Sha256::digest(content)
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
 }

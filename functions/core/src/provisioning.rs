@@ -112,8 +112,10 @@ pub struct Provisioner {
 }
 
 impl Provisioner {
-    /// Provisions the object at `bucket`/`key`. Returns `None` when there is nothing to deploy
-    /// (not a configuration bucket, or the object is gone).
+    /// Provisions the object at `bucket`/`key`. Returns `None` when there is nothing to deploy:
+    /// not a configuration bucket, the object is gone, or the newest deployment of this key
+    /// already ran this very content (a notification repeated, or one cut off by a stop after
+    /// the deployment ended).
     #[instrument(skip(self))]
     pub async fn run(&self, bucket: Bucket, key: &str) -> anyhow::Result<Option<Deployment>> {
         let Some(kind) = bucket.deploy_kind() else {
@@ -122,7 +124,12 @@ impl Provisioner {
         let Some(bytes) = self.objects.get_object(bucket, key).await? else {
             return Ok(None);
         };
+        let version = deployment::object_version(&bytes);
+        if self.already_ran(kind, key, &version).await? {
+            return Ok(None);
+        }
         let mut deployment = self.deployment_for(kind, bucket, key, &bytes).await?;
+        deployment.object_version = Some(version);
         self.step(&mut deployment, DeploymentStatus::Validating)
             .await?;
         let doc = match self.validate(kind, key, &bytes).await? {
@@ -177,6 +184,25 @@ impl Provisioner {
             );
         }
         Ok(errors.into_result(doc))
+    }
+
+    async fn already_ran(
+        &self,
+        kind: DeployKind,
+        key: &str,
+        version: &str,
+    ) -> anyhow::Result<bool> {
+        let Some(parts) = deploy::parse_key(kind, key) else {
+            return Ok(false);
+        };
+        let newest = self
+            .deployments
+            .list_deployments(Some(&parts.event_type))
+            .await?
+            .into_iter()
+            .find(|d| d.key == key && d.kind == kind);
+        Ok(newest
+            .is_some_and(|d| d.status.is_final() && d.object_version.as_deref() == Some(version)))
     }
 
     /// The portal records a PENDING deployment before it writes the document, and a stop may
