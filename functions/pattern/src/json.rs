@@ -576,7 +576,8 @@ impl<'a> Reader<'a> {
 /// Index of the first byte that ends the plain run of a string: a quote, a backslash
 /// or a control character (or the length). Event strings are mostly plain runs, so
 /// they are scanned eight bytes at a time with the classic "has zero byte" and "has
-/// byte less than" word tricks, which are exact about whether a word holds one.
+/// byte less than" word tricks. Those can flag a byte wrongly only above a byte that
+/// really matches (a borrow carries upwards), so the lowest flag is always exact.
 fn string_stop(bytes: &[u8]) -> usize {
     const ONES: u64 = 0x0101_0101_0101_0101;
     const HIGHS: u64 = 0x8080_8080_8080_8080;
@@ -588,15 +589,17 @@ fn string_stop(bytes: &[u8]) -> usize {
         let w = u64::from_le_bytes(word);
         let quote = w ^ (ONES * u64::from(b'"'));
         let backslash = w ^ (ONES * u64::from(b'\\'));
-        let hits = (quote.wrapping_sub(ONES) & !quote)
+        let hits = ((quote.wrapping_sub(ONES) & !quote)
             | (backslash.wrapping_sub(ONES) & !backslash)
-            | (w.wrapping_sub(ONES * 0x20) & !w);
-        if hits & HIGHS != 0 {
-            break;
+            | (w.wrapping_sub(ONES * 0x20) & !w))
+            & HIGHS;
+        if hits != 0 {
+            return at + (hits.trailing_zeros() / 8) as usize;
         }
         at += 8;
     }
-    at + bytes[at..]
+    at + words
+        .remainder()
         .iter()
         .position(|&b| b == b'"' || b == b'\\' || b < 0x20)
         .unwrap_or(bytes.len() - at)
