@@ -26,6 +26,10 @@ use tokio::net::{TcpListener, TcpStream};
 
 type Sender = hyper::client::conn::http1::SendRequest<Full<Bytes>>;
 
+// The same allocator as the busway binary, so the figures are the binary's.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn arg(name: &str) -> Option<String> {
     let args: Vec<String> = std::env::args().collect();
     args.iter()

@@ -369,6 +369,9 @@ impl Router {
         self.spawn(async move { flusher.flush_loop().await });
         while let Some(events) = live.recv().await {
             let rules = self.rules.snapshot();
+            if rules.is_empty() {
+                continue;
+            }
             for event in events {
                 let matched = match rules.matching_text(&event.json) {
                     Ok(ids) => ids,
