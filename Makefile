@@ -1,7 +1,11 @@
 # The one place that lists busway's commands; README, CI and buildspecs call these targets.
-.PHONY: up test check lint unit bench fmt
+.PHONY: demo up test check lint unit bench fmt
 
 CARGO ?= cargo
+
+## demo: the seed's full demo against a temporary broker
+demo:
+	$(CARGO) run --release -- demo
 
 ## up: run the broker on this machine (portal :4000, broker :4001, state in ./.busway)
 up:
@@ -26,7 +30,9 @@ unit:
 ## bench: the benchmarks whose figures are in docs/benchmarks.md
 bench:
 	$(CARGO) bench -p busway-core --bench validation
-	$(CARGO) bench -p busway-local --bench ingest
+	$(CARGO) bench -p busway-local --bench ingest -- --mode bare --seconds 5
+	$(CARGO) bench -p busway-local --bench ingest -- --mode ingest --seconds 5
+	for n in 1 100 1000; do $(CARGO) bench -p busway-local --bench ingest -- --mode e2e --subscriptions $$n --seconds 8; done
 	$(CARGO) bench -p busway-pattern
 
 fmt:
