@@ -147,6 +147,15 @@ pub fn new_id() -> String {
     uuid::Uuid::new_v4().to_string()
 }
 
+/// The version of a configuration object: the SHA-256 of its content, in hex.
+pub fn object_version(content: &[u8]) -> String {
+    use sha2::Digest;
+    sha2::Sha256::digest(content)
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::DeploymentStatus::*;
@@ -174,13 +183,4 @@ mod tests {
         let statuses: Vec<_> = d.history.iter().map(|h| h.status).collect();
         assert_eq!(statuses, [Pending, Validating, Building, Failed]);
     }
-}
-
-/// The version of a configuration object: the SHA-256 of its content, in hex.
-pub fn object_version(content: &[u8]) -> String {
-    use sha2::Digest;
-    sha2::Sha256::digest(content)
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect()
 }
