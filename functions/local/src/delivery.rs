@@ -36,6 +36,8 @@ const CATCH_UP_PAGE: usize = 512;
 pub struct DeliveryConfig {
     /// Lambda Invoke API endpoint (`cargo lambda watch`); LAMBDA subscriptions need it.
     pub lambda_endpoint: Option<String>,
+    /// An SQS-API server (moto, ElasticMQ, ...) for SQS subscriptions; embedded queues without it.
+    pub sqs_endpoint: Option<String>,
     /// First retry delay; each retry doubles it up to `retry_cap`, with full jitter.
     pub retry_base: Duration,
     pub retry_cap: Duration,
@@ -49,6 +51,7 @@ impl Default for DeliveryConfig {
     fn default() -> Self {
         Self {
             lambda_endpoint: None,
+            sqs_endpoint: None,
             retry_base: Duration::from_millis(200),
             retry_cap: Duration::from_secs(60),
             timeout: Duration::from_secs(5),
@@ -63,6 +66,140 @@ enum Target {
     Http { url: reqwest::Url },
     Lambda { invoke_url: reqwest::Url },
     Queue { name: String },
+    Sqs(SqsQueue),
+}
+
+/// A queue on an SQS-API server, addressed by its ARN; its URL is looked up once.
+#[derive(Debug, Clone)]
+struct SqsQueue {
+    client: aws_sdk_sqs::Client,
+    name: String,
+    account: String,
+    url: Arc<tokio::sync::OnceCell<String>>,
+}
+
+impl SqsQueue {
+    fn new(endpoint: &str, arn: &str) -> anyhow::Result<Self> {
+        // arn:aws:sqs:{region}:{account}:{name}
+        let parts: Vec<&str> = arn.splitn(6, ':').collect();
+        let [_, _, _, region, account, name] = parts[..] else {
+            bail!("not an SQS queue ARN: {arn}");
+        };
+        let key = std::env::var("AWS_ACCESS_KEY_ID").unwrap_or_else(|_| "test".into());
+        let secret = std::env::var("AWS_SECRET_ACCESS_KEY").unwrap_or_else(|_| "test".into());
+        let config = aws_sdk_sqs::Config::builder()
+            .behavior_version(aws_sdk_sqs::config::BehaviorVersion::latest())
+            .region(aws_sdk_sqs::config::Region::new(region.to_string()))
+            .endpoint_url(endpoint)
+            .credentials_provider(aws_sdk_sqs::config::Credentials::new(
+                key, secret, None, None, "busway",
+            ))
+            .build();
+        Ok(Self {
+            client: aws_sdk_sqs::Client::from_conf(config),
+            name: name.to_string(),
+            account: account.to_string(),
+            url: Arc::new(tokio::sync::OnceCell::new()),
+        })
+    }
+
+    /// SendMessageBatch in tens; a failed entry is retried, the others are not sent again.
+    async fn send(&self, events: &[Logged]) -> Vec<Result<(), AttemptError>> {
+        let url = match self
+            .url
+            .get_or_try_init(|| async {
+                let found = self
+                    .client
+                    .get_queue_url()
+                    .queue_name(&self.name)
+                    .queue_owner_aws_account_id(&self.account)
+                    .send()
+                    .await;
+                found
+                    .map_err(|e| {
+                        format!(
+                            "queue {} not found: {}",
+                            self.name,
+                            aws_sdk_sqs::error::DisplayErrorContext(e)
+                        )
+                    })?
+                    .queue_url
+                    .ok_or_else(|| format!("queue {} has no URL", self.name))
+            })
+            .await
+        {
+            Ok(url) => url.clone(),
+            Err(e) => {
+                return events
+                    .iter()
+                    .map(|_| Err(AttemptError::retryable(e.clone())))
+                    .collect();
+            }
+        };
+        let mut results = Vec::with_capacity(events.len());
+        for chunk in events.chunks(10) {
+            let entries: Result<Vec<_>, _> = chunk
+                .iter()
+                .enumerate()
+                .map(|(i, e)| {
+                    aws_sdk_sqs::types::SendMessageBatchRequestEntry::builder()
+                        .id(i.to_string())
+                        .message_body(e.json.as_ref())
+                        .build()
+                })
+                .collect();
+            let sent = match entries {
+                Ok(entries) => {
+                    self.client
+                        .send_message_batch()
+                        .queue_url(&url)
+                        .set_entries(Some(entries))
+                        .send()
+                        .await
+                }
+                Err(e) => {
+                    results.extend(
+                        chunk
+                            .iter()
+                            .map(|_| Err(AttemptError::fatal(e.to_string()))),
+                    );
+                    continue;
+                }
+            };
+            match sent {
+                Ok(out) => {
+                    let failed: HashMap<String, String> = out
+                        .failed()
+                        .iter()
+                        .map(|f| {
+                            (
+                                f.id().to_string(),
+                                format!("{}: {}", f.code(), f.message().unwrap_or_default()),
+                            )
+                        })
+                        .collect();
+                    results.extend((0..chunk.len()).map(|i| match failed.get(&i.to_string()) {
+                        Some(error) => Err(AttemptError::retryable(format!(
+                            "SendMessageBatch entry failed: {error}"
+                        ))),
+                        None => Ok(()),
+                    }));
+                }
+                Err(e) => {
+                    let message = format!(
+                        "SendMessageBatch failed: {}",
+                        aws_sdk_sqs::error::DisplayErrorContext(e)
+                    );
+                    results.extend(
+                        chunk
+                            .iter()
+                            .map(|_| Err(AttemptError::retryable(message.clone()))),
+                    );
+                }
+            }
+        }
+        results
+    }
 }
 
 impl Target {
@@ -97,15 +234,18 @@ impl Target {
                 }
                 Ok(Self::Lambda { invoke_url: url })
             }
-            ConsumerConnection::Sqs => {
-                let name = doc
-                    .connection_string
-                    .rsplit(':')
-                    .next()
-                    .unwrap_or_default()
-                    .to_string();
-                Ok(Self::Queue { name })
-            }
+            ConsumerConnection::Sqs => match &config.sqs_endpoint {
+                Some(endpoint) => Ok(Self::Sqs(SqsQueue::new(endpoint, &doc.connection_string)?)),
+                None => {
+                    let name = doc
+                        .connection_string
+                        .rsplit(':')
+                        .next()
+                        .unwrap_or_default()
+                        .to_string();
+                    Ok(Self::Queue { name })
+                }
+            },
         }
     }
 }
@@ -238,6 +378,7 @@ impl Shared {
                         .collect(),
                 }
             }
+            Target::Sqs(queue) => queue.send(events).await,
             _ => futures_util::future::join_all(events.iter().map(|e| self.post(target, e))).await,
         }
     }
@@ -249,7 +390,9 @@ impl Shared {
                 (url, false)
             }
             Target::Lambda { invoke_url } => (invoke_url, true),
-            Target::Queue { .. } => return Err(AttemptError::fatal("queues are not posted to")),
+            Target::Queue { .. } | Target::Sqs(_) => {
+                return Err(AttemptError::fatal("queues are not posted to"));
+            }
         };
         let response = self
             .http

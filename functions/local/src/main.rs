@@ -40,6 +40,11 @@ enum Command {
         /// subscriptions fail to deploy.
         #[arg(long)]
         lambda_endpoint: Option<String>,
+        /// An SQS-API server (e.g. moto server) that SQS subscriptions send to with the AWS SDK
+        /// (credentials from AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY, else test/test). Without
+        /// it, SQS subscriptions deliver to embedded queues.
+        #[arg(long)]
+        sqs_endpoint: Option<String>,
     },
     /// Read the embedded queues that SQS subscriptions deliver to.
     #[command(subcommand)]
@@ -99,10 +104,12 @@ fn main() -> ExitCode {
             portal_addr,
             broker_addr,
             lambda_endpoint,
+            sqs_endpoint,
         } => {
             init_logging();
             let mut config = Config::new(data_dir, portal_addr, broker_addr);
             config.delivery.lambda_endpoint = lambda_endpoint;
+            config.delivery.sqs_endpoint = sqs_endpoint;
             report(runtime().and_then(|rt| rt.block_on(up(config))))
         }
         Command::Queue(QueueCommand::Receive { name, portal, max }) => {
