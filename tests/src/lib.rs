@@ -8,6 +8,8 @@ use busway_local::{Config, Running};
 use serde_json::{Value, json};
 use tempfile::TempDir;
 
+pub mod consumer;
+
 /// How long a deployment may take before a test gives up. Local deployments finish in
 /// milliseconds; the margin is for a loaded 2-core CI machine.
 const DEPLOYMENT_TIMEOUT: Duration = Duration::from_secs(15);
@@ -201,17 +203,27 @@ pub struct Broker {
 
 impl Broker {
     pub async fn start() -> Broker {
+        Self::start_with(|_| {}).await
+    }
+
+    /// Starts busway with the harness's configuration as changed by `configure`.
+    pub async fn start_with(configure: impl FnOnce(&mut Config)) -> Broker {
         let dir = tempfile::tempdir().expect("a temp data dir");
-        Self::start_in(dir).await
+        Self::start_in_with(dir, configure).await
     }
 
     async fn start_in(dir: TempDir) -> Broker {
+        Self::start_in_with(dir, |_| {}).await
+    }
+
+    async fn start_in_with(dir: TempDir, configure: impl FnOnce(&mut Config)) -> Broker {
         let any_port = "127.0.0.1:0".parse().expect("a socket address");
         let mut config = Config::new(dir.path().to_path_buf(), any_port, any_port);
         config.scan_interval = SCAN_INTERVAL;
         // The seed's subscriptions are LAMBDA ones, which need an Invoke endpoint to deploy;
         // nothing listens here, so tests that deliver to Lambda start their own.
         config.delivery.lambda_endpoint = Some("http://127.0.0.1:9".into());
+        configure(&mut config);
         let running = Running::start(config)
             .await
             .expect("busway starts on port 0");
