@@ -1,0 +1,401 @@
+//! Delivery guarantees: retries with backoff on 429, 5xx, timeouts and connection errors, the
+//! retry budget, the dead-letter store and its redrive.
+
+use std::time::{Duration, Instant};
+
+use busway_tests::consumer::{Consumer, Failure, event_id, http_subscription};
+use busway_tests::{Broker, seed_event, v1_envelope};
+use serde_json::{Value, json};
+
+const DELIVERY_TIMEOUT: Duration = Duration::from_secs(10);
+const QUIET: Duration = Duration::from_millis(300);
+
+/// Retries a few milliseconds apart, so a budget of several attempts is spent in well under a
+/// second.
+async fn fast_broker() -> Broker {
+    let busway = Broker::start_with(|config| {
+        config.delivery.retry_base = Duration::from_millis(5);
+        config.delivery.retry_cap = Duration::from_millis(40);
+        config.delivery.timeout = Duration::from_millis(300);
+    })
+    .await;
+    busway.create_deployed_event(&seed_event()).await;
+    busway
+}
+
+async fn subscribe(busway: &Broker, url: &str, retries: Option<u32>) -> String {
+    let mut body = http_subscription(1, "u2", url);
+    if let Some(attempts) = retries {
+        body["retry_policy"] =
+            json!({"maximum_retry_attempts": attempts, "maximum_event_age_seconds": 3600});
+    }
+    busway.subscribe_deployed(&body).await["id"]
+        .as_str()
+        .expect("a subscription id")
+        .to_string()
+}
+
+async fn publish(busway: &Broker) -> String {
+    busway
+        .publish("scanned_parcel", "1", &v1_envelope("u2"))
+        .await
+        .expect(200)["event_id"]
+        .as_str()
+        .expect("an event_id")
+        .to_string()
+}
+
+async fn delivery(busway: &Broker, id: &str) -> Value {
+    busway
+        .get(&format!("/subscriptions/{id}"))
+        .await
+        .expect(200)["delivery"]
+        .clone()
+}
+
+async fn dead_letters(busway: &Broker, id: &str) -> Vec<Value> {
+    busway
+        .get(&format!("/subscriptions/{id}/dead-letters"))
+        .await
+        .expect(200)["dead_letters"]
+        .as_array()
+        .expect("dead_letters is an array")
+        .clone()
+}
+
+/// Polls the dead-letter store until it holds `n` letters.
+async fn wait_for_dead_letters(busway: &Broker, id: &str, n: usize) -> Vec<Value> {
+    let started = Instant::now();
+    loop {
+        let letters = dead_letters(busway, id).await;
+        if letters.len() >= n {
+            return letters;
+        }
+        assert!(
+            started.elapsed() < DELIVERY_TIMEOUT,
+            "{n} dead letters expected within {DELIVERY_TIMEOUT:?}, found {}: {letters:?}; delivery: {}",
+            letters.len(),
+            delivery(busway, id).await
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// Polls `GET /subscriptions/{id}` until its delivery counts satisfy `done`: a worker counts a
+/// batch once all of it is settled, a moment after the target answered.
+async fn wait_for_delivery(busway: &Broker, id: &str, done: impl Fn(&Value) -> bool) -> Value {
+    let started = Instant::now();
+    loop {
+        let stats = delivery(busway, id).await;
+        if done(&stats) {
+            return stats;
+        }
+        assert!(
+            started.elapsed() < DELIVERY_TIMEOUT,
+            "delivery counts not reached within {DELIVERY_TIMEOUT:?}: {stats}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+fn sorted(mut ids: Vec<String>) -> Vec<String> {
+    ids.sort();
+    ids
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_consumer_answering_500_for_a_while_gets_every_event_after_it_recovers() {
+    let busway = fast_broker().await;
+    let consumer = Consumer::start().await;
+    consumer.fail(Failure::Status(500), 8);
+    let id = subscribe(&busway, &consumer.url("/hook"), None).await;
+
+    let mut published = Vec::new();
+    for _ in 0..5 {
+        published.push(publish(&busway).await);
+    }
+    consumer.wait_for_deliveries(5, DELIVERY_TIMEOUT).await;
+    let failed = consumer
+        .requests()
+        .iter()
+        .filter(|r| r.answered == Some(500))
+        .count();
+    assert_eq!(failed, 8, "the consumer failed exactly as scripted");
+    assert_eq!(
+        sorted(consumer.delivered_ids()),
+        sorted(published.clone()),
+        "every event is delivered once it recovers"
+    );
+
+    let stats = wait_for_delivery(&busway, &id, |s| s["delivered"] == 5).await;
+    assert_eq!(stats["dead_lettered"], 0, "{stats}");
+    assert!(
+        stats["retries"].as_u64() >= Some(8),
+        "each failure is retried: {stats}"
+    );
+    let last_error = stats["last_error"]
+        .as_str()
+        .expect("the last error is kept");
+    assert!(last_error.contains("500"), "{last_error}");
+    assert!(stats["last_error_at"].is_string(), "{stats}");
+    assert!(dead_letters(&busway, &id).await.is_empty());
+    busway.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn throttling_and_timeouts_are_retried_like_server_errors() {
+    let busway = fast_broker().await;
+    let throttled = Consumer::start().await;
+    throttled.fail(Failure::Status(429), 3);
+    let slow = Consumer::start().await;
+    slow.fail(Failure::Hang, 2);
+    let throttled_id = subscribe(&busway, &throttled.url("/throttled"), Some(5)).await;
+    let slow_id = subscribe(&busway, &slow.url("/slow"), Some(5)).await;
+
+    let event = publish(&busway).await;
+    throttled.wait_for_deliveries(1, DELIVERY_TIMEOUT).await;
+    slow.wait_for_deliveries(1, DELIVERY_TIMEOUT).await;
+    assert_eq!(throttled.delivered_ids(), std::slice::from_ref(&event));
+    assert_eq!(slow.delivered_ids(), [event]);
+    assert_eq!(
+        throttled.requests().len(),
+        4,
+        "3 throttled attempts, then one delivery"
+    );
+    assert_eq!(
+        slow.requests().len(),
+        3,
+        "2 timed-out attempts, then one delivery"
+    );
+
+    let stats = wait_for_delivery(&busway, &throttled_id, |s| s["delivered"] == 1).await;
+    assert_eq!(stats["retries"], 3, "{stats}");
+    assert!(
+        stats["last_error"]
+            .as_str()
+            .is_some_and(|e| e.contains("429")),
+        "{stats}"
+    );
+    let stats = wait_for_delivery(&busway, &slow_id, |s| s["delivered"] == 1).await;
+    assert_eq!(stats["retries"], 2, "{stats}");
+    assert!(
+        stats["last_error"]
+            .as_str()
+            .is_some_and(|e| e.contains("timed out")),
+        "{stats}"
+    );
+    busway.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unreachable_target_is_retried_up_to_its_budget_then_dead_lettered() {
+    let busway = fast_broker().await;
+    let closed = std::net::TcpListener::bind("127.0.0.1:0").expect("a free port");
+    let url = format!("http://{}/hook", closed.local_addr().expect("an address"));
+    drop(closed);
+    let id = subscribe(&busway, &url, Some(2)).await;
+
+    let event = publish(&busway).await;
+    let letters = wait_for_dead_letters(&busway, &id, 1).await;
+    assert_eq!(letters.len(), 1, "{letters:?}");
+    let letter = &letters[0];
+    assert_eq!(event_id(&letter["event"]), event);
+    assert_eq!(letter["attempts"], 3, "one attempt and 2 retries: {letter}");
+    assert!(
+        letter["error"]
+            .as_str()
+            .is_some_and(|e| e.contains("connection failed")),
+        "{letter}"
+    );
+    let stats = wait_for_delivery(&busway, &id, |s| s["dead_lettered"] == 1).await;
+    assert_eq!(stats["retries"], 2, "{stats}");
+    assert_eq!(stats["delivered"], 0, "{stats}");
+    busway.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_error_is_dead_lettered_at_once_without_retries() {
+    let busway = fast_broker().await;
+    let consumer = Consumer::start().await;
+    consumer.fail_forever(Failure::Status(400));
+    let id = subscribe(&busway, &consumer.url("/hook"), None).await;
+
+    let event = publish(&busway).await;
+    let letters = wait_for_dead_letters(&busway, &id, 1).await;
+    assert_eq!(event_id(&letters[0]["event"]), event);
+    assert_eq!(letters[0]["attempts"], 1, "{letters:?}");
+    assert!(
+        letters[0]["error"]
+            .as_str()
+            .is_some_and(|e| e.contains("400")),
+        "{letters:?}"
+    );
+    consumer.assert_no_more_than(1, QUIET).await;
+    let stats = wait_for_delivery(&busway, &id, |s| s["dead_lettered"] == 1).await;
+    assert_eq!(stats["retries"], 0, "{stats}");
+    busway.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_consumer_that_never_recovers_fills_the_dead_letter_store_and_a_redrive_delivers() {
+    let busway = fast_broker().await;
+    let consumer = Consumer::start().await;
+    consumer.fail_forever(Failure::Status(503));
+    let id = subscribe(&busway, &consumer.url("/hook"), Some(2)).await;
+
+    let mut published = Vec::new();
+    for _ in 0..3 {
+        published.push(publish(&busway).await);
+    }
+    let letters = wait_for_dead_letters(&busway, &id, 3).await;
+    assert_eq!(letters.len(), 3, "{letters:?}");
+    for letter in &letters {
+        assert_eq!(letter["attempts"], 3, "{letter}");
+        assert!(
+            letter["error"].as_str().is_some_and(|e| e.contains("503")),
+            "{letter}"
+        );
+        assert!(letter["failed_at"].is_string(), "{letter}");
+        assert_eq!(letter["event"]["detail-type"], "scanned_parcel.1");
+        assert_eq!(letter["event"]["account"], "000000000000");
+    }
+    let dead: Vec<String> = letters.iter().map(|l| event_id(&l["event"])).collect();
+    assert_eq!(sorted(dead), sorted(published.clone()));
+    assert_eq!(consumer.requests().len(), 9, "3 events, 3 attempts each");
+    let stats = wait_for_delivery(&busway, &id, |s| s["dead_lettered"] == 3).await;
+    assert_eq!(stats["delivered"], 0, "{stats}");
+    assert!(
+        stats["last_error"]
+            .as_str()
+            .is_some_and(|e| e.contains("503")),
+        "{stats}"
+    );
+
+    consumer.recover();
+    let redrive = busway
+        .post(
+            &format!("/subscriptions/{id}/dead-letters/redrive"),
+            &json!({}),
+        )
+        .await;
+    assert_eq!(redrive.expect(202)["redriving"], 3);
+    consumer.wait_for_deliveries(3, DELIVERY_TIMEOUT).await;
+    assert_eq!(sorted(consumer.delivered_ids()), sorted(published));
+    for request in consumer.delivered() {
+        assert_eq!(request.json(), letters_event(&letters, &request.event_id()));
+    }
+
+    let started = Instant::now();
+    while !dead_letters(&busway, &id).await.is_empty() {
+        assert!(
+            started.elapsed() < DELIVERY_TIMEOUT,
+            "redriven letters stay in the store: {:?}",
+            dead_letters(&busway, &id).await
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    busway.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "bug: functions/local/src/delivery.rs: Router::redrive deletes a redriven letter on success but never adds it to the subscription's `delivered` count nor sets `last_delivered_at`, so GET /subscriptions/{id} keeps showing delivered 0 after a redrive delivered everything; a redriven delivery should be counted like any other"]
+async fn a_redriven_delivery_is_counted_in_the_subscription_delivery() {
+    let busway = fast_broker().await;
+    let consumer = Consumer::start().await;
+    consumer.fail_forever(Failure::Status(500));
+    let id = subscribe(&busway, &consumer.url("/hook"), Some(0)).await;
+    publish(&busway).await;
+    wait_for_dead_letters(&busway, &id, 1).await;
+    assert_eq!(
+        delivery(&busway, &id).await["last_delivered_at"],
+        Value::Null
+    );
+
+    consumer.recover();
+    busway
+        .post(
+            &format!("/subscriptions/{id}/dead-letters/redrive"),
+            &json!({}),
+        )
+        .await
+        .expect(202);
+    consumer.wait_for_deliveries(1, DELIVERY_TIMEOUT).await;
+    wait_for_delivery(&busway, &id, |s| {
+        s["delivered"] == 1 && s["last_delivered_at"].is_string()
+    })
+    .await;
+    busway.stop().await;
+}
+
+fn letters_event(letters: &[Value], id: &str) -> Value {
+    letters
+        .iter()
+        .find(|l| event_id(&l["event"]) == id)
+        .map(|l| l["event"].clone())
+        .unwrap_or_else(|| panic!("no dead letter for {id}"))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_redrive_while_the_consumer_still_fails_keeps_the_letter_with_its_new_attempts() {
+    let busway = fast_broker().await;
+    let consumer = Consumer::start().await;
+    consumer.fail_forever(Failure::Status(500));
+    let id = subscribe(&busway, &consumer.url("/hook"), Some(1)).await;
+    let event = publish(&busway).await;
+    wait_for_dead_letters(&busway, &id, 1).await;
+
+    let redrive = busway
+        .post(
+            &format!("/subscriptions/{id}/dead-letters/redrive"),
+            &json!({}),
+        )
+        .await;
+    assert_eq!(redrive.expect(202)["redriving"], 1);
+    consumer
+        .wait_until("a redrive's 2 attempts", DELIVERY_TIMEOUT, |r| r.len() >= 4)
+        .await;
+    let started = Instant::now();
+    loop {
+        let letters = dead_letters(&busway, &id).await;
+        assert_eq!(letters.len(), 1, "{letters:?}");
+        assert_eq!(event_id(&letters[0]["event"]), event);
+        if letters[0]["attempts"] == 4 {
+            break;
+        }
+        assert!(
+            started.elapsed() < DELIVERY_TIMEOUT,
+            "the letter's attempts stay {}",
+            letters[0]["attempts"]
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    consumer.assert_no_more_than(4, QUIET).await;
+    busway.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "bug: functions/local/src/delivery.rs: redrive re-serializes the stored serde_json::Value (Router::redrive, `letter.event.to_string()`), so the target gets keys sorted alphabetically (account, detail, detail-type, id, ...) instead of the bytes first sent in AWS order (version, id, detail-type, ...); it should resend the stored text"]
+async fn a_redriven_event_reaches_the_consumer_byte_for_byte_as_first_sent() {
+    let busway = fast_broker().await;
+    let consumer = Consumer::start().await;
+    consumer.fail_forever(Failure::Status(500));
+    let id = subscribe(&busway, &consumer.url("/hook"), Some(0)).await;
+    publish(&busway).await;
+    wait_for_dead_letters(&busway, &id, 1).await;
+    let first = consumer.requests()[0].body.clone();
+
+    consumer.recover();
+    busway
+        .post(
+            &format!("/subscriptions/{id}/dead-letters/redrive"),
+            &json!({}),
+        )
+        .await
+        .expect(202);
+    let delivered = consumer.wait_for_deliveries(1, DELIVERY_TIMEOUT).await;
+    assert_eq!(
+        String::from_utf8_lossy(&delivered[0].body),
+        String::from_utf8_lossy(&first)
+    );
+    busway.stop().await;
+}
