@@ -1,0 +1,341 @@
+//! Target kinds: a Lambda Invoke API endpoint, embedded queues for SQS, and the SSRF guard of
+//! HTTPS targets.
+
+use std::time::{Duration, Instant};
+
+use busway_tests::consumer::{Consumer, Failure, event_id, http_subscription};
+use busway_tests::{Broker, seed_event, v1_envelope};
+use serde_json::{Value, json};
+
+const DELIVERY_TIMEOUT: Duration = Duration::from_secs(10);
+const QUIET: Duration = Duration::from_millis(300);
+
+fn subscription(target_unit: &str, connection_type: &str, connection_string: &str) -> Value {
+    json!({
+        "event_type": "scanned_parcel",
+        "version": "1",
+        "target_unit": target_unit,
+        "connection_type": connection_type,
+        "connection_string": connection_string
+    })
+}
+
+async fn publish(busway: &Broker, target: &str) -> String {
+    busway
+        .publish("scanned_parcel", "1", &v1_envelope(target))
+        .await
+        .expect(200)["event_id"]
+        .as_str()
+        .expect("an event_id")
+        .to_string()
+}
+
+async fn lambda_broker(lambda: &Consumer) -> Broker {
+    let endpoint = lambda.url("");
+    let busway = Broker::start_with(|config| {
+        config.delivery.lambda_endpoint = Some(endpoint);
+        config.delivery.retry_base = Duration::from_millis(5);
+        config.delivery.retry_cap = Duration::from_millis(40);
+    })
+    .await;
+    busway.create_deployed_event(&seed_event()).await;
+    busway
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lambda_subscription_invokes_its_function_through_the_invoke_api_with_the_event() {
+    let lambda = Consumer::lambda().await;
+    let busway = lambda_broker(&lambda).await;
+    busway
+        .subscribe_deployed(&subscription(
+            "u2",
+            "LAMBDA",
+            "arn:aws:lambda:eu-west-1:123456789012:function:parcel-processor",
+        ))
+        .await;
+    busway
+        .subscribe_deployed(&subscription(
+            "u3",
+            "LAMBDA",
+            "arn:aws:lambda:eu-west-1:123456789012:function:parcel-archiver:live",
+        ))
+        .await;
+
+    let for_u2 = publish(&busway, "u2").await;
+    let for_u3 = publish(&busway, "u3").await;
+    let invoked = lambda.wait_for_deliveries(2, DELIVERY_TIMEOUT).await;
+    lambda.assert_no_more_than(2, QUIET).await;
+    let uri_of = |id: &str| {
+        invoked
+            .iter()
+            .find(|r| r.event_id() == id)
+            .map(|r| r.uri.clone())
+            .unwrap_or_else(|| panic!("{id} was not invoked: {invoked:?}"))
+    };
+    assert_eq!(
+        uri_of(&for_u2),
+        "/2015-03-31/functions/parcel-processor/invocations"
+    );
+    assert_eq!(
+        uri_of(&for_u3),
+        "/2015-03-31/functions/parcel-archiver/invocations?Qualifier=live"
+    );
+    for request in &invoked {
+        assert_eq!(request.method, "POST");
+        let text = String::from_utf8_lossy(&request.body);
+        assert!(
+            text.starts_with(r#"{"version":"0","id":""#),
+            "the payload is the EventBridge event: {text}"
+        );
+        let event = request.json();
+        assert_eq!(event["detail-type"], "scanned_parcel.1");
+        assert_eq!(event["source"], "busway.demo");
+    }
+    busway.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_function_error_is_retried_until_the_function_succeeds() {
+    let lambda = Consumer::lambda().await;
+    lambda.fail(Failure::FunctionError, 2);
+    let busway = lambda_broker(&lambda).await;
+    let id = busway
+        .subscribe_deployed(&subscription(
+            "u2",
+            "LAMBDA",
+            "arn:aws:lambda:eu-west-1:123456789012:function:parcel-processor",
+        ))
+        .await["id"]
+        .as_str()
+        .expect("a subscription id")
+        .to_string();
+
+    let event = publish(&busway, "u2").await;
+    let invoked = lambda.wait_for_deliveries(1, DELIVERY_TIMEOUT).await;
+    assert_eq!(invoked[0].event_id(), event);
+    assert_eq!(
+        lambda.requests().len(),
+        3,
+        "two function errors, then success"
+    );
+    let started = Instant::now();
+    loop {
+        let stats = busway
+            .get(&format!("/subscriptions/{id}"))
+            .await
+            .expect(200)["delivery"]
+            .clone();
+        if stats["delivered"] == 1 {
+            assert_eq!(stats["retries"], 2, "{stats}");
+            let error = stats["last_error"].as_str().expect("the last error");
+            assert!(
+                error.contains("function error Unhandled") && error.contains("stand-in failure"),
+                "{error}"
+            );
+            break;
+        }
+        assert!(started.elapsed() < DELIVERY_TIMEOUT, "not counted: {stats}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    busway.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lambda_subscription_without_an_invoke_endpoint_fails_to_deploy_saying_how_to_configure_one()
+ {
+    let busway = Broker::start_with(|config| config.delivery.lambda_endpoint = None).await;
+    busway.create_deployed_event(&seed_event()).await;
+    let created = busway
+        .post(
+            "/subscriptions",
+            &subscription(
+                "u2",
+                "LAMBDA",
+                "arn:aws:lambda:eu-west-1:123456789012:function:parcel-processor",
+            ),
+        )
+        .await
+        .expect(201)
+        .clone();
+    let deployment = busway
+        .wait_for_deployment(created["deployment_id"].as_str().expect("a deployment id"))
+        .await;
+    assert_eq!(deployment["status"], "FAILED", "{deployment}");
+    let error = deployment["error"].as_str().expect("the error");
+    assert!(
+        error.contains("busway up --lambda-endpoint"),
+        "the error says how to configure an endpoint: {error}"
+    );
+    busway.stop().await;
+}
+
+async fn receive(busway: &Broker, query: &str) -> Vec<Value> {
+    busway
+        .get(&format!("/queues/orders/messages{query}"))
+        .await
+        .expect(200)["messages"]
+        .as_array()
+        .expect("messages is an array")
+        .clone()
+}
+
+/// Receives from the embedded queue until `n` messages came, or panics after the timeout.
+async fn receive_n(busway: &Broker, query: &str, n: usize) -> Vec<Value> {
+    let started = Instant::now();
+    let mut messages = Vec::new();
+    while messages.len() < n {
+        messages.extend(receive(busway, query).await);
+        assert!(
+            started.elapsed() < DELIVERY_TIMEOUT,
+            "{n} queue messages expected, received {messages:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    messages
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_sqs_subscription_delivers_into_an_embedded_queue_read_and_deleted_over_the_portal() {
+    let busway = Broker::start().await;
+    busway.create_deployed_event(&seed_event()).await;
+    busway
+        .subscribe_deployed(&subscription(
+            "u2",
+            "SQS",
+            "arn:aws:sqs:eu-west-1:123456789012:orders",
+        ))
+        .await;
+    let first = publish(&busway, "u2").await;
+    let second = publish(&busway, "u2").await;
+    publish(&busway, "u3").await;
+
+    let messages = receive_n(&busway, "?max=10", 2).await;
+    assert_eq!(messages.len(), 2, "{messages:?}");
+    let ids: Vec<String> = messages.iter().map(|m| event_id(&m["body"])).collect();
+    assert_eq!(ids, [first, second], "oldest first");
+    let logged = busway.logged_events();
+    for message in &messages {
+        let body = &message["body"];
+        assert_eq!(body["version"], "0");
+        assert_eq!(body["detail-type"], "scanned_parcel.1");
+        assert_eq!(body["account"], "000000000000");
+        assert_eq!(body["region"], "local");
+        assert_eq!(body["resources"], json!([]));
+        assert!(
+            logged.iter().any(|e| e.detail == body["detail"]),
+            "the body's detail is a logged event's: {body}"
+        );
+        assert_eq!(message["receive_count"], 1);
+        assert_eq!(message["receipt_handle"], Value::Null, "{message}");
+    }
+    assert!(
+        receive(&busway, "?max=10").await.is_empty(),
+        "received messages are deleted"
+    );
+    busway.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_explicitly_acknowledged_queue_message_comes_back_until_deleted_by_its_receipt() {
+    let busway = Broker::start().await;
+    busway.create_deployed_event(&seed_event()).await;
+    busway
+        .subscribe_deployed(&subscription(
+            "u2",
+            "SQS",
+            "arn:aws:sqs:eu-west-1:123456789012:orders",
+        ))
+        .await;
+    let event = publish(&busway, "u2").await;
+
+    // A zero visibility timeout makes an unacknowledged message visible again at once.
+    let first = receive_n(&busway, "?ack=explicit&visibility_timeout=0", 1).await;
+    assert_eq!(event_id(&first[0]["body"]), event);
+    assert_eq!(first[0]["receive_count"], 1);
+    let again = receive(&busway, "?ack=explicit&visibility_timeout=60").await;
+    assert_eq!(
+        again.len(),
+        1,
+        "an unacknowledged message comes back: {again:?}"
+    );
+    assert_eq!(again[0]["message_id"], first[0]["message_id"]);
+    assert_eq!(again[0]["receive_count"], 2);
+    assert!(
+        receive(&busway, "?ack=explicit").await.is_empty(),
+        "a message is hidden during its visibility timeout"
+    );
+
+    let stale = first[0]["receipt_handle"].as_str().expect("a receipt");
+    let receipt = again[0]["receipt_handle"].as_str().expect("a receipt");
+    assert_ne!(stale, receipt);
+    busway
+        .delete(&format!("/queues/orders/messages/{stale}"))
+        .await
+        .expect_error(404, "not_found");
+    let deleted = busway
+        .http
+        .delete(busway.portal_url(&format!("/queues/orders/messages/{receipt}")))
+        .send()
+        .await
+        .expect("the portal answers");
+    assert_eq!(deleted.status().as_u16(), 204);
+    let gone = busway
+        .http
+        .delete(busway.portal_url(&format!("/queues/orders/messages/{receipt}")))
+        .send()
+        .await
+        .expect("the portal answers");
+    assert_eq!(gone.status().as_u16(), 404, "a receipt deletes once");
+    busway.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_https_target_at_a_private_address_is_dead_lettered_without_being_called() {
+    let busway = Broker::start().await;
+    busway.create_deployed_event(&seed_event()).await;
+    let consumer = Consumer::start().await;
+    let loopback_https = consumer.url("/hook").replacen("http://", "https://", 1);
+    let mut ids = Vec::new();
+    for (unit, url) in [
+        ("u2", loopback_https.as_str()),
+        ("u3", "https://169.254.169.254/latest/meta-data"),
+        ("u4", "https://10.0.0.1/hook"),
+    ] {
+        let created = busway
+            .subscribe_deployed(&http_subscription(1, unit, url))
+            .await;
+        ids.push((
+            url.to_string(),
+            created["id"].as_str().expect("an id").to_string(),
+        ));
+        publish(&busway, unit).await;
+    }
+
+    for (url, id) in &ids {
+        let started = Instant::now();
+        let letters = loop {
+            let letters = busway
+                .get(&format!("/subscriptions/{id}/dead-letters"))
+                .await
+                .expect(200)["dead_letters"]
+                .as_array()
+                .expect("an array")
+                .clone();
+            if !letters.is_empty() {
+                break letters;
+            }
+            assert!(
+                started.elapsed() < DELIVERY_TIMEOUT,
+                "{url}: no dead letter; delivery: {}",
+                busway.get(&format!("/subscriptions/{id}")).await.body["delivery"]
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        };
+        assert_eq!(letters.len(), 1, "{url}: {letters:?}");
+        assert_eq!(letters[0]["attempts"], 1, "{url}: not retried: {letters:?}");
+        let error = letters[0]["error"].as_str().expect("an error");
+        assert!(error.contains("not a public address"), "{url}: {error}");
+    }
+    consumer.assert_no_more_than(0, Duration::ZERO).await;
+    busway.stop().await;
+}
