@@ -4,8 +4,8 @@
 //! objects or writes `"state.status"` as one key) and records which element of each
 //! enclosing array it came from, so that a rule cannot combine fields taken from two
 //! different elements of one array (event-ruler's `rulesForJSONEvent` "array
-//! consistency"). Only paths that some pattern names are kept: the rest of the event is
-//! never walked.
+//! consistency"). Only paths that some pattern names are kept: the rest of a `Value`
+//! is never visited, and the rest of event text is only checked for syntax.
 
 use std::borrow::Cow;
 use std::collections::HashMap;

@@ -8,7 +8,7 @@
 //! - equals-ignore-case: a hash map of folded text;
 //! - wildcard: keyed by the literal text before the first `*` like a prefix, then
 //!   confirmed; wildcards that start with `*` are tested one by one;
-//! - numeric: a segment tree over the ranges' end points (stabbing query), built
+//! - numeric: a stabbing structure over the ranges' end points ([`RangeTree`]), built
 //!   lazily after the edge changes;
 //! - cidr: a hash map per (family, mask length) of masked networks;
 //! - anything-but: tested one by one. Every one that does not exclude the value
