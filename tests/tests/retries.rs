@@ -298,7 +298,6 @@ async fn a_consumer_that_never_recovers_fills_the_dead_letter_store_and_a_redriv
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "bug: functions/local/src/delivery.rs: Router::redrive deletes a redriven letter on success but never adds it to the subscription's `delivered` count nor sets `last_delivered_at`, so GET /subscriptions/{id} keeps showing delivered 0 after a redrive delivered everything; a redriven delivery should be counted like any other"]
 async fn a_redriven_delivery_is_counted_in_the_subscription_delivery() {
     let busway = fast_broker().await;
     let consumer = Consumer::start().await;
@@ -374,7 +373,6 @@ async fn a_redrive_while_the_consumer_still_fails_keeps_the_letter_with_its_new_
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "bug: functions/local/src/delivery.rs: redrive re-serializes the stored serde_json::Value (Router::redrive, `letter.event.to_string()`), so the target gets keys sorted alphabetically (account, detail, detail-type, id, ...) instead of the bytes first sent in AWS order (version, id, detail-type, ...); it should resend the stored text"]
 async fn a_redriven_event_reaches_the_consumer_byte_for_byte_as_first_sent() {
     let busway = fast_broker().await;
     let consumer = Consumer::start().await;

@@ -719,15 +719,19 @@ impl Deliveries for Router {
                 worker.progress.clone(),
             )
         };
-        let letters = self.shared.store.dead_letters(subscription_id).await?;
+        let letters = self
+            .shared
+            .store
+            .dead_letter_events(subscription_id)
+            .await?;
         let count = letters.len();
         let shared = self.shared.clone();
         self.spawn(async move {
-            for letter in letters {
+            for (letter, text, attempts_before) in letters {
                 let event = Logged {
                     seq: 0,
                     detail_type: doc.detail_type.clone(),
-                    json: letter.event.to_string().into(),
+                    json: text.into(),
                 };
                 let outcome = deliver(
                     &shared,
@@ -738,11 +742,20 @@ impl Deliveries for Router {
                 )
                 .await;
                 let result = match outcome.into_iter().next() {
-                    Some(Ok(())) => shared.store.delete_dead_letter(letter.id).await,
+                    Some(Ok(())) => {
+                        // A redriven delivery counts like any other.
+                        {
+                            let mut p = progress.lock().unwrap_or_else(|p| p.into_inner());
+                            p.stats.delivered += 1;
+                            p.stats.last_delivered_at = Some(now_text());
+                            p.dirty = true;
+                        }
+                        shared.store.delete_dead_letter(letter).await
+                    }
                     Some(Err((error, attempts))) => {
                         shared
                             .store
-                            .update_dead_letter(letter.id, &error, letter.attempts + attempts)
+                            .update_dead_letter(letter, &error, attempts_before + attempts)
                             .await
                     }
                     None => Ok(()),

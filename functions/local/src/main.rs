@@ -154,14 +154,23 @@ async fn receive(portal: &str, name: &str, max: u32) -> anyhow::Result<()> {
         .await
         .with_context(|| format!("reaching busway at {portal}"))?;
     let status = response.status();
-    let body: serde_json::Value = response.json().await.context("reading the answer")?;
-    anyhow::ensure!(
-        status.is_success(),
-        "{status}: {}",
-        body["error"]["message"]
-    );
-    for message in body["messages"].as_array().into_iter().flatten() {
-        println!("{}", message["body"]);
+    let text = response.text().await.context("reading the answer")?;
+    if !status.is_success() {
+        let error: serde_json::Value = serde_json::from_str(&text).unwrap_or_default();
+        anyhow::bail!("{status}: {}", error["error"]["message"]);
+    }
+    // Bodies stay raw text, so each event prints with EventBridge's field order.
+    #[derive(serde::Deserialize)]
+    struct Message {
+        body: Box<serde_json::value::RawValue>,
+    }
+    #[derive(serde::Deserialize)]
+    struct Messages {
+        messages: Vec<Message>,
+    }
+    let answer: Messages = serde_json::from_str(&text).context("reading the answer")?;
+    for message in answer.messages {
+        println!("{}", message.body.get());
     }
     Ok(())
 }

@@ -9,12 +9,16 @@ use axum::http::StatusCode;
 use axum::routing::{delete, get};
 use axum::{Json, Router};
 use busway_http::ApiError;
-use serde_json::{Value, json};
 
 use crate::store::SqliteStore;
 
 const MAX_MESSAGES: usize = 100;
 const DEFAULT_VISIBILITY: Duration = Duration::from_secs(30);
+
+#[derive(serde::Serialize)]
+struct Messages {
+    messages: Vec<crate::store::QueueMessage>,
+}
 
 pub fn router(store: SqliteStore) -> Router {
     Router::new()
@@ -36,7 +40,7 @@ async fn receive(
     State(store): State<SqliteStore>,
     Path(name): Path<String>,
     Query(params): Query<HashMap<String, String>>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<Messages>, ApiError> {
     for key in params.keys() {
         if !["max", "ack", "visibility_timeout"].contains(&key.as_str()) {
             return Err(bad(
@@ -71,7 +75,8 @@ async fn receive(
         .receive_messages(&name, max, delete, visibility)
         .await
         .map_err(ApiError::internal)?;
-    Ok(Json(json!({"messages": messages})))
+    // Serialized as a struct, not through a `Value`, so raw bodies keep their field order.
+    Ok(Json(Messages { messages }))
 }
 
 async fn acknowledge(

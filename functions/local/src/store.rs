@@ -258,12 +258,13 @@ impl SqliteStore {
 }
 
 /// A message received from an embedded queue.
-#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+#[derive(Debug, Clone, serde::Serialize)]
 pub struct QueueMessage {
     pub message_id: String,
     /// Present when the message stays in the queue until deleted with it.
     pub receipt_handle: Option<String>,
-    pub body: Value,
+    /// The text as delivered, so its field order is the one EventBridge writes.
+    pub body: Box<serde_json::value::RawValue>,
     pub receive_count: u32,
 }
 
@@ -363,6 +364,22 @@ impl SqliteStore {
         .await
     }
 
+    /// Dead letters as (id, the event text as first sent, attempts), for a redrive.
+    pub async fn dead_letter_events(
+        &self,
+        subscription_id: &str,
+    ) -> Result<Vec<(i64, String, u32)>, StoreError> {
+        let id = subscription_id.to_string();
+        self.run(move |conn| {
+            let mut stmt = conn
+                .prepare("SELECT id, event, attempts FROM dead_letters WHERE subscription_id = ?1 ORDER BY id")
+                .map_err(sql)?;
+            let rows = stmt.query_map(params![id], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?))).map_err(sql)?;
+            rows.collect::<Result<_, _>>().map_err(sql)
+        })
+        .await
+    }
+
     pub async fn delete_dead_letter(&self, id: i64) -> Result<(), StoreError> {
         self.run(move |conn| {
             conn.execute("DELETE FROM dead_letters WHERE id = ?1", params![id])
@@ -447,7 +464,8 @@ impl SqliteStore {
                 messages.push(QueueMessage {
                     message_id,
                     receipt_handle: receipt,
-                    body: from_json(&body).map_err(sql)?,
+                    body: serde_json::value::RawValue::from_string(body)
+                        .map_err(|e| StoreError::Unexpected(e.into()))?,
                     receive_count: count + 1,
                 });
             }
