@@ -12,7 +12,7 @@ up:
 	$(CARGO) run --release -- up
 
 ## test: everything CI runs: formatting, lints, every test suite
-test: check unit
+test: check unit test-infra
 
 check: fmt-check lint
 
@@ -37,3 +37,14 @@ bench:
 
 fmt:
 	$(CARGO) fmt --all
+
+# Provisioning as code (statemachines/, buildspecs/, cdk-app/, infra/).
+.PHONY: setup test-infra
+
+## setup: install the infrastructure checks' tools (scripts/setup.sh, idempotent)
+setup:
+	scripts/setup.sh
+
+## test-infra: offline checks of the state machine, the CDK generators and the platform
+test-infra: setup
+	cd infra && npx --no-install asl-validator --json-path ../statemachines/provisioning.asl.json

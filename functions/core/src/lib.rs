@@ -14,6 +14,7 @@ pub mod ports;
 pub mod provisioning;
 pub mod schema;
 pub mod subscription;
+pub mod tasks;
 
 pub use error::{FieldError, ValidationErrors};
 pub use names::{Application, EventTypeName, TargetUnit, Version};
