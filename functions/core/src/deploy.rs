@@ -80,13 +80,6 @@ pub enum DeployDoc {
 }
 
 impl DeployDoc {
-    pub fn deployment_id(&self) -> &str {
-        match self {
-            Self::Producer(p) => &p.deployment_id,
-            Self::Consumer(c) => &c.deployment_id,
-        }
-    }
-
     pub fn action(&self) -> DeployAction {
         match self {
             Self::Producer(p) => p.action,

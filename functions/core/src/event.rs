@@ -41,13 +41,6 @@ pub struct EventType {
     pub created_at: Timestamp,
 }
 
-impl EventType {
-    /// EventBridge `Source` of this type's events: set by the broker, never by the payload.
-    pub fn source(&self) -> String {
-        source_of(&self.application)
-    }
-}
-
 pub fn source_of(application: &Application) -> String {
     format!("busway.{application}")
 }
