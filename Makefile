@@ -48,3 +48,5 @@ setup:
 ## test-infra: offline checks of the state machine, the CDK generators and the platform
 test-infra: setup
 	cd infra && npx --no-install asl-validator --json-path ../statemachines/provisioning.asl.json
+	cd cdk-app && npx --no-install tsc -p . && TS_NODE_TRANSPILE_ONLY=1 node --require ts-node/register --test test/*.test.ts
+	scripts/lint-generated.sh

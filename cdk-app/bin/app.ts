@@ -1,0 +1,15 @@
+#!/usr/bin/env node
+// Generator entry point: `cdk synth|deploy|destroy -c deployJson=<file> [-c platformEnv=dev]`.
+// The stack it builds is named by the deploy.json (`stack_name`).
+import { App } from 'aws-cdk-lib';
+import { readDeployJson } from '../lib/deploy-config';
+import { generate } from '../lib/generate';
+
+const app = new App();
+const file = app.node.tryGetContext('deployJson');
+if (!file) throw new Error('context deployJson (the path of a deploy.json) is required: cdk synth -c deployJson=deploy.json');
+const platformEnv = app.node.tryGetContext('platformEnv') ?? 'dev';
+generate(app, readDeployJson(file), platformEnv, {
+  env: { account: process.env.CDK_DEFAULT_ACCOUNT, region: process.env.CDK_DEFAULT_REGION },
+});
+app.synth();

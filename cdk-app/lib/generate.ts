@@ -1,0 +1,15 @@
+import { Stack, StackProps, Validations } from 'aws-cdk-lib';
+import { AwsSolutionsChecks } from 'cdk-nag';
+import { Construct } from 'constructs';
+import { addConsumerStack } from './consumer-stack';
+import { DeployDoc } from './deploy-config';
+import { ENV_PATTERN } from './platform';
+import { addProducerStacks } from './producer-stack';
+
+/** The stacks a deploy.json asks for, checked by cdk-nag's AWS Solutions rules. */
+export function generate(scope: Construct, doc: DeployDoc, platformEnv: string, props: StackProps = {}): Stack[] {
+  if (!ENV_PATTERN.test(platformEnv)) throw new Error(`platform env ${platformEnv} must match ${ENV_PATTERN}`);
+  const stacks = doc.kind === 'producer' ? addProducerStacks(scope, doc, platformEnv, props) : [addConsumerStack(scope, doc, platformEnv, props)];
+  for (const s of stacks) Validations.of(s).addPlugins(new AwsSolutionsChecks(s, { verbose: true }));
+  return stacks;
+}

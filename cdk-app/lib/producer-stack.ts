@@ -1,0 +1,157 @@
+// Producer stacks: the broker API route of one event version (HTTPS) or the buffering queue of one
+// event version (SQS). An event type's own resource `/{event_type}` lives in a stack of its own, so
+// version 2 deploys beside version 1 and destroying one version never touches the other.
+import { CfnOutput, Duration, Stack, StackProps, Validations } from 'aws-cdk-lib';
+import * as apigw from 'aws-cdk-lib/aws-apigateway';
+import * as iam from 'aws-cdk-lib/aws-iam';
+import * as lambda from 'aws-cdk-lib/aws-lambda';
+import * as sqs from 'aws-cdk-lib/aws-sqs';
+import { Construct } from 'constructs';
+import { createHash } from 'crypto';
+import { ProducerDeploy } from './deploy-config';
+import { platformValue } from './platform';
+
+export interface ProducerProps extends StackProps {
+  doc: ProducerDeploy;
+  /** The platform environment whose SSM parameters name the broker API, the injector and the bus. */
+  platformEnv: string;
+}
+
+/** `busway-producer-{event-type}`: the API resource `/{event_type}`, shared by every version. */
+export function eventTypeStackName(eventType: string): string {
+  return `busway-producer-${eventType.replace(/_/g, '-')}`;
+}
+
+function pascal(name: string): string {
+  return name.split('_').map((w) => w.charAt(0).toUpperCase() + w.slice(1)).join('');
+}
+
+export class EventTypeResourceStack extends Stack {
+  readonly resourceId: string;
+
+  constructor(scope: Construct, id: string, props: StackProps & { eventType: string; platformEnv: string }) {
+    super(scope, id, props);
+    const resource = new apigw.CfnResource(this, 'EventTypeResource', {
+      restApiId: platformValue(this, props.platformEnv, 'brokerApiId'),
+      parentId: platformValue(this, props.platformEnv, 'brokerApiRootResourceId'),
+      pathPart: props.eventType,
+    });
+    this.resourceId = resource.ref;
+  }
+}
+
+export class HttpsProducerStack extends Stack {
+  constructor(scope: Construct, id: string, props: ProducerProps & { eventTypeResourceId: string }) {
+    super(scope, id, props);
+    const { doc, platformEnv } = props;
+    const restApiId = platformValue(this, platformEnv, 'brokerApiId');
+    const injectorArn = platformValue(this, platformEnv, 'injectorFunctionArn');
+    const stageName = platformValue(this, platformEnv, 'brokerApiStage');
+
+    const model = new apigw.CfnModel(this, 'EventModel', {
+      restApiId,
+      name: `${pascal(doc.event_type)}V${doc.version}`,
+      contentType: 'application/json',
+      description: `${doc.event_type} version ${doc.version}: the enveloped draft-04 schema`,
+      schema: doc.schema,
+    });
+    const validator = new apigw.CfnRequestValidator(this, 'BodyValidator', {
+      restApiId,
+      name: `${doc.event_type}-v${doc.version}-body`,
+      validateRequestBody: true,
+      validateRequestParameters: false,
+    });
+    const resource = new apigw.CfnResource(this, 'VersionResource', {
+      restApiId,
+      parentId: props.eventTypeResourceId,
+      pathPart: String(doc.version),
+    });
+    const method = new apigw.CfnMethod(this, 'PostEvent', {
+      restApiId,
+      resourceId: resource.ref,
+      httpMethod: 'POST',
+      // Producers sign their requests (SigV4); the seed's open route is one of its defects.
+      authorizationType: 'AWS_IAM',
+      requestValidatorId: validator.ref,
+      requestModels: { 'application/json': model.ref },
+      integration: {
+        type: 'AWS_PROXY',
+        integrationHttpMethod: 'POST',
+        uri: `arn:${this.partition}:apigateway:${this.region}:lambda:path/2015-03-31/functions/${injectorArn}/invocations`,
+      },
+    });
+    Validations.of(method).acknowledge({
+      id: 'AwsSolutions-COG4',
+      reason: 'Producers are services, not users: the route takes SigV4-signed requests (AWS_IAM), not Cognito tokens.',
+    });
+    new lambda.CfnPermission(this, 'InjectorInvoke', {
+      action: 'lambda:InvokeFunction',
+      functionName: injectorArn,
+      principal: 'apigateway.amazonaws.com',
+      sourceArn: `arn:${this.partition}:execute-api:${this.region}:${this.account}:${restApiId}/*/POST/${doc.event_type}/${doc.version}`,
+    });
+    // A new deployment of the stage makes the new route live; its logical id changes with the route's
+    // definition so that CloudFormation deploys the stage again whenever the route changes.
+    const fingerprint = createHash('sha256')
+      .update(JSON.stringify({ schema: doc.schema, version: doc.version, event_type: doc.event_type }))
+      .digest('hex')
+      .slice(0, 8);
+    const deployment = new apigw.CfnDeployment(this, `StageDeployment${fingerprint}`, {
+      restApiId,
+      stageName,
+      description: `${doc.event_type} v${doc.version} (${doc.deployment_id})`,
+    });
+    deployment.addResourceDependency(method);
+    new CfnOutput(this, 'Route', { value: `POST /${doc.event_type}/${doc.version}` });
+  }
+}
+
+export class SqsProducerStack extends Stack {
+  constructor(scope: Construct, id: string, props: ProducerProps) {
+    super(scope, id, props);
+    const { doc, platformEnv } = props;
+    const base = `busway-${doc.event_type.replace(/_/g, '-')}-v${doc.version}`;
+    const dlq = new sqs.Queue(this, 'DeadLetters', {
+      queueName: `${base}-dlq`,
+      encryption: sqs.QueueEncryption.SQS_MANAGED,
+      enforceSSL: true,
+      retentionPeriod: Duration.days(14),
+    });
+    Validations.of(dlq).acknowledge({ id: 'AwsSolutions-SQS3', reason: 'This queue is the dead-letter queue of the producer queue.' });
+    const queue = new sqs.Queue(this, 'Events', {
+      queueName: base,
+      encryption: sqs.QueueEncryption.SQS_MANAGED,
+      enforceSSL: true,
+      visibilityTimeout: Duration.seconds(180),
+      deadLetterQueue: { queue: dlq, maxReceiveCount: 5 },
+    });
+    new lambda.CfnEventSourceMapping(this, 'ToInjector', {
+      functionName: platformValue(this, platformEnv, 'injectorSqsFunctionArn'),
+      eventSourceArn: queue.queueArn,
+      batchSize: 10,
+      functionResponseTypes: ['ReportBatchItemFailures'],
+    });
+    // The injector's SQS role may read this queue and no other.
+    const role = iam.Role.fromRoleArn(this, 'InjectorSqsRole', platformValue(this, platformEnv, 'injectorSqsRoleArn'));
+    queue.grantConsumeMessages(role);
+    new CfnOutput(this, 'QueueUrl', { value: queue.queueUrl });
+  }
+}
+
+/** The stacks of one producer deploy.json: the event type's resource (HTTPS only) and the version. */
+export function addProducerStacks(scope: Construct, doc: ProducerDeploy, platformEnv: string, props: StackProps = {}): Stack[] {
+  if (doc.connection_type === 'SQS') {
+    return [new SqsProducerStack(scope, doc.stack_name, { ...props, stackName: doc.stack_name, doc, platformEnv })];
+  }
+  const typeName = eventTypeStackName(doc.event_type);
+  const existing = scope.node.tryFindChild(typeName) as EventTypeResourceStack | undefined;
+  const typeStack = existing ?? new EventTypeResourceStack(scope, typeName, { ...props, stackName: typeName, eventType: doc.event_type, platformEnv });
+  const version = new HttpsProducerStack(scope, doc.stack_name, {
+    ...props,
+    stackName: doc.stack_name,
+    doc,
+    platformEnv,
+    eventTypeResourceId: typeStack.resourceId,
+  });
+  return [typeStack, version];
+}

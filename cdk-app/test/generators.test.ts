@@ -1,0 +1,217 @@
+// The generators against fixture deploy.json files. Template.fromStack runs cdk-nag's AWS
+// Solutions checks (a validation plugin), so every template asserted here is also nag-clean:
+// an unacknowledged finding makes it throw (last test).
+import { test } from 'node:test';
+import * as assert from 'node:assert/strict';
+import * as fs from 'fs';
+import * as path from 'path';
+import { App, Stack } from 'aws-cdk-lib';
+import { Match, Template } from 'aws-cdk-lib/assertions';
+import * as sqs from 'aws-cdk-lib/aws-sqs';
+import { parseDeployJson, DeployDoc } from '../lib/deploy-config';
+import { generate } from '../lib/generate';
+
+const FIXTURES = path.join(__dirname, 'fixtures');
+const fixture = (name: string): DeployDoc => parseDeployJson(fs.readFileSync(path.join(FIXTURES, `${name}.json`), 'utf8'));
+const raw = (name: string): any => JSON.parse(fs.readFileSync(path.join(FIXTURES, `${name}.json`), 'utf8'));
+
+function newApp(): App {
+  return new App({ context: { '@aws-cdk/core:defaultCrossStackReferences': 'strong' } });
+}
+
+function synth(...names: string[]): { app: App; stacks: Stack[] } {
+  const app = newApp();
+  const stacks = names.flatMap((n) => generate(app, fixture(n), 'dev'));
+  return { app, stacks };
+}
+
+function byName(stacks: Stack[], stackName: string): Template {
+  const s = stacks.find((x) => x.stackName === stackName);
+  assert.ok(s, `no stack ${stackName} among ${stacks.map((x) => x.stackName).join(', ')}`);
+  return Template.fromStack(s);
+}
+
+/** Every IAM statement of a template: no wildcard action, no `*` resource. */
+function assertLeastPrivilege(t: Template): void {
+  const docs = [
+    ...Object.values(t.findResources('AWS::IAM::Policy')).map((r: any) => r.Properties.PolicyDocument),
+    ...Object.values(t.findResources('AWS::IAM::Role')).flatMap((r: any) => (r.Properties.Policies ?? []).map((p: any) => p.PolicyDocument)),
+  ];
+  for (const doc of docs) {
+    for (const st of doc.Statement) {
+      for (const a of [st.Action].flat()) assert.ok(!String(a).includes('*'), `wildcard action ${a}`);
+      for (const r of [st.Resource].flat()) assert.notEqual(r, '*', `statement on every resource: ${JSON.stringify(st)}`);
+    }
+  }
+}
+
+test('an HTTPS producer gets a model, a body validator, a signed POST route to the injector and a new stage deployment', () => {
+  const { stacks } = synth('producer-https-v1');
+  const t = byName(stacks, 'busway-producer-order-created-v1');
+  const doc = raw('producer-https-v1');
+  t.hasResourceProperties('AWS::ApiGateway::Model', { Name: 'OrderCreatedV1', ContentType: 'application/json', Schema: doc.schema });
+  t.hasResourceProperties('AWS::ApiGateway::RequestValidator', { ValidateRequestBody: true });
+  t.hasResourceProperties('AWS::ApiGateway::Resource', { PathPart: '1' });
+  t.hasResourceProperties('AWS::ApiGateway::Method', {
+    HttpMethod: 'POST',
+    AuthorizationType: 'AWS_IAM',
+    RequestValidatorId: { Ref: Match.stringLikeRegexp('BodyValidator') },
+    RequestModels: { 'application/json': { Ref: Match.stringLikeRegexp('EventModel') } },
+    Integration: Match.objectLike({ Type: 'AWS_PROXY', IntegrationHttpMethod: 'POST' }),
+  });
+  t.hasResourceProperties('AWS::Lambda::Permission', {
+    Principal: 'apigateway.amazonaws.com',
+    SourceArn: Match.objectLike({ 'Fn::Join': Match.arrayWith([Match.arrayWith(['/*/POST/order_created/1'])]) }),
+  });
+  t.resourceCountIs('AWS::ApiGateway::Deployment', 1);
+  const deployment = Object.values(t.findResources('AWS::ApiGateway::Deployment'))[0] as any;
+  assert.ok(deployment.DependsOn.some((d: string) => d.startsWith('PostEvent')), 'the stage is deployed after the route exists');
+  // The broker API is found through the platform's SSM parameters, never a hand-copied id.
+  const params = t.toJSON().Parameters ?? {};
+  const defaults = Object.values(params).map((p: any) => p.Default);
+  for (const name of ['/busway/dev/broker-api/id', '/busway/dev/injector/function-arn', '/busway/dev/broker-api/stage']) {
+    assert.ok(defaults.includes(name), `${name} is not read`);
+  }
+  const types = byName(stacks, 'busway-producer-order-created');
+  types.hasResourceProperties('AWS::ApiGateway::Resource', { PathPart: 'order_created' });
+});
+
+test('version 2 of an event type deploys beside version 1 under the same event type resource', () => {
+  const { stacks } = synth('producer-https-v1', 'producer-https-v2');
+  assert.deepEqual(stacks.map((s) => s.stackName).sort(), [
+    'busway-producer-order-created', 'busway-producer-order-created',
+    'busway-producer-order-created-v1', 'busway-producer-order-created-v2',
+  ]);
+  const types = byName(stacks, 'busway-producer-order-created');
+  types.resourceCountIs('AWS::ApiGateway::Resource', 1);
+  for (const v of [1, 2]) {
+    const t = byName(stacks, `busway-producer-order-created-v${v}`);
+    t.resourceCountIs('AWS::ApiGateway::Resource', 1);
+    t.hasResourceProperties('AWS::ApiGateway::Resource', {
+      PathPart: String(v),
+      ParentId: { 'Fn::ImportValue': Match.stringLikeRegexp('^busway-producer-order-created:') },
+    });
+    t.hasResourceProperties('AWS::ApiGateway::Model', { Name: `OrderCreatedV${v}` });
+  }
+});
+
+test('an SQS producer gets an encrypted queue with a DLQ and a partial-batch event source mapping to the injector', () => {
+  const { stacks } = synth('producer-sqs-v1');
+  const t = byName(stacks, 'busway-producer-order-created-v1');
+  t.hasResourceProperties('AWS::SQS::Queue', {
+    QueueName: 'busway-order-created-v1',
+    SqsManagedSseEnabled: true,
+    RedrivePolicy: { deadLetterTargetArn: { 'Fn::GetAtt': [Match.stringLikeRegexp('DeadLetters'), 'Arn'] }, maxReceiveCount: 5 },
+  });
+  t.hasResourceProperties('AWS::SQS::Queue', { QueueName: 'busway-order-created-v1-dlq' });
+  t.hasResourceProperties('AWS::Lambda::EventSourceMapping', {
+    FunctionResponseTypes: ['ReportBatchItemFailures'],
+    EventSourceArn: { 'Fn::GetAtt': [Match.stringLikeRegexp('^Events'), 'Arn'] },
+  });
+  t.hasResourceProperties('AWS::IAM::Policy', {
+    PolicyDocument: { Statement: [Match.objectLike({ Resource: { 'Fn::GetAtt': [Match.stringLikeRegexp('^Events'), 'Arn'] } })] },
+  });
+  t.resourceCountIs('AWS::ApiGateway::Method', 0);
+  assertLeastPrivilege(t);
+});
+
+function assertRule(t: Template, name: string): void {
+  const doc = raw(name);
+  t.hasResourceProperties('AWS::Events::Rule', {
+    Name: doc.rule_name,
+    EventBusName: { Ref: Match.stringLikeRegexp('SsmParameterValue') },
+    EventPattern: {
+      source: ['busway.shop'],
+      'detail-type': ['order_created.1'],
+      detail: { metadata: { event_attributes: { target: [doc.target_unit] } } },
+    },
+    Targets: [Match.objectLike({
+      RetryPolicy: { MaximumRetryAttempts: 7, MaximumEventAgeInSeconds: 3600 },
+      DeadLetterConfig: { Arn: { 'Fn::GetAtt': [Match.stringLikeRegexp('DeadLetters'), 'Arn'] } },
+    })],
+  });
+  t.hasResourceProperties('AWS::SQS::QueuePolicy', {
+    PolicyDocument: { Statement: Match.arrayWith([Match.objectLike({
+      Action: 'sqs:SendMessage', Principal: { Service: 'events.amazonaws.com' },
+      Condition: { ArnEquals: { 'aws:SourceArn': Match.anyValue() } },
+    })]) },
+  });
+  assertLeastPrivilege(t);
+}
+
+test('a Lambda consumer gets the rule, the target with retry policy and DLQ, and an invoke permission for that rule only', () => {
+  const { stacks } = synth('consumer-lambda');
+  const t = byName(stacks, raw('consumer-lambda').stack_name);
+  assertRule(t, 'consumer-lambda');
+  t.hasResourceProperties('AWS::Events::Rule', { Targets: [Match.objectLike({ Arn: raw('consumer-lambda').connection_string })] });
+  t.hasResourceProperties('AWS::Lambda::Permission', {
+    FunctionName: raw('consumer-lambda').connection_string,
+    Principal: 'events.amazonaws.com',
+    SourceArn: Match.objectLike({ 'Fn::Join': Match.anyValue() }),
+  });
+});
+
+test('an SQS consumer gets a queue policy letting only its rule send', () => {
+  const { stacks } = synth('consumer-sqs');
+  const doc = raw('consumer-sqs');
+  const t = byName(stacks, doc.stack_name);
+  assertRule(t, 'consumer-sqs');
+  t.hasResourceProperties('AWS::Events::Rule', { Targets: [Match.objectLike({ Arn: doc.connection_string })] });
+  t.hasResourceProperties('AWS::SQS::QueuePolicy', {
+    PolicyDocument: { Statement: Match.arrayWith([Match.objectLike({ Action: 'sqs:SendMessage', Resource: doc.connection_string })]) },
+  });
+});
+
+test('an HTTPS consumer gets a connection, an API destination and a role that may invoke only that destination', () => {
+  const { stacks } = synth('consumer-https');
+  const doc = raw('consumer-https');
+  const t = byName(stacks, doc.stack_name);
+  assertRule(t, 'consumer-https');
+  t.hasResourceProperties('AWS::Events::Connection', { AuthorizationType: 'API_KEY' });
+  t.hasResourceProperties('AWS::Events::ApiDestination', { InvocationEndpoint: doc.connection_string, HttpMethod: 'POST' });
+  t.hasResourceProperties('AWS::Events::Rule', {
+    Targets: [Match.objectLike({
+      Arn: { 'Fn::GetAtt': [Match.stringLikeRegexp('ApiDestination'), 'Arn'] },
+      RoleArn: { 'Fn::GetAtt': [Match.stringLikeRegexp('InvokeApiDestination'), 'Arn'] },
+    })],
+  });
+  t.hasResourceProperties('AWS::IAM::Policy', {
+    PolicyDocument: { Statement: [{ Action: 'events:InvokeApiDestination', Effect: 'Allow', Resource: { 'Fn::GetAtt': [Match.stringLikeRegexp('ApiDestination'), 'Arn'] } }] },
+  });
+});
+
+test('two target units of one event version get two stacks and two rules, neither replacing the other', () => {
+  const { stacks } = synth('consumer-lambda', 'consumer-sqs');
+  const names = stacks.map((s) => s.stackName);
+  assert.equal(new Set(names).size, 2);
+  const rules = stacks.map((s) => Object.values(Template.fromStack(s).findResources('AWS::Events::Rule'))[0] as any);
+  assert.notEqual(rules[0].Properties.Name, rules[1].Properties.Name);
+  assert.deepEqual(rules.map((r) => r.Properties.EventPattern.detail.metadata.event_attributes.target[0]), ['billing', 'shipping']);
+});
+
+test('a malformed deploy.json is refused before any stack exists', () => {
+  const good = raw('consumer-lambda');
+  const cases: [string, string][] = [
+    ['not json', 'not JSON'],
+    [JSON.stringify({ ...good, kind: 'other' }), 'kind'],
+    [JSON.stringify({ ...good, target_unit: 'Bad-Unit' }), '$.target_unit'],
+    [JSON.stringify({ ...good, rule_name: undefined }), '$.rule_name: is required'],
+    [JSON.stringify({ ...good, extra: 1 }), '$.extra: is not allowed'],
+    [JSON.stringify({ ...good, connection_type: 'SNS' }), '$.connection_type'],
+    [JSON.stringify({ ...good, stack_name: 'busway-consumer-other' }), '$.stack_name'],
+    [JSON.stringify({ ...good, event_pattern: { source: ['busway.shop'] } }), '$.event_pattern'],
+    [JSON.stringify({ ...raw('producer-https-v1'), version: 0 }), '$.version'],
+    [JSON.stringify({ ...raw('producer-https-v1'), source: 'busway.other' }), '$.source'],
+  ];
+  for (const [text, message] of cases) {
+    assert.throws(() => parseDeployJson(text), (e: Error) => e.message.includes(message), `accepted or wrong message for ${message}`);
+  }
+  assert.throws(() => generate(newApp(), fixture('consumer-lambda'), 'Prod!'), /platform env/);
+});
+
+test('an unacknowledged cdk-nag finding fails the synth', () => {
+  const app = newApp();
+  const [stack] = generate(app, fixture('consumer-lambda'), 'dev');
+  new sqs.Queue(stack, 'Unencrypted', { encryption: sqs.QueueEncryption.UNENCRYPTED });
+  assert.throws(() => Template.fromStack(stack), /Validation failed/);
+});
