@@ -39,7 +39,7 @@ fmt:
 	$(CARGO) fmt --all
 
 # Provisioning as code (statemachines/, buildspecs/, cdk-app/, infra/).
-.PHONY: setup test-infra
+.PHONY: setup test-infra setup-cdk-app provision-producer provision-consumer
 
 ## setup: install the infrastructure checks' tools (scripts/setup.sh, idempotent)
 setup:
@@ -50,3 +50,14 @@ test-infra: setup
 	cd infra && npx --no-install asl-validator --json-path ../statemachines/provisioning.asl.json
 	cd cdk-app && npx --no-install tsc -p . && TS_NODE_TRANSPILE_ONLY=1 node --require ts-node/register --test test/*.test.ts
 	scripts/lint-generated.sh
+
+## setup-cdk-app: the generators' npm packages only (CodeBuild install phase)
+setup-cdk-app:
+	cd cdk-app && npm ci --no-audit --no-fund --loglevel=error
+
+## provision-producer / provision-consumer: the build step (buildspecs/), from BUSWAY_DEPLOY_* variables
+provision-producer:
+	scripts/provision-build.sh producer
+
+provision-consumer:
+	scripts/provision-build.sh consumer
