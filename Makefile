@@ -50,6 +50,7 @@ test-infra: setup
 	cd infra && npx --no-install asl-validator --json-path ../statemachines/provisioning.asl.json
 	cd cdk-app && npx --no-install tsc -p . && TS_NODE_TRANSPILE_ONLY=1 node --require ts-node/register --test test/*.test.ts
 	scripts/lint-generated.sh
+	scripts/test-asl-moto.sh
 
 ## setup-cdk-app: the generators' npm packages only (CodeBuild install phase)
 setup-cdk-app:

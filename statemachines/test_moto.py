@@ -1,0 +1,125 @@
+"""Runs statemachines/provisioning.asl.json on moto server's Step Functions engine with real
+DynamoDB status writes. moto cannot run `codebuild:startBuild.sync` nor the provisioner's code, so
+the test rewrites exactly those two task resources to `sqs:sendMessage.waitForTaskToken` (the
+strongest stand-in: the test answers each task with SendTaskSuccess or SendTaskFailure, so Retry
+and Catch run as on AWS). On AWS a failed CodeBuild build surfaces as `States.TaskFailed`, which
+SendTaskFailure may not send (reserved prefix), so the failing build answers `Build.Failed`, the
+error the local build step returns; both are caught by the same `States.ALL`. Everything else, placeholders substituted from
+infra/definition-substitutions.json keys, runs unchanged.
+
+Usage: python statemachines/test_moto.py http://127.0.0.1:PORT
+"""
+import json
+import pathlib
+import sys
+import time
+
+import boto3
+
+ROOT = pathlib.Path(__file__).resolve().parent.parent
+ENDPOINT = sys.argv[1]
+REGION = "eu-west-1"
+kw = dict(endpoint_url=ENDPOINT, region_name=REGION, aws_access_key_id="test", aws_secret_access_key="test")
+ddb, sfn, sqs = (boto3.client(s, **kw) for s in ("dynamodb", "stepfunctions", "sqs"))
+
+TABLE = "busway-test-deployments"
+QUEUE_URL = sqs.create_queue(QueueName="busway-test-tasks")["QueueUrl"]
+VALUES = {
+    "DeploymentsTableName": TABLE,
+    "ProvisionerFunctionArn": "arn:aws:lambda:eu-west-1:123456789012:function:provisioner",
+    "ProducerBuildProjectName": "busway-producer-build",
+    "ConsumerBuildProjectName": "busway-consumer-build",
+}
+assert set(VALUES) == set(json.loads((ROOT / "infra/definition-substitutions.json").read_text()))
+
+
+def definition():
+    text = (ROOT / "statemachines/provisioning.asl.json").read_text()
+    for k, v in VALUES.items():
+        text = text.replace("${%s}" % k, v)
+    assert "${" not in text
+    asl = json.loads(text)
+    for name, state in asl["States"].items():
+        if state.get("Resource") in ("arn:aws:states:::lambda:invoke", "arn:aws:states:::codebuild:startBuild.sync"):
+            state["Resource"] = "arn:aws:states:::sqs:sendMessage.waitForTaskToken"
+            state["Parameters"] = {
+                "QueueUrl": QUEUE_URL,
+                "MessageBody": {"state": name, "token.$": "$$.Task.Token", "request": state["Parameters"]},
+            }
+    return json.dumps(asl)
+
+
+ddb.create_table(
+    TableName=TABLE,
+    KeySchema=[{"AttributeName": "PK", "KeyType": "HASH"}, {"AttributeName": "SK", "KeyType": "RANGE"}],
+    AttributeDefinitions=[{"AttributeName": "PK", "AttributeType": "S"}, {"AttributeName": "SK", "AttributeType": "S"}],
+    BillingMode="PAY_PER_REQUEST",
+)
+machine = sfn.create_state_machine(
+    name="busway-provisioning", definition=definition(),
+    roleArn="arn:aws:iam::123456789012:role/busway-provisioning",
+)["stateMachineArn"]
+
+
+def next_task():
+    deadline = time.time() + 20
+    while time.time() < deadline:
+        msgs = sqs.receive_message(QueueUrl=QUEUE_URL, WaitTimeSeconds=1).get("Messages", [])
+        for m in msgs:
+            sqs.delete_message(QueueUrl=QUEUE_URL, ReceiptHandle=m["ReceiptHandle"])
+            body = json.loads(m["Body"])
+            return body["state"], body["token"], body["request"]
+    raise AssertionError("no task reached the test within 20 s")
+
+
+def run(case, deployment_id, answers):
+    arn = sfn.start_execution(
+        stateMachineArn=machine, name=f"{case}-{deployment_id[:8]}",
+        input=json.dumps({"deployment_id": deployment_id, "bucket": "publisher", "key": "order_created/1/deploy.json", "kind": "producer"}),
+    )["executionArn"]
+    for expected_state, answer in answers:
+        state, token, request = next_task()
+        assert state == expected_state, (case, state, expected_state)
+        if state.startswith("Build"):
+            env = {e["Name"]: e["Value"] for e in request["EnvironmentVariablesOverride"]}
+            assert env["BUSWAY_DEPLOY_KEY"] == "order_created/1/deploy.json" and env["BUSWAY_DEPLOY_KIND"] == "producer", env
+            assert request["ProjectName"] == "busway-producer-build"
+        if "error" in answer:
+            sfn.send_task_failure(taskToken=token, error=answer["error"], cause=answer["cause"])
+        else:
+            sfn.send_task_success(taskToken=token, output=json.dumps(answer))
+    deadline = time.time() + 20
+    while (desc := sfn.describe_execution(executionArn=arn))["status"] == "RUNNING":
+        assert time.time() < deadline, f"{case}: still running"
+        time.sleep(0.2)
+    item = ddb.get_item(TableName=TABLE, Key={"PK": {"S": f"DEPLOYMENT#{deployment_id}"}, "SK": {"S": "DEPLOYMENT"}})["Item"]
+    history = [h["M"]["status"]["S"] for h in item["history"]["L"]]
+    return desc["status"], item, history
+
+
+VALID = {"Payload": {"kind": "producer", "action": "deploy", "stack_name": "busway-producer-order-created-v1"}}
+CASES = {
+    "success": ([("ValidateConfig", VALID), ("BuildProducer", {"Build": {"BuildStatus": "SUCCEEDED"}})],
+                "SUCCEEDED", ["VALIDATING", "BUILDING", "SUCCEEDED"], None),
+    "failing-build": ([("ValidateConfig", VALID), ("BuildProducer", {"error": "Build.Failed", "cause": "cdk deploy exited 1"})],
+                      "FAILED", ["VALIDATING", "BUILDING", "FAILED"], ("Build.Failed", "cdk deploy exited 1")),
+    "invalid-config": ([("ValidateConfig", {"error": "DeployConfig.Invalid", "cause": "$.target_unit: must match"})],
+                       "FAILED", ["VALIDATING", "FAILED"], ("DeployConfig.Invalid", "$.target_unit: must match")),
+}
+results = {}
+for i, (case, (answers, exec_status, sequence, error)) in enumerate(CASES.items()):
+    status, item, history = run(case, f"{i:08d}-0000-4000-8000-000000000000", answers)
+    assert status == exec_status, (case, status)
+    assert history == sequence, (case, history)
+    assert item["status"]["S"] == sequence[-1]
+    if error:
+        failure = json.loads(item["cause"]["S"])
+        assert item["error"]["S"] == failure["Error"] == error[0], (case, item)
+        # moto drops the cause of SendTaskFailure (it arrives as null); AWS keeps it.
+        assert failure.get("Cause") in (error[1], None), (case, item)
+    else:
+        assert "error" not in item
+    results[case] = history
+    print(f"ok {case}: execution {status}, status record {' -> '.join(history)}")
+# The local interpreter's unit tests expect the same sequences (functions/asl).
+print(json.dumps(results))
