@@ -24,7 +24,7 @@ fmt-check:
 lint:
 	$(CARGO) clippy --workspace --all-targets --locked -- -D warnings
 
-unit:
+unit: setup
 	$(CARGO) test --workspace --locked
 
 ## bench: the benchmarks whose figures are in docs/benchmarks.md
