@@ -35,17 +35,7 @@ async fn publish(
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Json<Value>, ApiError> {
     let Path((event_type, version)) = path.map_err(|e| ApiError::not_found(e.body_text()))?;
-    let body = body.map_err(|e| {
-        if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
-            ApiError::new(
-                StatusCode::PAYLOAD_TOO_LARGE,
-                "payload_too_large",
-                format!("event exceeds {MAX_BODY_BYTES} bytes"),
-            )
-        } else {
-            ApiError::new(StatusCode::BAD_REQUEST, "invalid_body", e.body_text())
-        }
-    })?;
+    let body = body.map_err(busway_http::body_error)?;
     match ingest::publish(
         &broker.routes,
         broker.bus.as_ref(),
