@@ -80,6 +80,16 @@ pub enum DeployDoc {
 }
 
 impl DeployDoc {
+    /// Where this document belongs in its bucket.
+    pub fn key(&self) -> String {
+        match self {
+            Self::Producer(p) => producer_key(&p.event_type, p.version),
+            Self::Consumer(c) => {
+                consumer_key_of(&c.event_type, c.version, &c.target_unit, &c.subscription_id)
+            }
+        }
+    }
+
     pub fn action(&self) -> DeployAction {
         match self {
             Self::Producer(p) => p.action,
@@ -102,10 +112,16 @@ pub fn producer_key(event_type: &EventTypeName, version: Version) -> String {
 }
 
 pub fn consumer_key(s: &Subscription) -> String {
-    format!(
-        "{}/{}/{}/{}/deploy.json",
-        s.event_type, s.version, s.target_unit, s.id
-    )
+    consumer_key_of(&s.event_type, s.version, &s.target_unit, &s.id)
+}
+
+fn consumer_key_of(
+    event_type: &EventTypeName,
+    version: Version,
+    target_unit: &TargetUnit,
+    subscription_id: &str,
+) -> String {
+    format!("{event_type}/{version}/{target_unit}/{subscription_id}/deploy.json")
 }
 
 /// What a key in a configuration bucket names, recovered from the key alone, so a deployment

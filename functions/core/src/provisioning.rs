@@ -169,13 +169,7 @@ impl Provisioner {
             Ok(doc) => doc,
             Err(errors) => return Ok(Err(errors)),
         };
-        let expected_key = match &doc {
-            DeployDoc::Producer(p) => deploy::producer_key(&p.event_type, p.version),
-            DeployDoc::Consumer(c) => format!(
-                "{}/{}/{}/{}/deploy.json",
-                c.event_type, c.version, c.target_unit, c.subscription_id
-            ),
-        };
+        let expected_key = doc.key();
         let mut errors = check_against_store(&doc, self.store.as_ref()).await?;
         if expected_key != key {
             errors.push(
