@@ -49,7 +49,8 @@ async fn a_deploy_json_broken_by_hand_ends_failed_and_the_live_route_keeps_worki
     assert_eq!(failed["kind"], "producer");
     assert_eq!(failed["event_type"], "scanned_parcel");
     assert_eq!(failed["version"], 1);
-    let error = failed["error"].as_str().expect("an error");
+    assert_eq!(failed["error"], "DeployConfig.Invalid", "{failed}");
+    let error = failed["cause"].as_str().expect("a cause");
     assert!(error.contains("not valid JSON"), "{error}");
     let newest = &busway.deployments_of("scanned_parcel").await[0];
     assert_eq!(
@@ -105,7 +106,8 @@ async fn a_producer_deploy_json_with_a_changed_schema_ends_failed_and_the_regist
         .wait_for_new_deployment("scanned_parcel", &known)
         .await;
     assert_eq!(failed["status"], "FAILED", "{failed}");
-    let error = failed["error"].as_str().expect("an error");
+    assert_eq!(failed["error"], "DeployConfig.Invalid", "{failed}");
+    let error = failed["cause"].as_str().expect("a cause");
     assert!(error.contains("/schema"), "{error}");
 
     // The hand-written schema would accept an empty data object; the registered one does not.
@@ -136,7 +138,8 @@ async fn a_producer_deploy_json_with_inconsistent_derived_fields_ends_failed_nam
         .wait_for_new_deployment("scanned_parcel", &known)
         .await;
     assert_eq!(failed["status"], "FAILED", "{failed}");
-    let error = failed["error"].as_str().expect("an error");
+    assert_eq!(failed["error"], "DeployConfig.Invalid", "{failed}");
+    let error = failed["cause"].as_str().expect("a cause");
     assert!(
         error.contains("/source") && error.contains("/detail_type"),
         "{error}"
@@ -164,7 +167,8 @@ async fn a_consumer_deploy_json_with_an_unsafe_target_unit_ends_failed_naming_th
     assert_eq!(failed["kind"], "consumer");
     assert_eq!(failed["key"], key.as_str());
     assert_eq!(failed["subscription_id"], id);
-    let error = failed["error"].as_str().expect("an error");
+    assert_eq!(failed["error"], "DeployConfig.Invalid", "{failed}");
+    let error = failed["cause"].as_str().expect("a cause");
     assert!(error.contains("/target_unit"), "{error}");
 
     // The subscription is unchanged, and no file appeared outside the document's own folder.
@@ -198,7 +202,8 @@ async fn a_consumer_deploy_json_pointing_at_another_connection_ends_failed() {
         .wait_for_new_deployment("scanned_parcel", &known)
         .await;
     assert_eq!(failed["status"], "FAILED", "{failed}");
-    let error = failed["error"].as_str().expect("an error");
+    assert_eq!(failed["error"], "DeployConfig.Invalid", "{failed}");
+    let error = failed["cause"].as_str().expect("a cause");
     assert!(error.contains("/subscription_id"), "{error}");
     busway.stop().await;
 }
@@ -250,7 +255,8 @@ async fn a_hand_written_destroy_of_an_active_version_ends_failed_and_the_route_s
         .wait_for_new_deployment("scanned_parcel", &known)
         .await;
     assert_eq!(finished["status"], "FAILED", "{finished}");
-    let error = finished["error"].as_str().expect("an error");
+    assert_eq!(finished["error"], "DeployConfig.Invalid", "{finished}");
+    let error = finished["cause"].as_str().expect("a cause");
     assert!(error.contains("/version"), "{error}");
     let version = busway.get("/events/scanned_parcel/versions/1").await;
     assert_eq!(version.expect(200)["state"], "ACTIVE");

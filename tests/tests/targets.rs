@@ -161,7 +161,8 @@ async fn a_lambda_subscription_without_an_invoke_endpoint_fails_to_deploy_saying
         .wait_for_deployment(created["deployment_id"].as_str().expect("a deployment id"))
         .await;
     assert_eq!(deployment["status"], "FAILED", "{deployment}");
-    let error = deployment["error"].as_str().expect("the error");
+    assert_eq!(deployment["error"], "Build.Failed", "{deployment}");
+    let error = deployment["cause"].as_str().expect("the cause");
     assert!(
         error.contains("busway up --lambda-endpoint"),
         "the error says how to configure an endpoint: {error}"

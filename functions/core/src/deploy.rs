@@ -97,6 +97,20 @@ impl DeployDoc {
         }
     }
 
+    pub fn kind(&self) -> DeployKind {
+        match self {
+            Self::Producer(_) => DeployKind::Producer,
+            Self::Consumer(_) => DeployKind::Consumer,
+        }
+    }
+
+    pub fn stack_name(&self) -> &str {
+        match self {
+            Self::Producer(p) => &p.stack_name,
+            Self::Consumer(c) => &c.stack_name,
+        }
+    }
+
     pub fn to_json(&self) -> Vec<u8> {
         let value = match self {
             Self::Producer(p) => serde_json::to_value(p),

@@ -79,7 +79,11 @@ pub struct Deployment {
     pub object_version: Option<String>,
     pub status: DeploymentStatus,
     pub history: Vec<StatusChange>,
+    /// The error name that ended a FAILED deployment (`busway_core::tasks`, or a `States.*` name).
     pub error: Option<String>,
+    /// What went wrong, in words.
+    #[serde(default)]
+    pub cause: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -113,6 +117,7 @@ impl Deployment {
                 at,
             }],
             error: None,
+            cause: None,
         }
     }
 
@@ -135,10 +140,12 @@ impl Deployment {
     pub fn fail(
         &mut self,
         error: impl Into<String>,
+        cause: impl Into<String>,
         at: Timestamp,
     ) -> Result<(), InvalidTransition> {
         self.advance(DeploymentStatus::Failed, at)?;
         self.error = Some(error.into());
+        self.cause = Some(cause.into());
         Ok(())
     }
 }
@@ -175,11 +182,12 @@ mod tests {
             .expect("pending → validating");
         d.advance(Building, crate::now())
             .expect("validating → building");
-        d.fail("cdk deploy failed", crate::now())
+        d.fail("Build.Failed", "cdk deploy failed", crate::now())
             .expect("building → failed");
-        assert_eq!(d.error.as_deref(), Some("cdk deploy failed"));
+        assert_eq!(d.error.as_deref(), Some("Build.Failed"));
+        assert_eq!(d.cause.as_deref(), Some("cdk deploy failed"));
         assert!(d.advance(Succeeded, crate::now()).is_err());
-        assert!(d.fail("again", crate::now()).is_err());
+        assert!(d.fail("Build.Failed", "again", crate::now()).is_err());
         let statuses: Vec<_> = d.history.iter().map(|h| h.status).collect();
         assert_eq!(statuses, [Pending, Validating, Building, Failed]);
     }

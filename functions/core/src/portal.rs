@@ -685,7 +685,11 @@ impl Portal {
     ) -> Result<(), PortalError> {
         let Err(e) = result else { return Ok(()) };
         let mut failed = deployment.clone();
-        if failed.fail(format!("{e:#}"), crate::now()).is_ok() {
+        let cause = format!("{e:#}");
+        if failed
+            .fail(crate::tasks::STORE_UNAVAILABLE, cause, crate::now())
+            .is_ok()
+        {
             self.deployments.put_deployment(&failed).await?;
         }
         Err(PortalError::Unexpected(e))

@@ -140,6 +140,10 @@ impl Bucket {
         }
     }
 
+    pub fn from_base_name(name: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|b| b.base_name() == name)
+    }
+
     pub fn deploy_kind(self) -> Option<crate::deploy::DeployKind> {
         match self {
             Self::SchemaBackup => None,

@@ -1,22 +1,20 @@
-//! Provisioning of one deploy.json: the steps the state machine runs, host-independent. The
-//! build step is the host's: CodeBuild with the CDK generators on AWS, the local broker locally.
+//! Provisioning of one deploy.json, host-independent: what starts an execution of
+//! `statemachines/provisioning.asl.json` (the S3 notification handler) and the tasks that
+//! execution calls (validate the document, record the deployment status). The state machine
+//! orders the steps on both hosts; the build step is the host's: CodeBuild with the CDK
+//! generators on AWS, the local broker locally.
 
 use std::sync::Arc;
 
-use async_trait::async_trait;
-use tracing::{info, instrument, warn};
+use serde::{Deserialize, Serialize};
+use tracing::{instrument, warn};
 
 use crate::deploy::{self, DeployAction, DeployDoc, DeployKind};
 use crate::deployment::{self, Deployment, DeploymentStatus};
 use crate::ports::{Bucket, DeploymentStore, EventStore, ObjectStore};
 use crate::subscription::SubscriptionState;
+use crate::tasks::{DEPLOY_CONFIG_INVALID, DEPLOY_CONFIG_NOT_FOUND, STORE_UNAVAILABLE};
 use crate::{ValidationErrors, now};
-
-/// The build step: make what the document describes exist (or stop existing).
-#[async_trait]
-pub trait Builder: Send + Sync + 'static {
-    async fn build(&self, doc: &DeployDoc) -> anyhow::Result<()>;
-}
 
 /// Checks a parsed document against what the portal registered: the event version exists (and is
 /// active for a deploy), the subscription is the one on record, the schema is the stored one.
@@ -103,21 +101,82 @@ pub async fn check_against_store(
     Ok(errors)
 }
 
-/// Runs deploy.json documents through VALIDATING → BUILDING → SUCCEEDED | FAILED.
+/// The state machine's input: one deploy.json object version to provision.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ExecutionInput {
+    pub deployment_id: String,
+    /// The bucket's name as its host knows it.
+    pub bucket: String,
+    pub key: String,
+    pub kind: DeployKind,
+}
+
+/// An execution to start, named after the object version so that a repeated notification of
+/// it starts nothing twice (Step Functions refuses a second execution of one name).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Execution {
+    pub name: String,
+    pub input: ExecutionInput,
+}
+
+/// Step Functions execution names: at most 80 characters of `[A-Za-z0-9_-]`, so the object's
+/// bucket, key and version are hashed.
+pub fn execution_name(bucket: &str, key: &str, object_version: &str) -> String {
+    let digest =
+        deployment::object_version(format!("{bucket}\n{key}\n{object_version}").as_bytes());
+    format!("deploy-{}", &digest[..64])
+}
+
+/// The validate task's answer; the state machine's `ResultSelector` reads these fields.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ValidConfig {
+    pub kind: DeployKind,
+    pub action: DeployAction,
+    pub stack_name: String,
+}
+
+/// A task's failure as the state machine sees it: a stable error type (`crate::tasks`) that its
+/// `Retry`/`Catch` match, and the cause in words.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{error_type}: {cause}")]
+pub struct TaskError {
+    pub error_type: &'static str,
+    pub cause: String,
+}
+
+impl TaskError {
+    pub fn new(error_type: &'static str, cause: impl Into<String>) -> Self {
+        Self {
+            error_type,
+            cause: cause.into(),
+        }
+    }
+
+    fn unavailable(e: impl std::fmt::Display) -> Self {
+        Self::new(STORE_UNAVAILABLE, e.to_string())
+    }
+}
+
+/// The provisioning steps that are not the build.
 pub struct Provisioner {
     pub store: Arc<dyn EventStore>,
     pub deployments: Arc<dyn DeploymentStore>,
     pub objects: Arc<dyn ObjectStore>,
-    pub builder: Arc<dyn Builder>,
 }
 
 impl Provisioner {
-    /// Provisions the object at `bucket`/`key`. Returns `None` when there is nothing to deploy:
-    /// not a configuration bucket, the object is gone, or the newest deployment of this key
-    /// already ran this very content (a notification repeated, or one cut off by a stop after
-    /// the deployment ended).
+    /// The S3 notification handler: records the deployment of the object at `bucket`/`key`
+    /// (named `bucket_name` on this host) and returns the execution to start. `None` when there
+    /// is nothing to deploy: not a configuration bucket, the object is gone, or the newest
+    /// deployment of this key already ran this very content (a notification repeated, or one
+    /// cut off by a stop after the deployment ended).
     #[instrument(skip(self))]
-    pub async fn run(&self, bucket: Bucket, key: &str) -> anyhow::Result<Option<Deployment>> {
+    pub async fn start(
+        &self,
+        bucket: Bucket,
+        bucket_name: &str,
+        key: &str,
+    ) -> anyhow::Result<Option<Execution>> {
         let Some(kind) = bucket.deploy_kind() else {
             return Ok(None);
         };
@@ -129,55 +188,105 @@ impl Provisioner {
             return Ok(None);
         }
         let mut deployment = self.deployment_for(kind, bucket, key, &bytes).await?;
+        let name = execution_name(bucket_name, key, &version);
         deployment.object_version = Some(version);
-        self.step(&mut deployment, DeploymentStatus::Validating)
-            .await?;
-        let doc = match self.validate(kind, key, &bytes).await? {
-            Ok(doc) => doc,
-            Err(errors) => {
-                warn!(deployment = %deployment.id, %errors, "deploy.json is invalid");
-                return self
-                    .fail(deployment, format!("invalid deploy.json: {errors}"))
-                    .await
-                    .map(Some);
-            }
-        };
-        deployment.action = Some(doc.action());
-        self.step(&mut deployment, DeploymentStatus::Building)
-            .await?;
-        match self.builder.build(&doc).await {
-            Ok(()) => {
-                self.step(&mut deployment, DeploymentStatus::Succeeded)
-                    .await?;
-                info!(deployment = %deployment.id, "deployment succeeded");
-                Ok(Some(deployment))
-            }
-            Err(e) => self
-                .fail(deployment, format!("build failed: {e:#}"))
-                .await
-                .map(Some),
-        }
+        self.deployments.put_deployment(&deployment).await?;
+        Ok(Some(Execution {
+            name,
+            input: ExecutionInput {
+                deployment_id: deployment.id,
+                bucket: bucket_name.to_string(),
+                key: key.to_string(),
+                kind,
+            },
+        }))
     }
 
-    async fn validate(
+    /// The validate task: the document at `bucket`/`key` is well-formed, lives at its own key
+    /// and matches what the portal registered. Records the document's action on the deployment.
+    #[instrument(skip(self))]
+    pub async fn validate(
         &self,
-        kind: DeployKind,
+        deployment_id: &str,
+        bucket: Bucket,
         key: &str,
-        bytes: &[u8],
-    ) -> anyhow::Result<Result<DeployDoc, ValidationErrors>> {
-        let doc = match deploy::parse(kind, bytes) {
-            Ok(doc) => doc,
-            Err(errors) => return Ok(Err(errors)),
+    ) -> Result<ValidConfig, TaskError> {
+        let doc = self.load(bucket, key).await?;
+        let action = doc.action();
+        if let Some(mut d) = self
+            .deployments
+            .get_deployment(deployment_id)
+            .await
+            .map_err(TaskError::unavailable)?
+        {
+            d.action = Some(action);
+            self.deployments
+                .put_deployment(&d)
+                .await
+                .map_err(TaskError::unavailable)?;
+        }
+        Ok(ValidConfig {
+            kind: doc.kind(),
+            action,
+            stack_name: doc.stack_name().to_string(),
+        })
+    }
+
+    /// Reads and checks the document at `bucket`/`key`.
+    pub async fn load(&self, bucket: Bucket, key: &str) -> Result<DeployDoc, TaskError> {
+        let Some(kind) = bucket.deploy_kind() else {
+            return Err(TaskError::new(
+                DEPLOY_CONFIG_INVALID,
+                format!("{} holds no deploy.json documents", bucket.base_name()),
+            ));
         };
+        let bytes = self
+            .objects
+            .get_object(bucket, key)
+            .await
+            .map_err(TaskError::unavailable)?
+            .ok_or_else(|| {
+                TaskError::new(DEPLOY_CONFIG_NOT_FOUND, format!("no object at {key}"))
+            })?;
+        let doc = deploy::parse(kind, &bytes).map_err(|e| invalid(&e))?;
+        let mut errors = check_against_store(&doc, self.store.as_ref())
+            .await
+            .map_err(TaskError::unavailable)?;
         let expected_key = doc.key();
-        let mut errors = check_against_store(&doc, self.store.as_ref()).await?;
         if expected_key != key {
             errors.push(
                 "/",
                 format!("a document for {expected_key} cannot live at {key}"),
             );
         }
-        Ok(errors.into_result(doc))
+        errors.into_result(doc).map_err(|e| invalid(&e))
+    }
+
+    /// The record-status task (on AWS the state machine's own DynamoDB writes): moves the
+    /// deployment to `status`, or to FAILED with `failure` (error type, cause). A resumed
+    /// execution repeating a step the deployment already passed moves nothing.
+    pub async fn record(
+        &self,
+        deployment_id: &str,
+        status: DeploymentStatus,
+        failure: Option<(String, String)>,
+    ) -> anyhow::Result<()> {
+        let mut d = self
+            .deployments
+            .get_deployment(deployment_id)
+            .await?
+            .ok_or_else(|| anyhow::anyhow!("no deployment {deployment_id}"))?;
+        match failure {
+            Some(_) if d.status.is_final() => return Ok(()),
+            Some((error, cause)) => {
+                warn!(deployment = %d.id, %error, %cause, "deployment failed");
+                d.fail(error, cause, now())?;
+            }
+            None if d.status >= status => return Ok(()),
+            None => d.advance(status, now())?,
+        }
+        self.deployments.put_deployment(&d).await?;
+        Ok(())
     }
 
     async fn already_ran(
@@ -236,24 +345,46 @@ impl Provisioner {
             d.version = Some(parts.version);
             d.subscription_id = parts.subscription_id;
         }
-        self.deployments.put_deployment(&d).await?;
         Ok(d)
     }
+}
 
-    /// Moves forward to `next`; a resumed deployment that had reached it (or passed it) runs the
-    /// step again without a move.
-    async fn step(&self, d: &mut Deployment, next: DeploymentStatus) -> anyhow::Result<()> {
-        if d.status >= next {
-            return Ok(());
-        }
-        d.advance(next, now())?;
-        self.deployments.put_deployment(d).await?;
-        Ok(())
-    }
+fn invalid(errors: &ValidationErrors) -> TaskError {
+    TaskError::new(
+        DEPLOY_CONFIG_INVALID,
+        format!("invalid deploy.json: {errors}"),
+    )
+}
 
-    async fn fail(&self, mut d: Deployment, error: String) -> anyhow::Result<Deployment> {
-        d.fail(error, now())?;
-        self.deployments.put_deployment(&d).await?;
-        Ok(d)
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn execution_names_fit_step_functions_and_differ_per_object_version() {
+        let a = execution_name(
+            "local-publisher-components-bucket",
+            "order_created/1/deploy.json",
+            "a1",
+        );
+        let b = execution_name(
+            "local-publisher-components-bucket",
+            "order_created/1/deploy.json",
+            "b2",
+        );
+        assert_eq!(
+            a,
+            execution_name(
+                "local-publisher-components-bucket",
+                "order_created/1/deploy.json",
+                "a1"
+            )
+        );
+        assert_ne!(a, b);
+        assert!(a.len() <= 80);
+        assert!(
+            a.chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+        );
     }
 }

@@ -85,7 +85,7 @@ impl Client {
             shown = history.len();
             match d["status"].as_str() {
                 Some("SUCCEEDED") => return Ok(()),
-                Some("FAILED") => bail!("deployment {id} failed: {}", d["error"]),
+                Some("FAILED") => bail!("deployment {id} failed: {}: {}", d["error"], d["cause"]),
                 _ if started.elapsed() > WAIT => {
                     bail!("deployment {id} did not finish within {WAIT:?}")
                 }

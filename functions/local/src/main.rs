@@ -5,6 +5,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use anyhow::Context;
+use busway_local::provisioning::Synth;
 use busway_local::{Config, Running};
 use clap::{Parser, Subcommand};
 
@@ -45,6 +46,15 @@ enum Command {
         /// it, SQS subscriptions deliver to embedded queues.
         #[arg(long)]
         sqs_endpoint: Option<String>,
+        /// Also run `cdk synth` of the CDK generators for every deployed deploy.json, keeping
+        /// each template under DATA_DIR/synth/{deployment id}/ (needs Node and `npm ci` in
+        /// the generators' folder, see --cdk-app). A document that does not synthesize fails
+        /// its deployment, as it would on AWS.
+        #[arg(long)]
+        synth: bool,
+        /// The CDK generators' folder for --synth.
+        #[arg(long, default_value = "cdk-app", requires = "synth")]
+        cdk_app: PathBuf,
     },
     /// Read the embedded queues that SQS subscriptions deliver to.
     #[command(subcommand)]
@@ -105,11 +115,17 @@ fn main() -> ExitCode {
             broker_addr,
             lambda_endpoint,
             sqs_endpoint,
+            synth,
+            cdk_app,
         } => {
             init_logging();
-            let mut config = Config::new(data_dir, portal_addr, broker_addr);
+            let mut config = Config::new(data_dir.clone(), portal_addr, broker_addr);
             config.delivery.lambda_endpoint = lambda_endpoint;
             config.delivery.sqs_endpoint = sqs_endpoint;
+            config.synth = synth.then(|| Synth {
+                cdk_app,
+                out: data_dir.join("synth"),
+            });
             report(runtime().and_then(|rt| rt.block_on(up(config))))
         }
         Command::Queue(QueueCommand::Receive { name, portal, max }) => {

@@ -1,18 +1,27 @@
-//! Local provisioning: the notification queue, the runner that takes each deploy.json through
-//! the provisioning steps, the build step that applies it to the local broker, and the scanner
-//! that notices deploy.json files edited by hand.
+//! Local provisioning: the notification queue, and the runner that takes each deploy.json
+//! through `statemachines/provisioning.asl.json`, the same definition AWS runs, executed by
+//! `busway-asl` with local implementations of its tasks: the status writes go to the embedded
+//! store, the validate task is the provisioner's, and the build step applies the document to the
+//! local broker (and with `--synth` also synthesizes the generator's template). A scanner
+//! notices deploy.json files edited by hand.
 
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
+use anyhow::Context;
 use async_trait::async_trait;
-use busway_core::deploy::{DeployAction, DeployDoc};
+use busway_asl::{Outcome, StateMachine, TaskFailure, TaskRunner};
+use busway_core::deploy::{DeployAction, DeployDoc, DeployKind};
+use busway_core::deployment::DeploymentStatus;
 use busway_core::ingest::LiveRoutes;
 use busway_core::ports::{Bucket, ObjectStore, ProvisioningStarter};
-use busway_core::provisioning::{Builder, Provisioner};
+use busway_core::provisioning::{Provisioner, TaskError};
+use busway_core::tasks;
+use serde_json::{Value, json};
 use tokio::sync::mpsc;
-use tracing::{error, warn};
+use tracing::{error, info, warn};
 
 use crate::delivery::Router;
 use crate::objects::bucket_dir;
@@ -39,6 +48,38 @@ impl ProvisioningStarter for LocalStarter {
     }
 }
 
+/// The definition both hosts run.
+const DEFINITION: &str = include_str!("../../../statemachines/provisioning.asl.json");
+
+/// What the definition's placeholders name on this machine (the keys are
+/// `infra/definition-substitutions.json`'s; a missing one stops the load).
+const TABLE: &str = "busway-local-deployments";
+const PROVISIONER: &str = "arn:aws:lambda:local:000000000000:function:provisioner";
+const PRODUCER_BUILD: &str = "busway-local-producer-build";
+const CONSUMER_BUILD: &str = "busway-local-consumer-build";
+
+const UPDATE_ITEM: &str = "arn:aws:states:::dynamodb:updateItem";
+const LAMBDA_INVOKE: &str = "arn:aws:states:::lambda:invoke";
+const START_BUILD: &str = "arn:aws:states:::codebuild:startBuild.sync";
+
+fn substitutions() -> BTreeMap<String, String> {
+    [
+        ("DeploymentsTableName", TABLE),
+        ("ProvisionerFunctionArn", PROVISIONER),
+        ("ProducerBuildProjectName", PRODUCER_BUILD),
+        ("ConsumerBuildProjectName", CONSUMER_BUILD),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_string(), v.to_string()))
+    .collect()
+}
+
+/// Loads the provisioning state machine with this machine's names.
+pub fn state_machine() -> anyhow::Result<StateMachine> {
+    StateMachine::load(DEFINITION, &substitutions())
+        .context("statemachines/provisioning.asl.json cannot run locally")
+}
+
 /// The build step on one machine: a producer deploy makes its route live with its validator, a
 /// consumer deploy registers its rule; a destroy removes them. Both survive a restart.
 pub struct LocalBuilder {
@@ -47,9 +88,8 @@ pub struct LocalBuilder {
     pub router: Arc<Router>,
 }
 
-#[async_trait]
-impl Builder for LocalBuilder {
-    async fn build(&self, doc: &DeployDoc) -> anyhow::Result<()> {
+impl LocalBuilder {
+    async fn apply(&self, doc: &DeployDoc) -> anyhow::Result<()> {
         match doc {
             DeployDoc::Producer(p) => match p.action {
                 DeployAction::Deploy => {
@@ -86,23 +126,263 @@ impl Builder for LocalBuilder {
     }
 }
 
+/// `--synth`: the build step also runs `cdk synth` of the generators in `cdk_app` for each
+/// deployed document and keeps the template under `out/{deployment id}/`.
+#[derive(Debug, Clone)]
+pub struct Synth {
+    pub cdk_app: PathBuf,
+    pub out: PathBuf,
+}
+
+impl Synth {
+    async fn run(&self, doc: &DeployDoc, deployment_id: &str) -> anyhow::Result<PathBuf> {
+        let dir = self.out.join(deployment_id);
+        tokio::fs::create_dir_all(&dir)
+            .await
+            .with_context(|| format!("creating {}", dir.display()))?;
+        let dir = tokio::fs::canonicalize(&dir).await?;
+        let doc_path = dir.join("deploy.json");
+        tokio::fs::write(&doc_path, doc.to_json()).await?;
+        let templates = dir.join("cdk.out");
+        let output = tokio::process::Command::new("npx")
+            .args(["--no-install", "cdk", "synth", "--no-notices", "-q", "-c"])
+            .arg(format!("deployJson={}", doc_path.display()))
+            .args(["-c", "platformEnv=local", "-o"])
+            .arg(&templates)
+            .arg(doc.stack_name())
+            .current_dir(&self.cdk_app)
+            .env("CDK_DISABLE_VERSION_CHECK", "1")
+            .env("CDK_DISABLE_CLI_TELEMETRY", "true")
+            .output()
+            .await
+            .with_context(|| format!("running npx cdk synth in {}", self.cdk_app.display()))?;
+        if !output.status.success() {
+            let stderr = String::from_utf8_lossy(&output.stderr);
+            let tail: Vec<_> = stderr.lines().rev().take(20).collect();
+            anyhow::bail!(
+                "cdk synth {} failed ({}): {}",
+                doc.stack_name(),
+                output.status,
+                tail.into_iter().rev().collect::<Vec<_>>().join("\n")
+            );
+        }
+        Ok(templates)
+    }
+}
+
+/// The state machine's tasks on this machine.
+pub struct LocalTasks {
+    pub provisioner: Provisioner,
+    pub builder: LocalBuilder,
+    pub synth: Option<Synth>,
+}
+
+fn failure(error: &str, cause: impl Into<String>) -> TaskFailure {
+    TaskFailure {
+        error: error.to_string(),
+        cause: cause.into(),
+    }
+}
+
+fn task_failure(e: TaskError) -> TaskFailure {
+    failure(e.error_type, e.cause)
+}
+
+fn text<'a>(value: &'a Value, pointer: &str) -> Result<&'a str, TaskFailure> {
+    value
+        .pointer(pointer)
+        .and_then(Value::as_str)
+        .ok_or_else(|| {
+            failure(
+                "States.Runtime",
+                format!("the task parameters have no string at {pointer}"),
+            )
+        })
+}
+
+/// The bucket the execution input names (locally, by its base name).
+fn bucket(name: &str) -> Result<Bucket, TaskFailure> {
+    Bucket::from_base_name(name).ok_or_else(|| {
+        failure(
+            tasks::DEPLOY_CONFIG_NOT_FOUND,
+            format!("no bucket named {name}"),
+        )
+    })
+}
+
+impl LocalTasks {
+    /// `dynamodb:updateItem` of a deployment record, read as the definition writes it.
+    async fn update_item(&self, p: &Value) -> Result<Value, TaskFailure> {
+        let table = text(p, "/TableName")?;
+        if table != TABLE {
+            return Err(failure(
+                "DynamoDB.ResourceNotFoundException",
+                format!("no table {table}"),
+            ));
+        }
+        let id = text(p, "/Key/PK/S")?
+            .strip_prefix("DEPLOYMENT#")
+            .ok_or_else(|| failure("States.Runtime", "the key is not a deployment record's"))?;
+        let status = text(p, "/ExpressionAttributeValues/:status/S")?;
+        let status = DeploymentStatus::parse(status)
+            .ok_or_else(|| failure("States.Runtime", format!("unknown status {status}")))?;
+        let failed = match p.pointer("/ExpressionAttributeValues/:error") {
+            Some(_) => Some((
+                text(p, "/ExpressionAttributeValues/:error/S")?.to_string(),
+                cause_of(text(p, "/ExpressionAttributeValues/:cause/S")?),
+            )),
+            None => None,
+        };
+        self.provisioner
+            .record(id, status, failed)
+            .await
+            .map_err(|e| failure(tasks::STORE_UNAVAILABLE, format!("{e:#}")))?;
+        Ok(json!({}))
+    }
+
+    /// `lambda:invoke` of the provisioner's task handler.
+    async fn invoke(&self, p: &Value) -> Result<Value, TaskFailure> {
+        let function = text(p, "/FunctionName")?;
+        if function != PROVISIONER {
+            return Err(failure(
+                "Lambda.ResourceNotFoundException",
+                format!("no function {function}"),
+            ));
+        }
+        let task = text(p, "/Payload/task")?;
+        if task != tasks::TASK_VALIDATE {
+            return Err(failure("Lambda.Unhandled", format!("no task {task}")));
+        }
+        let config = self
+            .provisioner
+            .validate(
+                text(p, "/Payload/deployment_id")?,
+                bucket(text(p, "/Payload/bucket")?)?,
+                text(p, "/Payload/key")?,
+            )
+            .await
+            .map_err(task_failure)?;
+        Ok(json!({ "StatusCode": 200, "Payload": config }))
+    }
+
+    /// `codebuild:startBuild.sync`: what buildspecs/ run on CodeBuild, applied to this machine.
+    async fn build(&self, p: &Value) -> Result<Value, TaskFailure> {
+        let project = text(p, "/ProjectName")?;
+        let kind = match project {
+            PRODUCER_BUILD => DeployKind::Producer,
+            CONSUMER_BUILD => DeployKind::Consumer,
+            _ => {
+                return Err(failure(
+                    "CodeBuild.ResourceNotFoundException",
+                    format!("no project {project}"),
+                ));
+            }
+        };
+        let env: BTreeMap<&str, &str> = p["EnvironmentVariablesOverride"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|v| Some((v["Name"].as_str()?, v["Value"].as_str()?)))
+            .collect();
+        let var = |name: &str| {
+            env.get(name)
+                .copied()
+                .ok_or_else(|| failure(tasks::BUILD_FAILED, format!("{name} is not set")))
+        };
+        if var("BUSWAY_DEPLOY_KIND")? != kind.as_str() {
+            return Err(failure(
+                tasks::BUILD_FAILED,
+                format!(
+                    "the {project} build got a {} document",
+                    var("BUSWAY_DEPLOY_KIND")?
+                ),
+            ));
+        }
+        let deployment_id = var("BUSWAY_DEPLOYMENT_ID")?;
+        let doc = self
+            .provisioner
+            .load(
+                bucket(var("BUSWAY_DEPLOY_BUCKET")?)?,
+                var("BUSWAY_DEPLOY_KEY")?,
+            )
+            .await
+            .map_err(|e| failure(tasks::BUILD_FAILED, e.to_string()))?;
+        // Synthesized before it is applied: a document the generator cannot build changes nothing.
+        if let Some(synth) = self
+            .synth
+            .as_ref()
+            .filter(|_| doc.action() == DeployAction::Deploy)
+        {
+            let templates = synth
+                .run(&doc, deployment_id)
+                .await
+                .map_err(|e| failure(tasks::BUILD_FAILED, format!("{e:#}")))?;
+            info!(deployment = deployment_id, templates = %templates.display(), "template synthesized");
+        }
+        self.builder
+            .apply(&doc)
+            .await
+            .map_err(|e| failure(tasks::BUILD_FAILED, format!("build failed: {e:#}")))?;
+        Ok(
+            json!({ "Build": { "Id": format!("{project}:{deployment_id}"), "BuildStatus": "SUCCEEDED" } }),
+        )
+    }
+}
+
+/// The cause inside a Catch result's JSON (`{"Error", "Cause"}`), which the FAILED write stores
+/// whole; the text itself when it is not one.
+fn cause_of(failure: &str) -> String {
+    serde_json::from_str::<Value>(failure)
+        .ok()
+        .and_then(|v| v.get("Cause").and_then(Value::as_str).map(str::to_string))
+        .unwrap_or_else(|| failure.to_string())
+}
+
+#[async_trait]
+impl TaskRunner for LocalTasks {
+    async fn run(&self, resource: &str, input: Value) -> Result<Value, TaskFailure> {
+        match resource {
+            UPDATE_ITEM => self.update_item(&input).await,
+            LAMBDA_INVOKE => self.invoke(&input).await,
+            START_BUILD => self.build(&input).await,
+            other => Err(failure(
+                "States.Runtime",
+                format!("no local implementation of {other}"),
+            )),
+        }
+    }
+
+    fn now(&self) -> String {
+        busway_core::now()
+            .format(&time::format_description::well_known::Rfc3339)
+            .unwrap_or_default()
+    }
+
+    async fn wait(&self, seconds: f64) {
+        tokio::time::sleep(Duration::from_secs_f64(seconds)).await;
+    }
+}
+
 /// Provisions notified objects one at a time, in order. An object whose content was already
 /// provisioned is skipped, so a repeated notification starts nothing twice.
 pub async fn run(
-    provisioner: Provisioner,
+    machine: StateMachine,
+    tasks: LocalTasks,
     store: SqliteStore,
     objects: Arc<dyn ObjectStore>,
     mut rx: mpsc::UnboundedReceiver<(Bucket, String)>,
 ) {
     while let Some((bucket, key)) = rx.recv().await {
-        if let Err(e) = provision_once(&provisioner, &store, objects.as_ref(), bucket, &key).await {
+        let done = provision_once(&machine, &tasks, &store, objects.as_ref(), bucket, &key).await;
+        if let Err(e) = done {
             error!(%key, error = %format!("{e:#}"), "provisioning failed");
         }
     }
 }
 
 async fn provision_once(
-    provisioner: &Provisioner,
+    machine: &StateMachine,
+    tasks: &LocalTasks,
     store: &SqliteStore,
     objects: &dyn ObjectStore,
     bucket: Bucket,
@@ -115,7 +395,36 @@ async fn provision_once(
     if store.processed_object(name, key).await?.as_deref() == Some(content.as_slice()) {
         return Ok(());
     }
-    provisioner.run(bucket, key).await?;
+    if let Some(execution) = tasks.provisioner.start(bucket, name, key).await? {
+        let id = format!(
+            "arn:aws:states:local:000000000000:execution:busway-provisioning:{}",
+            execution.name
+        );
+        let deployment = execution.input.deployment_id.clone();
+        let outcome = machine
+            .run(tasks, &id, serde_json::to_value(&execution.input)?)
+            .await;
+        // The record, not the execution's outcome, says whether the deployment ended: the
+        // definition fails the execution after recording FAILED. A record left unfinished
+        // (its writes kept failing) is provisioned again by the scanner.
+        let record = tasks
+            .provisioner
+            .deployments
+            .get_deployment(&deployment)
+            .await?;
+        match record {
+            Some(d) if d.status.is_final() => {
+                info!(deployment, status = d.status.as_str(), "deployment ended");
+            }
+            _ => {
+                let (error, cause) = match outcome {
+                    Outcome::Failed { error, cause } => (error, cause),
+                    Outcome::Succeeded(_) => ("none".into(), "no status written".into()),
+                };
+                anyhow::bail!("deployment {deployment} did not end: {error}: {cause}");
+            }
+        }
+    }
     store.mark_processed(name, key, content).await?;
     Ok(())
 }

@@ -19,7 +19,7 @@ use tracing::{info, warn};
 use crate::delivery::{DeliveryConfig, Router};
 use crate::eventlog::EventLog;
 use crate::objects::FolderObjectStore;
-use crate::provisioning::{self, LocalBuilder, LocalStarter};
+use crate::provisioning::{self, LocalBuilder, LocalStarter, LocalTasks, Synth};
 use crate::queues;
 use crate::store::SqliteStore;
 
@@ -31,6 +31,8 @@ pub struct Config {
     /// How often the configuration buckets are scanned for hand-edited deploy.json files.
     pub scan_interval: Duration,
     pub delivery: DeliveryConfig,
+    /// `--synth`: the build step also synthesizes each deployed document's CDK template.
+    pub synth: Option<Synth>,
 }
 
 impl Config {
@@ -41,6 +43,7 @@ impl Config {
             broker_addr,
             scan_interval: Duration::from_millis(500),
             delivery: DeliveryConfig::default(),
+            synth: None,
         }
     }
 }
@@ -95,15 +98,19 @@ impl Running {
             objects: objects.clone(),
             deliveries: router.clone(),
         });
-        let provisioner = Provisioner {
-            store: shared.clone(),
-            deployments: shared,
-            objects: objects.clone(),
-            builder: Arc::new(LocalBuilder {
+        let machine = provisioning::state_machine()?;
+        let provisioning_tasks = LocalTasks {
+            provisioner: Provisioner {
+                store: shared.clone(),
+                deployments: shared,
+                objects: objects.clone(),
+            },
+            builder: LocalBuilder {
                 store: store.clone(),
                 routes: routes.clone(),
                 router: router.clone(),
-            }),
+            },
+            synth: config.synth.clone(),
         };
 
         let portal_listener = TcpListener::bind(config.portal_addr)
@@ -119,7 +126,8 @@ impl Running {
         let mut tasks = JoinSet::new();
         tasks.spawn(router.clone().run(committed));
         tasks.spawn(provisioning::run(
-            provisioner,
+            machine,
+            provisioning_tasks,
             store.clone(),
             objects,
             notifications,
