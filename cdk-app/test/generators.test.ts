@@ -189,6 +189,15 @@ test('two target units of one event version get two stacks and two rules, neithe
   assert.deepEqual(rules.map((r) => r.Properties.EventPattern.detail.metadata.event_attributes.target[0]), ['billing', 'shipping']);
 });
 
+test('the rule pattern is compared by meaning, not by key order (the portal writes sorted keys)', () => {
+  const doc = raw('consumer-lambda');
+  const p = doc.event_pattern;
+  doc.event_pattern = { detail: p.detail, 'detail-type': p['detail-type'], source: p.source };
+  assert.deepEqual(parseDeployJson(JSON.stringify(doc)).kind, 'consumer');
+  doc.event_pattern.detail.metadata.event_attributes.target = ['other-unit'];
+  assert.throws(() => parseDeployJson(JSON.stringify(doc)), /event_pattern/);
+});
+
 test('a malformed deploy.json is refused before any stack exists', () => {
   const good = raw('consumer-lambda');
   const cases: [string, string][] = [

@@ -319,6 +319,12 @@ impl Broker {
 
     /// Polls `GET /deployments/{id}` until it is SUCCEEDED or FAILED.
     pub async fn wait_for_deployment(&self, id: &str) -> Value {
+        self.wait_for_deployment_within(id, DEPLOYMENT_TIMEOUT)
+            .await
+    }
+
+    /// `wait_for_deployment` for deployments that take longer (a build step running `cdk synth`).
+    pub async fn wait_for_deployment_within(&self, id: &str, limit: Duration) -> Value {
         let started = Instant::now();
         loop {
             let reply = self.get(&format!("/deployments/{id}")).await;
@@ -329,8 +335,8 @@ impl Broker {
                 None => panic!("deployment {id} has no status: {deployment}"),
             }
             assert!(
-                started.elapsed() < DEPLOYMENT_TIMEOUT,
-                "deployment {id} did not finish within {DEPLOYMENT_TIMEOUT:?}; last seen: {deployment}"
+                started.elapsed() < limit,
+                "deployment {id} did not finish within {limit:?}; last seen: {deployment}"
             );
             tokio::time::sleep(POLL_EVERY).await;
         }

@@ -481,3 +481,30 @@ fn deploy_files(dir: &Path) -> Vec<(String, Vec<u8>)> {
     found.sort();
     found
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_local_names_fill_exactly_the_placeholders_infra_fills() {
+        let infra: serde_json::Map<String, Value> =
+            serde_json::from_str(include_str!("../../../infra/definition-substitutions.json"))
+                .expect("infra/definition-substitutions.json is a JSON object");
+        let local: Vec<_> = substitutions().into_keys().collect();
+        assert_eq!(local, infra.keys().cloned().collect::<Vec<_>>());
+        state_machine().expect("the definition loads with the local names");
+    }
+
+    #[test]
+    fn a_failure_cause_is_read_from_the_catch_result_the_definition_stores() {
+        assert_eq!(
+            cause_of(r#"{"Error":"Build.Failed","Cause":"cdk deploy exited 1"}"#),
+            "cdk deploy exited 1"
+        );
+        assert_eq!(
+            cause_of(r#"{"Error":"States.Timeout"}"#),
+            r#"{"Error":"States.Timeout"}"#
+        );
+    }
+}
