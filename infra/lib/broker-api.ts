@@ -1,0 +1,88 @@
+// Seed step 3, second half: the broker REST API and the injectors. The generators of cdk-app/ add
+// one route per event version to this API and deploy its stage; they find everything here through
+// the SSM parameters written below.
+import { CfnOutput, Duration, Stack, StackProps, Validations } from 'aws-cdk-lib';
+import * as apigw from 'aws-cdk-lib/aws-apigateway';
+import * as dynamodb from 'aws-cdk-lib/aws-dynamodb';
+import * as events from 'aws-cdk-lib/aws-events';
+import * as iam from 'aws-cdk-lib/aws-iam';
+import * as ssm from 'aws-cdk-lib/aws-ssm';
+import { Construct } from 'constructs';
+import { stageOptions } from './api';
+import { RustFunction } from './function';
+import { BROKER_STAGE, ENV_VARS, Names, parameterName, PlatformParameter, TABLE_INDEX } from './names';
+
+export interface BrokerApiProps extends StackProps {
+  lambdaAssets: string;
+  bus: events.IEventBus;
+  table: dynamodb.ITable;
+}
+
+export class BrokerApiStack extends Stack {
+  constructor(scope: Construct, names: Names, props: BrokerApiProps) {
+    super(scope, names.stack('brokerApi'), { ...props, stackName: names.stack('brokerApi') });
+    const injector = this.injector('injector', names, props, Duration.seconds(10));
+    // SQS producers' batches: the generators' queues have a visibility timeout of 6 x this.
+    const injectorSqs = this.injector('injector-sqs', names, props, Duration.seconds(30));
+
+    const api = new apigw.RestApi(this, 'BrokerApi', {
+      restApiName: names.brokerApiName,
+      description: 'busway broker: POST /{event_type}/{version}, one route per deployed event version (cdk-app/)',
+      endpointTypes: [apigw.EndpointType.REGIONAL],
+      cloudWatchRole: false,
+      deployOptions: stageOptions(this, BROKER_STAGE),
+    });
+    // A REST API deploys only with a method; this one also answers load balancers and smoke tests.
+    const health = api.root.addResource('health').addMethod('GET', new apigw.MockIntegration({
+      requestTemplates: { 'application/json': '{"statusCode": 200}' },
+      passthroughBehavior: apigw.PassthroughBehavior.NEVER,
+      integrationResponses: [{ statusCode: '200', responseTemplates: { 'application/json': '{"status":"ok"}' } }],
+    }), { authorizationType: apigw.AuthorizationType.NONE, methodResponses: [{ statusCode: '200' }] });
+    Validations.of(health).acknowledge({
+      id: 'AwsSolutions-APIG4',
+      reason: 'GET /health is a MOCK returning a constant: it reaches no backend and reads no input. Event routes use AWS_IAM (cdk-app/).',
+    });
+    Validations.of(health).acknowledge({ id: 'AwsSolutions-COG4', reason: 'Same MOCK health check: no caller identity to check.' });
+    Validations.of(api).acknowledge({
+      id: 'AwsSolutions-APIG2',
+      reason: 'Each event route gets its own body validator and JSON Schema model from the producer generator (cdk-app/); /health has no input.',
+    });
+    Validations.of(api).acknowledge({
+      id: 'AwsSolutions-APIG3',
+      reason: 'No WAF: producers are SigV4-authenticated and the AWS common rule set blocks bodies over 8 KB, while events go up to 256 KB.',
+    });
+
+    const parameters: [PlatformParameter, string][] = [
+      ['brokerApiId', api.restApiId],
+      ['brokerApiRootResourceId', api.restApiRootResourceId],
+      ['brokerApiStage', api.deploymentStage.stageName],
+      ['injectorFunctionArn', injector.fn.functionArn],
+      ['injectorSqsFunctionArn', injectorSqs.fn.functionArn],
+      // The SQS producer stacks grant this role the consumption of their own queue.
+      ['injectorSqsRoleArn', injectorSqs.role.roleArn],
+    ];
+    for (const [p, stringValue] of parameters) {
+      new ssm.StringParameter(this, `${p}Parameter`, { parameterName: parameterName(names.env, p), stringValue });
+    }
+    new CfnOutput(this, 'BrokerUrl', { value: api.url, description: 'the broker API: POST {url}{event_type}/{version} (SigV4)' });
+  }
+
+  /** An injector: PutEvents on the platform bus, and reads of the event types it routes. */
+  private injector(name: 'injector' | 'injector-sqs', names: Names, props: BrokerApiProps, timeout: Duration): RustFunction {
+    const f = new RustFunction(this, name === 'injector' ? 'Injector' : 'InjectorSqs', {
+      name,
+      names,
+      lambdaAssets: props.lambdaAssets,
+      timeout,
+      environment: { [ENV_VARS.busName]: props.bus.eventBusName, [ENV_VARS.tableName]: props.table.tableName },
+    });
+    f.role.addToPolicy(new iam.PolicyStatement({ actions: ['events:PutEvents'], resources: [props.bus.eventBusArn] }));
+    // The bus Source is the application as registered, and an SQS batch is validated against its
+    // version's schema: both are read from the event store, never taken from the payload.
+    f.role.addToPolicy(new iam.PolicyStatement({
+      actions: ['dynamodb:GetItem', 'dynamodb:Query'],
+      resources: [props.table.tableArn, `${props.table.tableArn}/index/${TABLE_INDEX}`],
+    }));
+    return f;
+  }
+}

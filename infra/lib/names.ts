@@ -1,0 +1,65 @@
+// Physical names of the platform, per environment: the seed's names where it gave one
+// (seed/solution-architecture.md steps 1-4), `{env}-busway-*` for what the seed did not have.
+import { ENV_PATTERN } from '../../cdk-app/lib/platform-names';
+
+export { ENV_PATTERN, PARAMETERS, parameterName } from '../../cdk-app/lib/platform-names';
+export type { PlatformParameter } from '../../cdk-app/lib/platform-names';
+
+/** The Lambda functions (busway_core::tasks::FUNCTIONS): binary name = logical name = `--bin`. */
+export const FUNCTIONS = ['portal', 'injector', 'injector-sqs', 'provisioner'] as const;
+export type FunctionName = (typeof FUNCTIONS)[number];
+
+/** Environment variables the functions read (`Config::from_env()` of the AWS host). */
+export const ENV_VARS = {
+  tableName: 'BUSWAY_TABLE_NAME',
+  schemaBackupBucket: 'BUSWAY_SCHEMA_BACKUP_BUCKET',
+  publisherBucket: 'BUSWAY_PUBLISHER_BUCKET',
+  subscriberBucket: 'BUSWAY_SUBSCRIBER_BUCKET',
+  registryName: 'BUSWAY_SCHEMA_REGISTRY',
+  busName: 'BUSWAY_BUS_NAME',
+  stateMachineArn: 'BUSWAY_STATE_MACHINE_ARN',
+} as const;
+
+/** The broker API stage the producer routes are deployed to (SSM `broker-api/stage`). */
+export const BROKER_STAGE = 'live';
+
+/** The table's one index: queries by event type and by target unit (`GSI1PK`/`GSI1SK`). */
+export const TABLE_INDEX = 'GSI1';
+
+/** busway_core::ports::Bucket::base_name of the three buckets. */
+export type BucketBase = 'event-schemas-backup-bucket' | 'publisher-components-bucket' | 'subscriber-components-bucket';
+
+export class Names {
+  constructor(readonly env: string) {
+    if (!ENV_PATTERN.test(env)) throw new Error(`platform env ${env} must match ${ENV_PATTERN}`);
+  }
+
+  stack(step: 'backup' | 'storage' | 'bus' | 'brokerApi' | 'portal' | 'provisioning'): string {
+    const base = {
+      backup: 'event-schemas-backup-service',
+      storage: 'components-configuration-storage-service',
+      bus: 'event-broker-bus',
+      brokerApi: 'event-broker-api-service',
+      portal: 'self-service-portal',
+      provisioning: 'provisioning-service',
+    }[step];
+    return `${this.env}-${base}`;
+  }
+
+  /**
+   * The seed's bucket names (busway_core::ports::Bucket::base_name) with the account id appended:
+   * bucket names are global, so the seed's bare names would collide between two accounts.
+   */
+  bucket(base: BucketBase, account: string): string {
+    return `${this.env}-${base}-${account}`;
+  }
+
+  get busName(): string { return `${this.env}.custom.events.bus`; }
+  get brokerApiName(): string { return `${this.env}-event-broker-api`; }
+  get portalApiName(): string { return `${this.env}-self-service-portal-api`; }
+  get tableName(): string { return `${this.env}-self-service-events-table`; }
+  get registryName(): string { return `${this.env}.busway.schemas`; }
+  get stateMachineName(): string { return `${this.env}-busway-provisioning`; }
+  function(name: FunctionName): string { return `${this.env}-busway-${name}`; }
+  buildProject(kind: 'producer' | 'consumer'): string { return `${this.env}-busway-${kind}-build`; }
+}

@@ -1,0 +1,41 @@
+import { App, Stack, StackProps, Validations } from 'aws-cdk-lib';
+import { AwsSolutionsChecks } from 'cdk-nag';
+import { BrokerApiStack } from './broker-api';
+import { BusStack } from './bus';
+import { Names } from './names';
+import { PortalStack } from './portal';
+import { ProvisioningStack } from './provisioning';
+import { ConfigStorageStack, SchemaBackupStack } from './storage';
+
+export interface Platform {
+  backup: SchemaBackupStack;
+  storage: ConfigStorageStack;
+  bus: BusStack;
+  portal: PortalStack;
+  brokerApi: BrokerApiStack;
+  provisioning: ProvisioningStack;
+}
+
+/**
+ * The busway platform of one environment, every stack checked by cdk-nag's AWS Solutions rules
+ * (an unacknowledged finding fails the synth). Deploy order follows the references:
+ * backup, storage, bus → portal → broker API, provisioning.
+ */
+export function platform(app: App, env: string, lambdaAssets: string, props: StackProps = {}): Platform {
+  const names = new Names(env);
+  const backup = new SchemaBackupStack(app, names, props);
+  const storage = new ConfigStorageStack(app, names, props);
+  const bus = new BusStack(app, names, props);
+  const portal = new PortalStack(app, names, {
+    ...props, lambdaAssets, schemaBackup: backup.bucket, publisher: storage.publisher, subscriber: storage.subscriber,
+  });
+  const brokerApi = new BrokerApiStack(app, names, { ...props, lambdaAssets, bus: bus.bus, table: portal.table });
+  // The portal stack sets API Gateway's account-level logging role, which the broker stage needs.
+  brokerApi.addStackDependency(portal);
+  const provisioning = new ProvisioningStack(app, names, {
+    ...props, lambdaAssets, table: portal.table, publisher: storage.publisher, subscriber: storage.subscriber,
+  });
+  const stacks: Stack[] = [backup, storage, bus, portal, brokerApi, provisioning];
+  for (const s of stacks) Validations.of(s).addPlugins(new AwsSolutionsChecks(s, { verbose: true }));
+  return { backup, storage, bus, portal, brokerApi, provisioning };
+}

@@ -1,0 +1,111 @@
+// Seed step 4: the self-service portal (table, schema registry, portal function and its API).
+import { CfnOutput, Duration, Stack, StackProps, Validations } from 'aws-cdk-lib';
+import * as apigw from 'aws-cdk-lib/aws-apigateway';
+import * as dynamodb from 'aws-cdk-lib/aws-dynamodb';
+import * as eventschemas from 'aws-cdk-lib/aws-eventschemas';
+import * as iam from 'aws-cdk-lib/aws-iam';
+import * as s3 from 'aws-cdk-lib/aws-s3';
+import { Construct } from 'constructs';
+import { stageOptions } from './api';
+import { RustFunction } from './function';
+import { acknowledgeWildcards, objects } from './iam';
+import { ENV_VARS, Names, TABLE_INDEX } from './names';
+
+export interface PortalProps extends StackProps {
+  lambdaAssets: string;
+  schemaBackup: s3.IBucket;
+  publisher: s3.IBucket;
+  subscriber: s3.IBucket;
+}
+
+export class PortalStack extends Stack {
+  readonly table: dynamodb.Table;
+  readonly registryName: string;
+
+  constructor(scope: Construct, names: Names, props: PortalProps) {
+    super(scope, names.stack('portal'), { ...props, stackName: names.stack('portal') });
+    this.table = new dynamodb.Table(this, 'Events', {
+      tableName: names.tableName,
+      partitionKey: { name: 'PK', type: dynamodb.AttributeType.STRING },
+      sortKey: { name: 'SK', type: dynamodb.AttributeType.STRING },
+      billingMode: dynamodb.BillingMode.PAY_PER_REQUEST,
+      pointInTimeRecoverySpecification: { pointInTimeRecoveryEnabled: true },
+      encryption: dynamodb.TableEncryption.AWS_MANAGED,
+      deletionProtection: true,
+    });
+    this.table.addGlobalSecondaryIndex({
+      indexName: TABLE_INDEX,
+      partitionKey: { name: 'GSI1PK', type: dynamodb.AttributeType.STRING },
+      sortKey: { name: 'GSI1SK', type: dynamodb.AttributeType.STRING },
+    });
+
+    const registry = new eventschemas.CfnRegistry(this, 'Registry', {
+      registryName: names.registryName,
+      description: 'busway event types: the enveloped JSON Schema (draft 4) of every version',
+    });
+    this.registryName = registry.attrRegistryName;
+
+    const portal = new RustFunction(this, 'Portal', {
+      name: 'portal',
+      names,
+      lambdaAssets: props.lambdaAssets,
+      timeout: Duration.seconds(10),
+      environment: {
+        [ENV_VARS.tableName]: this.table.tableName,
+        [ENV_VARS.schemaBackupBucket]: props.schemaBackup.bucketName,
+        [ENV_VARS.publisherBucket]: props.publisher.bucketName,
+        [ENV_VARS.subscriberBucket]: props.subscriber.bucketName,
+        [ENV_VARS.registryName]: this.registryName,
+        // The routes are /events, /subscriptions, ...: the stage name is not part of them.
+        AWS_LAMBDA_HTTP_IGNORE_STAGE_IN_PATH: 'true',
+      },
+    });
+    portal.role.addToPolicy(new iam.PolicyStatement({
+      actions: ['dynamodb:GetItem', 'dynamodb:Query', 'dynamodb:PutItem', 'dynamodb:UpdateItem', 'dynamodb:DeleteItem', 'dynamodb:ConditionCheckItem'],
+      resources: [this.table.tableArn, `${this.table.tableArn}/index/${TABLE_INDEX}`],
+    }));
+    // The portal writes deploy.json files (which start provisioning) and schema backups, and
+    // nothing else: keys are `.../deploy.json` and `{event_type}/{version}/schema.json`.
+    const deployJsons = [objects(this, names, 'publisher-components-bucket', '*/deploy.json'), objects(this, names, 'subscriber-components-bucket', '*/deploy.json')];
+    const backups = objects(this, names, 'event-schemas-backup-bucket', '*/schema.json');
+    portal.role.addToPolicy(new iam.PolicyStatement({ actions: ['s3:PutObject'], resources: deployJsons.map((o) => o.arn) }));
+    portal.role.addToPolicy(new iam.PolicyStatement({ actions: ['s3:PutObject'], resources: [backups.arn] }));
+    // ListSchemaVersions serves the registry port's list of versions.
+    const schemas = `schema/${names.registryName}/*`;
+    portal.role.addToPolicy(new iam.PolicyStatement({
+      actions: ['schemas:CreateSchema', 'schemas:UpdateSchema', 'schemas:DescribeSchema', 'schemas:ListSchemaVersions'],
+      resources: [`arn:${this.partition}:schemas:${this.region}:${this.account}:${schemas}`],
+    }));
+    acknowledgeWildcards(portal.role, [...deployJsons, backups].map((o) => o.finding).concat(`Resource::arn:<AWS::Partition>:schemas:<AWS::Region>:<AWS::AccountId>:${schemas}`),
+      'Keys and schema names are made at run time from validated names; each wildcard is one key shape (`*/deploy.json`, `*/schema.json`) or busway\'s own registry.');
+
+    const api = new apigw.LambdaRestApi(this, 'PortalApi', {
+      restApiName: names.portalApiName,
+      handler: portal.fn,
+      proxy: true,
+      endpointTypes: [apigw.EndpointType.REGIONAL],
+      // Callers are IAM principals signing with SigV4; API Gateway hands their identity to the portal.
+      defaultMethodOptions: { authorizationType: apigw.AuthorizationType.IAM },
+      // API Gateway's account-level logging role: this stack deploys before the broker API's.
+      cloudWatchRole: true,
+      deployOptions: stageOptions(this, 'api'),
+    });
+    Validations.of(api).acknowledge({
+      id: 'AwsSolutions-APIG2',
+      reason: 'The portal validates every body itself and answers with DESIGN.md\'s JSON error body; an API Gateway validator would answer with another shape.',
+    });
+    Validations.of(api).acknowledge({
+      id: 'AwsSolutions-APIG3',
+      reason: 'No WAF: callers are SigV4-authenticated and the AWS common rule set blocks bodies over 8 KB, below the schemas the portal takes.',
+    });
+    Validations.of(api).acknowledge({
+      id: 'AwsSolutions-COG4',
+      reason: 'The portal\'s callers are IAM principals (AWS_IAM authorization), not Cognito users.',
+    });
+    Validations.of(api).acknowledge({
+      id: 'AwsSolutions-IAM4[Policy::arn:<AWS::Partition>:iam::aws:policy/service-role/AmazonAPIGatewayPushToCloudWatchLogs]',
+      reason: 'API Gateway\'s account-level CloudWatch role uses AmazonAPIGatewayPushToCloudWatchLogs, the policy AWS documents for it.',
+    });
+    new CfnOutput(this, 'PortalUrl', { value: api.url, description: 'the self-service portal API (SigV4)' });
+  }
+}

@@ -1,0 +1,30 @@
+// Seed steps 1 and 2: the schema backup bucket, and the configuration buckets the portal writes
+// deploy.json files to (their notifications to the provisioner live in the provisioning stack,
+// which imports them, so that this stack never depends on a later one).
+import { Stack, StackProps } from 'aws-cdk-lib';
+import * as s3 from 'aws-cdk-lib/aws-s3';
+import { Construct } from 'constructs';
+import { accessLogBucket, secureBucket } from './bucket';
+import { Names } from './names';
+
+export class SchemaBackupStack extends Stack {
+  readonly bucket: s3.Bucket;
+
+  constructor(scope: Construct, names: Names, props: StackProps = {}) {
+    super(scope, names.stack('backup'), { ...props, stackName: names.stack('backup') });
+    const logs = accessLogBucket(this);
+    this.bucket = secureBucket(this, 'SchemaBackup', names.bucket('event-schemas-backup-bucket', this.account), logs);
+  }
+}
+
+export class ConfigStorageStack extends Stack {
+  readonly publisher: s3.Bucket;
+  readonly subscriber: s3.Bucket;
+
+  constructor(scope: Construct, names: Names, props: StackProps = {}) {
+    super(scope, names.stack('storage'), { ...props, stackName: names.stack('storage') });
+    const logs = accessLogBucket(this);
+    this.publisher = secureBucket(this, 'Publisher', names.bucket('publisher-components-bucket', this.account), logs);
+    this.subscriber = secureBucket(this, 'Subscriber', names.bucket('subscriber-components-bucket', this.account), logs);
+  }
+}

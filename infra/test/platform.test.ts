@@ -1,0 +1,394 @@
+// The platform app, synthesized offline with a dummy bootstrap per function. Template.fromStack
+// runs cdk-nag's AWS Solutions checks (a validation plugin on every stack), so every template
+// asserted here is also nag-clean: an unacknowledged finding makes it throw (tested below).
+import { test } from 'node:test';
+import * as assert from 'node:assert/strict';
+import * as fs from 'fs';
+import * as os from 'os';
+import * as path from 'path';
+import { App, Stack } from 'aws-cdk-lib';
+import { Match, Template } from 'aws-cdk-lib/assertions';
+import * as s3 from 'aws-cdk-lib/aws-s3';
+import * as s3assets from 'aws-cdk-lib/aws-s3-assets';
+import { BROKER_STAGE, ENV_VARS, FUNCTIONS, PARAMETERS, parameterName, PlatformParameter } from '../lib/names';
+import { platform } from '../lib/platform';
+import { ASL_FILE, SUBSTITUTIONS_FILE } from '../lib/provisioning';
+
+const CDK_CONTEXT = JSON.parse(fs.readFileSync(path.join(__dirname, '..', 'cdk.json'), 'utf8')).context;
+
+/** What cargo-lambda leaves: `{dir}/{name}/bootstrap` (a zip for one of them, as `--output-format zip` gives). */
+function dummyAssets(): string {
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'busway-lambda-'));
+  for (const name of FUNCTIONS) {
+    fs.mkdirSync(path.join(dir, name));
+    fs.writeFileSync(path.join(dir, name, name === 'portal' ? 'bootstrap.zip' : 'bootstrap'), '#!/bin/sh\n');
+  }
+  return dir;
+}
+
+function newApp(): App {
+  return new App({ context: CDK_CONTEXT });
+}
+
+const assets = dummyAssets();
+const p = platform(newApp(), 'dev', assets);
+const t = {
+  backup: Template.fromStack(p.backup),
+  storage: Template.fromStack(p.storage),
+  bus: Template.fromStack(p.bus),
+  portal: Template.fromStack(p.portal),
+  brokerApi: Template.fromStack(p.brokerApi),
+  provisioning: Template.fromStack(p.provisioning),
+};
+const all = Object.values(t);
+
+/** An intrinsic as readable text: `<Logical.Attr>`, `<import:Export>`, joins concatenated. */
+function render(v: any): string {
+  if (typeof v === 'string') return v;
+  if (v.Ref) return `<${v.Ref}>`;
+  if (v['Fn::GetAtt']) return `<${v['Fn::GetAtt'].join('.')}>`;
+  if (v['Fn::ImportValue']) return `<import:${v['Fn::ImportValue']}>`;
+  if (v['Fn::Join']) return v['Fn::Join'][1].map(render).join(v['Fn::Join'][0]);
+  if (v['Fn::Sub']) return v['Fn::Sub'];
+  return JSON.stringify(v);
+}
+
+type Statement = { actions: string[]; resources: string[] };
+
+/** The statements of every policy attached to the one role whose logical id starts with `rolePrefix`. */
+function statements(tpl: Template, rolePrefix: string): Statement[] {
+  const roles = Object.keys(tpl.findResources('AWS::IAM::Role')).filter((id) => id.startsWith(rolePrefix));
+  assert.equal(roles.length, 1, `roles ${rolePrefix}*: ${roles}`);
+  return Object.values(tpl.findResources('AWS::IAM::Policy'))
+    .filter((r: any) => r.Properties.Roles.some((x: any) => x.Ref === roles[0]))
+    .flatMap((r: any) => r.Properties.PolicyDocument.Statement)
+    .map((s: any) => {
+      assert.equal(s.Effect, 'Allow');
+      return { actions: [s.Action].flat(), resources: [s.Resource].flat().map(render) };
+    });
+}
+
+/** Exactly these statements, in order: the same actions, each resource matching its pattern. */
+function assertStatements(actual: Statement[], expected: [string[], RegExp[]][]): void {
+  assert.equal(actual.length, expected.length, `statements: ${JSON.stringify(actual, null, 1)}`);
+  expected.forEach(([actions, resources], i) => {
+    assert.deepEqual(actual[i].actions, actions);
+    assert.equal(actual[i].resources.length, resources.length, `resources of ${actions}: ${actual[i].resources}`);
+    resources.forEach((re, j) => assert.match(actual[i].resources[j], re));
+  });
+}
+
+const LOGS = ['logs:CreateLogStream', 'logs:PutLogEvents'];
+const TABLE = /^<import:dev-self-service-portal:ExportsOutputFnGetAttEvents\w+Arn\w+>$/;
+const TABLE_INDEX = /^<import:dev-self-service-portal:ExportsOutputFnGetAttEvents\w+Arn\w+>\/index\/GSI1$/;
+const ARN = (service: string, rest: string) => new RegExp(`^arn:<AWS::Partition>:${service}:<AWS::Region>:<AWS::AccountId>:${rest}$`);
+const OBJECTS = (bucket: string, keys: string) => new RegExp(`^arn:<AWS::Partition>:s3:::dev-${bucket}-<AWS::AccountId>/${keys.replace(/[.*]/g, '\\$&')}$`);
+
+test('the three buckets are versioned, SSE-S3 encrypted, private, TLS only and log their access', () => {
+  const cases: [Template, string][] = [
+    [t.backup, 'dev-event-schemas-backup-bucket'],
+    [t.storage, 'dev-publisher-components-bucket'],
+    [t.storage, 'dev-subscriber-components-bucket'],
+  ];
+  for (const [tpl, name] of cases) {
+    tpl.hasResource('AWS::S3::Bucket', {
+      DeletionPolicy: 'Retain',
+      Properties: {
+        BucketName: { 'Fn::Join': ['', [`${name}-`, { Ref: 'AWS::AccountId' }]] },
+        VersioningConfiguration: { Status: 'Enabled' },
+        BucketEncryption: { ServerSideEncryptionConfiguration: [{ ServerSideEncryptionByDefault: { SSEAlgorithm: 'AES256' } }] },
+        PublicAccessBlockConfiguration: { BlockPublicAcls: true, BlockPublicPolicy: true, IgnorePublicAcls: true, RestrictPublicBuckets: true },
+        OwnershipControls: { Rules: [{ ObjectOwnership: 'BucketOwnerEnforced' }] },
+        LoggingConfiguration: { DestinationBucketName: { Ref: Match.stringLikeRegexp('^AccessLogs') }, LogFilePrefix: Match.stringLikeRegexp('/$') },
+      },
+    });
+  }
+  for (const tpl of [t.backup, t.storage]) {
+    // Every bucket of the stack, the access log bucket included, refuses plain HTTP.
+    const buckets = Object.keys(tpl.findResources('AWS::S3::Bucket'));
+    const policies = Object.values(tpl.findResources('AWS::S3::BucketPolicy')) as any[];
+    for (const b of buckets) {
+      const policy = policies.find((x) => x.Properties.Bucket.Ref === b);
+      assert.ok(policy, `${b} has no bucket policy`);
+      assert.ok(policy.Properties.PolicyDocument.Statement.some((s: any) =>
+        s.Effect === 'Deny' && s.Action === 's3:*' && s.Condition?.Bool?.['aws:SecureTransport'] === 'false'), `${b} accepts plain HTTP`);
+    }
+    tpl.hasResourceProperties('AWS::S3::Bucket', {
+      VersioningConfiguration: { Status: 'Enabled' },
+      LoggingConfiguration: Match.absent(),
+      PublicAccessBlockConfiguration: { BlockPublicAcls: true, BlockPublicPolicy: true, IgnorePublicAcls: true, RestrictPublicBuckets: true },
+    });
+    // Log delivery is granted by bucket policy (the bucket owner enforces ownership: no ACLs).
+    tpl.hasResourceProperties('AWS::S3::BucketPolicy', {
+      PolicyDocument: { Statement: Match.arrayWith([Match.objectLike({ Principal: { Service: 'logging.s3.amazonaws.com' }, Action: 's3:PutObject' })]) },
+    });
+  }
+});
+
+test('the events table: PK/SK strings, on demand, point-in-time recovery, encrypted, GSI1 for queries by event type and target unit', () => {
+  t.portal.hasResource('AWS::DynamoDB::Table', {
+    DeletionPolicy: 'Retain',
+    Properties: {
+      TableName: 'dev-self-service-events-table',
+      KeySchema: [{ AttributeName: 'PK', KeyType: 'HASH' }, { AttributeName: 'SK', KeyType: 'RANGE' }],
+      AttributeDefinitions: Match.arrayWith([{ AttributeName: 'PK', AttributeType: 'S' }, { AttributeName: 'SK', AttributeType: 'S' }]),
+      BillingMode: 'PAY_PER_REQUEST',
+      PointInTimeRecoverySpecification: { PointInTimeRecoveryEnabled: true },
+      SSESpecification: { SSEEnabled: true },
+      DeletionProtectionEnabled: true,
+      GlobalSecondaryIndexes: [{
+        IndexName: 'GSI1',
+        KeySchema: [{ AttributeName: 'GSI1PK', KeyType: 'HASH' }, { AttributeName: 'GSI1SK', KeyType: 'RANGE' }],
+        Projection: { ProjectionType: 'ALL' },
+      }],
+    },
+  });
+});
+
+test('the custom bus keeps the seed name and archives busway events; the schema registry exists', () => {
+  t.bus.hasResourceProperties('AWS::Events::EventBus', { Name: 'dev.custom.events.bus' });
+  t.bus.hasResourceProperties('AWS::Events::Archive', {
+    SourceArn: { 'Fn::GetAtt': [Match.stringLikeRegexp('^Bus'), 'Arn'] },
+    EventPattern: { source: [{ prefix: 'busway.' }] },
+    RetentionDays: 30,
+  });
+  t.portal.hasResourceProperties('AWS::EventSchemas::Registry', { RegistryName: 'dev.busway.schemas' });
+});
+
+test('every function is a Rust bootstrap on provided.al2023 arm64 with exactly the environment it reads', () => {
+  const expected: Record<string, [Template, string[]]> = {
+    portal: [t.portal, [ENV_VARS.tableName, ENV_VARS.schemaBackupBucket, ENV_VARS.publisherBucket, ENV_VARS.subscriberBucket, ENV_VARS.registryName, 'AWS_LAMBDA_HTTP_IGNORE_STAGE_IN_PATH']],
+    injector: [t.brokerApi, [ENV_VARS.busName, ENV_VARS.tableName]],
+    'injector-sqs': [t.brokerApi, [ENV_VARS.busName, ENV_VARS.tableName]],
+    provisioner: [t.provisioning, [ENV_VARS.tableName, ENV_VARS.publisherBucket, ENV_VARS.subscriberBucket, ENV_VARS.stateMachineArn]],
+  };
+  assert.deepEqual(Object.keys(expected).sort(), [...FUNCTIONS].sort());
+  for (const [name, [tpl, vars]] of Object.entries(expected)) {
+    const fns = Object.values(tpl.findResources('AWS::Lambda::Function', { Properties: { FunctionName: `dev-busway-${name}` } })) as any[];
+    assert.equal(fns.length, 1, name);
+    const props = fns[0].Properties;
+    assert.equal(props.Runtime, 'provided.al2023');
+    assert.deepEqual(props.Architectures, ['arm64']);
+    assert.equal(props.Handler, 'bootstrap');
+    assert.match(props.LoggingConfig.LogGroup.Ref, new RegExp(`^${name.split('-').map((w) => w[0].toUpperCase() + w.slice(1)).join('')}Logs`), `${name} logs to its own group`);
+    assert.deepEqual(Object.keys(props.Environment.Variables).sort(), [...vars, 'RUST_LOG'].sort(), name);
+  }
+  t.portal.hasResourceProperties('AWS::Lambda::Function', {
+    FunctionName: 'dev-busway-portal',
+    Environment: { Variables: Match.objectLike({
+      AWS_LAMBDA_HTTP_IGNORE_STAGE_IN_PATH: 'true',
+      [ENV_VARS.tableName]: { Ref: Match.stringLikeRegexp('^Events') },
+      [ENV_VARS.registryName]: { 'Fn::GetAtt': [Match.stringLikeRegexp('^Registry'), 'RegistryName'] },
+    }) },
+  });
+  t.provisioning.hasResourceProperties('AWS::Lambda::Function', {
+    FunctionName: 'dev-busway-provisioner',
+    Environment: { Variables: Match.objectLike({
+      [ENV_VARS.stateMachineArn]: { 'Fn::Join': ['', Match.arrayWith([':stateMachine:dev-busway-provisioning'])] },
+    }) },
+  });
+});
+
+test('the portal may read and write the table, put deploy.json files and schema backups, and manage the registry\'s schemas only', () => {
+  assertStatements(statements(t.portal, 'PortalRole'), [
+    [LOGS, [/^<PortalLogs\w+\.Arn>$/]],
+    [['dynamodb:GetItem', 'dynamodb:Query', 'dynamodb:PutItem', 'dynamodb:UpdateItem', 'dynamodb:DeleteItem', 'dynamodb:ConditionCheckItem'], [/^<Events\w+\.Arn>$/, /^<Events\w+\.Arn>\/index\/GSI1$/]],
+    [['s3:PutObject'], [OBJECTS('publisher-components-bucket', '*/deploy.json'), OBJECTS('subscriber-components-bucket', '*/deploy.json')]],
+    [['s3:PutObject'], [OBJECTS('event-schemas-backup-bucket', '*/schema.json')]],
+    [['schemas:CreateSchema', 'schemas:UpdateSchema', 'schemas:DescribeSchema', 'schemas:ListSchemaVersions'], [ARN('schemas', 'schema/dev\\.busway\\.schemas/\\*')]],
+  ]);
+});
+
+test('the injectors may put events on the platform bus and read the event store, nothing else', () => {
+  for (const role of ['InjectorRole', 'InjectorSqsRole']) {
+    assertStatements(statements(t.brokerApi, role), [
+      [LOGS, [new RegExp(`^<${role.replace('Role', 'Logs')}\\w+\\.Arn>$`)]],
+      [['events:PutEvents'], [/^<import:dev-event-broker-bus:ExportsOutputFnGetAttBus\w+Arn\w+>$/]],
+      [['dynamodb:GetItem', 'dynamodb:Query'], [TABLE, TABLE_INDEX]],
+    ]);
+  }
+});
+
+test('the provisioner may start the state machine, read deploy.json files and write deployment records', () => {
+  assertStatements(statements(t.provisioning, 'ProvisionerRole'), [
+    [LOGS, [/^<ProvisionerLogs\w+\.Arn>$/]],
+    [['states:StartExecution'], [ARN('states', 'stateMachine:dev-busway-provisioning')]],
+    [['s3:GetObject'], [OBJECTS('publisher-components-bucket', '*/deploy.json'), OBJECTS('subscriber-components-bucket', '*/deploy.json')]],
+    [['dynamodb:GetItem', 'dynamodb:Query', 'dynamodb:PutItem', 'dynamodb:UpdateItem'], [TABLE, TABLE_INDEX]],
+  ]);
+});
+
+test('the state machine role: status writes, the provisioner, the two builds and the .sync rule; Resource "*" only where AWS requires it', () => {
+  assertStatements(statements(t.provisioning, 'StateMachineRole'), [
+    [['dynamodb:UpdateItem'], [TABLE]],
+    [['lambda:InvokeFunction'], [/^<ProvisionerFunction\w+\.Arn>$/]],
+    [['codebuild:StartBuild', 'codebuild:StopBuild', 'codebuild:BatchGetBuilds'], [/^<ProducerBuild\w+\.Arn>$/, /^<ConsumerBuild\w+\.Arn>$/]],
+    [['events:PutTargets', 'events:PutRule', 'events:DescribeRule'], [ARN('events', 'rule/StepFunctionsGetEventForCodeBuildStartBuildRule')]],
+    // Log delivery to CloudWatch Logs and X-Ray tracing: these actions take no resource ARN.
+    [['logs:CreateLogDelivery', 'logs:GetLogDelivery', 'logs:UpdateLogDelivery', 'logs:DeleteLogDelivery', 'logs:ListLogDeliveries',
+      'logs:PutResourcePolicy', 'logs:DescribeResourcePolicies', 'logs:DescribeLogGroups'], [/^\*$/]],
+    [['xray:PutTraceSegments', 'xray:PutTelemetryRecords', 'xray:GetSamplingRules', 'xray:GetSamplingTargets'], [/^\*$/]],
+  ]);
+});
+
+test('each build role may assume the CDK bootstrap roles, read its own kind of deploy.json and this env\'s parameters', () => {
+  for (const [kind, bucket] of [['Producer', 'publisher-components-bucket'], ['Consumer', 'subscriber-components-bucket']]) {
+    const ours = statements(t.provisioning, `${kind}BuildRole`).slice(-3);
+    assertStatements(ours, [
+      [['sts:AssumeRole'], [/^arn:<AWS::Partition>:iam::<AWS::AccountId>:role\/cdk-\*$/]],
+      [['s3:GetObject'], [OBJECTS(bucket, '*/deploy.json')]],
+      [['ssm:GetParameter', 'ssm:GetParameters'], [ARN('ssm', 'parameter/busway/dev/\\*')]],
+    ]);
+  }
+});
+
+test('no policy of the platform has a wildcard action or Resource "*" beyond the ones asserted above', () => {
+  // aws-cdk-lib's read grant of a CodeBuild project's S3 source (the repository asset).
+  const cdkSourceGrant = ['s3:GetObject*', 's3:GetBucket*', 's3:List*'];
+  let starResources = 0;
+  for (const tpl of all) {
+    const docs = [
+      ...Object.values(tpl.findResources('AWS::IAM::Policy')).map((r: any) => r.Properties.PolicyDocument),
+      ...Object.values(tpl.findResources('AWS::IAM::Role')).flatMap((r: any) => (r.Properties.Policies ?? []).map((x: any) => x.PolicyDocument)),
+    ];
+    for (const st of docs.flatMap((d) => d.Statement)) {
+      const actions = [st.Action].flat();
+      if (JSON.stringify(actions) !== JSON.stringify(cdkSourceGrant)) {
+        for (const a of actions) assert.ok(!a.includes('*'), `wildcard action ${a}`);
+      }
+      if ([st.Resource].flat().includes('*')) starResources += 1;
+    }
+  }
+  assert.equal(starResources, 2, 'only the state machine\'s log delivery and X-Ray statements');
+});
+
+test('the state machine runs provisioning.asl.json with a substitution for every ${X} in it and no other', () => {
+  const asl = fs.readFileSync(ASL_FILE, 'utf8');
+  const placeholders = [...new Set([...asl.matchAll(/\$\{(\w+)\}/g)].map((m) => m[1]))].sort();
+  assert.ok(placeholders.length > 0);
+  const machines = Object.values(t.provisioning.findResources('AWS::StepFunctions::StateMachine')) as any[];
+  assert.equal(machines.length, 1);
+  const props = machines[0].Properties;
+  assert.equal(props.DefinitionString, asl);
+  assert.equal(props.StateMachineName, 'dev-busway-provisioning');
+  assert.deepEqual(Object.keys(props.DefinitionSubstitutions).sort(), placeholders);
+  assert.deepEqual(Object.keys(JSON.parse(fs.readFileSync(SUBSTITUTIONS_FILE, 'utf8'))).sort(), placeholders);
+  assert.match(render(props.DefinitionSubstitutions.DeploymentsTableName), /^<import:dev-self-service-portal:ExportsOutputRefEvents\w+>$/);
+  assert.match(render(props.DefinitionSubstitutions.ProvisionerFunctionArn), /^<ProvisionerFunction\w+\.Arn>$/);
+  assert.match(render(props.DefinitionSubstitutions.ProducerBuildProjectName), /^<ProducerBuild\w+>$/);
+  assert.match(render(props.DefinitionSubstitutions.ConsumerBuildProjectName), /^<ConsumerBuild\w+>$/);
+  t.provisioning.hasResourceProperties('AWS::StepFunctions::StateMachine', {
+    StateMachineType: 'STANDARD',
+    LoggingConfiguration: { Level: 'ALL', Destinations: [{ CloudWatchLogsLogGroup: { LogGroupArn: { 'Fn::GetAtt': [Match.stringLikeRegexp('^ProvisioningLogs'), 'Arn'] } } }] },
+    TracingConfiguration: { Enabled: true },
+  });
+});
+
+test('the build projects run buildspecs/{kind}.yml on the repository asset, which holds what git would commit', () => {
+  for (const kind of ['producer', 'consumer']) {
+    t.provisioning.hasResourceProperties('AWS::CodeBuild::Project', {
+      Name: `dev-busway-${kind}-build`,
+      Source: { Type: 'S3', BuildSpec: `buildspecs/${kind}.yml`, Location: Match.anyValue() },
+      Artifacts: { Type: 'NO_ARTIFACTS' },
+      Environment: Match.objectLike({ Image: 'aws/codebuild/standard:7.0', PrivilegedMode: false, EnvironmentVariables: [{ Name: 'BUSWAY_ENV', Type: 'PLAINTEXT', Value: 'dev' }] }),
+      TimeoutInMinutes: 30,
+    });
+  }
+  const repo = p.provisioning.node.findChild('Repository') as s3assets.Asset;
+  const staged = path.join(p.provisioning.node.root instanceof App ? (p.provisioning.node.root as App).outdir : '', repo.assetPath);
+  for (const needed of ['Makefile', 'buildspecs/producer.yml', 'buildspecs/consumer.yml', 'scripts/provision-build.sh', 'cdk-app/package-lock.json', 'functions/core/schemas']) {
+    assert.ok(fs.existsSync(path.join(staged, needed)), `the build needs ${needed}`);
+  }
+  for (const unwanted of ['.git', 'target', 'cdk-app/node_modules', 'infra/node_modules', '.venv']) {
+    assert.ok(!fs.existsSync(path.join(staged, unwanted)), `${unwanted} is in the repository asset`);
+  }
+});
+
+test('a deploy.json written to either configuration bucket notifies the provisioner', () => {
+  const provisioner = Object.keys(t.provisioning.findResources('AWS::Lambda::Function', { Properties: { FunctionName: 'dev-busway-provisioner' } }))[0];
+  const notifications = Object.values(t.provisioning.findResources('Custom::S3BucketNotifications')) as any[];
+  assert.equal(notifications.length, 2);
+  for (const n of notifications) {
+    assert.equal(n.Properties.Managed, false, 'notifications of other owners are kept');
+    assert.deepEqual(n.Properties.NotificationConfiguration.LambdaFunctionConfigurations, [{
+      Events: ['s3:ObjectCreated:*'],
+      Filter: { Key: { FilterRules: [{ Name: 'suffix', Value: 'deploy.json' }] } },
+      LambdaFunctionArn: { 'Fn::GetAtt': [provisioner, 'Arn'] },
+    }]);
+  }
+  const buckets = notifications.map((n) => JSON.stringify(n.Properties.BucketName)).sort();
+  assert.match(buckets[0], /ExportsOutputFnGetAttPublisher\w+Arn/);
+  assert.match(buckets[1], /ExportsOutputFnGetAttSubscriber\w+Arn/);
+  t.provisioning.resourceCountIs('AWS::Lambda::Permission', 2);
+  t.provisioning.hasResourceProperties('AWS::Lambda::Permission', {
+    Principal: 's3.amazonaws.com', Action: 'lambda:InvokeFunction', FunctionName: { 'Fn::GetAtt': [provisioner, 'Arn'] },
+  });
+});
+
+test('the platform writes exactly the SSM parameters the generators of cdk-app/ read', () => {
+  const written = all.flatMap((tpl) => Object.values(tpl.findResources('AWS::SSM::Parameter')).map((r: any) => r.Properties.Name)).sort();
+  const read = (Object.keys(PARAMETERS) as PlatformParameter[]).map((k) => parameterName('dev', k)).sort();
+  assert.deepEqual(written, read);
+  assert.ok(written.includes('/busway/dev/broker-api/id') && written.includes('/busway/dev/injector-sqs/role-arn'));
+  const value = (tpl: Template, name: string) => render((Object.values(tpl.findResources('AWS::SSM::Parameter', { Properties: { Name: name } }))[0] as any).Properties.Value);
+  assert.match(value(t.bus, '/busway/dev/bus/name'), /^<Bus\w+>$/);
+  assert.match(value(t.bus, '/busway/dev/bus/arn'), /^<Bus\w+\.Arn>$/);
+  assert.match(value(t.brokerApi, '/busway/dev/broker-api/id'), /^<BrokerApi\w+>$/);
+  assert.match(value(t.brokerApi, '/busway/dev/broker-api/root-resource-id'), /^<BrokerApi\w+\.RootResourceId>$/);
+  assert.match(value(t.brokerApi, '/busway/dev/broker-api/stage'), /^<BrokerApiDeploymentStage\w+>$/);
+  assert.match(value(t.brokerApi, '/busway/dev/injector/function-arn'), /^<InjectorFunction\w+\.Arn>$/);
+  assert.match(value(t.brokerApi, '/busway/dev/injector-sqs/function-arn'), /^<InjectorSqsFunction\w+\.Arn>$/);
+  assert.match(value(t.brokerApi, '/busway/dev/injector-sqs/role-arn'), /^<InjectorSqsRole\w+\.Arn>$/);
+});
+
+test('the broker API deploys its stage with a MOCK health check; the portal API proxies to the portal with SigV4', () => {
+  t.brokerApi.hasResourceProperties('AWS::ApiGateway::RestApi', { Name: 'dev-event-broker-api', EndpointConfiguration: { Types: ['REGIONAL'] } });
+  t.brokerApi.hasResourceProperties('AWS::ApiGateway::Stage', {
+    StageName: BROKER_STAGE,
+    AccessLogSetting: Match.objectLike({ DestinationArn: Match.anyValue() }),
+    MethodSettings: [Match.objectLike({ LoggingLevel: 'INFO', DataTraceEnabled: false })],
+  });
+  t.brokerApi.hasResourceProperties('AWS::ApiGateway::Method', { HttpMethod: 'GET', AuthorizationType: 'NONE', Integration: Match.objectLike({ Type: 'MOCK' }) });
+  t.brokerApi.resourceCountIs('AWS::ApiGateway::Method', 1);
+  t.brokerApi.resourceCountIs('AWS::ApiGateway::Account', 0);
+  t.brokerApi.hasOutput('BrokerUrl', {});
+
+  t.portal.hasResourceProperties('AWS::ApiGateway::RestApi', { Name: 'dev-self-service-portal-api' });
+  const methods = Object.values(t.portal.findResources('AWS::ApiGateway::Method')) as any[];
+  assert.equal(methods.length, 2, 'ANY / and ANY /{proxy+}');
+  for (const m of methods) {
+    assert.equal(m.Properties.HttpMethod, 'ANY');
+    assert.equal(m.Properties.AuthorizationType, 'AWS_IAM');
+    assert.equal(m.Properties.Integration.Type, 'AWS_PROXY');
+  }
+  t.portal.resourceCountIs('AWS::ApiGateway::Account', 1);
+  t.portal.hasOutput('PortalUrl', {});
+  assert.ok(p.brokerApi.dependencies.includes(p.portal), 'the broker stage needs the account logging role the portal stack sets');
+});
+
+test('an unacknowledged cdk-nag finding fails the synth', () => {
+  const q = platform(newApp(), 'dev', assets);
+  new s3.Bucket(q.bus, 'Unencrypted', {});
+  assert.throws(() => Template.fromStack(q.bus), /Validation failed/);
+});
+
+test('a missing Lambda asset or a malformed env is refused with the reason', () => {
+  assert.throws(() => platform(newApp(), 'dev', path.join(assets, 'nowhere')), /no Lambda asset for portal: build it first/);
+  assert.throws(() => platform(newApp(), 'Prod!', assets), /platform env/);
+});
+
+function stackNames(stacks: Stack[]): string[] {
+  return stacks.map((s) => s.stackName);
+}
+
+test('the stacks keep the seed\'s names, prefixed by the environment', () => {
+  const q = platform(newApp(), 'prod', assets);
+  assert.deepEqual(stackNames(Object.values(q)), [
+    'prod-event-schemas-backup-service',
+    'prod-components-configuration-storage-service',
+    'prod-event-broker-bus',
+    'prod-self-service-portal',
+    'prod-event-broker-api-service',
+    'prod-provisioning-service',
+  ]);
+});
