@@ -49,6 +49,7 @@ setup:
 test-infra: setup
 	cd infra && npx --no-install asl-validator --json-path ../statemachines/provisioning.asl.json
 	cd cdk-app && npx --no-install tsc -p . && TS_NODE_TRANSPILE_ONLY=1 node --require ts-node/register --test test/*.test.ts
+	cd infra && npx --no-install tsc -p . && TS_NODE_TRANSPILE_ONLY=1 node --require ts-node/register --test test/*.test.ts
 	scripts/lint-generated.sh
 	scripts/test-asl-moto.sh
 
