@@ -1,0 +1,57 @@
+#!/usr/bin/env bash
+# Deploys the busway platform of one environment to the account and region of the current AWS
+# credentials; it replaces the seed's local_deploy.sh (infra/README.md). Steps: check the
+# prerequisites, build the four Rust Lambda functions for arm64, bootstrap CDK in the account and
+# region if that was never done, deploy every stack of infra/, print the API URLs.
+#
+#   infra/deploy.sh [env]       env matches ^[a-z][a-z0-9]{0,15}$, default dev
+#
+# Credentials and region come from the usual AWS variables or profile (AWS_PROFILE, AWS_REGION).
+# cdk deploy asks before it widens IAM permissions; set BUSWAY_REQUIRE_APPROVAL=never to skip that.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+env_name=${1:-dev}
+functions=(portal injector injector-sqs provisioner)
+
+fail() { echo "deploy.sh: $*" >&2; exit 1; }
+
+[[ $env_name =~ ^[a-z][a-z0-9]{0,15}$ ]] || fail "env '$env_name' must match ^[a-z][a-z0-9]{0,15}\$"
+for tool in aws node npm cargo; do
+  command -v "$tool" >/dev/null || fail "$tool is not installed"
+done
+cargo lambda --version >/dev/null 2>&1 || fail "cargo-lambda is not installed (pip install cargo-lambda, or see https://www.cargo-lambda.info)"
+node_major=$(node -p 'process.versions.node.split(".")[0]')
+(( node_major >= 20 )) || fail "node 20 or newer is needed (found $(node --version))"
+account=$(aws sts get-caller-identity --query Account --output text) || fail "no usable AWS credentials"
+region=${AWS_REGION:-${AWS_DEFAULT_REGION:-$(aws configure get region || true)}}
+[ -n "$region" ] || fail "no AWS region: set AWS_REGION"
+export AWS_REGION=$region CDK_DISABLE_VERSION_CHECK=1 CDK_DISABLE_CLI_TELEMETRY=true
+echo "deploying busway '$env_name' to account $account, region $region"
+
+# The functions run on Graviton (arm64, provided.al2023); cargo-lambda cross-compiles with zig.
+bins=()
+for f in "${functions[@]}"; do bins+=(--bin "$f"); done
+cargo lambda build --release --arm64 --output-format zip "${bins[@]}"
+for f in "${functions[@]}"; do
+  [ -f "target/lambda/$f/bootstrap.zip" ] || fail "cargo lambda build left no target/lambda/$f/bootstrap.zip"
+done
+
+cd infra
+npm ci --no-audit --no-fund --loglevel=error
+if ! aws cloudformation describe-stacks --stack-name CDKToolkit >/dev/null 2>&1; then
+  npx --no-install cdk bootstrap --no-notices "aws://$account/$region"
+fi
+outputs=$(mktemp --suffix=.json)
+trap 'rm -f "$outputs"' EXIT
+npx --no-install cdk deploy --all --no-notices \
+  -c "platformEnv=$env_name" -c lambdaAssets=../target/lambda \
+  --require-approval "${BUSWAY_REQUIRE_APPROVAL:-broadening}" --outputs-file "$outputs"
+
+# shellcheck disable=SC2016 # JavaScript template literals, not shell expansions
+node -e '
+const out = JSON.parse(require("fs").readFileSync(process.argv[1], "utf8"));
+const env = process.argv[2];
+console.log(`portal API: ${out[`${env}-self-service-portal`].PortalUrl}`);
+console.log(`broker API: ${out[`${env}-event-broker-api-service`].BrokerUrl}`);
+' "$outputs" "$env_name"
