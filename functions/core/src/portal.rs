@@ -44,6 +44,9 @@ impl From<StoreError> for PortalError {
             StoreError::AlreadyExists(what) => Self::AlreadyExists(what),
             StoreError::NotFound(what) => Self::NotFound(what),
             StoreError::Conflict(why) => Self::Conflict(why),
+            StoreError::Unavailable(why) => {
+                Self::Unexpected(anyhow::anyhow!("store unavailable: {why}"))
+            }
             StoreError::Unexpected(e) => Self::Unexpected(e),
         }
     }

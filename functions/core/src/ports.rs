@@ -19,6 +19,10 @@ pub enum StoreError {
     /// The write lost a race or would break an invariant; the message says which.
     #[error("{0}")]
     Conflict(String),
+    /// The store did not answer in time: throttled, timed out or failing on its side. Transient:
+    /// the same call may succeed when retried later.
+    #[error("store unavailable: {0}")]
+    Unavailable(String),
     #[error(transparent)]
     Unexpected(#[from] anyhow::Error),
 }
