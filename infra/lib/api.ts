@@ -4,7 +4,7 @@ import { Construct } from 'constructs';
 
 /** A regional stage with JSON access logs and INFO execution logs (no request bodies logged). */
 export function stageOptions(scope: Construct, stageName: string): apigw.StageOptions {
-  const accessLogs = new logs.LogGroup(scope, 'AccessLogs', { retention: logs.RetentionDays.THREE_MONTHS });
+  const accessLogs = new logs.LogGroup(scope, 'ApiAccessLogs', { retention: logs.RetentionDays.THREE_MONTHS });
   return {
     stageName,
     accessLogDestination: new apigw.LogGroupLogDestination(accessLogs),

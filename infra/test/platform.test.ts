@@ -6,7 +6,7 @@ import * as assert from 'node:assert/strict';
 import * as fs from 'fs';
 import * as os from 'os';
 import * as path from 'path';
-import { App, Stack } from 'aws-cdk-lib';
+import { App } from 'aws-cdk-lib';
 import { Match, Template } from 'aws-cdk-lib/assertions';
 import * as s3 from 'aws-cdk-lib/aws-s3';
 import * as s3assets from 'aws-cdk-lib/aws-s3-assets';
@@ -295,7 +295,7 @@ test('the build projects run buildspecs/{kind}.yml on the repository asset, whic
     });
   }
   const repo = p.provisioning.node.findChild('Repository') as s3assets.Asset;
-  const staged = path.join(p.provisioning.node.root instanceof App ? (p.provisioning.node.root as App).outdir : '', repo.assetPath);
+  const staged = path.join((p.provisioning.node.root as App).outdir, repo.assetPath);
   for (const needed of ['Makefile', 'buildspecs/producer.yml', 'buildspecs/consumer.yml', 'scripts/provision-build.sh', 'cdk-app/package-lock.json', 'functions/core/schemas']) {
     assert.ok(fs.existsSync(path.join(staged, needed)), `the build needs ${needed}`);
   }
@@ -377,13 +377,9 @@ test('a missing Lambda asset or a malformed env is refused with the reason', () 
   assert.throws(() => platform(newApp(), 'Prod!', assets), /platform env/);
 });
 
-function stackNames(stacks: Stack[]): string[] {
-  return stacks.map((s) => s.stackName);
-}
-
 test('the stacks keep the seed\'s names, prefixed by the environment', () => {
   const q = platform(newApp(), 'prod', assets);
-  assert.deepEqual(stackNames(Object.values(q)), [
+  assert.deepEqual(Object.values(q).map((s) => s.stackName), [
     'prod-event-schemas-backup-service',
     'prod-components-configuration-storage-service',
     'prod-event-broker-bus',
