@@ -10,7 +10,8 @@ import * as ssm from 'aws-cdk-lib/aws-ssm';
 import { Construct } from 'constructs';
 import { stageOptions } from './api';
 import { RustFunction } from './function';
-import { BROKER_STAGE, ENV_VARS, Names, parameterName, PlatformParameter, TABLE_INDEX } from './names';
+import { tableAndIndexes } from './iam';
+import { BROKER_STAGE, ENV_VARS, Names, parameterName, PlatformParameter } from './names';
 
 export interface BrokerApiProps extends StackProps {
   lambdaAssets: string;
@@ -81,7 +82,7 @@ export class BrokerApiStack extends Stack {
     // version's schema: both are read from the event store, never taken from the payload.
     f.role.addToPolicy(new iam.PolicyStatement({
       actions: ['dynamodb:GetItem', 'dynamodb:Query'],
-      resources: [props.table.tableArn, `${props.table.tableArn}/index/${TABLE_INDEX}`],
+      resources: tableAndIndexes(props.table),
     }));
     return f;
   }

@@ -1,6 +1,7 @@
 import { Stack, Validations } from 'aws-cdk-lib';
+import * as dynamodb from 'aws-cdk-lib/aws-dynamodb';
 import { Construct, IConstruct } from 'constructs';
-import { BucketBase, Names } from './names';
+import { BucketBase, Names, TABLE_INDEXES } from './names';
 
 /**
  * Objects of a platform bucket by key pattern: the IAM resource, and the same resource as cdk-nag
@@ -18,4 +19,9 @@ export function objects(scope: Construct, names: Names, bucket: BucketBase, keys
 /** Acknowledges exactly these AwsSolutions-IAM5 findings (`Action::…` / `Resource::…`) on `scope`. */
 export function acknowledgeWildcards(scope: IConstruct, findings: string[], reason: string): void {
   for (const f of findings) Validations.of(scope).acknowledge({ id: `AwsSolutions-IAM5[${f}]`, reason });
+}
+
+/** The table and each of its indexes by name: item actions on them, and no other table's. */
+export function tableAndIndexes(table: dynamodb.ITable): string[] {
+  return [table.tableArn, ...TABLE_INDEXES.map((i) => `${table.tableArn}/index/${i}`)];
 }

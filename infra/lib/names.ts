@@ -23,8 +23,12 @@ export const ENV_VARS = {
 /** The broker API stage the producer routes are deployed to (SSM `broker-api/stage`). */
 export const BROKER_STAGE = 'live';
 
-/** The table's one index: queries by event type and by target unit (`GSI1PK`/`GSI1SK`). */
-export const TABLE_INDEX = 'GSI1';
+/**
+ * The table's indexes, keyed `{index}PK`/`{index}SK` (strings), as the AWS host's DynamoDB adapter
+ * queries them: GSI1 lists every record of a kind (event types, subscriptions, deployments), GSI2
+ * the records of one owner (a target unit's subscriptions, an event type's deployments).
+ */
+export const TABLE_INDEXES = ['GSI1', 'GSI2'] as const;
 
 /** busway_core::ports::Bucket::base_name of the three buckets. */
 export type BucketBase = 'event-schemas-backup-bucket' | 'publisher-components-bucket' | 'subscriber-components-bucket';

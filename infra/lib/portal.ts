@@ -8,8 +8,8 @@ import * as s3 from 'aws-cdk-lib/aws-s3';
 import { Construct } from 'constructs';
 import { stageOptions } from './api';
 import { RustFunction } from './function';
-import { acknowledgeWildcards, objects } from './iam';
-import { ENV_VARS, Names, TABLE_INDEX } from './names';
+import { acknowledgeWildcards, objects, tableAndIndexes } from './iam';
+import { ENV_VARS, Names, TABLE_INDEXES } from './names';
 
 export interface PortalProps extends StackProps {
   lambdaAssets: string;
@@ -33,11 +33,13 @@ export class PortalStack extends Stack {
       encryption: dynamodb.TableEncryption.AWS_MANAGED,
       deletionProtection: true,
     });
-    this.table.addGlobalSecondaryIndex({
-      indexName: TABLE_INDEX,
-      partitionKey: { name: 'GSI1PK', type: dynamodb.AttributeType.STRING },
-      sortKey: { name: 'GSI1SK', type: dynamodb.AttributeType.STRING },
-    });
+    for (const indexName of TABLE_INDEXES) {
+      this.table.addGlobalSecondaryIndex({
+        indexName,
+        partitionKey: { name: `${indexName}PK`, type: dynamodb.AttributeType.STRING },
+        sortKey: { name: `${indexName}SK`, type: dynamodb.AttributeType.STRING },
+      });
+    }
 
     const registry = new eventschemas.CfnRegistry(this, 'Registry', {
       registryName: names.registryName,
@@ -62,7 +64,7 @@ export class PortalStack extends Stack {
     });
     portal.role.addToPolicy(new iam.PolicyStatement({
       actions: ['dynamodb:GetItem', 'dynamodb:Query', 'dynamodb:PutItem', 'dynamodb:UpdateItem', 'dynamodb:DeleteItem', 'dynamodb:ConditionCheckItem'],
-      resources: [this.table.tableArn, `${this.table.tableArn}/index/${TABLE_INDEX}`],
+      resources: tableAndIndexes(this.table),
     }));
     // The portal writes deploy.json files (which start provisioning) and schema backups, and
     // nothing else: keys are `.../deploy.json` and `{event_type}/{version}/schema.json`.

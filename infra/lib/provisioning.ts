@@ -14,8 +14,8 @@ import * as s3n from 'aws-cdk-lib/aws-s3-notifications';
 import * as sfn from 'aws-cdk-lib/aws-stepfunctions';
 import { Construct } from 'constructs';
 import { RustFunction } from './function';
-import { acknowledgeWildcards, objects } from './iam';
-import { BucketBase, ENV_VARS, Names, TABLE_INDEX } from './names';
+import { acknowledgeWildcards, objects, tableAndIndexes } from './iam';
+import { BucketBase, ENV_VARS, Names } from './names';
 
 export const REPO_ROOT = path.resolve(__dirname, '..', '..');
 export const ASL_FILE = path.join(REPO_ROOT, 'statemachines', 'provisioning.asl.json');
@@ -62,7 +62,7 @@ export class ProvisioningStack extends Stack {
     // The starter writes the PENDING record and reads it back to drop repeated notifications.
     provisioner.role.addToPolicy(new iam.PolicyStatement({
       actions: ['dynamodb:GetItem', 'dynamodb:Query', 'dynamodb:PutItem', 'dynamodb:UpdateItem'],
-      resources: [props.table.tableArn, `${props.table.tableArn}/index/${TABLE_INDEX}`],
+      resources: tableAndIndexes(props.table),
     }));
     for (const kind of ['producer', 'consumer'] as const) {
       // Imported by ARN so that the notification lives here, not in the buckets' stack.

@@ -80,7 +80,8 @@ function assertStatements(actual: Statement[], expected: [string[], RegExp[]][])
 
 const LOGS = ['logs:CreateLogStream', 'logs:PutLogEvents'];
 const TABLE = /^<import:dev-self-service-portal:ExportsOutputFnGetAttEvents\w+Arn\w+>$/;
-const TABLE_INDEX = /^<import:dev-self-service-portal:ExportsOutputFnGetAttEvents\w+Arn\w+>\/index\/GSI1$/;
+const INDEX = (i: string) => new RegExp(`^<import:dev-self-service-portal:ExportsOutputFnGetAttEvents\\w+Arn\\w+>/index/${i}$`);
+const TABLE_AND_INDEXES = [TABLE, INDEX('GSI1'), INDEX('GSI2')];
 const ARN = (service: string, rest: string) => new RegExp(`^arn:<AWS::Partition>:${service}:<AWS::Region>:<AWS::AccountId>:${rest}$`);
 const OBJECTS = (bucket: string, keys: string) => new RegExp(`^arn:<AWS::Partition>:s3:::dev-${bucket}-<AWS::AccountId>/${keys.replace(/[.*]/g, '\\$&')}$`);
 
@@ -125,7 +126,7 @@ test('the three buckets are versioned, SSE-S3 encrypted, private, TLS only and l
   }
 });
 
-test('the events table: PK/SK strings, on demand, point-in-time recovery, encrypted, GSI1 for queries by event type and target unit', () => {
+test('the events table: PK/SK strings, on demand, point-in-time recovery, encrypted, GSI1 and GSI2 for the AWS host\'s list queries', () => {
   t.portal.hasResource('AWS::DynamoDB::Table', {
     DeletionPolicy: 'Retain',
     Properties: {
@@ -136,11 +137,11 @@ test('the events table: PK/SK strings, on demand, point-in-time recovery, encryp
       PointInTimeRecoverySpecification: { PointInTimeRecoveryEnabled: true },
       SSESpecification: { SSEEnabled: true },
       DeletionProtectionEnabled: true,
-      GlobalSecondaryIndexes: [{
-        IndexName: 'GSI1',
-        KeySchema: [{ AttributeName: 'GSI1PK', KeyType: 'HASH' }, { AttributeName: 'GSI1SK', KeyType: 'RANGE' }],
+      GlobalSecondaryIndexes: ['GSI1', 'GSI2'].map((i) => ({
+        IndexName: i,
+        KeySchema: [{ AttributeName: `${i}PK`, KeyType: 'HASH' }, { AttributeName: `${i}SK`, KeyType: 'RANGE' }],
         Projection: { ProjectionType: 'ALL' },
-      }],
+      })),
     },
   });
 });
@@ -192,7 +193,7 @@ test('every function is a Rust bootstrap on provided.al2023 arm64 with exactly t
 test('the portal may read and write the table, put deploy.json files and schema backups, and manage the registry\'s schemas only', () => {
   assertStatements(statements(t.portal, 'PortalRole'), [
     [LOGS, [/^<PortalLogs\w+\.Arn>$/]],
-    [['dynamodb:GetItem', 'dynamodb:Query', 'dynamodb:PutItem', 'dynamodb:UpdateItem', 'dynamodb:DeleteItem', 'dynamodb:ConditionCheckItem'], [/^<Events\w+\.Arn>$/, /^<Events\w+\.Arn>\/index\/GSI1$/]],
+    [['dynamodb:GetItem', 'dynamodb:Query', 'dynamodb:PutItem', 'dynamodb:UpdateItem', 'dynamodb:DeleteItem', 'dynamodb:ConditionCheckItem'], [/^<Events\w+\.Arn>$/, /^<Events\w+\.Arn>\/index\/GSI1$/, /^<Events\w+\.Arn>\/index\/GSI2$/]],
     [['s3:PutObject'], [OBJECTS('publisher-components-bucket', '*/deploy.json'), OBJECTS('subscriber-components-bucket', '*/deploy.json')]],
     [['s3:PutObject'], [OBJECTS('event-schemas-backup-bucket', '*/schema.json')]],
     [['schemas:CreateSchema', 'schemas:UpdateSchema', 'schemas:DescribeSchema', 'schemas:ListSchemaVersions'], [ARN('schemas', 'schema/dev\\.busway\\.schemas/\\*')]],
@@ -204,7 +205,7 @@ test('the injectors may put events on the platform bus and read the event store,
     assertStatements(statements(t.brokerApi, role), [
       [LOGS, [new RegExp(`^<${role.replace('Role', 'Logs')}\\w+\\.Arn>$`)]],
       [['events:PutEvents'], [/^<import:dev-event-broker-bus:ExportsOutputFnGetAttBus\w+Arn\w+>$/]],
-      [['dynamodb:GetItem', 'dynamodb:Query'], [TABLE, TABLE_INDEX]],
+      [['dynamodb:GetItem', 'dynamodb:Query'], TABLE_AND_INDEXES],
     ]);
   }
 });
@@ -214,7 +215,7 @@ test('the provisioner may start the state machine, read deploy.json files and wr
     [LOGS, [/^<ProvisionerLogs\w+\.Arn>$/]],
     [['states:StartExecution'], [ARN('states', 'stateMachine:dev-busway-provisioning')]],
     [['s3:GetObject'], [OBJECTS('publisher-components-bucket', '*/deploy.json'), OBJECTS('subscriber-components-bucket', '*/deploy.json')]],
-    [['dynamodb:GetItem', 'dynamodb:Query', 'dynamodb:PutItem', 'dynamodb:UpdateItem'], [TABLE, TABLE_INDEX]],
+    [['dynamodb:GetItem', 'dynamodb:Query', 'dynamodb:PutItem', 'dynamodb:UpdateItem'], TABLE_AND_INDEXES],
   ]);
 });
 
