@@ -25,7 +25,7 @@ export function accessLogBucket(scope: Construct): s3.Bucket {
   return logs;
 }
 
-/** Versioned, SSE-S3, public access blocked, TLS only, access logs to `logs` under `{name}/`. */
+/** Versioned, SSE-S3, public access blocked, TLS only, access logs to `logs` under `{id}/`. */
 export function secureBucket(scope: Construct, id: string, bucketName: string, logs: s3.IBucket): s3.Bucket {
   return new s3.Bucket(scope, id, { ...SECURE, bucketName, serverAccessLogsBucket: logs, serverAccessLogsPrefix: `${id}/` });
 }
