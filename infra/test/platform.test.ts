@@ -1,7 +1,7 @@
 // The platform app, synthesized offline with a dummy bootstrap per function. Template.fromStack
 // runs cdk-nag's AWS Solutions checks (a validation plugin on every stack), so every template
 // asserted here is also nag-clean: an unacknowledged finding makes it throw (tested below).
-import { test } from 'node:test';
+import { after, test } from 'node:test';
 import * as assert from 'node:assert/strict';
 import * as fs from 'fs';
 import * as os from 'os';
@@ -31,6 +31,7 @@ function newApp(): App {
 }
 
 const assets = dummyAssets();
+after(() => fs.rmSync(assets, { recursive: true, force: true }));
 const p = platform(newApp(), 'dev', assets);
 const t = {
   backup: Template.fromStack(p.backup),
