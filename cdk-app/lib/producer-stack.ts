@@ -110,6 +110,7 @@ export class SqsProducerStack extends Stack {
   constructor(scope: Construct, id: string, props: ProducerProps) {
     super(scope, id, props);
     const { doc, platformEnv } = props;
+    // busway_core::deploy::producer_queue_name: the injector reads the event version from it.
     const base = `busway-${doc.event_type.replace(/_/g, '-')}-v${doc.version}`;
     const dlq = new sqs.Queue(this, 'DeadLetters', {
       queueName: `${base}-dlq`,

@@ -251,6 +251,11 @@ impl Broker {
         self.running.stop().await;
     }
 
+    /// The data dir busway runs in.
+    pub fn data_dir(&self) -> &Path {
+        self.dir.path()
+    }
+
     pub fn portal_url(&self, path: &str) -> String {
         format!("http://{}{path}", self.running.portal_addr)
     }

@@ -180,6 +180,22 @@ pub fn producer_stack_name(event_type: &EventTypeName, version: Version) -> Stri
     )
 }
 
+/// The buffering queue of an SQS producer (created by cdk-app's SqsProducerStack with this name).
+pub fn producer_queue_name(event_type: &EventTypeName, version: Version) -> String {
+    format!(
+        "busway-{}-v{version}",
+        event_type.as_str().replace('_', "-")
+    )
+}
+
+/// The event version whose producer queue is `queue` (the last part of the queue's ARN or URL).
+/// Reversible because names hold no `-`.
+pub fn parse_producer_queue_name(queue: &str) -> Option<(EventTypeName, Version)> {
+    let rest = queue.strip_prefix("busway-")?;
+    let (name, version) = rest.rsplit_once("-v")?;
+    Some((name.replace('-', "_").parse().ok()?, version.parse().ok()?))
+}
+
 pub fn consumer_stack_name(subscription_id: &str) -> String {
     format!("busway-consumer-{subscription_id}")
 }
@@ -337,6 +353,19 @@ mod tests {
             state: SubscriptionState::Active,
             created_at: crate::now(),
         }
+    }
+
+    #[test]
+    fn a_producer_queue_name_gives_back_its_event_version() {
+        let name: EventTypeName = "scanned_parcel_v2".parse().expect("name");
+        let queue = producer_queue_name(&name, Version::new(12).expect("version"));
+        assert_eq!(queue, "busway-scanned-parcel-v2-v12");
+        assert_eq!(
+            parse_producer_queue_name(&queue),
+            Some((name, Version::new(12).expect("version")))
+        );
+        assert_eq!(parse_producer_queue_name("orders"), None);
+        assert_eq!(parse_producer_queue_name("busway-orders-vx"), None);
     }
 
     #[test]

@@ -6,8 +6,8 @@ use std::sync::{Arc, RwLock};
 
 use serde_json::Value;
 
-use crate::envelope::enrich;
-use crate::ports::Bus;
+use crate::envelope::{BusEvent, enrich};
+use crate::ports::{Bus, EventStore};
 use crate::schema::{self, CompiledSchema};
 use crate::{Application, EventTypeName, ValidationErrors, Version};
 
@@ -56,6 +56,42 @@ impl LiveRoutes {
         Ok(())
     }
 
+    /// The route of `event_type` version `version`, learned from `store` on a miss when there is
+    /// one. Locally a route is live once its deployment applied and there is no store here; on
+    /// AWS, API Gateway and the SQS event source mappings only forward deployed routes, so a new
+    /// Lambda container learns each route's application and schema from the event store on
+    /// first use and keeps it for the container's life.
+    pub async fn resolve(
+        &self,
+        store: Option<&dyn EventStore>,
+        event_type: &EventTypeName,
+        version: Version,
+    ) -> anyhow::Result<Option<Arc<Route>>> {
+        if let Some(route) = self.get(event_type, version) {
+            return Ok(Some(route));
+        }
+        let Some(store) = store else { return Ok(None) };
+        let Some(event) = store.get_event_type(event_type).await? else {
+            return Ok(None);
+        };
+        let Some(stored) = store.get_version(event_type, version).await? else {
+            return Ok(None);
+        };
+        if !stored.is_active() {
+            return Ok(None);
+        }
+        self.insert(
+            event.application,
+            event_type.clone(),
+            version,
+            &stored.schema,
+        )
+        .map_err(|e| {
+            anyhow::anyhow!("the stored schema of {event_type} v{version} does not compile: {e}")
+        })?;
+        Ok(self.get(event_type, version))
+    }
+
     pub fn remove(&self, event_type: &EventTypeName, version: Version) {
         if let Ok(mut routes) = self.routes.write() {
             routes.remove(&(event_type.clone(), version));
@@ -81,6 +117,7 @@ pub enum IngestError {
 /// so that a malformed path is simply an unknown route.
 pub async fn publish(
     routes: &LiveRoutes,
+    store: Option<&dyn EventStore>,
     bus: &dyn Bus,
     event_type: &str,
     version: &str,
@@ -89,17 +126,11 @@ pub async fn publish(
     let not_found = || IngestError::RouteNotFound(format!("/{event_type}/{version}"));
     let name: EventTypeName = event_type.parse().map_err(|_| not_found())?;
     let version: Version = version.parse().map_err(|_| not_found())?;
-    let route = routes.get(&name, version).ok_or_else(not_found)?;
-    let envelope: Value =
-        serde_json::from_slice(body).map_err(|e| IngestError::InvalidJson(e.to_string()))?;
-    schema::validate(&route.validator, &envelope).map_err(IngestError::Invalid)?;
-    let event = enrich(
-        envelope,
-        &route.application,
-        &route.event_type,
-        route.version,
-        crate::now(),
-    );
+    let route = routes
+        .resolve(store, &name, version)
+        .await?
+        .ok_or_else(not_found)?;
+    let event = prepare(&route, body)?;
     let event_id = event.event_id.clone();
     let mut results = bus.put_events(vec![event]).await?;
     match results.pop() {
@@ -107,4 +138,18 @@ pub async fn publish(
         Some(Err(failure)) => Err(IngestError::Rejected(failure.to_string())),
         None => Err(anyhow::anyhow!("the bus answered no result for the event").into()),
     }
+}
+
+/// Parses `body`, validates it against the route's schema and enriches it into a bus event.
+pub fn prepare(route: &Route, body: &[u8]) -> Result<BusEvent, IngestError> {
+    let envelope: Value =
+        serde_json::from_slice(body).map_err(|e| IngestError::InvalidJson(e.to_string()))?;
+    schema::validate(&route.validator, &envelope).map_err(IngestError::Invalid)?;
+    Ok(enrich(
+        envelope,
+        &route.application,
+        &route.event_type,
+        route.version,
+        crate::now(),
+    ))
 }

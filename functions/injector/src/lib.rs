@@ -1,5 +1,8 @@
 //! The broker API: `POST /{event_type}/{version}` with the seed's envelope. The body is validated
-//! against the version's schema, enriched and put on the bus; the answer is its `event_id`.
+//! against the version's schema, enriched and put on the bus; the answer is its `event_id`. And
+//! the SQS producers' batches (`sqs`), which no API validated.
+
+pub mod sqs;
 
 use std::sync::Arc;
 
@@ -10,13 +13,15 @@ use axum::http::StatusCode;
 use axum::routing::post;
 use axum::{Json, Router};
 use busway_core::ingest::{self, IngestError, LiveRoutes};
-use busway_core::ports::Bus;
+use busway_core::ports::{Bus, EventStore};
 use busway_http::{ApiError, MAX_BODY_BYTES};
 use serde_json::{Value, json};
 
 #[derive(Clone)]
 pub struct Broker {
     pub routes: Arc<LiveRoutes>,
+    /// Where a route missing from `routes` is learned (`LiveRoutes::resolve`): none locally.
+    pub store: Option<Arc<dyn EventStore>>,
     pub bus: Arc<dyn Bus>,
 }
 
@@ -38,6 +43,7 @@ async fn publish(
     let body = body.map_err(busway_http::body_error)?;
     match ingest::publish(
         &broker.routes,
+        broker.store.as_deref(),
         broker.bus.as_ref(),
         &event_type,
         &version,

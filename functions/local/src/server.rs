@@ -145,7 +145,11 @@ impl Running {
         ));
         tasks.spawn(serve(
             broker_listener,
-            busway_injector::router(busway_injector::Broker { routes, bus }),
+            busway_injector::router(busway_injector::Broker {
+                routes,
+                store: None,
+                bus,
+            }),
             stopped,
         ));
         info!(%portal_addr, %broker_addr, data_dir = %dir.display(), "busway is up");
