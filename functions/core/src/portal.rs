@@ -34,6 +34,12 @@ pub enum PortalError {
     AlreadyExists(String),
     #[error("{0}")]
     Conflict(String),
+    /// A store was throttled or did not answer: the same request may succeed later.
+    #[error("store unavailable: {0}")]
+    Unavailable(String),
+    /// This host has no such feature.
+    #[error("{0}")]
+    NotAvailable(String),
     #[error(transparent)]
     Unexpected(#[from] anyhow::Error),
 }
@@ -44,9 +50,7 @@ impl From<StoreError> for PortalError {
             StoreError::AlreadyExists(what) => Self::AlreadyExists(what),
             StoreError::NotFound(what) => Self::NotFound(what),
             StoreError::Conflict(why) => Self::Conflict(why),
-            StoreError::Unavailable(why) => {
-                Self::Unexpected(anyhow::anyhow!("store unavailable: {why}"))
-            }
+            StoreError::Unavailable(why) => Self::Unavailable(why),
             StoreError::Unexpected(e) => Self::Unexpected(e),
         }
     }
@@ -325,7 +329,9 @@ pub struct Portal {
     pub deployments: Arc<dyn DeploymentStore>,
     pub registry: Arc<dyn SchemaRegistry>,
     pub objects: Arc<dyn ObjectStore>,
-    pub deliveries: Arc<dyn Deliveries>,
+    /// Delivery counts and dead letters, where this host keeps them: the local host does; on AWS
+    /// they are EventBridge's (CloudWatch metrics and each rule's dead-letter queue).
+    pub deliveries: Option<Arc<dyn Deliveries>>,
 }
 
 impl Portal {
@@ -472,20 +478,31 @@ impl Portal {
             .ok_or_else(|| PortalError::NotFound(format!("subscription {id}")))
     }
 
-    /// The subscription's delivery counts and last error.
-    pub async fn delivery_stats(&self, id: &str) -> Result<DeliveryStats, PortalError> {
+    /// The subscription's delivery counts and last error; `None` on a host that keeps none.
+    pub async fn delivery_stats(&self, id: &str) -> Result<Option<DeliveryStats>, PortalError> {
         self.subscription(id).await?;
-        Ok(self.deliveries.stats(id).await?)
+        match &self.deliveries {
+            Some(d) => Ok(Some(d.stats(id).await?)),
+            None => Ok(None),
+        }
     }
 
     pub async fn dead_letters(&self, id: &str) -> Result<Vec<DeadLetter>, PortalError> {
         self.existing_subscription(id).await?;
-        Ok(self.deliveries.dead_letters(id).await?)
+        Ok(self.deliveries(id)?.dead_letters(id).await?)
     }
 
     pub async fn redrive(&self, id: &str) -> Result<usize, PortalError> {
         self.subscription(id).await?;
-        Ok(self.deliveries.redrive(id).await?)
+        Ok(self.deliveries(id)?.redrive(id).await?)
+    }
+
+    fn deliveries(&self, id: &str) -> Result<&dyn Deliveries, PortalError> {
+        self.deliveries.as_deref().ok_or_else(|| {
+            PortalError::NotAvailable(format!(
+                "this host keeps no dead letters: on AWS they are in the dead-letter queue of rule busway-{id}"
+            ))
+        })
     }
 
     /// Deleted subscriptions keep their dead letters readable.

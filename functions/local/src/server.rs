@@ -96,7 +96,7 @@ impl Running {
             deployments: shared.clone(),
             registry: shared.clone(),
             objects: objects.clone(),
-            deliveries: router.clone(),
+            deliveries: Some(router.clone()),
         });
         let machine = provisioning::state_machine()?;
         let provisioning_tasks = LocalTasks {

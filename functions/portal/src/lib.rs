@@ -68,6 +68,17 @@ impl From<PortalError> for Error {
                 format!("{what} already exists"),
             ),
             PortalError::Conflict(why) => ApiError::new(StatusCode::CONFLICT, "conflict", why),
+            PortalError::Unavailable(why) => {
+                tracing::warn!(%why, "store unavailable");
+                ApiError::new(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "unavailable",
+                    "a store is busy or unreachable; retry the request",
+                )
+            }
+            PortalError::NotAvailable(why) => {
+                ApiError::new(StatusCode::NOT_IMPLEMENTED, "not_available", why)
+            }
             PortalError::Unexpected(e) => ApiError::internal(format!("{e:#}")),
         })
     }
@@ -241,8 +252,8 @@ async fn get_subscription(
     let id = path(p)?;
     let subscription = portal.subscription(&id).await?;
     let mut value = json!(subscription);
-    if let Some(obj) = value.as_object_mut() {
-        obj.insert("delivery".into(), json!(portal.delivery_stats(&id).await?));
+    if let (Some(obj), Some(stats)) = (value.as_object_mut(), portal.delivery_stats(&id).await?) {
+        obj.insert("delivery".into(), json!(stats));
     }
     Ok(Json(value))
 }
@@ -297,4 +308,20 @@ async fn list_deployments(
     Ok(Json(
         json!({"deployments": portal.list_deployments(event_type.as_ref()).await?}),
     ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_busy_store_is_a_503_the_client_may_retry() {
+        let error = Error::from(PortalError::Unavailable(
+            "ProvisionedThroughputExceededException".into(),
+        ));
+        assert_eq!(
+            error.into_response().status(),
+            StatusCode::SERVICE_UNAVAILABLE
+        );
+    }
 }

@@ -72,7 +72,7 @@ pub fn portal() -> (Arc<Portal>, Arc<Memory>) {
         deployments: memory.clone(),
         registry: memory.clone(),
         objects: memory.clone(),
-        deliveries: memory.clone(),
+        deliveries: Some(memory.clone()),
     };
     (Arc::new(portal), memory)
 }

@@ -1,0 +1,81 @@
+//! What the portal answers for what a host lacks or cannot reach right now: a host without a
+//! delivery store (AWS: EventBridge keeps those) says 501 for dead letters and leaves `delivery`
+//! out of a subscription.
+
+mod support;
+
+use std::sync::Arc;
+
+use axum::body::Body;
+use axum::http::{Request, StatusCode};
+use busway_core::portal::Portal;
+use serde_json::{Value, json};
+use tower::ServiceExt;
+
+async fn call(
+    portal: &Arc<Portal>,
+    method: &str,
+    path: &str,
+    body: Option<Value>,
+) -> (StatusCode, Value) {
+    let request = Request::builder()
+        .method(method)
+        .uri(path)
+        .header("content-type", "application/json")
+        .body(body.map_or_else(Body::empty, |b| Body::from(b.to_string())))
+        .expect("a valid request");
+    let response = busway_portal::router(portal.clone())
+        .oneshot(request)
+        .await
+        .expect("the router answers");
+    let status = response.status();
+    let bytes = axum::body::to_bytes(response.into_body(), usize::MAX)
+        .await
+        .expect("a body");
+    (
+        status,
+        serde_json::from_slice(&bytes).unwrap_or(Value::Null),
+    )
+}
+
+#[tokio::test]
+async fn without_a_delivery_store_dead_letters_are_not_available_and_delivery_is_left_out() {
+    let (with, _) = support::portal();
+    let portal = Arc::new(Portal {
+        store: with.store.clone(),
+        deployments: with.deployments.clone(),
+        registry: with.registry.clone(),
+        objects: with.objects.clone(),
+        deliveries: None,
+    });
+    let event = json!({"event_type": "scanned_parcel", "application": "parcel_tracking",
+        "description": "A parcel was scanned", "connection_type": "HTTPS",
+        "data": {"type": "object", "properties": {"id": {"type": "string"}}}});
+    let (status, body) = call(&portal, "POST", "/events", Some(event)).await;
+    assert_eq!(status, StatusCode::CREATED, "{body}");
+    let subscription = json!({"event_type": "scanned_parcel", "version": "1", "target_unit": "u2",
+        "connection_type": "HTTPS", "connection_string": "https://example.com/hook"});
+    let (status, created) = call(&portal, "POST", "/subscriptions", Some(subscription)).await;
+    assert_eq!(status, StatusCode::CREATED, "{created}");
+    let id = created["id"].as_str().expect("an id");
+
+    let (status, body) = call(&portal, "GET", &format!("/subscriptions/{id}"), None).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(body["id"], id);
+    assert!(body.get("delivery").is_none(), "{body}");
+
+    for (method, path) in [
+        ("GET", format!("/subscriptions/{id}/dead-letters")),
+        ("POST", format!("/subscriptions/{id}/dead-letters/redrive")),
+    ] {
+        let (status, body) = call(&portal, method, &path, None).await;
+        assert_eq!(
+            status,
+            StatusCode::NOT_IMPLEMENTED,
+            "{method} {path}: {body}"
+        );
+        assert_eq!(body["error"]["code"], "not_available");
+        let message = body["error"]["message"].as_str().expect("a message");
+        assert!(message.contains(&format!("busway-{id}")), "{message}");
+    }
+}
