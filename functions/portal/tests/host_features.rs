@@ -2,6 +2,8 @@
 //! delivery store (AWS: EventBridge keeps those) says 501 for dead letters and leaves `delivery`
 //! out of a subscription.
 
+// Shared with lambda_fixture.rs, which uses the helpers this file does not.
+#[allow(dead_code)]
 mod support;
 
 use std::sync::Arc;
