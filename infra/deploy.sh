@@ -12,7 +12,6 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 env_name=${1:-dev}
-functions=(portal injector injector-sqs provisioner)
 
 fail() { echo "deploy.sh: $*" >&2; exit 1; }
 
@@ -20,7 +19,6 @@ fail() { echo "deploy.sh: $*" >&2; exit 1; }
 for tool in aws node npm cargo; do
   command -v "$tool" >/dev/null || fail "$tool is not installed"
 done
-cargo lambda --version >/dev/null 2>&1 || fail "cargo-lambda is not installed (pip install cargo-lambda, or see https://www.cargo-lambda.info)"
 node_major=$(node -p 'process.versions.node.split(".")[0]')
 (( node_major >= 20 )) || fail "node 20 or newer is needed (found $(node --version))"
 account=$(aws sts get-caller-identity --query Account --output text) || fail "no usable AWS credentials"
@@ -29,13 +27,10 @@ region=${AWS_REGION:-${AWS_DEFAULT_REGION:-$(aws configure get region || true)}}
 export AWS_REGION=$region CDK_DISABLE_VERSION_CHECK=1 CDK_DISABLE_CLI_TELEMETRY=true
 echo "deploying busway '$env_name' to account $account, region $region"
 
-# The functions run on Graviton (arm64, provided.al2023); cargo-lambda cross-compiles with zig.
-bins=()
-for f in "${functions[@]}"; do bins+=(--bin "$f"); done
-cargo lambda build --release --arm64 --output-format zip "${bins[@]}"
-for f in "${functions[@]}"; do
-  [ -f "target/lambda/$f/bootstrap.zip" ] || fail "cargo lambda build left no target/lambda/$f/bootstrap.zip"
-done
+# The functions run on Graviton (arm64, provided.al2023); cargo-lambda (installed into .venv by
+# the script) cross-compiles with zig.
+rustup target add aarch64-unknown-linux-gnu
+scripts/build-lambdas.sh --arm64
 
 cd infra
 npm ci --no-audit --no-fund --loglevel=error

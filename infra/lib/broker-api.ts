@@ -6,17 +6,21 @@ import * as apigw from 'aws-cdk-lib/aws-apigateway';
 import * as dynamodb from 'aws-cdk-lib/aws-dynamodb';
 import * as events from 'aws-cdk-lib/aws-events';
 import * as iam from 'aws-cdk-lib/aws-iam';
+import * as s3 from 'aws-cdk-lib/aws-s3';
 import * as ssm from 'aws-cdk-lib/aws-ssm';
 import { Construct } from 'constructs';
 import { stageOptions } from './api';
 import { RustFunction } from './function';
-import { tableAndIndexes } from './iam';
+import { acknowledgeWildcards, objects, tableAndIndexes } from './iam';
 import { BROKER_STAGE, ENV_VARS, Names, parameterName, PlatformParameter } from './names';
 
 export interface BrokerApiProps extends StackProps {
   lambdaAssets: string;
   bus: events.IEventBus;
   table: dynamodb.ITable;
+  schemaBackup: s3.IBucket;
+  publisher: s3.IBucket;
+  subscriber: s3.IBucket;
 }
 
 export class BrokerApiStack extends Stack {
@@ -75,9 +79,21 @@ export class BrokerApiStack extends Stack {
       names,
       lambdaAssets: props.lambdaAssets,
       timeout,
-      environment: { [ENV_VARS.busName]: props.bus.eventBusName, [ENV_VARS.tableName]: props.table.tableName },
+      environment: {
+        [ENV_VARS.busName]: props.bus.eventBusName,
+        [ENV_VARS.tableName]: props.table.tableName,
+        // The AWS host's configuration names all three buckets; the role limits what is touched.
+        [ENV_VARS.schemaBackupBucket]: props.schemaBackup.bucketName,
+        [ENV_VARS.publisherBucket]: props.publisher.bucketName,
+        [ENV_VARS.subscriberBucket]: props.subscriber.bucketName,
+      },
     });
     f.role.addToPolicy(new iam.PolicyStatement({ actions: ['events:PutEvents'], resources: [props.bus.eventBusArn] }));
+    // An event above PutEvents' 256 KB entry limit is stored as a claim check and the bus event
+    // carries its location (busway_aws::eventbridge::CLAIM_CHECK_PREFIX).
+    const claimChecks = objects(this, names, 'event-schemas-backup-bucket', 'claim-checks/*');
+    f.role.addToPolicy(new iam.PolicyStatement({ actions: ['s3:PutObject'], resources: [claimChecks.arn] }));
+    acknowledgeWildcards(f.role, [claimChecks.finding], 'Claim checks are written under their own prefix, one object per oversized event.');
     // The bus Source is the application as registered, and an SQS batch is validated against its
     // version's schema: both are read from the event store, never taken from the payload.
     f.role.addToPolicy(new iam.PolicyStatement({

@@ -29,11 +29,14 @@ export function platform(app: App, env: string, lambdaAssets: string, props: Sta
   const portal = new PortalStack(app, names, {
     ...props, lambdaAssets, schemaBackup: backup.bucket, publisher: storage.publisher, subscriber: storage.subscriber,
   });
-  const brokerApi = new BrokerApiStack(app, names, { ...props, lambdaAssets, bus: bus.bus, table: portal.table });
+  const brokerApi = new BrokerApiStack(app, names, {
+    ...props, lambdaAssets, bus: bus.bus, table: portal.table,
+    schemaBackup: backup.bucket, publisher: storage.publisher, subscriber: storage.subscriber,
+  });
   // The portal stack sets API Gateway's account-level logging role, which the broker stage needs.
   brokerApi.addStackDependency(portal);
   const provisioning = new ProvisioningStack(app, names, {
-    ...props, lambdaAssets, table: portal.table, publisher: storage.publisher, subscriber: storage.subscriber,
+    ...props, lambdaAssets, table: portal.table, schemaBackup: backup.bucket, publisher: storage.publisher, subscriber: storage.subscriber,
   });
   const stacks: Stack[] = [backup, storage, bus, portal, brokerApi, provisioning];
   for (const s of stacks) Validations.of(s).addPlugins(new AwsSolutionsChecks(s, { verbose: true }));

@@ -26,6 +26,7 @@ const DEPLOY_JSON = 'deploy.json';
 export interface ProvisioningProps extends StackProps {
   lambdaAssets: string;
   table: dynamodb.ITable;
+  schemaBackup: s3.IBucket;
   publisher: s3.IBucket;
   subscriber: s3.IBucket;
 }
@@ -50,6 +51,7 @@ export class ProvisioningStack extends Stack {
       timeout: Duration.seconds(30),
       environment: {
         [ENV_VARS.tableName]: props.table.tableName,
+        [ENV_VARS.schemaBackupBucket]: props.schemaBackup.bucketName,
         [ENV_VARS.publisherBucket]: props.publisher.bucketName,
         [ENV_VARS.subscriberBucket]: props.subscriber.bucketName,
         [ENV_VARS.stateMachineArn]: stateMachineArn,

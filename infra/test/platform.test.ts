@@ -157,12 +157,15 @@ test('the custom bus keeps the seed name and archives busway events; the schema 
   t.portal.hasResourceProperties('AWS::EventSchemas::Registry', { RegistryName: 'dev.busway.schemas' });
 });
 
+// busway_aws::Config names all three buckets.
+const BUCKETS = [ENV_VARS.schemaBackupBucket, ENV_VARS.publisherBucket, ENV_VARS.subscriberBucket];
+
 test('every function is a Rust bootstrap on provided.al2023 arm64 with exactly the environment it reads', () => {
   const expected: Record<string, [Template, string[]]> = {
     portal: [t.portal, [ENV_VARS.tableName, ENV_VARS.schemaBackupBucket, ENV_VARS.publisherBucket, ENV_VARS.subscriberBucket, ENV_VARS.registryName, 'AWS_LAMBDA_HTTP_IGNORE_STAGE_IN_PATH']],
-    injector: [t.brokerApi, [ENV_VARS.busName, ENV_VARS.tableName]],
-    'injector-sqs': [t.brokerApi, [ENV_VARS.busName, ENV_VARS.tableName]],
-    provisioner: [t.provisioning, [ENV_VARS.tableName, ENV_VARS.publisherBucket, ENV_VARS.subscriberBucket, ENV_VARS.stateMachineArn]],
+    injector: [t.brokerApi, [ENV_VARS.busName, ENV_VARS.tableName, ...BUCKETS]],
+    'injector-sqs': [t.brokerApi, [ENV_VARS.busName, ENV_VARS.tableName, ...BUCKETS]],
+    provisioner: [t.provisioning, [ENV_VARS.tableName, ...BUCKETS, ENV_VARS.stateMachineArn]],
   };
   assert.deepEqual(Object.keys(expected).sort(), [...FUNCTIONS].sort());
   for (const [name, [tpl, vars]] of Object.entries(expected)) {
@@ -201,11 +204,12 @@ test('the portal may read and write the table, put deploy.json files and schema 
   ]);
 });
 
-test('the injectors may put events on the platform bus and read the event store, nothing else', () => {
+test('the injectors may put events on the platform bus, write claim checks and read the event store, nothing else', () => {
   for (const role of ['InjectorRole', 'InjectorSqsRole']) {
     assertStatements(statements(t.brokerApi, role), [
       [LOGS, [new RegExp(`^<${role.replace('Role', 'Logs')}\\w+\\.Arn>$`)]],
       [['events:PutEvents'], [/^<import:dev-event-broker-bus:ExportsOutputFnGetAttBus\w+Arn\w+>$/]],
+      [['s3:PutObject'], [OBJECTS('event-schemas-backup-bucket', 'claim-checks/*')]],
       [['dynamodb:GetItem', 'dynamodb:Query'], TABLE_AND_INDEXES],
     ]);
   }
