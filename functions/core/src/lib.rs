@@ -12,6 +12,7 @@ pub mod names;
 pub mod portal;
 pub mod ports;
 pub mod provisioning;
+pub mod registry;
 pub mod schema;
 pub mod subscription;
 pub mod tasks;

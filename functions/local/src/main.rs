@@ -1,11 +1,14 @@
 //! The `busway` command: run the broker on this machine, and tools around it.
 
 use std::net::SocketAddr;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
+use std::sync::Arc;
 
 use anyhow::Context;
-use busway_local::provisioning::Synth;
+use busway_local::objects::FolderObjectStore;
+use busway_local::provisioning::{LocalStarter, Synth};
+use busway_local::store::SqliteStore;
 use busway_local::{Config, Running};
 use clap::{Parser, Subcommand};
 
@@ -68,6 +71,9 @@ enum Command {
     /// EventBridge event-pattern tools.
     #[command(subcommand)]
     Pattern(PatternCommand),
+    /// The schema registry.
+    #[command(subcommand)]
+    Registry(RegistryCommand),
 }
 
 #[derive(Subcommand)]
@@ -98,6 +104,21 @@ enum PatternCommand {
         /// File holding the event (JSON, EventBridge's event structure).
         #[arg(long)]
         event: PathBuf,
+    },
+}
+
+#[derive(Subcommand)]
+enum RegistryCommand {
+    /// Rebuild the registry from the schema backup bucket (the seed's disaster recovery).
+    ///
+    /// Puts every version the event store knows back into the registry from
+    /// DATA_DIR/buckets/local-event-schemas-backup-bucket/{event_type}/{version}/schema.json,
+    /// skipping those already there. Prints the report as JSON; exits 1 when a version has no
+    /// backup, a backup that differs from the stored schema, or was refused.
+    Restore {
+        /// The data dir of `busway up`; it may be running.
+        #[arg(long, default_value = "./.busway")]
+        data_dir: PathBuf,
     },
 }
 
@@ -136,6 +157,13 @@ fn main() -> ExitCode {
             let outcome = busway_pattern::test_files(&pattern, &event);
             println!("{outcome}");
             ExitCode::from(u8::try_from(outcome.exit_code()).unwrap_or(2))
+        }
+        Command::Registry(RegistryCommand::Restore { data_dir }) => {
+            match runtime().and_then(|rt| rt.block_on(restore_registry(&data_dir))) {
+                Ok(true) => ExitCode::SUCCESS,
+                Ok(false) => ExitCode::FAILURE,
+                Err(e) => report(Err(e)),
+            }
         }
     }
 }
@@ -189,6 +217,20 @@ async fn receive(portal: &str, name: &str, max: u32) -> anyhow::Result<()> {
         println!("{}", message.body.get());
     }
     Ok(())
+}
+
+/// Returns whether every version is in the registry.
+async fn restore_registry(data_dir: &Path) -> anyhow::Result<bool> {
+    let db = data_dir.join("busway.db");
+    // Opening would create an empty data dir where a mistyped path points.
+    anyhow::ensure!(db.exists(), "no busway data in {}", data_dir.display());
+    let store = SqliteStore::open(&db)?;
+    // Reading the backup bucket never starts provisioning, so nothing listens to the starter.
+    let (starter, _) = LocalStarter::new();
+    let objects = FolderObjectStore::new(data_dir.join("buckets"), Arc::new(starter))?;
+    let report = busway_core::registry::restore(&objects, &store, &store).await?;
+    println!("{}", serde_json::to_string_pretty(&report)?);
+    Ok(report.is_complete())
 }
 
 fn init_logging() {
