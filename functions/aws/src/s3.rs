@@ -1,0 +1,92 @@
+//! The object store on S3: the seed's three buckets under the names configuration gives them,
+//! with DESIGN.md's keys as object keys. Provisioning starts from the bucket's own notification,
+//! so unlike the embedded store the adapter notifies no one. Versioning is the bucket's setting
+//! (infra turns it on): every write is a new object version.
+
+use anyhow::bail;
+use async_trait::async_trait;
+use aws_sdk_s3::Client;
+use aws_sdk_s3::primitives::ByteStream;
+use busway_core::ports::{Bucket, ObjectStore};
+use tracing::{debug, instrument};
+
+use crate::config::BucketNames;
+use crate::error::store_error;
+
+pub struct S3ObjectStore {
+    client: Client,
+    buckets: BucketNames,
+}
+
+impl S3ObjectStore {
+    pub fn new(client: Client, buckets: BucketNames) -> Self {
+        Self { client, buckets }
+    }
+}
+
+/// The keys the embedded store accepts: S3 takes `..` and empty segments, but a key like that
+/// would mean another path to anyone who copies the bucket to disk.
+fn check_key(key: &str) -> anyhow::Result<()> {
+    let safe = !key.is_empty()
+        && key
+            .split('/')
+            .all(|seg| !seg.is_empty() && seg != "." && seg != ".." && !seg.contains('\\'));
+    if !safe {
+        bail!("unsafe object key {key:?}");
+    }
+    Ok(())
+}
+
+// Failures are `StoreError`s inside the `anyhow::Error`, so a caller can tell a transient one
+// (`StoreError::Unavailable`) by downcasting.
+#[async_trait]
+impl ObjectStore for S3ObjectStore {
+    #[instrument(skip(self, body), fields(bytes = body.len()))]
+    async fn put_object(&self, bucket: Bucket, key: &str, body: Vec<u8>) -> anyhow::Result<()> {
+        check_key(key)?;
+        let name = self.buckets.name(bucket);
+        let out = self
+            .client
+            .put_object()
+            .bucket(name)
+            .key(key)
+            .body(ByteStream::from(body))
+            .send()
+            .await
+            .map_err(|e| store_error(&format!("PutObject s3://{name}/{key}"), e))?;
+        debug!(version_id = out.version_id(), "stored");
+        Ok(())
+    }
+
+    #[instrument(skip(self))]
+    async fn get_object(&self, bucket: Bucket, key: &str) -> anyhow::Result<Option<Vec<u8>>> {
+        check_key(key)?;
+        let name = self.buckets.name(bucket);
+        let what = || format!("GetObject s3://{name}/{key}");
+        let out = match self.client.get_object().bucket(name).key(key).send().await {
+            Ok(out) => out,
+            Err(e) if e.as_service_error().is_some_and(|e| e.is_no_such_key()) => return Ok(None),
+            Err(e) => return Err(store_error(&what(), e).into()),
+        };
+        let body = out.body.collect().await.map_err(|e| {
+            // The connection broke mid-body: the same read may work again.
+            busway_core::ports::StoreError::Unavailable(format!("{}: {e}", what()))
+        })?;
+        Ok(Some(body.into_bytes().to_vec()))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::check_key;
+
+    #[test]
+    fn keys_that_would_climb_out_of_a_folder_are_refused() {
+        for key in ["parcel/1/deploy.json", "a/b/c/d/deploy.json"] {
+            assert!(check_key(key).is_ok(), "{key}");
+        }
+        for key in ["", "../x", "a//b", "a/./b", "a\\b", "/a"] {
+            assert!(check_key(key).is_err(), "{key}");
+        }
+    }
+}

@@ -1,0 +1,882 @@
+//! The storage ports' contracts: the same assertions run against the embedded adapters
+//! (SQLite, folders) and the AWS adapters (DynamoDB, S3) on one moto server per run, so both
+//! hosts keep, reject and order records alike. The DynamoDB store reads its lists two items a
+//! page here, and every list below has more than two items: a store that stopped after the
+//! first page would fail.
+
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use aws_sdk_dynamodb::types::AttributeValue;
+use busway_aws::{BucketNames, DynamoStore, S3ObjectStore};
+use busway_core::deploy::DeployKind;
+use busway_core::deployment::{Deployment, DeploymentStatus, new_id};
+use busway_core::event::{EventType, EventVersion, ProducerConnection, VersionState};
+use busway_core::ports::{
+    Bucket, DeploymentStore, EventStore, ObjectStore, ProvisioningStarter, StoreError,
+    schema_backup_key,
+};
+use busway_core::subscription::{
+    ConsumerConnection, RetryPolicy, Subscription, SubscriptionFilter, SubscriptionState,
+};
+use busway_core::{Application, EventTypeName, TargetUnit, Version, now};
+use busway_local::objects::FolderObjectStore;
+use busway_local::store::SqliteStore;
+use busway_tests::moto;
+use serde_json::json;
+
+fn name(text: &str) -> EventTypeName {
+    EventTypeName::new(text).expect("a valid event type name")
+}
+
+fn unit(text: &str) -> TargetUnit {
+    TargetUnit::new(text).expect("a valid target unit")
+}
+
+fn v(number: u32) -> Version {
+    Version::new(number).expect("a valid version")
+}
+
+fn event_type(event: &str, description: &str) -> (EventType, EventVersion) {
+    let at = now();
+    let event = EventType {
+        event_type: name(event),
+        application: Application::new("demo").expect("a valid application"),
+        description: description.to_string(),
+        connection_type: ProducerConnection::Https,
+        latest_version: Version::FIRST,
+        created_at: at,
+    };
+    let first = version(&event.event_type, 1, description);
+    (event, first)
+}
+
+fn version(event: &EventTypeName, number: u32, description: &str) -> EventVersion {
+    EventVersion {
+        event_type: event.clone(),
+        version: v(number),
+        description: description.to_string(),
+        // Nested deeper than DynamoDB's 32 map levels, with numbers that must stay as written.
+        schema: (0..40).fold(
+            json!({"type": "number", "minimum": 1.5, "maximum": 10}),
+            |inner, _| json!({"type": "object", "properties": {"x": inner}}),
+        ),
+        state: VersionState::Active,
+        created_at: now(),
+    }
+}
+
+fn subscription(event: &EventTypeName, version: u32, target: &str, url: &str) -> Subscription {
+    Subscription {
+        id: new_id(),
+        event_type: event.clone(),
+        version: v(version),
+        target_unit: unit(target),
+        connection_type: ConsumerConnection::Https,
+        connection_string: url.to_string(),
+        retry_policy: RetryPolicy::new(3, 120).expect("a valid policy"),
+        state: SubscriptionState::Active,
+        created_at: now(),
+    }
+}
+
+fn deployment(event: Option<&EventTypeName>) -> Deployment {
+    let mut d = Deployment::pending(
+        new_id(),
+        DeployKind::Producer,
+        "local-publisher-components-bucket".into(),
+        "parcel/1/deploy.json".into(),
+        now(),
+    );
+    d.event_type = event.cloned();
+    d.version = event.map(|_| Version::FIRST);
+    d
+}
+
+fn ids(subscriptions: &[Subscription]) -> Vec<&str> {
+    subscriptions.iter().map(|s| s.id.as_str()).collect()
+}
+
+async fn listed<S: EventStore>(
+    store: &S,
+    event: Option<&str>,
+    version: Option<u32>,
+    target: Option<&str>,
+) -> Vec<Subscription> {
+    let filter = SubscriptionFilter {
+        event_type: event.map(name),
+        version: version.map(v),
+        target_unit: target.map(unit),
+    };
+    store.list_subscriptions(&filter).await.expect("listed")
+}
+
+async fn event_store_contract<S: EventStore + DeploymentStore>(store: &S) {
+    let parcel = name("parcel");
+    let (event, v1) = event_type("parcel", "first");
+    let created = deployment(Some(&parcel));
+    store
+        .create_event_type(&event, &v1, &created)
+        .await
+        .expect("created");
+    assert_eq!(
+        store.get_event_type(&parcel).await.expect("read"),
+        Some(event.clone())
+    );
+    assert_eq!(
+        store.get_version(&parcel, v(1)).await.expect("read"),
+        Some(v1.clone())
+    );
+    assert_eq!(
+        store.get_deployment(&created.id).await.expect("read"),
+        Some(created),
+        "a write records the deployment it starts"
+    );
+
+    let (again, again_v1) = event_type("parcel", "second");
+    let refused = deployment(Some(&parcel));
+    let duplicate = store.create_event_type(&again, &again_v1, &refused).await;
+    assert!(
+        matches!(duplicate, Err(StoreError::AlreadyExists(_))),
+        "{duplicate:?}"
+    );
+    assert_eq!(
+        store.get_event_type(&parcel).await.expect("read"),
+        Some(event.clone())
+    );
+    assert_eq!(
+        store.get_deployment(&refused.id).await.expect("read"),
+        None,
+        "a refused write records nothing"
+    );
+
+    let v2 = version(&parcel, 2, "two");
+    store
+        .add_version(&v2, v(1), &deployment(Some(&parcel)))
+        .await
+        .expect("version 2");
+    let stale = store
+        .add_version(
+            &version(&parcel, 2, "late"),
+            v(1),
+            &deployment(Some(&parcel)),
+        )
+        .await;
+    assert!(matches!(stale, Err(StoreError::Conflict(_))), "{stale:?}");
+    let skipped = store
+        .add_version(
+            &version(&parcel, 4, "gap"),
+            v(2),
+            &deployment(Some(&parcel)),
+        )
+        .await;
+    assert!(
+        matches!(skipped, Err(StoreError::Conflict(_))),
+        "{skipped:?}"
+    );
+    let v3 = version(&parcel, 3, "three");
+    store
+        .add_version(&v3, v(2), &deployment(Some(&parcel)))
+        .await
+        .expect("version 3");
+    let ghost = store
+        .add_version(&version(&name("ghost"), 2, "x"), v(1), &deployment(None))
+        .await;
+    assert!(matches!(ghost, Err(StoreError::NotFound(_))), "{ghost:?}");
+    assert_eq!(
+        store
+            .get_event_type(&parcel)
+            .await
+            .expect("read")
+            .map(|e| e.latest_version),
+        Some(v(3))
+    );
+    assert_eq!(
+        store.list_versions(&parcel).await.expect("listed"),
+        [v1.clone(), v2.clone(), v3.clone()]
+    );
+    assert_eq!(store.get_version(&parcel, v(4)).await.expect("read"), None);
+
+    for other in ["zebra", "audit"] {
+        let (e, first) = event_type(other, other);
+        store
+            .create_event_type(&e, &first, &deployment(Some(&e.event_type)))
+            .await
+            .expect("created");
+    }
+    let names: Vec<String> = store
+        .list_event_types()
+        .await
+        .expect("listed")
+        .into_iter()
+        .map(|e| e.event_type.to_string())
+        .collect();
+    assert_eq!(names, ["audit", "parcel", "zebra"], "by name");
+
+    let audit = name("audit");
+    let a = subscription(&parcel, 1, "unit_a", "https://a.example.com/hook");
+    store
+        .create_subscription(&a, &deployment(Some(&parcel)))
+        .await
+        .expect("subscribed");
+    let same_target = Subscription {
+        id: new_id(),
+        ..a.clone()
+    };
+    let refused = deployment(Some(&parcel));
+    let identical = store.create_subscription(&same_target, &refused).await;
+    assert!(
+        matches!(&identical, Err(StoreError::AlreadyExists(m)) if m.contains(&a.id)),
+        "{identical:?}"
+    );
+    assert_eq!(
+        store.get_subscription(&same_target.id).await.expect("read"),
+        None
+    );
+    assert_eq!(store.get_deployment(&refused.id).await.expect("read"), None);
+    let b = subscription(&parcel, 1, "unit_a", "https://b.example.com/hook");
+    let c = subscription(&parcel, 2, "unit_b", "https://a.example.com/hook");
+    let e = subscription(&audit, 1, "unit_b", "https://a.example.com/hook");
+    for s in [&b, &c, &e] {
+        store
+            .create_subscription(s, &deployment(Some(&s.event_type)))
+            .await
+            .expect("subscribed");
+    }
+    for (event, version) in [("parcel", 9), ("ghost", 1)] {
+        let missing = store
+            .create_subscription(
+                &subscription(
+                    &name(event),
+                    version,
+                    "unit_a",
+                    "https://a.example.com/hook",
+                ),
+                &deployment(None),
+            )
+            .await;
+        assert!(
+            matches!(missing, Err(StoreError::NotFound(_))),
+            "{missing:?}"
+        );
+    }
+    assert_eq!(
+        store.get_subscription(&a.id).await.expect("read"),
+        Some(a.clone())
+    );
+    let all = [&a, &b, &c, &e].map(|s| s.id.as_str());
+    assert_eq!(
+        ids(&listed(store, None, None, None).await),
+        all,
+        "oldest first"
+    );
+    assert_eq!(
+        ids(&listed(store, Some("parcel"), None, None).await),
+        all[..3]
+    );
+    assert_eq!(
+        ids(&listed(store, Some("parcel"), Some(1), None).await),
+        all[..2]
+    );
+    assert_eq!(
+        ids(&listed(store, None, None, Some("unit_b")).await),
+        [&c.id, &e.id]
+    );
+    assert_eq!(
+        ids(&listed(store, Some("parcel"), None, Some("unit_b")).await),
+        [&c.id]
+    );
+    assert_eq!(
+        ids(&listed(store, None, Some(1), None).await),
+        [&a.id, &b.id, &e.id]
+    );
+    assert!(listed(store, None, None, Some("nobody")).await.is_empty());
+
+    let busy = store
+        .delete_version(&parcel, v(1), &deployment(Some(&parcel)))
+        .await;
+    assert!(
+        matches!(&busy, Err(StoreError::Conflict(m)) if m.contains(&a.id) && m.contains(&b.id)),
+        "{busy:?}"
+    );
+
+    store
+        .delete_subscription(&a.id, &deployment(Some(&parcel)))
+        .await
+        .expect("unsubscribed");
+    assert_eq!(
+        store
+            .get_subscription(&a.id)
+            .await
+            .expect("read")
+            .map(|s| s.state),
+        Some(SubscriptionState::Deleted),
+        "deleted subscriptions stay readable"
+    );
+    for id in [a.id.as_str(), "no-such-subscription"] {
+        let gone = store.delete_subscription(id, &deployment(None)).await;
+        assert!(matches!(gone, Err(StoreError::NotFound(_))), "{gone:?}");
+    }
+    assert_eq!(
+        ids(&listed(store, Some("parcel"), Some(1), None).await),
+        [&b.id]
+    );
+    store
+        .create_subscription(&same_target, &deployment(Some(&parcel)))
+        .await
+        .expect("a deleted subscription's target is free again");
+    assert_eq!(
+        ids(&listed(store, Some("parcel"), Some(1), None).await),
+        [&b.id, &same_target.id]
+    );
+
+    for s in [&b, &same_target] {
+        store
+            .delete_subscription(&s.id, &deployment(Some(&parcel)))
+            .await
+            .expect("unsubscribed");
+    }
+    let deleting = deployment(Some(&parcel));
+    store
+        .delete_version(&parcel, v(1), &deleting)
+        .await
+        .expect("no subscriber left");
+    assert_eq!(
+        store.get_deployment(&deleting.id).await.expect("read"),
+        Some(deleting)
+    );
+    let again = store
+        .delete_version(&parcel, v(1), &deployment(Some(&parcel)))
+        .await;
+    assert!(matches!(again, Err(StoreError::NotFound(_))), "{again:?}");
+    let never = store
+        .delete_version(&parcel, v(9), &deployment(Some(&parcel)))
+        .await;
+    assert!(matches!(never, Err(StoreError::NotFound(_))), "{never:?}");
+    let late = store
+        .create_subscription(
+            &subscription(&parcel, 1, "unit_c", "https://c.example.com/hook"),
+            &deployment(Some(&parcel)),
+        )
+        .await;
+    assert!(matches!(late, Err(StoreError::NotFound(_))), "{late:?}");
+    let states: Vec<VersionState> = store
+        .list_versions(&parcel)
+        .await
+        .expect("listed")
+        .into_iter()
+        .map(|v| v.state)
+        .collect();
+    assert_eq!(
+        states,
+        [
+            VersionState::Deleted,
+            VersionState::Active,
+            VersionState::Active
+        ],
+        "deleted versions stay, so their numbers are never reused"
+    );
+}
+
+async fn deployment_store_contract<S: DeploymentStore>(store: &S) {
+    let (parcel, audit) = (name("parcel"), name("audit"));
+    assert_eq!(
+        store
+            .get_deployment("no-such-deployment")
+            .await
+            .expect("read"),
+        None
+    );
+    let mut first = deployment(Some(&parcel));
+    let second = deployment(Some(&audit));
+    let third = deployment(Some(&parcel));
+    // A hand-broken deploy.json names no event type.
+    let broken = deployment(None);
+    for d in [&first, &second, &third, &broken] {
+        store.put_deployment(d).await.expect("stored");
+        assert_eq!(
+            store.get_deployment(&d.id).await.expect("read"),
+            Some(d.clone())
+        );
+    }
+
+    first
+        .advance(DeploymentStatus::Validating, now())
+        .expect("pending → validating");
+    store.put_deployment(&first).await.expect("replaced");
+    first
+        .fail(
+            "DeployConfig.Invalid",
+            "the key does not match the document",
+            now(),
+        )
+        .expect("validating → failed");
+    store.put_deployment(&first).await.expect("replaced");
+    assert_eq!(
+        store.get_deployment(&first.id).await.expect("read"),
+        Some(first.clone()),
+        "status, history, error and cause come back as written"
+    );
+
+    let listed = |event: Option<EventTypeName>| async move {
+        store
+            .list_deployments(event.as_ref())
+            .await
+            .expect("listed")
+            .into_iter()
+            .map(|d| d.id)
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(
+        listed(None).await,
+        [&broken.id, &third.id, &second.id, &first.id].map(String::as_str),
+        "newest first; a replaced record keeps its place"
+    );
+    assert_eq!(
+        listed(Some(parcel)).await,
+        [&third.id, &first.id].map(String::as_str)
+    );
+    assert_eq!(listed(Some(audit)).await, [second.id.as_str()]);
+    assert!(listed(Some(name("ghost"))).await.is_empty());
+}
+
+async fn object_store_contract(store: &dyn ObjectStore) {
+    let key = "parcel/1/deploy.json";
+    assert_eq!(
+        store
+            .get_object(Bucket::Publisher, key)
+            .await
+            .expect("read"),
+        None
+    );
+    store
+        .put_object(Bucket::Publisher, key, b"one".to_vec())
+        .await
+        .expect("stored");
+    assert_eq!(
+        store
+            .get_object(Bucket::Publisher, key)
+            .await
+            .expect("read")
+            .as_deref(),
+        Some(&b"one"[..])
+    );
+    assert_eq!(
+        store
+            .get_object(Bucket::Subscriber, key)
+            .await
+            .expect("read"),
+        None,
+        "buckets are apart"
+    );
+    store
+        .put_object(Bucket::Publisher, key, b"two".to_vec())
+        .await
+        .expect("replaced");
+    assert_eq!(
+        store
+            .get_object(Bucket::Publisher, key)
+            .await
+            .expect("read")
+            .as_deref(),
+        Some(&b"two"[..])
+    );
+    let backup = schema_backup_key(&name("parcel"), v(1));
+    let schema = serde_json::to_vec(&json!({"type": "object"})).expect("json");
+    store
+        .put_object(Bucket::SchemaBackup, &backup, schema.clone())
+        .await
+        .expect("stored");
+    assert_eq!(
+        store
+            .get_object(Bucket::SchemaBackup, &backup)
+            .await
+            .expect("read"),
+        Some(schema)
+    );
+    for unsafe_key in ["../escape.json", "a//b.json", ""] {
+        assert!(
+            store
+                .put_object(Bucket::Publisher, unsafe_key, b"x".to_vec())
+                .await
+                .is_err(),
+            "{unsafe_key:?}"
+        );
+        assert!(
+            store
+                .get_object(Bucket::Publisher, unsafe_key)
+                .await
+                .is_err()
+        );
+    }
+}
+
+/// Writers that read the same state race; exactly one wins each race, the others are told why.
+async fn race_contract<S: EventStore + DeploymentStore>(store: Arc<S>) {
+    const WRITERS: usize = 4;
+    let parcel = name("parcel");
+    let mut creates = Vec::new();
+    for i in 0..WRITERS {
+        let store = store.clone();
+        let (event, first) = event_type("parcel", &format!("writer {i}"));
+        creates.push(tokio::spawn(async move {
+            store
+                .create_event_type(&event, &first, &deployment(Some(&event.event_type)))
+                .await
+        }));
+    }
+    let mut created_by = Vec::new();
+    for (i, task) in creates.into_iter().enumerate() {
+        match task.await.expect("the writer ran") {
+            Ok(()) => created_by.push(i),
+            Err(StoreError::AlreadyExists(_)) => {}
+            Err(other) => panic!("writer {i}: {other:?}"),
+        }
+    }
+    assert_eq!(created_by.len(), 1, "one create wins: {created_by:?}");
+    let stored = store
+        .get_event_type(&parcel)
+        .await
+        .expect("read")
+        .expect("created");
+    assert_eq!(stored.description, format!("writer {}", created_by[0]));
+
+    let mut adds = Vec::new();
+    for i in 0..WRITERS {
+        let store = store.clone();
+        let next = version(&parcel, 2, &format!("writer {i}"));
+        adds.push(tokio::spawn(async move {
+            store
+                .add_version(&next, Version::FIRST, &deployment(Some(&next.event_type)))
+                .await
+        }));
+    }
+    let mut added_by = Vec::new();
+    for (i, task) in adds.into_iter().enumerate() {
+        match task.await.expect("the writer ran") {
+            Ok(()) => added_by.push(i),
+            Err(StoreError::Conflict(_)) => {}
+            Err(other) => panic!("writer {i}: {other:?}"),
+        }
+    }
+    assert_eq!(added_by.len(), 1, "one writer gets version 2: {added_by:?}");
+    let descriptions: Vec<String> = store
+        .list_versions(&parcel)
+        .await
+        .expect("listed")
+        .into_iter()
+        .map(|v| v.description)
+        .collect();
+    assert_eq!(
+        descriptions,
+        [
+            format!("writer {}", created_by[0]),
+            format!("writer {}", added_by[0])
+        ]
+    );
+}
+
+fn sqlite() -> (tempfile::TempDir, SqliteStore) {
+    let dir = tempfile::tempdir().expect("a temp dir");
+    let store = SqliteStore::open(&dir.path().join("busway.db")).expect("opened");
+    (dir, store)
+}
+
+fn unique(prefix: &str) -> String {
+    format!("{prefix}-{}", uuid::Uuid::new_v4().simple())
+}
+
+async fn dynamo_client() -> aws_sdk_dynamodb::Client {
+    let config = aws_sdk_dynamodb::Config::builder()
+        .behavior_version(aws_sdk_dynamodb::config::BehaviorVersion::latest())
+        .region(aws_sdk_dynamodb::config::Region::new(moto::REGION))
+        .endpoint_url(moto::endpoint().await)
+        .credentials_provider(aws_sdk_dynamodb::config::Credentials::new(
+            "test", "test", None, None, "moto",
+        ))
+        .build();
+    aws_sdk_dynamodb::Client::from_conf(config)
+}
+
+/// A store on a table of its own, reading two items a page.
+async fn dynamo() -> (aws_sdk_dynamodb::Client, String, DynamoStore) {
+    let client = dynamo_client().await;
+    let table = unique("busway");
+    DynamoStore::create_table(&client, &table)
+        .await
+        .expect("table created");
+    let store = DynamoStore::new(client.clone(), table.clone()).with_page_size(2);
+    (client, table, store)
+}
+
+async fn s3_client() -> aws_sdk_s3::Client {
+    let config = aws_sdk_s3::Config::builder()
+        .behavior_version(aws_sdk_s3::config::BehaviorVersion::latest())
+        .region(aws_sdk_s3::config::Region::new(moto::REGION))
+        .endpoint_url(moto::endpoint().await)
+        .credentials_provider(aws_sdk_s3::config::Credentials::new(
+            "test", "test", None, None, "moto",
+        ))
+        // moto serves every bucket on one host.
+        .force_path_style(true)
+        .build();
+    aws_sdk_s3::Client::from_conf(config)
+}
+
+/// Three new versioned buckets, as infra makes them.
+async fn s3() -> (aws_sdk_s3::Client, BucketNames) {
+    use aws_sdk_s3::types::{
+        BucketLocationConstraint, BucketVersioningStatus, CreateBucketConfiguration,
+        VersioningConfiguration,
+    };
+    let client = s3_client().await;
+    let names = BucketNames {
+        schema_backup: unique("backup"),
+        publisher: unique("publisher"),
+        subscriber: unique("subscriber"),
+    };
+    for bucket in Bucket::ALL {
+        let name = names.name(bucket);
+        client
+            .create_bucket()
+            .bucket(name)
+            .create_bucket_configuration(
+                CreateBucketConfiguration::builder()
+                    .location_constraint(BucketLocationConstraint::from(moto::REGION))
+                    .build(),
+            )
+            .send()
+            .await
+            .expect("bucket created");
+        client
+            .put_bucket_versioning()
+            .bucket(name)
+            .versioning_configuration(
+                VersioningConfiguration::builder()
+                    .status(BucketVersioningStatus::Enabled)
+                    .build(),
+            )
+            .send()
+            .await
+            .expect("versioning on");
+    }
+    (client, names)
+}
+
+/// The folder store notifies provisioning; S3 does it through its own notification, outside
+/// the adapter. The contract is about what is stored, so nothing is started here.
+struct NoProvisioning;
+
+#[async_trait]
+impl ProvisioningStarter for NoProvisioning {
+    async fn start(&self, _bucket: Bucket, _key: &str) -> anyhow::Result<()> {
+        Ok(())
+    }
+}
+
+#[tokio::test]
+async fn the_embedded_event_store_keeps_the_contract() {
+    let (_dir, store) = sqlite();
+    event_store_contract(&store).await;
+}
+
+#[tokio::test]
+async fn the_dynamodb_event_store_keeps_the_contract() {
+    let (_, _, store) = dynamo().await;
+    event_store_contract(&store).await;
+}
+
+#[tokio::test]
+async fn the_embedded_deployment_store_keeps_the_contract() {
+    let (_dir, store) = sqlite();
+    deployment_store_contract(&store).await;
+}
+
+#[tokio::test]
+async fn the_dynamodb_deployment_store_keeps_the_contract() {
+    let (_, _, store) = dynamo().await;
+    deployment_store_contract(&store).await;
+}
+
+#[tokio::test]
+async fn the_folder_object_store_keeps_the_contract() {
+    let dir = tempfile::tempdir().expect("a temp dir");
+    let store = FolderObjectStore::new(dir.path().to_path_buf(), Arc::new(NoProvisioning))
+        .expect("folders made");
+    object_store_contract(&store).await;
+}
+
+#[tokio::test]
+async fn the_s3_object_store_keeps_the_contract() {
+    let (client, names) = s3().await;
+    object_store_contract(&S3ObjectStore::new(client, names)).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn concurrent_writers_of_the_embedded_store_race_safely() {
+    let (_dir, store) = sqlite();
+    race_contract(Arc::new(store)).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn concurrent_writers_of_the_dynamodb_store_race_safely() {
+    let (_, _, store) = dynamo().await;
+    race_contract(Arc::new(store)).await;
+}
+
+/// What the provisioning state machine's `RecordValidating` and `RecordFailed` states write
+/// (statemachines/provisioning.asl.json), as they write it.
+async fn record_step(
+    client: &aws_sdk_dynamodb::Client,
+    table: &str,
+    id: &str,
+    status: &str,
+    at: &str,
+    failure: Option<serde_json::Value>,
+) {
+    let s = |text: &str| AttributeValue::S(text.to_string());
+    let entry = AttributeValue::L(vec![AttributeValue::M(
+        [("status".to_string(), s(status)), ("at".to_string(), s(at))].into(),
+    )]);
+    let mut update = client
+        .update_item()
+        .table_name(table)
+        .key("PK", s(&format!("DEPLOYMENT#{id}")))
+        .key("SK", s("DEPLOYMENT"))
+        .expression_attribute_names("#status", "status")
+        .expression_attribute_names("#history", "history")
+        .expression_attribute_values(":status", s(status))
+        .expression_attribute_values(":entry", entry)
+        .expression_attribute_values(":empty", AttributeValue::L(vec![]))
+        .expression_attribute_values(":now", s(at));
+    let mut expression = "SET #status = :status, #history = list_append(if_not_exists(#history, :empty), :entry), updated_at = :now".to_string();
+    if let Some(failure) = failure {
+        expression += ", #error = :error, #cause = :cause";
+        update = update
+            .expression_attribute_names("#error", "error")
+            .expression_attribute_names("#cause", "cause")
+            .expression_attribute_values(":error", s(failure["Error"].as_str().unwrap_or_default()))
+            .expression_attribute_values(":cause", s(&failure.to_string()));
+    }
+    update
+        .update_expression(expression)
+        .send()
+        .await
+        .expect("the state machine's write");
+}
+
+#[tokio::test]
+async fn deployment_records_the_state_machine_extends_read_back_as_deployments() {
+    let (client, table, store) = dynamo().await;
+    let parcel = name("parcel");
+    let mut pending = deployment(Some(&parcel));
+    store
+        .put_deployment(&pending)
+        .await
+        .expect("PENDING recorded");
+    let at = "2026-11-27T03:00:01.250Z";
+    record_step(&client, &table, &pending.id, "VALIDATING", at, None).await;
+    let failure =
+        json!({"Error": "DeployConfig.Invalid", "Cause": "the key does not match the document"});
+    record_step(&client, &table, &pending.id, "FAILED", at, Some(failure)).await;
+
+    let read = store
+        .get_deployment(&pending.id)
+        .await
+        .expect("read")
+        .expect("recorded");
+    let at = time::OffsetDateTime::parse(at, &time::format_description::well_known::Rfc3339)
+        .expect("an RFC 3339 time");
+    pending
+        .advance(DeploymentStatus::Validating, at)
+        .expect("pending → validating");
+    pending
+        .fail(
+            "DeployConfig.Invalid",
+            "the key does not match the document",
+            at,
+        )
+        .expect("validating → failed");
+    assert_eq!(read, pending);
+    assert_eq!(
+        store.list_deployments(Some(&parcel)).await.expect("listed"),
+        [pending.clone()],
+        "the state machine's writes leave the record in its lists"
+    );
+
+    // moto (and a Catch without a cause) record the failure with a null Cause.
+    let quiet = deployment(Some(&parcel));
+    store
+        .put_deployment(&quiet)
+        .await
+        .expect("PENDING recorded");
+    let failure = json!({"Error": "Build.Failed", "Cause": null});
+    record_step(
+        &client,
+        &table,
+        &quiet.id,
+        "FAILED",
+        "2026-11-27T03:00:02Z",
+        Some(failure),
+    )
+    .await;
+    let read = store
+        .get_deployment(&quiet.id)
+        .await
+        .expect("read")
+        .expect("recorded");
+    assert_eq!(
+        (read.status, read.error.as_deref(), read.cause),
+        (DeploymentStatus::Failed, Some("Build.Failed"), None)
+    );
+
+    // The adapter writes the failure in the same shape the state machine does.
+    store.put_deployment(&pending).await.expect("replaced");
+    let raw = client
+        .get_item()
+        .table_name(&table)
+        .key(
+            "PK",
+            AttributeValue::S(format!("DEPLOYMENT#{}", pending.id)),
+        )
+        .key("SK", AttributeValue::S("DEPLOYMENT".into()))
+        .send()
+        .await
+        .expect("read")
+        .item
+        .expect("an item");
+    let cause: serde_json::Value =
+        serde_json::from_str(raw["cause"].as_s().expect("a string")).expect("JSON");
+    assert_eq!(
+        cause,
+        json!({"Error": "DeployConfig.Invalid", "Cause": "the key does not match the document"})
+    );
+    assert_eq!(raw["status"], AttributeValue::S("FAILED".into()));
+    let history = raw["history"].as_l().expect("a list");
+    assert_eq!(history.len(), 3);
+    assert!(history.iter().all(|h| {
+        h.as_m()
+            .is_ok_and(|m| m.contains_key("status") && m.contains_key("at"))
+    }));
+}
+
+#[tokio::test]
+async fn every_write_to_a_versioned_bucket_keeps_the_previous_version() {
+    let (client, names) = s3().await;
+    let store = S3ObjectStore::new(client.clone(), names.clone());
+    let key = "parcel/1/deploy.json";
+    for body in ["one", "two"] {
+        store
+            .put_object(Bucket::Publisher, key, body.as_bytes().to_vec())
+            .await
+            .expect("stored");
+    }
+    let versions = client
+        .list_object_versions()
+        .bucket(&names.publisher)
+        .prefix(key)
+        .send()
+        .await
+        .expect("listed");
+    assert_eq!(versions.versions().len(), 2, "{versions:?}");
+}
