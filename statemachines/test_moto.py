@@ -89,6 +89,12 @@ def run(case, deployment_id, answers):
             env = {e["Name"]: e["Value"] for e in request["EnvironmentVariablesOverride"]}
             assert env["BUSWAY_DEPLOY_KEY"] == "order_created/1/deploy.json" and env["BUSWAY_DEPLOY_KIND"] == "producer", env
             assert request["ProjectName"] == "busway-producer-build"
+        if state == "DescribeBuild":
+            assert request["Payload"] == {"task": "describe_build", "deployment_id": deployment_id, "build_id": BUILD_ID}, request
+        if state == "DescribeFailedBuild":
+            # The build's failure as its Catch kept it (moto drops the cause).
+            failure = request["Payload"]["failure"]
+            assert request["Payload"]["task"] == "describe_build" and failure["Error"] == "Build.Failed", request
         if "error" in answer:
             sfn.send_task_failure(taskToken=token, error=answer["error"], cause=answer["cause"])
         else:
@@ -103,11 +109,21 @@ def run(case, deployment_id, answers):
 
 
 VALID = {"Payload": {"kind": "producer", "action": "deploy", "stack_name": "busway-producer-order-created-v1"}}
-# How the test answers the two tasks moto cannot run, per case; what each case must end in is
+BUILD_ID = "busway-producer-build:6a1f0c1e-0000-4000-8000-000000000000"
+# What the provisioner's describe_build task answers; the state machine keeps nothing of it.
+DESCRIBED = {"Payload": {"id": BUILD_ID, "status": "SUCCEEDED", "phases": [], "logs_url": None}}
+# How the test answers the tasks moto cannot run, per case; what each case must end in is
 # statemachines/cases.json, which the local host's run is held to as well.
 ANSWERS = {
-    "success": [("ValidateConfig", VALID), ("BuildProducer", {"Build": {"BuildStatus": "SUCCEEDED"}})],
-    "failing-build": [("ValidateConfig", VALID), ("BuildProducer", {"error": "Build.Failed", "cause": "cdk deploy exited 1"})],
+    "success": [
+        ("ValidateConfig", VALID), ("BuildProducer", {"Build": {"Id": BUILD_ID, "BuildStatus": "SUCCEEDED"}}),
+        ("DescribeBuild", DESCRIBED),
+    ],
+    # The describe task failing too: the deployment still ends with the build's own failure.
+    "failing-build": [
+        ("ValidateConfig", VALID), ("BuildProducer", {"error": "Build.Failed", "cause": "cdk deploy exited 1"}),
+        ("DescribeFailedBuild", {"error": "Lambda.Unknown", "cause": "the provisioner crashed"}),
+    ],
     "invalid-config": [("ValidateConfig", {"error": "DeployConfig.Invalid", "cause": "$.target_unit: must match"})],
 }
 CASES = json.loads((ROOT / "statemachines/cases.json").read_text())["cases"]
@@ -122,7 +138,7 @@ for i, (case, expected) in enumerate(CASES.items()):
     if expected["error"]:
         failure = json.loads(item["cause"]["S"])
         assert item["error"]["S"] == failure["Error"] == expected["error"], (case, item)
-        cause = next(a["cause"] for _, a in answers if "error" in a)
+        cause = next(a["cause"] for state, a in answers if "error" in a and not state.startswith("Describe"))
         # moto drops the cause of SendTaskFailure (it arrives as null); AWS keeps it.
         assert failure.get("Cause") in (cause, None), (case, item)
     else:

@@ -699,11 +699,13 @@ mod tests {
             .collect()
     }
 
-    /// Records status writes; the validate and build tasks answer from the case.
+    /// Records status writes and describe_build requests; the validate and build tasks answer
+    /// from the case.
     struct Fake {
         validate: Result<Value, TaskFailure>,
         build: Result<Value, TaskFailure>,
         statuses: Mutex<Vec<String>>,
+        described: Mutex<Vec<Value>>,
         failure: Mutex<Option<(String, String)>>,
         transient_failures: Mutex<u32>,
     }
@@ -737,9 +739,18 @@ mod tests {
                     Ok(json!({}))
                 }
                 "arn:aws:states:::lambda:invoke" => {
-                    assert_eq!(input["Payload"]["task"], "validate");
                     assert_eq!(input["FunctionName"], "local-ProvisionerFunctionArn");
-                    self.validate.clone()
+                    match input["Payload"]["task"].as_str() {
+                        Some("validate") => self.validate.clone(),
+                        Some("describe_build") => {
+                            self.described
+                                .lock()
+                                .expect("lock")
+                                .push(input["Payload"].clone());
+                            Ok(json!({"Payload": null}))
+                        }
+                        other => panic!("unexpected task {other:?}"),
+                    }
                 }
                 "arn:aws:states:::codebuild:startBuild.sync" => {
                     assert_eq!(input["ProjectName"], "local-ProducerBuildProjectName");
@@ -763,6 +774,7 @@ mod tests {
             validate,
             build,
             statuses: Mutex::default(),
+            described: Mutex::default(),
             failure: Mutex::default(),
             transient_failures: Mutex::new(0),
         }
@@ -785,13 +797,27 @@ mod tests {
         f.statuses.lock().expect("lock").clone()
     }
 
+    fn described(f: &Fake) -> Vec<Value> {
+        f.described.lock().expect("lock").clone()
+    }
+
+    fn built() -> Result<Value, TaskFailure> {
+        Ok(json!({"Build": {"Id": "producer-build:b-1", "BuildStatus": "SUCCEEDED"}}))
+    }
+
     // The same three cases and sequences as statemachines/test_moto.py on moto's engine.
     #[tokio::test]
     async fn a_valid_config_that_builds_ends_succeeded() {
-        let f = fake(valid(), Ok(json!({"Build": {"BuildStatus": "SUCCEEDED"}})));
+        let f = fake(valid(), built());
         assert!(matches!(run(&f).await, Outcome::Succeeded(_)));
         assert_eq!(statuses(&f), ["VALIDATING", "BUILDING", "SUCCEEDED"]);
         assert_eq!(*f.failure.lock().expect("lock"), None);
+        assert_eq!(
+            described(&f),
+            [
+                json!({"task": "describe_build", "deployment_id": "d-1", "build_id": "producer-build:b-1"})
+            ]
+        );
     }
 
     #[tokio::test]
@@ -811,6 +837,14 @@ mod tests {
             }
         );
         assert_eq!(statuses(&f), ["VALIDATING", "BUILDING", "FAILED"]);
+        assert_eq!(
+            described(&f),
+            [json!({
+                "task": "describe_build",
+                "deployment_id": "d-1",
+                "failure": {"Error": "Build.Failed", "Cause": "cdk deploy exited 1"}
+            })]
+        );
         let (error, cause) = f
             .failure
             .lock()
@@ -847,7 +881,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_throttled_status_write_is_retried() {
-        let f = fake(valid(), Ok(json!({})));
+        let f = fake(valid(), built());
         *f.transient_failures.lock().expect("lock") = 2;
         assert!(matches!(run(&f).await, Outcome::Succeeded(_)));
         assert_eq!(statuses(&f), ["VALIDATING", "BUILDING", "SUCCEEDED"]);

@@ -84,6 +84,30 @@ pub struct Deployment {
     /// What went wrong, in words.
     #[serde(default)]
     pub cause: Option<String>,
+    /// The build that ran the document, once the pipeline described it: a failed deployment
+    /// says which phase failed and where its logs are.
+    #[serde(default)]
+    pub build: Option<BuildInfo>,
+}
+
+/// One build of a deploy.json (a CodeBuild build on AWS, the local build step on one machine).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct BuildInfo {
+    pub id: String,
+    /// The build's own status (`SUCCEEDED`, `FAILED`, `FAULT`, `TIMED_OUT`, `STOPPED`, ...).
+    pub status: Option<String>,
+    pub phases: Vec<BuildPhase>,
+    /// Where the build's log can be read (the CloudWatch Logs console on AWS).
+    pub logs_url: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct BuildPhase {
+    pub name: String,
+    pub status: Option<String>,
+    pub duration_seconds: Option<i64>,
+    /// What the builder said about the phase; for a failed one, why it failed.
+    pub message: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -118,6 +142,7 @@ impl Deployment {
             }],
             error: None,
             cause: None,
+            build: None,
         }
     }
 
@@ -190,5 +215,36 @@ mod tests {
         assert!(d.fail("Build.Failed", "again", crate::now()).is_err());
         let statuses: Vec<_> = d.history.iter().map(|h| h.status).collect();
         assert_eq!(statuses, [Pending, Validating, Building, Failed]);
+    }
+
+    #[test]
+    fn a_record_written_before_builds_were_described_still_reads() {
+        let mut d = Deployment::pending(
+            new_id(),
+            DeployKind::Consumer,
+            "b".into(),
+            "k".into(),
+            crate::now(),
+        );
+        let mut old = serde_json::to_value(&d).expect("serializes");
+        old.as_object_mut().expect("an object").remove("build");
+        let read: Deployment = serde_json::from_value(old).expect("deserializes");
+        assert_eq!(read.build, None);
+
+        d.build = Some(BuildInfo {
+            id: "p:1".into(),
+            status: Some("FAILED".into()),
+            phases: vec![BuildPhase {
+                name: "BUILD".into(),
+                status: Some("FAILED".into()),
+                duration_seconds: Some(3),
+                message: Some("exit status 2".into()),
+            }],
+            logs_url: None,
+        });
+        let back: Deployment =
+            serde_json::from_value(serde_json::to_value(&d).expect("serializes"))
+                .expect("deserializes");
+        assert_eq!(back, d);
     }
 }

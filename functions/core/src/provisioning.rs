@@ -6,14 +6,17 @@
 
 use std::sync::Arc;
 
+use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
 use tracing::{instrument, warn};
 
 use crate::deploy::{self, DeployAction, DeployDoc, DeployKind};
-use crate::deployment::{self, Deployment, DeploymentStatus};
+use crate::deployment::{self, BuildInfo, Deployment, DeploymentStatus};
 use crate::ports::{Bucket, DeploymentStore, EventStore, ObjectStore};
 use crate::subscription::SubscriptionState;
-use crate::tasks::{DEPLOY_CONFIG_INVALID, DEPLOY_CONFIG_NOT_FOUND, STORE_UNAVAILABLE};
+use crate::tasks::{
+    BUILD_INFO_UNAVAILABLE, DEPLOY_CONFIG_INVALID, DEPLOY_CONFIG_NOT_FOUND, STORE_UNAVAILABLE,
+};
 use crate::{ValidationErrors, now};
 
 /// Checks a parsed document against what the portal registered: the event version exists (and is
@@ -135,6 +138,42 @@ pub struct ValidConfig {
     pub stack_name: String,
 }
 
+/// The describe_build task's request: the build a succeeded build step returned (`build_id`),
+/// or the failed build step's Catch result (`failure`, `{"Error", "Cause"}`).
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+pub struct DescribeBuild {
+    pub deployment_id: String,
+    #[serde(default)]
+    pub build_id: Option<String>,
+    #[serde(default)]
+    pub failure: Option<serde_json::Value>,
+}
+
+impl DescribeBuild {
+    /// The build to describe. A failed `codebuild:startBuild.sync` task's cause is the build as
+    /// JSON (`{"Build": {"Id": ...}}`); any other cause (a build that never started, the local
+    /// build step's words, a cause dropped on the way) names none.
+    pub fn build_id(&self) -> Option<String> {
+        if let Some(id) = &self.build_id {
+            return Some(id.clone());
+        }
+        let cause = self.failure.as_ref()?.get("Cause")?.as_str()?;
+        let build: serde_json::Value = serde_json::from_str(cause).ok()?;
+        build
+            .pointer("/Build/Id")
+            .and_then(serde_json::Value::as_str)
+            .map(str::to_string)
+    }
+}
+
+/// What the builder knows of its builds (CodeBuild's `BatchGetBuilds` on AWS).
+#[async_trait]
+pub trait BuildReader: Send + Sync + 'static {
+    /// `None` when no build has this id; an error when the builder did not answer, which is
+    /// transient.
+    async fn build(&self, id: &str) -> anyhow::Result<Option<BuildInfo>>;
+}
+
 /// A task's failure as the state machine sees it: a stable error type (`crate::tasks`) that its
 /// `Retry`/`Catch` match, and the cause in words.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -169,7 +208,8 @@ impl Provisioner {
     /// (named `bucket_name` on this host) and returns the execution to start. `None` when there
     /// is nothing to deploy: not a configuration bucket, the object is gone, or the newest
     /// deployment of this key already ran this very content (a notification repeated, or one
-    /// cut off by a stop after the deployment ended).
+    /// cut off by a stop after the deployment ended). A notification repeated while that content
+    /// is still being provisioned returns the same execution again.
     #[instrument(skip(self))]
     pub async fn start(
         &self,
@@ -184,10 +224,18 @@ impl Provisioner {
             return Ok(None);
         };
         let version = deployment::object_version(&bytes);
-        if self.already_ran(kind, key, &version).await? {
-            return Ok(None);
-        }
-        let mut deployment = self.deployment_for(kind, bucket, key, &bytes).await?;
+        let newest = self
+            .newest_deployment(kind, key)
+            .await?
+            .filter(|d| d.object_version.as_deref() == Some(version.as_str()));
+        let mut deployment = match newest {
+            Some(d) if d.status.is_final() => return Ok(None),
+            // This very content is being provisioned (the notification came again while its
+            // execution runs): the same record makes the same execution input, which Step
+            // Functions takes as the execution already started.
+            Some(d) => d,
+            None => self.deployment_for(kind, bucket, key, &bytes).await?,
+        };
         let name = execution_name(bucket_name, key, &version);
         deployment.object_version = Some(version);
         self.deployments.put_deployment(&deployment).await?;
@@ -230,6 +278,42 @@ impl Provisioner {
             action,
             stack_name: doc.stack_name().to_string(),
         })
+    }
+
+    /// The describe_build task: records the build that ran the deployment's document on the
+    /// deployment. Nothing is recorded when the request names no build or the builder knows none.
+    #[instrument(skip(self, builds))]
+    pub async fn describe_build(
+        &self,
+        request: &DescribeBuild,
+        builds: &dyn BuildReader,
+    ) -> Result<Option<BuildInfo>, TaskError> {
+        let Some(id) = request.build_id() else {
+            return Ok(None);
+        };
+        let Some(info) = builds
+            .build(&id)
+            .await
+            .map_err(|e| TaskError::new(BUILD_INFO_UNAVAILABLE, format!("{e:#}")))?
+        else {
+            return Ok(None);
+        };
+        self.record_build(&request.deployment_id, info.clone())
+            .await
+            .map_err(TaskError::unavailable)?;
+        Ok(Some(info))
+    }
+
+    /// Keeps `build` on the deployment, replacing what an earlier attempt recorded.
+    pub async fn record_build(&self, deployment_id: &str, build: BuildInfo) -> anyhow::Result<()> {
+        let mut d = self
+            .deployments
+            .get_deployment(deployment_id)
+            .await?
+            .ok_or_else(|| anyhow::anyhow!("no deployment {deployment_id}"))?;
+        d.build = Some(build);
+        self.deployments.put_deployment(&d).await?;
+        Ok(())
     }
 
     /// Reads and checks the document at `bucket`/`key`.
@@ -289,23 +373,21 @@ impl Provisioner {
         Ok(())
     }
 
-    async fn already_ran(
+    /// The newest deployment of the document at `key`.
+    async fn newest_deployment(
         &self,
         kind: DeployKind,
         key: &str,
-        version: &str,
-    ) -> anyhow::Result<bool> {
+    ) -> anyhow::Result<Option<Deployment>> {
         let Some(parts) = deploy::parse_key(kind, key) else {
-            return Ok(false);
+            return Ok(None);
         };
-        let newest = self
+        Ok(self
             .deployments
             .list_deployments(Some(&parts.event_type))
             .await?
             .into_iter()
-            .find(|d| d.key == key && d.kind == kind);
-        Ok(newest
-            .is_some_and(|d| d.status.is_final() && d.object_version.as_deref() == Some(version)))
+            .find(|d| d.key == key && d.kind == kind))
     }
 
     /// The portal records a PENDING deployment before it writes the document, and a stop may
@@ -386,5 +468,33 @@ mod tests {
             a.chars()
                 .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
         );
+    }
+
+    fn describe(request: serde_json::Value) -> DescribeBuild {
+        serde_json::from_value(request).expect("a describe_build request")
+    }
+
+    #[test]
+    fn the_build_to_describe_is_the_returned_one_or_the_one_in_a_failed_builds_cause() {
+        let succeeded = describe(serde_json::json!({"deployment_id": "d", "build_id": "p:1"}));
+        assert_eq!(succeeded.build_id().as_deref(), Some("p:1"));
+
+        // A failed startBuild.sync task's cause is the build, as JSON.
+        let cause = serde_json::json!({"Build": {"Id": "p:2", "BuildStatus": "FAILED"}});
+        let failed = describe(serde_json::json!({
+            "deployment_id": "d",
+            "failure": {"Error": "States.TaskFailed", "Cause": cause.to_string()}
+        }));
+        assert_eq!(failed.build_id().as_deref(), Some("p:2"));
+
+        for failure in [
+            serde_json::json!({"Error": "Build.Failed", "Cause": "cdk synth failed"}),
+            serde_json::json!({"Error": "CodeBuild.AccountLimitExceededException", "Cause": "{\"Message\": \"limit\"}"}),
+            serde_json::json!({"Error": "Build.Failed", "Cause": null}),
+            serde_json::json!({"Error": "States.Timeout"}),
+        ] {
+            let request = describe(serde_json::json!({"deployment_id": "d", "failure": failure}));
+            assert_eq!(request.build_id(), None, "{failure}");
+        }
     }
 }

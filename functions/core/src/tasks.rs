@@ -20,19 +20,28 @@ pub const STORE_UNAVAILABLE: &str = "Store.Unavailable";
 /// refused the document). Not retried: the build already retries what is transient.
 pub const BUILD_FAILED: &str = "Build.Failed";
 
+/// The builder did not answer a question about a build (CodeBuild throttled, timed out, 5xx).
+/// Transient: the state machine retries with backoff, then records the deployment without it.
+pub const BUILD_INFO_UNAVAILABLE: &str = "BuildInfo.Unavailable";
+
 /// Every custom `error_type`, the closed set the ASL may name.
 pub const ALL: &[&str] = &[
     DEPLOY_CONFIG_INVALID,
     DEPLOY_CONFIG_NOT_FOUND,
     STORE_UNAVAILABLE,
     BUILD_FAILED,
+    BUILD_INFO_UNAVAILABLE,
 ];
 
 /// `task` field of the provisioner's `lambda:invoke` payload: read and validate the deploy.json.
 pub const TASK_VALIDATE: &str = "validate";
 
+/// `task` field of the provisioner's `lambda:invoke` payload: record on the deployment the build
+/// that ran it (its id, phases and log link), after the build step succeeded or failed.
+pub const TASK_DESCRIBE_BUILD: &str = "describe_build";
+
 /// Every task the provisioner's task handler answers.
-pub const TASKS: &[&str] = &[TASK_VALIDATE];
+pub const TASKS: &[&str] = &[TASK_VALIDATE, TASK_DESCRIBE_BUILD];
 
 /// The Lambda functions of the platform (binary name = Lambda logical name = `--bin`).
 pub const FUNCTIONS: &[&str] = &["portal", "injector", "injector-sqs", "provisioner"];

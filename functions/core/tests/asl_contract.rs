@@ -198,20 +198,83 @@ fn every_task_names_a_known_function_or_service_integration() {
     }
 }
 
+fn describes_a_build(state: &Value) -> bool {
+    state["Parameters"]["Payload"]["task"] == tasks::TASK_DESCRIBE_BUILD
+}
+
+/// Where a transition to `target` ends up once the describe-build tasks on the way are passed.
+fn past_describes<'a>(states: &'a serde_json::Map<String, Value>, mut target: &'a str) -> &'a str {
+    while let Some(next) = states
+        .get(target)
+        .filter(|s| describes_a_build(s))
+        .and_then(|s| s["Next"].as_str())
+    {
+        target = next;
+    }
+    target
+}
+
 #[test]
-fn every_task_either_catches_everything_or_is_the_failure_record() {
+fn every_task_either_catches_everything_into_the_failure_record_or_is_it() {
     let def = definition();
-    for (name, state) in states(&def) {
+    let states = states(&def);
+    for (name, state) in states {
         if state["Type"] != "Task" || name == "RecordFailed" {
             continue;
         }
-        let catches_all = state["Catch"].as_array().into_iter().flatten().any(|c| {
-            c["ErrorEquals"] == serde_json::json!(["States.ALL"]) && c["Next"] == "RecordFailed"
-        });
-        assert!(
-            catches_all,
-            "{name} lets an error end the execution without a FAILED record"
+        let catch_all = state["Catch"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .find(|c| c["ErrorEquals"] == serde_json::json!(["States.ALL"]));
+        let catch_all =
+            catch_all.unwrap_or_else(|| panic!("{name} lets an error end the execution"));
+        let target = catch_all["Next"].as_str().expect("a Catch names its Next");
+        if describes_a_build(state) {
+            // Describing a build never changes how the deployment ends: a failure moves on to
+            // the record the task precedes, keeping the state (and $.failure) as it was.
+            assert_eq!(Some(target), state["Next"].as_str(), "{name}");
+            assert!(
+                catch_all["ResultPath"].is_null(),
+                "{name} overwrites its input"
+            );
+        } else {
+            assert_eq!(
+                past_describes(states, target),
+                "RecordFailed",
+                "{name} lets an error end the execution without a FAILED record"
+            );
+        }
+    }
+}
+
+#[test]
+fn every_build_is_described_whether_it_succeeds_or_fails() {
+    let def = definition();
+    let states = states(&def);
+    let builds: Vec<_> = states
+        .iter()
+        .filter(|(_, s)| s["Resource"] == "arn:aws:states:::codebuild:startBuild.sync")
+        .collect();
+    assert!(!builds.is_empty(), "the definition runs no build");
+    for (name, build) in builds {
+        assert_eq!(build["ResultSelector"]["id.$"], "$.Build.Id", "{name}");
+        let succeeded = &states[build["Next"].as_str().expect("Next")];
+        assert!(describes_a_build(succeeded), "{name} succeeds undescribed");
+        assert_eq!(
+            succeeded["Parameters"]["Payload"]["build_id.$"],
+            format!("{}.id", build["ResultPath"].as_str().expect("ResultPath")),
+            "{name}"
         );
+        assert_eq!(succeeded["Next"], "RecordSucceeded", "{name}");
+        for catch in build["Catch"].as_array().expect("a build catches") {
+            let failed = &states[catch["Next"].as_str().expect("Next")];
+            assert!(describes_a_build(failed), "{name} fails undescribed");
+            assert_eq!(
+                failed["Parameters"]["Payload"]["failure.$"], catch["ResultPath"],
+                "{name}: the describe task reads another failure than the build's"
+            );
+        }
     }
 }
 

@@ -8,16 +8,16 @@
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use async_trait::async_trait;
 use busway_asl::{Outcome, StateMachine, TaskFailure, TaskRunner};
 use busway_core::deploy::{DeployAction, DeployDoc, DeployKind};
-use busway_core::deployment::DeploymentStatus;
+use busway_core::deployment::{BuildInfo, BuildPhase, DeploymentStatus};
 use busway_core::ingest::LiveRoutes;
 use busway_core::ports::{Bucket, ObjectStore, ProvisioningStarter};
-use busway_core::provisioning::{Provisioner, TaskError};
+use busway_core::provisioning::{DescribeBuild, Provisioner, TaskError};
 use busway_core::tasks;
 use serde_json::{Value, json};
 use tokio::sync::mpsc;
@@ -250,6 +250,9 @@ impl LocalTasks {
             ));
         }
         let task = text(p, "/Payload/task")?;
+        if task == tasks::TASK_DESCRIBE_BUILD {
+            return self.describe_build(&p["Payload"]).await;
+        }
         if task != tasks::TASK_VALIDATE {
             return Err(failure("Lambda.Unhandled", format!("no task {task}")));
         }
@@ -263,6 +266,23 @@ impl LocalTasks {
             .await
             .map_err(task_failure)?;
         Ok(json!({ "StatusCode": 200, "Payload": config }))
+    }
+
+    /// The describe_build task: no builder is left to ask once the local build step has ended,
+    /// so that step recorded its build on the deployment as it ran, and the answer is that record.
+    async fn describe_build(&self, payload: &Value) -> Result<Value, TaskFailure> {
+        let request: DescribeBuild = serde_json::from_value(payload.clone())
+            .map_err(|e| failure("States.Runtime", format!("describe_build request: {e}")))?;
+        let wanted = request.build_id();
+        let build = self
+            .provisioner
+            .deployments
+            .get_deployment(&request.deployment_id)
+            .await
+            .map_err(|e| failure(tasks::STORE_UNAVAILABLE, e.to_string()))?
+            .and_then(|d| d.build)
+            .filter(|b| wanted.as_ref().is_none_or(|id| *id == b.id));
+        Ok(json!({ "StatusCode": 200, "Payload": build }))
     }
 
     /// `codebuild:startBuild.sync`: what buildspecs/ run on CodeBuild, applied to this machine.
@@ -307,25 +327,62 @@ impl LocalTasks {
             )
             .await
             .map_err(|e| failure(tasks::BUILD_FAILED, e.to_string()))?;
+        let id = format!("{project}:{deployment_id}");
+        let mut phases = Vec::new();
+        let built = self.run_phases(&doc, deployment_id, &mut phases).await;
+        let build = BuildInfo {
+            id: id.clone(),
+            status: Some(if built.is_ok() { "SUCCEEDED" } else { "FAILED" }.into()),
+            phases,
+            logs_url: None,
+        };
+        // What describe_build answers with; a build whose record cannot be written still ran.
+        if let Err(e) = self.provisioner.record_build(deployment_id, build).await {
+            warn!(deployment = deployment_id, error = %format!("{e:#}"), "build not recorded");
+        }
+        built.map_err(|cause| failure(tasks::BUILD_FAILED, cause))?;
+        Ok(json!({ "Build": { "Id": id, "BuildStatus": "SUCCEEDED" } }))
+    }
+
+    /// The build's phases, each recorded in `phases` as it ends; the error is the failed one's.
+    async fn run_phases(
+        &self,
+        doc: &DeployDoc,
+        deployment_id: &str,
+        phases: &mut Vec<BuildPhase>,
+    ) -> Result<(), String> {
         // Synthesized before it is applied: a document the generator cannot build changes nothing.
         if let Some(synth) = self
             .synth
             .as_ref()
             .filter(|_| doc.action() == DeployAction::Deploy)
         {
-            let templates = synth
-                .run(&doc, deployment_id)
-                .await
-                .map_err(|e| failure(tasks::BUILD_FAILED, format!("{e:#}")))?;
+            let started = Instant::now();
+            let synthesized = synth.run(doc, deployment_id).await;
+            phases.push(phase("SYNTH", started, synthesized.as_ref().err()));
+            let templates = synthesized.map_err(|e| format!("{e:#}"))?;
             info!(deployment = deployment_id, templates = %templates.display(), "template synthesized");
         }
-        self.builder
-            .apply(&doc)
-            .await
-            .map_err(|e| failure(tasks::BUILD_FAILED, format!("build failed: {e:#}")))?;
-        Ok(
-            json!({ "Build": { "Id": format!("{project}:{deployment_id}"), "BuildStatus": "SUCCEEDED" } }),
-        )
+        let started = Instant::now();
+        let applied = self.builder.apply(doc).await;
+        phases.push(phase("APPLY", started, applied.as_ref().err()));
+        applied.map_err(|e| format!("build failed: {e:#}"))
+    }
+}
+
+fn phase(name: &str, started: Instant, error: Option<&anyhow::Error>) -> BuildPhase {
+    BuildPhase {
+        name: name.to_string(),
+        status: Some(
+            if error.is_none() {
+                "SUCCEEDED"
+            } else {
+                "FAILED"
+            }
+            .into(),
+        ),
+        duration_seconds: Some(i64::try_from(started.elapsed().as_secs()).unwrap_or(i64::MAX)),
+        message: error.map(|e| format!("{e:#}")),
     }
 }
 
@@ -506,5 +563,20 @@ mod tests {
             cause_of(r#"{"Error":"States.Timeout"}"#),
             r#"{"Error":"States.Timeout"}"#
         );
+    }
+
+    #[test]
+    fn a_build_phase_says_how_it_ended_and_why_it_failed() {
+        let ok = phase("APPLY", Instant::now(), None);
+        assert_eq!(ok.status.as_deref(), Some("SUCCEEDED"));
+        assert_eq!(ok.message, None);
+        let error = anyhow::anyhow!("no Lambda Invoke endpoint").context("adding the rule");
+        let failed = phase("APPLY", Instant::now(), Some(&error));
+        assert_eq!(failed.status.as_deref(), Some("FAILED"));
+        assert_eq!(
+            failed.message.as_deref(),
+            Some("adding the rule: no Lambda Invoke endpoint")
+        );
+        assert_eq!(failed.duration_seconds, Some(0));
     }
 }
