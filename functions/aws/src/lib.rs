@@ -11,3 +11,5 @@ pub mod s3;
 pub use config::{BucketNames, Config};
 pub use dynamo::DynamoStore;
 pub use s3::S3ObjectStore;
+pub mod eventbridge;
+pub mod schemas;

@@ -1,0 +1,192 @@
+//! The EventBridge bus adapter over the real wire: moto server (started here) with a custom bus,
+//! a consumer rule with DESIGN.md's pattern and an SQS target. The queue must receive exactly
+//! the matching events, as busway puts them.
+
+mod moto;
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
+use async_trait::async_trait;
+use aws_sdk_eventbridge::types::Target;
+use aws_sdk_sqs::types::QueueAttributeName;
+use busway_aws::eventbridge::{ClaimChecks, EventBridgeBus, MAX_ENTRY_BYTES};
+use busway_core::envelope::{BusEvent, enrich};
+use busway_core::ports::{Bucket, Bus, ObjectStore};
+use busway_core::subscription::{ConsumerConnection, RetryPolicy, Subscription, SubscriptionState};
+use busway_core::{Application, EventTypeName, Version};
+use serde_json::{Value, json};
+
+const BUS: &str = "test.custom.events.bus";
+
+#[derive(Default)]
+struct MemoryObjects(Mutex<HashMap<(Bucket, String), Vec<u8>>>);
+
+#[async_trait]
+impl ObjectStore for MemoryObjects {
+    async fn put_object(&self, bucket: Bucket, key: &str, body: Vec<u8>) -> anyhow::Result<()> {
+        self.0
+            .lock()
+            .expect("objects lock")
+            .insert((bucket, key.to_string()), body);
+        Ok(())
+    }
+
+    async fn get_object(&self, bucket: Bucket, key: &str) -> anyhow::Result<Option<Vec<u8>>> {
+        Ok(self
+            .0
+            .lock()
+            .expect("objects lock")
+            .get(&(bucket, key.to_string()))
+            .cloned())
+    }
+}
+
+fn event(application: &str, version: u32, target: &str, id: &str, data: Value) -> BusEvent {
+    let application: Application = application.parse().expect("application");
+    let event_type: EventTypeName = "scanned_parcel".parse().expect("event type");
+    enrich(
+        json!({"metadata": {"event_attributes": {"source": "scanner", "target": target}, "event_id": id},
+               "data": data}),
+        &application,
+        &event_type,
+        Version::new(version).expect("version"),
+        busway_core::now(),
+    )
+}
+
+#[tokio::test]
+async fn the_consumer_rule_delivers_exactly_the_matching_events_to_its_queue() {
+    let moto = moto::start();
+    let (eb, sqs) = (moto.eventbridge(), moto.sqs());
+    eb.create_event_bus().name(BUS).send().await.expect("bus");
+    let queue_url = sqs
+        .create_queue()
+        .queue_name("u2-scanned-parcel-v1")
+        .send()
+        .await
+        .expect("queue")
+        .queue_url()
+        .expect("queue url")
+        .to_string();
+    let queue_arn = sqs
+        .get_queue_attributes()
+        .queue_url(&queue_url)
+        .attribute_names(QueueAttributeName::QueueArn)
+        .send()
+        .await
+        .expect("queue attributes")
+        .attributes()
+        .and_then(|a| a.get(&QueueAttributeName::QueueArn).cloned())
+        .expect("queue arn");
+
+    let application: Application = "parcels".parse().expect("application");
+    let subscription = Subscription {
+        id: "sub-1".into(),
+        event_type: "scanned_parcel".parse().expect("event type"),
+        version: Version::FIRST,
+        target_unit: "u2".parse().expect("target unit"),
+        connection_type: ConsumerConnection::Sqs,
+        connection_string: queue_arn.clone(),
+        retry_policy: RetryPolicy::default(),
+        state: SubscriptionState::Active,
+        created_at: busway_core::now(),
+    };
+    let pattern = busway_core::deploy::event_pattern(&application, &subscription);
+    eb.put_rule()
+        .name("busway-sub-1")
+        .event_bus_name(BUS)
+        .event_pattern(pattern.to_string())
+        .send()
+        .await
+        .expect("rule");
+    eb.put_targets()
+        .rule("busway-sub-1")
+        .event_bus_name(BUS)
+        .targets(
+            Target::builder()
+                .id("queue")
+                .arn(&queue_arn)
+                .build()
+                .expect("target"),
+        )
+        .send()
+        .await
+        .expect("target");
+
+    let objects = Arc::new(MemoryObjects::default());
+    let bus = EventBridgeBus::new(
+        &eb,
+        BUS,
+        ClaimChecks {
+            objects: objects.clone(),
+            bucket_name: "test-event-schemas-backup-bucket".into(),
+        },
+    );
+    let matching = event("parcels", 1, "u2", "match-1", json!({"parcel": "p-1"}));
+    let large = event(
+        "parcels",
+        1,
+        "u2",
+        "match-large",
+        json!({"blob": "x".repeat(MAX_ENTRY_BYTES)}),
+    );
+    let sent = vec![
+        matching.clone(),
+        event("parcels", 1, "u3", "other-unit", json!({})),
+        event("parcels", 2, "u2", "other-version", json!({})),
+        event("couriers", 1, "u2", "other-application", json!({})),
+        large.clone(),
+    ];
+    let results = bus.put_events(sent).await.expect("put");
+    assert!(results.iter().all(Result::is_ok), "{results:?}");
+
+    // moto delivers synchronously within PutEvents; one more empty poll shows nothing else came.
+    let mut received: HashMap<String, Value> = HashMap::new();
+    loop {
+        let messages = sqs
+            .receive_message()
+            .queue_url(&queue_url)
+            .max_number_of_messages(10)
+            .wait_time_seconds(1)
+            .send()
+            .await
+            .expect("receive")
+            .messages
+            .unwrap_or_default();
+        if messages.is_empty() {
+            break;
+        }
+        for message in messages {
+            let body: Value =
+                serde_json::from_str(message.body().expect("a body")).expect("body is JSON");
+            let id = body["detail"]["metadata"]["event_id"]
+                .as_str()
+                .expect("an event id")
+                .to_string();
+            received.insert(id, body);
+        }
+    }
+    let mut ids: Vec<&str> = received.keys().map(String::as_str).collect();
+    ids.sort_unstable();
+    assert_eq!(ids, vec!["match-1", "match-large"]);
+
+    let delivered = &received["match-1"];
+    assert_eq!(delivered["source"], "busway.parcels");
+    assert_eq!(delivered["detail-type"], "scanned_parcel.1");
+    assert_eq!(delivered["detail"], matching.detail);
+
+    let linked = &received["match-large"];
+    let key = linked["detail"]["data"]["claim_check"]["key"]
+        .as_str()
+        .expect("a claim-check key");
+    let stored = objects
+        .get_object(Bucket::SchemaBackup, key)
+        .await
+        .expect("get")
+        .expect("the large detail is stored");
+    assert_eq!(
+        serde_json::from_slice::<Value>(&stored).expect("JSON"),
+        large.detail
+    );
+}
