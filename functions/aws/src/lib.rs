@@ -11,5 +11,7 @@ pub mod s3;
 pub use config::{BucketNames, Config};
 pub use dynamo::DynamoStore;
 pub use s3::S3ObjectStore;
+pub mod codebuild;
 pub mod eventbridge;
 pub mod schemas;
+pub mod sfn;

@@ -1,0 +1,81 @@
+//! Starts provisioning executions on Step Functions. The S3-notification handler of the
+//! provisioner calls it once `busway_core::provisioning::Provisioner::start` has recorded the
+//! deployment; the execution's name is derived from the object version, so starting one twice
+//! is harmless.
+
+use anyhow::Context;
+use aws_sdk_sfn::Client;
+use aws_sdk_sfn::error::DisplayErrorContext;
+use busway_core::provisioning::Execution;
+use tracing::{info, instrument};
+
+use crate::error::is_transient;
+
+/// What StartExecution did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Started {
+    /// An execution of this name runs (its ARN); Step Functions answers so as well when the same
+    /// name and input were started before.
+    Running(String),
+    /// An execution of this name exists with another input, or has ended: this object version
+    /// was started already.
+    AlreadyStarted,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    /// Throttled, timed out or a 5xx after the SDK's own retries: worth retrying later.
+    #[error("Step Functions did not start the execution, retry later: {0}")]
+    Unavailable(String),
+    #[error(transparent)]
+    Unexpected(#[from] anyhow::Error),
+}
+
+/// The provisioning state machine, by ARN.
+#[derive(Debug, Clone)]
+pub struct SfnStarter {
+    client: Client,
+    state_machine_arn: String,
+}
+
+impl SfnStarter {
+    pub fn new(client: Client, state_machine_arn: impl Into<String>) -> Self {
+        Self {
+            client,
+            state_machine_arn: state_machine_arn.into(),
+        }
+    }
+
+    #[instrument(skip(self, execution), fields(name = %execution.name, deployment = %execution.input.deployment_id))]
+    pub async fn start(&self, execution: &Execution) -> Result<Started, StartError> {
+        let input =
+            serde_json::to_string(&execution.input).context("serializing the execution input")?;
+        let answer = self
+            .client
+            .start_execution()
+            .state_machine_arn(&self.state_machine_arn)
+            .name(&execution.name)
+            .input(input)
+            .send()
+            .await;
+        match answer {
+            Ok(out) => {
+                info!(execution = out.execution_arn(), "provisioning started");
+                Ok(Started::Running(out.execution_arn().to_string()))
+            }
+            Err(e)
+                if e.as_service_error()
+                    .is_some_and(|se| se.is_execution_already_exists()) =>
+            {
+                info!("provisioning of this object version was started before");
+                Ok(Started::AlreadyStarted)
+            }
+            Err(e) if is_transient(&e) => {
+                Err(StartError::Unavailable(DisplayErrorContext(&e).to_string()))
+            }
+            Err(e) => Err(anyhow::Error::new(e)
+                .context(format!("StartExecution of {}", self.state_machine_arn))
+                .into()),
+        }
+    }
+}
