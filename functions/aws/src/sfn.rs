@@ -14,10 +14,10 @@ use crate::error::is_transient;
 /// What StartExecution did.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Started {
-    /// An execution of this name runs (its ARN); Step Functions answers so as well when the same
-    /// name and input were started before.
+    /// An execution of this name runs (its ARN): started now, or started before with the same
+    /// input and still running, which Step Functions answers the same way.
     Running(String),
-    /// An execution of this name exists with another input, or has ended: this object version
+    /// An execution of this name has ended, or runs with another input: this object version
     /// was started already.
     AlreadyStarted,
 }
