@@ -13,5 +13,6 @@ pub use dynamo::DynamoStore;
 pub use s3::S3ObjectStore;
 pub mod codebuild;
 pub mod eventbridge;
+pub mod host;
 pub mod schemas;
 pub mod sfn;

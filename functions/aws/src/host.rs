@@ -1,0 +1,87 @@
+//! The AWS host's wiring, shared by the Lambda functions: SDK clients from the function's
+//! environment and the adapters on them. Region and credentials come from the Lambda runtime;
+//! `AWS_ENDPOINT_URL` points every client at an emulator (moto server in the tests and the
+//! cold-start benchmark), which also needs path-style S3 addressing.
+
+use std::sync::Arc;
+
+use anyhow::Context;
+use aws_config::{BehaviorVersion, SdkConfig};
+
+use crate::config::Config;
+use crate::eventbridge::{ClaimChecks, EventBridgeBus};
+use crate::schemas::EventBridgeSchemaRegistry;
+use crate::{DynamoStore, S3ObjectStore};
+
+/// Environment variables beyond `Config`'s, named as infra/lib/names.ts `ENV_VARS` names them.
+pub const REGISTRY_NAME: &str = "BUSWAY_SCHEMA_REGISTRY";
+pub const BUS_NAME: &str = "BUSWAY_BUS_NAME";
+
+pub struct Host {
+    pub config: Config,
+    sdk: SdkConfig,
+}
+
+fn env(name: &str) -> anyhow::Result<String> {
+    std::env::var(name).with_context(|| format!("{name} is not set"))
+}
+
+impl Host {
+    /// Reads the configuration; no request is sent until an adapter is used.
+    pub async fn from_env() -> anyhow::Result<Self> {
+        Ok(Self {
+            config: Config::from_env()?,
+            sdk: aws_config::load_defaults(BehaviorVersion::latest()).await,
+        })
+    }
+
+    pub fn store(&self) -> Arc<DynamoStore> {
+        Arc::new(DynamoStore::new(
+            aws_sdk_dynamodb::Client::new(&self.sdk),
+            self.config.table_name.clone(),
+        ))
+    }
+
+    pub fn objects(&self) -> Arc<S3ObjectStore> {
+        let emulated = self.sdk.endpoint_url().is_some();
+        let s3 = aws_sdk_s3::config::Builder::from(&self.sdk)
+            .force_path_style(emulated)
+            .build();
+        Arc::new(S3ObjectStore::new(
+            aws_sdk_s3::Client::from_conf(s3),
+            self.config.buckets.clone(),
+        ))
+    }
+
+    pub fn registry(&self) -> anyhow::Result<Arc<EventBridgeSchemaRegistry>> {
+        Ok(Arc::new(EventBridgeSchemaRegistry::new(
+            aws_sdk_schemas::Client::new(&self.sdk),
+            env(REGISTRY_NAME)?,
+        )))
+    }
+
+    /// The custom bus; entries too large for it go to the schema backup bucket as claim checks.
+    pub fn bus(&self) -> anyhow::Result<Arc<EventBridgeBus>> {
+        let claim_checks = ClaimChecks {
+            objects: self.objects(),
+            bucket_name: self.config.buckets.schema_backup.clone(),
+        };
+        Ok(Arc::new(EventBridgeBus::new(
+            &aws_sdk_eventbridge::Client::new(&self.sdk),
+            env(BUS_NAME)?,
+            claim_checks,
+        )))
+    }
+}
+
+/// Logs for CloudWatch: no colours, no timestamps (Lambda adds them), `RUST_LOG` filters
+/// (default info).
+pub fn init_logging() {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_ansi(false)
+        .without_time()
+        .init();
+}

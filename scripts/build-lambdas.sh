@@ -1,0 +1,30 @@
+#!/usr/bin/env bash
+# Builds every Lambda function of busway (busway_core::tasks::FUNCTIONS) for provided.al2023 with
+# cargo-lambda, as target/lambda/{function}/bootstrap.zip (what infra/ deploys), and reports each
+# zip's and binary's size. cargo-lambda (and the zig linker it brings) is installed from PyPI into
+# the project's venv on first use.
+# Usage: scripts/build-lambdas.sh [--arm64]   (default x86_64; infra deploys arm64, which needs
+#        `rustup target add aarch64-unknown-linux-gnu` once)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+arch=()
+case "${1:-}" in
+  --arm64) arch=(--arm64) ;;
+  "") ;;
+  *) echo "usage: $0 [--arm64]" >&2; exit 2 ;;
+esac
+if [ ! -x .venv/bin/cargo-lambda ]; then
+  [ -x .venv/bin/python ] || python3 -m venv .venv
+  .venv/bin/pip install -q 'cargo-lambda==1.9.2'
+fi
+export PATH="$PWD/.venv/bin:$PATH"
+cargo lambda build --release "${arch[@]}" --output-format zip --locked \
+  -p busway-portal -p busway-injector -p busway-provisioner \
+  --features busway-portal/lambda,busway-injector/lambda
+printf '%-14s %12s %12s\n' function zip binary
+for f in portal injector injector-sqs provisioner; do
+  zip=target/lambda/$f/bootstrap.zip
+  [ -f "$zip" ] || { echo "$zip was not built" >&2; exit 1; }
+  binary=$(unzip -Z -l "$zip" bootstrap | awk '/bootstrap$/ {print $4}')
+  printf '%-14s %12s %12s\n' "$f" "$(stat -c %s "$zip")" "$binary"
+done

@@ -1,0 +1,394 @@
+//! The Lambda functions as AWS runs them: each `bootstrap` built by `scripts/build-lambdas.sh`
+//! is started as a process against an emulation of the Lambda Runtime API (the protocol
+//! `lambda_runtime` speaks: `GET /2018-06-01/runtime/invocation/next`, `POST .../response`), with
+//! its AWS calls going to moto server. Measured per function: cold start (process start to the
+//! first answer, which includes the first requests to DynamoDB, S3 or EventBridge), warm
+//! invocation latency, CPU per warm invocation (user + system time of the process, network
+//! client work included), peak RSS, and the zip and binary sizes. Figures in docs/benchmarks.md.
+//!
+//!   scripts/build-lambdas.sh && cargo bench -p busway-tests --bench lambda [-- --runs N --warm N]
+
+#[allow(dead_code)]
+#[path = "../tests/support/emulated.rs"]
+mod emulated;
+
+use std::collections::{HashMap, VecDeque};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use axum::extract::{Path as UrlPath, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode};
+use axum::routing::{get, post};
+use axum::{Router, body::Bytes};
+use busway_core::portal::Portal;
+use busway_local::store::SqliteStore;
+use busway_tests::{seed_event, v1_envelope};
+use emulated::Account;
+use serde_json::{Value, json};
+use tokio::sync::Notify;
+use tower::ServiceExt;
+
+const TIMEOUT: Duration = Duration::from_secs(30);
+
+/// The Runtime API of one function instance: the invocations waiting for it and its answers.
+#[derive(Default)]
+struct Runtime {
+    pending: Mutex<VecDeque<(String, String)>>,
+    answers: Mutex<HashMap<String, (Instant, bool, String)>>,
+    queued: Notify,
+    answered: Notify,
+}
+
+async fn next(State(rt): State<Arc<Runtime>>) -> (HeaderMap, String) {
+    loop {
+        let waiting = rt.queued.notified();
+        if let Some((id, body)) = rt.pending.lock().expect("lock").pop_front() {
+            let mut headers = HeaderMap::new();
+            let deadline = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .unwrap_or_default()
+                + TIMEOUT;
+            let header = |v: String| HeaderValue::from_str(&v).expect("a header value");
+            headers.insert("lambda-runtime-aws-request-id", header(id));
+            headers.insert(
+                "lambda-runtime-deadline-ms",
+                header(deadline.as_millis().to_string()),
+            );
+            headers.insert(
+                "lambda-runtime-invoked-function-arn",
+                header("arn:aws:lambda:eu-west-1:123456789012:function:bench".into()),
+            );
+            headers.insert(
+                "lambda-runtime-trace-id",
+                header("Root=1-00000000-000000000000000000000000".into()),
+            );
+            return (headers, body);
+        }
+        waiting.await;
+    }
+}
+
+async fn answer(rt: &Runtime, id: String, ok: bool, body: Bytes) -> StatusCode {
+    let text = String::from_utf8_lossy(&body).to_string();
+    rt.answers
+        .lock()
+        .expect("lock")
+        .insert(id, (Instant::now(), ok, text));
+    rt.answered.notify_waiters();
+    StatusCode::ACCEPTED
+}
+
+async fn response(
+    State(rt): State<Arc<Runtime>>,
+    UrlPath(id): UrlPath<String>,
+    body: Bytes,
+) -> StatusCode {
+    answer(&rt, id, true, body).await
+}
+
+async fn error(
+    State(rt): State<Arc<Runtime>>,
+    UrlPath(id): UrlPath<String>,
+    body: Bytes,
+) -> StatusCode {
+    answer(&rt, id, false, body).await
+}
+
+async fn init_error(State(rt): State<Arc<Runtime>>, body: Bytes) -> StatusCode {
+    answer(&rt, "init".into(), false, body).await
+}
+
+impl Runtime {
+    async fn serve() -> (Arc<Runtime>, String) {
+        let rt = Arc::new(Runtime::default());
+        let app = Router::new()
+            .route("/2018-06-01/runtime/invocation/next", get(next))
+            .route(
+                "/2018-06-01/runtime/invocation/{id}/response",
+                post(response),
+            )
+            .route("/2018-06-01/runtime/invocation/{id}/error", post(error))
+            .route("/2018-06-01/runtime/init/error", post(init_error))
+            .with_state(rt.clone());
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("a port");
+        let addr = listener.local_addr().expect("an address").to_string();
+        tokio::spawn(async move { axum::serve(listener, app).await });
+        (rt, addr)
+    }
+
+    /// Queues an invocation and waits for its answer: (when it came, success, body).
+    async fn invoke(&self, id: &str, event: &str) -> (Instant, bool, String) {
+        self.pending
+            .lock()
+            .expect("lock")
+            .push_back((id.to_string(), event.to_string()));
+        self.queued.notify_waiters();
+        let deadline = Instant::now() + TIMEOUT;
+        loop {
+            let answered = self.answered.notified();
+            let found = {
+                let answers = self.answers.lock().expect("lock");
+                if let Some(init) = answers.get("init") {
+                    panic!("the function failed to start: {}", init.2);
+                }
+                answers.get(id).cloned()
+            };
+            if let Some(a) = found {
+                return a;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "no answer to {id} within {TIMEOUT:?}"
+            );
+            let _ = tokio::time::timeout(Duration::from_millis(200), answered).await;
+        }
+    }
+}
+
+/// User + system CPU time of a process so far.
+fn cpu_time(pid: u32) -> Duration {
+    let stat =
+        std::fs::read_to_string(format!("/proc/{pid}/stat")).expect("reading /proc/PID/stat");
+    // Fields after the command name (which may hold spaces) start after the last ')'.
+    let fields: Vec<&str> = stat[stat.rfind(')').expect("a stat line") + 2..]
+        .split(' ')
+        .collect();
+    let ticks: u64 =
+        fields[11].parse::<u64>().expect("utime") + fields[12].parse::<u64>().expect("stime");
+    // Linux reports in USER_HZ, 100 per second on every supported architecture.
+    Duration::from_millis(ticks * 10)
+}
+
+/// Peak resident memory of a process, in KiB.
+fn peak_rss_kib(pid: u32) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .expect("reading /proc/PID/status")
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .and_then(|v| v.trim().trim_end_matches(" kB").trim().parse().ok())
+        .expect("VmHWM")
+}
+
+struct Function {
+    name: &'static str,
+    /// One invocation's event, and a check of its answer.
+    event: String,
+    ok: fn(&str) -> bool,
+}
+
+struct Figures {
+    cold: Vec<Duration>,
+    warm: Vec<Duration>,
+    cpu_per_warm: Vec<Duration>,
+    peak_rss_kib: Vec<u64>,
+}
+
+fn bootstrap(dir: &Path, name: &str) -> PathBuf {
+    let zip = repo().join(format!("target/lambda/{name}/bootstrap.zip"));
+    assert!(
+        zip.exists(),
+        "{} is missing: run scripts/build-lambdas.sh first",
+        zip.display()
+    );
+    let out = dir.join(name);
+    std::fs::create_dir_all(&out).expect("a folder");
+    let status = Command::new("unzip")
+        .args(["-o", "-q"])
+        .arg(&zip)
+        .arg("-d")
+        .arg(&out)
+        .status()
+        .expect("unzip runs");
+    assert!(status.success(), "unzip {}", zip.display());
+    out.join("bootstrap")
+}
+
+fn repo() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
+}
+
+async fn measure(
+    f: &Function,
+    binary: &Path,
+    env: &[(&'static str, String)],
+    runs: usize,
+    warm: usize,
+) -> Figures {
+    let mut figures = Figures {
+        cold: Vec::new(),
+        warm: Vec::new(),
+        cpu_per_warm: Vec::new(),
+        peak_rss_kib: Vec::new(),
+    };
+    for run in 0..runs {
+        let (rt, addr) = Runtime::serve().await;
+        let started = Instant::now();
+        let mut child: Child = Command::new(binary)
+            .envs(env.iter().map(|(k, v)| (*k, v.as_str())))
+            .env("AWS_LAMBDA_RUNTIME_API", &addr)
+            .env("AWS_LAMBDA_FUNCTION_NAME", f.name)
+            .env("AWS_LAMBDA_FUNCTION_VERSION", "$LATEST")
+            .env("AWS_LAMBDA_FUNCTION_MEMORY_SIZE", "128")
+            .env(
+                "AWS_LAMBDA_LOG_GROUP_NAME",
+                format!("/aws/lambda/{}", f.name),
+            )
+            .env("AWS_LAMBDA_LOG_STREAM_NAME", "bench")
+            .env("AWS_LAMBDA_HTTP_IGNORE_STAGE_IN_PATH", "true")
+            .env("RUST_LOG", "warn")
+            .stdout(Stdio::null())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("the bootstrap starts");
+        let (at, ok, body) = rt.invoke(&format!("cold-{run}"), &f.event).await;
+        assert!(
+            ok && (f.ok)(&body),
+            "{}: unexpected first answer {body}",
+            f.name
+        );
+        figures.cold.push(at - started);
+        let cpu_before = cpu_time(child.id());
+        for i in 0..warm {
+            let sent = Instant::now();
+            let (at, ok, body) = rt.invoke(&format!("warm-{run}-{i}"), &f.event).await;
+            assert!(ok && (f.ok)(&body), "{}: unexpected answer {body}", f.name);
+            figures.warm.push(at - sent);
+        }
+        let cpu = cpu_time(child.id()) - cpu_before;
+        figures
+            .cpu_per_warm
+            .push(cpu / u32::try_from(warm.max(1)).unwrap_or(u32::MAX));
+        figures.peak_rss_kib.push(peak_rss_kib(child.id()));
+        child.kill().expect("the bootstrap stops");
+        child.wait().expect("the bootstrap exits");
+    }
+    figures
+}
+
+fn percentile(values: &mut [Duration], p: f64) -> Duration {
+    values.sort();
+    let i = ((values.len() as f64 - 1.0) * p).round() as usize;
+    values[i]
+}
+
+fn ms(d: Duration) -> String {
+    format!("{:.1}", d.as_secs_f64() * 1000.0)
+}
+
+/// An API Gateway REST proxy event for `method path` with `body`, from the portal's fixture.
+fn apigw(method: &str, path: &str, body: Option<&Value>) -> String {
+    let mut event: Value = serde_json::from_str(include_str!(
+        "../../functions/portal/tests/fixtures/apigw_rest_get_event.json"
+    ))
+    .expect("the fixture is JSON");
+    event["httpMethod"] = json!(method);
+    event["path"] = json!(path);
+    event["resource"] = json!(path);
+    event["pathParameters"] = Value::Null;
+    event["requestContext"]["httpMethod"] = json!(method);
+    event["requestContext"]["resourcePath"] = json!(path);
+    event["requestContext"]["path"] = json!(format!("/live{path}"));
+    event["body"] = body.map_or(Value::Null, |b| json!(b.to_string()));
+    event.to_string()
+}
+
+fn status_is(body: &str, expected: u64) -> bool {
+    serde_json::from_str::<Value>(body).is_ok_and(|v| v["statusCode"] == expected)
+}
+
+fn args() -> (usize, usize) {
+    let args: Vec<String> = std::env::args().collect();
+    let value = |flag: &str, default: usize| {
+        args.iter()
+            .position(|a| a == flag)
+            .and_then(|i| args.get(i + 1))
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(default)
+    };
+    (value("--runs", 5), value("--warm", 200))
+}
+
+#[tokio::main]
+async fn main() {
+    let (runs, warm) = args();
+    let account = Account::new().await;
+    // The seed's event type, registered through the portal on the AWS adapters (moto has no
+    // Schema Registry: the embedded one stands in).
+    let scratch = tempfile::tempdir().expect("a temp dir");
+    let store = Arc::new(account.store());
+    let portal = busway_portal::router(Arc::new(Portal {
+        store: store.clone(),
+        deployments: store.clone(),
+        registry: Arc::new(SqliteStore::open(&scratch.path().join("r.db")).expect("a registry")),
+        objects: Arc::new(account.objects()),
+        deliveries: None,
+    }));
+    let created = portal
+        .oneshot(
+            axum::http::Request::post("/events")
+                .header("content-type", "application/json")
+                .body(axum::body::Body::from(seed_event().to_string()))
+                .expect("a request"),
+        )
+        .await
+        .expect("an answer");
+    assert_eq!(created.status(), StatusCode::CREATED);
+
+    let sqs_batch = json!({"Records": (0..10).map(|i| json!({
+        "messageId": format!("m{i}"), "receiptHandle": "r", "body": v1_envelope("u2").to_string(),
+        "attributes": {}, "messageAttributes": {}, "md5OfBody": "", "eventSource": "aws:sqs",
+        "eventSourceARN": "arn:aws:sqs:eu-west-1:123456789012:busway-scanned-parcel-v1",
+        "awsRegion": "eu-west-1"})).collect::<Vec<_>>()})
+    .to_string();
+    let functions = [
+        Function {
+            name: "portal",
+            event: apigw("GET", "/events/scanned_parcel", None),
+            ok: |b| status_is(b, 200),
+        },
+        Function {
+            name: "injector",
+            event: apigw("POST", "/scanned_parcel/1", Some(&v1_envelope("u2"))),
+            ok: |b| status_is(b, 200),
+        },
+        Function {
+            name: "injector-sqs",
+            event: sqs_batch,
+            ok: |b| {
+                serde_json::from_str::<Value>(b)
+                    .is_ok_and(|v| v["batchItemFailures"].as_array().is_some_and(Vec::is_empty))
+            },
+        },
+    ];
+
+    let env = account.lambda_env();
+    println!(
+        "| function | zip (bytes) | binary (bytes) | cold start p50 / max (ms) | warm p50 / p99 (ms) | CPU per warm invocation (ms) | peak RSS (MiB) |"
+    );
+    println!("|---|---|---|---|---|---|---|");
+    for f in &functions {
+        let binary = bootstrap(scratch.path(), f.name);
+        let zip = std::fs::metadata(repo().join(format!("target/lambda/{}/bootstrap.zip", f.name)))
+            .expect("the zip")
+            .len();
+        let size = std::fs::metadata(&binary).expect("the binary").len();
+        let mut m = measure(f, &binary, &env, runs, warm).await;
+        let cold_max = *m.cold.iter().max().expect("a run");
+        let cpu = percentile(&mut m.cpu_per_warm, 0.5);
+        let rss = m.peak_rss_kib.iter().max().copied().unwrap_or_default();
+        println!(
+            "| {} | {zip} | {size} | {} / {} | {} / {} | {:.3} | {:.1} |",
+            f.name,
+            ms(percentile(&mut m.cold, 0.5)),
+            ms(cold_max),
+            ms(percentile(&mut m.warm, 0.5)),
+            ms(percentile(&mut m.warm, 0.99)),
+            cpu.as_secs_f64() * 1000.0,
+            rss as f64 / 1024.0
+        );
+    }
+}

@@ -1,0 +1,154 @@
+//! The AWS host end to end on moto server, through the same routers the Lambda functions serve:
+//! the portal on the DynamoDB and S3 adapters registers an event type and a subscription (items in
+//! the table, the schema backup and both deploy.json files in S3), a rule made from the
+//! consumer's deploy.json routes the bus to a queue, and the broker on the EventBridge adapter
+//! puts events on the custom bus: the queue receives exactly the matching ones. moto has no
+//! Schema Registry, so the registry here is the embedded one (the AWS adapter's tests mock it).
+
+#[allow(dead_code)]
+mod support;
+
+use std::sync::Arc;
+
+use axum::body::Body;
+use axum::http::{Request, StatusCode};
+use busway_core::ingest::LiveRoutes;
+use busway_core::portal::Portal;
+use busway_core::ports::{Bucket, EventStore};
+use busway_injector::Broker;
+use busway_local::store::SqliteStore;
+use busway_tests::{seed_event, seed_subscription, v1_envelope};
+use serde_json::Value;
+use support::emulated::Account;
+use tower::ServiceExt;
+
+async fn call(app: axum::Router, method: &str, path: &str, body: &Value) -> (StatusCode, Value) {
+    let request = Request::builder()
+        .method(method)
+        .uri(path)
+        .header("content-type", "application/json")
+        .body(Body::from(body.to_string()))
+        .expect("a request");
+    let response = app.oneshot(request).await.expect("an answer");
+    let status = response.status();
+    let bytes = axum::body::to_bytes(response.into_body(), usize::MAX)
+        .await
+        .expect("a body");
+    (
+        status,
+        serde_json::from_slice(&bytes).unwrap_or(Value::Null),
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_event_type_registered_through_the_portal_routes_matching_events_to_the_subscribers_queue()
+ {
+    let account = Account::new().await;
+    let registry_dir = tempfile::tempdir().expect("a temp dir");
+    let registry = SqliteStore::open(&registry_dir.path().join("registry.db")).expect("a registry");
+    let store = Arc::new(account.store());
+    let portal = busway_portal::router(Arc::new(Portal {
+        store: store.clone(),
+        deployments: store.clone(),
+        registry: Arc::new(registry),
+        objects: Arc::new(account.objects()),
+        deliveries: None,
+    }));
+
+    let (status, created) = call(portal.clone(), "POST", "/events", &seed_event()).await;
+    assert_eq!(status, StatusCode::CREATED, "{created}");
+    let name = "scanned_parcel".parse().expect("a name");
+    let stored = store
+        .get_event_type(&name)
+        .await
+        .expect("the table answers")
+        .expect("the event type is in the table");
+    assert_eq!(stored.application.as_str(), seed_event()["application"]);
+    let backup = account
+        .object(Bucket::SchemaBackup, "scanned_parcel/1/schema.json")
+        .await
+        .expect("the schema backup is in S3");
+    assert!(serde_json::from_slice::<Value>(&backup).is_ok());
+    let producer: Value = serde_json::from_slice(
+        &account
+            .object(Bucket::Publisher, "scanned_parcel/1/deploy.json")
+            .await
+            .expect("the producer deploy.json is in S3"),
+    )
+    .expect("JSON");
+    assert_eq!(producer["deployment_id"], created["deployment_id"]);
+
+    let (status, subscription) = call(
+        portal.clone(),
+        "POST",
+        "/subscriptions",
+        &seed_subscription(),
+    )
+    .await;
+    assert_eq!(status, StatusCode::CREATED, "{subscription}");
+    let id = subscription["id"].as_str().expect("an id");
+    let consumer: Value = serde_json::from_slice(
+        &account
+            .object(
+                Bucket::Subscriber,
+                &format!("scanned_parcel/1/u2/{id}/deploy.json"),
+            )
+            .await
+            .expect("the consumer deploy.json is in S3"),
+    )
+    .expect("JSON");
+    let queue = account
+        .rule_to_queue(
+            consumer["rule_name"].as_str().expect("a rule name"),
+            &consumer["event_pattern"].to_string(),
+        )
+        .await;
+
+    // A fresh injector: it learns the route from the table, as a new Lambda container does.
+    let broker = busway_injector::router(Broker {
+        routes: Arc::new(LiveRoutes::default()),
+        store: Some(store.clone()),
+        bus: Arc::new(account.bus()),
+    });
+    let mut published = Vec::new();
+    for target in ["u2", "u3", "u2"] {
+        let (status, answer) = call(
+            broker.clone(),
+            "POST",
+            "/scanned_parcel/1",
+            &v1_envelope(target),
+        )
+        .await;
+        assert_eq!(status, StatusCode::OK, "{answer}");
+        if target == "u2" {
+            published.push(
+                answer["event_id"]
+                    .as_str()
+                    .expect("an event id")
+                    .to_string(),
+            );
+        }
+    }
+    let (status, _) = call(broker, "POST", "/scanned_parcel/2", &v1_envelope("u2")).await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+
+    let received = account.drain(&queue, 10).await;
+    let mut ids: Vec<String> = received
+        .iter()
+        .map(|e| {
+            assert_eq!(
+                e["source"],
+                format!("busway.{}", stored.application.as_str())
+            );
+            assert_eq!(e["detail-type"], "scanned_parcel.1");
+            assert_eq!(e["detail"]["metadata"]["event_attributes"]["target"], "u2");
+            e["detail"]["metadata"]["event_id"]
+                .as_str()
+                .expect("an event id")
+                .to_string()
+        })
+        .collect();
+    ids.sort();
+    published.sort();
+    assert_eq!(ids, published, "exactly the matching events: {received:?}");
+}
