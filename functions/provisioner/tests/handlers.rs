@@ -1,0 +1,454 @@
+//! The provisioner's handlers called directly, as the Lambda runtime calls them: ports are the
+//! embedded SQLite store and objects in memory, the SDK clients are `aws-smithy-mocks` clients.
+
+mod support;
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
+
+use async_trait::async_trait;
+
+use aws_sdk_codebuild::operation::batch_get_builds::{BatchGetBuildsError, BatchGetBuildsOutput};
+use aws_sdk_codebuild::types::{Build, BuildPhase, BuildPhaseType, LogsLocation, StatusType};
+use aws_sdk_sfn::operation::start_execution::StartExecutionOutput;
+use aws_smithy_mocks::{Rule, RuleMode, mock, mock_client};
+use busway_aws::codebuild::CodeBuildReader;
+use busway_aws::sfn::SfnStarter;
+use busway_core::deployment::Deployment;
+use busway_core::portal::{CreateEvent, Portal};
+use busway_core::ports::{Bucket, DeploymentStore, ObjectStore};
+use busway_core::provisioning::Provisioner;
+use busway_local::store::SqliteStore;
+use busway_provisioner::{Handler, NOT_STARTED, Request};
+use serde_json::{Value, json};
+use support::{buckets, s3_notification};
+
+const MACHINE: &str = "arn:aws:states:eu-west-1:123456789012:stateMachine:dev-busway-provisioning";
+
+/// Objects in memory; `fail` makes every call fail as an unreachable S3 would.
+#[derive(Default)]
+struct MemoryObjects {
+    objects: Mutex<HashMap<(Bucket, String), Vec<u8>>>,
+    fail: AtomicBool,
+}
+
+impl MemoryObjects {
+    fn check(&self) -> anyhow::Result<()> {
+        if self.fail.load(Ordering::SeqCst) {
+            anyhow::bail!("S3 is unreachable");
+        }
+        Ok(())
+    }
+}
+
+#[async_trait]
+impl ObjectStore for MemoryObjects {
+    async fn put_object(&self, bucket: Bucket, key: &str, body: Vec<u8>) -> anyhow::Result<()> {
+        self.check()?;
+        self.objects
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .insert((bucket, key.to_string()), body);
+        Ok(())
+    }
+
+    async fn get_object(&self, bucket: Bucket, key: &str) -> anyhow::Result<Option<Vec<u8>>> {
+        self.check()?;
+        Ok(self
+            .objects
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .get(&(bucket, key.to_string()))
+            .cloned())
+    }
+}
+
+struct Setup {
+    handler: Handler,
+    portal: Portal,
+    objects: Arc<MemoryObjects>,
+    store: SqliteStore,
+    /// (name, input) of every StartExecution call.
+    starts: Arc<Mutex<Vec<(String, Value)>>>,
+    _dir: tempfile::TempDir,
+}
+
+fn setup(codebuild: &[&Rule]) -> Setup {
+    let dir = tempfile::tempdir().expect("a temp dir");
+    let store = SqliteStore::open(&dir.path().join("busway.db")).expect("a store");
+    let objects = Arc::new(MemoryObjects::default());
+    let starts = Arc::new(Mutex::new(Vec::new()));
+    let recorded = starts.clone();
+    let start = mock!(aws_sdk_sfn::Client::start_execution).then_compute_output(move |req| {
+        let name = req.name().unwrap_or_default().to_string();
+        let input = serde_json::from_str(req.input().unwrap_or("null")).unwrap_or_default();
+        recorded
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .push((name.clone(), input));
+        StartExecutionOutput::builder()
+            .execution_arn(format!("{MACHINE}:{name}").replace("stateMachine", "execution"))
+            .start_date(aws_sdk_sfn::primitives::DateTime::from_secs(0))
+            .build()
+            .expect("a complete output")
+    });
+    let sfn = mock_client!(aws_sdk_sfn, RuleMode::MatchAny, [&start]);
+    let codebuild = mock_client!(aws_sdk_codebuild, RuleMode::MatchAny, codebuild, |c| c
+        .retry_config(aws_sdk_codebuild::config::retry::RetryConfig::disabled()));
+    let handler = Handler {
+        provisioner: Provisioner {
+            store: Arc::new(store.clone()),
+            deployments: Arc::new(store.clone()),
+            objects: objects.clone(),
+        },
+        starter: SfnStarter::new(sfn, MACHINE),
+        builds: Arc::new(CodeBuildReader::new(codebuild)),
+        buckets: buckets(),
+    };
+    let portal = Portal {
+        store: Arc::new(store.clone()),
+        deployments: Arc::new(store.clone()),
+        registry: Arc::new(store.clone()),
+        objects: objects.clone(),
+        deliveries: None,
+    };
+    Setup {
+        handler,
+        portal,
+        objects,
+        store,
+        starts,
+        _dir: dir,
+    }
+}
+
+impl Setup {
+    fn starts(&self) -> Vec<(String, Value)> {
+        self.starts
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
+    }
+
+    /// Registers the seed's event type through the portal, which records its PENDING
+    /// deployment and writes its deploy.json; returns that deployment.
+    async fn registered_event(&self) -> Deployment {
+        let request = CreateEvent::from_json(&json!({
+            "application": "demo",
+            "event_type": "scanned_parcel",
+            "description": "Scanned parcel on the workshop",
+            "connection_type": "HTTPS",
+            "data": {
+                "type": "object",
+                "properties": {"dest_postal_code": {"type": "string"}},
+                "required": ["dest_postal_code"]
+            }
+        }))
+        .expect("a valid request");
+        self.portal
+            .create_event(request)
+            .await
+            .expect("registered")
+            .1
+    }
+
+    async fn deployment(&self, id: &str) -> Deployment {
+        self.store
+            .get_deployment(id)
+            .await
+            .expect("the store answers")
+            .expect("the deployment exists")
+    }
+
+    async fn task(&self, payload: Value) -> Result<Value, lambda_runtime::Diagnostic> {
+        let request: Request = serde_json::from_value(payload).expect("a task request");
+        self.handler.handle(request).await
+    }
+}
+
+#[tokio::test]
+async fn a_repeated_notification_starts_its_object_version_once_and_a_new_version_again() {
+    let s = setup(&[]);
+    let deployment = s.registered_event().await;
+    let publisher = buckets().publisher;
+
+    for _ in 0..3 {
+        s.handler
+            .handle(s3_notification(&publisher, &deployment.key))
+            .await
+            .expect("started");
+    }
+    let starts = s.starts();
+    assert_eq!(starts.len(), 3, "each notification asks Step Functions");
+    assert!(
+        starts.iter().all(|start| *start == starts[0]),
+        "one object version is one execution name and one input: {starts:?}"
+    );
+    let (_, input) = &starts[0];
+    assert_eq!(
+        *input,
+        json!({
+            "deployment_id": deployment.id,
+            "bucket": publisher,
+            "key": "scanned_parcel/1/deploy.json",
+            "kind": "producer"
+        })
+    );
+
+    // A new version of the object, written by hand (so it claims no deployment): a new
+    // deployment and a new execution.
+    let mut doc: Value = serde_json::from_slice(
+        &s.objects
+            .get_object(Bucket::Publisher, &deployment.key)
+            .await
+            .expect("readable")
+            .expect("written by the portal"),
+    )
+    .expect("JSON");
+    doc.as_object_mut()
+        .expect("an object")
+        .remove("deployment_id");
+    s.objects
+        .put_object(
+            Bucket::Publisher,
+            &deployment.key,
+            doc.to_string().into_bytes(),
+        )
+        .await
+        .expect("written");
+    for _ in 0..2 {
+        s.handler
+            .handle(s3_notification(&publisher, &deployment.key))
+            .await
+            .expect("started");
+    }
+    let starts = s.starts();
+    assert_eq!(starts.len(), 5);
+    assert_eq!(starts[3], starts[4], "repeated, it is still one execution");
+    assert_ne!(starts[3].0, starts[0].0, "a new object version, a new name");
+    assert_ne!(starts[3].1["deployment_id"], json!(deployment.id));
+    assert_eq!(
+        s.store.list_deployments(None).await.expect("listed").len(),
+        2
+    );
+}
+
+#[tokio::test]
+async fn objects_of_other_buckets_start_nothing() {
+    let s = setup(&[]);
+    let deployment = s.registered_event().await;
+
+    s.handler
+        .handle(s3_notification("someone-elses-bucket", &deployment.key))
+        .await
+        .expect("ignored");
+    s.handler
+        .handle(s3_notification(
+            &buckets().schema_backup,
+            "scanned_parcel/1/schema.json",
+        ))
+        .await
+        .expect("ignored");
+
+    assert!(s.starts().is_empty());
+}
+
+#[tokio::test]
+async fn a_notification_that_cannot_be_read_is_a_lambda_error_so_lambda_retries_it() {
+    let s = setup(&[]);
+    let deployment = s.registered_event().await;
+    s.objects.fail.store(true, Ordering::SeqCst);
+
+    let e = s
+        .handler
+        .handle(s3_notification(&buckets().publisher, &deployment.key))
+        .await
+        .expect_err("S3 is down");
+
+    assert_eq!(e.error_type, NOT_STARTED);
+    assert!(
+        e.error_message.contains(&deployment.key),
+        "{}",
+        e.error_message
+    );
+    assert!(s.starts().is_empty());
+}
+
+#[tokio::test]
+async fn validate_answers_the_config_the_state_machine_reads_and_records_the_action() {
+    let s = setup(&[]);
+    let deployment = s.registered_event().await;
+
+    let config = s
+        .task(json!({
+            "task": "validate",
+            "deployment_id": deployment.id,
+            "bucket": buckets().publisher,
+            "key": deployment.key,
+            "kind": "producer"
+        }))
+        .await
+        .expect("valid");
+
+    assert_eq!(config["kind"], "producer");
+    assert_eq!(config["action"], "deploy");
+    assert!(
+        config["stack_name"].as_str().is_some_and(|n| !n.is_empty()),
+        "{config}"
+    );
+    let recorded = s.deployment(&deployment.id).await;
+    assert_eq!(
+        serde_json::to_value(recorded.action).expect("serializes"),
+        "deploy"
+    );
+}
+
+#[tokio::test]
+async fn validate_failures_are_lambda_errors_whose_type_the_state_machine_catches() {
+    let s = setup(&[]);
+    let deployment = s.registered_event().await;
+    let publisher = buckets().publisher;
+    let validate = |bucket: &str, key: &str| json!({"task": "validate", "deployment_id": deployment.id, "bucket": bucket, "key": key, "kind": "producer"});
+
+    let missing = s
+        .task(validate(&publisher, "scanned_parcel/2/deploy.json"))
+        .await
+        .expect_err("no such object");
+    assert_eq!(missing.error_type, "DeployConfig.NotFound");
+
+    let elsewhere = s
+        .task(validate("someone-elses-bucket", &deployment.key))
+        .await
+        .expect_err("not a platform bucket");
+    assert_eq!(elsewhere.error_type, "DeployConfig.NotFound");
+
+    s.objects
+        .put_object(
+            Bucket::Publisher,
+            &deployment.key,
+            b"{\"target_unit\": 7}".to_vec(),
+        )
+        .await
+        .expect("written");
+    let invalid = s
+        .task(validate(&publisher, &deployment.key))
+        .await
+        .expect_err("broken by hand");
+    assert_eq!(invalid.error_type, "DeployConfig.Invalid");
+    assert!(
+        invalid.error_message.contains("invalid deploy.json"),
+        "{}",
+        invalid.error_message
+    );
+
+    s.objects.fail.store(true, Ordering::SeqCst);
+    let unavailable = s
+        .task(validate(&publisher, &deployment.key))
+        .await
+        .expect_err("S3 is down");
+    assert_eq!(unavailable.error_type, "Store.Unavailable");
+}
+
+const BUILD_ID: &str = "dev-busway-producer-build:7d0b1b8e-5b7c-4f55-9d1e-2f1a1c4b9e20";
+
+fn failed_build() -> Build {
+    Build::builder()
+        .id(BUILD_ID)
+        .build_status(StatusType::Failed)
+        .phases(
+            BuildPhase::builder()
+                .phase_type(BuildPhaseType::Build)
+                .phase_status(StatusType::Failed)
+                .duration_in_seconds(41)
+                .contexts(
+                    aws_sdk_codebuild::types::PhaseContext::builder()
+                        .status_code("COMMAND_EXECUTION_ERROR")
+                        .message("Error while executing command: make provision-producer. Reason: exit status 2")
+                        .build(),
+                )
+                .build(),
+        )
+        .logs(LogsLocation::builder().deep_link("https://console.aws.amazon.com/cloudwatch/home#logEvent:group=/aws/codebuild/x").build())
+        .build()
+}
+
+#[tokio::test]
+async fn a_failed_build_named_in_the_catch_cause_is_recorded_on_the_deployment() {
+    let described = mock!(aws_sdk_codebuild::Client::batch_get_builds)
+        .match_requests(|req| req.ids() == [BUILD_ID.to_string()])
+        .then_output(|| {
+            BatchGetBuildsOutput::builder()
+                .builds(failed_build())
+                .build()
+        });
+    let s = setup(&[&described]);
+    let deployment = s.registered_event().await;
+    // What a failed codebuild:startBuild.sync task's Catch keeps: the build, as JSON.
+    let cause = json!({"Build": {"Id": BUILD_ID, "BuildStatus": "FAILED"}}).to_string();
+
+    let answer = s
+        .task(json!({
+            "task": "describe_build",
+            "deployment_id": deployment.id,
+            "failure": {"Error": "States.TaskFailed", "Cause": cause}
+        }))
+        .await
+        .expect("described");
+
+    let build = s.deployment(&deployment.id).await.build.expect("recorded");
+    assert_eq!(answer, serde_json::to_value(&build).expect("serializes"));
+    assert_eq!(build.id, BUILD_ID);
+    assert_eq!(build.status.as_deref(), Some("FAILED"));
+    assert_eq!(build.phases.len(), 1);
+    assert_eq!(build.phases[0].name, "BUILD");
+    assert!(
+        build.phases[0]
+            .message
+            .as_deref()
+            .is_some_and(|m| m.contains("exit status 2")),
+        "{build:?}"
+    );
+    assert!(build.logs_url.is_some());
+}
+
+#[tokio::test]
+async fn a_build_that_cannot_be_described_now_is_an_error_the_state_machine_retries() {
+    let throttled = mock!(aws_sdk_codebuild::Client::batch_get_builds).then_error(|| {
+        BatchGetBuildsError::generic(
+            aws_sdk_codebuild::error::ErrorMetadata::builder()
+                .code("ThrottlingException")
+                .build(),
+        )
+    });
+    let s = setup(&[&throttled]);
+    let deployment = s.registered_event().await;
+
+    let e = s
+        .task(
+            json!({"task": "describe_build", "deployment_id": deployment.id, "build_id": BUILD_ID}),
+        )
+        .await
+        .expect_err("throttled");
+
+    assert_eq!(e.error_type, "BuildInfo.Unavailable");
+    assert_eq!(s.deployment(&deployment.id).await.build, None);
+}
+
+#[tokio::test]
+async fn a_failure_that_names_no_build_records_nothing() {
+    let s = setup(&[]);
+    let deployment = s.registered_event().await;
+
+    let answer = s
+        .task(json!({
+            "task": "describe_build",
+            "deployment_id": deployment.id,
+            "failure": {"Error": "CodeBuild.AccountLimitExceededException", "Cause": "limit"}
+        }))
+        .await
+        .expect("nothing to describe");
+
+    assert_eq!(answer, Value::Null);
+    assert_eq!(s.deployment(&deployment.id).await.build, None);
+}

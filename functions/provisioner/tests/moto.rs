@@ -1,0 +1,342 @@
+//! The provisioner over the real wire on moto server (started here, with its real Step Functions
+//! engine): deploy.json objects in S3, deployment records in DynamoDB through `busway-aws`'s
+//! adapters, executions started on a state machine, builds read from CodeBuild.
+
+mod support;
+
+use std::net::TcpListener;
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use aws_config::{BehaviorVersion, Region, SdkConfig};
+use aws_sdk_codebuild::types::{
+    ArtifactsType, ComputeType, EnvironmentType, ProjectArtifacts, ProjectEnvironment,
+    ProjectSource, SourceType,
+};
+use busway_aws::codebuild::CodeBuildReader;
+use busway_aws::sfn::SfnStarter;
+use busway_aws::{DynamoStore, S3ObjectStore};
+use busway_core::ports::DeploymentStore;
+use busway_core::provisioning::Provisioner;
+use busway_provisioner::{Handler, Request};
+use serde_json::{Value, json};
+use support::{buckets, s3_notification};
+
+const TABLE: &str = "busway-provisioner-test";
+const KEY: &str = "order_created/1/deploy.json";
+const ROLE: &str = "arn:aws:iam::123456789012:role/busway-test";
+
+/// moto from the project's venv (installed by `make test`), else from PATH.
+fn moto_server() -> PathBuf {
+    let venv = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../.venv/bin/moto_server");
+    if venv.exists() {
+        venv
+    } else {
+        PathBuf::from("moto_server")
+    }
+}
+
+struct Moto {
+    child: Child,
+    endpoint: String,
+}
+
+impl Drop for Moto {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// One moto server on a free port, its Step Functions engine switched on (AWS-EMULATION.md).
+async fn start_moto() -> Moto {
+    let port = TcpListener::bind("127.0.0.1:0")
+        .expect("a free port")
+        .local_addr()
+        .expect("an address")
+        .port();
+    let child = Command::new(moto_server())
+        .args(["-H", "127.0.0.1", "-p", &port.to_string()])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("moto_server runs: `make test` installs it into .venv (scripts/setup.sh)");
+    let moto = Moto {
+        child,
+        endpoint: format!("http://127.0.0.1:{port}"),
+    };
+    let http = reqwest::Client::new();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while http
+        .get(format!("{}/moto-api/", moto.endpoint))
+        .send()
+        .await
+        .is_err()
+    {
+        assert!(
+            Instant::now() < deadline,
+            "moto server did not answer within 20 s"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let configured = http
+        .post(format!("{}/moto-api/config", moto.endpoint))
+        .json(&json!({"stepfunctions": {"execute_state_machine": true}}))
+        .send()
+        .await
+        .expect("moto's config API answers");
+    assert!(configured.status().is_success());
+    moto
+}
+
+async fn sdk(endpoint: &str) -> SdkConfig {
+    aws_config::defaults(BehaviorVersion::latest())
+        .endpoint_url(endpoint)
+        .region(Region::new("eu-west-1"))
+        .credentials_provider(aws_sdk_sfn::config::Credentials::new(
+            "test", "test", None, None, "static",
+        ))
+        .load()
+        .await
+}
+
+struct Platform {
+    handler: Handler,
+    s3: aws_sdk_s3::Client,
+    sfn: aws_sdk_sfn::Client,
+    codebuild: aws_sdk_codebuild::Client,
+    store: Arc<DynamoStore>,
+    state_machine_arn: String,
+    _moto: Moto,
+}
+
+async fn platform() -> Platform {
+    let moto = start_moto().await;
+    let sdk = sdk(&moto.endpoint).await;
+    let ddb = aws_sdk_dynamodb::Client::new(&sdk);
+    DynamoStore::create_table(&ddb, TABLE)
+        .await
+        .expect("table created");
+    let s3 = aws_sdk_s3::Client::from_conf(
+        aws_sdk_s3::config::Builder::from(&sdk)
+            .force_path_style(true)
+            .build(),
+    );
+    for bucket in [buckets().publisher, buckets().subscriber] {
+        s3.create_bucket()
+            .bucket(bucket)
+            .create_bucket_configuration(
+                aws_sdk_s3::types::CreateBucketConfiguration::builder()
+                    .location_constraint(aws_sdk_s3::types::BucketLocationConstraint::EuWest1)
+                    .build(),
+            )
+            .send()
+            .await
+            .expect("bucket created");
+    }
+    let sfn = aws_sdk_sfn::Client::new(&sdk);
+    // What the machine does is statemachines/test_moto.py's concern; here only starts count.
+    let state_machine_arn = sfn
+        .create_state_machine()
+        .name("busway-provisioning")
+        .definition(
+            r#"{"StartAt": "Started", "States": {"Started": {"Type": "Pass", "End": true}}}"#,
+        )
+        .role_arn(ROLE)
+        .send()
+        .await
+        .expect("state machine created")
+        .state_machine_arn()
+        .to_string();
+    let store = Arc::new(DynamoStore::new(ddb, TABLE));
+    let codebuild = aws_sdk_codebuild::Client::new(&sdk);
+    let handler = Handler {
+        provisioner: Provisioner {
+            store: store.clone(),
+            deployments: store.clone(),
+            objects: Arc::new(S3ObjectStore::new(s3.clone(), buckets())),
+        },
+        starter: SfnStarter::new(sfn.clone(), &state_machine_arn),
+        builds: Arc::new(CodeBuildReader::new(codebuild.clone())),
+        buckets: buckets(),
+    };
+    Platform {
+        handler,
+        s3,
+        sfn,
+        codebuild,
+        store,
+        state_machine_arn,
+        _moto: moto,
+    }
+}
+
+impl Platform {
+    async fn write(&self, body: Value) {
+        self.s3
+            .put_object()
+            .bucket(buckets().publisher)
+            .key(KEY)
+            .body(body.to_string().into_bytes().into())
+            .send()
+            .await
+            .expect("object written");
+    }
+
+    async fn notify(&self) {
+        self.handler
+            .handle(s3_notification(&buckets().publisher, KEY))
+            .await
+            .expect("the notification is handled");
+    }
+
+    async fn task(&self, payload: Value) -> Result<Value, lambda_runtime::Diagnostic> {
+        let request: Request = serde_json::from_value(payload).expect("a task request");
+        self.handler.handle(request).await
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_s3_handler_starts_one_execution_per_object_version_however_often_it_is_notified() {
+    let p = platform().await;
+
+    // Written by hand, so no deployment claims it: the handler records one.
+    p.write(json!({"written": "by hand", "v": 1})).await;
+    for _ in 0..3 {
+        p.notify().await;
+    }
+    p.write(json!({"written": "by hand", "v": 2})).await;
+    p.notify().await;
+
+    let executions = p
+        .sfn
+        .list_executions()
+        .state_machine_arn(&p.state_machine_arn)
+        .send()
+        .await
+        .expect("executions listed");
+    let executions = executions.executions();
+    assert_eq!(executions.len(), 2, "{executions:?}");
+    assert_ne!(executions[0].name(), executions[1].name());
+    let deployments = p
+        .store
+        .list_deployments(Some(&"order_created".parse().expect("a name")))
+        .await
+        .expect("deployments listed");
+    assert_eq!(deployments.len(), 2, "one deployment per object version");
+    for execution in executions {
+        let described = p
+            .sfn
+            .describe_execution()
+            .execution_arn(execution.execution_arn())
+            .send()
+            .await
+            .expect("described");
+        let input: Value =
+            serde_json::from_str(described.input().unwrap_or_default()).expect("JSON input");
+        assert_eq!(input["key"], KEY);
+        assert_eq!(input["bucket"], buckets().publisher);
+        assert!(
+            deployments
+                .iter()
+                .any(|d| input["deployment_id"] == d.id.as_str()),
+            "{input} starts a recorded deployment"
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn validate_failures_read_from_s3_keep_their_error_type() {
+    let p = platform().await;
+    p.write(json!({"written": "by hand"})).await;
+    let validate = |key: &str| json!({"task": "validate", "deployment_id": "d-1", "bucket": buckets().publisher, "key": key, "kind": "producer"});
+
+    let invalid = p.task(validate(KEY)).await.expect_err("not a deploy.json");
+    assert_eq!(invalid.error_type, "DeployConfig.Invalid");
+
+    let missing = p
+        .task(validate("order_created/2/deploy.json"))
+        .await
+        .expect_err("no such object");
+    assert_eq!(missing.error_type, "DeployConfig.NotFound");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn describe_build_records_what_codebuild_answers() {
+    let p = platform().await;
+    p.write(json!({"written": "by hand"})).await;
+    p.notify().await;
+    let deployment = p
+        .store
+        .list_deployments(None)
+        .await
+        .expect("listed")
+        .pop()
+        .expect("the notification recorded a deployment");
+    p.codebuild
+        .create_project()
+        .name("busway-producer-build")
+        .source(
+            ProjectSource::builder()
+                .r#type(SourceType::S3)
+                .location("busway-repository/source.zip")
+                .build()
+                .expect("a source"),
+        )
+        .artifacts(
+            ProjectArtifacts::builder()
+                .r#type(ArtifactsType::NoArtifacts)
+                .build()
+                .expect("no artifacts"),
+        )
+        .environment(
+            ProjectEnvironment::builder()
+                .r#type(EnvironmentType::LinuxContainer)
+                .image("aws/codebuild/standard:7.0")
+                .compute_type(ComputeType::BuildGeneral1Small)
+                .build()
+                .expect("an environment"),
+        )
+        .service_role(ROLE)
+        .send()
+        .await
+        .expect("project created");
+    let build_id = p
+        .codebuild
+        .start_build()
+        .project_name("busway-producer-build")
+        .send()
+        .await
+        .expect("build started")
+        .build_value
+        .and_then(|b| b.id)
+        .expect("a build id");
+
+    p.task(json!({"task": "describe_build", "deployment_id": deployment.id, "build_id": build_id}))
+        .await
+        .expect("described");
+
+    let recorded = p
+        .store
+        .get_deployment(&deployment.id)
+        .await
+        .expect("read")
+        .expect("exists");
+    let build = recorded.build.expect("the build is recorded");
+    assert_eq!(build.id, build_id);
+    assert_eq!(build.status.as_deref(), Some("SUCCEEDED"));
+    assert_eq!(
+        build.phases.first().map(|p| p.name.as_str()),
+        Some("SUBMITTED")
+    );
+    assert!(
+        build
+            .logs_url
+            .as_deref()
+            .is_some_and(|u| u.contains("logEvent")),
+        "{:?}",
+        build.logs_url
+    );
+}
