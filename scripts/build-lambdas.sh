@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Builds every Lambda function of busway (busway_core::tasks::FUNCTIONS) for provided.al2023 with
-# cargo-lambda, as target/lambda/{function}/bootstrap.zip (what infra/ deploys), and reports each
+# cargo-lambda with the `lambda` profile of Cargo.toml (size-optimized, LTO, stripped), as
+# target/lambda/{function}/bootstrap.zip (what infra/ deploys), and reports each
 # zip's and binary's size. cargo-lambda (and the zig linker it brings) is installed from PyPI into
 # the project's venv on first use.
 # Usage: scripts/build-lambdas.sh [--arm64]   (default x86_64; infra deploys arm64, which needs
@@ -18,7 +19,7 @@ if [ ! -x .venv/bin/cargo-lambda ]; then
   .venv/bin/pip install -q 'cargo-lambda==1.9.2'
 fi
 export PATH="$PWD/.venv/bin:$PATH"
-cargo lambda build --release "${arch[@]}" --output-format zip --locked \
+cargo lambda build --profile lambda "${arch[@]}" --output-format zip --locked \
   -p busway-portal -p busway-injector -p busway-provisioner \
   --features busway-portal/lambda,busway-injector/lambda
 printf '%-14s %12s %12s\n' function zip binary

@@ -89,6 +89,11 @@ export class ProvisioningStack extends Stack {
       producer: this.buildProject('producer', names, repo),
       consumer: this.buildProject('consumer', names, repo),
     };
+    // The describe_build task records a build's phases and log link on its deployment.
+    provisioner.role.addToPolicy(new iam.PolicyStatement({
+      actions: ['codebuild:BatchGetBuilds'],
+      resources: [projects.producer.projectArn, projects.consumer.projectArn],
+    }));
 
     const substitutions: Record<string, string> = {
       DeploymentsTableName: props.table.tableName,

@@ -215,12 +215,13 @@ test('the injectors may put events on the platform bus, write claim checks and r
   }
 });
 
-test('the provisioner may start the state machine, read deploy.json files and write deployment records', () => {
+test('the provisioner may start the state machine, read deploy.json files, write deployment records and describe builds', () => {
   assertStatements(statements(t.provisioning, 'ProvisionerRole'), [
     [LOGS, [/^<ProvisionerLogs\w+\.Arn>$/]],
     [['states:StartExecution'], [ARN('states', 'stateMachine:dev-busway-provisioning')]],
     [['s3:GetObject'], [OBJECTS('publisher-components-bucket', '*/deploy.json'), OBJECTS('subscriber-components-bucket', '*/deploy.json')]],
     [['dynamodb:GetItem', 'dynamodb:Query', 'dynamodb:PutItem', 'dynamodb:UpdateItem'], TABLE_AND_INDEXES],
+    [['codebuild:BatchGetBuilds'], [/^<ProducerBuild\w+\.Arn>$/, /^<ConsumerBuild\w+\.Arn>$/]],
   ]);
 });
 

@@ -35,6 +35,11 @@ impl Host {
         })
     }
 
+    /// The SDK configuration, for the clients only one function uses.
+    pub fn sdk(&self) -> &SdkConfig {
+        &self.sdk
+    }
+
     pub fn store(&self) -> Arc<DynamoStore> {
         Arc::new(DynamoStore::new(
             aws_sdk_dynamodb::Client::new(&self.sdk),

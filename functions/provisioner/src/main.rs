@@ -3,7 +3,6 @@
 
 use std::sync::Arc;
 
-use aws_config::BehaviorVersion;
 use busway_aws::codebuild::CodeBuildReader;
 use busway_aws::host::Host;
 use busway_aws::sfn::SfnStarter;
@@ -16,8 +15,7 @@ async fn main() -> Result<(), lambda_runtime::Error> {
     busway_aws::host::init_logging();
     let host = Host::from_env().await?;
     let config = Config::from_env()?;
-    // The clients only the provisioner uses, from the same environment as the host's.
-    let sdk = aws_config::load_defaults(BehaviorVersion::latest()).await;
+    let sdk = host.sdk();
     let store = host.store();
     let handler = Handler {
         provisioner: Provisioner {
@@ -25,8 +23,8 @@ async fn main() -> Result<(), lambda_runtime::Error> {
             deployments: store,
             objects: host.objects(),
         },
-        starter: SfnStarter::new(aws_sdk_sfn::Client::new(&sdk), config.state_machine_arn),
-        builds: Arc::new(CodeBuildReader::new(aws_sdk_codebuild::Client::new(&sdk))),
+        starter: SfnStarter::new(aws_sdk_sfn::Client::new(sdk), config.state_machine_arn),
+        builds: Arc::new(CodeBuildReader::new(aws_sdk_codebuild::Client::new(sdk))),
         buckets: host.config.buckets.clone(),
     };
     let handler = &handler;
