@@ -587,15 +587,7 @@ fn unique(prefix: &str) -> String {
 }
 
 async fn dynamo_client() -> aws_sdk_dynamodb::Client {
-    let config = aws_sdk_dynamodb::Config::builder()
-        .behavior_version(aws_sdk_dynamodb::config::BehaviorVersion::latest())
-        .region(aws_sdk_dynamodb::config::Region::new(moto::REGION))
-        .endpoint_url(moto::endpoint().await)
-        .credentials_provider(aws_sdk_dynamodb::config::Credentials::new(
-            "test", "test", None, None, "moto",
-        ))
-        .build();
-    aws_sdk_dynamodb::Client::from_conf(config)
+    aws_sdk_dynamodb::Client::new(&moto::sdk(moto::endpoint().await).await)
 }
 
 /// A store on a table of its own, reading two items a page.
@@ -610,17 +602,7 @@ async fn dynamo() -> (aws_sdk_dynamodb::Client, String, DynamoStore) {
 }
 
 async fn s3_client() -> aws_sdk_s3::Client {
-    let config = aws_sdk_s3::Config::builder()
-        .behavior_version(aws_sdk_s3::config::BehaviorVersion::latest())
-        .region(aws_sdk_s3::config::Region::new(moto::REGION))
-        .endpoint_url(moto::endpoint().await)
-        .credentials_provider(aws_sdk_s3::config::Credentials::new(
-            "test", "test", None, None, "moto",
-        ))
-        // moto serves every bucket on one host.
-        .force_path_style(true)
-        .build();
-    aws_sdk_s3::Client::from_conf(config)
+    moto::s3(&moto::sdk(moto::endpoint().await).await)
 }
 
 /// Three new versioned buckets, as infra makes them.

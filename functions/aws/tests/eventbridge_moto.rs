@@ -2,8 +2,6 @@
 //! a consumer rule with DESIGN.md's pattern and an SQS target. The queue must receive exactly
 //! the matching events, as busway puts them.
 
-mod moto;
-
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
@@ -15,6 +13,7 @@ use busway_core::envelope::{BusEvent, enrich};
 use busway_core::ports::{Bucket, Bus, ObjectStore};
 use busway_core::subscription::{ConsumerConnection, RetryPolicy, Subscription, SubscriptionState};
 use busway_core::{Application, EventTypeName, Version};
+use busway_tests::moto::{self, Moto};
 use serde_json::{Value, json};
 
 const BUS: &str = "test.custom.events.bus";
@@ -57,8 +56,12 @@ fn event(application: &str, version: u32, target: &str, id: &str, data: Value) -
 
 #[tokio::test]
 async fn the_consumer_rule_delivers_exactly_the_matching_events_to_its_queue() {
-    let moto = moto::start();
-    let (eb, sqs) = (moto.eventbridge(), moto.sqs());
+    let moto = Moto::start().await;
+    let sdk = moto::sdk(&moto.endpoint).await;
+    let (eb, sqs) = (
+        aws_sdk_eventbridge::Client::new(&sdk),
+        aws_sdk_sqs::Client::new(&sdk),
+    );
     eb.create_event_bus().name(BUS).send().await.expect("bus");
     let queue_url = sqs
         .create_queue()

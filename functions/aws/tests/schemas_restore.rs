@@ -3,8 +3,6 @@
 //! client, answered by a mock that keeps versions as the registry does (moto has no schemas
 //! service). Also the `busway-aws` binary's usage and configuration errors.
 
-mod moto;
-
 use std::collections::HashMap;
 use std::process::Command;
 use std::sync::{Arc, Mutex};
@@ -25,6 +23,7 @@ use busway_core::event::{EventType, EventVersion, ProducerConnection, VersionSta
 use busway_core::ports::{Bucket, EventStore, ObjectStore, schema_backup_key};
 use busway_core::registry::{SchemaRef, restore};
 use busway_core::{EventTypeName, Version};
+use busway_tests::moto::{self, Moto};
 use serde_json::{Value, json};
 
 /// The registry's versions of each schema, as content strings; version `n` at index `n - 1`.
@@ -176,12 +175,13 @@ fn names(refs: &[SchemaRef]) -> Vec<String> {
 
 #[tokio::test]
 async fn the_registry_is_rebuilt_in_version_order_from_the_backups_of_the_stored_versions() {
-    let moto = moto::start();
-    let dynamodb = moto.dynamodb();
+    let moto = Moto::start().await;
+    let sdk = moto::sdk(&moto.endpoint).await;
+    let dynamodb = aws_sdk_dynamodb::Client::new(&sdk);
     DynamoStore::create_table(&dynamodb, "events")
         .await
         .expect("table");
-    let s3 = moto.s3();
+    let s3 = moto::s3(&sdk);
     s3.create_bucket()
         .bucket("backup")
         .create_bucket_configuration(

@@ -4,13 +4,8 @@
 
 mod support;
 
-use std::net::TcpListener;
-use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
 
-use aws_config::{BehaviorVersion, Region, SdkConfig};
 use aws_sdk_codebuild::types::{
     ArtifactsType, ComputeType, EnvironmentType, ProjectArtifacts, ProjectEnvironment,
     ProjectSource, SourceType,
@@ -21,86 +16,13 @@ use busway_aws::{DynamoStore, S3ObjectStore};
 use busway_core::ports::DeploymentStore;
 use busway_core::provisioning::Provisioner;
 use busway_provisioner::{Handler, Request};
+use busway_tests::moto::{self, Moto};
 use serde_json::{Value, json};
 use support::{buckets, s3_notification};
 
 const TABLE: &str = "busway-provisioner-test";
 const KEY: &str = "order_created/1/deploy.json";
 const ROLE: &str = "arn:aws:iam::123456789012:role/busway-test";
-
-/// moto from the project's venv (installed by `make test`), else from PATH.
-fn moto_server() -> PathBuf {
-    let venv = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../.venv/bin/moto_server");
-    if venv.exists() {
-        venv
-    } else {
-        PathBuf::from("moto_server")
-    }
-}
-
-struct Moto {
-    child: Child,
-    endpoint: String,
-}
-
-impl Drop for Moto {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-/// One moto server on a free port, its Step Functions engine switched on (AWS-EMULATION.md).
-async fn start_moto() -> Moto {
-    let port = TcpListener::bind("127.0.0.1:0")
-        .expect("a free port")
-        .local_addr()
-        .expect("an address")
-        .port();
-    let child = Command::new(moto_server())
-        .args(["-H", "127.0.0.1", "-p", &port.to_string()])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("moto_server runs: `make test` installs it into .venv (scripts/setup.sh)");
-    let moto = Moto {
-        child,
-        endpoint: format!("http://127.0.0.1:{port}"),
-    };
-    let http = reqwest::Client::new();
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while http
-        .get(format!("{}/moto-api/", moto.endpoint))
-        .send()
-        .await
-        .is_err()
-    {
-        assert!(
-            Instant::now() < deadline,
-            "moto server did not answer within 20 s"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    let configured = http
-        .post(format!("{}/moto-api/config", moto.endpoint))
-        .json(&json!({"stepfunctions": {"execute_state_machine": true}}))
-        .send()
-        .await
-        .expect("moto's config API answers");
-    assert!(configured.status().is_success());
-    moto
-}
-
-async fn sdk(endpoint: &str) -> SdkConfig {
-    aws_config::defaults(BehaviorVersion::latest())
-        .endpoint_url(endpoint)
-        .region(Region::new("eu-west-1"))
-        .credentials_provider(aws_sdk_sfn::config::Credentials::new(
-            "test", "test", None, None, "static",
-        ))
-        .load()
-        .await
-}
 
 struct Platform {
     handler: Handler,
@@ -113,17 +35,13 @@ struct Platform {
 }
 
 async fn platform() -> Platform {
-    let moto = start_moto().await;
-    let sdk = sdk(&moto.endpoint).await;
+    let moto = Moto::start().await;
+    let sdk = moto::sdk(&moto.endpoint).await;
     let ddb = aws_sdk_dynamodb::Client::new(&sdk);
     DynamoStore::create_table(&ddb, TABLE)
         .await
         .expect("table created");
-    let s3 = aws_sdk_s3::Client::from_conf(
-        aws_sdk_s3::config::Builder::from(&sdk)
-            .force_path_style(true)
-            .build(),
-    );
+    let s3 = moto::s3(&sdk);
     for bucket in [buckets().publisher, buckets().subscriber] {
         s3.create_bucket()
             .bucket(bucket)

@@ -2,7 +2,6 @@
 //! table, three versioned buckets and custom bus under unique names, the AWS adapters on them,
 //! and the environment a Lambda function of busway reads to use them.
 
-use aws_sdk_dynamodb::config::{BehaviorVersion, Credentials, Region};
 use busway_aws::eventbridge::{ClaimChecks, EventBridgeBus};
 use busway_aws::{BucketNames, DynamoStore, S3ObjectStore};
 use busway_core::ports::Bucket;
@@ -26,47 +25,14 @@ fn unique(prefix: &str) -> String {
     )
 }
 
-fn credentials() -> Credentials {
-    Credentials::new("test", "test", None, None, "moto")
-}
-
 impl Account {
     pub async fn new() -> Account {
         let endpoint = moto::endpoint().await.to_string();
-        let region = Region::new(moto::REGION);
-        let dynamodb = aws_sdk_dynamodb::Client::from_conf(
-            aws_sdk_dynamodb::Config::builder()
-                .behavior_version(BehaviorVersion::latest())
-                .region(region.clone())
-                .endpoint_url(&endpoint)
-                .credentials_provider(credentials())
-                .build(),
-        );
-        let s3 = aws_sdk_s3::Client::from_conf(
-            aws_sdk_s3::Config::builder()
-                .behavior_version(BehaviorVersion::latest())
-                .region(region.clone())
-                .endpoint_url(&endpoint)
-                .credentials_provider(credentials())
-                .force_path_style(true)
-                .build(),
-        );
-        let events = aws_sdk_eventbridge::Client::from_conf(
-            aws_sdk_eventbridge::Config::builder()
-                .behavior_version(BehaviorVersion::latest())
-                .region(region.clone())
-                .endpoint_url(&endpoint)
-                .credentials_provider(credentials())
-                .build(),
-        );
-        let sqs = aws_sdk_sqs::Client::from_conf(
-            aws_sdk_sqs::Config::builder()
-                .behavior_version(BehaviorVersion::latest())
-                .region(region)
-                .endpoint_url(&endpoint)
-                .credentials_provider(credentials())
-                .build(),
-        );
+        let sdk = moto::sdk(&endpoint).await;
+        let dynamodb = aws_sdk_dynamodb::Client::new(&sdk);
+        let s3 = moto::s3(&sdk);
+        let events = aws_sdk_eventbridge::Client::new(&sdk);
+        let sqs = aws_sdk_sqs::Client::new(&sdk);
         let table = unique("busway-table");
         DynamoStore::create_table(&dynamodb, &table)
             .await
