@@ -25,7 +25,7 @@ lint:
 	$(CARGO) clippy --workspace --all-targets --all-features --locked -- -D warnings
 
 unit: setup
-	$(CARGO) test --workspace --locked
+	$(CARGO) test --workspace --locked --no-fail-fast
 
 ## bench: the benchmarks whose figures are in docs/benchmarks.md
 bench:
@@ -34,6 +34,14 @@ bench:
 	$(CARGO) bench -p busway-local --bench ingest -- --mode ingest --seconds 5
 	for n in 1 100 1000; do $(CARGO) bench -p busway-local --bench ingest -- --mode e2e --subscriptions $$n --seconds 8; done
 	$(CARGO) bench -p busway-pattern
+	$(CARGO) bench -p busway-injector --bench handler
+	scripts/build-lambdas.sh
+	$(CARGO) bench -p busway-tests --bench lambda
+
+## lambdas: the four Lambda functions as target/lambda/{function}/bootstrap.zip (x86_64; --arm64 via the script)
+.PHONY: lambdas
+lambdas:
+	scripts/build-lambdas.sh
 
 fmt:
 	$(CARGO) fmt --all

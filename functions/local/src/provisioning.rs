@@ -541,6 +541,8 @@ fn deploy_files(dir: &Path) -> Vec<(String, Vec<u8>)> {
 
 #[cfg(test)]
 mod tests {
+    use std::collections::BTreeSet;
+
     use super::*;
 
     #[test]
@@ -548,8 +550,8 @@ mod tests {
         let infra: serde_json::Map<String, Value> =
             serde_json::from_str(include_str!("../../../infra/definition-substitutions.json"))
                 .expect("infra/definition-substitutions.json is a JSON object");
-        let local: Vec<_> = substitutions().into_keys().collect();
-        assert_eq!(local, infra.keys().cloned().collect::<Vec<_>>());
+        let local: BTreeSet<String> = substitutions().into_keys().collect();
+        assert_eq!(local, infra.keys().cloned().collect::<BTreeSet<_>>());
         state_machine().expect("the definition loads with the local names");
     }
 
