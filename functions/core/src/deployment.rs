@@ -179,6 +179,20 @@ pub fn new_id() -> String {
     uuid::Uuid::new_v4().to_string()
 }
 
+/// The words of a failure the state machine recorded as `{"Error": ..., "Cause": ...}`
+/// (statemachines/README.md), whose `Cause` may be absent or null; text that is not such JSON is
+/// the cause itself.
+pub fn failure_cause(failure: &str) -> Option<String> {
+    match serde_json::from_str::<serde_json::Value>(failure) {
+        Ok(serde_json::Value::Object(fields)) => match fields.get("Cause") {
+            None | Some(serde_json::Value::Null) => None,
+            Some(serde_json::Value::String(cause)) => Some(cause.clone()),
+            Some(other) => Some(other.to_string()),
+        },
+        _ => Some(failure.to_string()),
+    }
+}
+
 /// The version of a configuration object: the SHA-256 of its content, in hex.
 pub fn object_version(content: &[u8]) -> String {
     use sha2::Digest;
@@ -192,6 +206,21 @@ pub fn object_version(content: &[u8]) -> String {
 mod tests {
     use super::DeploymentStatus::*;
     use super::*;
+
+    #[test]
+    fn causes_are_read_from_the_failure_json_the_state_machine_writes() {
+        let failure = r#"{"Error":"DeployConfig.Invalid","Cause":"key does not match"}"#;
+        assert_eq!(
+            failure_cause(failure).as_deref(),
+            Some("key does not match")
+        );
+        assert_eq!(
+            failure_cause(r#"{"Error":"Build.Failed","Cause":null}"#),
+            None
+        );
+        assert_eq!(failure_cause(r#"{"Error":"Build.Failed"}"#), None);
+        assert_eq!(failure_cause("plain words").as_deref(), Some("plain words"));
+    }
 
     #[test]
     fn deployments_only_move_forward_or_fail() {

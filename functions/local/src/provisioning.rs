@@ -14,7 +14,7 @@ use anyhow::Context;
 use async_trait::async_trait;
 use busway_asl::{Outcome, StateMachine, TaskFailure, TaskRunner};
 use busway_core::deploy::{DeployAction, DeployDoc, DeployKind};
-use busway_core::deployment::{BuildInfo, BuildPhase, DeploymentStatus};
+use busway_core::deployment::{BuildInfo, BuildPhase, DeploymentStatus, failure_cause};
 use busway_core::ingest::LiveRoutes;
 use busway_core::ports::{Bucket, ObjectStore, ProvisioningStarter};
 use busway_core::provisioning::{DescribeBuild, Provisioner, TaskError};
@@ -386,13 +386,10 @@ fn phase(name: &str, started: Instant, error: Option<&anyhow::Error>) -> BuildPh
     }
 }
 
-/// The cause inside a Catch result's JSON (`{"Error", "Cause"}`), which the FAILED write stores
-/// whole; the text itself when it is not one.
+/// The cause inside the Catch result the FAILED write stores whole; the whole text when it
+/// names none.
 fn cause_of(failure: &str) -> String {
-    serde_json::from_str::<Value>(failure)
-        .ok()
-        .and_then(|v| v.get("Cause").and_then(Value::as_str).map(str::to_string))
-        .unwrap_or_else(|| failure.to_string())
+    failure_cause(failure).unwrap_or_else(|| failure.to_string())
 }
 
 #[async_trait]

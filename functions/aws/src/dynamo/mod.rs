@@ -19,7 +19,7 @@ use aws_sdk_dynamodb::types::{
     AttributeDefinition, BillingMode, Delete, GlobalSecondaryIndex, KeySchemaElement, KeyType,
     Projection, ProjectionType, Put, ScalarAttributeType, TransactWriteItem, Update,
 };
-use busway_core::deployment::Deployment;
+use busway_core::deployment::{Deployment, failure_cause};
 use busway_core::event::{EventType, EventVersion, VersionState};
 use busway_core::ports::{DeploymentStore, EventStore, StoreError};
 use busway_core::subscription::{Subscription, SubscriptionFilter, SubscriptionState};
@@ -430,23 +430,10 @@ fn deployment_update(d: &Deployment) -> Result<UpdateOf, StoreError> {
 fn decode_deployment(item: &Item) -> Result<Deployment, StoreError> {
     let mut fields = item::to_fields(item)?;
     if let Some(Value::String(failure)) = fields.get("cause") {
-        let cause = cause_of(failure).map_or(Value::Null, Value::String);
+        let cause = failure_cause(failure).map_or(Value::Null, Value::String);
         fields.insert("cause".into(), cause);
     }
     item::decode(fields)
-}
-
-/// The words of a failure the state machine recorded as `{"Error": ..., "Cause": ...}`, whose
-/// `Cause` may be absent or null; text that is not such JSON is the cause itself.
-fn cause_of(failure: &str) -> Option<String> {
-    match serde_json::from_str::<Value>(failure) {
-        Ok(Value::Object(fields)) => match fields.get("Cause") {
-            None | Some(Value::Null) => None,
-            Some(Value::String(cause)) => Some(cause.clone()),
-            Some(other) => Some(other.to_string()),
-        },
-        _ => Some(failure.to_string()),
-    }
 }
 
 fn version_conflict(name: &EventTypeName, version: Version) -> StoreError {
@@ -763,19 +750,5 @@ impl DeploymentStore for DynamoStore {
             .iter()
             .map(decode_deployment)
             .collect()
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn causes_are_read_from_the_failure_json_the_state_machine_writes() {
-        let failure = r#"{"Error":"DeployConfig.Invalid","Cause":"key does not match"}"#;
-        assert_eq!(cause_of(failure).as_deref(), Some("key does not match"));
-        assert_eq!(cause_of(r#"{"Error":"Build.Failed","Cause":null}"#), None);
-        assert_eq!(cause_of(r#"{"Error":"Build.Failed"}"#), None);
-        assert_eq!(cause_of("plain words").as_deref(), Some("plain words"));
     }
 }
