@@ -9,6 +9,7 @@ use serde_json::{Value, json};
 use tempfile::TempDir;
 
 pub mod consumer;
+pub mod memory;
 pub mod moto;
 
 /// How long a deployment may take before a test gives up. Local deployments finish in

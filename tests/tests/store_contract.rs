@@ -4,6 +4,9 @@
 //! page here, and every list below has more than two items: a store that stopped after the
 //! first page would fail.
 
+#[allow(dead_code)]
+mod support;
+
 use std::sync::Arc;
 
 use async_trait::async_trait;
@@ -24,6 +27,7 @@ use busway_local::objects::FolderObjectStore;
 use busway_local::store::SqliteStore;
 use busway_tests::moto;
 use serde_json::json;
+use support::emulated;
 
 fn name(text: &str) -> EventTypeName {
     EventTypeName::new(text).expect("a valid event type name")
@@ -582,10 +586,6 @@ fn sqlite() -> (tempfile::TempDir, SqliteStore) {
     (dir, store)
 }
 
-fn unique(prefix: &str) -> String {
-    format!("{prefix}-{}", uuid::Uuid::new_v4().simple())
-}
-
 async fn dynamo_client() -> aws_sdk_dynamodb::Client {
     aws_sdk_dynamodb::Client::new(&moto::sdk(moto::endpoint().await).await)
 }
@@ -593,55 +593,15 @@ async fn dynamo_client() -> aws_sdk_dynamodb::Client {
 /// A store on a table of its own, reading two items a page.
 async fn dynamo() -> (aws_sdk_dynamodb::Client, String, DynamoStore) {
     let client = dynamo_client().await;
-    let table = unique("busway");
-    DynamoStore::create_table(&client, &table)
-        .await
-        .expect("table created");
+    let table = emulated::table(&client).await;
     let store = DynamoStore::new(client.clone(), table.clone()).with_page_size(2);
     (client, table, store)
 }
 
-async fn s3_client() -> aws_sdk_s3::Client {
-    moto::s3(&moto::sdk(moto::endpoint().await).await)
-}
-
 /// Three new versioned buckets, as infra makes them.
 async fn s3() -> (aws_sdk_s3::Client, BucketNames) {
-    use aws_sdk_s3::types::{
-        BucketLocationConstraint, BucketVersioningStatus, CreateBucketConfiguration,
-        VersioningConfiguration,
-    };
-    let client = s3_client().await;
-    let names = BucketNames {
-        schema_backup: unique("backup"),
-        publisher: unique("publisher"),
-        subscriber: unique("subscriber"),
-    };
-    for bucket in Bucket::ALL {
-        let name = names.name(bucket);
-        client
-            .create_bucket()
-            .bucket(name)
-            .create_bucket_configuration(
-                CreateBucketConfiguration::builder()
-                    .location_constraint(BucketLocationConstraint::from(moto::REGION))
-                    .build(),
-            )
-            .send()
-            .await
-            .expect("bucket created");
-        client
-            .put_bucket_versioning()
-            .bucket(name)
-            .versioning_configuration(
-                VersioningConfiguration::builder()
-                    .status(BucketVersioningStatus::Enabled)
-                    .build(),
-            )
-            .send()
-            .await
-            .expect("versioning on");
-    }
+    let client = moto::s3(&moto::sdk(moto::endpoint().await).await);
+    let names = emulated::versioned_buckets(&client).await;
     (client, names)
 }
 

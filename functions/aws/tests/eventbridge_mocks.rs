@@ -1,11 +1,9 @@
 //! The EventBridge bus adapter against the real SDK client with mocked answers: batching, failed
 //! entries, throttling, and claim checks of oversized entries.
 
-use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use async_trait::async_trait;
 use aws_sdk_eventbridge::Client;
 use aws_sdk_eventbridge::config::http::HttpResponse;
 use aws_sdk_eventbridge::operation::put_events::{PutEventsError, PutEventsOutput};
@@ -19,34 +17,12 @@ use busway_aws::eventbridge::{
 use busway_core::envelope::{BusEvent, enrich};
 use busway_core::ports::{Bucket, Bus, ObjectStore};
 use busway_core::{Application, EventTypeName, Version};
+use busway_tests::memory::MemoryObjects;
 use serde_json::{Value, json};
 
 const BUS: &str = "test.custom.events.bus";
 const BACKUP_BUCKET: &str = "test-event-schemas-backup-bucket-111111111111";
 const ATTEMPTS: u32 = 4;
-
-#[derive(Default)]
-struct MemoryObjects(Mutex<HashMap<(Bucket, String), Vec<u8>>>);
-
-#[async_trait]
-impl ObjectStore for MemoryObjects {
-    async fn put_object(&self, bucket: Bucket, key: &str, body: Vec<u8>) -> anyhow::Result<()> {
-        self.0
-            .lock()
-            .expect("objects lock")
-            .insert((bucket, key.to_string()), body);
-        Ok(())
-    }
-
-    async fn get_object(&self, bucket: Bucket, key: &str) -> anyhow::Result<Option<Vec<u8>>> {
-        Ok(self
-            .0
-            .lock()
-            .expect("objects lock")
-            .get(&(bucket, key.to_string()))
-            .cloned())
-    }
-}
 
 type Requests = Arc<Mutex<Vec<Vec<PutEventsRequestEntry>>>>;
 type Answer = MockResponse<PutEventsOutput, PutEventsError>;
@@ -329,7 +305,7 @@ async fn an_entry_of_exactly_256_kb_goes_on_the_bus_whole() {
     let at_limit = event_of_size(0, MAX_ENTRY_BYTES);
     bus.put_events(vec![at_limit.clone()]).await.expect("put");
     assert_eq!(detail(&requests(&log)[0][0]), at_limit.detail);
-    assert!(objects.0.lock().expect("objects lock").is_empty());
+    assert!(objects.is_empty());
 }
 
 #[tokio::test]

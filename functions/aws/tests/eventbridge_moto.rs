@@ -3,9 +3,8 @@
 //! the matching events, as busway puts them.
 
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
-use async_trait::async_trait;
 use aws_sdk_eventbridge::types::Target;
 use aws_sdk_sqs::types::QueueAttributeName;
 use busway_aws::eventbridge::{ClaimChecks, EventBridgeBus, MAX_ENTRY_BYTES};
@@ -13,33 +12,11 @@ use busway_core::envelope::{BusEvent, enrich};
 use busway_core::ports::{Bucket, Bus, ObjectStore};
 use busway_core::subscription::{ConsumerConnection, RetryPolicy, Subscription, SubscriptionState};
 use busway_core::{Application, EventTypeName, Version};
+use busway_tests::memory::MemoryObjects;
 use busway_tests::moto::{self, Moto};
 use serde_json::{Value, json};
 
 const BUS: &str = "test.custom.events.bus";
-
-#[derive(Default)]
-struct MemoryObjects(Mutex<HashMap<(Bucket, String), Vec<u8>>>);
-
-#[async_trait]
-impl ObjectStore for MemoryObjects {
-    async fn put_object(&self, bucket: Bucket, key: &str, body: Vec<u8>) -> anyhow::Result<()> {
-        self.0
-            .lock()
-            .expect("objects lock")
-            .insert((bucket, key.to_string()), body);
-        Ok(())
-    }
-
-    async fn get_object(&self, bucket: Bucket, key: &str) -> anyhow::Result<Option<Vec<u8>>> {
-        Ok(self
-            .0
-            .lock()
-            .expect("objects lock")
-            .get(&(bucket, key.to_string()))
-            .cloned())
-    }
-}
 
 fn event(application: &str, version: u32, target: &str, id: &str, data: Value) -> BusEvent {
     let application: Application = application.parse().expect("application");

@@ -3,11 +3,8 @@
 
 mod support;
 
-use std::collections::HashMap;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex, PoisonError};
-
-use async_trait::async_trait;
 
 use aws_sdk_codebuild::operation::batch_get_builds::{BatchGetBuildsError, BatchGetBuildsOutput};
 use aws_sdk_codebuild::types::{Build, BuildPhase, BuildPhaseType, LogsLocation, StatusType};
@@ -21,48 +18,11 @@ use busway_core::ports::{Bucket, DeploymentStore, ObjectStore};
 use busway_core::provisioning::Provisioner;
 use busway_local::store::SqliteStore;
 use busway_provisioner::{Handler, NOT_STARTED, Request};
+use busway_tests::memory::MemoryObjects;
 use serde_json::{Value, json};
 use support::{buckets, s3_notification};
 
 const MACHINE: &str = "arn:aws:states:eu-west-1:123456789012:stateMachine:dev-busway-provisioning";
-
-/// Objects in memory; `fail` makes every call fail as an unreachable S3 would.
-#[derive(Default)]
-struct MemoryObjects {
-    objects: Mutex<HashMap<(Bucket, String), Vec<u8>>>,
-    fail: AtomicBool,
-}
-
-impl MemoryObjects {
-    fn check(&self) -> anyhow::Result<()> {
-        if self.fail.load(Ordering::SeqCst) {
-            anyhow::bail!("S3 is unreachable");
-        }
-        Ok(())
-    }
-}
-
-#[async_trait]
-impl ObjectStore for MemoryObjects {
-    async fn put_object(&self, bucket: Bucket, key: &str, body: Vec<u8>) -> anyhow::Result<()> {
-        self.check()?;
-        self.objects
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .insert((bucket, key.to_string()), body);
-        Ok(())
-    }
-
-    async fn get_object(&self, bucket: Bucket, key: &str) -> anyhow::Result<Option<Vec<u8>>> {
-        self.check()?;
-        Ok(self
-            .objects
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .get(&(bucket, key.to_string()))
-            .cloned())
-    }
-}
 
 struct Setup {
     handler: Handler,

@@ -25,6 +25,52 @@ fn unique(prefix: &str) -> String {
     )
 }
 
+/// A new table with the keys and indexes of the platform's.
+pub async fn table(dynamodb: &aws_sdk_dynamodb::Client) -> String {
+    let table = unique("busway-table");
+    DynamoStore::create_table(dynamodb, &table)
+        .await
+        .expect("the table is created");
+    table
+}
+
+/// The seed's three buckets under new names, versioned as infra makes them.
+pub async fn versioned_buckets(s3: &aws_sdk_s3::Client) -> BucketNames {
+    use aws_sdk_s3::types::{
+        BucketLocationConstraint, BucketVersioningStatus, CreateBucketConfiguration,
+        VersioningConfiguration,
+    };
+    let buckets = BucketNames {
+        schema_backup: unique("backup"),
+        publisher: unique("publisher"),
+        subscriber: unique("subscriber"),
+    };
+    for bucket in Bucket::ALL {
+        let name = buckets.name(bucket);
+        s3.create_bucket()
+            .bucket(name)
+            .create_bucket_configuration(
+                CreateBucketConfiguration::builder()
+                    .location_constraint(BucketLocationConstraint::from(moto::REGION))
+                    .build(),
+            )
+            .send()
+            .await
+            .expect("the bucket is created");
+        s3.put_bucket_versioning()
+            .bucket(name)
+            .versioning_configuration(
+                VersioningConfiguration::builder()
+                    .status(BucketVersioningStatus::Enabled)
+                    .build(),
+            )
+            .send()
+            .await
+            .expect("versioning is on");
+    }
+    buckets
+}
+
 impl Account {
     pub async fn new() -> Account {
         let endpoint = moto::endpoint().await.to_string();
@@ -33,42 +79,8 @@ impl Account {
         let s3 = moto::s3(&sdk);
         let events = aws_sdk_eventbridge::Client::new(&sdk);
         let sqs = aws_sdk_sqs::Client::new(&sdk);
-        let table = unique("busway-table");
-        DynamoStore::create_table(&dynamodb, &table)
-            .await
-            .expect("the table is created");
-        let buckets = BucketNames {
-            schema_backup: unique("backup"),
-            publisher: unique("publisher"),
-            subscriber: unique("subscriber"),
-        };
-        for bucket in Bucket::ALL {
-            use aws_sdk_s3::types::{
-                BucketLocationConstraint, BucketVersioningStatus, CreateBucketConfiguration,
-                VersioningConfiguration,
-            };
-            let name = buckets.name(bucket);
-            s3.create_bucket()
-                .bucket(name)
-                .create_bucket_configuration(
-                    CreateBucketConfiguration::builder()
-                        .location_constraint(BucketLocationConstraint::from(moto::REGION))
-                        .build(),
-                )
-                .send()
-                .await
-                .expect("the bucket is created");
-            s3.put_bucket_versioning()
-                .bucket(name)
-                .versioning_configuration(
-                    VersioningConfiguration::builder()
-                        .status(BucketVersioningStatus::Enabled)
-                        .build(),
-                )
-                .send()
-                .await
-                .expect("versioning is on");
-        }
+        let table = table(&dynamodb).await;
+        let buckets = versioned_buckets(&s3).await;
         let bus_name = unique("custom.events.bus");
         events
             .create_event_bus()
