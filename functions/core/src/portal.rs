@@ -478,11 +478,14 @@ impl Portal {
             .ok_or_else(|| PortalError::NotFound(format!("subscription {id}")))
     }
 
-    /// The subscription's delivery counts and last error; `None` on a host that keeps none.
-    pub async fn delivery_stats(&self, id: &str) -> Result<Option<DeliveryStats>, PortalError> {
-        self.subscription(id).await?;
+    /// The delivery counts and last error of a subscription read with `subscription`; `None` on
+    /// a host that keeps none.
+    pub async fn delivery_stats(
+        &self,
+        subscription: &Subscription,
+    ) -> Result<Option<DeliveryStats>, PortalError> {
         match &self.deliveries {
-            Some(d) => Ok(Some(d.stats(id).await?)),
+            Some(d) => Ok(Some(d.stats(&subscription.id).await?)),
             None => Ok(None),
         }
     }

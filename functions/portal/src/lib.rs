@@ -251,8 +251,9 @@ async fn get_subscription(
 ) -> Result<Json<Value>> {
     let id = path(p)?;
     let subscription = portal.subscription(&id).await?;
+    let stats = portal.delivery_stats(&subscription).await?;
     let mut value = json!(subscription);
-    if let (Some(obj), Some(stats)) = (value.as_object_mut(), portal.delivery_stats(&id).await?) {
+    if let (Some(obj), Some(stats)) = (value.as_object_mut(), stats) {
         obj.insert("delivery".into(), json!(stats));
     }
     Ok(Json(value))
