@@ -2,7 +2,7 @@
 //! against its queue's event version, the valid ones go on the bus, and the answer names exactly
 //! the messages SQS must deliver again.
 
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 
 use async_trait::async_trait;
 use busway_core::envelope::BusEvent;
@@ -68,7 +68,7 @@ async fn registered() -> (Broker, SqliteStore) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn only_the_messages_that_did_not_reach_the_bus_are_named() {
     let (busway, store) = registered().await;
-    let bus = RecordingBus::default();
+    let bus = Arc::new(RecordingBus::default());
     let mut spoofed = v1_envelope("u3");
     spoofed["metadata"]["application"] = json!("someone_else");
     let batch = vec![
@@ -93,8 +93,13 @@ async fn only_the_messages_that_did_not_reach_the_bus_are_named() {
         message("refused", QUEUE, &v1_envelope("refused")),
     ];
 
-    let routes = LiveRoutes::default();
-    let failed = handle_batch(&routes, Some(&store), &bus, batch).await;
+    let routes = Arc::new(LiveRoutes::default());
+    let broker = busway_injector::Broker {
+        routes: routes.clone(),
+        store: Some(Arc::new(store)),
+        bus: bus.clone(),
+    };
+    let failed = handle_batch(&broker, batch).await;
 
     assert_eq!(
         failed,
@@ -145,7 +150,12 @@ async fn a_bus_that_refuses_the_call_fails_every_valid_message() {
         message("b", QUEUE, &json!({"metadata": {}})),
         message("c", QUEUE, &v1_envelope("u4")),
     ];
-    let failed = handle_batch(&LiveRoutes::default(), Some(&store), &bus, batch).await;
+    let broker = busway_injector::Broker {
+        routes: Arc::new(LiveRoutes::default()),
+        store: Some(Arc::new(store)),
+        bus: Arc::new(bus),
+    };
+    let failed = handle_batch(&broker, batch).await;
     assert_eq!(failed, ["b", "a", "c"]);
     busway.stop().await;
 }

@@ -70,12 +70,12 @@ fn bench(c: &mut Criterion) {
     let rt = tokio::runtime::Builder::new_current_thread()
         .build()
         .expect("a runtime");
-    let routes = routes();
-    let app = router(Broker {
-        routes: routes.clone(),
+    let broker = Broker {
+        routes: routes(),
         store: None,
         bus: Arc::new(NullBus),
-    });
+    };
+    let app = router(broker.clone());
     let event = apigw_event();
     let mut group = c.benchmark_group("injector_cpu");
     group.throughput(Throughput::Elements(1));
@@ -105,12 +105,7 @@ fn bench(c: &mut Criterion) {
     group.throughput(Throughput::Elements(10));
     group.bench_function("sqs_batch_of_10", |b| {
         b.iter(|| {
-            let failed = rt.block_on(handle_batch(
-                &routes,
-                None,
-                &NullBus,
-                black_box(batch.clone()),
-            ));
+            let failed = rt.block_on(handle_batch(&broker, black_box(batch.clone())));
             assert!(failed.is_empty());
         })
     });

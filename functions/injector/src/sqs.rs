@@ -7,8 +7,10 @@
 
 use busway_core::deploy::parse_producer_queue_name;
 use busway_core::ingest::{self, LiveRoutes};
-use busway_core::ports::{Bus, EventStore};
+use busway_core::ports::EventStore;
 use tracing::warn;
+
+use crate::Broker;
 
 /// One SQS message, as the Lambda event carries it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -19,13 +21,10 @@ pub struct Message {
     pub body: String,
 }
 
-/// Publishes a batch; returns the ids of the messages that were not put on the bus.
-pub async fn handle_batch(
-    routes: &LiveRoutes,
-    store: Option<&dyn EventStore>,
-    bus: &dyn Bus,
-    messages: Vec<Message>,
-) -> Vec<String> {
+/// Publishes a batch through the broker's routes and bus; returns the ids of the messages that
+/// were not put on the bus.
+pub async fn handle_batch(broker: &Broker, messages: Vec<Message>) -> Vec<String> {
+    let (routes, store) = (broker.routes.as_ref(), broker.store.as_deref());
     let mut failed = Vec::new();
     let mut ready = Vec::new();
     for m in messages {
@@ -41,7 +40,7 @@ pub async fn handle_batch(
         return failed;
     }
     let (ids, events): (Vec<_>, Vec<_>) = ready.into_iter().unzip();
-    match bus.put_events(events).await {
+    match broker.bus.put_events(events).await {
         Ok(results) => {
             for (i, id) in ids.into_iter().enumerate() {
                 match results.get(i) {
