@@ -6,7 +6,11 @@
 use std::sync::Arc;
 
 use anyhow::Context;
-use aws_config::{BehaviorVersion, SdkConfig};
+use aws_config::environment::EnvironmentVariableCredentialsProvider;
+use aws_config::{BehaviorVersion, Region, SdkConfig};
+use aws_credential_types::provider::SharedCredentialsProvider;
+use aws_smithy_http_client::tls;
+use aws_smithy_runtime_api::client::http::SharedHttpClient;
 
 use crate::config::Config;
 use crate::eventbridge::{ClaimChecks, EventBridgeBus};
@@ -27,11 +31,35 @@ fn env(name: &str) -> anyhow::Result<String> {
 }
 
 impl Host {
-    /// Reads the configuration; no request is sent until an adapter is used.
+    /// For commands run by a person: aws-config's default chains (environment, profile files,
+    /// IMDS, container and web-identity credentials). No request is sent until an adapter is used.
     pub async fn from_env() -> anyhow::Result<Self> {
         Ok(Self {
             config: Config::from_env()?,
-            sdk: aws_config::load_defaults(BehaviorVersion::latest()).await,
+            sdk: aws_config::defaults(BehaviorVersion::latest())
+                .http_client(https_client())
+                .load()
+                .await,
+        })
+    }
+
+    /// In a Lambda function, whose runtime sets the region and the role's credentials as
+    /// environment variables: only those are read. The default chains never apply there, and
+    /// leaving them out keeps them (and the STS client they carry) out of every function binary.
+    pub fn for_lambda() -> anyhow::Result<Self> {
+        let mut sdk = SdkConfig::builder()
+            .behavior_version(BehaviorVersion::latest())
+            .region(Region::new(env("AWS_REGION")?))
+            .credentials_provider(SharedCredentialsProvider::new(
+                EnvironmentVariableCredentialsProvider::new(),
+            ))
+            .http_client(https_client());
+        if let Ok(endpoint) = std::env::var("AWS_ENDPOINT_URL") {
+            sdk = sdk.endpoint_url(endpoint);
+        }
+        Ok(Self {
+            config: Config::from_env()?,
+            sdk: sdk.build(),
         })
     }
 
@@ -77,6 +105,16 @@ impl Host {
             claim_checks,
         )))
     }
+}
+
+/// HTTPS on rustls with ring, for every client. The SDK's default client uses aws-lc-rs, which
+/// would make each Lambda binary megabytes larger.
+pub fn https_client() -> SharedHttpClient {
+    aws_smithy_http_client::Builder::new()
+        .tls_provider(tls::Provider::Rustls(
+            tls::rustls_provider::CryptoMode::Ring,
+        ))
+        .build_https()
 }
 
 /// Logs for CloudWatch: no colours, no timestamps (Lambda adds them), `RUST_LOG` filters

@@ -13,7 +13,7 @@ use lambda_runtime::{LambdaEvent, service_fn};
 #[tokio::main]
 async fn main() -> Result<(), lambda_runtime::Error> {
     busway_aws::host::init_logging();
-    let host = Host::from_env().await?;
+    let host = Host::for_lambda()?;
     let config = Config::from_env()?;
     let sdk = host.sdk();
     let store = host.store();

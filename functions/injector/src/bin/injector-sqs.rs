@@ -36,7 +36,7 @@ async fn handle(broker: &Broker, event: SqsEvent) -> SqsBatchResponse {
 #[tokio::main]
 async fn main() -> Result<(), lambda_runtime::Error> {
     busway_aws::host::init_logging();
-    let host = Host::from_env().await?;
+    let host = Host::for_lambda()?;
     let broker = Arc::new(Broker {
         routes: Arc::new(LiveRoutes::default()),
         store: Some(host.store()),

@@ -12,7 +12,7 @@ use busway_injector::Broker;
 #[tokio::main]
 async fn main() -> Result<(), lambda_http::Error> {
     busway_aws::host::init_logging();
-    let host = Host::from_env().await?;
+    let host = Host::for_lambda()?;
     let broker = Broker {
         routes: Arc::new(LiveRoutes::default()),
         store: Some(host.store()),

@@ -9,7 +9,7 @@ use busway_core::portal::Portal;
 #[tokio::main]
 async fn main() -> Result<(), lambda_http::Error> {
     busway_aws::host::init_logging();
-    let host = Host::from_env().await?;
+    let host = Host::for_lambda()?;
     let store = host.store();
     let portal = Portal {
         store: store.clone(),
