@@ -5,7 +5,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Mutex, PoisonError};
 
 use async_trait::async_trait;
-use busway_core::ports::{Bucket, ObjectStore};
+use busway_core::ports::{Bucket, ObjectStore, check_object_key};
 
 /// Objects in memory; `fail` makes every call fail as an unreachable S3 would.
 #[derive(Default)]
@@ -34,6 +34,7 @@ impl MemoryObjects {
 impl ObjectStore for MemoryObjects {
     async fn put_object(&self, bucket: Bucket, key: &str, body: Vec<u8>) -> anyhow::Result<()> {
         self.check()?;
+        check_object_key(key)?;
         self.objects
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
@@ -43,6 +44,7 @@ impl ObjectStore for MemoryObjects {
 
     async fn get_object(&self, bucket: Bucket, key: &str) -> anyhow::Result<Option<Vec<u8>>> {
         self.check()?;
+        check_object_key(key)?;
         Ok(self
             .objects
             .lock()

@@ -162,10 +162,25 @@ pub fn schema_backup_key(event_type: &EventTypeName, version: Version) -> String
     format!("{event_type}/{version}/schema.json")
 }
 
+/// The object keys every object store accepts. S3 itself takes `..` and empty segments, but such
+/// a key would be another path on a disk: the embedded store's folders, or anyone's copy of a
+/// bucket.
+pub fn check_object_key(key: &str) -> anyhow::Result<()> {
+    let safe = !key.is_empty()
+        && key
+            .split('/')
+            .all(|seg| !seg.is_empty() && seg != "." && seg != ".." && !seg.contains('\\'));
+    if !safe {
+        anyhow::bail!("unsafe object key {key:?}");
+    }
+    Ok(())
+}
+
 /// Object storage (S3 on AWS). Writing to the publisher or subscriber bucket starts a deployment,
 /// as the S3 notification does.
 #[async_trait]
 pub trait ObjectStore: Send + Sync + 'static {
+    /// Refuses a key `check_object_key` refuses.
     async fn put_object(&self, bucket: Bucket, key: &str, body: Vec<u8>) -> anyhow::Result<()>;
     async fn get_object(&self, bucket: Bucket, key: &str) -> anyhow::Result<Option<Vec<u8>>>;
 }

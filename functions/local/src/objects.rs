@@ -5,9 +5,9 @@
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use anyhow::{Context, bail};
+use anyhow::Context;
 use async_trait::async_trait;
-use busway_core::ports::{Bucket, ObjectStore, ProvisioningStarter};
+use busway_core::ports::{Bucket, ObjectStore, ProvisioningStarter, check_object_key};
 
 /// Environment prefix of the local bucket names (`local-publisher-components-bucket`).
 pub const LOCAL_ENV: &str = "local";
@@ -27,13 +27,7 @@ impl FolderObjectStore {
     }
 
     fn path(&self, bucket: Bucket, key: &str) -> anyhow::Result<PathBuf> {
-        let safe = !key.is_empty()
-            && key
-                .split('/')
-                .all(|seg| !seg.is_empty() && seg != "." && seg != ".." && !seg.contains('\\'));
-        if !safe {
-            bail!("unsafe object key {key:?}");
-        }
+        check_object_key(key)?;
         Ok(bucket_dir(&self.root, bucket).join(key))
     }
 }
