@@ -35,6 +35,7 @@ bench:
 	for n in 1 100 1000; do $(CARGO) bench -p busway-local --bench ingest -- --mode e2e --subscriptions $$n --seconds 8; done
 	$(CARGO) bench -p busway-pattern
 	$(CARGO) bench -p busway-injector --bench handler
+	$(CARGO) bench -p busway-injector --bench handler --profile lambda
 	scripts/build-lambdas.sh
 	$(CARGO) bench -p busway-tests --bench lambda
 
