@@ -2,7 +2,8 @@
 //! the portal on the DynamoDB and S3 adapters registers an event type and a subscription (items in
 //! the table, the schema backup and both deploy.json files in S3), a rule made from the
 //! consumer's deploy.json routes the bus to a queue, and the broker on the EventBridge adapter
-//! puts events on the custom bus: the queue receives exactly the matching ones. moto has no
+//! puts events on the custom bus: the queue receives exactly the matching ones. The adapters are
+//! made by `Host::for_lambda_from`, from the environment a Lambda function of busway gets. moto has no
 //! Schema Registry, so the registry here is the embedded one (the AWS adapter's tests mock it).
 
 #[allow(dead_code)]
@@ -12,6 +13,7 @@ use std::sync::Arc;
 
 use axum::body::Body;
 use axum::http::{Request, StatusCode};
+use busway_aws::host::Host;
 use busway_core::ingest::LiveRoutes;
 use busway_core::portal::Portal;
 use busway_core::ports::{Bucket, EventStore};
@@ -46,12 +48,17 @@ async fn an_event_type_registered_through_the_portal_routes_matching_events_to_t
     let account = Account::new().await;
     let registry_dir = tempfile::tempdir().expect("a temp dir");
     let registry = SqliteStore::open(&registry_dir.path().join("registry.db")).expect("a registry");
-    let store = Arc::new(account.store());
+    // The adapters come from the wiring the Lambda functions use, given a function's environment.
+    let env = account.lambda_env();
+    let host =
+        Host::for_lambda_from(|name| env.iter().find(|(n, _)| *n == name).map(|(_, v)| v.clone()))
+            .expect("the Lambda environment is complete");
+    let store = host.store();
     let portal = busway_portal::router(Arc::new(Portal {
         store: store.clone(),
         deployments: store.clone(),
         registry: Arc::new(registry),
-        objects: Arc::new(account.objects()),
+        objects: host.objects(),
         deliveries: None,
     }));
 
@@ -108,7 +115,7 @@ async fn an_event_type_registered_through_the_portal_routes_matching_events_to_t
     let broker = busway_injector::router(Broker {
         routes: Arc::new(LiveRoutes::default()),
         store: Some(store.clone()),
-        bus: Arc::new(account.bus()),
+        bus: host.bus().expect("the bus is configured"),
     });
     let mut published = Vec::new();
     for target in ["u2", "u3", "u2"] {

@@ -20,7 +20,7 @@ impl Config {
         Self::from_lookup(|key| std::env::var(key).ok())
     }
 
-    fn from_lookup(lookup: impl Fn(&str) -> Option<String>) -> anyhow::Result<Self> {
+    pub fn from_lookup(lookup: impl Fn(&str) -> Option<String>) -> anyhow::Result<Self> {
         let get = |key: &str| lookup(key).with_context(|| format!("{key} is not set"));
         Ok(Self {
             table_name: get(TABLE_NAME)?,

@@ -6,8 +6,8 @@
 use std::sync::Arc;
 
 use anyhow::Context;
-use aws_config::environment::EnvironmentVariableCredentialsProvider;
 use aws_config::{BehaviorVersion, Region, SdkConfig};
+use aws_credential_types::Credentials;
 use aws_credential_types::provider::SharedCredentialsProvider;
 use aws_smithy_http_client::tls;
 use aws_smithy_runtime_api::client::http::SharedHttpClient;
@@ -24,10 +24,17 @@ pub const BUS_NAME: &str = "BUSWAY_BUS_NAME";
 pub struct Host {
     pub config: Config,
     sdk: SdkConfig,
+    /// The variables only some functions need, checked when their adapter is made.
+    bus_name: Option<String>,
+    registry_name: Option<String>,
 }
 
-fn env(name: &str) -> anyhow::Result<String> {
-    std::env::var(name).with_context(|| format!("{name} is not set"))
+fn env(name: &str) -> Option<String> {
+    std::env::var(name).ok()
+}
+
+fn required(name: &str, value: &Option<String>) -> anyhow::Result<String> {
+    value.clone().with_context(|| format!("{name} is not set"))
 }
 
 impl Host {
@@ -40,26 +47,42 @@ impl Host {
                 .http_client(https_client())
                 .load()
                 .await,
+            bus_name: env(BUS_NAME),
+            registry_name: env(REGISTRY_NAME),
         })
     }
 
     /// In a Lambda function, whose runtime sets the region and the role's credentials as
-    /// environment variables: only those are read. The default chains never apply there, and
+    /// environment variables: only those are read, once (they hold for the execution
+    /// environment's life). The default chains never apply there, and
     /// leaving them out keeps them (and the STS client they carry) out of every function binary.
     pub fn for_lambda() -> anyhow::Result<Self> {
+        Self::for_lambda_from(env)
+    }
+
+    /// `for_lambda` with the variables from `lookup` (the tests give a function's environment).
+    pub fn for_lambda_from(lookup: impl Fn(&str) -> Option<String>) -> anyhow::Result<Self> {
+        let var = |name: &str| lookup(name).with_context(|| format!("{name} is not set"));
+        let credentials = Credentials::new(
+            var("AWS_ACCESS_KEY_ID")?,
+            var("AWS_SECRET_ACCESS_KEY")?,
+            lookup("AWS_SESSION_TOKEN"),
+            None,
+            "Lambda environment",
+        );
         let mut sdk = SdkConfig::builder()
             .behavior_version(BehaviorVersion::latest())
-            .region(Region::new(env("AWS_REGION")?))
-            .credentials_provider(SharedCredentialsProvider::new(
-                EnvironmentVariableCredentialsProvider::new(),
-            ))
+            .region(Region::new(var("AWS_REGION")?))
+            .credentials_provider(SharedCredentialsProvider::new(credentials))
             .http_client(https_client());
-        if let Ok(endpoint) = std::env::var("AWS_ENDPOINT_URL") {
+        if let Some(endpoint) = lookup("AWS_ENDPOINT_URL") {
             sdk = sdk.endpoint_url(endpoint);
         }
         Ok(Self {
-            config: Config::from_env()?,
+            config: Config::from_lookup(&lookup)?,
             sdk: sdk.build(),
+            bus_name: lookup(BUS_NAME),
+            registry_name: lookup(REGISTRY_NAME),
         })
     }
 
@@ -89,7 +112,7 @@ impl Host {
     pub fn registry(&self) -> anyhow::Result<Arc<EventBridgeSchemaRegistry>> {
         Ok(Arc::new(EventBridgeSchemaRegistry::new(
             aws_sdk_schemas::Client::new(&self.sdk),
-            env(REGISTRY_NAME)?,
+            required(REGISTRY_NAME, &self.registry_name)?,
         )))
     }
 
@@ -101,7 +124,7 @@ impl Host {
         };
         Ok(Arc::new(EventBridgeBus::new(
             &aws_sdk_eventbridge::Client::new(&self.sdk),
-            env(BUS_NAME)?,
+            required(BUS_NAME, &self.bus_name)?,
             claim_checks,
         )))
     }
@@ -127,4 +150,38 @@ pub fn init_logging() {
         .with_ansi(false)
         .without_time()
         .init();
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn lambda_env(name: &str) -> Option<String> {
+        let value = match name {
+            "AWS_REGION" => "eu-west-1",
+            "AWS_ACCESS_KEY_ID" => "AKIDEXAMPLE",
+            "AWS_SECRET_ACCESS_KEY" => "secret",
+            crate::config::TABLE_NAME => "table",
+            crate::config::SCHEMA_BACKUP_BUCKET => "backup",
+            crate::config::PUBLISHER_BUCKET => "publisher",
+            crate::config::SUBSCRIBER_BUCKET => "subscriber",
+            _ => return None,
+        };
+        Some(value.to_string())
+    }
+
+    #[test]
+    fn a_lambda_host_names_the_variable_it_misses() {
+        let host = Host::for_lambda_from(lambda_env).expect("the common variables are set");
+        assert_eq!(host.sdk().region().map(|r| r.as_ref()), Some("eu-west-1"));
+        assert_eq!(host.sdk().endpoint_url(), None);
+        let no_bus = host.bus().err().expect("BUSWAY_BUS_NAME is missing");
+        assert!(no_bus.to_string().contains(BUS_NAME), "{no_bus}");
+        for missing in ["AWS_REGION", "AWS_ACCESS_KEY_ID", crate::config::TABLE_NAME] {
+            let err = Host::for_lambda_from(|name| (name != missing).then(|| lambda_env(name))?)
+                .err()
+                .expect("a variable is missing");
+            assert!(err.to_string().contains(missing), "{err}");
+        }
+    }
 }
