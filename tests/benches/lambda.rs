@@ -22,8 +22,12 @@ use axum::extract::{Path as UrlPath, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode};
 use axum::routing::{get, post};
 use axum::{Router, body::Bytes};
+use busway_core::Version;
+use busway_core::deploy::producer_key;
 use busway_core::portal::Portal;
 use busway_local::store::SqliteStore;
+use busway_provisioner::STATE_MACHINE_ARN;
+use busway_tests::moto::REGION;
 use busway_tests::{seed_event, v1_envelope};
 use emulated::Account;
 use serde_json::{Value, json};
@@ -337,6 +341,21 @@ async fn main() {
         .await
         .expect("an answer");
     assert_eq!(created.status(), StatusCode::CREATED);
+    let created: Value = serde_json::from_slice(
+        &axum::body::to_bytes(created.into_body(), usize::MAX)
+            .await
+            .expect("a body"),
+    )
+    .expect("a JSON answer");
+    // The state machine's first task on the producer deploy.json the portal just wrote: reads
+    // it from S3, reads and updates the deployment in DynamoDB.
+    let validate = json!({
+        "task": "validate",
+        "deployment_id": created["deployment_id"],
+        "bucket": account.buckets.publisher,
+        "key": producer_key(&"scanned_parcel".parse().expect("a name"), Version::FIRST),
+    })
+    .to_string();
 
     let sqs_batch = json!({"Records": (0..10).map(|i| json!({
         "messageId": format!("m{i}"), "receiptHandle": "r", "body": v1_envelope("u2").to_string(),
@@ -363,9 +382,19 @@ async fn main() {
                     .is_ok_and(|v| v["batchItemFailures"].as_array().is_some_and(Vec::is_empty))
             },
         },
+        Function {
+            name: "provisioner",
+            event: validate,
+            ok: |b| serde_json::from_str::<Value>(b).is_ok_and(|v| v["kind"] == "producer"),
+        },
     ];
 
-    let env = account.lambda_env();
+    let mut env = account.lambda_env();
+    // Read at start; the validate task starts no execution.
+    env.push((
+        STATE_MACHINE_ARN,
+        format!("arn:aws:states:{REGION}:123456789012:stateMachine:unused"),
+    ));
     println!(
         "| function | zip (bytes) | binary (bytes) | cold start p50 / max (ms) | warm p50 / p99 (ms) | CPU per warm invocation (ms) | peak RSS (MiB) |"
     );
