@@ -3,8 +3,9 @@
 //! the table, the schema backup and both deploy.json files in S3), a rule made from the
 //! consumer's deploy.json routes the bus to a queue, and the broker on the EventBridge adapter
 //! puts events on the custom bus: the queue receives exactly the matching ones. The adapters are
-//! made by `Host::for_lambda_from`, from the environment a Lambda function of busway gets. moto has no
-//! Schema Registry, so the registry here is the embedded one (the AWS adapter's tests mock it).
+//! made by `Host::for_lambda_from`, from the environment a Lambda function of busway gets. moto
+//! has no Schema Registry, so the registry here is the embedded one (the AWS adapter's tests mock
+//! it).
 
 #[allow(dead_code)]
 mod support;

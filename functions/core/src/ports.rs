@@ -177,10 +177,9 @@ pub fn check_object_key(key: &str) -> anyhow::Result<()> {
 }
 
 /// Object storage (S3 on AWS). Writing to the publisher or subscriber bucket starts a deployment,
-/// as the S3 notification does.
+/// as the S3 notification does. Both calls refuse a key `check_object_key` refuses.
 #[async_trait]
 pub trait ObjectStore: Send + Sync + 'static {
-    /// Refuses a key `check_object_key` refuses.
     async fn put_object(&self, bucket: Bucket, key: &str, body: Vec<u8>) -> anyhow::Result<()>;
     async fn get_object(&self, bucket: Bucket, key: &str) -> anyhow::Result<Option<Vec<u8>>>;
 }
