@@ -28,7 +28,7 @@ unit: setup
 	$(CARGO) test --workspace --locked --no-fail-fast
 
 ## bench: the benchmarks whose figures are in docs/benchmarks.md
-bench:
+bench: setup
 	$(CARGO) bench -p busway-core --bench validation
 	$(CARGO) bench -p busway-local --bench ingest -- --mode bare --seconds 5
 	$(CARGO) bench -p busway-local --bench ingest -- --mode ingest --seconds 5

@@ -26,6 +26,6 @@ printf '%-14s %12s %12s\n' function zip binary
 for f in portal injector injector-sqs provisioner; do
   zip=target/lambda/$f/bootstrap.zip
   [ -f "$zip" ] || { echo "$zip was not built" >&2; exit 1; }
-  binary=$(unzip -Z -l "$zip" bootstrap | awk '/bootstrap$/ {print $4}')
+  binary=$(.venv/bin/python -c 'import sys, zipfile; print(zipfile.ZipFile(sys.argv[1]).getinfo("bootstrap").file_size)' "$zip")
   printf '%-14s %12s %12s\n' "$f" "$(stat -c %s "$zip")" "$binary"
 done

@@ -1,10 +1,25 @@
 #!/usr/bin/env bash
-# Installs the tools the infrastructure checks need, from the package registries only:
-# the npm packages of infra/ and cdk-app/ by `npm ci` from their committed lock files, and
-# cfn-lint and moto in the Python venv .venv/.
-# Idempotent: a step whose lock file has not changed since its last install is skipped.
+# Installs the tools the tests and benchmarks need, from the package registries only: the
+# Debian packages they call, the npm packages of infra/ and cdk-app/ by `npm ci` from their
+# committed lock files, and cfn-lint and moto in the Python venv .venv/.
+# Idempotent: a package already there, or a step whose lock file has not changed since its last
+# install, is skipped.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+
+# The venv's pip (python3-venv), curl (scripts/test-asl-moto.sh) and unzip (the Lambda
+# benchmark), from Debian's archive when missing; CI runs as root, elsewhere through sudo.
+missing=()
+python3 -c 'import ensurepip' 2>/dev/null || missing+=(python3-venv)
+command -v curl >/dev/null || missing+=(curl)
+command -v unzip >/dev/null || missing+=(unzip)
+if [ ${#missing[@]} -gt 0 ]; then
+  sudo=()
+  [ "$(id -u)" -eq 0 ] || sudo=(sudo)
+  "${sudo[@]}" apt-get update -q
+  "${sudo[@]}" env DEBIAN_FRONTEND=noninteractive \
+    apt-get install -y -q --no-install-recommends "${missing[@]}"
+fi
 
 npm_install() {
   local dir=$1
