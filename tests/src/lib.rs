@@ -4,6 +4,8 @@
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
+use busway_core::envelope::{BusEvent, enrich};
+use busway_core::{Application, EventTypeName, Version};
 use busway_local::{Config, Running};
 use serde_json::{Value, json};
 use tempfile::TempDir;
@@ -72,6 +74,21 @@ pub fn v1_envelope(target: &str) -> Value {
         "metadata": {"event_attributes": {"source": "workshop_scanner", "target": target}},
         "data": {"dest_postal_code": "1012AB", "dest_house": 42, "parcel_weight": 1.25}
     })
+}
+
+/// `envelope` as the broker puts it on the bus: a `scanned_parcel` event of `application`'s
+/// `version`, enriched now.
+pub fn bus_event(application: &str, version: u32, envelope: Value) -> BusEvent {
+    let application: Application = application.parse().expect("an application");
+    let event_type: EventTypeName = "scanned_parcel".parse().expect("an event type");
+    let version = Version::new(version).expect("a version");
+    enrich(
+        envelope,
+        &application,
+        &event_type,
+        version,
+        busway_core::now(),
+    )
 }
 
 pub fn v2_envelope(target: &str) -> Value {

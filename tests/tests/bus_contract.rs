@@ -8,30 +8,25 @@ mod support;
 
 use std::collections::HashMap;
 
-use busway_core::envelope::{BusEvent, enrich};
+use busway_core::envelope::BusEvent;
 use busway_core::ports::Bus;
-use busway_core::{Application, EventTypeName, Version};
 use busway_local::eventlog::EventLog;
+use busway_tests::bus_event;
 use serde_json::{Value, json};
 use support::emulated::Account;
 
 const EVENTS: usize = 25;
 
 fn events() -> Vec<BusEvent> {
-    let application: Application = "parcel_tracking".parse().expect("an application");
-    let event_type: EventTypeName = "scanned_parcel".parse().expect("an event type");
     (0..EVENTS)
         .map(|i| {
-            let envelope = json!({
-                "metadata": {"event_attributes": {"source": "scanner", "target": format!("u{i}")}},
-                "data": {"dest_postal_code": "1234AB", "dest_house": i, "parcel_weight": 1.5}
-            });
-            enrich(
-                envelope,
-                &application,
-                &event_type,
-                Version::FIRST,
-                busway_core::now(),
+            bus_event(
+                "parcel_tracking",
+                1,
+                json!({
+                    "metadata": {"event_attributes": {"source": "scanner", "target": format!("u{i}")}},
+                    "data": {"dest_postal_code": "1234AB", "dest_house": i, "parcel_weight": 1.5}
+                }),
             )
         })
         .collect()

@@ -14,9 +14,9 @@ use aws_smithy_types::body::SdkBody;
 use busway_aws::eventbridge::{
     Backoff, ClaimChecks, EventBridgeBus, MAX_ENTRY_BYTES, claim_check_key, entry_size,
 };
-use busway_core::envelope::{BusEvent, enrich};
+use busway_core::envelope::BusEvent;
 use busway_core::ports::{Bucket, Bus, ObjectStore};
-use busway_core::{Application, EventTypeName, Version};
+use busway_tests::bus_event;
 use busway_tests::memory::MemoryObjects;
 use serde_json::{Value, json};
 
@@ -99,18 +99,13 @@ fn http_error(status: u16, error_type: &str) -> Answer {
 }
 
 fn event(n: usize, data: Value) -> BusEvent {
-    let application: Application = "parcels".parse().expect("application");
-    let event_type: EventTypeName = "scanned_parcel".parse().expect("event type");
-    let envelope = json!({
-        "metadata": {"event_attributes": {"source": "scanner", "target": "u2"}, "event_id": format!("e-{n}")},
-        "data": data,
-    });
-    enrich(
-        envelope,
-        &application,
-        &event_type,
-        Version::FIRST,
-        busway_core::now(),
+    bus_event(
+        "parcels",
+        1,
+        json!({
+            "metadata": {"event_attributes": {"source": "scanner", "target": "u2"}, "event_id": format!("e-{n}")},
+            "data": data,
+        }),
     )
 }
 

@@ -8,10 +8,11 @@ use std::sync::Arc;
 use aws_sdk_eventbridge::types::Target;
 use aws_sdk_sqs::types::QueueAttributeName;
 use busway_aws::eventbridge::{ClaimChecks, EventBridgeBus, MAX_ENTRY_BYTES};
-use busway_core::envelope::{BusEvent, enrich};
+use busway_core::envelope::BusEvent;
 use busway_core::ports::{Bucket, Bus, ObjectStore};
 use busway_core::subscription::{ConsumerConnection, RetryPolicy, Subscription, SubscriptionState};
-use busway_core::{Application, EventTypeName, Version};
+use busway_core::{Application, Version};
+use busway_tests::bus_event;
 use busway_tests::memory::MemoryObjects;
 use busway_tests::moto::{self, Moto};
 use serde_json::{Value, json};
@@ -19,15 +20,11 @@ use serde_json::{Value, json};
 const BUS: &str = "test.custom.events.bus";
 
 fn event(application: &str, version: u32, target: &str, id: &str, data: Value) -> BusEvent {
-    let application: Application = application.parse().expect("application");
-    let event_type: EventTypeName = "scanned_parcel".parse().expect("event type");
-    enrich(
+    bus_event(
+        application,
+        version,
         json!({"metadata": {"event_attributes": {"source": "scanner", "target": target}, "event_id": id},
                "data": data}),
-        &application,
-        &event_type,
-        Version::new(version).expect("version"),
-        busway_core::now(),
     )
 }
 
