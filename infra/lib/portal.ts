@@ -9,7 +9,7 @@ import { Construct } from 'constructs';
 import { stageOptions } from './api';
 import { RustFunction } from './function';
 import { acknowledgeWildcards, objects, tableAndIndexes } from './iam';
-import { ENV_VARS, Names, TABLE_INDEXES } from './names';
+import { ENV_VARS, Names, STAGES, TABLE_INDEXES } from './names';
 
 export interface PortalProps extends StackProps {
   lambdaAssets: string;
@@ -58,8 +58,6 @@ export class PortalStack extends Stack {
         [ENV_VARS.publisherBucket]: props.publisher.bucketName,
         [ENV_VARS.subscriberBucket]: props.subscriber.bucketName,
         [ENV_VARS.registryName]: this.registryName,
-        // The routes are /events, /subscriptions, ...: the stage name is not part of them.
-        AWS_LAMBDA_HTTP_IGNORE_STAGE_IN_PATH: 'true',
       },
     });
     portal.role.addToPolicy(new iam.PolicyStatement({
@@ -90,7 +88,7 @@ export class PortalStack extends Stack {
       defaultMethodOptions: { authorizationType: apigw.AuthorizationType.IAM },
       // API Gateway's account-level logging role: this stack deploys before the broker API's.
       cloudWatchRole: true,
-      deployOptions: stageOptions(this, 'api'),
+      deployOptions: stageOptions(this, STAGES.portal),
     });
     Validations.of(api).acknowledge({
       id: 'AwsSolutions-APIG2',

@@ -1,6 +1,9 @@
 //! What every busway API shares: errors as `{"error": {"code", "message", "details"}}` with the
 //! right status, JSON bodies that never turn bad input into a 5xx, and JSON 404/405 fallbacks.
 
+#[cfg(feature = "lambda")]
+pub mod lambda;
+
 use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
 use axum::extract::{FromRequest, Request};

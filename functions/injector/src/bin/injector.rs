@@ -18,5 +18,5 @@ async fn main() -> Result<(), lambda_http::Error> {
         store: Some(host.store()),
         bus: host.bus()?,
     };
-    lambda_http::run(busway_injector::router(broker)).await
+    busway_http::lambda::run(busway_injector::router(broker)).await
 }

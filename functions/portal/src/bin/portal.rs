@@ -1,5 +1,4 @@
 //! The portal Lambda: the portal router under API Gateway (REST proxy), on the AWS adapters.
-//! API Gateway's stage is not part of a route: infra sets `AWS_LAMBDA_HTTP_IGNORE_STAGE_IN_PATH`.
 
 use std::sync::Arc;
 
@@ -19,5 +18,5 @@ async fn main() -> Result<(), lambda_http::Error> {
         // EventBridge keeps deliveries: CloudWatch metrics and each rule's dead-letter queue.
         deliveries: None,
     };
-    lambda_http::run(busway_portal::router(Arc::new(portal))).await
+    busway_http::lambda::run(busway_portal::router(Arc::new(portal))).await
 }
