@@ -4,13 +4,18 @@
 export const PARAMETERS = {
   brokerApiId: 'broker-api/id',
   brokerApiRootResourceId: 'broker-api/root-resource-id',
-  brokerApiStage: 'broker-api/stage',
   injectorFunctionArn: 'injector/function-arn',
   injectorSqsFunctionArn: 'injector-sqs/function-arn',
   injectorSqsRoleArn: 'injector-sqs/role-arn',
   busName: 'bus/name',
   busArn: 'bus/arn',
 } as const;
+
+/**
+ * The API Gateway stages: infra/ deploys both APIs to them, and each producer stack redeploys the
+ * broker's to make its route live. The functions route the same under any stage name.
+ */
+export const STAGES = { portal: 'api', broker: 'live' } as const;
 
 export type PlatformParameter = keyof typeof PARAMETERS;
 

@@ -10,6 +10,7 @@ import { Construct } from 'constructs';
 import { createHash } from 'crypto';
 import { ProducerDeploy } from './deploy-config';
 import { platformValue } from './platform';
+import { STAGES } from './platform-names';
 
 export interface ProducerProps extends StackProps {
   doc: ProducerDeploy;
@@ -46,7 +47,6 @@ export class HttpsProducerStack extends Stack {
     const { doc, platformEnv } = props;
     const restApiId = platformValue(this, platformEnv, 'brokerApiId');
     const injectorArn = platformValue(this, platformEnv, 'injectorFunctionArn');
-    const stageName = platformValue(this, platformEnv, 'brokerApiStage');
 
     const model = new apigw.CfnModel(this, 'EventModel', {
       restApiId,
@@ -98,7 +98,7 @@ export class HttpsProducerStack extends Stack {
       .slice(0, 8);
     const deployment = new apigw.CfnDeployment(this, `StageDeployment${fingerprint}`, {
       restApiId,
-      stageName,
+      stageName: STAGES.broker,
       description: `${doc.event_type} v${doc.version} (${doc.deployment_id})`,
     });
     deployment.addResourceDependency(method);

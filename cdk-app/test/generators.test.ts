@@ -10,6 +10,7 @@ import { Match, Template } from 'aws-cdk-lib/assertions';
 import * as sqs from 'aws-cdk-lib/aws-sqs';
 import { parseDeployJson, DeployDoc } from '../lib/deploy-config';
 import { generate } from '../lib/generate';
+import { STAGES } from '../lib/platform-names';
 
 const FIXTURES = path.join(__dirname, 'fixtures');
 const fixture = (name: string): DeployDoc => parseDeployJson(fs.readFileSync(path.join(FIXTURES, `${name}.json`), 'utf8'));
@@ -66,10 +67,12 @@ test('an HTTPS producer gets a model, a body validator, a signed POST route to t
   t.resourceCountIs('AWS::ApiGateway::Deployment', 1);
   const deployment = Object.values(t.findResources('AWS::ApiGateway::Deployment'))[0] as any;
   assert.ok(deployment.DependsOn.some((d: string) => d.startsWith('PostEvent')), 'the stage is deployed after the route exists');
+  // The stage infra deploys the broker API to (one definition, platform-names.ts).
+  assert.equal(deployment.Properties.StageName, STAGES.broker);
   // The broker API is found through the platform's SSM parameters, never a hand-copied id.
   const params = t.toJSON().Parameters ?? {};
   const defaults = Object.values(params).map((p: any) => p.Default);
-  for (const name of ['/busway/dev/broker-api/id', '/busway/dev/injector/function-arn', '/busway/dev/broker-api/stage']) {
+  for (const name of ['/busway/dev/broker-api/id', '/busway/dev/injector/function-arn']) {
     assert.ok(defaults.includes(name), `${name} is not read`);
   }
   const types = byName(stacks, 'busway-producer-order-created');

@@ -12,7 +12,7 @@ import { Construct } from 'constructs';
 import { stageOptions } from './api';
 import { RustFunction } from './function';
 import { acknowledgeWildcards, objects, tableAndIndexes } from './iam';
-import { BROKER_STAGE, ENV_VARS, Names, parameterName, PlatformParameter } from './names';
+import { ENV_VARS, Names, parameterName, PlatformParameter, STAGES } from './names';
 
 export interface BrokerApiProps extends StackProps {
   lambdaAssets: string;
@@ -35,7 +35,7 @@ export class BrokerApiStack extends Stack {
       description: 'busway broker: POST /{event_type}/{version}, one route per deployed event version (cdk-app/)',
       endpointTypes: [apigw.EndpointType.REGIONAL],
       cloudWatchRole: false,
-      deployOptions: stageOptions(this, BROKER_STAGE),
+      deployOptions: stageOptions(this, STAGES.broker),
     });
     // A REST API deploys only with a method; this one also answers load balancers and smoke tests.
     const health = api.root.addResource('health').addMethod('GET', new apigw.MockIntegration({
@@ -60,7 +60,6 @@ export class BrokerApiStack extends Stack {
     const parameters: [PlatformParameter, string][] = [
       ['brokerApiId', api.restApiId],
       ['brokerApiRootResourceId', api.restApiRootResourceId],
-      ['brokerApiStage', api.deploymentStage.stageName],
       ['injectorFunctionArn', injector.fn.functionArn],
       ['injectorSqsFunctionArn', injectorSqs.fn.functionArn],
       // The SQS producer stacks grant this role the consumption of their own queue.

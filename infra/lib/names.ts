@@ -2,7 +2,7 @@
 // (seed/solution-architecture.md steps 1-4), `{env}-busway-*` for what the seed did not have.
 import { ENV_PATTERN } from '../../cdk-app/lib/platform-names';
 
-export { ENV_PATTERN, PARAMETERS, parameterName } from '../../cdk-app/lib/platform-names';
+export { ENV_PATTERN, PARAMETERS, parameterName, STAGES } from '../../cdk-app/lib/platform-names';
 export type { PlatformParameter } from '../../cdk-app/lib/platform-names';
 
 /** The Lambda functions (busway_core::tasks::FUNCTIONS): binary name = logical name = `--bin`. */
@@ -19,9 +19,6 @@ export const ENV_VARS = {
   busName: 'BUSWAY_BUS_NAME',
   stateMachineArn: 'BUSWAY_STATE_MACHINE_ARN',
 } as const;
-
-/** The broker API stage the producer routes are deployed to (SSM `broker-api/stage`). */
-export const BROKER_STAGE = 'live';
 
 /**
  * The table's indexes, keyed `{index}PK`/`{index}SK` (strings), as the AWS host's DynamoDB adapter

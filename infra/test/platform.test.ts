@@ -10,7 +10,7 @@ import { App } from 'aws-cdk-lib';
 import { Match, Template } from 'aws-cdk-lib/assertions';
 import * as s3 from 'aws-cdk-lib/aws-s3';
 import * as s3assets from 'aws-cdk-lib/aws-s3-assets';
-import { BROKER_STAGE, ENV_VARS, FUNCTIONS, PARAMETERS, parameterName, PlatformParameter } from '../lib/names';
+import { ENV_VARS, FUNCTIONS, PARAMETERS, parameterName, PlatformParameter, STAGES } from '../lib/names';
 import { platform } from '../lib/platform';
 import { ASL_FILE, SUBSTITUTIONS_FILE } from '../lib/provisioning';
 
@@ -162,7 +162,7 @@ const BUCKETS = [ENV_VARS.schemaBackupBucket, ENV_VARS.publisherBucket, ENV_VARS
 
 test('every function is a Rust bootstrap on provided.al2023 arm64 with exactly the environment it reads', () => {
   const expected: Record<string, [Template, string[]]> = {
-    portal: [t.portal, [ENV_VARS.tableName, ENV_VARS.schemaBackupBucket, ENV_VARS.publisherBucket, ENV_VARS.subscriberBucket, ENV_VARS.registryName, 'AWS_LAMBDA_HTTP_IGNORE_STAGE_IN_PATH']],
+    portal: [t.portal, [ENV_VARS.tableName, ENV_VARS.schemaBackupBucket, ENV_VARS.publisherBucket, ENV_VARS.subscriberBucket, ENV_VARS.registryName]],
     injector: [t.brokerApi, [ENV_VARS.busName, ENV_VARS.tableName, ...BUCKETS]],
     'injector-sqs': [t.brokerApi, [ENV_VARS.busName, ENV_VARS.tableName, ...BUCKETS]],
     provisioner: [t.provisioning, [ENV_VARS.tableName, ...BUCKETS, ENV_VARS.stateMachineArn]],
@@ -181,7 +181,6 @@ test('every function is a Rust bootstrap on provided.al2023 arm64 with exactly t
   t.portal.hasResourceProperties('AWS::Lambda::Function', {
     FunctionName: 'dev-busway-portal',
     Environment: { Variables: Match.objectLike({
-      AWS_LAMBDA_HTTP_IGNORE_STAGE_IN_PATH: 'true',
       [ENV_VARS.tableName]: { Ref: Match.stringLikeRegexp('^Events') },
       [ENV_VARS.registryName]: { 'Fn::GetAtt': [Match.stringLikeRegexp('^Registry'), 'RegistryName'] },
     }) },
@@ -215,11 +214,12 @@ test('the injectors may put events on the platform bus, write claim checks and r
   }
 });
 
-test('the provisioner may start the state machine, read deploy.json files, write deployment records and describe builds', () => {
+test('the provisioner may start the state machine, read deploy.json files and list their buckets, write deployment records and describe builds', () => {
   assertStatements(statements(t.provisioning, 'ProvisionerRole'), [
     [LOGS, [/^<ProvisionerLogs\w+\.Arn>$/]],
     [['states:StartExecution'], [ARN('states', 'stateMachine:dev-busway-provisioning')]],
     [['s3:GetObject'], [OBJECTS('publisher-components-bucket', '*/deploy.json'), OBJECTS('subscriber-components-bucket', '*/deploy.json')]],
+    [['s3:ListBucket'], [/^<import:dev-components-configuration-storage-service:ExportsOutputFnGetAttPublisher\w+Arn\w+>$/, /^<import:dev-components-configuration-storage-service:ExportsOutputFnGetAttSubscriber\w+Arn\w+>$/]],
     [['dynamodb:GetItem', 'dynamodb:Query', 'dynamodb:PutItem', 'dynamodb:UpdateItem'], TABLE_AND_INDEXES],
     [['codebuild:BatchGetBuilds'], [/^<ProducerBuild\w+\.Arn>$/, /^<ConsumerBuild\w+\.Arn>$/]],
   ]);
@@ -342,7 +342,6 @@ test('the platform writes exactly the SSM parameters the generators of cdk-app/ 
   assert.match(value(t.bus, '/busway/dev/bus/arn'), /^<Bus\w+\.Arn>$/);
   assert.match(value(t.brokerApi, '/busway/dev/broker-api/id'), /^<BrokerApi\w+>$/);
   assert.match(value(t.brokerApi, '/busway/dev/broker-api/root-resource-id'), /^<BrokerApi\w+\.RootResourceId>$/);
-  assert.match(value(t.brokerApi, '/busway/dev/broker-api/stage'), /^<BrokerApiDeploymentStage\w+>$/);
   assert.match(value(t.brokerApi, '/busway/dev/injector/function-arn'), /^<InjectorFunction\w+\.Arn>$/);
   assert.match(value(t.brokerApi, '/busway/dev/injector-sqs/function-arn'), /^<InjectorSqsFunction\w+\.Arn>$/);
   assert.match(value(t.brokerApi, '/busway/dev/injector-sqs/role-arn'), /^<InjectorSqsRole\w+\.Arn>$/);
@@ -351,7 +350,7 @@ test('the platform writes exactly the SSM parameters the generators of cdk-app/ 
 test('the broker API deploys its stage with a MOCK health check; the portal API proxies to the portal with SigV4', () => {
   t.brokerApi.hasResourceProperties('AWS::ApiGateway::RestApi', { Name: 'dev-event-broker-api', EndpointConfiguration: { Types: ['REGIONAL'] } });
   t.brokerApi.hasResourceProperties('AWS::ApiGateway::Stage', {
-    StageName: BROKER_STAGE,
+    StageName: STAGES.broker,
     AccessLogSetting: Match.objectLike({ DestinationArn: Match.anyValue() }),
     MethodSettings: [Match.objectLike({ LoggingLevel: 'INFO', DataTraceEnabled: false })],
   });
@@ -368,6 +367,7 @@ test('the broker API deploys its stage with a MOCK health check; the portal API 
     assert.equal(m.Properties.AuthorizationType, 'AWS_IAM');
     assert.equal(m.Properties.Integration.Type, 'AWS_PROXY');
   }
+  t.portal.hasResourceProperties('AWS::ApiGateway::Stage', { StageName: STAGES.portal });
   t.portal.resourceCountIs('AWS::ApiGateway::Account', 1);
   t.portal.hasOutput('PortalUrl', {});
   assert.ok(p.brokerApi.dependencies.includes(p.portal), 'the broker stage needs the account logging role the portal stack sets');
