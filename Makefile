@@ -24,8 +24,11 @@ fmt-check:
 lint:
 	$(CARGO) clippy --workspace --all-targets --all-features --locked -- -D warnings
 
+# The Lambda bins are built first, with the tests' features, so tests/tests/deployed.rs runs
+# them as infra deploys them without compiling anything twice.
 unit: setup
-	$(CARGO) test --workspace --locked --no-fail-fast
+	$(CARGO) build --workspace --all-features --locked --bins --tests
+	$(CARGO) test --workspace --all-features --locked --no-fail-fast
 
 ## bench: the benchmarks whose figures are in docs/benchmarks.md
 bench: setup

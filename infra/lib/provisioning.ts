@@ -61,6 +61,9 @@ export class ProvisioningStack extends Stack {
     const deployJsons = (['producer', 'consumer'] as const).map((k) => objects(this, names, CONFIG_BUCKET[k], `*/${DEPLOY_JSON}`));
     provisioner.role.addToPolicy(new iam.PolicyStatement({ actions: ['s3:GetObject'], resources: deployJsons.map((o) => o.arn) }));
     acknowledgeWildcards(provisioner.role, deployJsons.map((o) => o.finding), 'Deploy.json keys are made at run time from validated names; the wildcard is that key shape in the two configuration buckets.');
+    // Without it S3 answers 403 for a missing key: a deploy.json deleted before its notification
+    // is read would look forbidden, and the notification would be retried instead of skipped.
+    provisioner.role.addToPolicy(new iam.PolicyStatement({ actions: ['s3:ListBucket'], resources: [buckets.producer.bucketArn, buckets.consumer.bucketArn] }));
     // The starter writes the PENDING record and reads it back to drop repeated notifications.
     provisioner.role.addToPolicy(new iam.PolicyStatement({
       actions: ['dynamodb:GetItem', 'dynamodb:Query', 'dynamodb:PutItem', 'dynamodb:UpdateItem'],

@@ -12,146 +12,23 @@
 #[path = "../tests/support/emulated.rs"]
 mod emulated;
 
-use std::collections::{HashMap, VecDeque};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::sync::{Arc, Mutex};
+use std::process::Command;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use axum::extract::{Path as UrlPath, State};
-use axum::http::{HeaderMap, HeaderValue, StatusCode};
-use axum::routing::{get, post};
-use axum::{Router, body::Bytes};
+use axum::http::StatusCode;
 use busway_core::Version;
 use busway_core::deploy::producer_key;
 use busway_core::portal::Portal;
 use busway_local::store::SqliteStore;
 use busway_provisioner::STATE_MACHINE_ARN;
+use busway_tests::lambda::{Function as Process, api_gateway_event};
 use busway_tests::moto::REGION;
 use busway_tests::{seed_event, v1_envelope};
 use emulated::Account;
 use serde_json::{Value, json};
-use tokio::sync::Notify;
 use tower::ServiceExt;
-
-const TIMEOUT: Duration = Duration::from_secs(30);
-
-/// The Runtime API of one function instance: the invocations waiting for it and its answers.
-#[derive(Default)]
-struct Runtime {
-    pending: Mutex<VecDeque<(String, String)>>,
-    answers: Mutex<HashMap<String, (Instant, bool, String)>>,
-    queued: Notify,
-    answered: Notify,
-}
-
-async fn next(State(rt): State<Arc<Runtime>>) -> (HeaderMap, String) {
-    loop {
-        let waiting = rt.queued.notified();
-        if let Some((id, body)) = rt.pending.lock().expect("lock").pop_front() {
-            let mut headers = HeaderMap::new();
-            let deadline = std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .unwrap_or_default()
-                + TIMEOUT;
-            let header = |v: String| HeaderValue::from_str(&v).expect("a header value");
-            headers.insert("lambda-runtime-aws-request-id", header(id));
-            headers.insert(
-                "lambda-runtime-deadline-ms",
-                header(deadline.as_millis().to_string()),
-            );
-            headers.insert(
-                "lambda-runtime-invoked-function-arn",
-                header("arn:aws:lambda:eu-west-1:123456789012:function:bench".into()),
-            );
-            headers.insert(
-                "lambda-runtime-trace-id",
-                header("Root=1-00000000-000000000000000000000000".into()),
-            );
-            return (headers, body);
-        }
-        waiting.await;
-    }
-}
-
-async fn answer(rt: &Runtime, id: String, ok: bool, body: Bytes) -> StatusCode {
-    let text = String::from_utf8_lossy(&body).to_string();
-    rt.answers
-        .lock()
-        .expect("lock")
-        .insert(id, (Instant::now(), ok, text));
-    rt.answered.notify_waiters();
-    StatusCode::ACCEPTED
-}
-
-async fn response(
-    State(rt): State<Arc<Runtime>>,
-    UrlPath(id): UrlPath<String>,
-    body: Bytes,
-) -> StatusCode {
-    answer(&rt, id, true, body).await
-}
-
-async fn error(
-    State(rt): State<Arc<Runtime>>,
-    UrlPath(id): UrlPath<String>,
-    body: Bytes,
-) -> StatusCode {
-    answer(&rt, id, false, body).await
-}
-
-async fn init_error(State(rt): State<Arc<Runtime>>, body: Bytes) -> StatusCode {
-    answer(&rt, "init".into(), false, body).await
-}
-
-impl Runtime {
-    async fn serve() -> (Arc<Runtime>, String) {
-        let rt = Arc::new(Runtime::default());
-        let app = Router::new()
-            .route("/2018-06-01/runtime/invocation/next", get(next))
-            .route(
-                "/2018-06-01/runtime/invocation/{id}/response",
-                post(response),
-            )
-            .route("/2018-06-01/runtime/invocation/{id}/error", post(error))
-            .route("/2018-06-01/runtime/init/error", post(init_error))
-            .with_state(rt.clone());
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-            .await
-            .expect("a port");
-        let addr = listener.local_addr().expect("an address").to_string();
-        tokio::spawn(async move { axum::serve(listener, app).await });
-        (rt, addr)
-    }
-
-    /// Queues an invocation and waits for its answer: (when it came, success, body).
-    async fn invoke(&self, id: &str, event: &str) -> (Instant, bool, String) {
-        self.pending
-            .lock()
-            .expect("lock")
-            .push_back((id.to_string(), event.to_string()));
-        self.queued.notify_waiters();
-        let deadline = Instant::now() + TIMEOUT;
-        loop {
-            let answered = self.answered.notified();
-            let found = {
-                let answers = self.answers.lock().expect("lock");
-                if let Some(init) = answers.get("init") {
-                    panic!("the function failed to start: {}", init.2);
-                }
-                answers.get(id).cloned()
-            };
-            if let Some(a) = found {
-                return a;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "no answer to {id} within {TIMEOUT:?}"
-            );
-            let _ = tokio::time::timeout(Duration::from_millis(200), answered).await;
-        }
-    }
-}
 
 /// User + system CPU time of a process so far.
 fn cpu_time(pid: u32) -> Duration {
@@ -218,7 +95,7 @@ fn repo() -> PathBuf {
 async fn measure(
     f: &Function,
     binary: &Path,
-    env: &[(&'static str, String)],
+    env: &[(String, String)],
     runs: usize,
     warm: usize,
 ) -> Figures {
@@ -228,47 +105,35 @@ async fn measure(
         cpu_per_warm: Vec::new(),
         peak_rss_kib: Vec::new(),
     };
-    for run in 0..runs {
-        let (rt, addr) = Runtime::serve().await;
+    for _ in 0..runs {
         let started = Instant::now();
-        let mut child: Child = Command::new(binary)
-            .envs(env.iter().map(|(k, v)| (*k, v.as_str())))
-            .env("AWS_LAMBDA_RUNTIME_API", &addr)
-            .env("AWS_LAMBDA_FUNCTION_NAME", f.name)
-            .env("AWS_LAMBDA_FUNCTION_VERSION", "$LATEST")
-            .env("AWS_LAMBDA_FUNCTION_MEMORY_SIZE", "128")
-            .env(
-                "AWS_LAMBDA_LOG_GROUP_NAME",
-                format!("/aws/lambda/{}", f.name),
-            )
-            .env("AWS_LAMBDA_LOG_STREAM_NAME", "bench")
-            .env("AWS_LAMBDA_HTTP_IGNORE_STAGE_IN_PATH", "true")
-            .env("RUST_LOG", "warn")
-            .stdout(Stdio::null())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .expect("the bootstrap starts");
-        let (at, ok, body) = rt.invoke(&format!("cold-{run}"), &f.event).await;
+        let process = Process::start(f.name, binary, env).await;
+        let first = process.invoke(&f.event).await;
         assert!(
-            ok && (f.ok)(&body),
-            "{}: unexpected first answer {body}",
-            f.name
+            first.ok && (f.ok)(&first.body),
+            "{}: unexpected first answer {}",
+            f.name,
+            first.body
         );
-        figures.cold.push(at - started);
-        let cpu_before = cpu_time(child.id());
-        for i in 0..warm {
+        figures.cold.push(first.at - started);
+        let pid = process.child.id();
+        let cpu_before = cpu_time(pid);
+        for _ in 0..warm {
             let sent = Instant::now();
-            let (at, ok, body) = rt.invoke(&format!("warm-{run}-{i}"), &f.event).await;
-            assert!(ok && (f.ok)(&body), "{}: unexpected answer {body}", f.name);
-            figures.warm.push(at - sent);
+            let answer = process.invoke(&f.event).await;
+            assert!(
+                answer.ok && (f.ok)(&answer.body),
+                "{}: unexpected answer {}",
+                f.name,
+                answer.body
+            );
+            figures.warm.push(answer.at - sent);
         }
-        let cpu = cpu_time(child.id()) - cpu_before;
+        let cpu = cpu_time(pid) - cpu_before;
         figures
             .cpu_per_warm
             .push(cpu / u32::try_from(warm.max(1)).unwrap_or(u32::MAX));
-        figures.peak_rss_kib.push(peak_rss_kib(child.id()));
-        child.kill().expect("the bootstrap stops");
-        child.wait().expect("the bootstrap exits");
+        figures.peak_rss_kib.push(peak_rss_kib(pid));
     }
     figures
 }
@@ -283,21 +148,9 @@ fn ms(d: Duration) -> String {
     format!("{:.1}", d.as_secs_f64() * 1000.0)
 }
 
-/// An API Gateway REST proxy event for `method path` with `body`, from the portal's fixture.
+/// An API Gateway REST proxy event of a route on the stage infra names (`live`, `api`).
 fn apigw(method: &str, path: &str, body: Option<&Value>) -> String {
-    let mut event: Value = serde_json::from_str(include_str!(
-        "../../functions/portal/tests/fixtures/apigw_rest_get_event.json"
-    ))
-    .expect("the fixture is JSON");
-    event["httpMethod"] = json!(method);
-    event["path"] = json!(path);
-    event["resource"] = json!(path);
-    event["pathParameters"] = Value::Null;
-    event["requestContext"]["httpMethod"] = json!(method);
-    event["requestContext"]["resourcePath"] = json!(path);
-    event["requestContext"]["path"] = json!(format!("/live{path}"));
-    event["body"] = body.map_or(Value::Null, |b| json!(b.to_string()));
-    event.to_string()
+    api_gateway_event("live", method, path, path, &[], body)
 }
 
 fn status_is(body: &str, expected: u64) -> bool {
@@ -389,12 +242,17 @@ async fn main() {
         },
     ];
 
-    let mut env = account.lambda_env();
+    let mut env: Vec<(String, String)> = account
+        .lambda_env()
+        .into_iter()
+        .map(|(k, v)| (k.to_string(), v))
+        .collect();
     // Read at start; the validate task starts no execution.
     env.push((
-        STATE_MACHINE_ARN,
+        STATE_MACHINE_ARN.to_string(),
         format!("arn:aws:states:{REGION}:123456789012:stateMachine:unused"),
     ));
+    env.push(("RUST_LOG".to_string(), "warn".to_string()));
     println!(
         "| function | zip (bytes) | binary (bytes) | cold start p50 / max (ms) | warm p50 / p99 (ms) | CPU per warm invocation (ms) | peak RSS (MiB) |"
     );

@@ -10,7 +10,11 @@ use busway_local::{Config, Running};
 use serde_json::{Value, json};
 use tempfile::TempDir;
 
+pub mod cfn;
 pub mod consumer;
+pub mod gate;
+pub mod iam;
+pub mod lambda;
 pub mod memory;
 pub mod moto;
 

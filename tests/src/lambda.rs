@@ -1,0 +1,249 @@
+//! A Lambda function's execution environment on this machine: an emulation of the Lambda Runtime
+//! API (the protocol `lambda_runtime` speaks: `GET /2018-06-01/runtime/invocation/next`,
+//! `POST .../response`, `.../error`, `init/error`) and the function's `bootstrap` started against
+//! it as a process, with the variables the Lambda service sets and nothing from the caller's
+//! shell.
+
+use std::collections::{HashMap, VecDeque};
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use axum::Router;
+use axum::body::Bytes;
+use axum::extract::{Path as UrlPath, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode};
+use axum::routing::{get, post};
+use tokio::sync::Notify;
+
+pub const TIMEOUT: Duration = Duration::from_secs(30);
+
+/// An invocation's answer: when it came, whether it succeeded, and its body (the response, or
+/// the error document with `errorType` and `errorMessage`).
+#[derive(Debug, Clone)]
+pub struct Answer {
+    pub at: Instant,
+    pub ok: bool,
+    pub body: String,
+}
+
+/// The Runtime API of one function instance: the invocations waiting for it and its answers.
+#[derive(Default)]
+pub struct Runtime {
+    pending: Mutex<VecDeque<(String, String)>>,
+    answers: Mutex<HashMap<String, Answer>>,
+    queued: Notify,
+    answered: Notify,
+}
+
+async fn next(State(rt): State<Arc<Runtime>>) -> (HeaderMap, String) {
+    loop {
+        let waiting = rt.queued.notified();
+        if let Some((id, body)) = rt.pending.lock().expect("lock").pop_front() {
+            let mut headers = HeaderMap::new();
+            let deadline = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .unwrap_or_default()
+                + TIMEOUT;
+            let header = |v: String| HeaderValue::from_str(&v).expect("a header value");
+            headers.insert("lambda-runtime-aws-request-id", header(id));
+            headers.insert(
+                "lambda-runtime-deadline-ms",
+                header(deadline.as_millis().to_string()),
+            );
+            headers.insert(
+                "lambda-runtime-invoked-function-arn",
+                header("arn:aws:lambda:eu-west-1:123456789012:function:busway".into()),
+            );
+            headers.insert(
+                "lambda-runtime-trace-id",
+                header("Root=1-00000000-000000000000000000000000".into()),
+            );
+            return (headers, body);
+        }
+        waiting.await;
+    }
+}
+
+fn answer(rt: &Runtime, id: String, ok: bool, body: Bytes) -> StatusCode {
+    let body = String::from_utf8_lossy(&body).to_string();
+    let at = Instant::now();
+    rt.answers
+        .lock()
+        .expect("lock")
+        .insert(id, Answer { at, ok, body });
+    rt.answered.notify_waiters();
+    StatusCode::ACCEPTED
+}
+
+async fn response(
+    State(rt): State<Arc<Runtime>>,
+    UrlPath(id): UrlPath<String>,
+    body: Bytes,
+) -> StatusCode {
+    answer(&rt, id, true, body)
+}
+
+async fn error(
+    State(rt): State<Arc<Runtime>>,
+    UrlPath(id): UrlPath<String>,
+    body: Bytes,
+) -> StatusCode {
+    answer(&rt, id, false, body)
+}
+
+async fn init_error(State(rt): State<Arc<Runtime>>, body: Bytes) -> StatusCode {
+    answer(&rt, "init".into(), false, body)
+}
+
+impl Runtime {
+    /// Serves a Runtime API on a port of its own; returns it with its `host:port`.
+    pub async fn serve() -> (Arc<Runtime>, String) {
+        let rt = Arc::new(Runtime::default());
+        let app = Router::new()
+            .route("/2018-06-01/runtime/invocation/next", get(next))
+            .route(
+                "/2018-06-01/runtime/invocation/{id}/response",
+                post(response),
+            )
+            .route("/2018-06-01/runtime/invocation/{id}/error", post(error))
+            .route("/2018-06-01/runtime/init/error", post(init_error))
+            .with_state(rt.clone());
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("a port");
+        let addr = listener.local_addr().expect("an address").to_string();
+        tokio::spawn(async move { axum::serve(listener, app).await });
+        (rt, addr)
+    }
+
+    /// Queues an invocation and waits for its answer. A function that failed to start (an
+    /// `init/error`, e.g. a variable it needs is missing) fails the caller with its message.
+    pub async fn invoke(&self, id: &str, event: &str) -> Answer {
+        self.pending
+            .lock()
+            .expect("lock")
+            .push_back((id.to_string(), event.to_string()));
+        self.queued.notify_waiters();
+        let deadline = Instant::now() + TIMEOUT;
+        loop {
+            let answered = self.answered.notified();
+            let found = {
+                let answers = self.answers.lock().expect("lock");
+                if let Some(init) = answers.get("init") {
+                    panic!("the function failed to start: {}", init.body);
+                }
+                answers.get(id).cloned()
+            };
+            if let Some(a) = found {
+                return a;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "no answer to {id} within {TIMEOUT:?}"
+            );
+            let _ = tokio::time::timeout(Duration::from_millis(200), answered).await;
+        }
+    }
+}
+
+/// A function's `bootstrap` running against its own Runtime API; killed when dropped.
+pub struct Function {
+    pub name: String,
+    pub runtime: Arc<Runtime>,
+    pub child: Child,
+    invocations: std::sync::atomic::AtomicUsize,
+}
+
+impl Drop for Function {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Function {
+    /// Starts `binary` as the function `name` with exactly `env` (the function's configured
+    /// variables, its credentials, region and endpoint) plus the Lambda service's own variables.
+    pub async fn start(name: &str, binary: &Path, env: &[(String, String)]) -> Function {
+        let (runtime, addr) = Runtime::serve().await;
+        let child = Command::new(binary)
+            .env_clear()
+            .envs(env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
+            .env("AWS_LAMBDA_RUNTIME_API", &addr)
+            .env("AWS_LAMBDA_FUNCTION_NAME", name)
+            .env("AWS_LAMBDA_FUNCTION_VERSION", "$LATEST")
+            .env("AWS_LAMBDA_FUNCTION_MEMORY_SIZE", "256")
+            .env("AWS_LAMBDA_LOG_GROUP_NAME", format!("/aws/lambda/{name}"))
+            .env("AWS_LAMBDA_LOG_STREAM_NAME", "test")
+            .env("_HANDLER", "bootstrap")
+            .stdout(Stdio::null())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .unwrap_or_else(|e| panic!("{} starts: {e}", binary.display()));
+        Function {
+            name: name.to_string(),
+            runtime,
+            child,
+            invocations: Default::default(),
+        }
+    }
+
+    pub async fn invoke(&self, event: &str) -> Answer {
+        let n = self
+            .invocations
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        self.runtime
+            .invoke(&format!("{}-{n}", self.name), event)
+            .await
+    }
+}
+
+/// An API Gateway REST proxy event as API Gateway sends it to a function behind `stage`: `path`
+/// without the stage, `requestContext.path` with it, `resource` the API's resource
+/// (`/{proxy+}` for the portal, `/{event_type}/{version}` for a producer route). Built on a
+/// captured event (the portal's fixture) so every field a real one has is there.
+pub fn api_gateway_event(
+    stage: &str,
+    method: &str,
+    resource: &str,
+    path: &str,
+    query: &[(&str, &str)],
+    body: Option<&serde_json::Value>,
+) -> String {
+    use serde_json::{Map, Value, json};
+    let mut event: Value = serde_json::from_str(include_str!(
+        "../../functions/portal/tests/fixtures/apigw_rest_get_event.json"
+    ))
+    .expect("the fixture is JSON");
+    event["httpMethod"] = json!(method);
+    event["path"] = json!(path);
+    event["resource"] = json!(resource);
+    event["pathParameters"] = match resource {
+        "/{proxy+}" => json!({"proxy": path.trim_start_matches('/')}),
+        _ => Value::Null,
+    };
+    event["requestContext"]["stage"] = json!(stage);
+    event["requestContext"]["httpMethod"] = json!(method);
+    event["requestContext"]["resourcePath"] = json!(resource);
+    event["requestContext"]["path"] = json!(format!("/{stage}{path}"));
+    if !query.is_empty() {
+        let single: Map<String, Value> = query
+            .iter()
+            .map(|(k, v)| (k.to_string(), json!(v)))
+            .collect();
+        let multi: Map<String, Value> = query
+            .iter()
+            .map(|(k, v)| (k.to_string(), json!([v])))
+            .collect();
+        event["queryStringParameters"] = Value::Object(single);
+        event["multiValueQueryStringParameters"] = Value::Object(multi);
+    }
+    if let Some(body) = body {
+        event["body"] = json!(body.to_string());
+        event["headers"]["Content-Type"] = json!("application/json");
+        event["multiValueHeaders"]["Content-Type"] = json!(["application/json"]);
+    }
+    event.to_string()
+}

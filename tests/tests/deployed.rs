@@ -1,0 +1,618 @@
+//! The four Lambda functions exactly as infra deploys them. `cdk synth` of infra/ gives the
+//! templates; the table, buckets, bus and state machine are made on moto server from the
+//! templates' names, key schemas and definitions; each function's `bootstrap` (the bins of this
+//! workspace, built with `--all-features`) runs under a Lambda Runtime API with only the
+//! variables its template gives it (plus the runtime's own, and the emulator's endpoint); and the
+//! seed's flow is driven with the events API Gateway, S3, Step Functions and SQS send, API Gateway
+//! events carrying each API's stage from the template. Every AWS call a function makes goes
+//! through a gate that records it and judges it against that function's role in the template.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use aws_sdk_dynamodb::types::{
+    AttributeDefinition, BillingMode, GlobalSecondaryIndex, KeySchemaElement, KeyType, Projection,
+    ProjectionType, ScalarAttributeType,
+};
+use aws_sdk_s3::types::{
+    BucketLocationConstraint, BucketVersioningStatus, CreateBucketConfiguration,
+    VersioningConfiguration,
+};
+use busway_tests::cfn::{self, Templates};
+use busway_tests::gate::{self, Record};
+use busway_tests::iam::Policy;
+use busway_tests::lambda::{Answer, Function, api_gateway_event};
+use busway_tests::moto::{self, Moto, REGION};
+use busway_tests::{seed_event, v1_envelope};
+use serde_json::{Value, json};
+
+/// The functions infra deploys (busway_core::tasks::FUNCTIONS): binary name = logical name.
+const FUNCTIONS: [&str; 4] = ["portal", "injector", "injector-sqs", "provisioner"];
+const ENV: &str = "dev";
+
+fn repo() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
+}
+
+/// The bins this workspace built beside this test (`cargo build --workspace --all-features
+/// --bins --tests`, which `make unit` runs before the tests): target/{profile}/{name}.
+fn binary(name: &str) -> PathBuf {
+    let exe = std::env::current_exe().expect("the test's path");
+    let dir = exe
+        .parent()
+        .and_then(Path::parent)
+        .expect("target/{profile}/deps/");
+    let binary = dir.join(name);
+    assert!(
+        binary.exists(),
+        "{} is missing: build the Lambda bins first (`cargo build --workspace --all-features --bins --tests`, as `make unit` does)",
+        binary.display()
+    );
+    binary
+}
+
+/// A deployed function: its process, its API Gateway stage (HTTP functions) and its name.
+struct Deployed {
+    function: Function,
+    stage: Option<String>,
+}
+
+impl Deployed {
+    async fn call(
+        &self,
+        method: &str,
+        resource: &str,
+        path: &str,
+        body: Option<&Value>,
+    ) -> (u64, Value) {
+        let stage = self.stage.as_deref().expect("an HTTP function");
+        let event = api_gateway_event(stage, method, resource, path, &[], body);
+        let answer = self.function.invoke(&event).await;
+        assert!(answer.ok, "{} failed: {}", self.function.name, answer.body);
+        let response: Value = serde_json::from_str(&answer.body).expect("a proxy response");
+        let status = response["statusCode"].as_u64().expect("a status");
+        let body = response["body"]
+            .as_str()
+            .map_or(Value::Null, |b| serde_json::from_str(b).unwrap_or(json!(b)));
+        (status, body)
+    }
+
+    async fn invoke(&self, event: &Value) -> Answer {
+        self.function.invoke(&event.to_string()).await
+    }
+}
+
+/// Makes on moto what the templates declare: tables with their keys and indexes, named buckets
+/// with their versioning, buses, and state machines with their definitions substituted.
+async fn provision(t: &Templates, sdk: &aws_config::SdkConfig) {
+    let dynamodb = aws_sdk_dynamodb::Client::new(sdk);
+    for table in t.of_kind("AWS::DynamoDB::Table") {
+        let p = t.resolve(table.stack, table.properties);
+        let keys = |schema: &Value| -> Vec<KeySchemaElement> {
+            schema
+                .as_array()
+                .expect("a key schema")
+                .iter()
+                .map(|k| {
+                    KeySchemaElement::builder()
+                        .attribute_name(k["AttributeName"].as_str().expect("a name"))
+                        .key_type(KeyType::from(k["KeyType"].as_str().expect("a key type")))
+                        .build()
+                        .expect("a key")
+                })
+                .collect()
+        };
+        let mut create = dynamodb
+            .create_table()
+            .table_name(p["TableName"].as_str().expect("a named table"))
+            .billing_mode(BillingMode::PayPerRequest)
+            .set_key_schema(Some(keys(&p["KeySchema"])));
+        for a in p["AttributeDefinitions"].as_array().expect("attributes") {
+            create = create.attribute_definitions(
+                AttributeDefinition::builder()
+                    .attribute_name(a["AttributeName"].as_str().expect("a name"))
+                    .attribute_type(ScalarAttributeType::from(
+                        a["AttributeType"].as_str().expect("a type"),
+                    ))
+                    .build()
+                    .expect("an attribute"),
+            );
+        }
+        for index in p["GlobalSecondaryIndexes"].as_array().into_iter().flatten() {
+            create = create.global_secondary_indexes(
+                GlobalSecondaryIndex::builder()
+                    .index_name(index["IndexName"].as_str().expect("an index name"))
+                    .set_key_schema(Some(keys(&index["KeySchema"])))
+                    .projection(
+                        Projection::builder()
+                            .projection_type(ProjectionType::from(
+                                index["Projection"]["ProjectionType"]
+                                    .as_str()
+                                    .expect("a projection"),
+                            ))
+                            .build(),
+                    )
+                    .build()
+                    .expect("an index"),
+            );
+        }
+        create.send().await.expect("the table is created");
+    }
+    let s3 = moto::s3(sdk);
+    for bucket in t.of_kind("AWS::S3::Bucket") {
+        if bucket.properties.get("BucketName").is_none() {
+            continue; // access-log buckets: named by CloudFormation, used by no function
+        }
+        let name = t.string(bucket, "BucketName");
+        s3.create_bucket()
+            .bucket(&name)
+            .create_bucket_configuration(
+                CreateBucketConfiguration::builder()
+                    .location_constraint(BucketLocationConstraint::from(REGION))
+                    .build(),
+            )
+            .send()
+            .await
+            .expect("the bucket is created");
+        if t.property(bucket, "VersioningConfiguration")["Status"] == "Enabled" {
+            s3.put_bucket_versioning()
+                .bucket(&name)
+                .versioning_configuration(
+                    VersioningConfiguration::builder()
+                        .status(BucketVersioningStatus::Enabled)
+                        .build(),
+                )
+                .send()
+                .await
+                .expect("versioning is on");
+        }
+    }
+    let events = aws_sdk_eventbridge::Client::new(sdk);
+    for bus in t.of_kind("AWS::Events::EventBus") {
+        events
+            .create_event_bus()
+            .name(t.string(bus, "Name"))
+            .send()
+            .await
+            .expect("the bus is created");
+    }
+    let sfn = aws_sdk_sfn::Client::new(sdk);
+    for machine in t.of_kind("AWS::StepFunctions::StateMachine") {
+        let mut definition = t.string(machine, "DefinitionString");
+        let substitutions = t.property(machine, "DefinitionSubstitutions");
+        for (key, value) in substitutions.as_object().into_iter().flatten() {
+            definition =
+                definition.replace(&format!("${{{key}}}"), value.as_str().expect("a string"));
+        }
+        assert!(
+            !definition.contains("${"),
+            "a substitution is missing: {definition}"
+        );
+        sfn.create_state_machine()
+            .name(t.string(machine, "StateMachineName"))
+            .definition(definition)
+            .role_arn(t.string(machine, "RoleArn"))
+            .send()
+            .await
+            .expect("the state machine is created");
+    }
+}
+
+/// Starts every busway function of the templates with its template environment, behind a gate
+/// judging its calls by its role.
+async fn start_functions(
+    t: &Templates,
+    account: &Arc<gate::Account>,
+) -> BTreeMap<String, Deployed> {
+    let mut deployed = BTreeMap::new();
+    for f in t.of_kind("AWS::Lambda::Function") {
+        let Some(name) = f.properties["FunctionName"]
+            .as_str()
+            .and_then(|n| n.strip_prefix(&format!("{ENV}-busway-")))
+        else {
+            continue; // aws-cdk-lib's own functions (bucket notifications)
+        };
+        let role = f.properties["Role"]["Fn::GetAtt"][0]
+            .as_str()
+            .expect("the function's role is a resource of its stack");
+        let policy = Policy::of_role(t, t.get(f.stack, role));
+        let endpoint = account.gate(name, policy).await;
+        let mut env: Vec<(String, String)> = t.property(f, "Environment")["Variables"]
+            .as_object()
+            .expect("the function's variables")
+            .iter()
+            .map(|(k, v)| {
+                (
+                    k.clone(),
+                    v.as_str().expect("a string variable").to_string(),
+                )
+            })
+            .collect();
+        // What the Lambda service gives every function: region and the role's credentials; the
+        // endpoint stands in for AWS's.
+        for (k, v) in [
+            ("AWS_REGION", REGION),
+            ("AWS_DEFAULT_REGION", REGION),
+            ("AWS_ACCESS_KEY_ID", "ASIATESTTESTTESTTEST"),
+            ("AWS_SECRET_ACCESS_KEY", "test"),
+            ("AWS_SESSION_TOKEN", "test"),
+            ("AWS_ENDPOINT_URL", &endpoint),
+        ] {
+            env.push((k.to_string(), v.to_string()));
+        }
+        let stages: Vec<String> = t
+            .of_kind("AWS::ApiGateway::Stage")
+            .filter(|s| s.stack == f.stack)
+            .map(|s| t.string(s, "StageName"))
+            .collect();
+        assert!(
+            stages.len() <= 1,
+            "{}: one API per stack: {stages:?}",
+            f.stack
+        );
+        let function = Function::start(name, &binary(name), &env).await;
+        deployed.insert(
+            name.to_string(),
+            Deployed {
+                function,
+                stage: stages.into_iter().next(),
+            },
+        );
+    }
+    let mut names: Vec<&str> = deployed.keys().map(String::as_str).collect();
+    names.sort_unstable();
+    let mut expected = FUNCTIONS.to_vec();
+    expected.sort_unstable();
+    assert_eq!(names, expected, "infra deploys exactly busway's functions");
+    deployed
+}
+
+/// An S3 notification of one object, as S3 sends it to a Lambda destination.
+fn s3_notification(bucket: &str, key: &str, version_id: Option<&str>) -> Value {
+    json!({"Records": [{
+        "eventVersion": "2.1", "eventSource": "aws:s3", "awsRegion": REGION,
+        "eventTime": "2026-11-30T09:00:00.000Z", "eventName": "ObjectCreated:Put",
+        "userIdentity": {"principalId": "AWS:AROAEXAMPLE:dev-busway-portal"},
+        "requestParameters": {"sourceIPAddress": "10.0.0.1"},
+        "responseElements": {"x-amz-request-id": "C3D13FE58DE4C810", "x-amz-id-2": "FMyUVURIY8/IgAtTv8xRjskZQpcIZ9KG4V5Wp6S7S/JRWeUWerMUE5JgHvANOjpD"},
+        "s3": {
+            "s3SchemaVersion": "1.0", "configurationId": "provisioner",
+            "bucket": {"name": bucket, "ownerIdentity": {"principalId": "A3NL1KOZZKExample"}, "arn": format!("arn:aws:s3:::{bucket}")},
+            "object": {"key": key, "size": 1024, "eTag": "d41d8cd98f00b204e9800998ecf8427e", "versionId": version_id, "sequencer": "0055AED6DCD90281E5"}
+        }
+    }]})
+}
+
+fn sqs_batch(queue_arn: &str, bodies: &[String]) -> Value {
+    json!({"Records": bodies.iter().enumerate().map(|(i, body)| json!({
+        "messageId": format!("m{i}"), "receiptHandle": format!("r{i}"), "body": body,
+        "attributes": {"ApproximateReceiveCount": "1", "SentTimestamp": "1795739400000",
+                       "SenderId": "AIDAEXAMPLE", "ApproximateFirstReceiveTimestamp": "1795739400001"},
+        "messageAttributes": {}, "md5OfBody": "", "eventSource": "aws:sqs",
+        "eventSourceARN": queue_arn, "awsRegion": REGION})).collect::<Vec<_>>()})
+}
+
+async fn version_id(s3: &aws_sdk_s3::Client, bucket: &str, key: &str) -> String {
+    s3.head_object()
+        .bucket(bucket)
+        .key(key)
+        .send()
+        .await
+        .unwrap_or_else(|e| panic!("{bucket}/{key} exists: {e}"))
+        .version_id()
+        .expect("a versioned bucket")
+        .to_string()
+}
+
+fn variable(t: &Templates, function: &str, name: &str) -> String {
+    let f = t
+        .of_kind("AWS::Lambda::Function")
+        .find(|f| f.properties["FunctionName"] == format!("{ENV}-busway-{function}"))
+        .expect("the function");
+    t.property(f, "Environment")["Variables"][name]
+        .as_str()
+        .unwrap_or_else(|| panic!("{function} has no {name}"))
+        .to_string()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_functions_as_infra_deploys_them_serve_the_seed_flow_within_their_roles() {
+    let moto = Moto::start().await;
+    let sdk = moto::sdk(&moto.endpoint).await;
+    let scratch = tempfile::tempdir().expect("a temp dir");
+    // The templates do not depend on the binaries' content: placeholders stand in for the zips.
+    let assets = scratch.path().join("assets");
+    for name in FUNCTIONS {
+        std::fs::create_dir_all(assets.join(name)).expect("a folder");
+        std::fs::write(assets.join(name).join("bootstrap"), name).expect("a placeholder");
+    }
+    let out = scratch.path().join("cdk.out");
+    cfn::synth(
+        &repo().join("infra"),
+        &out,
+        &[
+            ("platformEnv", ENV),
+            ("lambdaAssets", assets.to_str().expect("a UTF-8 path")),
+        ],
+    );
+    let t = Templates::load(&out, REGION);
+    provision(&t, &sdk).await;
+    let account = gate::Account::new(&moto.endpoint, REGION);
+    let fns = start_functions(&t, &account).await;
+    let (portal, injector, injector_sqs, provisioner) = (
+        &fns["portal"],
+        &fns["injector"],
+        &fns["injector-sqs"],
+        &fns["provisioner"],
+    );
+    let s3 = moto::s3(&sdk);
+    let sqs = aws_sdk_sqs::Client::new(&sdk);
+    let publisher = variable(&t, "provisioner", "BUSWAY_PUBLISHER_BUCKET");
+    let subscriber = variable(&t, "provisioner", "BUSWAY_SUBSCRIBER_BUCKET");
+
+    // The seed's event type and a subscription of target unit u2 through an SQS queue.
+    let (status, created) = portal
+        .call("POST", "/{proxy+}", "/events", Some(&seed_event()))
+        .await;
+    assert_eq!(status, 201, "POST /events: {created}");
+    let (status, read) = portal
+        .call("GET", "/{proxy+}", "/events/scanned_parcel", None)
+        .await;
+    assert_eq!(status, 200, "{read}");
+    assert_eq!(read["versions"][0]["version"], 1, "{read}");
+    let queue = sqs
+        .create_queue()
+        .queue_name("u2-consumer")
+        .send()
+        .await
+        .expect("a queue");
+    let queue_url = queue.queue_url().expect("a URL").to_string();
+    let queue_arn = format!("arn:aws:sqs:{REGION}:{}:u2-consumer", cfn::ACCOUNT);
+    let subscription = json!({"event_type": "scanned_parcel", "version": "1", "target_unit": "u2",
+                              "connection_type": "SQS", "connection_string": queue_arn});
+    let (status, subscribed) = portal
+        .call("POST", "/{proxy+}", "/subscriptions", Some(&subscription))
+        .await;
+    assert_eq!(status, 201, "POST /subscriptions: {subscribed}");
+    let sub_id = subscribed["id"].as_str().expect("a subscription id");
+    let (status, listed) = portal
+        .call(
+            "GET",
+            "/{proxy+}",
+            &format!("/subscriptions/{sub_id}"),
+            None,
+        )
+        .await;
+    assert_eq!(status, 200, "{listed}");
+
+    // S3 notifies the provisioner of both deploy.json files: one execution each, named for the
+    // object; the state machine's validate task then accepts each document.
+    let producer_key = "scanned_parcel/1/deploy.json".to_string();
+    let consumer_key = format!("scanned_parcel/1/u2/{sub_id}/deploy.json");
+    let state_machine = variable(&t, "provisioner", "BUSWAY_STATE_MACHINE_ARN");
+    let sfn = aws_sdk_sfn::Client::new(&sdk);
+    for (bucket, key, deployment, kind) in [
+        (
+            &publisher,
+            &producer_key,
+            &created["deployment_id"],
+            "producer",
+        ),
+        (
+            &subscriber,
+            &consumer_key,
+            &subscribed["deployment_id"],
+            "consumer",
+        ),
+    ] {
+        let version = version_id(&s3, bucket, key).await;
+        let started = provisioner
+            .invoke(&s3_notification(bucket, key, Some(&version)))
+            .await;
+        assert!(
+            started.ok,
+            "the notification of {key} starts provisioning: {}",
+            started.body
+        );
+        let validate =
+            json!({"task": "validate", "deployment_id": deployment, "bucket": bucket, "key": key});
+        let valid = provisioner.invoke(&validate).await;
+        assert!(valid.ok, "validate {key}: {}", valid.body);
+        let valid: Value = serde_json::from_str(&valid.body).expect("JSON");
+        assert_eq!(valid["kind"], kind, "{valid}");
+    }
+    let executions = sfn
+        .list_executions()
+        .state_machine_arn(&state_machine)
+        .send()
+        .await
+        .expect("the executions");
+    assert_eq!(executions.executions().len(), 2, "{executions:?}");
+
+    // A notification of a document deleted before it was read is skipped, not retried: the
+    // provisioner may list its buckets, so S3 says 404, not 403.
+    let gone = provisioner
+        .invoke(&s3_notification(
+            &publisher,
+            "gone_event/1/deploy.json",
+            None,
+        ))
+        .await;
+    assert!(gone.ok, "a deleted deploy.json is skipped: {}", gone.body);
+    // A document the role may not read is an error Lambda retries, never taken for a missing one.
+    let forbidden = provisioner
+        .invoke(&s3_notification(
+            &publisher,
+            "scanned_parcel/1/schema.json",
+            None,
+        ))
+        .await;
+    assert!(!forbidden.ok, "a forbidden read is not a missing document");
+    assert!(
+        forbidden.body.contains("Provisioning.NotStarted"),
+        "{}",
+        forbidden.body
+    );
+
+    // The consumer stack's rule, from the deploy.json the provisioner validated.
+    let consumer_doc: Value = serde_json::from_slice(
+        &s3.get_object()
+            .bucket(&subscriber)
+            .key(&consumer_key)
+            .send()
+            .await
+            .expect("the consumer deploy.json")
+            .body
+            .collect()
+            .await
+            .expect("its body")
+            .into_bytes(),
+    )
+    .expect("JSON");
+    let events = aws_sdk_eventbridge::Client::new(&sdk);
+    let bus = variable(&t, "injector", "BUSWAY_BUS_NAME");
+    events
+        .put_rule()
+        .name("u2-consumer")
+        .event_bus_name(&bus)
+        .event_pattern(consumer_doc["event_pattern"].to_string())
+        .send()
+        .await
+        .expect("the rule");
+    events
+        .put_targets()
+        .rule("u2-consumer")
+        .event_bus_name(&bus)
+        .targets(
+            aws_sdk_eventbridge::types::Target::builder()
+                .id("queue")
+                .arn(&queue_arn)
+                .build()
+                .expect("a target"),
+        )
+        .send()
+        .await
+        .expect("the target");
+
+    // Producers publish through the broker API's stage: a valid event is on the bus, an invalid
+    // one is refused naming its paths.
+    let (status, accepted) = injector
+        .call(
+            "POST",
+            "/scanned_parcel/1",
+            "/scanned_parcel/1",
+            Some(&v1_envelope("u2")),
+        )
+        .await;
+    assert_eq!(
+        status, 200,
+        "POST /scanned_parcel/1 through stage {:?}: {accepted}",
+        injector.stage
+    );
+    let event_id = accepted["event_id"]
+        .as_str()
+        .expect("an event id")
+        .to_string();
+    let invalid = json!({"metadata": {"event_attributes": {"source": "s", "target": "u2"}},
+                         "data": {"dest_postal_code": 1234}});
+    let (status, refused) = injector
+        .call(
+            "POST",
+            "/scanned_parcel/1",
+            "/scanned_parcel/1",
+            Some(&invalid),
+        )
+        .await;
+    assert_eq!(status, 400, "{refused}");
+    assert!(
+        refused["error"]["details"]
+            .as_array()
+            .is_some_and(|d| !d.is_empty()),
+        "{refused}"
+    );
+
+    // The SQS producer path: the valid message goes on the bus, only the invalid one is named.
+    let producer_queue = format!(
+        "arn:aws:sqs:{REGION}:{}:busway-scanned-parcel-v1",
+        cfn::ACCOUNT
+    );
+    let batch = sqs_batch(
+        &producer_queue,
+        &[v1_envelope("u2").to_string(), invalid.to_string()],
+    );
+    let answer = injector_sqs.invoke(&batch).await;
+    assert!(answer.ok, "{}", answer.body);
+    let answer: Value = serde_json::from_str(&answer.body).expect("JSON");
+    assert_eq!(
+        answer["batchItemFailures"],
+        json!([{"itemIdentifier": "m1"}])
+    );
+
+    // The subscriber's queue receives both accepted events, in EventBridge's shape.
+    let mut received = Vec::new();
+    for _ in 0..20 {
+        let out = sqs
+            .receive_message()
+            .queue_url(&queue_url)
+            .max_number_of_messages(10)
+            .wait_time_seconds(1)
+            .send()
+            .await
+            .expect("receive");
+        for m in out.messages() {
+            received
+                .push(serde_json::from_str::<Value>(m.body().unwrap_or_default()).expect("JSON"));
+        }
+        if received.len() >= 2 {
+            break;
+        }
+    }
+    assert_eq!(received.len(), 2, "{received:?}");
+    assert!(
+        received
+            .iter()
+            .all(|e| e["detail-type"] == "scanned_parcel.1" && e["source"] == "busway.demo")
+    );
+    assert!(
+        received
+            .iter()
+            .any(|e| e["detail"]["metadata"]["event_id"] == event_id)
+    );
+
+    // Every call each function made was allowed by its role, but the one read that must not be.
+    let records = account.records();
+    let denied: Vec<&Record> = records.iter().filter(|r| !r.allowed).collect();
+    assert_eq!(
+        denied
+            .iter()
+            .map(|r| (
+                r.function.as_str(),
+                r.call.action.as_str(),
+                r.call.resource.as_str()
+            ))
+            .collect::<Vec<_>>(),
+        [(
+            "provisioner",
+            "s3:GetObject",
+            format!("arn:aws:s3:::{publisher}/scanned_parcel/1/schema.json").as_str()
+        )],
+        "calls outside the functions' roles"
+    );
+    for (function, action) in [
+        ("portal", "dynamodb:PutItem"),
+        ("portal", "s3:PutObject"),
+        ("portal", "schemas:CreateSchema"),
+        ("provisioner", "states:StartExecution"),
+        ("provisioner", "s3:GetObject"),
+        ("injector", "events:PutEvents"),
+        ("injector-sqs", "events:PutEvents"),
+    ] {
+        assert!(
+            records
+                .iter()
+                .any(|r| r.function == function && r.call.action == action),
+            "{function} made no {action}: {records:#?}"
+        );
+    }
+}
