@@ -116,7 +116,7 @@ async fn measure(
             first.body
         );
         figures.cold.push(first.at - started);
-        let pid = process.child.id();
+        let pid = process.pid();
         let cpu_before = cpu_time(pid);
         for _ in 0..warm {
             let sent = Instant::now();

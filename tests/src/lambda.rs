@@ -152,14 +152,15 @@ impl Runtime {
 pub struct Function {
     pub name: String,
     pub runtime: Arc<Runtime>,
-    pub child: Child,
+    child: Mutex<Child>,
     invocations: std::sync::atomic::AtomicUsize,
 }
 
 impl Drop for Function {
     fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        let child = self.child.get_mut().expect("lock");
+        let _ = child.kill();
+        let _ = child.wait();
     }
 }
 
@@ -185,18 +186,35 @@ impl Function {
         Function {
             name: name.to_string(),
             runtime,
-            child,
+            child: Mutex::new(child),
             invocations: Default::default(),
         }
     }
 
+    pub fn pid(&self) -> u32 {
+        self.child.lock().expect("lock").id()
+    }
+
+    /// Invokes the function; a process that ends instead of answering (a variable it needs is
+    /// missing, a panic) fails the caller with its exit status.
     pub async fn invoke(&self, event: &str) -> Answer {
         let n = self
             .invocations
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        self.runtime
-            .invoke(&format!("{}-{n}", self.name), event)
-            .await
+        let id = format!("{}-{n}", self.name);
+        let answer = self.runtime.invoke(&id, event);
+        tokio::pin!(answer);
+        loop {
+            tokio::select! {
+                a = &mut answer => return a,
+                () = tokio::time::sleep(Duration::from_millis(100)) => {
+                    let exited = self.child.lock().expect("lock").try_wait();
+                    if let Ok(Some(status)) = exited {
+                        panic!("{} exited ({status}) instead of answering: its log is above", self.name);
+                    }
+                }
+            }
+        }
     }
 }
 
