@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # One moto server for this run on 127.0.0.1 and a free port, with its real Step Functions engine
-# switched on (AWS-EMULATION.md), stopped on exit; then statemachines/test_moto.py against it.
+# switched on (moto only records executions otherwise), stopped on exit; then statemachines/test_moto.py against it.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 port=$(.venv/bin/python -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')

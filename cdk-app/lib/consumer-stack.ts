@@ -1,5 +1,5 @@
 // Consumer stacks: one per subscription (stack `busway-consumer-{subscription_id}`), so a second
-// target unit of an event version never replaces the first. The rule carries DESIGN.md's pattern
+// target unit of an event version never replaces the first. The rule carries the consumer rule pattern (README: Contracts)
 // exactly as the deploy.json states it, on the platform's custom bus.
 import { Duration, Stack, StackProps, Validations } from 'aws-cdk-lib';
 import * as events from 'aws-cdk-lib/aws-events';

@@ -1,5 +1,5 @@
 // Physical names of the platform, per environment: the seed's names where it gave one
-// (seed/solution-architecture.md steps 1-4), `{env}-busway-*` for what the seed did not have.
+// (the seed's steps 1-4), `{env}-busway-*` for what the seed did not have.
 import { ENV_PATTERN } from '../../cdk-app/lib/platform-names';
 
 export { ENV_PATTERN, PARAMETERS, parameterName, STAGES } from '../../cdk-app/lib/platform-names';

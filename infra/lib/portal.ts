@@ -92,7 +92,7 @@ export class PortalStack extends Stack {
     });
     Validations.of(api).acknowledge({
       id: 'AwsSolutions-APIG2',
-      reason: 'The portal validates every body itself and answers with DESIGN.md\'s JSON error body; an API Gateway validator would answer with another shape.',
+      reason: 'The portal validates every body itself and answers with the README\'s JSON error body; an API Gateway validator would answer with another shape.',
     });
     Validations.of(api).acknowledge({
       id: 'AwsSolutions-APIG3',

@@ -20,7 +20,7 @@ import { BucketBase, ENV_VARS, Names } from './names';
 export const REPO_ROOT = path.resolve(__dirname, '..', '..');
 export const ASL_FILE = path.join(REPO_ROOT, 'statemachines', 'provisioning.asl.json');
 export const SUBSTITUTIONS_FILE = path.join(REPO_ROOT, 'infra', 'definition-substitutions.json');
-/** The key suffix of every deploy.json (DESIGN.md); other objects never start a deployment. */
+/** The key suffix of every deploy.json (README: Contracts); other objects never start a deployment. */
 const DEPLOY_JSON = 'deploy.json';
 
 export interface ProvisioningProps extends StackProps {

@@ -1,6 +1,6 @@
 //! moto server (the AWS API emulator) for the tests of every crate: one shared server per test
 //! binary (`endpoint`), or a server of a test's own (`Moto::start`, stopped when dropped), each
-//! with its Step Functions engine switched on (AWS-EMULATION.md), and the SDK configuration that
+//! with its Step Functions engine switched on (moto only records executions otherwise), and the SDK configuration that
 //! reaches it.
 
 use std::net::TcpListener;
@@ -12,7 +12,7 @@ use aws_config::{BehaviorVersion, Region, SdkConfig};
 use aws_sdk_s3::config::Credentials;
 use tokio::sync::OnceCell;
 
-/// The region the project's emulated resources live in (AWS-EMULATION.md).
+/// The region the project's emulated resources live in.
 pub const REGION: &str = "eu-west-1";
 
 const START_TIMEOUT: Duration = Duration::from_secs(20);

@@ -1,5 +1,5 @@
 //! The object store on S3: the seed's three buckets under the names configuration gives them,
-//! with DESIGN.md's keys as object keys. Provisioning starts from the bucket's own notification,
+//! with the deploy.json keys of the README's Contracts as object keys. Provisioning starts from the bucket's own notification,
 //! so unlike the embedded store the adapter notifies no one. Versioning is the bucket's setting
 //! (infra turns it on): every write is a new object version.
 

@@ -1,5 +1,5 @@
 //! The EventBridge bus adapter over the real wire: moto server (started here) with a custom bus,
-//! a consumer rule with DESIGN.md's pattern and an SQS target. The queue must receive exactly
+//! a consumer rule with the consumer rule pattern (README: Contracts) and an SQS target. The queue must receive exactly
 //! the matching events, as busway puts them.
 
 use std::collections::HashMap;

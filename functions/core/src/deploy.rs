@@ -1,5 +1,5 @@
 //! deploy.json: what the portal writes for the pipeline and the generators read. One JSON
-//! Schema per kind lives in `functions/core/schemas/`; keys never collide (DESIGN.md).
+//! Schema per kind lives in `functions/core/schemas/`; keys never collide (README: Contracts).
 
 use std::sync::LazyLock;
 
@@ -204,7 +204,7 @@ pub fn rule_name(subscription_id: &str) -> String {
     format!("busway-{subscription_id}")
 }
 
-/// The consumer rule pattern of DESIGN.md.
+/// The consumer rule pattern (README: Contracts).
 pub fn event_pattern(application: &Application, s: &Subscription) -> Value {
     json!({
         "source": [source_of(application)],

@@ -6,7 +6,7 @@
 //!   costs about the same with ten thousand rules as with a hundred.
 //! - [`test_files`] is `busway pattern test`: EventBridge's `TestEventPattern` offline.
 //!
-//! The language is described in `shared/conformance/semantics.md`; the crate README
+//! The language is described in `tests/conformance/semantics.md`; the crate README
 //! lists where busway had to choose because AWS's behaviour is not known.
 #![cfg_attr(test, allow(clippy::unwrap_used))]
 

@@ -1,4 +1,5 @@
-//! Every case of `shared/conformance/event-patterns.jsonl` gets AWS's answer.
+//! Every case of `tests/conformance/event-patterns.jsonl` gets AWS's answer (the corpus and its
+//! provenance: `tests/conformance/README.md`).
 #![allow(clippy::unwrap_used)]
 
 use std::path::PathBuf;
@@ -7,7 +8,7 @@ use busway_pattern::{Pattern, RuleSet, TestOutcome, test_texts};
 use serde_json::Value;
 
 fn corpus_path(file: &str) -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join(format!("../../../shared/conformance/{file}"))
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join(format!("tests/conformance/{file}"))
 }
 
 fn read_cases(file: &str) -> Vec<Value> {
