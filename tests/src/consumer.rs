@@ -130,6 +130,12 @@ impl Consumer {
         }
     }
 
+    /// Stops serving and frees the address, so the next test can listen on it again.
+    pub async fn stop(mut self) {
+        self.server.abort();
+        let _ = (&mut self.server).await;
+    }
+
     /// `http://127.0.0.1:{port}{path}`.
     pub fn url(&self, path: &str) -> String {
         format!("http://{}{path}", self.addr)

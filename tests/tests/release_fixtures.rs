@@ -11,26 +11,19 @@
 mod support;
 
 use std::path::Path;
-use std::sync::Arc;
 use std::time::Duration;
 
-use axum::body::Body;
-use axum::http::Request;
-use busway_aws::host::Host;
 use busway_core::deploy::DeployKind;
 use busway_core::deployment::{BuildInfo, BuildPhase, DeploymentStatus};
-use busway_core::portal::Portal;
 use busway_core::ports::{Bucket, DeploymentStore};
 use busway_core::provisioning::Provisioner;
-use busway_local::store::SqliteStore;
 use busway_tests::consumer::{Consumer, Failure, http_subscription};
 use busway_tests::{
     Broker, seed_event, seed_subscription, v1_envelope, v2_data_schema, v2_envelope,
 };
 use serde_json::{Value, json};
 use support::emulated::Account;
-use support::fixtures::{self, HTTPS_CONSUMER};
-use tower::ServiceExt;
+use support::fixtures::{self, HTTPS_CONSUMER, call};
 
 const QUEUE: &str = "fixture_orders";
 const WAIT: Duration = Duration::from_secs(15);
@@ -194,44 +187,14 @@ fn keep_data_dir(dir: &Path, out: &Path) {
     fixtures::copy_dir(&dir.join("buckets"), &out.join("buckets"));
 }
 
-async fn call(app: &axum::Router, method: &str, path: &str, body: Option<&Value>) -> (u16, Value) {
-    let request = Request::builder()
-        .method(method)
-        .uri(path)
-        .header("content-type", "application/json")
-        .body(body.map_or_else(Body::empty, |b| Body::from(b.to_string())))
-        .expect("a request");
-    let response = app.clone().oneshot(request).await.expect("an answer");
-    let status = response.status().as_u16();
-    let bytes = axum::body::to_bytes(response.into_body(), usize::MAX)
-        .await
-        .expect("a body");
-    (
-        status,
-        serde_json::from_slice(&bytes).unwrap_or(Value::Null),
-    )
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[ignore = "writes a new fixture into the repository; set BUSWAY_FIXTURE"]
 async fn writes_the_aws_table_and_buckets_of_this_release() {
     let out = fixtures::new_release_dir("aws");
     let account = Account::new().await;
     let registry_dir = tempfile::tempdir().expect("a temp dir");
-    let env = account.lambda_env();
-    let host =
-        Host::for_lambda_from(|name| env.iter().find(|(n, _)| *n == name).map(|(_, v)| v.clone()))
-            .expect("the Lambda environment is complete");
+    let (host, portal) = fixtures::lambda_portal(&account, registry_dir.path());
     let store = host.store();
-    // moto has no Schema Registry; the registry is not part of what busway's formats cover.
-    let registry = SqliteStore::open(&registry_dir.path().join("registry.db")).expect("a registry");
-    let portal = busway_portal::router(Arc::new(Portal {
-        store: store.clone(),
-        deployments: store.clone(),
-        registry: Arc::new(registry),
-        objects: host.objects(),
-        deliveries: None,
-    }));
 
     let (status, _) = call(&portal, "POST", "/events", Some(&seed_event())).await;
     assert_eq!(status, 201);

@@ -198,6 +198,7 @@ async fn check(fixture: &Path) {
         &json!(after[1..]),
     );
     broker.stop().await;
+    consumer.stop().await;
 }
 
 fn contents(dir: &Path) -> BTreeMap<String, Vec<u8>> {

@@ -4,9 +4,18 @@
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use aws_sdk_dynamodb::types::AttributeValue;
+use axum::body::Body;
+use axum::http::Request;
+use busway_aws::host::Host;
+use busway_core::portal::Portal;
+use busway_local::store::SqliteStore;
 use serde_json::{Map, Value, json};
+use tower::ServiceExt;
+
+use super::emulated::Account;
 
 /// Names the folder a fixture writer fills; an existing fixture is never overwritten.
 pub const FIXTURE_ENV: &str = "BUSWAY_FIXTURE";
@@ -159,4 +168,49 @@ fn attribute_from_json(value: &Value) -> AttributeValue {
         "M" => AttributeValue::M(item_from_json(inner)),
         other => panic!("unknown attribute type {other}"),
     }
+}
+
+/// One request to a router, as its Lambda function or local server would pass it: the status
+/// and the JSON body (null when there is none).
+pub async fn call(
+    app: &axum::Router,
+    method: &str,
+    path: &str,
+    body: Option<&Value>,
+) -> (u16, Value) {
+    let request = Request::builder()
+        .method(method)
+        .uri(path)
+        .header("content-type", "application/json")
+        .body(body.map_or_else(Body::empty, |b| Body::from(b.to_string())))
+        .expect("a request");
+    let response = app.clone().oneshot(request).await.expect("an answer");
+    let status = response.status().as_u16();
+    let bytes = axum::body::to_bytes(response.into_body(), usize::MAX)
+        .await
+        .expect("a body");
+    (
+        status,
+        serde_json::from_slice(&bytes).unwrap_or(Value::Null),
+    )
+}
+
+/// The adapters of `account` as a busway Lambda function wires them from its environment, and
+/// the portal's router on them. moto has no Schema Registry, so the registry is an embedded one in
+/// `registry_dir`; it is not among the formats the fixtures keep.
+pub fn lambda_portal(account: &Account, registry_dir: &Path) -> (Host, axum::Router) {
+    let env = account.lambda_env();
+    let host =
+        Host::for_lambda_from(|name| env.iter().find(|(n, _)| *n == name).map(|(_, v)| v.clone()))
+            .expect("the Lambda environment is complete");
+    let store = host.store();
+    let registry = SqliteStore::open(&registry_dir.join("registry.db")).expect("a registry");
+    let portal = busway_portal::router(Arc::new(Portal {
+        store: store.clone(),
+        deployments: store,
+        registry: Arc::new(registry),
+        objects: host.objects(),
+        deliveries: None,
+    }));
+    (host, portal)
 }
