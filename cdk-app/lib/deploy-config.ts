@@ -10,6 +10,8 @@ export const SCHEMA_DIR = path.join(__dirname, '..', '..', 'functions', 'core', 
 export type Action = 'deploy' | 'destroy';
 
 export interface ProducerDeploy {
+  /** Absent in documents of the first release, which are format 1 (functions/core/src/format.rs). */
+  format_version?: number;
   kind: 'producer';
   action: Action;
   deployment_id: string;
@@ -25,6 +27,8 @@ export interface ProducerDeploy {
 }
 
 export interface ConsumerDeploy {
+  /** Absent in documents of the first release, which are format 1 (functions/core/src/format.rs). */
+  format_version?: number;
   kind: 'consumer';
   action: Action;
   deployment_id: string;

@@ -8,7 +8,7 @@ import * as path from 'path';
 import { App, Stack } from 'aws-cdk-lib';
 import { Match, Template } from 'aws-cdk-lib/assertions';
 import * as sqs from 'aws-cdk-lib/aws-sqs';
-import { parseDeployJson, DeployDoc } from '../lib/deploy-config';
+import { parseDeployJson, DeployDoc, SCHEMA_DIR } from '../lib/deploy-config';
 import { generate } from '../lib/generate';
 import { STAGES } from '../lib/platform-names';
 
@@ -219,6 +219,16 @@ test('a malformed deploy.json is refused before any stack exists', () => {
     assert.throws(() => parseDeployJson(text), (e: Error) => e.message.includes(message), `accepted or wrong message for ${message}`);
   }
   assert.throws(() => generate(newApp(), fixture('consumer-lambda'), 'Prod!'), /platform env/);
+});
+
+test('a deploy.json of any format up to the current one is read; a newer format is refused', () => {
+  const schema = JSON.parse(fs.readFileSync(path.join(SCHEMA_DIR, 'consumer-deploy.schema.json'), 'utf8'));
+  const current: number = schema.properties.format_version.maximum;
+  const first = raw('consumer-lambda');
+  assert.equal('format_version' in first, false, 'the fixtures are documents of the first release');
+  assert.equal(parseDeployJson(JSON.stringify(first)).kind, 'consumer');
+  assert.equal(parseDeployJson(JSON.stringify({ ...first, format_version: current })).format_version, current);
+  assert.throws(() => parseDeployJson(JSON.stringify({ ...first, format_version: current + 1 })), /\$\.format_version: above/);
 });
 
 test('an unacknowledged cdk-nag finding fails the synth', () => {

@@ -1,6 +1,7 @@
 //! Stand-in targets a test runs next to the broker: an HTTP consumer and a Lambda Invoke API
-//! endpoint, both on port 0. They record every request as raw bytes and answer as scripted: 200,
-//! or a failure for the next n requests or forever.
+//! endpoint, on port 0 (or, for a kept fixture, on the address its subscription names). They
+//! record every request as raw bytes and answer as scripted: 200, or a failure for the next n
+//! requests or forever.
 
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
@@ -92,25 +93,30 @@ impl Drop for Consumer {
 impl Consumer {
     /// An HTTP consumer: every POST on any path is an event.
     pub async fn start() -> Consumer {
-        Self::serve(false).await
+        Self::serve(false, "127.0.0.1:0").await
+    }
+
+    /// An HTTP consumer on a fixed address: a kept data dir's subscriptions name their URL.
+    pub async fn start_on(addr: &str) -> Consumer {
+        Self::serve(false, addr).await
     }
 
     /// A Lambda Invoke API endpoint: only `POST /2015-03-31/functions/{name}/invocations`
     /// invokes; any other request is answered 404.
     pub async fn lambda() -> Consumer {
-        Self::serve(true).await
+        Self::serve(true, "127.0.0.1:0").await
     }
 
-    async fn serve(lambda: bool) -> Consumer {
+    async fn serve(lambda: bool, addr: &str) -> Consumer {
         let inner = Arc::new(Inner {
             lambda,
             requests: Mutex::new(Vec::new()),
             script: Mutex::new(Script::default()),
         });
         let app = Router::new().fallback(answer).with_state(inner.clone());
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        let listener = tokio::net::TcpListener::bind(addr)
             .await
-            .expect("a consumer port on loopback");
+            .unwrap_or_else(|e| panic!("a consumer port on loopback ({addr}): {e}"));
         let addr = listener.local_addr().expect("the consumer's address");
         let server = tokio::spawn(async move {
             axum::serve(listener, app)
@@ -122,6 +128,12 @@ impl Consumer {
             inner,
             server,
         }
+    }
+
+    /// Stops serving and frees the address, so the next test can listen on it again.
+    pub async fn stop(mut self) {
+        self.server.abort();
+        let _ = (&mut self.server).await;
     }
 
     /// `http://127.0.0.1:{port}{path}`.

@@ -235,7 +235,8 @@ impl Broker {
         Self::start_in_with(dir, configure).await
     }
 
-    async fn start_in(dir: TempDir) -> Broker {
+    /// Starts busway on a data dir that already holds state (a kept fixture's copy).
+    pub async fn start_in(dir: TempDir) -> Broker {
         Self::start_in_with(dir, |_| {}).await
     }
 

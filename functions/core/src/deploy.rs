@@ -7,6 +7,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
 use crate::event::{ProducerConnection, detail_type, source_of};
+use crate::format::{self, DEPLOY_FORMAT};
 use crate::subscription::{ConsumerConnection, RetryPolicy, Subscription};
 use crate::{Application, EventTypeName, TargetUnit, ValidationErrors, Version};
 
@@ -39,6 +40,9 @@ pub enum DeployAction {
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ProducerDeploy {
+    /// Absent in documents of the first release (`crate::format`).
+    #[serde(default = "format::first_format")]
+    pub format_version: u32,
     pub kind: DeployKind,
     pub action: DeployAction,
     pub deployment_id: String,
@@ -55,6 +59,9 @@ pub struct ProducerDeploy {
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ConsumerDeploy {
+    /// Absent in documents of the first release (`crate::format`).
+    #[serde(default = "format::first_format")]
+    pub format_version: u32,
     pub kind: DeployKind,
     pub action: DeployAction,
     pub deployment_id: String,
@@ -220,6 +227,7 @@ pub fn consumer_deploy(
     s: &Subscription,
 ) -> ConsumerDeploy {
     ConsumerDeploy {
+        format_version: DEPLOY_FORMAT,
         kind: DeployKind::Consumer,
         action,
         deployment_id: deployment_id.to_string(),
@@ -378,6 +386,44 @@ mod tests {
             &subscription(),
         ));
         assert_eq!(parse(DeployKind::Consumer, &doc.to_json()), Ok(doc));
+    }
+
+    #[test]
+    fn documents_carry_their_format_and_the_schemas_know_it() {
+        let app: Application = "demo".parse().expect("app");
+        let doc = consumer_deploy(
+            DeployAction::Deploy,
+            "6f1c1f5e-7b1a-4f59-8f0e-2b2f1f0e4c11",
+            &app,
+            &subscription(),
+        );
+        let mut value = serde_json::to_value(&doc).expect("json");
+        assert_eq!(value[format::FORMAT_FIELD], DEPLOY_FORMAT);
+        for text in [PRODUCER_SCHEMA, CONSUMER_SCHEMA] {
+            let schema: Value = serde_json::from_str(text).expect("a schema");
+            assert_eq!(
+                schema["properties"][format::FORMAT_FIELD]["maximum"],
+                DEPLOY_FORMAT,
+                "a schema's newest format is the one written"
+            );
+        }
+
+        // A document of the first release has no format_version: it is format 1.
+        value
+            .as_object_mut()
+            .map(|o| o.remove(format::FORMAT_FIELD));
+        let DeployDoc::Consumer(first) =
+            parse(DeployKind::Consumer, value.to_string().as_bytes()).expect("still valid")
+        else {
+            panic!("a consumer document");
+        };
+        assert_eq!(first.format_version, format::FIRST_FORMAT);
+
+        value[format::FORMAT_FIELD] = json!(DEPLOY_FORMAT + 1);
+        let errors = parse(DeployKind::Consumer, value.to_string().as_bytes())
+            .expect_err("a newer format is refused")
+            .0;
+        assert_eq!(errors[0].field, "/format_version", "{errors:?}");
     }
 
     #[test]

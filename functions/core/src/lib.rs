@@ -7,6 +7,7 @@ pub mod deployment;
 pub mod envelope;
 pub mod error;
 pub mod event;
+pub mod format;
 pub mod ingest;
 pub mod names;
 pub mod portal;

@@ -12,6 +12,7 @@ use crate::deployment::{self, Deployment};
 use crate::event::{
     EventType, EventVersion, ProducerConnection, VersionState, detail_type, source_of,
 };
+use crate::format::DEPLOY_FORMAT;
 use crate::ports::{
     Bucket, DeadLetter, Deliveries, DeliveryStats, DeploymentStore, EventStore, ObjectStore,
     SchemaRegistry, StoreError, schema_backup_key,
@@ -652,6 +653,7 @@ impl Portal {
         action: DeployAction,
     ) -> Result<(), PortalError> {
         let doc = DeployDoc::Producer(ProducerDeploy {
+            format_version: DEPLOY_FORMAT,
             kind: DeployKind::Producer,
             action,
             deployment_id: deployment.id.clone(),

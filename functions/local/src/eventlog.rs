@@ -12,6 +12,8 @@ use busway_core::ports::{Bus, EntryFailure};
 use rusqlite::{Connection, params};
 use tokio::sync::{mpsc as tokio_mpsc, oneshot};
 
+use crate::migrations::EVENT_LOG;
+
 const MAX_BATCH: usize = 4096;
 
 /// The `account` and `region` of events delivered by the local host.
@@ -77,11 +79,15 @@ pub struct LogReader {
     conn: Mutex<Connection>,
 }
 
+/// Opens the log migrated to this release's version; refuses a file of a newer busway before
+/// writing to it (`migrations::NewerFile`).
 fn open(path: &Path) -> anyhow::Result<Connection> {
-    let conn = Connection::open(path).with_context(|| format!("opening {}", path.display()))?;
+    EVENT_LOG.check(path)?;
+    let mut conn = Connection::open(path).with_context(|| format!("opening {}", path.display()))?;
+    conn.busy_timeout(std::time::Duration::from_secs(5))?;
+    EVENT_LOG.apply(&mut conn, path)?;
     conn.pragma_update(None, "journal_mode", "WAL")?;
     conn.pragma_update(None, "synchronous", "FULL")?;
-    conn.busy_timeout(std::time::Duration::from_secs(5))?;
     Ok(conn)
 }
 
@@ -92,18 +98,6 @@ impl EventLog {
         live: tokio_mpsc::UnboundedSender<Vec<Logged>>,
     ) -> anyhow::Result<(Self, LogReader)> {
         let conn = open(path)?;
-        conn.execute_batch(
-            "CREATE TABLE IF NOT EXISTS events (
-                seq INTEGER PRIMARY KEY AUTOINCREMENT,
-                id TEXT NOT NULL,
-                event_id TEXT NOT NULL,
-                source TEXT NOT NULL,
-                detail_type TEXT NOT NULL,
-                time TEXT NOT NULL,
-                detail TEXT NOT NULL,
-                UNIQUE (detail_type, event_id));
-             CREATE INDEX IF NOT EXISTS events_by_detail_type ON events (detail_type, seq);",
-        )?;
         let reader = LogReader {
             conn: Mutex::new(open(path)?),
         };

@@ -4,6 +4,7 @@
 pub mod delivery;
 pub mod demo;
 pub mod eventlog;
+pub mod migrations;
 pub mod objects;
 pub mod provisioning;
 pub mod queues;

@@ -18,6 +18,7 @@ use tracing::{info, warn};
 
 use crate::delivery::{DeliveryConfig, Router};
 use crate::eventlog::EventLog;
+use crate::migrations::{EVENT_LOG, STORE};
 use crate::objects::FolderObjectStore;
 use crate::provisioning::{self, LocalBuilder, LocalStarter, LocalTasks, Synth};
 use crate::queues;
@@ -62,9 +63,14 @@ impl Running {
         let dir = &config.data_dir;
         std::fs::create_dir_all(dir)
             .with_context(|| format!("creating data dir {}", dir.display()))?;
-        let store = SqliteStore::open(&dir.join("busway.db"))?;
+        let (db, log) = (dir.join("busway.db"), dir.join("events.db"));
+        // Both files are checked before either is opened: a data dir of a newer busway is
+        // refused whole, with neither file migrated.
+        STORE.check(&db)?;
+        EVENT_LOG.check(&log)?;
+        let store = SqliteStore::open(&db)?;
         let (live, committed) = tokio::sync::mpsc::unbounded_channel();
-        let (bus, reader) = EventLog::open(&dir.join("events.db"), live)?;
+        let (bus, reader) = EventLog::open(&log, live)?;
         let bus = Arc::new(bus);
         let router = Router::new(store.clone(), Arc::new(reader), config.delivery.clone())?;
 

@@ -19,41 +19,7 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 use serde_json::Value;
 
-const SCHEMA: &str = "
-CREATE TABLE IF NOT EXISTS event_types (
-    name TEXT PRIMARY KEY, latest_version INTEGER NOT NULL, doc TEXT NOT NULL);
-CREATE TABLE IF NOT EXISTS event_versions (
-    event_type TEXT NOT NULL, version INTEGER NOT NULL, state TEXT NOT NULL, doc TEXT NOT NULL,
-    PRIMARY KEY (event_type, version));
-CREATE TABLE IF NOT EXISTS subscriptions (
-    id TEXT PRIMARY KEY, event_type TEXT NOT NULL, version INTEGER NOT NULL,
-    target_unit TEXT NOT NULL, state TEXT NOT NULL, doc TEXT NOT NULL);
-CREATE INDEX IF NOT EXISTS subscriptions_by_event ON subscriptions (event_type, version, state);
-CREATE TABLE IF NOT EXISTS deployments (
-    id TEXT PRIMARY KEY, event_type TEXT, doc TEXT NOT NULL);
-CREATE INDEX IF NOT EXISTS deployments_by_event ON deployments (event_type);
-CREATE TABLE IF NOT EXISTS registry (
-    event_type TEXT NOT NULL, version INTEGER NOT NULL, schema TEXT NOT NULL,
-    PRIMARY KEY (event_type, version));
-CREATE TABLE IF NOT EXISTS routes (
-    event_type TEXT NOT NULL, version INTEGER NOT NULL, application TEXT NOT NULL, schema TEXT NOT NULL,
-    PRIMARY KEY (event_type, version));
-CREATE TABLE IF NOT EXISTS rules (
-    subscription_id TEXT PRIMARY KEY, doc TEXT NOT NULL);
-CREATE TABLE IF NOT EXISTS delivery_progress (
-    subscription_id TEXT PRIMARY KEY, cursor INTEGER NOT NULL, stats TEXT NOT NULL);
-CREATE TABLE IF NOT EXISTS dead_letters (
-    id INTEGER PRIMARY KEY AUTOINCREMENT, subscription_id TEXT NOT NULL, seq INTEGER NOT NULL,
-    event TEXT NOT NULL, error TEXT NOT NULL, attempts INTEGER NOT NULL, failed_at TEXT NOT NULL);
-CREATE INDEX IF NOT EXISTS dead_letters_by_subscription ON dead_letters (subscription_id, id);
-CREATE TABLE IF NOT EXISTS queue_messages (
-    id INTEGER PRIMARY KEY AUTOINCREMENT, queue TEXT NOT NULL, message_id TEXT NOT NULL,
-    body TEXT NOT NULL, receipt TEXT, visible_at INTEGER NOT NULL DEFAULT 0,
-    receive_count INTEGER NOT NULL DEFAULT 0);
-CREATE INDEX IF NOT EXISTS queue_messages_by_queue ON queue_messages (queue, visible_at, id);
-CREATE TABLE IF NOT EXISTS processed_objects (
-    bucket TEXT NOT NULL, key TEXT NOT NULL, content BLOB NOT NULL, PRIMARY KEY (bucket, key));
-";
+use crate::migrations::STORE;
 
 /// The SQLite store. Cheap to clone; calls run on the blocking pool.
 #[derive(Clone)]
@@ -80,12 +46,16 @@ fn state_str<T: Serialize>(state: &T) -> Result<String, StoreError> {
 }
 
 impl SqliteStore {
+    /// Opens the store at `path`, migrated to this release's version; refuses a file of a newer
+    /// busway before writing to it (`migrations::NewerFile`).
     pub fn open(path: &Path) -> anyhow::Result<Self> {
-        let conn = Connection::open(path).with_context(|| format!("opening {}", path.display()))?;
+        STORE.check(path)?;
+        let mut conn =
+            Connection::open(path).with_context(|| format!("opening {}", path.display()))?;
+        conn.busy_timeout(std::time::Duration::from_secs(5))?;
+        STORE.apply(&mut conn, path)?;
         conn.pragma_update(None, "journal_mode", "WAL")?;
         conn.pragma_update(None, "synchronous", "FULL")?;
-        conn.busy_timeout(std::time::Duration::from_secs(5))?;
-        conn.execute_batch(SCHEMA).context("creating tables")?;
         Ok(Self {
             conn: Arc::new(Mutex::new(conn)),
         })

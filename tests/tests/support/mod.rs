@@ -1,1 +1,2 @@
 pub mod emulated;
+pub mod fixtures;

@@ -2,11 +2,17 @@
 //! serde field (strings S, numbers N, lists L, objects M), so the table reads well in the console
 //! and the state machine's `UpdateItem` writes the same attributes the adapter reads. Absent
 //! optional fields are absent attributes.
+//!
+//! Every record item carries `format_version` (`busway_core::format`): writing a whole record
+//! stamps the current format, reading takes it out and refuses a newer one. Updates of single
+//! fields that every format has (counters, states, the latest version, a deployment's progress)
+//! leave the item's format as it was.
 
 use std::collections::HashMap;
 
 use anyhow::{Context, anyhow};
 use aws_sdk_dynamodb::types::AttributeValue;
+use busway_core::format::{FORMAT_FIELD, RECORD_FORMAT, take_format};
 use busway_core::ports::StoreError;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
@@ -30,13 +36,15 @@ pub fn fields<T: Serialize>(record: &T) -> Result<Map<String, Value>, StoreError
     }
 }
 
-/// The record's fields as attributes; `None` fields are left out.
+/// The record's fields as attributes, with the current format; `None` fields are left out.
 pub fn to_attributes<T: Serialize>(record: &T) -> Result<Item, StoreError> {
-    Ok(fields(record)?
+    let mut item: Item = fields(record)?
         .into_iter()
         .filter(|(_, v)| !v.is_null())
         .map(|(k, v)| (k, to_attribute(v)))
-        .collect())
+        .collect();
+    item.insert(FORMAT_FIELD.into(), n(RECORD_FORMAT));
+    Ok(item)
 }
 
 /// The item's attributes as JSON fields.
@@ -46,12 +54,14 @@ pub fn to_fields(item: &Item) -> Result<Map<String, Value>, StoreError> {
         .collect()
 }
 
-/// The record in `fields`; fields the record does not name (keys, index keys) are ignored.
-pub fn decode<T: DeserializeOwned>(fields: Map<String, Value>) -> Result<T, StoreError> {
+/// The record in `fields`, of any format up to the current one; fields the record does not name
+/// (keys, index keys) are ignored.
+pub fn decode<T: DeserializeOwned>(mut fields: Map<String, Value>) -> Result<T, StoreError> {
     let what = match fields.get("PK") {
         Some(Value::String(pk)) => pk.clone(),
         _ => "an item".to_string(),
     };
+    take_format(&mut fields, RECORD_FORMAT, &what).map_err(anyhow::Error::from)?;
     Ok(
         serde_json::from_value(Value::Object(fields))
             .with_context(|| format!("decoding {what}"))?,
@@ -136,6 +146,33 @@ mod tests {
         let mut expected = record.clone();
         expected.as_object_mut().map(|o| o.remove("absent"));
         assert_eq!(back, expected);
+    }
+
+    #[test]
+    fn records_carry_their_format_and_a_newer_one_is_refused() {
+        let mut item = to_attributes(&json!({"name": "parcel"})).expect("encodes");
+        assert_eq!(item[FORMAT_FIELD], n(RECORD_FORMAT));
+        let back: Value = from_item(&item).expect("decodes");
+        assert_eq!(
+            back,
+            json!({"name": "parcel"}),
+            "the format is not a field of the record"
+        );
+
+        item.remove(FORMAT_FIELD);
+        assert!(
+            from_item::<Value>(&item).is_ok(),
+            "an item of the first release"
+        );
+
+        item.insert(FORMAT_FIELD.into(), n(RECORD_FORMAT + 1));
+        item.insert("PK".into(), s("EVENT#parcel"));
+        let error = from_item::<Value>(&item).expect_err("a newer format");
+        let message = format!("{error:#}");
+        assert!(
+            message.contains("EVENT#parcel") && message.contains(&format!("up to {RECORD_FORMAT}")),
+            "{message}"
+        );
     }
 
     #[test]

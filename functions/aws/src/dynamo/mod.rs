@@ -21,6 +21,7 @@ use aws_sdk_dynamodb::types::{
 };
 use busway_core::deployment::{Deployment, failure_cause};
 use busway_core::event::{EventType, EventVersion, VersionState};
+use busway_core::format::{FORMAT_FIELD, RECORD_FORMAT};
 use busway_core::ports::{DeploymentStore, EventStore, StoreError};
 use busway_core::subscription::{Subscription, SubscriptionFilter, SubscriptionState};
 use busway_core::{EventTypeName, Version};
@@ -402,11 +403,13 @@ fn deployment_update(d: &Deployment) -> Result<UpdateOf, StoreError> {
         .format(&time::format_description::well_known::Rfc3339)
         .context("formatting the time")?;
     set.extend([
+        format!("{FORMAT_FIELD} = :format"),
         "updated_at = :now".to_string(),
         format!("{GSI1PK} = :all"),
         format!("{GSI1SK} = if_not_exists({GSI1SK}, :order)"),
     ]);
     update = update
+        .value(":format", n(RECORD_FORMAT))
         .value(":now", s(now))
         .value(":all", s(ALL_DEPLOYMENTS))
         .value(":order", s(order(&d.id)));
