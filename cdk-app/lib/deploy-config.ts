@@ -132,7 +132,7 @@ export function parseDeployJson(text: string): DeployDoc {
         detail: { metadata: { event_attributes: { target: [doc.target_unit] } } },
       };
       // Key order is not meaning: the portal writes the pattern with sorted keys.
-      if (!isDeepStrictEqual(doc.event_pattern, expected)) errors.push('$.event_pattern: must be the consumer rule pattern of the README's Contracts');
+      if (!isDeepStrictEqual(doc.event_pattern, expected)) errors.push("$.event_pattern: must be the consumer rule pattern of the README's Contracts");
     }
   }
   if (errors.length > 0) throw new Error(`deploy.json is invalid:\n  ${errors.join('\n  ')}`);
