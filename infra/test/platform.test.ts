@@ -301,9 +301,15 @@ test('the build projects run buildspecs/{kind}.yml on the repository asset, whic
       Name: `dev-busway-${kind}-build`,
       Source: { Type: 'S3', BuildSpec: `buildspecs/${kind}.yml`, Location: Match.anyValue() },
       Artifacts: { Type: 'NO_ARTIFACTS' },
-      Environment: Match.objectLike({ Image: 'aws/codebuild/standard:7.0', PrivilegedMode: false, EnvironmentVariables: [{ Name: 'BUSWAY_ENV', Type: 'PLAINTEXT', Value: 'dev' }] }),
+      Environment: Match.objectLike({ Image: 'aws/codebuild/standard:7.0', PrivilegedMode: false, EnvironmentVariables: [
+        { Name: 'BUSWAY_ENV', Type: 'PLAINTEXT', Value: 'dev' },
+        // scripts/provision-build.sh re-checks the deployment record in the platform's table.
+        { Name: ENV_VARS.tableName, Type: 'PLAINTEXT', Value: Match.anyValue() },
+      ] }),
       TimeoutInMinutes: 30,
     });
+    const project = Object.values(t.provisioning.findResources('AWS::CodeBuild::Project', { Properties: { Name: `dev-busway-${kind}-build` } }))[0] as any;
+    assert.match(render(project.Properties.Environment.EnvironmentVariables[1].Value), /^<import:dev-self-service-portal:ExportsOutputRefEvents\w+>$/);
   }
   const repo = p.provisioning.node.findChild('Repository') as s3assets.Asset;
   const staged = path.join((p.provisioning.node.root as App).outdir, repo.assetPath);
