@@ -248,7 +248,11 @@ async fn writes_the_aws_table_and_buckets_of_this_release() {
         if execution.input.deployment_id != d.id {
             // Its document was replaced before it started (the deleted subscription's deploy):
             // the newer job runs in its own turn, and this one is superseded.
-            let superseded = store.get_deployment(&d.id).await.expect("read").expect("kept");
+            let superseded = store
+                .get_deployment(&d.id)
+                .await
+                .expect("read")
+                .expect("kept");
             assert_eq!(superseded.status, DeploymentStatus::Superseded);
             continue;
         }
