@@ -339,7 +339,9 @@ impl LocalTasks {
             )
             .await
             .map_err(|e| match e.error_type {
-                tasks::DEPLOYMENT_STALE => task_failure(e),
+                // The document version this execution validated was replaced since: the build
+                // changes nothing, and says so as validate would have.
+                tasks::DEPLOYMENT_STALE | tasks::DEPLOY_CONFIG_NOT_FOUND => task_failure(e),
                 _ => failure(tasks::BUILD_FAILED, e.to_string()),
             })?;
         let id = format!("{project}:{deployment_id}");
