@@ -13,7 +13,8 @@ for f in cdk-app/test/fixtures/*.json; do
   (cd cdk-app && npx --no-install cdk synth --no-notices -q -c "deployJson=test/fixtures/$name.json" -o "$out/$name" >/dev/null)
 done
 templates=("$out"/*/*.template.json)
-.venv/bin/cfn-lint "${templates[@]}"
+# W3005: as for the platform below (an SQS consumer's queue-statement function and its role).
+.venv/bin/cfn-lint --ignore-checks W3005 -- "${templates[@]}"
 echo "cfn-lint: ${#templates[@]} generator templates clean"
 
 for fn in portal injector injector-sqs provisioner; do

@@ -72,22 +72,35 @@ def next_task():
     raise AssertionError("no task reached the test within 20 s")
 
 
-def run(case, deployment_id, answers):
-    # The record the portal (or the S3 handler, for a hand-written document) writes first.
-    ddb.put_item(TableName=TABLE, Item={
-        "PK": {"S": f"DEPLOYMENT#{deployment_id}"}, "SK": {"S": "DEPLOYMENT"}, "status": {"S": "PENDING"},
-        "history": {"L": [{"M": {"status": {"S": "PENDING"}, "at": {"S": "2026-11-27T00:00:00Z"}}}]},
-    })
+def run(case, deployment_id, expected, answers):
+    # The record as the S3 handler leaves it for the execution it starts (the portal wrote the
+    # PENDING record; a retry appended PENDING to an earlier attempt's history): it names its
+    # execution, which every status write is conditional on.
+    name = f"{case}-{deployment_id[:8]}"
+    before = expected.get("before", ["PENDING"])
+    item = {
+        "PK": {"S": f"DEPLOYMENT#{deployment_id}"}, "SK": {"S": "DEPLOYMENT"}, "status": {"S": before[-1]},
+        "history": {"L": [{"M": {"status": {"S": s}, "at": {"S": "2026-11-27T00:00:00Z"}}} for s in before]},
+        "execution": {"S": "a-later-attempt" if expected.get("owner") == "another" else name},
+        "object_version": {"S": VERSION},
+    }
+    ddb.put_item(TableName=TABLE, Item=item)
     arn = sfn.start_execution(
-        stateMachineArn=machine, name=f"{case}-{deployment_id[:8]}",
-        input=json.dumps({"deployment_id": deployment_id, "bucket": "publisher", "key": "order_created/1/deploy.json", "kind": "producer"}),
+        stateMachineArn=machine, name=name,
+        input=json.dumps({"deployment_id": deployment_id, "bucket": "publisher", "key": "order_created/1/deploy.json",
+                          "object_version": VERSION, "kind": "producer"}),
     )["executionArn"]
     for expected_state, answer in answers:
         state, token, request = next_task()
         assert state == expected_state, (case, state, expected_state)
+        if state == "ValidateConfig":
+            assert request["Payload"]["object_version"] == VERSION, request
         if state.startswith("Build"):
             env = {e["Name"]: e["Value"] for e in request["EnvironmentVariablesOverride"]}
             assert env["BUSWAY_DEPLOY_KEY"] == "order_created/1/deploy.json" and env["BUSWAY_DEPLOY_KIND"] == "producer", env
+            # The build fetches exactly the validated version and checks the record still
+            # expects it from this execution (scripts/provision-build.sh).
+            assert env["BUSWAY_DEPLOY_VERSION"] == VERSION and env["BUSWAY_EXECUTION"] == name, env
             assert request["ProjectName"] == "busway-producer-build"
         if state == "DescribeBuild":
             assert request["Payload"] == {"task": "describe_build", "deployment_id": deployment_id, "build_id": BUILD_ID}, request
@@ -105,9 +118,11 @@ def run(case, deployment_id, answers):
         time.sleep(0.2)
     item = ddb.get_item(TableName=TABLE, Key={"PK": {"S": f"DEPLOYMENT#{deployment_id}"}, "SK": {"S": "DEPLOYMENT"}})["Item"]
     history = [h["M"]["status"]["S"] for h in item["history"]["L"]]
-    return desc["status"], item, history
+    return desc, item, history
 
 
+# An S3 VersionId, which names the document version validate and build read.
+VERSION = "3HL4kqtJlcpXroDTDmJ.rmSpXd3dIbrHY"
 VALID = {"Payload": {"kind": "producer", "action": "deploy", "stack_name": "busway-producer-order-created-v1"}}
 BUILD_ID = "busway-producer-build:6a1f0c1e-0000-4000-8000-000000000000"
 # What the provisioner's describe_build task answers; the state machine keeps nothing of it.
@@ -125,14 +140,26 @@ ANSWERS = {
         ("DescribeFailedBuild", {"error": "Lambda.Unknown", "cause": "the provisioner crashed"}),
     ],
     "invalid-config": [("ValidateConfig", {"error": "DeployConfig.Invalid", "cause": "$.target_unit: must match"})],
+    "retried": [
+        ("ValidateConfig", VALID), ("BuildProducer", {"Build": {"Id": BUILD_ID, "BuildStatus": "SUCCEEDED"}}),
+        ("DescribeBuild", DESCRIBED),
+    ],
+    # A late execution of an ended deployment, and one the record no longer names: the first
+    # conditional status write is refused, no task runs and the record stays as it was.
+    "ended-before": [],
+    "another-execution": [],
 }
 CASES = json.loads((ROOT / "statemachines/cases.json").read_text())["cases"]
 assert set(CASES) == set(ANSWERS)
 results = {}
 for i, (case, expected) in enumerate(CASES.items()):
     answers = ANSWERS[case]
-    status, item, history = run(case, f"{i:08d}-0000-4000-8000-000000000000", answers)
-    assert status == ("SUCCEEDED" if expected["error"] is None else "FAILED"), (case, status)
+    desc, item, history = run(case, f"{i:08d}-0000-4000-8000-000000000000", expected, answers)
+    status = desc["status"]
+    failed = expected["error"] is not None or "execution_error" in expected
+    assert status == ("FAILED" if failed else "SUCCEEDED"), (case, status)
+    if "execution_error" in expected:
+        assert desc.get("error") == expected["execution_error"], (case, desc)
     assert history == expected["history"], (case, history)
     assert item["status"]["S"] == expected["history"][-1]
     if expected["error"]:

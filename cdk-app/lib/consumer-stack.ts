@@ -9,6 +9,7 @@ import * as sqs from 'aws-cdk-lib/aws-sqs';
 import { Construct } from 'constructs';
 import { ConsumerDeploy } from './deploy-config';
 import { platformValue } from './platform';
+import { QueueStatement } from './queue-statement';
 
 export interface ConsumerProps extends StackProps {
   doc: ConsumerDeploy;
@@ -70,26 +71,17 @@ export class ConsumerStack extends Stack {
         return { arn: doc.connection_string };
       case 'SQS': {
         const queue = sqs.Queue.fromQueueArn(this, 'TargetQueue', doc.connection_string);
-        // AWS::SQS::QueuePolicy sets the queue's whole policy: the subscriber's queue is given to
-        // busway for this subscription (README).
-        new sqs.CfnQueuePolicy(this, 'TargetQueuePolicy', {
-          queues: [queue.queueUrl],
-          policyDocument: new iam.PolicyDocument({
-            statements: [
-              new iam.PolicyStatement({
-                actions: ['sqs:SendMessage'],
-                principals: [new iam.ServicePrincipal('events.amazonaws.com')],
-                resources: [doc.connection_string],
-                conditions: { ArnEquals: { 'aws:SourceArn': ruleArn } },
-              }),
-              new iam.PolicyStatement({
-                effect: iam.Effect.DENY,
-                actions: ['sqs:*'],
-                principals: [new iam.AnyPrincipal()],
-                resources: [doc.connection_string],
-                conditions: { Bool: { 'aws:SecureTransport': 'false' } },
-              }),
-            ],
+        // The team's queue keeps its policy: this subscription adds its own statement and
+        // removes only that one (lib/queue-statement.ts).
+        new QueueStatement(this, 'TargetQueueStatement', {
+          queueArn: doc.connection_string,
+          queueUrl: queue.queueUrl,
+          sid: `busway${doc.subscription_id.replace(/[^A-Za-z0-9]/g, '')}`,
+          statement: new iam.PolicyStatement({
+            actions: ['sqs:SendMessage'],
+            principals: [new iam.ServicePrincipal('events.amazonaws.com')],
+            resources: [doc.connection_string],
+            conditions: { ArnEquals: { 'aws:SourceArn': ruleArn } },
           }),
         });
         return { arn: doc.connection_string };

@@ -32,6 +32,13 @@ function byName(stacks: Stack[], stackName: string): Template {
   return Template.fromStack(s);
 }
 
+/** A CloudFormation value as text: joins concatenated, any other intrinsic as `<...>`. */
+function render(v: any): string {
+  if (typeof v === 'string') return v;
+  if (v && v['Fn::Join']) return v['Fn::Join'][1].map(render).join(v['Fn::Join'][0]);
+  return `<${JSON.stringify(v)}>`;
+}
+
 /** Every IAM statement of a template: no wildcard action, no `*` resource. */
 function assertLeastPrivilege(t: Template): void {
   const docs = [
@@ -154,15 +161,44 @@ test('a Lambda consumer gets the rule, the target with retry policy and DLQ, and
   });
 });
 
-test('an SQS consumer gets a queue policy letting only its rule send', () => {
+test('an SQS consumer adds one statement letting only its rule send to the team\'s queue, never the queue\'s whole policy', () => {
   const { stacks } = synth('consumer-sqs');
   const doc = raw('consumer-sqs');
   const t = byName(stacks, doc.stack_name);
   assertRule(t, 'consumer-sqs');
   t.hasResourceProperties('AWS::Events::Rule', { Targets: [Match.objectLike({ Arn: doc.connection_string })] });
-  t.hasResourceProperties('AWS::SQS::QueuePolicy', {
-    PolicyDocument: { Statement: Match.arrayWith([Match.objectLike({ Action: 'sqs:SendMessage', Resource: doc.connection_string })]) },
+  t.resourceCountIs('AWS::SQS::QueuePolicy', 1); // the stack's own dead-letter queue only
+  t.resourceCountIs('AWS::SQS::QueueInlinePolicy', 0);
+  assert.ok(
+    Object.values(t.findResources('AWS::SQS::QueuePolicy')).every((p: any) => JSON.stringify(p.Properties.Queues).includes('DeadLetters')),
+    'no policy of the target queue',
+  );
+  const statements = Object.values(t.findResources('Custom::QueueStatement')) as any[];
+  assert.equal(statements.length, 1);
+  const props = statements[0].Properties;
+  const sid = `busway${doc.subscription_id.replace(/-/g, '')}`;
+  assert.equal(props.Sid, sid);
+  const statement = render(props.Statement);
+  for (const part of ['"Action":"sqs:SendMessage"', '"Service":"events.amazonaws.com"', `"Resource":"${doc.connection_string}"`, `"Sid":"${sid}"`, `:rule/`, `/${doc.rule_name}"`]) {
+    assert.ok(statement.includes(part), `${part} in ${statement}`);
+  }
+  // The handler may read and write the policy of this queue and nothing else.
+  t.hasResourceProperties('AWS::IAM::Policy', {
+    PolicyDocument: { Statement: Match.arrayWith([{ Action: ['sqs:GetQueueAttributes', 'sqs:SetQueueAttributes'], Effect: 'Allow', Resource: doc.connection_string }]) },
   });
+  assertLeastPrivilege(t);
+});
+
+test('two subscriptions on one queue each add their own statement by their own Sid', () => {
+  const other = { ...raw('consumer-sqs'), subscription_id: '0f1e2d3c-4b5a-4968-8776-a5b4c3d2e1f0', target_unit: 'returns' };
+  other.rule_name = `busway-${other.subscription_id}`;
+  other.stack_name = `busway-consumer-${other.subscription_id}`;
+  other.event_pattern = { ...other.event_pattern, detail: { metadata: { event_attributes: { target: ['returns'] } } } };
+  const app = newApp();
+  const stacks = [...generate(app, fixture('consumer-sqs'), 'dev'), ...generate(app, parseDeployJson(JSON.stringify(other)), 'dev')];
+  const sids = stacks.flatMap((s) => Object.values(Template.fromStack(s).findResources('Custom::QueueStatement')).map((r: any) => r.Properties.Sid));
+  assert.equal(sids.length, 2);
+  assert.notEqual(sids[0], sids[1]);
 });
 
 test('an HTTPS consumer gets a connection, an API destination and a role that may invoke only that destination', () => {

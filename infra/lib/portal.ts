@@ -1,5 +1,5 @@
 // Seed step 4: the self-service portal (table, schema registry, portal function and its API).
-import { CfnOutput, Duration, Stack, StackProps, Validations } from 'aws-cdk-lib';
+import { ArnFormat, CfnOutput, Duration, Stack, StackProps, Validations } from 'aws-cdk-lib';
 import * as apigw from 'aws-cdk-lib/aws-apigateway';
 import * as dynamodb from 'aws-cdk-lib/aws-dynamodb';
 import * as eventschemas from 'aws-cdk-lib/aws-eventschemas';
@@ -47,6 +47,10 @@ export class PortalStack extends Stack {
     });
     this.registryName = registry.attrRegistryName;
 
+    // Built from its name, as the provisioning stack does: that stack deploys after this one.
+    const stateMachineArn = this.formatArn({
+      service: 'states', resource: 'stateMachine', resourceName: names.stateMachineName, arnFormat: ArnFormat.COLON_RESOURCE_NAME,
+    });
     const portal = new RustFunction(this, 'Portal', {
       name: 'portal',
       names,
@@ -58,6 +62,7 @@ export class PortalStack extends Stack {
         [ENV_VARS.publisherBucket]: props.publisher.bucketName,
         [ENV_VARS.subscriberBucket]: props.subscriber.bucketName,
         [ENV_VARS.registryName]: this.registryName,
+        [ENV_VARS.stateMachineArn]: stateMachineArn,
       },
     });
     portal.role.addToPolicy(new iam.PolicyStatement({
@@ -70,6 +75,10 @@ export class PortalStack extends Stack {
     const backups = objects(this, names, 'event-schemas-backup-bucket', '*/schema.json');
     portal.role.addToPolicy(new iam.PolicyStatement({ actions: ['s3:PutObject'], resources: deployJsons.map((o) => o.arn) }));
     portal.role.addToPolicy(new iam.PolicyStatement({ actions: ['s3:PutObject'], resources: [backups.arn] }));
+    // `POST /deployments/{id}/retry` provisions a written deploy.json again: it reads the
+    // document's current version and starts the execution of the retried attempt.
+    portal.role.addToPolicy(new iam.PolicyStatement({ actions: ['s3:GetObject'], resources: deployJsons.map((o) => o.arn) }));
+    portal.role.addToPolicy(new iam.PolicyStatement({ actions: ['states:StartExecution'], resources: [stateMachineArn] }));
     // ListSchemaVersions serves the registry port's list of versions.
     const schemas = `schema/${names.registryName}/*`;
     portal.role.addToPolicy(new iam.PolicyStatement({

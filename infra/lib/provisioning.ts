@@ -59,7 +59,8 @@ export class ProvisioningStack extends Stack {
     });
     provisioner.role.addToPolicy(new iam.PolicyStatement({ actions: ['states:StartExecution'], resources: [stateMachineArn] }));
     const deployJsons = (['producer', 'consumer'] as const).map((k) => objects(this, names, CONFIG_BUCKET[k], `*/${DEPLOY_JSON}`));
-    provisioner.role.addToPolicy(new iam.PolicyStatement({ actions: ['s3:GetObject'], resources: deployJsons.map((o) => o.arn) }));
+    // The validate task reads exactly the version the notification named.
+    provisioner.role.addToPolicy(new iam.PolicyStatement({ actions: ['s3:GetObject', 's3:GetObjectVersion'], resources: deployJsons.map((o) => o.arn) }));
     acknowledgeWildcards(provisioner.role, deployJsons.map((o) => o.finding), 'Deploy.json keys are made at run time from validated names; the wildcard is that key shape in the two configuration buckets.');
     // Without it S3 answers 403 for a missing key: a deploy.json deleted before its notification
     // is read would look forbidden, and the notification would be retried instead of skipped.
@@ -89,8 +90,8 @@ export class ProvisioningStack extends Stack {
       exclude: ['.git/', ...gitignore()],
     });
     const projects = {
-      producer: this.buildProject('producer', names, repo),
-      consumer: this.buildProject('consumer', names, repo),
+      producer: this.buildProject('producer', names, repo, props.table),
+      consumer: this.buildProject('consumer', names, repo, props.table),
     };
     // The describe_build task records a build's phases and log link on its deployment.
     provisioner.role.addToPolicy(new iam.PolicyStatement({
@@ -140,7 +141,7 @@ export class ProvisioningStack extends Stack {
   }
 
   /** The CodeBuild project of one kind: runs buildspecs/{kind}.yml on the repository asset. */
-  private buildProject(kind: Kind, names: Names, repo: s3assets.Asset): codebuild.Project {
+  private buildProject(kind: Kind, names: Names, repo: s3assets.Asset, table: dynamodb.ITable): codebuild.Project {
     const project = new codebuild.Project(this, `${kind === 'producer' ? 'Producer' : 'Consumer'}Build`, {
       projectName: names.buildProject(kind),
       description: `busway ${kind} build: cdk deploy|destroy of one deploy.json with cdk-app/`,
@@ -149,7 +150,7 @@ export class ProvisioningStack extends Stack {
       environment: {
         buildImage: codebuild.LinuxBuildImage.STANDARD_7_0,
         computeType: codebuild.ComputeType.SMALL,
-        environmentVariables: { BUSWAY_ENV: { value: names.env } },
+        environmentVariables: { BUSWAY_ENV: { value: names.env }, [ENV_VARS.tableName]: { value: table.tableName } },
       },
       timeout: Duration.minutes(30),
       logging: { cloudWatch: { logGroup: new logs.LogGroup(this, `${kind}BuildLogs`, { retention: logs.RetentionDays.THREE_MONTHS }) } },
@@ -158,7 +159,10 @@ export class ProvisioningStack extends Stack {
     const bootstrapRoles = `arn:${this.partition}:iam::${this.account}:role/cdk-*`;
     project.addToRolePolicy(new iam.PolicyStatement({ actions: ['sts:AssumeRole'], resources: [bootstrapRoles] }));
     const deployJson = objects(this, names, CONFIG_BUCKET[kind], `*/${DEPLOY_JSON}`);
-    project.addToRolePolicy(new iam.PolicyStatement({ actions: ['s3:GetObject'], resources: [deployJson.arn] }));
+    // scripts/provision-build.sh fetches exactly the validated version, and first re-checks on the
+    // deployment record that the deployment still expects it.
+    project.addToRolePolicy(new iam.PolicyStatement({ actions: ['s3:GetObject', 's3:GetObjectVersion'], resources: [deployJson.arn] }));
+    project.addToRolePolicy(new iam.PolicyStatement({ actions: ['dynamodb:GetItem'], resources: [table.tableArn] }));
     // The generated stacks take the platform's IDs as SSM-typed parameters of this environment.
     const parameters = `parameter/busway/${names.env}/*`;
     project.addToRolePolicy(new iam.PolicyStatement({

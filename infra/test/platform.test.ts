@@ -162,7 +162,7 @@ const BUCKETS = [ENV_VARS.schemaBackupBucket, ENV_VARS.publisherBucket, ENV_VARS
 
 test('every function is a Rust bootstrap on provided.al2023 arm64 with exactly the environment it reads', () => {
   const expected: Record<string, [Template, string[]]> = {
-    portal: [t.portal, [ENV_VARS.tableName, ENV_VARS.schemaBackupBucket, ENV_VARS.publisherBucket, ENV_VARS.subscriberBucket, ENV_VARS.registryName]],
+    portal: [t.portal, [ENV_VARS.tableName, ENV_VARS.schemaBackupBucket, ENV_VARS.publisherBucket, ENV_VARS.subscriberBucket, ENV_VARS.registryName, ENV_VARS.stateMachineArn]],
     injector: [t.brokerApi, [ENV_VARS.busName, ENV_VARS.tableName, ...BUCKETS]],
     'injector-sqs': [t.brokerApi, [ENV_VARS.busName, ENV_VARS.tableName, ...BUCKETS]],
     provisioner: [t.provisioning, [ENV_VARS.tableName, ...BUCKETS, ENV_VARS.stateMachineArn]],
@@ -183,6 +183,7 @@ test('every function is a Rust bootstrap on provided.al2023 arm64 with exactly t
     Environment: { Variables: Match.objectLike({
       [ENV_VARS.tableName]: { Ref: Match.stringLikeRegexp('^Events') },
       [ENV_VARS.registryName]: { 'Fn::GetAtt': [Match.stringLikeRegexp('^Registry'), 'RegistryName'] },
+      [ENV_VARS.stateMachineArn]: { 'Fn::Join': ['', Match.arrayWith([':stateMachine:dev-busway-provisioning'])] },
     }) },
   });
   t.provisioning.hasResourceProperties('AWS::Lambda::Function', {
@@ -193,12 +194,14 @@ test('every function is a Rust bootstrap on provided.al2023 arm64 with exactly t
   });
 });
 
-test('the portal may read and write the table, put deploy.json files and schema backups, and manage the registry\'s schemas only', () => {
+test('the portal may read and write the table, put deploy.json files and schema backups, manage the registry\'s schemas and provision a retried deployment only', () => {
   assertStatements(statements(t.portal, 'PortalRole'), [
     [LOGS, [/^<PortalLogs\w+\.Arn>$/]],
     [['dynamodb:GetItem', 'dynamodb:Query', 'dynamodb:PutItem', 'dynamodb:UpdateItem', 'dynamodb:DeleteItem', 'dynamodb:ConditionCheckItem'], [/^<Events\w+\.Arn>$/, /^<Events\w+\.Arn>\/index\/GSI1$/, /^<Events\w+\.Arn>\/index\/GSI2$/]],
     [['s3:PutObject'], [OBJECTS('publisher-components-bucket', '*/deploy.json'), OBJECTS('subscriber-components-bucket', '*/deploy.json')]],
     [['s3:PutObject'], [OBJECTS('event-schemas-backup-bucket', '*/schema.json')]],
+    [['s3:GetObject'], [OBJECTS('publisher-components-bucket', '*/deploy.json'), OBJECTS('subscriber-components-bucket', '*/deploy.json')]],
+    [['states:StartExecution'], [ARN('states', 'stateMachine:dev-busway-provisioning')]],
     [['schemas:CreateSchema', 'schemas:UpdateSchema', 'schemas:DescribeSchema', 'schemas:ListSchemaVersions'], [ARN('schemas', 'schema/dev\\.busway\\.schemas/\\*')]],
   ]);
 });
@@ -218,7 +221,7 @@ test('the provisioner may start the state machine, read deploy.json files and li
   assertStatements(statements(t.provisioning, 'ProvisionerRole'), [
     [LOGS, [/^<ProvisionerLogs\w+\.Arn>$/]],
     [['states:StartExecution'], [ARN('states', 'stateMachine:dev-busway-provisioning')]],
-    [['s3:GetObject'], [OBJECTS('publisher-components-bucket', '*/deploy.json'), OBJECTS('subscriber-components-bucket', '*/deploy.json')]],
+    [['s3:GetObject', 's3:GetObjectVersion'], [OBJECTS('publisher-components-bucket', '*/deploy.json'), OBJECTS('subscriber-components-bucket', '*/deploy.json')]],
     [['s3:ListBucket'], [/^<import:dev-components-configuration-storage-service:ExportsOutputFnGetAttPublisher\w+Arn\w+>$/, /^<import:dev-components-configuration-storage-service:ExportsOutputFnGetAttSubscriber\w+Arn\w+>$/]],
     [['dynamodb:GetItem', 'dynamodb:Query', 'dynamodb:PutItem', 'dynamodb:UpdateItem'], TABLE_AND_INDEXES],
     [['codebuild:BatchGetBuilds'], [/^<ProducerBuild\w+\.Arn>$/, /^<ConsumerBuild\w+\.Arn>$/]],
@@ -238,12 +241,13 @@ test('the state machine role: status writes, the provisioner, the two builds and
   ]);
 });
 
-test('each build role may assume the CDK bootstrap roles, read its own kind of deploy.json and this env\'s parameters', () => {
+test('each build role may assume the CDK bootstrap roles, read its own kind of deploy.json in any version, its deployment record and this env\'s parameters', () => {
   for (const [kind, bucket] of [['Producer', 'publisher-components-bucket'], ['Consumer', 'subscriber-components-bucket']]) {
-    const ours = statements(t.provisioning, `${kind}BuildRole`).slice(-3);
+    const ours = statements(t.provisioning, `${kind}BuildRole`).slice(-4);
     assertStatements(ours, [
       [['sts:AssumeRole'], [/^arn:<AWS::Partition>:iam::<AWS::AccountId>:role\/cdk-\*$/]],
-      [['s3:GetObject'], [OBJECTS(bucket, '*/deploy.json')]],
+      [['s3:GetObject', 's3:GetObjectVersion'], [OBJECTS(bucket, '*/deploy.json')]],
+      [['dynamodb:GetItem'], [/^<import:dev-self-service-portal:ExportsOutputFnGetAttEvents\w+Arn\w+>$/]],
       [['ssm:GetParameter', 'ssm:GetParameters'], [ARN('ssm', 'parameter/busway/dev/\\*')]],
     ]);
   }
@@ -297,9 +301,15 @@ test('the build projects run buildspecs/{kind}.yml on the repository asset, whic
       Name: `dev-busway-${kind}-build`,
       Source: { Type: 'S3', BuildSpec: `buildspecs/${kind}.yml`, Location: Match.anyValue() },
       Artifacts: { Type: 'NO_ARTIFACTS' },
-      Environment: Match.objectLike({ Image: 'aws/codebuild/standard:7.0', PrivilegedMode: false, EnvironmentVariables: [{ Name: 'BUSWAY_ENV', Type: 'PLAINTEXT', Value: 'dev' }] }),
+      Environment: Match.objectLike({ Image: 'aws/codebuild/standard:7.0', PrivilegedMode: false, EnvironmentVariables: [
+        { Name: 'BUSWAY_ENV', Type: 'PLAINTEXT', Value: 'dev' },
+        // scripts/provision-build.sh re-checks the deployment record in the platform's table.
+        { Name: ENV_VARS.tableName, Type: 'PLAINTEXT', Value: Match.anyValue() },
+      ] }),
       TimeoutInMinutes: 30,
     });
+    const project = Object.values(t.provisioning.findResources('AWS::CodeBuild::Project', { Properties: { Name: `dev-busway-${kind}-build` } }))[0] as any;
+    assert.match(render(project.Properties.Environment.EnvironmentVariables[1].Value), /^<import:dev-self-service-portal:ExportsOutputRefEvents\w+>$/);
   }
   const repo = p.provisioning.node.findChild('Repository') as s3assets.Asset;
   const staged = path.join((p.provisioning.node.root as App).outdir, repo.assetPath);

@@ -346,7 +346,7 @@ impl Broker {
         .await
     }
 
-    /// Polls `GET /deployments/{id}` until it is SUCCEEDED or FAILED.
+    /// Polls `GET /deployments/{id}` until it ended: SUCCEEDED, FAILED or SUPERSEDED.
     pub async fn wait_for_deployment(&self, id: &str) -> Value {
         self.wait_for_deployment_within(id, DEPLOYMENT_TIMEOUT)
             .await
@@ -359,7 +359,7 @@ impl Broker {
             let reply = self.get(&format!("/deployments/{id}")).await;
             let deployment = reply.expect(200);
             match deployment["status"].as_str() {
-                Some("SUCCEEDED" | "FAILED") => return deployment.clone(),
+                Some("SUCCEEDED" | "FAILED" | "SUPERSEDED") => return deployment.clone(),
                 Some(_) => {}
                 None => panic!("deployment {id} has no status: {deployment}"),
             }

@@ -61,6 +61,7 @@ async fn an_event_type_registered_through_the_portal_routes_matching_events_to_t
         registry: Arc::new(registry),
         objects: host.objects(),
         deliveries: None,
+        provisioning: Arc::new(account.provisioning().await),
     }));
 
     let (status, created) = call(portal.clone(), "POST", "/events", &seed_event()).await;

@@ -240,16 +240,33 @@ async fn writes_the_aws_table_and_buckets_of_this_release() {
             DeployKind::Producer => Bucket::Publisher,
             DeployKind::Consumer => Bucket::Subscriber,
         };
+        let execution = provisioner
+            .start(bucket, &d.bucket, &d.key, None)
+            .await
+            .expect("the notification")
+            .expect("an execution");
+        if execution.input.deployment_id != d.id {
+            // Its document was replaced before it started (the deleted subscription's deploy):
+            // the newer job runs in its own turn, and this one is superseded.
+            let superseded = store
+                .get_deployment(&d.id)
+                .await
+                .expect("read")
+                .expect("kept");
+            assert_eq!(superseded.status, DeploymentStatus::Superseded);
+            continue;
+        }
+        let run = execution.name.as_str();
         provisioner
-            .record(&d.id, DeploymentStatus::Validating, None)
+            .record(&d.id, run, DeploymentStatus::Validating, None)
             .await
             .expect("VALIDATING");
         provisioner
-            .validate(&d.id, bucket, &d.key)
+            .validate(&d.id, bucket, &d.key, &execution.input.object_version)
             .await
             .expect("the document is valid");
         provisioner
-            .record(&d.id, DeploymentStatus::Building, None)
+            .record(&d.id, run, DeploymentStatus::Building, None)
             .await
             .expect("BUILDING");
         let failed = i == last;
@@ -275,7 +292,7 @@ async fn writes_the_aws_table_and_buckets_of_this_release() {
             )
         });
         provisioner
-            .record(&d.id, DeploymentStatus::Succeeded, failure)
+            .record(&d.id, run, DeploymentStatus::Succeeded, failure)
             .await
             .expect("the end");
     }

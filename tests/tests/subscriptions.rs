@@ -30,21 +30,33 @@ fn ids(listed: &Value) -> Vec<String> {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn an_identical_subscription_is_a_conflict_but_another_target_unit_is_not() {
+async fn an_identical_subscription_is_the_existing_one_another_retry_policy_of_its_target_a_conflict_and_another_unit_a_new_one()
+ {
     let busway = with_seed_event().await;
     let first = busway.subscribe_deployed(&seed_subscription()).await;
     let before = busway.snapshot().await;
 
+    // A subscribe retried after a timeout gets the subscription it made, and its deployment.
     let reply = busway.post("/subscriptions", &seed_subscription()).await;
-    reply.expect_error(409, "already_exists");
+    assert_eq!(reply.expect(201), &first);
     // Version 1 as a number is the same version as "1".
     let mut same = seed_subscription();
     same["version"] = json!(1);
+    assert_eq!(
+        busway.post("/subscriptions", &same).await.expect(201),
+        &first
+    );
+    let mut retried_otherwise = seed_subscription();
+    retried_otherwise["retry_policy"] = json!({"maximum_retry_attempts": 3});
     busway
-        .post("/subscriptions", &same)
+        .post("/subscriptions", &retried_otherwise)
         .await
         .expect_error(409, "already_exists");
-    assert_eq!(busway.snapshot().await, before, "a conflict writes nothing");
+    assert_eq!(
+        busway.snapshot().await,
+        before,
+        "neither a repeat nor a conflict writes anything"
+    );
 
     let mut other_unit = seed_subscription();
     other_unit["target_unit"] = json!("u3");

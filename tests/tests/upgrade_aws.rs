@@ -113,8 +113,15 @@ async fn check(fixture: &Path) {
             .expect("a bucket")
             .keys()
         {
+            let version = provisioner
+                .objects
+                .get_object_version(bucket, key, None)
+                .await
+                .expect("the kept object reads")
+                .expect("the kept object")
+                .version;
             let doc = provisioner
-                .load(bucket, key)
+                .load(bucket, key, &version)
                 .await
                 .unwrap_or_else(|e| panic!("the kept {key} no longer validates: {e:?}"));
             assert_eq!(doc.kind(), kind);

@@ -8,7 +8,7 @@
 //! `ResultSelector`, `ResultPath` (a path or null), `Retry` (`ErrorEquals`, `IntervalSeconds`,
 //! `MaxAttempts`, `BackoffRate`), `Catch` (`ErrorEquals`, `ResultPath`, `Next`), `Choices` with
 //! `Variable` + `StringEquals` + `Next`, `Default`, `Result`, `Error`, `Cause`; paths `$`,
-//! `$.a.b` and the context object `$$.State.EnteredTime`, `$$.Execution.Id`; intrinsics
+//! `$.a.b` and the context object `$$.State.EnteredTime`, `$$.Execution.Id`, `$$.Execution.Name`; intrinsics
 //! `States.Format` and `States.JsonToString`.
 
 use std::collections::BTreeMap;
@@ -289,7 +289,9 @@ impl StateMachine {
         let mut data = input;
         loop {
             let state = &self.states[&current];
-            let ctx = json!({"State": {"EnteredTime": runner.now(), "Name": current}, "Execution": {"Id": execution_id}});
+            // An execution ARN ends in the execution's name, as Step Functions makes them.
+            let name = execution_id.rsplit(':').next().unwrap_or(execution_id);
+            let ctx = json!({"State": {"EnteredTime": runner.now(), "Name": current}, "Execution": {"Id": execution_id, "Name": name}});
             let next = match state["Type"].as_str().unwrap_or_default() {
                 "Succeed" => return Outcome::Succeeded(data),
                 "Fail" => {
@@ -718,6 +720,8 @@ mod tests {
                     assert_eq!(input["TableName"], "local-DeploymentsTableName");
                     assert_eq!(input["Key"]["PK"]["S"], "DEPLOYMENT#d-1");
                     let values = &input["ExpressionAttributeValues"];
+                    // Each write is conditional on the execution, named from its ARN.
+                    assert_eq!(values[":execution"]["S"], "d-1");
                     let mut transient = self.transient_failures.lock().expect("lock");
                     if *transient > 0 {
                         *transient -= 1;
@@ -789,7 +793,7 @@ mod tests {
     async fn run(f: &Fake) -> Outcome {
         let m = StateMachine::load(&definition(), &substitutions())
             .expect("the provisioning definition loads");
-        let input = json!({"deployment_id": "d-1", "bucket": "publisher", "key": "order_created/1/deploy.json", "kind": "producer"});
+        let input = json!({"deployment_id": "d-1", "bucket": "publisher", "key": "order_created/1/deploy.json", "object_version": "v1", "kind": "producer"});
         m.run(f, "local:d-1", input).await
     }
 

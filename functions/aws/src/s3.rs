@@ -6,7 +6,7 @@
 use async_trait::async_trait;
 use aws_sdk_s3::Client;
 use aws_sdk_s3::primitives::ByteStream;
-use busway_core::ports::{Bucket, ObjectStore, check_object_key};
+use busway_core::ports::{Bucket, ObjectStore, ObjectVersion, check_object_key};
 use tracing::{debug, instrument};
 
 use crate::config::BucketNames;
@@ -46,18 +46,56 @@ impl ObjectStore for S3ObjectStore {
 
     #[instrument(skip(self))]
     async fn get_object(&self, bucket: Bucket, key: &str) -> anyhow::Result<Option<Vec<u8>>> {
+        Ok(self
+            .get_object_version(bucket, key, None)
+            .await?
+            .map(|o| o.body))
+    }
+
+    /// The object's `VersionId` names the version; an object of a bucket without versioning has
+    /// none, and is named by its content as the embedded store names it.
+    #[instrument(skip(self))]
+    async fn get_object_version(
+        &self,
+        bucket: Bucket,
+        key: &str,
+        version: Option<&str>,
+    ) -> anyhow::Result<Option<ObjectVersion>> {
         check_object_key(key)?;
         let name = self.buckets.name(bucket);
-        let what = || format!("GetObject s3://{name}/{key}");
-        let out = match self.client.get_object().bucket(name).key(key).send().await {
+        let what = || format!("GetObject s3://{name}/{key} (version {version:?})");
+        let request = self
+            .client
+            .get_object()
+            .bucket(name)
+            .key(key)
+            .set_version_id(version.map(str::to_string));
+        let out = match request.send().await {
             Ok(out) => out,
             Err(e) if e.as_service_error().is_some_and(|e| e.is_no_such_key()) => return Ok(None),
+            // No such version id (S3 says 400 for one it cannot parse, 404 for one it does not
+            // have): in a bucket without versioning a version is named by its content, so the
+            // current object is the one asked for or it is gone.
+            Err(e)
+                if version.is_some()
+                    && e.raw_response()
+                        .is_some_and(|r| matches!(r.status().as_u16(), 400 | 404)) =>
+            {
+                let current = Box::pin(self.get_object_version(bucket, key, None)).await?;
+                return Ok(current.filter(|c| version == Some(c.version.as_str())));
+            }
             Err(e) => return Err(store_error(&what(), e).into()),
         };
+        let version_id = out.version_id().map(str::to_string);
         let body = out.body.collect().await.map_err(|e| {
             // The connection broke mid-body: the same read may work again.
             busway_core::ports::StoreError::Unavailable(format!("{}: {e}", what()))
         })?;
-        Ok(Some(body.into_bytes().to_vec()))
+        let body = body.into_bytes().to_vec();
+        let version = match version_id.filter(|v| v != "null") {
+            Some(v) => v,
+            None => busway_core::deployment::object_version(&body),
+        };
+        Ok(Some(ObjectVersion { body, version }))
     }
 }

@@ -4,11 +4,14 @@
 //! is harmless.
 
 use anyhow::Context;
+use async_trait::async_trait;
 use aws_sdk_sfn::Client;
 use aws_sdk_sfn::error::DisplayErrorContext;
-use busway_core::provisioning::Execution;
+use busway_core::ports::{Bucket, ProvisioningStarter};
+use busway_core::provisioning::{Execution, Provisioner};
 use tracing::{info, instrument};
 
+use crate::config::BucketNames;
 use crate::error::is_transient;
 
 /// What StartExecution did.
@@ -77,5 +80,44 @@ impl SfnStarter {
                 .context(format!("StartExecution of {}", self.state_machine_arn))
                 .into()),
         }
+    }
+}
+
+/// The provisioning state machine's ARN, as infra/lib/names.ts `ENV_VARS` names it.
+pub const STATE_MACHINE_ARN: &str = "BUSWAY_STATE_MACHINE_ARN";
+
+/// What the S3 notification handler does for one object, for callers other than S3: the portal
+/// provisions a retried deployment's document again (its current version) this way.
+pub struct SfnProvisioning {
+    pub provisioner: Provisioner,
+    pub starter: SfnStarter,
+    pub buckets: BucketNames,
+}
+
+impl SfnProvisioning {
+    /// On the host's table and buckets, starting executions of `state_machine_arn`.
+    pub fn for_host(host: &crate::host::Host, state_machine_arn: impl Into<String>) -> Self {
+        let store = host.store();
+        Self {
+            provisioner: Provisioner {
+                store: store.clone(),
+                deployments: store,
+                objects: host.objects(),
+            },
+            starter: SfnStarter::new(Client::new(host.sdk()), state_machine_arn),
+            buckets: host.config.buckets.clone(),
+        }
+    }
+}
+
+#[async_trait]
+impl ProvisioningStarter for SfnProvisioning {
+    async fn start(&self, bucket: Bucket, key: &str) -> anyhow::Result<()> {
+        let name = self.buckets.name(bucket);
+        let Some(execution) = self.provisioner.start(bucket, name, key, None).await? else {
+            return Ok(());
+        };
+        self.starter.start(&execution).await?;
+        Ok(())
     }
 }

@@ -20,6 +20,7 @@ fn execution() -> Execution {
             deployment_id: "d-1".into(),
             bucket: "dev-publisher-components-bucket-123456789012".into(),
             key: "order_created/1/deploy.json".into(),
+            object_version: "3HL4kqtJlcpXroDTDmJ.rmSpXd3dIbrHY".into(),
             kind: DeployKind::Producer,
         },
     }

@@ -1,5 +1,6 @@
 //! Deployment records: every deploy.json gets one, moving PENDING → VALIDATING → BUILDING →
-//! SUCCEEDED | FAILED, with the time of each step and the error that ended it.
+//! SUCCEEDED | FAILED, with the time of each step and the error that ended it; a job a later one
+//! of the same document replaced before it started is SUPERSEDED.
 
 use serde::{Deserialize, Serialize};
 
@@ -15,19 +16,26 @@ pub enum DeploymentStatus {
     Building,
     Succeeded,
     Failed,
+    /// A later version of the same document was written before this job started: that one
+    /// runs instead, and this one never will.
+    Superseded,
 }
 
 impl DeploymentStatus {
     pub fn is_final(self) -> bool {
-        matches!(self, Self::Succeeded | Self::Failed)
+        matches!(self, Self::Succeeded | Self::Failed | Self::Superseded)
     }
 
-    /// The only moves the pipeline makes: forward one step, or to FAILED from any unfinished step.
+    /// The only moves the pipeline makes: forward one step, to FAILED from any unfinished step,
+    /// or to SUPERSEDED from PENDING.
     pub fn can_move_to(self, next: DeploymentStatus) -> bool {
         use DeploymentStatus::*;
         matches!(
             (self, next),
-            (Pending, Validating) | (Validating, Building) | (Building, Succeeded)
+            (Pending, Validating)
+                | (Validating, Building)
+                | (Building, Succeeded)
+                | (Pending, Superseded)
         ) || (!self.is_final() && next == Failed)
     }
 
@@ -38,6 +46,7 @@ impl DeploymentStatus {
             Self::Building => "BUILDING",
             Self::Succeeded => "SUCCEEDED",
             Self::Failed => "FAILED",
+            Self::Superseded => "SUPERSEDED",
         }
     }
 
@@ -48,6 +57,7 @@ impl DeploymentStatus {
             Self::Building,
             Self::Succeeded,
             Self::Failed,
+            Self::Superseded,
         ]
         .into_iter()
         .find(|st| st.as_str() == s)
@@ -73,10 +83,19 @@ pub struct Deployment {
     pub event_type: Option<EventTypeName>,
     pub version: Option<Version>,
     pub subscription_id: Option<String>,
-    /// SHA-256 of the document this deployment ran, once it was read: a repeated notification
-    /// of the same object version starts nothing new.
+    /// The version of the document this deployment runs, once it was read (the S3 `VersionId`
+    /// on AWS, the SHA-256 of the content locally): validate and build work on exactly this one,
+    /// and a repeated notification of it starts nothing new.
     #[serde(default)]
     pub object_version: Option<String>,
+    /// The execution that runs the current attempt: the state machine's status writes are
+    /// conditional on it, so an execution that is no longer the deployment's moves nothing.
+    /// `None` in records of format 1 and before an execution started.
+    #[serde(default)]
+    pub execution: Option<String>,
+    /// 1, then one more per `POST /deployments/{id}/retry`; format 1 records are their first.
+    #[serde(default = "first_attempt")]
+    pub attempt: u32,
     pub status: DeploymentStatus,
     pub history: Vec<StatusChange>,
     /// The error name that ended a FAILED deployment (`busway_core::tasks`, or a `States.*` name).
@@ -135,6 +154,8 @@ impl Deployment {
             version: None,
             subscription_id: None,
             object_version: None,
+            execution: None,
+            attempt: first_attempt(),
             status: DeploymentStatus::Pending,
             history: vec![StatusChange {
                 status: DeploymentStatus::Pending,
@@ -171,6 +192,37 @@ impl Deployment {
         self.advance(DeploymentStatus::Failed, at)?;
         self.error = Some(error.into());
         self.cause = Some(cause.into());
+        Ok(())
+    }
+}
+
+fn first_attempt() -> u32 {
+    1
+}
+
+/// Only a FAILED deployment is retried.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("deployment is {0:?}: only a FAILED deployment can be retried")]
+pub struct NotRetryable(pub DeploymentStatus);
+
+impl Deployment {
+    /// Starts the next attempt of a FAILED deployment on the same document version: PENDING
+    /// again, its earlier statuses kept in the history, the last attempt's failure and build
+    /// cleared. The next execution is named after the attempt.
+    pub fn retry(&mut self, at: Timestamp) -> Result<(), NotRetryable> {
+        if self.status != DeploymentStatus::Failed {
+            return Err(NotRetryable(self.status));
+        }
+        self.attempt += 1;
+        self.status = DeploymentStatus::Pending;
+        self.history.push(StatusChange {
+            status: DeploymentStatus::Pending,
+            at,
+        });
+        self.execution = None;
+        self.error = None;
+        self.cause = None;
+        self.build = None;
         Ok(())
     }
 }
@@ -244,6 +296,46 @@ mod tests {
         assert!(d.fail("Build.Failed", "again", crate::now()).is_err());
         let statuses: Vec<_> = d.history.iter().map(|h| h.status).collect();
         assert_eq!(statuses, [Pending, Validating, Building, Failed]);
+    }
+
+    #[test]
+    fn only_a_failed_deployment_is_retried_and_its_history_is_kept() {
+        let mut d = Deployment::pending(
+            new_id(),
+            DeployKind::Consumer,
+            "b".into(),
+            "k".into(),
+            crate::now(),
+        );
+        assert_eq!(d.retry(crate::now()), Err(NotRetryable(Pending)));
+        d.advance(Validating, crate::now())
+            .expect("pending → validating");
+        d.execution = Some("deploy-x".into());
+        d.fail("Build.Failed", "no endpoint", crate::now())
+            .expect("validating → failed");
+        d.retry(crate::now())
+            .expect("a failed deployment is retried");
+        assert_eq!((d.status, d.attempt), (Pending, 2));
+        assert_eq!((d.error, d.cause, d.execution), (None, None, None));
+        let statuses: Vec<_> = d.history.iter().map(|h| h.status).collect();
+        assert_eq!(statuses, [Pending, Validating, Failed, Pending]);
+    }
+
+    #[test]
+    fn a_record_of_the_first_format_is_the_first_attempt_of_no_known_execution() {
+        let d = Deployment::pending(
+            new_id(),
+            DeployKind::Producer,
+            "b".into(),
+            "k".into(),
+            crate::now(),
+        );
+        let mut old = serde_json::to_value(&d).expect("serializes");
+        let fields = old.as_object_mut().expect("an object");
+        fields.remove("attempt");
+        fields.remove("execution");
+        let read: Deployment = serde_json::from_value(old).expect("deserializes");
+        assert_eq!((read.attempt, read.execution), (1, None));
     }
 
     #[test]

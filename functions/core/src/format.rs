@@ -15,7 +15,9 @@ use serde_json::{Map, Value};
 pub const FORMAT_FIELD: &str = "format_version";
 
 /// The format of the table's records that this release writes.
-pub const RECORD_FORMAT: u32 = 1;
+/// 2 added `execution` and `attempt` to deployment records (format 1: no known execution, the
+/// first attempt).
+pub const RECORD_FORMAT: u32 = 2;
 
 /// The format of deploy.json documents that this release writes; the `maximum` of
 /// `format_version` in both schemas of `functions/core/schemas/`.

@@ -15,7 +15,7 @@ use crate::event::{
 use crate::format::DEPLOY_FORMAT;
 use crate::ports::{
     Bucket, DeadLetter, Deliveries, DeliveryStats, DeploymentStore, EventStore, ObjectStore,
-    SchemaRegistry, StoreError, schema_backup_key,
+    ProvisioningStarter, SchemaRegistry, StoreError, schema_backup_key,
 };
 use crate::schema;
 use crate::subscription::{
@@ -333,7 +333,14 @@ pub struct Portal {
     /// Delivery counts and dead letters, where this host keeps them: the local host does; on AWS
     /// they are EventBridge's (CloudWatch metrics and each rule's dead-letter queue).
     pub deliveries: Option<Arc<dyn Deliveries>>,
+    /// Starts provisioning a document again, for a retried deployment whose document is written.
+    pub provisioning: Arc<dyn ProvisioningStarter>,
 }
+
+/// How often a step of a job after the domain commit (registry, schema backup, deploy.json) is
+/// tried, and the pause before the second try, doubled after each.
+const STEP_ATTEMPTS: u32 = 3;
+const STEP_BACKOFF: std::time::Duration = std::time::Duration::from_millis(200);
 
 impl Portal {
     #[instrument(skip_all, fields(event_type = %req.event_type))]
@@ -341,11 +348,8 @@ impl Portal {
         &self,
         req: CreateEvent,
     ) -> Result<(EventTypeView, Deployment), PortalError> {
-        if self.store.get_event_type(&req.event_type).await?.is_some() {
-            return Err(PortalError::AlreadyExists(format!(
-                "event type {}",
-                req.event_type
-            )));
+        if let Some(made) = self.made_by(&req).await? {
+            return Ok(made);
         }
         let now = crate::now();
         let event = EventType {
@@ -356,15 +360,62 @@ impl Portal {
             latest_version: Version::FIRST,
             created_at: now,
         };
-        let version =
-            self.version_record(&req.event_type, Version::FIRST, req.description, &req.data);
+        let version = self.version_record(
+            &req.event_type,
+            Version::FIRST,
+            req.description.clone(),
+            &req.data,
+        );
         let deployment =
             self.producer_deployment(&req.event_type, Version::FIRST, DeployAction::Deploy);
-        self.store
+        match self
+            .store
             .create_event_type(&event, &version, &deployment)
-            .await?;
+            .await
+        {
+            // The same request, sent again before the first answered, won the race.
+            Err(StoreError::AlreadyExists(what)) => {
+                return self
+                    .made_by(&req)
+                    .await?
+                    .ok_or(PortalError::AlreadyExists(what));
+            }
+            done => done?,
+        }
         self.publish_version(&event, &version, &deployment).await?;
         Ok((self.view(event).await?, deployment))
+    }
+
+    /// A create retried after a timeout is answered with what it made: the event type this very
+    /// request registered (its application, description, connection type and first schema),
+    /// with the deployment of its first version. `AlreadyExists` when the name is taken
+    /// otherwise.
+    async fn made_by(
+        &self,
+        req: &CreateEvent,
+    ) -> Result<Option<(EventTypeView, Deployment)>, PortalError> {
+        let Some(existing) = self.store.get_event_type(&req.event_type).await? else {
+            return Ok(None);
+        };
+        let first = self
+            .store
+            .get_version(&req.event_type, Version::FIRST)
+            .await?;
+        let same = existing.application == req.application
+            && existing.description == req.description
+            && existing.connection_type == req.connection_type
+            && first.is_some_and(|v| {
+                v.schema == schema::envelope(&req.event_type, Version::FIRST, &req.data)
+            });
+        if !same {
+            return Err(PortalError::AlreadyExists(format!(
+                "event type {}",
+                req.event_type
+            )));
+        }
+        let key = deploy::producer_key(&req.event_type, Version::FIRST);
+        let deployment = self.first_deployment(&req.event_type, &key).await?;
+        Ok(Some((self.view(existing).await?, deployment)))
     }
 
     #[instrument(skip_all, fields(event_type = %event_type))]
@@ -409,21 +460,35 @@ impl Portal {
     ) -> Result<(Subscription, Deployment), PortalError> {
         let event = self.event_type(&req.event_type).await?;
         self.active_version(&req.event_type, req.version).await?;
+        if let Some(made) = self.subscription_made_by(&req).await? {
+            return Ok(made);
+        }
         let subscription = Subscription {
             id: uuid::Uuid::new_v4().to_string(),
-            event_type: req.event_type,
+            event_type: req.event_type.clone(),
             version: req.version,
-            target_unit: req.target_unit,
+            target_unit: req.target_unit.clone(),
             connection_type: req.connection_type,
-            connection_string: req.connection_string,
+            connection_string: req.connection_string.clone(),
             retry_policy: req.retry_policy,
             state: SubscriptionState::Active,
             created_at: crate::now(),
         };
         let deployment = self.consumer_deployment(&subscription, DeployAction::Deploy);
-        self.store
+        match self
+            .store
             .create_subscription(&subscription, &deployment)
-            .await?;
+            .await
+        {
+            // The same request, sent again before the first answered, won the race.
+            Err(StoreError::AlreadyExists(what)) => {
+                return self
+                    .subscription_made_by(&req)
+                    .await?
+                    .ok_or(PortalError::AlreadyExists(what));
+            }
+            done => done?,
+        }
         self.write_consumer_deploy(&event, &subscription, &deployment, DeployAction::Deploy)
             .await?;
         Ok((subscription, deployment))
@@ -517,6 +582,137 @@ impl Portal {
             .ok_or_else(|| PortalError::NotFound(format!("subscription {id}")))
     }
 
+    /// `POST /deployments/{id}/retry`: runs a FAILED deployment again on the same document
+    /// version, as its next attempt. A deployment whose document was never written (a step
+    /// after the domain commit failed) runs those steps again; one whose document was written is
+    /// provisioned again while that version is still the document's current one. `Conflict` for
+    /// a deployment that is not FAILED, not the newest of its document, or whose document has
+    /// changed since (the change has its own deployment).
+    #[instrument(skip(self))]
+    pub async fn retry_deployment(&self, id: &str) -> Result<Deployment, PortalError> {
+        let mut d = self.deployment(id).await?;
+        let (bucket, event_type) = match (Bucket::from_base_name(&d.bucket), &d.event_type) {
+            (Some(bucket), Some(event_type)) => (bucket, event_type.clone()),
+            _ => {
+                return Err(PortalError::Conflict(format!(
+                    "deployment {id} names no document of this platform"
+                )));
+            }
+        };
+        let newest = self.first_deployment(&event_type, &d.key).await?;
+        if newest.id != d.id {
+            return Err(PortalError::Conflict(format!(
+                "deployment {} of {} is newer than {id}",
+                newest.id, d.key
+            )));
+        }
+        if let Some(version) = &d.object_version {
+            let current = self
+                .objects
+                .get_object_version(bucket, &d.key, None)
+                .await?;
+            if current.is_none_or(|c| c.version != *version) {
+                return Err(PortalError::Conflict(format!(
+                    "{} changed since version {version} failed; the change is deployed on its own",
+                    d.key
+                )));
+            }
+        }
+        let written = d.object_version.is_some();
+        d.retry(crate::now())
+            .map_err(|e| PortalError::Conflict(e.to_string()))?;
+        self.deployments.put_deployment(&d).await?;
+        if written {
+            let started = self.provisioning.start(bucket, &d.key).await;
+            self.step_done(&d, started.context("starting provisioning"))
+                .await?;
+        } else {
+            self.resume(&d).await?;
+        }
+        self.deployment(id).await
+    }
+
+    /// The steps of a job whose document was never written, from the records the domain
+    /// committed with it.
+    async fn resume(&self, d: &Deployment) -> Result<(), PortalError> {
+        let (Some(event_type), Some(version), Some(action)) = (&d.event_type, d.version, d.action)
+        else {
+            return Err(PortalError::Conflict(format!(
+                "deployment {} names no event version",
+                d.id
+            )));
+        };
+        let event = self.event_type(event_type).await?;
+        match &d.subscription_id {
+            None => {
+                let record = self.get_version(event_type, version).await?;
+                match action {
+                    DeployAction::Deploy => self.publish_version(&event, &record, d).await,
+                    DeployAction::Destroy => {
+                        self.write_producer_deploy(&event, &record, d, action).await
+                    }
+                }
+            }
+            Some(id) => {
+                let s = self.existing_subscription(id).await?;
+                self.write_consumer_deploy(&event, &s, d, action).await
+            }
+        }
+    }
+
+    /// The newest deployment of the document at `key` (the one its creation made, until a later
+    /// change made another).
+    async fn first_deployment(
+        &self,
+        event_type: &EventTypeName,
+        key: &str,
+    ) -> Result<Deployment, PortalError> {
+        self.deployments
+            .list_deployments(Some(event_type))
+            .await?
+            .into_iter()
+            .find(|d| d.key == key)
+            .ok_or_else(|| PortalError::NotFound(format!("a deployment of {key}")))
+    }
+
+    /// A subscribe retried after a timeout is answered with what it made: the active
+    /// subscription of this very body, with its deployment.
+    async fn subscription_made_by(
+        &self,
+        req: &Subscribe,
+    ) -> Result<Option<(Subscription, Deployment)>, PortalError> {
+        let Some(existing) = self.same_subscription(req).await? else {
+            return Ok(None);
+        };
+        let deployment = self
+            .first_deployment(&req.event_type, &deploy::consumer_key(&existing))
+            .await?;
+        Ok(Some((existing, deployment)))
+    }
+
+    /// An active subscription that a request with this body made.
+    async fn same_subscription(
+        &self,
+        req: &Subscribe,
+    ) -> Result<Option<Subscription>, PortalError> {
+        let filter = SubscriptionFilter {
+            event_type: Some(req.event_type.clone()),
+            version: Some(req.version),
+            target_unit: Some(req.target_unit.clone()),
+        };
+        Ok(self
+            .store
+            .list_subscriptions(&filter)
+            .await?
+            .into_iter()
+            .find(|s| {
+                s.state == SubscriptionState::Active
+                    && s.connection_type == req.connection_type
+                    && s.connection_string == req.connection_string
+                    && s.retry_policy == req.retry_policy
+            }))
+    }
+
     pub async fn deployment(&self, id: &str) -> Result<Deployment, PortalError> {
         self.deployments
             .get_deployment(id)
@@ -591,7 +787,7 @@ impl Portal {
         version: &EventVersion,
         deployment: &Deployment,
     ) -> Result<(), PortalError> {
-        let schema = async {
+        let schema = with_retries(|| async {
             self.registry
                 .put_schema(&version.event_type, version.version, &version.schema)
                 .await?;
@@ -603,10 +799,14 @@ impl Portal {
                     body,
                 )
                 .await
-        }
+        })
         .await;
-        self.committed(deployment, schema.context("publishing the schema"))
-            .await?;
+        if !self
+            .step_done(deployment, schema.context("publishing the schema"))
+            .await?
+        {
+            return Ok(());
+        }
         self.write_producer_deploy(event, version, deployment, DeployAction::Deploy)
             .await
     }
@@ -693,30 +893,58 @@ impl Portal {
         deployment: &Deployment,
         doc: DeployDoc,
     ) -> Result<(), PortalError> {
-        let written = self
-            .objects
-            .put_object(bucket, &deployment.key, doc.to_json())
-            .await;
-        self.committed(deployment, written.context("writing deploy.json"))
+        let body = doc.to_json();
+        let written = with_retries(|| {
+            self.objects
+                .put_object(bucket, &deployment.key, body.clone())
+        })
+        .await;
+        self.step_done(deployment, written.context("writing deploy.json"))
             .await
+            .map(drop)
     }
 
-    /// A step after the store commit failed: the deployment is marked FAILED with the reason, so
-    /// its record never claims that work is under way.
-    async fn committed(
+    /// Whether a step of the job after the domain commit succeeded. One that still failed after
+    /// its retries ends the job: the deployment is FAILED with the reason, so its record never
+    /// claims that work is under way, and `retry_deployment` runs the steps again. The domain
+    /// change stands and the request that made it succeeds; only a deployment that cannot be
+    /// marked FAILED is an error.
+    async fn step_done(
         &self,
         deployment: &Deployment,
         result: anyhow::Result<()>,
-    ) -> Result<(), PortalError> {
-        let Err(e) = result else { return Ok(()) };
-        let mut failed = deployment.clone();
+    ) -> Result<bool, PortalError> {
+        let Err(e) = result else { return Ok(true) };
         let cause = format!("{e:#}");
+        tracing::error!(deployment = %deployment.id, %cause, "a provisioning step failed");
+        let mut failed = deployment.clone();
         if failed
             .fail(crate::tasks::STORE_UNAVAILABLE, cause, crate::now())
             .is_ok()
         {
             self.deployments.put_deployment(&failed).await?;
         }
-        Err(PortalError::Unexpected(e))
+        Ok(false)
+    }
+}
+
+/// Runs an idempotent step until it succeeds or has failed `STEP_ATTEMPTS` times.
+async fn with_retries<F, Fut>(mut step: F) -> anyhow::Result<()>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = anyhow::Result<()>>,
+{
+    let mut pause = STEP_BACKOFF;
+    let mut attempt = 1;
+    loop {
+        match step().await {
+            Err(e) if attempt < STEP_ATTEMPTS => {
+                tracing::warn!(attempt, error = %format!("{e:#}"), "a provisioning step failed; trying again");
+                tokio::time::sleep(pause).await;
+                pause *= 2;
+                attempt += 1;
+            }
+            done => return done,
+        }
     }
 }

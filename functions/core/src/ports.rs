@@ -182,6 +182,34 @@ pub fn check_object_key(key: &str) -> anyhow::Result<()> {
 pub trait ObjectStore: Send + Sync + 'static {
     async fn put_object(&self, bucket: Bucket, key: &str, body: Vec<u8>) -> anyhow::Result<()>;
     async fn get_object(&self, bucket: Bucket, key: &str) -> anyhow::Result<Option<Vec<u8>>>;
+
+    /// One version of an object: the current one when `version` is `None`, else exactly that
+    /// version, or `None` when the store no longer has it. A store that keeps no versions (the
+    /// embedded one) names a version by the SHA-256 of its content, so it has only the current.
+    async fn get_object_version(
+        &self,
+        bucket: Bucket,
+        key: &str,
+        version: Option<&str>,
+    ) -> anyhow::Result<Option<ObjectVersion>> {
+        let Some(body) = self.get_object(bucket, key).await? else {
+            return Ok(None);
+        };
+        let current = crate::deployment::object_version(&body);
+        Ok(version
+            .is_none_or(|v| v == current)
+            .then_some(ObjectVersion {
+                body,
+                version: current,
+            }))
+    }
+}
+
+/// An object's content with the name of its version.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ObjectVersion {
+    pub body: Vec<u8>,
+    pub version: String,
 }
 
 /// Why one entry did not reach the bus.

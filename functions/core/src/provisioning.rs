@@ -8,14 +8,15 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
-use tracing::{instrument, warn};
+use tracing::{info, instrument, warn};
 
 use crate::deploy::{self, DeployAction, DeployDoc, DeployKind};
 use crate::deployment::{self, BuildInfo, Deployment, DeploymentStatus};
 use crate::ports::{Bucket, DeploymentStore, EventStore, ObjectStore};
 use crate::subscription::SubscriptionState;
 use crate::tasks::{
-    BUILD_INFO_UNAVAILABLE, DEPLOY_CONFIG_INVALID, DEPLOY_CONFIG_NOT_FOUND, STORE_UNAVAILABLE,
+    BUILD_INFO_UNAVAILABLE, DEPLOY_CONFIG_INVALID, DEPLOY_CONFIG_NOT_FOUND, DEPLOYMENT_STALE,
+    STORE_UNAVAILABLE,
 };
 use crate::{ValidationErrors, now};
 
@@ -111,6 +112,8 @@ pub struct ExecutionInput {
     /// The bucket's name as its host knows it.
     pub bucket: String,
     pub key: String,
+    /// The document version validate and build read, and nothing else (`ObjectVersion::version`).
+    pub object_version: String,
     pub kind: DeployKind,
 }
 
@@ -123,11 +126,20 @@ pub struct Execution {
 }
 
 /// Step Functions execution names: at most 80 characters of `[A-Za-z0-9_-]`, so the object's
-/// bucket, key and version are hashed.
-pub fn execution_name(bucket: &str, key: &str, object_version: &str) -> String {
-    let digest =
-        deployment::object_version(format!("{bucket}\n{key}\n{object_version}").as_bytes());
-    format!("deploy-{}", &digest[..64])
+/// bucket, key and version and the deployment are hashed. A repeated notification of a version
+/// names the same execution; a closed name is never reused: a reverted document (the same
+/// content locally) is a new deployment, and a retry a new attempt.
+pub fn execution_name(
+    bucket: &str,
+    key: &str,
+    object_version: &str,
+    deployment_id: &str,
+    attempt: u32,
+) -> String {
+    let digest = deployment::object_version(
+        format!("{bucket}\n{key}\n{object_version}\n{deployment_id}").as_bytes(),
+    );
+    format!("deploy-{}-{attempt}", &digest[..64])
 }
 
 /// The validate task's answer; the state machine's `ResultSelector` reads these fields.
@@ -205,61 +217,95 @@ pub struct Provisioner {
 
 impl Provisioner {
     /// The S3 notification handler: records the deployment of the object at `bucket`/`key`
-    /// (named `bucket_name` on this host) and returns the execution to start. `None` when there
-    /// is nothing to deploy: not a configuration bucket, the object is gone, or the newest
-    /// deployment of this key already ran this very content (a notification repeated, or one
-    /// cut off by a stop after the deployment ended). A notification repeated while that content
-    /// is still being provisioned returns the same execution again.
+    /// (named `bucket_name` on this host) in the version the notification names (`None`: the
+    /// current one) and returns the execution to start. `None` when there is nothing to deploy:
+    /// not a configuration bucket, the object is gone, the notified version is no longer the
+    /// current one (a late notification: the later write has its own), or the newest deployment
+    /// of this key already ran this very version (a notification repeated, or one cut off by a
+    /// stop after the deployment ended). A notification repeated while that version is still
+    /// being provisioned returns the same execution again.
     #[instrument(skip(self))]
     pub async fn start(
         &self,
         bucket: Bucket,
         bucket_name: &str,
         key: &str,
+        notified: Option<&str>,
     ) -> anyhow::Result<Option<Execution>> {
         let Some(kind) = bucket.deploy_kind() else {
             return Ok(None);
         };
-        let Some(bytes) = self.objects.get_object(bucket, key).await? else {
+        let Some(current) = self.objects.get_object_version(bucket, key, None).await? else {
             return Ok(None);
         };
-        let version = deployment::object_version(&bytes);
-        let newest = self
-            .newest_deployment(kind, key)
-            .await?
-            .filter(|d| d.object_version.as_deref() == Some(version.as_str()));
+        if notified.is_some_and(|v| v != current.version) {
+            info!(
+                key,
+                "a later version of the document was written: it has its own notification"
+            );
+            return Ok(None);
+        }
+        let version = current.version;
+        let of_key = self.deployments_of(kind, key).await?;
+        let newest = of_key
+            .first()
+            .filter(|d| d.object_version.as_deref() == Some(version.as_str()))
+            .cloned();
         let mut deployment = match newest {
             Some(d) if d.status.is_final() => return Ok(None),
-            // This very content is being provisioned (the notification came again while its
+            // This very version is being provisioned (the notification came again while its
             // execution runs): the same record makes the same execution input, which Step
             // Functions takes as the execution already started.
             Some(d) => d,
-            None => self.deployment_for(kind, bucket, key, &bytes).await?,
+            None => {
+                self.deployment_for(kind, bucket, key, &current.body)
+                    .await?
+            }
         };
-        let name = execution_name(bucket_name, key, &version);
-        deployment.object_version = Some(version);
+        if deployment.execution.is_none() && awaited(&of_key, &deployment) {
+            // A later change of this document is committed and its own document is on its way
+            // (with its own notification): this job would only be undone by it.
+            let mut superseded = deployment;
+            superseded.advance(DeploymentStatus::Superseded, now())?;
+            info!(deployment = %superseded.id, "superseded by a later change before it started");
+            self.deployments.put_deployment(&superseded).await?;
+            return Ok(None);
+        }
+        let name = execution_name(
+            bucket_name,
+            key,
+            &version,
+            &deployment.id,
+            deployment.attempt,
+        );
+        deployment.object_version = Some(version.clone());
+        deployment.execution = Some(name.clone());
         self.deployments.put_deployment(&deployment).await?;
+        self.supersede_older(&of_key, &deployment).await?;
         Ok(Some(Execution {
             name,
             input: ExecutionInput {
                 deployment_id: deployment.id,
                 bucket: bucket_name.to_string(),
                 key: key.to_string(),
+                object_version: version,
                 kind,
             },
         }))
     }
 
-    /// The validate task: the document at `bucket`/`key` is well-formed, lives at its own key
-    /// and matches what the portal registered. Records the document's action on the deployment.
+    /// The validate task: the document at `bucket`/`key`, in exactly `object_version`, is
+    /// well-formed, lives at its own key and matches what the portal registered. Records the
+    /// document's action on the deployment.
     #[instrument(skip(self))]
     pub async fn validate(
         &self,
         deployment_id: &str,
         bucket: Bucket,
         key: &str,
+        object_version: &str,
     ) -> Result<ValidConfig, TaskError> {
-        let doc = self.load(bucket, key).await?;
+        let doc = self.load(bucket, key, object_version).await?;
         let action = doc.action();
         if let Some(mut d) = self
             .deployments
@@ -316,8 +362,47 @@ impl Provisioner {
         Ok(())
     }
 
-    /// Reads and checks the document at `bucket`/`key`.
-    pub async fn load(&self, bucket: Bucket, key: &str) -> Result<DeployDoc, TaskError> {
+    /// The build's check before it changes anything: the deployment still expects this version
+    /// of its document from this execution and is building, then the document, read and checked
+    /// again in exactly that version.
+    pub async fn load_for_build(
+        &self,
+        deployment_id: &str,
+        execution: &str,
+        bucket: Bucket,
+        key: &str,
+        object_version: &str,
+    ) -> Result<DeployDoc, TaskError> {
+        let d = self
+            .deployments
+            .get_deployment(deployment_id)
+            .await
+            .map_err(TaskError::unavailable)?
+            .ok_or_else(|| {
+                TaskError::new(DEPLOYMENT_STALE, format!("no deployment {deployment_id}"))
+            })?;
+        let expected = d.object_version.as_deref() == Some(object_version)
+            && d.execution.as_deref().is_none_or(|e| e == execution)
+            && d.status == DeploymentStatus::Building;
+        if !expected {
+            return Err(TaskError::new(
+                DEPLOYMENT_STALE,
+                format!(
+                    "deployment {deployment_id} ({:?}, version {:?}, execution {:?}) no longer expects version {object_version} from {execution}",
+                    d.status, d.object_version, d.execution
+                ),
+            ));
+        }
+        self.load(bucket, key, object_version).await
+    }
+
+    /// Reads and checks the document at `bucket`/`key` in exactly `object_version`.
+    pub async fn load(
+        &self,
+        bucket: Bucket,
+        key: &str,
+        object_version: &str,
+    ) -> Result<DeployDoc, TaskError> {
         let Some(kind) = bucket.deploy_kind() else {
             return Err(TaskError::new(
                 DEPLOY_CONFIG_INVALID,
@@ -326,12 +411,16 @@ impl Provisioner {
         };
         let bytes = self
             .objects
-            .get_object(bucket, key)
+            .get_object_version(bucket, key, Some(object_version))
             .await
             .map_err(TaskError::unavailable)?
             .ok_or_else(|| {
-                TaskError::new(DEPLOY_CONFIG_NOT_FOUND, format!("no object at {key}"))
-            })?;
+                TaskError::new(
+                    DEPLOY_CONFIG_NOT_FOUND,
+                    format!("no version {object_version} of {key}: it was changed since"),
+                )
+            })?
+            .body;
         let doc = deploy::parse(kind, &bytes).map_err(|e| invalid(&e))?;
         let mut errors = check_against_store(&doc, self.store.as_ref())
             .await
@@ -346,48 +435,88 @@ impl Provisioner {
         errors.into_result(doc).map_err(|e| invalid(&e))
     }
 
-    /// The record-status task (on AWS the state machine's own DynamoDB writes): moves the
-    /// deployment to `status`, or to FAILED with `failure` (error type, cause). A resumed
-    /// execution repeating a step the deployment already passed moves nothing.
+    /// The record-status task (on AWS the state machine's own DynamoDB writes, under the same
+    /// condition): moves the deployment to `status`, or to FAILED with `failure` (error type,
+    /// cause), only while `execution` runs it and it has not ended; otherwise
+    /// `RecordError::Stale`, and nothing moves. A resumed execution repeating a step the
+    /// deployment already passed moves nothing.
     pub async fn record(
         &self,
         deployment_id: &str,
+        execution: &str,
         status: DeploymentStatus,
         failure: Option<(String, String)>,
-    ) -> anyhow::Result<()> {
+    ) -> Result<(), RecordError> {
         let mut d = self
             .deployments
             .get_deployment(deployment_id)
-            .await?
-            .ok_or_else(|| anyhow::anyhow!("no deployment {deployment_id}"))?;
+            .await
+            .map_err(|e| RecordError::Unavailable(e.to_string()))?
+            .ok_or_else(|| RecordError::Stale(format!("no deployment {deployment_id}")))?;
+        if d.status.is_final() || d.execution.as_deref().is_some_and(|e| e != execution) {
+            return Err(RecordError::Stale(format!(
+                "deployment {deployment_id} is {} under execution {:?}, not {execution}'s to move",
+                d.status.as_str(),
+                d.execution
+            )));
+        }
         match failure {
-            Some(_) if d.status.is_final() => return Ok(()),
             Some((error, cause)) => {
                 warn!(deployment = %d.id, %error, %cause, "deployment failed");
-                d.fail(error, cause, now())?;
+                d.fail(error, cause, now())
+                    .map_err(|e| RecordError::Stale(e.to_string()))?;
             }
             None if d.status >= status => return Ok(()),
-            None => d.advance(status, now())?,
+            None => d
+                .advance(status, now())
+                .map_err(|e| RecordError::Stale(e.to_string()))?,
         }
-        self.deployments.put_deployment(&d).await?;
-        Ok(())
+        self.deployments
+            .put_deployment(&d)
+            .await
+            .map_err(|e| RecordError::Unavailable(e.to_string()))
     }
 
-    /// The newest deployment of the document at `key`.
-    async fn newest_deployment(
-        &self,
-        kind: DeployKind,
-        key: &str,
-    ) -> anyhow::Result<Option<Deployment>> {
+    /// The deployments of the document at `key`, newest first.
+    async fn deployments_of(&self, kind: DeployKind, key: &str) -> anyhow::Result<Vec<Deployment>> {
         let Some(parts) = deploy::parse_key(kind, key) else {
-            return Ok(None);
+            return Ok(Vec::new());
         };
         Ok(self
             .deployments
             .list_deployments(Some(&parts.event_type))
             .await?
             .into_iter()
-            .find(|d| d.key == key && d.kind == kind))
+            .filter(|d| d.key == key && d.kind == kind)
+            .collect())
+    }
+
+    /// One job at a time per document: a version written before `running`'s, whose job no
+    /// starter took up yet (its notification comes late, or its document was overwritten before
+    /// it was read), never runs: it is SUPERSEDED. A subscribe followed at once by its
+    /// unsubscribe runs the destroy only.
+    async fn supersede_older(
+        &self,
+        of_key: &[Deployment],
+        running: &Deployment,
+    ) -> anyhow::Result<()> {
+        // A record made for a hand-written document is newer than every listed one.
+        let after = of_key
+            .iter()
+            .position(|d| d.id == running.id)
+            .map_or(0, |i| i + 1);
+        let older = of_key[after..].iter().filter(|d| {
+            d.status == DeploymentStatus::Pending
+                && d.object_version.is_none()
+                && d.execution.is_none()
+        });
+        for d in older {
+            let mut superseded = d.clone();
+            superseded.advance(DeploymentStatus::Superseded, now())?;
+            info!(deployment = %d.id, by = %running.id, "superseded before it started");
+            self.deployments.put_deployment(&superseded).await?;
+        }
+        Ok(())
     }
 
     /// The portal records a PENDING deployment before it writes the document, and a stop may
@@ -431,6 +560,27 @@ impl Provisioner {
     }
 }
 
+/// Why a status write did not happen.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum RecordError {
+    /// The deployment ended, or another execution runs it now: this one's write is refused, as
+    /// DynamoDB refuses the state machine's conditional write.
+    #[error("stale: {0}")]
+    Stale(String),
+    #[error("store unavailable: {0}")]
+    Unavailable(String),
+}
+
+/// Whether a job of the document newer than `chosen` waits for its document: committed with its
+/// domain change (PENDING), never read by a starter. `of_key` is newest first.
+fn awaited(of_key: &[Deployment], chosen: &Deployment) -> bool {
+    of_key
+        .iter()
+        .take_while(|d| d.id != chosen.id)
+        .any(|d| d.status == DeploymentStatus::Pending && d.object_version.is_none())
+        && of_key.iter().any(|d| d.id == chosen.id)
+}
+
 fn invalid(errors: &ValidationErrors) -> TaskError {
     TaskError::new(
         DEPLOY_CONFIG_INVALID,
@@ -443,26 +593,49 @@ mod tests {
     use super::*;
 
     #[test]
-    fn execution_names_fit_step_functions_and_differ_per_object_version() {
+    fn execution_names_fit_step_functions_and_differ_per_object_version_deployment_and_attempt() {
         let a = execution_name(
             "local-publisher-components-bucket",
             "order_created/1/deploy.json",
             "a1",
+            "d",
+            1,
         );
         let b = execution_name(
             "local-publisher-components-bucket",
             "order_created/1/deploy.json",
             "b2",
+            "d",
+            1,
         );
         assert_eq!(
             a,
             execution_name(
                 "local-publisher-components-bucket",
                 "order_created/1/deploy.json",
-                "a1"
+                "a1",
+                "d",
+                1
             )
         );
         assert_ne!(a, b);
+        let retried = execution_name(
+            "local-publisher-components-bucket",
+            "order_created/1/deploy.json",
+            "a1",
+            "d",
+            2,
+        );
+        assert_ne!(a, retried);
+        assert!(retried.len() <= 80);
+        let reverted = execution_name(
+            "local-publisher-components-bucket",
+            "order_created/1/deploy.json",
+            "a1",
+            "e",
+            1,
+        );
+        assert_ne!(a, reverted);
         assert!(a.len() <= 80);
         assert!(
             a.chars()

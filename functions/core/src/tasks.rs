@@ -24,6 +24,15 @@ pub const BUILD_FAILED: &str = "Build.Failed";
 /// Transient: the state machine retries with backoff, then records the deployment without it.
 pub const BUILD_INFO_UNAVAILABLE: &str = "BuildInfo.Unavailable";
 
+/// The deployment no longer expects this execution's document version (it ended, or a later
+/// attempt runs it): the build changes nothing, and the execution ends in the Fail state
+/// `Stale` without writing the record, as its conditional status writes are refused.
+pub const DEPLOYMENT_STALE: &str = "Deployment.Stale";
+
+/// What a refused conditional status write fails with (DynamoDB's error as Step Functions names
+/// it; the local status writes answer the same).
+pub const CONDITION_FAILED: &str = "DynamoDB.ConditionalCheckFailedException";
+
 /// Every custom `error_type`, the closed set the ASL may name.
 pub const ALL: &[&str] = &[
     DEPLOY_CONFIG_INVALID,
@@ -31,6 +40,7 @@ pub const ALL: &[&str] = &[
     STORE_UNAVAILABLE,
     BUILD_FAILED,
     BUILD_INFO_UNAVAILABLE,
+    DEPLOYMENT_STALE,
 ];
 
 /// `task` field of the provisioner's `lambda:invoke` payload: read and validate the deploy.json.

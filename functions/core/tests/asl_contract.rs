@@ -68,6 +68,7 @@ const SERVICE_ERRORS: &[&str] = &[
     "Lambda.TooManyRequestsException",
     "CodeBuild.AccountLimitExceededException",
     "CodeBuild.CodeBuildException",
+    busway_core::tasks::CONDITION_FAILED,
 ];
 
 const STATES_ERRORS: &[&str] = &["States.ALL", "States.TaskFailed", "States.Timeout"];

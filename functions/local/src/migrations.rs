@@ -21,8 +21,12 @@ pub struct Migrations {
     steps: &'static [&'static str],
 }
 
-/// `busway.db`. Step 1 is the first release's schema, whose files already have these tables.
-pub const STORE: Migrations = Migrations::new(&[include_str!("migrations/store-001.sql")]);
+/// `busway.db`. Step 1 is the first release's schema, whose files already have these tables;
+/// step 2 makes every deployment record a job's (attempt, execution).
+pub const STORE: Migrations = Migrations::new(&[
+    include_str!("migrations/store-001.sql"),
+    include_str!("migrations/store-002-issue13.sql"),
+]);
 
 /// `events.db`. Step 1 is the first release's schema, whose files already have these tables.
 pub const EVENT_LOG: Migrations = Migrations::new(&[include_str!("migrations/events-001.sql")]);

@@ -17,7 +17,7 @@ use busway_core::deploy::{DeployAction, DeployDoc, DeployKind};
 use busway_core::deployment::{BuildInfo, BuildPhase, DeploymentStatus, failure_cause};
 use busway_core::ingest::LiveRoutes;
 use busway_core::ports::{Bucket, ObjectStore, ProvisioningStarter};
-use busway_core::provisioning::{DescribeBuild, Provisioner, TaskError};
+use busway_core::provisioning::{DescribeBuild, Provisioner, RecordError, TaskError};
 use busway_core::tasks;
 use serde_json::{Value, json};
 use tokio::sync::mpsc;
@@ -233,10 +233,16 @@ impl LocalTasks {
             )),
             None => None,
         };
+        // The definition's ConditionExpression, which DynamoDB evaluates on AWS, is
+        // `Provisioner::record`'s own check here; a refused write fails as DynamoDB's does.
+        let execution = text(p, "/ExpressionAttributeValues/:execution/S")?;
         self.provisioner
-            .record(id, status, failed)
+            .record(id, execution, status, failed)
             .await
-            .map_err(|e| failure(tasks::STORE_UNAVAILABLE, format!("{e:#}")))?;
+            .map_err(|e| match e {
+                RecordError::Stale(why) => failure(tasks::CONDITION_FAILED, why),
+                RecordError::Unavailable(why) => failure(tasks::STORE_UNAVAILABLE, why),
+            })?;
         Ok(json!({}))
     }
 
@@ -262,6 +268,7 @@ impl LocalTasks {
                 text(p, "/Payload/deployment_id")?,
                 bucket(text(p, "/Payload/bucket")?)?,
                 text(p, "/Payload/key")?,
+                text(p, "/Payload/object_version")?,
             )
             .await
             .map_err(task_failure)?;
@@ -319,14 +326,24 @@ impl LocalTasks {
             ));
         }
         let deployment_id = var("BUSWAY_DEPLOYMENT_ID")?;
+        // As scripts/provision-build.sh: exactly the validated version, and only while the
+        // deployment still expects it from this execution.
         let doc = self
             .provisioner
-            .load(
+            .load_for_build(
+                deployment_id,
+                var("BUSWAY_EXECUTION")?,
                 bucket(var("BUSWAY_DEPLOY_BUCKET")?)?,
                 var("BUSWAY_DEPLOY_KEY")?,
+                var("BUSWAY_DEPLOY_VERSION")?,
             )
             .await
-            .map_err(|e| failure(tasks::BUILD_FAILED, e.to_string()))?;
+            .map_err(|e| match e.error_type {
+                // The document version this execution validated was replaced since: the build
+                // changes nothing, and says so as validate would have.
+                tasks::DEPLOYMENT_STALE | tasks::DEPLOY_CONFIG_NOT_FOUND => task_failure(e),
+                _ => failure(tasks::BUILD_FAILED, e.to_string()),
+            })?;
         let id = format!("{project}:{deployment_id}");
         let mut phases = Vec::new();
         let built = self.run_phases(&doc, deployment_id, &mut phases).await;
@@ -446,10 +463,9 @@ async fn provision_once(
         return Ok(());
     };
     let name = bucket.base_name();
-    if store.processed_object(name, key).await?.as_deref() == Some(content.as_slice()) {
-        return Ok(());
-    }
-    if let Some(execution) = tasks.provisioner.start(bucket, name, key).await? {
+    // Whether this version was provisioned already is the deployment records' to say (a retried
+    // deployment runs the same version again); the mark only tells the scanner what it saw.
+    if let Some(execution) = tasks.provisioner.start(bucket, name, key, None).await? {
         let id = format!(
             "arn:aws:states:local:000000000000:execution:busway-provisioning:{}",
             execution.name
@@ -540,7 +556,114 @@ fn deploy_files(dir: &Path) -> Vec<(String, Vec<u8>)> {
 mod tests {
     use std::collections::BTreeSet;
 
+    use busway_core::deploy::DeployKind;
+    use busway_core::deployment::{Deployment, StatusChange};
+    use busway_core::ports::{DeploymentStore, EventStore};
+
     use super::*;
+    use crate::delivery::DeliveryConfig;
+    use crate::eventlog::EventLog;
+    use crate::objects::FolderObjectStore;
+
+    /// The local tasks on a data dir of their own, as `busway up` wires them.
+    fn local_tasks(dir: &Path) -> (LocalTasks, SqliteStore) {
+        let store = SqliteStore::open(&dir.join("busway.db")).expect("a store");
+        let (live, _committed) = mpsc::unbounded_channel();
+        let (_bus, reader) = EventLog::open(&dir.join("events.db"), live).expect("an event log");
+        let router = Router::new(store.clone(), Arc::new(reader), DeliveryConfig::default())
+            .expect("a router");
+        let (starter, _notifications) = LocalStarter::new();
+        let objects: Arc<dyn ObjectStore> = Arc::new(
+            FolderObjectStore::new(dir.join("buckets"), Arc::new(starter)).expect("buckets"),
+        );
+        let shared: Arc<SqliteStore> = Arc::new(store.clone());
+        let events: Arc<dyn EventStore> = shared.clone();
+        let tasks = LocalTasks {
+            provisioner: Provisioner {
+                store: events,
+                deployments: shared,
+                objects,
+            },
+            builder: LocalBuilder {
+                store: store.clone(),
+                routes: Arc::new(LiveRoutes::default()),
+                router,
+            },
+            synth: None,
+        };
+        (tasks, store)
+    }
+
+    fn case(name: &str) -> Value {
+        let cases: Value = serde_json::from_str(include_str!("../../../statemachines/cases.json"))
+            .expect("cases.json is JSON");
+        cases["cases"][name].clone()
+    }
+
+    fn statuses(value: &Value) -> Vec<DeploymentStatus> {
+        value
+            .as_array()
+            .expect("a status list")
+            .iter()
+            .map(|s| DeploymentStatus::parse(s.as_str().expect("a status")).expect("a status"))
+            .collect()
+    }
+
+    /// An execution the record no longer expects (the deployment ended, or names another
+    /// execution) writes no status, runs no task and ends in `Stale`, as on moto.
+    #[tokio::test]
+    async fn an_execution_the_record_no_longer_expects_ends_stale_and_moves_nothing() {
+        for name in ["ended-before", "another-execution"] {
+            let expected = case(name);
+            let dir = tempfile::tempdir().expect("a temp dir");
+            let (tasks, store) = local_tasks(dir.path());
+            let execution = format!("{name}-1");
+            let mut d = Deployment::pending(
+                busway_core::deployment::new_id(),
+                DeployKind::Producer,
+                Bucket::Publisher.base_name().into(),
+                "order_created/1/deploy.json".into(),
+                busway_core::now(),
+            );
+            d.history = statuses(&expected["before"])
+                .into_iter()
+                .map(|status| StatusChange {
+                    status,
+                    at: busway_core::now(),
+                })
+                .collect();
+            d.status = d.history.last().expect("a status").status;
+            d.object_version = Some("v1".into());
+            d.execution = Some(if expected["owner"] == "another" {
+                "a-later-attempt".into()
+            } else {
+                execution.clone()
+            });
+            store.put_deployment(&d).await.expect("the record");
+
+            let input = json!({"deployment_id": d.id, "bucket": d.bucket, "key": d.key,
+                "object_version": "v1", "kind": "producer"});
+            let arn = format!(
+                "arn:aws:states:local:000000000000:execution:busway-provisioning:{execution}"
+            );
+            let outcome = state_machine()
+                .expect("the definition")
+                .run(&tasks, &arn, input)
+                .await;
+            let Outcome::Failed { error, .. } = outcome else {
+                panic!("{name}: the execution did not fail: {outcome:?}");
+            };
+            assert_eq!(json!(error), expected["execution_error"], "{name}");
+            let after = store
+                .get_deployment(&d.id)
+                .await
+                .expect("the store answers")
+                .expect("the record");
+            let history: Vec<_> = after.history.iter().map(|h| h.status).collect();
+            assert_eq!(history, statuses(&expected["history"]), "{name}");
+            assert_eq!(json!(after.error), expected["error"], "{name}");
+        }
+    }
 
     #[test]
     fn the_local_names_fill_exactly_the_placeholders_infra_fills() {

@@ -103,6 +103,7 @@ impl Running {
             registry: shared.clone(),
             objects: objects.clone(),
             deliveries: Some(router.clone()),
+            provisioning: starter.clone(),
         });
         let machine = provisioning::state_machine()?;
         let provisioning_tasks = LocalTasks {

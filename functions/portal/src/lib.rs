@@ -35,6 +35,7 @@ pub fn router(portal: Arc<Portal>) -> Router {
         .route("/subscriptions/{id}/dead-letters/redrive", post(redrive))
         .route("/deployments", get(list_deployments))
         .route("/deployments/{id}", get(get_deployment))
+        .route("/deployments/{id}/retry", post(retry_deployment))
         .fallback(busway_http::not_found_fallback)
         .method_not_allowed_fallback(busway_http::method_not_allowed_fallback)
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
@@ -296,6 +297,15 @@ async fn get_deployment(
 ) -> Result<Json<Value>> {
     let id = path(p)?;
     Ok(Json(json!(portal.deployment(&id).await?)))
+}
+
+async fn retry_deployment(
+    State(portal): Portal_,
+    p: std::result::Result<Path<String>, PathRejection>,
+) -> Result<(StatusCode, Json<Value>)> {
+    let id = path(p)?;
+    let deployment = portal.retry_deployment(&id).await?;
+    Ok((StatusCode::ACCEPTED, Json(json!(deployment))))
 }
 
 async fn list_deployments(

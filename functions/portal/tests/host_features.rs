@@ -49,6 +49,7 @@ async fn without_a_delivery_store_dead_letters_are_not_available_and_delivery_is
         registry: with.registry.clone(),
         objects: with.objects.clone(),
         deliveries: None,
+        provisioning: with.provisioning.clone(),
     });
     let event = json!({"event_type": "scanned_parcel", "application": "parcel_tracking",
         "description": "A parcel was scanned", "connection_type": "HTTPS",

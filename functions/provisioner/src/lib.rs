@@ -18,7 +18,7 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 use tracing::{error, info, instrument, warn};
 
-pub const STATE_MACHINE_ARN: &str = "BUSWAY_STATE_MACHINE_ARN";
+pub use busway_aws::sfn::STATE_MACHINE_ARN;
 
 /// What the provisioner reads from its environment beyond the AWS host's table and buckets
 /// (`busway_aws::Config`), named as `ENV_VARS` of infra/lib/names.ts names it.
@@ -52,6 +52,7 @@ pub enum Task {
         deployment_id: String,
         bucket: String,
         key: String,
+        object_version: String,
     },
     DescribeBuild(DescribeBuild),
 }
@@ -87,6 +88,7 @@ impl Handler {
                 continue;
             };
             let key = decode_key(&key);
+            let version = record.s3.object.version_id;
             let Some(bucket) = self.bucket(&bucket_name) else {
                 warn!(
                     bucket = bucket_name,
@@ -94,7 +96,10 @@ impl Handler {
                 );
                 continue;
             };
-            if let Err(e) = self.start(bucket, &bucket_name, &key).await {
+            if let Err(e) = self
+                .start(bucket, &bucket_name, &key, version.as_deref())
+                .await
+            {
                 error!(bucket = bucket_name, key, error = %format!("{e:#}"), "provisioning not started");
                 failed.push(format!("{bucket_name}/{key}: {e:#}"));
             }
@@ -108,8 +113,18 @@ impl Handler {
         })
     }
 
-    async fn start(&self, bucket: Bucket, bucket_name: &str, key: &str) -> anyhow::Result<()> {
-        let Some(execution) = self.provisioner.start(bucket, bucket_name, key).await? else {
+    async fn start(
+        &self,
+        bucket: Bucket,
+        bucket_name: &str,
+        key: &str,
+        version: Option<&str>,
+    ) -> anyhow::Result<()> {
+        let Some(execution) = self
+            .provisioner
+            .start(bucket, bucket_name, key, version)
+            .await?
+        else {
             info!(bucket = bucket_name, key, "nothing to provision");
             return Ok(());
         };
@@ -125,6 +140,7 @@ impl Handler {
                 deployment_id,
                 bucket,
                 key,
+                object_version,
             } => {
                 let bucket = self.bucket(&bucket).ok_or_else(|| {
                     TaskError::new(
@@ -134,7 +150,7 @@ impl Handler {
                 })?;
                 let config = self
                     .provisioner
-                    .validate(&deployment_id, bucket, &key)
+                    .validate(&deployment_id, bucket, &key, &object_version)
                     .await?;
                 Ok(json!(config))
             }
@@ -212,6 +228,7 @@ mod tests {
                 "deployment_id": "d",
                 "bucket": "b",
                 "key": "k",
+                "object_version": "v",
                 "kind": "producer",
                 "build_id": "p:1",
             });

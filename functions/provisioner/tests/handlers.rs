@@ -11,16 +11,16 @@ use aws_sdk_codebuild::types::{Build, BuildPhase, BuildPhaseType, LogsLocation, 
 use aws_sdk_sfn::operation::start_execution::StartExecutionOutput;
 use aws_smithy_mocks::{Rule, RuleMode, mock, mock_client};
 use busway_aws::codebuild::CodeBuildReader;
-use busway_aws::sfn::SfnStarter;
-use busway_core::deployment::Deployment;
+use busway_aws::sfn::{SfnProvisioning, SfnStarter};
+use busway_core::deployment::{Deployment, DeploymentStatus};
 use busway_core::portal::{CreateEvent, Portal};
 use busway_core::ports::{Bucket, DeploymentStore, ObjectStore};
-use busway_core::provisioning::Provisioner;
+use busway_core::provisioning::{Provisioner, RecordError};
 use busway_local::store::SqliteStore;
 use busway_provisioner::{Handler, NOT_STARTED, Request};
 use busway_tests::memory::MemoryObjects;
 use serde_json::{Value, json};
-use support::{buckets, s3_notification};
+use support::{buckets, s3_notification, s3_notification_of};
 
 const MACHINE: &str = "arn:aws:states:eu-west-1:123456789012:stateMachine:dev-busway-provisioning";
 
@@ -62,7 +62,7 @@ fn setup(codebuild: &[&Rule]) -> Setup {
             deployments: Arc::new(store.clone()),
             objects: objects.clone(),
         },
-        starter: SfnStarter::new(sfn, MACHINE),
+        starter: SfnStarter::new(sfn.clone(), MACHINE),
         builds: Arc::new(CodeBuildReader::new(codebuild)),
         buckets: buckets(),
     };
@@ -72,6 +72,15 @@ fn setup(codebuild: &[&Rule]) -> Setup {
         registry: Arc::new(store.clone()),
         objects: objects.clone(),
         deliveries: None,
+        provisioning: Arc::new(SfnProvisioning {
+            provisioner: Provisioner {
+                store: Arc::new(store.clone()),
+                deployments: Arc::new(store.clone()),
+                objects: objects.clone(),
+            },
+            starter: SfnStarter::new(sfn.clone(), MACHINE),
+            buckets: buckets(),
+        }),
     };
     Setup {
         handler,
@@ -121,6 +130,17 @@ impl Setup {
             .expect("the deployment exists")
     }
 
+    /// The version of the object at `key` now (the in-memory store names it by its content).
+    async fn version(&self, key: &str) -> String {
+        let bytes = self
+            .objects
+            .get_object(Bucket::Publisher, key)
+            .await
+            .expect("readable")
+            .expect("written");
+        busway_core::deployment::object_version(&bytes)
+    }
+
     async fn task(&self, payload: Value) -> Result<Value, lambda_runtime::Diagnostic> {
         let request: Request = serde_json::from_value(payload).expect("a task request");
         self.handler.handle(request).await
@@ -152,9 +172,11 @@ async fn a_repeated_notification_starts_its_object_version_once_and_a_new_versio
             "deployment_id": deployment.id,
             "bucket": publisher,
             "key": "scanned_parcel/1/deploy.json",
+            "object_version": s.version(&deployment.key).await,
             "kind": "producer"
         })
     );
+    let first = s.version(&deployment.key).await;
 
     // A new version of the object, written by hand (so it claims no deployment): a new
     // deployment and a new execution.
@@ -191,6 +213,74 @@ async fn a_repeated_notification_starts_its_object_version_once_and_a_new_versio
     assert_eq!(
         s.store.list_deployments(None).await.expect("listed").len(),
         2
+    );
+
+    // A late notification of the first version, after the second was written, starts nothing:
+    // the second has its own.
+    s.handler
+        .handle(s3_notification_of(
+            &publisher,
+            &deployment.key,
+            Some(&first),
+        ))
+        .await
+        .expect("ignored");
+    assert_eq!(s.starts().len(), 5);
+}
+
+#[tokio::test]
+async fn a_retried_deployment_starts_a_new_execution_on_the_same_version_and_the_old_one_is_stale()
+{
+    let s = setup(&[]);
+    let deployment = s.registered_event().await;
+    let publisher = buckets().publisher;
+    s.handler
+        .handle(s3_notification(&publisher, &deployment.key))
+        .await
+        .expect("started");
+    let (first, input) = s.starts()[0].clone();
+    let mut d = s.deployment(&deployment.id).await;
+    assert_eq!(d.execution.as_deref(), Some(first.as_str()));
+    d.fail("Build.Failed", "cdk deploy exited 1", busway_core::now())
+        .expect("to FAILED");
+    s.store.put_deployment(&d).await.expect("recorded");
+
+    let retried = s
+        .portal
+        .retry_deployment(&deployment.id)
+        .await
+        .expect("a FAILED deployment is retried");
+    assert_eq!(retried.attempt, 2);
+    let starts = s.starts();
+    assert_eq!(
+        starts.len(),
+        2,
+        "the retry started one execution: {starts:?}"
+    );
+    let (second, again) = &starts[1];
+    assert_ne!(*second, first, "a closed execution name is never reused");
+    assert_eq!(*again, input, "the same deployment and document version");
+    assert_eq!(
+        s.deployment(&deployment.id).await.execution.as_deref(),
+        Some(second.as_str())
+    );
+
+    // The first execution's late status write is refused; the second's moves the record.
+    let stale = s
+        .handler
+        .provisioner
+        .record(&deployment.id, &first, DeploymentStatus::Validating, None)
+        .await
+        .expect_err("the first execution no longer runs the deployment");
+    assert!(matches!(stale, RecordError::Stale(_)), "{stale:?}");
+    s.handler
+        .provisioner
+        .record(&deployment.id, second, DeploymentStatus::Validating, None)
+        .await
+        .expect("the second execution runs it");
+    assert_eq!(
+        s.deployment(&deployment.id).await.status,
+        DeploymentStatus::Validating
     );
 }
 
@@ -246,6 +336,7 @@ async fn validate_answers_the_config_the_state_machine_reads_and_records_the_act
             "deployment_id": deployment.id,
             "bucket": buckets().publisher,
             "key": deployment.key,
+            "object_version": s.version(&deployment.key).await,
             "kind": "producer"
         }))
         .await
@@ -269,16 +360,21 @@ async fn validate_failures_are_lambda_errors_whose_type_the_state_machine_catche
     let s = setup(&[]);
     let deployment = s.registered_event().await;
     let publisher = buckets().publisher;
-    let validate = |bucket: &str, key: &str| json!({"task": "validate", "deployment_id": deployment.id, "bucket": bucket, "key": key, "kind": "producer"});
+    let written = s.version(&deployment.key).await;
+    let validate = |bucket: &str, key: &str, version: &str| json!({"task": "validate", "deployment_id": deployment.id, "bucket": bucket, "key": key, "object_version": version, "kind": "producer"});
 
     let missing = s
-        .task(validate(&publisher, "scanned_parcel/2/deploy.json"))
+        .task(validate(
+            &publisher,
+            "scanned_parcel/2/deploy.json",
+            &written,
+        ))
         .await
         .expect_err("no such object");
     assert_eq!(missing.error_type, "DeployConfig.NotFound");
 
     let elsewhere = s
-        .task(validate("someone-elses-bucket", &deployment.key))
+        .task(validate("someone-elses-bucket", &deployment.key, &written))
         .await
         .expect_err("not a platform bucket");
     assert_eq!(elsewhere.error_type, "DeployConfig.NotFound");
@@ -291,8 +387,20 @@ async fn validate_failures_are_lambda_errors_whose_type_the_state_machine_catche
         )
         .await
         .expect("written");
+    // The version the execution names is gone (a store that keeps none but the current).
+    let replaced = s
+        .task(validate(&publisher, &deployment.key, &written))
+        .await
+        .expect_err("the validated version was replaced");
+    assert_eq!(replaced.error_type, "DeployConfig.NotFound");
+    assert!(
+        replaced.error_message.contains("changed since"),
+        "{}",
+        replaced.error_message
+    );
+    let broken = s.version(&deployment.key).await;
     let invalid = s
-        .task(validate(&publisher, &deployment.key))
+        .task(validate(&publisher, &deployment.key, &broken))
         .await
         .expect_err("broken by hand");
     assert_eq!(invalid.error_type, "DeployConfig.Invalid");
@@ -304,7 +412,7 @@ async fn validate_failures_are_lambda_errors_whose_type_the_state_machine_catche
 
     s.objects.fail.store(true, Ordering::SeqCst);
     let unavailable = s
-        .task(validate(&publisher, &deployment.key))
+        .task(validate(&publisher, &deployment.key, &broken))
         .await
         .expect_err("S3 is down");
     assert_eq!(unavailable.error_type, "Store.Unavailable");

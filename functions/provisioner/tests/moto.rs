@@ -18,7 +18,7 @@ use busway_core::provisioning::Provisioner;
 use busway_provisioner::{Handler, Request};
 use busway_tests::moto::{self, Moto};
 use serde_json::{Value, json};
-use support::{buckets, s3_notification};
+use support::{buckets, s3_notification, s3_notification_of};
 
 const TABLE: &str = "busway-provisioner-test";
 const KEY: &str = "order_created/1/deploy.json";
@@ -92,15 +92,47 @@ async fn platform() -> Platform {
 }
 
 impl Platform {
-    async fn write(&self, body: Value) {
+    /// Writes the object at `KEY`; returns its version id (`None` in a bucket without
+    /// versioning, where a version is named by its content).
+    async fn write(&self, body: Value) -> Option<String> {
+        self.write_raw(body.to_string().into_bytes()).await
+    }
+
+    async fn write_raw(&self, body: Vec<u8>) -> Option<String> {
         self.s3
             .put_object()
             .bucket(buckets().publisher)
             .key(KEY)
-            .body(body.to_string().into_bytes().into())
+            .body(body.into())
             .send()
             .await
-            .expect("object written");
+            .expect("object written")
+            .version_id()
+            .map(str::to_string)
+    }
+
+    async fn executions(&self) -> Vec<Value> {
+        let listed = self
+            .sfn
+            .list_executions()
+            .state_machine_arn(&self.state_machine_arn)
+            .send()
+            .await
+            .expect("executions listed");
+        let mut inputs = Vec::new();
+        for execution in listed.executions() {
+            let described = self
+                .sfn
+                .describe_execution()
+                .execution_arn(execution.execution_arn())
+                .send()
+                .await
+                .expect("described");
+            inputs.push(
+                serde_json::from_str(described.input().unwrap_or_default()).expect("JSON input"),
+            );
+        }
+        inputs
     }
 
     async fn notify(&self) {
@@ -168,8 +200,10 @@ async fn the_s3_handler_starts_one_execution_per_object_version_however_often_it
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn validate_failures_read_from_s3_keep_their_error_type() {
     let p = platform().await;
-    p.write(json!({"written": "by hand"})).await;
-    let validate = |key: &str| json!({"task": "validate", "deployment_id": "d-1", "bucket": buckets().publisher, "key": key, "kind": "producer"});
+    let body = json!({"written": "by hand"});
+    p.write(body.clone()).await;
+    let version = busway_core::deployment::object_version(body.to_string().as_bytes());
+    let validate = |key: &str| json!({"task": "validate", "deployment_id": "d-1", "bucket": buckets().publisher, "key": key, "object_version": version, "kind": "producer"});
 
     let invalid = p.task(validate(KEY)).await.expect_err("not a deploy.json");
     assert_eq!(invalid.error_type, "DeployConfig.Invalid");
@@ -179,6 +213,75 @@ async fn validate_failures_read_from_s3_keep_their_error_type() {
         .await
         .expect_err("no such object");
     assert_eq!(missing.error_type, "DeployConfig.NotFound");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn in_a_versioned_bucket_the_notified_version_is_the_one_validated_and_a_late_one_starts_nothing()
+ {
+    let p = platform().await;
+    p.s3.put_bucket_versioning()
+        .bucket(buckets().publisher)
+        .versioning_configuration(
+            aws_sdk_s3::types::VersioningConfiguration::builder()
+                .status(aws_sdk_s3::types::BucketVersioningStatus::Enabled)
+                .build(),
+        )
+        .send()
+        .await
+        .expect("versioning on");
+    let first = p
+        .write(json!({"written": "by hand", "v": 1}))
+        .await
+        .expect("a version id");
+    p.handler
+        .handle(s3_notification_of(&buckets().publisher, KEY, Some(&first)))
+        .await
+        .expect("started");
+    let inputs = p.executions().await;
+    assert_eq!(inputs.len(), 1);
+    assert_eq!(inputs[0]["object_version"], first.as_str());
+
+    // Edited while the first execution runs: its validate still reads the version it names.
+    let second = p.write_raw(b"oops".to_vec()).await.expect("a version id");
+    let validate = |version: &str| json!({"task": "validate", "deployment_id": inputs[0]["deployment_id"], "bucket": buckets().publisher, "key": KEY, "object_version": version, "kind": "producer"});
+    let of_first = p
+        .task(validate(&first))
+        .await
+        .expect_err("not a deploy.json");
+    assert!(
+        !of_first.error_message.contains("not valid JSON"),
+        "the first version is JSON: {}",
+        of_first.error_message
+    );
+    let of_second = p.task(validate(&second)).await.expect_err("not JSON");
+    assert!(
+        of_second.error_message.contains("not valid JSON"),
+        "{}",
+        of_second.error_message
+    );
+
+    // The first version's notification again, now late: nothing starts. The second's starts
+    // its own deployment on its own version.
+    p.handler
+        .handle(s3_notification_of(&buckets().publisher, KEY, Some(&first)))
+        .await
+        .expect("ignored");
+    assert_eq!(p.executions().await.len(), 1);
+    p.handler
+        .handle(s3_notification_of(&buckets().publisher, KEY, Some(&second)))
+        .await
+        .expect("started");
+    let inputs = p.executions().await;
+    assert_eq!(inputs.len(), 2);
+    let newest = inputs
+        .iter()
+        .find(|i| i["object_version"] == second.as_str())
+        .expect("an execution of the second version");
+    let oldest = inputs
+        .iter()
+        .find(|i| i["object_version"] == first.as_str())
+        .expect("the execution of the first version");
+    assert_ne!(newest["deployment_id"], oldest["deployment_id"]);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

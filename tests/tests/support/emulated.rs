@@ -3,8 +3,10 @@
 //! and the environment a Lambda function of busway reads to use them.
 
 use busway_aws::eventbridge::{ClaimChecks, EventBridgeBus};
+use busway_aws::sfn::{SfnProvisioning, SfnStarter};
 use busway_aws::{BucketNames, DynamoStore, S3ObjectStore};
 use busway_core::ports::Bucket;
+use busway_core::provisioning::Provisioner;
 use busway_tests::moto;
 
 pub struct Account {
@@ -106,6 +108,31 @@ impl Account {
 
     pub fn objects(&self) -> S3ObjectStore {
         S3ObjectStore::new(self.s3.clone(), self.buckets.clone())
+    }
+
+    /// How the portal starts provisioning again on this account (a retried deployment): the
+    /// S3 notification handler's steps on its table and buckets, then StartExecution of the
+    /// account's provisioning state machine, which only the tests that run one create.
+    pub async fn provisioning(&self) -> SfnProvisioning {
+        let sdk = moto::sdk(&self.endpoint).await;
+        SfnProvisioning {
+            provisioner: Provisioner {
+                store: std::sync::Arc::new(self.store()),
+                deployments: std::sync::Arc::new(self.store()),
+                objects: std::sync::Arc::new(self.objects()),
+            },
+            starter: SfnStarter::new(aws_sdk_sfn::Client::new(&sdk), self.state_machine_arn()),
+            buckets: self.buckets.clone(),
+        }
+    }
+
+    /// The account's provisioning state machine, named after its table.
+    pub fn state_machine_arn(&self) -> String {
+        format!(
+            "arn:aws:states:{}:123456789012:stateMachine:{}-provisioning",
+            moto::REGION,
+            self.table
+        )
     }
 
     pub fn bus(&self) -> EventBridgeBus {

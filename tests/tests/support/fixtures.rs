@@ -10,6 +10,7 @@ use aws_sdk_dynamodb::types::AttributeValue;
 use axum::body::Body;
 use axum::http::Request;
 use busway_aws::host::Host;
+use busway_aws::sfn::SfnProvisioning;
 use busway_core::portal::Portal;
 use busway_local::store::SqliteStore;
 use serde_json::{Map, Value, json};
@@ -205,12 +206,14 @@ pub fn lambda_portal(account: &Account, registry_dir: &Path) -> (Host, axum::Rou
             .expect("the Lambda environment is complete");
     let store = host.store();
     let registry = SqliteStore::open(&registry_dir.join("registry.db")).expect("a registry");
+    let provisioning = SfnProvisioning::for_host(&host, account.state_machine_arn());
     let portal = busway_portal::router(Arc::new(Portal {
         store: store.clone(),
         deployments: store,
         registry: Arc::new(registry),
         objects: host.objects(),
         deliveries: None,
+        provisioning: Arc::new(provisioning),
     }));
     (host, portal)
 }

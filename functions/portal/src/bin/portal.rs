@@ -3,12 +3,15 @@
 use std::sync::Arc;
 
 use busway_aws::host::Host;
+use busway_aws::sfn::{STATE_MACHINE_ARN, SfnProvisioning};
 use busway_core::portal::Portal;
 
 #[tokio::main]
 async fn main() -> Result<(), lambda_http::Error> {
     busway_aws::host::init_logging();
     let host = Host::for_lambda()?;
+    let state_machine_arn =
+        std::env::var(STATE_MACHINE_ARN).map_err(|_| format!("{STATE_MACHINE_ARN} is not set"))?;
     let store = host.store();
     let portal = Portal {
         store: store.clone(),
@@ -17,6 +20,8 @@ async fn main() -> Result<(), lambda_http::Error> {
         objects: host.objects(),
         // EventBridge keeps deliveries: CloudWatch metrics and each rule's dead-letter queue.
         deliveries: None,
+        // A retried deployment's document is provisioned again as its S3 notification would be.
+        provisioning: Arc::new(SfnProvisioning::for_host(&host, state_machine_arn)),
     };
     busway_http::lambda::run(busway_portal::router(Arc::new(portal))).await
 }

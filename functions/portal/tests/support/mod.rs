@@ -10,7 +10,7 @@ use busway_core::event::{EventType, EventVersion, VersionState};
 use busway_core::portal::Portal;
 use busway_core::ports::{
     Bucket, DeadLetter, Deliveries, DeliveryStats, DeploymentStore, EventStore, ObjectStore,
-    SchemaRegistry, StoreError,
+    ProvisioningStarter, SchemaRegistry, StoreError,
 };
 use busway_core::subscription::{Subscription, SubscriptionFilter, SubscriptionState};
 use busway_core::{EventTypeName, Version};
@@ -25,6 +25,8 @@ struct State {
     deployments: Vec<Deployment>,
     schemas: BTreeMap<(EventTypeName, Version), Value>,
     objects: HashMap<(Bucket, String), Vec<u8>>,
+    /// What provisioning was asked to start again, in order.
+    started: Vec<(Bucket, String)>,
 }
 
 /// Every port in one place: one lock makes each multi-record write all-or-nothing, as the
@@ -50,6 +52,11 @@ impl Memory {
             .cloned()
     }
 
+    /// The documents provisioning was asked to start again (retried deployments).
+    pub fn started(&self) -> Vec<(Bucket, String)> {
+        self.state().started.clone()
+    }
+
     pub fn object_keys(&self) -> Vec<(Bucket, String)> {
         let mut keys: Vec<_> = self.state().objects.keys().cloned().collect();
         keys.sort_by(|a, b| (a.0.base_name(), &a.1).cmp(&(b.0.base_name(), &b.1)));
@@ -73,6 +80,7 @@ pub fn portal() -> (Arc<Portal>, Arc<Memory>) {
         registry: memory.clone(),
         objects: memory.clone(),
         deliveries: Some(memory.clone()),
+        provisioning: memory.clone(),
     };
     (Arc::new(portal), memory)
 }
@@ -330,6 +338,14 @@ impl ObjectStore for Memory {
 
     async fn get_object(&self, bucket: Bucket, key: &str) -> anyhow::Result<Option<Vec<u8>>> {
         Ok(self.object(bucket, key))
+    }
+}
+
+#[async_trait]
+impl ProvisioningStarter for Memory {
+    async fn start(&self, bucket: Bucket, key: &str) -> anyhow::Result<()> {
+        self.state().started.push((bucket, key.to_string()));
+        Ok(())
     }
 }
 

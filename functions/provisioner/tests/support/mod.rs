@@ -15,6 +15,15 @@ pub fn buckets() -> BucketNames {
 
 /// An `ObjectCreated:Put` notification of one object, as S3 delivers it to Lambda.
 pub fn s3_notification(bucket: &str, key: &str) -> Request {
+    s3_notification_of(bucket, key, None)
+}
+
+/// The notification S3 sends for one object version (`versionId`, in a versioned bucket).
+pub fn s3_notification_of(bucket: &str, key: &str, version: Option<&str>) -> Request {
+    let mut object = json!({"key": key, "size": 1024, "eTag": "d41d8cd98f00b204e9800998ecf8427e", "sequencer": "0055AED6DCD90281E5"});
+    if let Some(version) = version {
+        object["versionId"] = json!(version);
+    }
     serde_json::from_value(json!({"Records": [{
         "eventVersion": "2.1",
         "eventSource": "aws:s3",
@@ -32,7 +41,7 @@ pub fn s3_notification(bucket: &str, key: &str) -> Request {
                 "ownerIdentity": {"principalId": "A3NL1KOZZKExample"},
                 "arn": format!("arn:aws:s3:::{bucket}")
             },
-            "object": {"key": key, "size": 1024, "eTag": "d41d8cd98f00b204e9800998ecf8427e", "sequencer": "0055AED6DCD90281E5"}
+            "object": object
         }
     }]}))
     .expect("an S3 notification")

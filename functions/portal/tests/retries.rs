@@ -1,0 +1,133 @@
+//! `POST /deployments/{id}/retry` on in-memory ports: a FAILED deployment whose document was
+//! written is provisioned again on the same document version, as its next attempt; anything else
+//! is a conflict.
+
+// Shared with lambda_fixture.rs, which uses the helpers this file does not.
+#[allow(dead_code)]
+mod support;
+
+use std::sync::Arc;
+
+use axum::body::Body;
+use axum::http::{Request, StatusCode};
+use busway_core::deployment::{DeploymentStatus, object_version};
+use busway_core::portal::Portal;
+use busway_core::ports::{Bucket, DeploymentStore, ObjectStore};
+use serde_json::{Value, json};
+use tower::ServiceExt;
+
+const KEY: &str = "scanned_parcel/1/deploy.json";
+
+async fn call(
+    portal: &Arc<Portal>,
+    method: &str,
+    path: &str,
+    body: Option<Value>,
+) -> (StatusCode, Value) {
+    let request = Request::builder()
+        .method(method)
+        .uri(path)
+        .header("content-type", "application/json")
+        .body(body.map_or_else(Body::empty, |b| Body::from(b.to_string())))
+        .expect("a valid request");
+    let response = busway_portal::router(portal.clone())
+        .oneshot(request)
+        .await
+        .expect("the router answers");
+    let status = response.status();
+    let bytes = axum::body::to_bytes(response.into_body(), usize::MAX)
+        .await
+        .expect("a body");
+    (
+        status,
+        serde_json::from_slice(&bytes).unwrap_or(Value::Null),
+    )
+}
+
+/// The seed's event type, its deployment failed in its build after the pipeline read its
+/// document.
+async fn failed_build(portal: &Arc<Portal>, memory: &support::Memory) -> String {
+    let event = json!({"event_type": "scanned_parcel", "application": "parcel_tracking",
+        "description": "A parcel was scanned", "connection_type": "HTTPS",
+        "data": {"type": "object", "properties": {"id": {"type": "string"}}}});
+    let (status, created) = call(portal, "POST", "/events", Some(event)).await;
+    assert_eq!(status, StatusCode::CREATED, "{created}");
+    let id = created["deployment_id"].as_str().expect("a deployment id");
+    let mut d = memory
+        .get_deployment(id)
+        .await
+        .expect("the store answers")
+        .expect("the deployment");
+    let document = memory
+        .object(Bucket::Publisher, KEY)
+        .expect("the deploy.json");
+    d.object_version = Some(object_version(&document));
+    d.execution = Some("deploy-first-1".into());
+    for status in [DeploymentStatus::Validating, DeploymentStatus::Building] {
+        d.advance(status, busway_core::now()).expect("forward");
+    }
+    d.fail("Build.Failed", "cdk deploy exited 1", busway_core::now())
+        .expect("to FAILED");
+    memory.put_deployment(&d).await.expect("recorded");
+    id.to_string()
+}
+
+#[tokio::test]
+async fn a_failed_deployment_is_provisioned_again_on_its_document_as_the_next_attempt() {
+    let (portal, memory) = support::portal();
+    let id = failed_build(&portal, &memory).await;
+    let document = memory.object(Bucket::Publisher, KEY);
+
+    let (status, retried) = call(&portal, "POST", &format!("/deployments/{id}/retry"), None).await;
+    assert_eq!(status, StatusCode::ACCEPTED, "{retried}");
+    assert_eq!(retried["status"], "PENDING");
+    assert_eq!(retried["attempt"], 2);
+    assert_eq!(retried["error"], Value::Null);
+    assert_eq!(
+        retried["execution"],
+        Value::Null,
+        "the next execution is not started yet"
+    );
+    let history: Vec<_> = retried["history"]
+        .as_array()
+        .expect("a history")
+        .iter()
+        .map(|h| h["status"].clone())
+        .collect();
+    assert_eq!(
+        history,
+        ["PENDING", "VALIDATING", "BUILDING", "FAILED", "PENDING"]
+    );
+    assert_eq!(memory.started(), [(Bucket::Publisher, KEY.to_string())]);
+    assert_eq!(
+        memory.object(Bucket::Publisher, KEY),
+        document,
+        "the document is not written again"
+    );
+
+    let (status, body) = call(&portal, "POST", &format!("/deployments/{id}/retry"), None).await;
+    assert_eq!(status, StatusCode::CONFLICT, "a PENDING deployment: {body}");
+    assert_eq!(body["error"]["code"], "conflict");
+}
+
+#[tokio::test]
+async fn a_failed_deployment_whose_document_changed_since_is_not_retried() {
+    let (portal, memory) = support::portal();
+    let id = failed_build(&portal, &memory).await;
+    memory
+        .put_object(Bucket::Publisher, KEY, b"{\"edited\": true}".to_vec())
+        .await
+        .expect("written");
+
+    let (status, body) = call(&portal, "POST", &format!("/deployments/{id}/retry"), None).await;
+    assert_eq!(status, StatusCode::CONFLICT, "{body}");
+    let message = body["error"]["message"].as_str().expect("a message");
+    assert!(message.contains("changed since"), "{message}");
+    assert!(memory.started().is_empty());
+    let d = memory
+        .get_deployment(&id)
+        .await
+        .expect("the store answers")
+        .expect("the deployment");
+    assert_eq!((d.status, d.attempt), (DeploymentStatus::Failed, 1));
+}
