@@ -415,8 +415,9 @@ async fn the_functions_as_infra_deploys_them_serve_the_seed_flow_within_their_ro
             "the notification of {key} starts provisioning: {}",
             started.body
         );
-        let validate =
-            json!({"task": "validate", "deployment_id": deployment, "bucket": bucket, "key": key});
+        // As the state machine sends it: the exact object version the notification named.
+        let validate = json!({"task": "validate", "deployment_id": deployment, "bucket": bucket,
+                              "key": key, "object_version": version});
         let valid = provisioner.invoke(&validate).await;
         assert!(valid.ok, "validate {key}: {}", valid.body);
         let valid: Value = serde_json::from_str(&valid.body).expect("JSON");
