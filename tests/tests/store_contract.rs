@@ -79,6 +79,7 @@ fn subscription(event: &EventTypeName, version: u32, target: &str, url: &str) ->
         connection_type: ConsumerConnection::Https,
         connection_string: url.to_string(),
         retry_policy: RetryPolicy::new(3, 120).expect("a valid policy"),
+        delivery: Default::default(),
         state: SubscriptionState::Active,
         created_at: now(),
     }

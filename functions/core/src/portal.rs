@@ -19,7 +19,8 @@ use crate::ports::{
 };
 use crate::schema;
 use crate::subscription::{
-    ConsumerConnection, RetryPolicy, Subscription, SubscriptionFilter, SubscriptionState,
+    ConsumerConnection, DeliverySettings, RetryPolicy, Subscription, SubscriptionFilter,
+    SubscriptionState,
 };
 use crate::{Application, EventTypeName, TargetUnit, ValidationErrors, Version};
 
@@ -89,6 +90,7 @@ pub struct Subscribe {
     pub connection_type: ConsumerConnection,
     pub connection_string: String,
     pub retry_policy: RetryPolicy,
+    pub delivery: DeliverySettings,
 }
 
 /// Reads the request object field by field so that each problem is named, not just the first.
@@ -195,6 +197,41 @@ impl<'a> Fields<'a> {
         }
     }
 
+    /// Optional; the defaults when absent. Each bad part is named.
+    fn delivery(&mut self) -> DeliverySettings {
+        let default = DeliverySettings::default();
+        let Some(value) = self.raw("delivery", false) else {
+            return default;
+        };
+        let Some(obj) = value.as_object() else {
+            self.errors.push("delivery", "must be an object");
+            return default;
+        };
+        let mut number = |name: &str| -> Option<u32> {
+            let v = obj.get(name).filter(|v| !v.is_null())?;
+            let n = v.as_u64().and_then(|n| u32::try_from(n).ok());
+            if n.is_none() {
+                self.errors
+                    .push(format!("delivery/{name}"), "must be a non-negative integer");
+            }
+            n
+        };
+        let max_in_flight = number("max_in_flight").unwrap_or(default.max_in_flight);
+        let rate = number("invocation_rate_limit_per_second");
+        for key in obj.keys().filter(|k| {
+            !["max_in_flight", "invocation_rate_limit_per_second"].contains(&k.as_str())
+        }) {
+            self.errors.push(format!("delivery/{key}"), "unknown field");
+        }
+        match DeliverySettings::new(max_in_flight, rate) {
+            Ok(settings) => settings,
+            Err(e) => {
+                self.errors.push("delivery", e);
+                default
+            }
+        }
+    }
+
     fn data_schema(&mut self) -> Option<Value> {
         let data = self.raw("data", true)?;
         match schema::check_data_schema("data", data) {
@@ -266,6 +303,7 @@ impl Subscribe {
                 "connection_type",
                 "connection_string",
                 "retry_policy",
+                "delivery",
             ],
         );
         let event_type = f.parsed("event_type", str::parse::<EventTypeName>);
@@ -277,6 +315,7 @@ impl Subscribe {
         let connection_type = f.parsed("connection_type", ConsumerConnection::parse);
         let connection_string = f.string("connection_string", true);
         let retry_policy = f.retry_policy();
+        let delivery = f.delivery();
         if let (Some(kind), Some(s)) = (connection_type, connection_string)
             && let Err(e) = kind.check_connection_string(s)
         {
@@ -302,6 +341,7 @@ impl Subscribe {
                 connection_type,
                 connection_string: cs.to_string(),
                 retry_policy,
+                delivery,
             }),
             _ => Err(f.errors),
         }
@@ -417,6 +457,7 @@ impl Portal {
             connection_type: req.connection_type,
             connection_string: req.connection_string,
             retry_policy: req.retry_policy,
+            delivery: req.delivery,
             state: SubscriptionState::Active,
             created_at: crate::now(),
         };

@@ -253,8 +253,14 @@ async fn get_subscription(
     let subscription = portal.subscription(&id).await?;
     let stats = portal.delivery_stats(&subscription).await?;
     let mut value = json!(subscription);
-    if let (Some(obj), Some(stats)) = (value.as_object_mut(), stats) {
-        obj.insert("delivery".into(), json!(stats));
+    // `delivery` holds the subscription's delivery settings and, where this host counts them,
+    // what its deliveries did.
+    if let (Some(delivery), Some(stats)) = (
+        value.get_mut("delivery").and_then(Value::as_object_mut),
+        stats,
+    ) && let Value::Object(counts) = json!(stats)
+    {
+        delivery.extend(counts);
     }
     Ok(Json(value))
 }
