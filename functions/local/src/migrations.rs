@@ -21,7 +21,10 @@ pub struct Migrations {
 }
 
 /// `busway.db`. Step 1 is the first release's schema, whose files already have these tables.
-pub const STORE: Migrations = Migrations::new(&[include_str!("migrations/store-001.sql")]);
+pub const STORE: Migrations = Migrations::new(&[
+    include_str!("migrations/store-001.sql"),
+    include_str!("migrations/store-002-issue12.sql"),
+]);
 
 /// `events.db`. Step 1 is the first release's schema, whose files already have these tables.
 pub const EVENT_LOG: Migrations = Migrations::new(&[include_str!("migrations/events-001.sql")]);

@@ -69,10 +69,11 @@ impl Running {
         STORE.check(&db)?;
         EVENT_LOG.check(&log)?;
         let store = SqliteStore::open(&db)?;
-        let (live, committed) = tokio::sync::mpsc::unbounded_channel();
+        let (live, committed) = tokio::sync::mpsc::channel(crate::eventlog::ROUTER_QUEUE);
         let (bus, reader) = EventLog::open(&log, live)?;
         let bus = Arc::new(bus);
-        let router = Router::new(store.clone(), Arc::new(reader), config.delivery.clone())?;
+        let reader = Arc::new(reader);
+        let router = Router::new(store.clone(), reader.clone(), config.delivery.clone())?;
 
         let routes = Arc::new(LiveRoutes::default());
         for (application, event_type, version, schema) in store.routes().await? {

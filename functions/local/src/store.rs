@@ -21,6 +21,9 @@ use serde_json::Value;
 
 use crate::migrations::STORE;
 
+mod retries;
+pub use retries::{Failed, Failure, ScheduledRetry};
+
 /// The SQLite store. Cheap to clone; calls run on the blocking pool.
 #[derive(Clone)]
 pub struct SqliteStore {
@@ -285,33 +288,6 @@ impl SqliteStore {
         .await
     }
 
-    pub async fn add_dead_letter(
-        &self,
-        subscription_id: &str,
-        seq: i64,
-        event: &str,
-        error: &str,
-        attempts: u32,
-    ) -> Result<(), StoreError> {
-        let (id, event, error) = (
-            subscription_id.to_string(),
-            event.to_string(),
-            error.to_string(),
-        );
-        let failed_at = busway_core::now()
-            .format(&time::format_description::well_known::Rfc3339)
-            .unwrap_or_default();
-        self.run(move |conn| {
-            conn.execute(
-                "INSERT INTO dead_letters (subscription_id, seq, event, error, attempts, failed_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
-                params![id, seq, event, error, attempts, failed_at],
-            )
-            .map_err(sql)?;
-            Ok(())
-        })
-        .await
-    }
-
     pub async fn dead_letters(&self, subscription_id: &str) -> Result<Vec<DeadLetter>, StoreError> {
         let id = subscription_id.to_string();
         self.run(move |conn| {
@@ -330,49 +306,6 @@ impl SqliteStore {
                 })
                 .map_err(sql)?;
             rows.collect::<Result<_, _>>().map_err(sql)
-        })
-        .await
-    }
-
-    /// Dead letters as (id, the event text as first sent, attempts), for a redrive.
-    pub async fn dead_letter_events(
-        &self,
-        subscription_id: &str,
-    ) -> Result<Vec<(i64, String, u32)>, StoreError> {
-        let id = subscription_id.to_string();
-        self.run(move |conn| {
-            let mut stmt = conn
-                .prepare("SELECT id, event, attempts FROM dead_letters WHERE subscription_id = ?1 ORDER BY id")
-                .map_err(sql)?;
-            let rows = stmt.query_map(params![id], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?))).map_err(sql)?;
-            rows.collect::<Result<_, _>>().map_err(sql)
-        })
-        .await
-    }
-
-    pub async fn delete_dead_letter(&self, id: i64) -> Result<(), StoreError> {
-        self.run(move |conn| {
-            conn.execute("DELETE FROM dead_letters WHERE id = ?1", params![id])
-                .map_err(sql)?;
-            Ok(())
-        })
-        .await
-    }
-
-    pub async fn update_dead_letter(
-        &self,
-        id: i64,
-        error: &str,
-        attempts: u32,
-    ) -> Result<(), StoreError> {
-        let error = error.to_string();
-        self.run(move |conn| {
-            conn.execute(
-                "UPDATE dead_letters SET error = ?2, attempts = ?3 WHERE id = ?1",
-                params![id, error, attempts],
-            )
-            .map_err(sql)?;
-            Ok(())
         })
         .await
     }
