@@ -253,6 +253,22 @@ impl LogReader {
         Ok(rows.collect::<Result<_, _>>()?)
     }
 
+    /// Deletes up to `limit` of the oldest events at or before `through` whose `time` is
+    /// before `older_than` (RFC 3339, as stored); returns how many. The deduplication index
+    /// goes with them: an `event_id` is idempotent within the retention.
+    pub fn prune(&self, through: i64, older_than: &str, limit: usize) -> anyhow::Result<usize> {
+        let conn = self
+            .conn
+            .lock()
+            .map_err(|_| anyhow::anyhow!("log reader lock poisoned"))?;
+        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+        Ok(conn.execute(
+            "DELETE FROM events WHERE seq IN
+             (SELECT seq FROM events WHERE seq <= ?1 AND time < ?2 ORDER BY seq LIMIT ?3)",
+            params![through, older_than, limit],
+        )?)
+    }
+
     /// The position of the newest event, 0 for an empty log.
     pub fn last_seq(&self) -> anyhow::Result<i64> {
         let conn = self

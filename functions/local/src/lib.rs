@@ -9,6 +9,7 @@ pub mod migrations;
 pub mod objects;
 pub mod provisioning;
 pub mod queues;
+pub mod retention;
 pub mod server;
 pub mod store;
 pub mod target;

@@ -22,6 +22,7 @@ use crate::migrations::{EVENT_LOG, STORE};
 use crate::objects::FolderObjectStore;
 use crate::provisioning::{self, LocalBuilder, LocalStarter, LocalTasks, Synth};
 use crate::queues;
+use crate::retention::{self, Retention};
 use crate::store::SqliteStore;
 
 #[derive(Debug, Clone)]
@@ -32,6 +33,7 @@ pub struct Config {
     /// How often the configuration buckets are scanned for hand-edited deploy.json files.
     pub scan_interval: Duration,
     pub delivery: DeliveryConfig,
+    pub retention: Retention,
     /// `--synth`: the build step also synthesizes each deployed document's CDK template.
     pub synth: Option<Synth>,
 }
@@ -44,6 +46,7 @@ impl Config {
             broker_addr,
             scan_interval: Duration::from_millis(500),
             delivery: DeliveryConfig::default(),
+            retention: Retention::default(),
             synth: None,
         }
     }
@@ -132,6 +135,11 @@ impl Running {
         let (stop, stopped) = watch::channel(false);
         let mut tasks = JoinSet::new();
         tasks.spawn(router.clone().run(committed));
+        tasks.spawn(retention::run(
+            config.retention.clone(),
+            store.clone(),
+            reader,
+        ));
         tasks.spawn(provisioning::run(
             machine,
             provisioning_tasks,

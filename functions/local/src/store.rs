@@ -21,6 +21,7 @@ use serde_json::Value;
 
 use crate::migrations::STORE;
 
+mod retention;
 mod retries;
 pub use retries::{Failed, Failure, ScheduledRetry};
 
@@ -316,11 +317,12 @@ impl SqliteStore {
         self.transaction(move |tx| {
             let mut stmt = tx
                 .prepare_cached(
-                    "INSERT INTO queue_messages (queue, message_id, body) VALUES (?1, ?2, ?3)",
+                    "INSERT INTO queue_messages (queue, message_id, body, sent_at) VALUES (?1, ?2, ?3, ?4)",
                 )
                 .map_err(sql)?;
+            let sent_at = unix_ms();
             for body in &bodies {
-                stmt.execute(params![queue, uuid::Uuid::new_v4().to_string(), body])
+                stmt.execute(params![queue, uuid::Uuid::new_v4().to_string(), body, sent_at])
                     .map_err(sql)?;
             }
             Ok(())

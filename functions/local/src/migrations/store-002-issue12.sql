@@ -15,3 +15,7 @@ CREATE TABLE retries (
     last_error TEXT NOT NULL);
 CREATE INDEX retries_by_due ON retries (subscription_id, due_at);
 CREATE UNIQUE INDEX retries_by_event ON retries (subscription_id, seq);
+-- When each queued message was sent (unix milliseconds), so it expires as SQS's do. Messages
+-- already queued count from this migration.
+ALTER TABLE queue_messages ADD COLUMN sent_at INTEGER NOT NULL DEFAULT 0;
+UPDATE queue_messages SET sent_at = CAST(strftime('%s', 'now') AS INTEGER) * 1000;
