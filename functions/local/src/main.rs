@@ -60,6 +60,9 @@ enum Command {
         /// The CDK generators' folder for --synth.
         #[arg(long, default_value = "cdk-app", requires = "synth")]
         cdk_app: PathBuf,
+        /// A `cdk synth` running longer is killed and its deployment fails (e.g. 90s, 5m).
+        #[arg(long, default_value = "5m", value_parser = parse_duration, requires = "synth")]
+        synth_timeout: Duration,
         /// How long the event log keeps events (e.g. 90m, 24h, 7d). An event that a
         /// subscription has not settled yet is kept whatever its age.
         #[arg(long, default_value = "24h", value_parser = parse_duration)]
@@ -152,6 +155,7 @@ fn main() -> ExitCode {
             sqs_endpoint,
             synth,
             cdk_app,
+            synth_timeout,
             retention,
             dead_letter_retention,
             queue_retention,
@@ -166,6 +170,7 @@ fn main() -> ExitCode {
             config.synth = synth.then(|| Synth {
                 cdk_app,
                 out: data_dir.join("synth"),
+                timeout: synth_timeout,
             });
             report(runtime().and_then(|rt| rt.block_on(up(config))))
         }

@@ -207,10 +207,25 @@ impl Running {
     }
 }
 
+/// A request that takes longer is answered 408: every handler's wait (the store's lock, the
+/// log's commit, a deployment) ends.
+pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
+/// Requests served at once by each server; the others wait for a turn (within the timeout), so
+/// a burst of clients cannot take every thread and connection of the store.
+pub const MAX_CONCURRENT_REQUESTS: usize = 512;
+
 async fn serve(listener: TcpListener, router: axum::Router, mut stopped: watch::Receiver<bool>) {
     let shutdown = async move {
         let _ = stopped.wait_for(|s| *s).await;
     };
+    let router = router
+        .layer(tower::limit::GlobalConcurrencyLimitLayer::new(
+            MAX_CONCURRENT_REQUESTS,
+        ))
+        .layer(tower_http::timeout::TimeoutLayer::with_status_code(
+            axum::http::StatusCode::REQUEST_TIMEOUT,
+            REQUEST_TIMEOUT,
+        ));
     if let Err(e) = axum::serve(listener, router)
         .with_graceful_shutdown(shutdown)
         .await

@@ -47,6 +47,14 @@ impl SqsQueue {
             .behavior_version(aws_sdk_sqs::config::BehaviorVersion::latest())
             .region(aws_sdk_sqs::config::Region::new(region.to_string()))
             .endpoint_url(endpoint)
+            // Every call ends: an attempt after 5 s (as API destinations), the call with its
+            // SDK retries after 15 s; the delivery's own retries follow the subscription's policy.
+            .timeout_config(
+                aws_sdk_sqs::config::timeout::TimeoutConfig::builder()
+                    .operation_attempt_timeout(Duration::from_secs(5))
+                    .operation_timeout(Duration::from_secs(15))
+                    .build(),
+            )
             .credentials_provider(aws_sdk_sqs::config::Credentials::new(
                 key, secret, None, None, "busway",
             ))
