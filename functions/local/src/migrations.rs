@@ -9,6 +9,7 @@
 //! is refused before anything writes to it.
 
 use std::fmt;
+use std::io::Read;
 use std::path::{Path, PathBuf};
 
 use anyhow::Context;
@@ -56,6 +57,7 @@ impl std::error::Error for NewerFile {}
 /// Where `user_version` lives in an SQLite file's header (sqlite.org/fileformat.html).
 const HEADER_MAGIC: &[u8; 16] = b"SQLite format 3\0";
 const USER_VERSION_AT: usize = 60;
+const HEADER_LEN: usize = USER_VERSION_AT + 4;
 
 impl Migrations {
     pub const fn new(steps: &'static [&'static str]) -> Self {
@@ -70,18 +72,19 @@ impl Migrations {
     /// Refuses a file of a newer busway by reading its header, so nothing (no lock, no WAL, no
     /// journal mode) touches it. A missing or empty file passes: opening creates it.
     pub fn check(&self, path: &Path) -> anyhow::Result<()> {
-        let header = match std::fs::read(path) {
-            Ok(bytes) => bytes,
+        let mut header = Vec::with_capacity(HEADER_LEN);
+        match std::fs::File::open(path) {
+            // Only the header: an event log may be gigabytes.
+            Ok(file) => file.take(HEADER_LEN as u64).read_to_end(&mut header),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
-            Err(e) => {
-                return Err(anyhow::Error::new(e).context(format!("reading {}", path.display())));
-            }
-        };
-        if header.len() < USER_VERSION_AT + 4 || !header.starts_with(HEADER_MAGIC) {
+            Err(e) => Err(e),
+        }
+        .with_context(|| format!("reading {}", path.display()))?;
+        if header.len() < HEADER_LEN || !header.starts_with(HEADER_MAGIC) {
             return Ok(());
         }
         let mut version = [0; 4];
-        version.copy_from_slice(&header[USER_VERSION_AT..USER_VERSION_AT + 4]);
+        version.copy_from_slice(&header[USER_VERSION_AT..HEADER_LEN]);
         self.refuse_newer(path, i64::from(i32::from_be_bytes(version)))
     }
 
