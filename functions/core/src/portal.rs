@@ -13,6 +13,7 @@ use crate::event::{
     EventType, EventVersion, ProducerConnection, VersionState, detail_type, source_of,
 };
 use crate::format::DEPLOY_FORMAT;
+use crate::page::{Page, PageRequest};
 use crate::ports::{
     Bucket, DeadLetter, Deliveries, DeliveryStats, DeploymentStore, EventStore, ObjectStore,
     SchemaRegistry, StoreError, schema_backup_key,
@@ -53,6 +54,11 @@ impl From<StoreError> for PortalError {
             StoreError::NotFound(what) => Self::NotFound(what),
             StoreError::Conflict(why) => Self::Conflict(why),
             StoreError::Unavailable(why) => Self::Unavailable(why),
+            StoreError::BadPosition(why) => {
+                let mut errors = ValidationErrors::default();
+                errors.push("next_token", why);
+                Self::Invalid(errors)
+            }
             StoreError::Unexpected(e) => Self::Unexpected(e),
         }
     }
@@ -481,12 +487,19 @@ impl Portal {
         Ok(deployment)
     }
 
-    pub async fn list_event_types(&self) -> Result<Vec<EventTypeView>, PortalError> {
-        let mut views = Vec::new();
-        for event in self.store.list_event_types().await? {
-            views.push(self.view(event).await?);
+    pub async fn list_event_types(
+        &self,
+        page: &PageRequest,
+    ) -> Result<Page<EventTypeView>, PortalError> {
+        let found = self.store.page_event_types(page).await?;
+        let mut items = Vec::with_capacity(found.items.len());
+        for event in found.items {
+            items.push(self.view(event).await?);
         }
-        Ok(views)
+        Ok(Page {
+            items,
+            next: found.next,
+        })
     }
 
     pub async fn get_event_type(&self, name: &EventTypeName) -> Result<EventTypeView, PortalError> {
@@ -508,8 +521,9 @@ impl Portal {
     pub async fn list_subscriptions(
         &self,
         filter: &SubscriptionFilter,
-    ) -> Result<Vec<Subscription>, PortalError> {
-        Ok(self.store.list_subscriptions(filter).await?)
+        page: &PageRequest,
+    ) -> Result<Page<Subscription>, PortalError> {
+        Ok(self.store.page_subscriptions(filter, page).await?)
     }
 
     pub async fn subscription(&self, id: &str) -> Result<Subscription, PortalError> {
@@ -568,8 +582,9 @@ impl Portal {
     pub async fn list_deployments(
         &self,
         event_type: Option<&EventTypeName>,
-    ) -> Result<Vec<Deployment>, PortalError> {
-        Ok(self.deployments.list_deployments(event_type).await?)
+        page: &PageRequest,
+    ) -> Result<Page<Deployment>, PortalError> {
+        Ok(self.deployments.page_deployments(event_type, page).await?)
     }
 
     async fn event_type(&self, name: &EventTypeName) -> Result<EventType, PortalError> {
