@@ -530,3 +530,37 @@ async fn a_redriven_event_reaches_the_consumer_byte_for_byte_as_first_sent() {
     );
     busway.stop().await;
 }
+
+/// Rows of the retry schedule in the data dir.
+fn scheduled(busway: &Broker) -> i64 {
+    rusqlite::Connection::open(busway.data_dir().join("busway.db"))
+        .and_then(|db| db.query_row("SELECT count(*) FROM retries", [], |r| r.get(0)))
+        .expect("the retry schedule")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn deleting_a_subscription_drops_its_scheduled_retries() {
+    let busway = fast_broker().await;
+    let consumer = Consumer::start().await;
+    consumer.fail_forever(Failure::Status(500));
+    let id = subscribe(&busway, &consumer.url("/hook"), None).await;
+    publish(&busway).await;
+    let started = Instant::now();
+    while scheduled(&busway) == 0 {
+        assert!(
+            started.elapsed() < DELIVERY_TIMEOUT,
+            "nothing was scheduled"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let deleted = busway.delete(&format!("/subscriptions/{id}")).await;
+    let deployment = deleted.expect(202)["deployment_id"]
+        .as_str()
+        .expect("a deployment id")
+        .to_string();
+    busway.wait_for_deployment(&deployment).await;
+    assert_eq!(scheduled(&busway), 0);
+    let attempts = consumer.requests().len();
+    consumer.assert_no_more_than(attempts, QUIET).await;
+    busway.stop().await;
+}

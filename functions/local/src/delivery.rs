@@ -248,10 +248,12 @@ impl Router {
         Ok(())
     }
 
-    /// Removes a rule and stops its worker; its dead letters stay readable.
+    /// Removes a rule and stops its worker; its scheduled retries go with it (as a deleted
+    /// EventBridge rule's), its dead letters stay readable.
     pub async fn remove_rule(&self, subscription_id: &str) -> anyhow::Result<()> {
         self.remove_worker(subscription_id);
         self.shared.store.delete_rule(subscription_id).await?;
+        self.shared.store.forget_retries(subscription_id).await?;
         Ok(())
     }
 

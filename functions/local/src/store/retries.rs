@@ -157,10 +157,18 @@ impl SqliteStore {
         .await
     }
 
-    /// When the subscription's next retry is due (unix milliseconds), if any is scheduled.
-    pub async fn next_retry_due(&self, subscription_id: &str) -> Result<Option<i64>, StoreError> {
+    /// Drops the subscription's schedule, when its rule is removed.
+    pub async fn forget_retries(&self, subscription_id: &str) -> Result<(), StoreError> {
         let id = subscription_id.to_string();
-        self.run(move |conn| next_due(conn, &id)).await
+        self.run(move |conn| {
+            conn.execute(
+                "DELETE FROM retries WHERE subscription_id = ?1",
+                params![id],
+            )
+            .map_err(sql)?;
+            Ok(())
+        })
+        .await
     }
 
     /// Moves every dead letter of the subscription into the retry schedule, due now, with no
