@@ -258,7 +258,8 @@ pub struct DeadLetter {
 pub trait Deliveries: Send + Sync + 'static {
     async fn stats(&self, subscription_id: &str) -> anyhow::Result<DeliveryStats>;
     async fn dead_letters(&self, subscription_id: &str) -> anyhow::Result<Vec<DeadLetter>>;
-    /// Sends the dead letters again under the subscription's retry policy; returns how many
-    /// were taken. Those delivered leave the store; the others stay with their new error.
+    /// Sends the dead letters again under the subscription's retry policy, counted afresh;
+    /// returns how many were taken. Concurrent redrives take each letter once; one that fails
+    /// again comes back with the attempts of its new round.
     async fn redrive(&self, subscription_id: &str) -> anyhow::Result<usize>;
 }
