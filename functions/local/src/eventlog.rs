@@ -297,11 +297,13 @@ mod tests {
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn a_writer_that_cannot_keep_up_throttles_instead_of_queueing() {
         let dir = tempfile::tempdir().expect("a temp dir");
-        // A router that reads nothing: the writer commits one batch, then waits for it.
+        // A router that reads nothing: the writer commits two batches, then waits for it.
         let (live, committed) = tokio_mpsc::channel(1);
         let (log, reader) = EventLog::open(&dir.path().join("events.db"), live).expect("opens");
         let log = Arc::new(log);
-        let total = WRITER_QUEUE + MAX_BATCH + 500;
+        // Two batches go through (one into the channel, one waiting to enter it), then the
+        // writer's queue fills: more than that is refused whatever the timing.
+        let total = WRITER_QUEUE + 2 * MAX_BATCH + 500;
         let throttled = Arc::new(std::sync::atomic::AtomicUsize::new(0));
         let mut puts = tokio::task::JoinSet::new();
         for n in 0..total {
