@@ -26,6 +26,8 @@ pub enum Failure {
     FunctionError,
     /// Does not answer for a minute, so the caller's timeout ends the request.
     Hang,
+    /// Answers 429 with `Retry-After` in seconds.
+    Throttle(u64),
 }
 
 /// One request as it arrived, and what it was answered.
@@ -75,6 +77,12 @@ struct Inner {
     lambda: bool,
     requests: Mutex<Vec<Request>>,
     script: Mutex<Script>,
+    /// Events (by `detail.metadata.event_id`) answered 500 whatever the script says.
+    poisoned: Mutex<std::collections::HashSet<String>>,
+    /// Serves one request at a time, taking this long each, when set.
+    serial: Option<(tokio::sync::Mutex<()>, Duration)>,
+    /// Requests being served now, and the most at once.
+    concurrency: Mutex<(usize, usize)>,
 }
 
 /// A stand-in target. Dropping it stops its server.
@@ -96,6 +104,12 @@ impl Consumer {
         Self::serve(false, "127.0.0.1:0").await
     }
 
+    /// An HTTP consumer that serves one request at a time, each taking `per_request`, as a
+    /// single-threaded server does; the others wait for their turn.
+    pub async fn serial(per_request: Duration) -> Consumer {
+        Self::serve_with(false, "127.0.0.1:0", Some(per_request)).await
+    }
+
     /// An HTTP consumer on a fixed address: a kept data dir's subscriptions name their URL.
     pub async fn start_on(addr: &str) -> Consumer {
         Self::serve(false, addr).await
@@ -108,10 +122,17 @@ impl Consumer {
     }
 
     async fn serve(lambda: bool, addr: &str) -> Consumer {
+        Self::serve_with(lambda, addr, None).await
+    }
+
+    async fn serve_with(lambda: bool, addr: &str, serial: Option<Duration>) -> Consumer {
         let inner = Arc::new(Inner {
             lambda,
             requests: Mutex::new(Vec::new()),
             script: Mutex::new(Script::default()),
+            poisoned: Mutex::new(Default::default()),
+            serial: serial.map(|d| (tokio::sync::Mutex::new(()), d)),
+            concurrency: Mutex::new((0, 0)),
         });
         let app = Router::new().fallback(answer).with_state(inner.clone());
         let listener = tokio::net::TcpListener::bind(addr)
@@ -159,6 +180,32 @@ impl Consumer {
 
     pub fn recover(&self) {
         *self.script() = Script::default();
+    }
+
+    /// Answers 500 to every delivery of the event with this `detail.metadata.event_id`.
+    pub fn poison(&self, event_id: &str) {
+        self.inner
+            .poisoned
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(event_id.to_string());
+    }
+
+    pub fn cure(&self, event_id: &str) {
+        self.inner
+            .poisoned
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(event_id);
+    }
+
+    /// The most requests this target served at once.
+    pub fn max_concurrency(&self) -> usize {
+        self.inner
+            .concurrency
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .1
     }
 
     fn script(&self) -> std::sync::MutexGuard<'_, Script> {
@@ -252,7 +299,46 @@ async fn answer(
     uri: Uri,
     body: Bytes,
 ) -> Response {
-    let failure = {
+    // Counted on arrival: what the sender has in flight, served or waiting for a turn.
+    {
+        let mut c = inner.concurrency.lock().unwrap_or_else(|p| p.into_inner());
+        c.0 += 1;
+        c.1 = c.1.max(c.0);
+    }
+    let _turn = match &inner.serial {
+        Some((turn, _)) => Some(turn.lock().await),
+        None => None,
+    };
+    let response = respond(&inner, method, uri, body).await;
+    if let Some((_, per_request)) = &inner.serial {
+        tokio::time::sleep(*per_request).await;
+    }
+    inner
+        .concurrency
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .0 -= 1;
+    response
+}
+
+async fn respond(inner: &Inner, method: Method, uri: Uri, body: Bytes) -> Response {
+    let poisoned = serde_json::from_slice::<Value>(&body)
+        .ok()
+        .and_then(|event| {
+            event["detail"]["metadata"]["event_id"]
+                .as_str()
+                .map(str::to_string)
+        })
+        .is_some_and(|id| {
+            inner
+                .poisoned
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .contains(&id)
+        });
+    let failure = if poisoned {
+        Some(Failure::Status(500))
+    } else {
         let mut script = inner.script.lock().unwrap_or_else(|p| p.into_inner());
         let failure = script.failure;
         match &mut script.remaining {
@@ -295,6 +381,15 @@ async fn answer(
             (
                 [("x-amz-function-error", "Unhandled")],
                 json!({"errorMessage": "stand-in failure", "errorType": "Error"}).to_string(),
+            )
+                .into_response(),
+        ),
+        (true, Some(Failure::Throttle(seconds))) => (
+            429,
+            false,
+            (
+                StatusCode::TOO_MANY_REQUESTS,
+                [("retry-after", seconds.to_string())],
             )
                 .into_response(),
         ),

@@ -147,3 +147,62 @@ async fn publishing_to_a_deleted_version_is_not_found_once_its_destroy_deploymen
     assert_eq!(busway.logged_events().len(), 1);
     busway.stop().await;
 }
+
+/// A bus that throttles every entry, as EventBridge does past its quota and the local log does
+/// when its writer falls behind.
+struct ThrottlingBus;
+
+#[async_trait::async_trait]
+impl busway_core::ports::Bus for ThrottlingBus {
+    async fn put_events(
+        &self,
+        events: Vec<busway_core::envelope::BusEvent>,
+    ) -> anyhow::Result<Vec<Result<(), busway_core::ports::EntryFailure>>> {
+        let failure = busway_core::ports::EntryFailure {
+            code: busway_core::ingest::THROTTLED.into(),
+            message: "rate exceeded".into(),
+        };
+        Ok(vec![Err(failure); events.len()])
+    }
+}
+
+#[tokio::test]
+async fn a_throttled_bus_answers_503_with_retry_after() {
+    use tower::ServiceExt;
+    let routes = std::sync::Arc::new(busway_core::ingest::LiveRoutes::default());
+    routes
+        .insert(
+            "demo".parse().expect("an application"),
+            "scanned_parcel".parse().expect("an event type"),
+            busway_core::Version::new(1).expect("a version"),
+            &json!({"type": "object"}),
+        )
+        .expect("a route");
+    let app = busway_injector::router(busway_injector::Broker {
+        routes,
+        store: None,
+        bus: std::sync::Arc::new(ThrottlingBus),
+    });
+    let response = app
+        .oneshot(
+            axum::http::Request::post("/scanned_parcel/1")
+                .header("content-type", "application/json")
+                .body(axum::body::Body::from(v1_envelope("u2").to_string()))
+                .expect("a request"),
+        )
+        .await
+        .expect("an answer");
+    assert_eq!(response.status(), 503);
+    assert_eq!(
+        response
+            .headers()
+            .get("retry-after")
+            .and_then(|v| v.to_str().ok()),
+        Some("1")
+    );
+    let body = axum::body::to_bytes(response.into_body(), 1 << 16)
+        .await
+        .expect("a body");
+    let body: Value = serde_json::from_slice(&body).expect("JSON");
+    assert_eq!(body["error"]["code"], "unavailable", "{body}");
+}

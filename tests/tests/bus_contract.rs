@@ -73,7 +73,7 @@ fn arrived(put: &[BusEvent], delivered: &[Value]) {
 #[tokio::test]
 async fn the_event_log_keeps_the_bus_contract() {
     let dir = tempfile::tempdir().expect("a temp dir");
-    let (live, _committed) = tokio::sync::mpsc::unbounded_channel();
+    let (live, _committed) = tokio::sync::mpsc::channel(busway_local::eventlog::ROUTER_QUEUE);
     let (bus, reader) = EventLog::open(&dir.path().join("events.db"), live).expect("the log opens");
     let put = put(&bus).await;
     let delivered: Vec<Value> = reader

@@ -117,6 +117,7 @@ async fn with_synth_each_deployment_keeps_the_generators_template() {
         c.synth = Some(Synth {
             cdk_app,
             out: synth_dir.clone(),
+            timeout: Synth::DEFAULT_TIMEOUT,
         });
     })
     .await;
@@ -164,6 +165,7 @@ async fn a_document_that_does_not_synthesize_fails_its_build_and_changes_nothing
         c.synth = Some(Synth {
             cdk_app,
             out: c.data_dir.join("synth"),
+            timeout: Synth::DEFAULT_TIMEOUT,
         });
     })
     .await;
@@ -183,5 +185,45 @@ async fn a_document_that_does_not_synthesize_fails_its_build_and_changes_nothing
         .publish("scanned_parcel", "1", &busway_tests::v1_envelope("u2"))
         .await
         .expect(404);
+    busway.stop().await;
+}
+
+#[cfg(unix)]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_synth_that_hangs_is_killed_at_its_timeout_and_fails_its_build() {
+    use std::os::unix::fs::PermissionsExt;
+    // A `cdk` that never ends, where `npx --no-install cdk` finds it.
+    let hanging = tempfile::tempdir().expect("a temp dir");
+    let bin = hanging.path().join("node_modules/.bin");
+    std::fs::create_dir_all(&bin).expect("the bin folder");
+    let cdk = bin.join("cdk");
+    std::fs::write(&cdk, "#!/bin/sh\nsleep 20\n").expect("a script");
+    std::fs::set_permissions(&cdk, std::fs::Permissions::from_mode(0o755)).expect("executable");
+    let cdk_app = hanging.path().to_path_buf();
+    let busway = Broker::start_with(|c| {
+        c.synth = Some(Synth {
+            cdk_app,
+            out: c.data_dir.join("synth"),
+            timeout: std::time::Duration::from_secs(2),
+        });
+    })
+    .await;
+
+    let started = std::time::Instant::now();
+    let created = busway
+        .post("/events", &seed_event())
+        .await
+        .expect(201)
+        .clone();
+    let id = created["deployment_id"].as_str().expect("a deployment id");
+    let deployment = busway.wait_for_deployment_within(id, SYNTH_TIMEOUT).await;
+    assert_eq!(deployment["status"], "FAILED", "{deployment}");
+    let cause = deployment["cause"].as_str().expect("a cause");
+    assert!(cause.contains("did not finish within"), "{cause}");
+    assert!(
+        started.elapsed() < std::time::Duration::from_secs(60),
+        "{:?}",
+        started.elapsed()
+    );
     busway.stop().await;
 }

@@ -335,13 +335,14 @@ fn letters_event(letters: &[Value], id: &str) -> Value {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_redrive_while_the_consumer_still_fails_keeps_the_letter_with_its_new_attempts() {
+async fn a_redriven_event_that_fails_again_follows_the_policy_again() {
     let busway = fast_broker().await;
     let consumer = Consumer::start().await;
     consumer.fail_forever(Failure::Status(500));
     let id = subscribe(&busway, &consumer.url("/hook"), Some(1)).await;
     let event = publish(&busway).await;
     wait_for_dead_letters(&busway, &id, 1).await;
+    assert_eq!(consumer.requests().len(), 2, "one attempt and one retry");
 
     let redrive = busway
         .post(
@@ -353,22 +354,154 @@ async fn a_redrive_while_the_consumer_still_fails_keeps_the_letter_with_its_new_
     consumer
         .wait_until("a redrive's 2 attempts", DELIVERY_TIMEOUT, |r| r.len() >= 4)
         .await;
-    let started = Instant::now();
-    loop {
-        let letters = dead_letters(&busway, &id).await;
-        assert_eq!(letters.len(), 1, "{letters:?}");
-        assert_eq!(event_id(&letters[0]["event"]), event);
-        if letters[0]["attempts"] == 4 {
-            break;
-        }
-        assert!(
-            started.elapsed() < DELIVERY_TIMEOUT,
-            "the letter's attempts stay {}",
-            letters[0]["attempts"]
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    // The letter comes back with the attempts of its second round: the policy applied afresh.
+    let letters = wait_for_dead_letters(&busway, &id, 1).await;
+    assert_eq!(letters.len(), 1, "{letters:?}");
+    assert_eq!(event_id(&letters[0]["event"]), event);
+    assert_eq!(letters[0]["attempts"], 2, "{letters:?}");
     consumer.assert_no_more_than(4, QUIET).await;
+    let stats = wait_for_delivery(&busway, &id, |s| s["dead_lettered"] == 2).await;
+    assert_eq!(stats["retries"], 2, "{stats}");
+    busway.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_redrives_at_once_send_each_dead_letter_once() {
+    let busway = fast_broker().await;
+    let consumer = Consumer::start().await;
+    consumer.fail_forever(Failure::Status(500));
+    let id = subscribe(&busway, &consumer.url("/hook"), Some(0)).await;
+    let mut published = Vec::new();
+    for _ in 0..6 {
+        published.push(publish(&busway).await);
+    }
+    wait_for_dead_letters(&busway, &id, 6).await;
+    consumer.recover();
+
+    let path = format!("/subscriptions/{id}/dead-letters/redrive");
+    let empty = json!({});
+    let (first, second) = tokio::join!(busway.post(&path, &empty), busway.post(&path, &empty));
+    let counts = [
+        first.expect(202)["redriving"].as_u64().expect("a count"),
+        second.expect(202)["redriving"].as_u64().expect("a count"),
+    ];
+    assert_eq!(
+        counts.iter().sum::<u64>(),
+        6,
+        "each letter is taken once: {counts:?}"
+    );
+    consumer.wait_for_deliveries(6, DELIVERY_TIMEOUT).await;
+    consumer.assert_no_more_than(6 + 6, QUIET).await;
+    assert_eq!(
+        sorted(consumer.delivered_ids()),
+        sorted(published),
+        "every letter is delivered exactly once"
+    );
+    assert!(dead_letters(&busway, &id).await.is_empty());
+    let again = busway.post(&path, &json!({})).await;
+    assert_eq!(
+        again.expect(202)["redriving"],
+        0,
+        "nothing is left to redrive"
+    );
+    busway.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failing_event_does_not_hold_the_events_published_after_it() {
+    let busway = fast_broker().await;
+    let consumer = Consumer::start().await;
+    consumer.poison("poisoned");
+    let id = subscribe(&busway, &consumer.url("/hook"), None).await;
+
+    let mut poisoned = v1_envelope("u2");
+    poisoned["metadata"]["event_id"] = json!("poisoned");
+    busway
+        .publish("scanned_parcel", "1", &poisoned)
+        .await
+        .expect(200);
+    consumer
+        .wait_until(
+            "the poisoned event's first attempt",
+            DELIVERY_TIMEOUT,
+            |r| r.iter().any(|r| r.answered == Some(500)),
+        )
+        .await;
+    let started = Instant::now();
+    let mut good = Vec::new();
+    for _ in 0..50 {
+        good.push(publish(&busway).await);
+    }
+    consumer.wait_for_deliveries(50, DELIVERY_TIMEOUT).await;
+    let took = started.elapsed();
+    assert_eq!(sorted(consumer.delivered_ids()), sorted(good));
+    assert!(
+        took < Duration::from_secs(3),
+        "the good events waited behind the failing one: {took:?}"
+    );
+    // The poisoned event is still being retried on its own (185 retries, an hour).
+    consumer
+        .wait_until("the poisoned event's retries", DELIVERY_TIMEOUT, |r| {
+            r.iter().filter(|r| r.answered == Some(500)).count() >= 3
+        })
+        .await;
+    assert!(dead_letters(&busway, &id).await.is_empty());
+
+    consumer.cure("poisoned");
+    consumer
+        .wait_until("the poisoned event, once cured", DELIVERY_TIMEOUT, |r| {
+            r.iter().any(|r| r.succeeded && r.event_id() == "poisoned")
+        })
+        .await;
+    let stats = wait_for_delivery(&busway, &id, |s| s["delivered"] == 51).await;
+    assert_eq!(stats["dead_lettered"], 0, "{stats}");
+    busway.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_events_age_counts_from_its_time_not_from_its_first_attempt() {
+    let busway = fast_broker().await;
+    let consumer = Consumer::start().await;
+    consumer.fail_forever(Failure::Status(500));
+    // 185 retries within an hour.
+    let id = subscribe(&busway, &consumer.url("/hook"), Some(185)).await;
+    // An event published two hours ago, waiting in the log (as after downtime): past the
+    // subscription's hour at its first attempt.
+    let busway = busway
+        .restart_with(|dir| {
+            let log = rusqlite::Connection::open(dir.join("events.db")).expect("the log");
+            let old = (time::OffsetDateTime::now_utc() - time::Duration::hours(2))
+                .replace_nanosecond(0)
+                .expect("whole seconds")
+                .format(&time::format_description::well_known::Rfc3339)
+                .expect("a time");
+            log.execute(
+                "INSERT INTO events (id, event_id, source, detail_type, time, detail)
+                 VALUES ('old-id', 'old', 'busway.demo', 'scanned_parcel.1', ?1, ?2)",
+                rusqlite::params![
+                    old,
+                    json!({"metadata": {"event_id": "old", "event_attributes": {"source": "workshop_scanner", "target": "u2"}},
+                           "data": {}}).to_string()
+                ],
+            )
+            .expect("an old event in the log");
+        })
+        .await;
+    let letters = wait_for_dead_letters(&busway, &id, 1).await;
+    assert_eq!(event_id(&letters[0]["event"]), "old");
+    assert_eq!(
+        letters[0]["attempts"], 1,
+        "no retry past its age: {letters:?}"
+    );
+
+    // A fresh event under the same policy is retried instead.
+    publish(&busway).await;
+    consumer
+        .wait_until("the fresh event's retries", DELIVERY_TIMEOUT, |r| {
+            r.iter().filter(|r| r.event_id() != "old").count() >= 3
+        })
+        .await;
+    assert_eq!(dead_letters(&busway, &id).await.len(), 1);
     busway.stop().await;
 }
 
@@ -395,5 +528,39 @@ async fn a_redriven_event_reaches_the_consumer_byte_for_byte_as_first_sent() {
         String::from_utf8_lossy(&delivered[0].body),
         String::from_utf8_lossy(&first)
     );
+    busway.stop().await;
+}
+
+/// Rows of the retry schedule in the data dir.
+fn scheduled(busway: &Broker) -> i64 {
+    rusqlite::Connection::open(busway.data_dir().join("busway.db"))
+        .and_then(|db| db.query_row("SELECT count(*) FROM retries", [], |r| r.get(0)))
+        .expect("the retry schedule")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn deleting_a_subscription_drops_its_scheduled_retries() {
+    let busway = fast_broker().await;
+    let consumer = Consumer::start().await;
+    consumer.fail_forever(Failure::Status(500));
+    let id = subscribe(&busway, &consumer.url("/hook"), None).await;
+    publish(&busway).await;
+    let started = Instant::now();
+    while scheduled(&busway) == 0 {
+        assert!(
+            started.elapsed() < DELIVERY_TIMEOUT,
+            "nothing was scheduled"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let deleted = busway.delete(&format!("/subscriptions/{id}")).await;
+    let deployment = deleted.expect(202)["deployment_id"]
+        .as_str()
+        .expect("a deployment id")
+        .to_string();
+    busway.wait_for_deployment(&deployment).await;
+    assert_eq!(scheduled(&busway), 0);
+    let attempts = consumer.requests().len();
+    consumer.assert_no_more_than(attempts, QUIET).await;
     busway.stop().await;
 }

@@ -15,6 +15,7 @@ use busway_aws::{BucketNames, DynamoStore, S3ObjectStore};
 use busway_core::deploy::DeployKind;
 use busway_core::deployment::{Deployment, DeploymentStatus, new_id};
 use busway_core::event::{EventType, EventVersion, ProducerConnection, VersionState};
+use busway_core::page::PageRequest;
 use busway_core::ports::{
     Bucket, DeploymentStore, EventStore, ObjectStore, ProvisioningStarter, StoreError,
     schema_backup_key,
@@ -79,6 +80,7 @@ fn subscription(event: &EventTypeName, version: u32, target: &str, url: &str) ->
         connection_type: ConsumerConnection::Https,
         connection_string: url.to_string(),
         retry_policy: RetryPolicy::new(3, 120).expect("a valid policy"),
+        delivery: Default::default(),
         state: SubscriptionState::Active,
         created_at: now(),
     }
@@ -442,6 +444,31 @@ async fn deployment_store_contract<S: DeploymentStore>(store: &S) {
     );
     assert_eq!(listed(Some(audit)).await, [second.id.as_str()]);
     assert!(listed(Some(name("ghost"))).await.is_empty());
+
+    // Pages of any size, followed from position to position, give the list once, in order;
+    // the last page says no more follow (a store may give an empty last page).
+    for limit in [1, 3, 100] {
+        let mut paged = Vec::new();
+        let mut page = PageRequest { limit, after: None };
+        loop {
+            let found = store.page_deployments(None, &page).await.expect("a page");
+            assert!(found.items.len() <= limit);
+            paged.extend(found.items.into_iter().map(|d| d.id));
+            match found.next {
+                Some(next) => page.after = Some(next),
+                None => break,
+            }
+        }
+        assert_eq!(paged, listed(None).await, "pages of {limit}");
+    }
+    let foreign = PageRequest {
+        limit: 2,
+        after: Some("not a position".into()),
+    };
+    assert!(matches!(
+        store.page_deployments(None, &foreign).await,
+        Err(StoreError::BadPosition(_))
+    ));
 }
 
 async fn object_store_contract(store: &dyn ObjectStore) {

@@ -9,10 +9,11 @@ use anyhow::Context;
 use async_trait::async_trait;
 use aws_sdk_eventbridge::Client;
 use aws_sdk_eventbridge::config::retry::RetryConfig;
-use aws_sdk_eventbridge::error::DisplayErrorContext;
+use aws_sdk_eventbridge::error::{DisplayErrorContext, ProvideErrorMetadata};
 use aws_sdk_eventbridge::primitives::DateTime;
 use aws_sdk_eventbridge::types::PutEventsRequestEntry;
 use busway_core::envelope::BusEvent;
+use busway_core::ingest::THROTTLED;
 use busway_core::ports::{Bucket, Bus, EntryFailure, ObjectStore};
 use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
@@ -159,6 +160,18 @@ impl EventBridgeBus {
                     tracing::warn!(attempt, error = %DisplayErrorContext(&e), "PutEvents failed, retrying");
                     tokio::time::sleep(self.backoff.delay(attempt)).await;
                     continue;
+                }
+                // Still throttled after the retries: each entry says so, and the producer is
+                // told to come back later (503 with Retry-After) rather than that it failed.
+                Err(e) if e.code() == Some(THROTTLED) => {
+                    let failure = EntryFailure {
+                        code: THROTTLED.into(),
+                        message: DisplayErrorContext(&e).to_string(),
+                    };
+                    for i in pending {
+                        results[entries[i].0] = Err(failure.clone());
+                    }
+                    return Ok(());
                 }
                 Err(e) if pending.len() == entries.len() => return Err(e).context("PutEvents"),
                 // Earlier calls stored some entries: the rest fail in their slots.

@@ -6,6 +6,7 @@
 use std::sync::Arc;
 
 use anyhow::Context;
+use aws_config::timeout::TimeoutConfig;
 use aws_config::{BehaviorVersion, Region, SdkConfig};
 use aws_credential_types::Credentials;
 use aws_credential_types::provider::SharedCredentialsProvider;
@@ -45,6 +46,7 @@ impl Host {
             config: Config::from_env()?,
             sdk: aws_config::defaults(BehaviorVersion::latest())
                 .http_client(https_client())
+                .timeout_config(timeouts())
                 .load()
                 .await,
             bus_name: env(BUS_NAME),
@@ -74,7 +76,8 @@ impl Host {
             .behavior_version(BehaviorVersion::latest())
             .region(Region::new(var("AWS_REGION")?))
             .credentials_provider(SharedCredentialsProvider::new(credentials))
-            .http_client(https_client());
+            .http_client(https_client())
+            .timeout_config(timeouts());
         if let Some(endpoint) = lookup("AWS_ENDPOINT_URL") {
             sdk = sdk.endpoint_url(endpoint);
         }
@@ -130,6 +133,17 @@ impl Host {
     }
 }
 
+/// Every call of every client ends: an attempt after 5 s (connecting after 3 s), a call with
+/// its retries after 20 s, well inside the functions' timeouts, so a stuck call fails with an
+/// error the function reports instead of running the function out of time.
+pub fn timeouts() -> TimeoutConfig {
+    TimeoutConfig::builder()
+        .connect_timeout(std::time::Duration::from_secs(3))
+        .operation_attempt_timeout(std::time::Duration::from_secs(5))
+        .operation_timeout(std::time::Duration::from_secs(20))
+        .build()
+}
+
 /// HTTPS on rustls with ring, for every client. The SDK's default client uses aws-lc-rs, which
 /// would make each Lambda binary megabytes larger.
 pub fn https_client() -> SharedHttpClient {
@@ -168,6 +182,15 @@ mod tests {
             _ => return None,
         };
         Some(value.to_string())
+    }
+
+    #[test]
+    fn every_client_of_a_lambda_host_has_operation_and_attempt_timeouts() {
+        let host = Host::for_lambda_from(lambda_env).expect("a host");
+        let timeouts = host.sdk().timeout_config().expect("a timeout config");
+        assert!(timeouts.operation_timeout().is_some());
+        assert!(timeouts.operation_attempt_timeout().is_some());
+        assert!(timeouts.connect_timeout().is_some());
     }
 
     #[test]

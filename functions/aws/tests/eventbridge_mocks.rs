@@ -239,13 +239,31 @@ async fn throttling_and_server_errors_on_the_whole_call_are_retried() {
 
 #[tokio::test]
 async fn a_whole_call_failure_that_persists_is_an_error_after_the_budget() {
-    let (bus, log, _) = bus(|_, _| http_error(400, "ThrottlingException"));
+    let (bus, log, _) = bus(|_, _| http_error(500, "InternalException"));
     let error = bus.put_events(events(3)).await.expect_err("nothing stored");
     assert!(
-        format!("{error:#}").contains("ThrottlingException"),
+        format!("{error:#}").contains("InternalException"),
         "{error:#}"
     );
     // The SDK's own retries are off, so the adapter's budget is the whole story.
+    assert_eq!(requests(&log).len(), ATTEMPTS as usize);
+}
+
+#[tokio::test]
+async fn throttling_that_persists_fails_each_entry_as_throttled() {
+    let (bus, log, _) = bus(|_, _| http_error(400, "ThrottlingException"));
+    let results = bus
+        .put_events(events(3))
+        .await
+        .expect("an answer per entry");
+    for result in results {
+        let failure = result.expect_err("throttled");
+        assert_eq!(failure.code, busway_core::ingest::THROTTLED);
+        assert!(
+            failure.message.contains("ThrottlingException"),
+            "{failure:?}"
+        );
+    }
     assert_eq!(requests(&log).len(), ATTEMPTS as usize);
 }
 

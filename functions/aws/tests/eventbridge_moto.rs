@@ -66,6 +66,7 @@ async fn the_consumer_rule_delivers_exactly_the_matching_events_to_its_queue() {
         connection_type: ConsumerConnection::Sqs,
         connection_string: queue_arn.clone(),
         retry_policy: RetryPolicy::default(),
+        delivery: Default::default(),
         state: SubscriptionState::Active,
         created_at: busway_core::now(),
     };

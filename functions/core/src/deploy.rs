@@ -8,7 +8,7 @@ use serde_json::{Value, json};
 
 use crate::event::{ProducerConnection, detail_type, source_of};
 use crate::format::{self, DEPLOY_FORMAT};
-use crate::subscription::{ConsumerConnection, RetryPolicy, Subscription};
+use crate::subscription::{ConsumerConnection, DeliverySettings, RetryPolicy, Subscription};
 use crate::{Application, EventTypeName, TargetUnit, ValidationErrors, Version};
 
 pub const PRODUCER_SCHEMA: &str = include_str!("../schemas/producer-deploy.schema.json");
@@ -73,6 +73,9 @@ pub struct ConsumerDeploy {
     pub connection_type: ConsumerConnection,
     pub connection_string: String,
     pub retry_policy: RetryPolicy,
+    /// Absent in documents written before delivery settings existed: the defaults.
+    #[serde(default)]
+    pub delivery: DeliverySettings,
     pub source: String,
     pub detail_type: String,
     pub event_pattern: Value,
@@ -239,6 +242,7 @@ pub fn consumer_deploy(
         connection_type: s.connection_type,
         connection_string: s.connection_string.clone(),
         retry_policy: s.retry_policy,
+        delivery: s.delivery,
         source: source_of(application),
         detail_type: detail_type(&s.event_type, s.version),
         event_pattern: event_pattern(application, s),
@@ -358,6 +362,7 @@ mod tests {
             connection_type: ConsumerConnection::Https,
             connection_string: "https://example.com/hook".into(),
             retry_policy: RetryPolicy::default(),
+            delivery: DeliverySettings::default(),
             state: SubscriptionState::Active,
             created_at: crate::now(),
         }

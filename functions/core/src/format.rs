@@ -14,14 +14,15 @@ use serde_json::{Map, Value};
 /// The field that holds the format, in a record's attributes and in a deploy.json.
 pub const FORMAT_FIELD: &str = "format_version";
 
-/// The format of the table's records that this release writes.
-/// 2 added `execution` and `attempt` to deployment records (format 1: no known execution, the
-/// first attempt).
-pub const RECORD_FORMAT: u32 = 2;
+/// The format of the table's records that this release writes. 2 added `execution` and
+/// `attempt` to deployment records (format 1: no known execution, the first attempt); 3 added
+/// `delivery` to subscriptions (absent before: the defaults).
+pub const RECORD_FORMAT: u32 = 3;
 
 /// The format of deploy.json documents that this release writes; the `maximum` of
-/// `format_version` in both schemas of `functions/core/schemas/`.
-pub const DEPLOY_FORMAT: u32 = 1;
+/// `format_version` in both schemas of `functions/core/schemas/`. 2: consumer documents carry
+/// `delivery` (absent in format 1: the defaults).
+pub const DEPLOY_FORMAT: u32 = 2;
 
 /// What a record or document without `format_version` is: the first release's format.
 pub const FIRST_FORMAT: u32 = 1;

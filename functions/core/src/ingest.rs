@@ -99,6 +99,12 @@ impl LiveRoutes {
     }
 }
 
+/// The code of a throttled entry in a PutEvents answer, on EventBridge and on the local log.
+pub const THROTTLED: &str = "ThrottlingException";
+
+/// What a throttled producer is told to wait before it sends again.
+pub const THROTTLED_RETRY_AFTER: std::time::Duration = std::time::Duration::from_secs(1);
+
 #[derive(Debug, thiserror::Error)]
 pub enum IngestError {
     #[error("no deployed route for {0}")]
@@ -109,6 +115,10 @@ pub enum IngestError {
     Invalid(ValidationErrors),
     #[error("the bus refused the event: {0}")]
     Rejected(String),
+    /// The bus is throttling (EventBridge's `ThrottlingException`, or the local log's writer
+    /// falling behind): the same request may succeed later.
+    #[error("the bus is throttling: {0}")]
+    Throttled(String),
     #[error(transparent)]
     Unexpected(#[from] anyhow::Error),
 }
@@ -135,6 +145,9 @@ pub async fn publish(
     let mut results = bus.put_events(vec![event]).await?;
     match results.pop() {
         Some(Ok(())) => Ok(event_id),
+        Some(Err(failure)) if failure.code == THROTTLED => {
+            Err(IngestError::Throttled(failure.to_string()))
+        }
         Some(Err(failure)) => Err(IngestError::Rejected(failure.to_string())),
         None => Err(anyhow::anyhow!("the bus answered no result for the event").into()),
     }

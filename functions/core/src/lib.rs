@@ -10,6 +10,7 @@ pub mod event;
 pub mod format;
 pub mod ingest;
 pub mod names;
+pub mod page;
 pub mod portal;
 pub mod ports;
 pub mod provisioning;

@@ -13,13 +13,15 @@ use crate::event::{
     EventType, EventVersion, ProducerConnection, VersionState, detail_type, source_of,
 };
 use crate::format::DEPLOY_FORMAT;
+use crate::page::{Page, PageRequest};
 use crate::ports::{
     Bucket, DeadLetter, Deliveries, DeliveryStats, DeploymentStore, EventStore, ObjectStore,
     ProvisioningStarter, SchemaRegistry, StoreError, schema_backup_key,
 };
 use crate::schema;
 use crate::subscription::{
-    ConsumerConnection, RetryPolicy, Subscription, SubscriptionFilter, SubscriptionState,
+    ConsumerConnection, DeliverySettings, RetryPolicy, Subscription, SubscriptionFilter,
+    SubscriptionState,
 };
 use crate::{Application, EventTypeName, TargetUnit, ValidationErrors, Version};
 
@@ -52,6 +54,11 @@ impl From<StoreError> for PortalError {
             StoreError::NotFound(what) => Self::NotFound(what),
             StoreError::Conflict(why) => Self::Conflict(why),
             StoreError::Unavailable(why) => Self::Unavailable(why),
+            StoreError::BadPosition(why) => {
+                let mut errors = ValidationErrors::default();
+                errors.push("next_token", why);
+                Self::Invalid(errors)
+            }
             StoreError::Unexpected(e) => Self::Unexpected(e),
         }
     }
@@ -89,6 +96,7 @@ pub struct Subscribe {
     pub connection_type: ConsumerConnection,
     pub connection_string: String,
     pub retry_policy: RetryPolicy,
+    pub delivery: DeliverySettings,
 }
 
 /// Reads the request object field by field so that each problem is named, not just the first.
@@ -195,6 +203,41 @@ impl<'a> Fields<'a> {
         }
     }
 
+    /// Optional; the defaults when absent. Each bad part is named.
+    fn delivery(&mut self) -> DeliverySettings {
+        let default = DeliverySettings::default();
+        let Some(value) = self.raw("delivery", false) else {
+            return default;
+        };
+        let Some(obj) = value.as_object() else {
+            self.errors.push("delivery", "must be an object");
+            return default;
+        };
+        let mut number = |name: &str| -> Option<u32> {
+            let v = obj.get(name).filter(|v| !v.is_null())?;
+            let n = v.as_u64().and_then(|n| u32::try_from(n).ok());
+            if n.is_none() {
+                self.errors
+                    .push(format!("delivery/{name}"), "must be a non-negative integer");
+            }
+            n
+        };
+        let max_in_flight = number("max_in_flight").unwrap_or(default.max_in_flight);
+        let rate = number("invocation_rate_limit_per_second");
+        for key in obj.keys().filter(|k| {
+            !["max_in_flight", "invocation_rate_limit_per_second"].contains(&k.as_str())
+        }) {
+            self.errors.push(format!("delivery/{key}"), "unknown field");
+        }
+        match DeliverySettings::new(max_in_flight, rate) {
+            Ok(settings) => settings,
+            Err(e) => {
+                self.errors.push("delivery", e);
+                default
+            }
+        }
+    }
+
     fn data_schema(&mut self) -> Option<Value> {
         let data = self.raw("data", true)?;
         match schema::check_data_schema("data", data) {
@@ -266,6 +309,7 @@ impl Subscribe {
                 "connection_type",
                 "connection_string",
                 "retry_policy",
+                "delivery",
             ],
         );
         let event_type = f.parsed("event_type", str::parse::<EventTypeName>);
@@ -277,6 +321,7 @@ impl Subscribe {
         let connection_type = f.parsed("connection_type", ConsumerConnection::parse);
         let connection_string = f.string("connection_string", true);
         let retry_policy = f.retry_policy();
+        let delivery = f.delivery();
         if let (Some(kind), Some(s)) = (connection_type, connection_string)
             && let Err(e) = kind.check_connection_string(s)
         {
@@ -302,6 +347,7 @@ impl Subscribe {
                 connection_type,
                 connection_string: cs.to_string(),
                 retry_policy,
+                delivery,
             }),
             _ => Err(f.errors),
         }
@@ -471,6 +517,7 @@ impl Portal {
             connection_type: req.connection_type,
             connection_string: req.connection_string.clone(),
             retry_policy: req.retry_policy,
+            delivery: req.delivery,
             state: SubscriptionState::Active,
             created_at: crate::now(),
         };
@@ -505,12 +552,19 @@ impl Portal {
         Ok(deployment)
     }
 
-    pub async fn list_event_types(&self) -> Result<Vec<EventTypeView>, PortalError> {
-        let mut views = Vec::new();
-        for event in self.store.list_event_types().await? {
-            views.push(self.view(event).await?);
+    pub async fn list_event_types(
+        &self,
+        page: &PageRequest,
+    ) -> Result<Page<EventTypeView>, PortalError> {
+        let found = self.store.page_event_types(page).await?;
+        let mut items = Vec::with_capacity(found.items.len());
+        for event in found.items {
+            items.push(self.view(event).await?);
         }
-        Ok(views)
+        Ok(Page {
+            items,
+            next: found.next,
+        })
     }
 
     pub async fn get_event_type(&self, name: &EventTypeName) -> Result<EventTypeView, PortalError> {
@@ -532,8 +586,9 @@ impl Portal {
     pub async fn list_subscriptions(
         &self,
         filter: &SubscriptionFilter,
-    ) -> Result<Vec<Subscription>, PortalError> {
-        Ok(self.store.list_subscriptions(filter).await?)
+        page: &PageRequest,
+    ) -> Result<Page<Subscription>, PortalError> {
+        Ok(self.store.page_subscriptions(filter, page).await?)
     }
 
     pub async fn subscription(&self, id: &str) -> Result<Subscription, PortalError> {
@@ -723,8 +778,9 @@ impl Portal {
     pub async fn list_deployments(
         &self,
         event_type: Option<&EventTypeName>,
-    ) -> Result<Vec<Deployment>, PortalError> {
-        Ok(self.deployments.list_deployments(event_type).await?)
+        page: &PageRequest,
+    ) -> Result<Page<Deployment>, PortalError> {
+        Ok(self.deployments.page_deployments(event_type, page).await?)
     }
 
     async fn event_type(&self, name: &EventTypeName) -> Result<EventType, PortalError> {

@@ -7,6 +7,7 @@ use serde_json::Value;
 use crate::deployment::Deployment;
 use crate::envelope::BusEvent;
 use crate::event::{EventType, EventVersion};
+use crate::page::{Page, PageRequest};
 use crate::subscription::{Subscription, SubscriptionFilter};
 use crate::{EventTypeName, Version};
 
@@ -23,6 +24,9 @@ pub enum StoreError {
     /// the same call may succeed when retried later.
     #[error("store unavailable: {0}")]
     Unavailable(String),
+    /// A page position that this store did not give.
+    #[error("{0}")]
+    BadPosition(String),
     #[error(transparent)]
     Unexpected(#[from] anyhow::Error),
 }
@@ -59,6 +63,8 @@ pub trait EventStore: Send + Sync + 'static {
 
     async fn get_event_type(&self, name: &EventTypeName) -> Result<Option<EventType>, StoreError>;
     async fn list_event_types(&self) -> Result<Vec<EventType>, StoreError>;
+    /// A page of event types by name; `BadPosition` for a position it did not give.
+    async fn page_event_types(&self, page: &PageRequest) -> Result<Page<EventType>, StoreError>;
     /// Every version, deleted ones included, in ascending order.
     async fn list_versions(&self, name: &EventTypeName) -> Result<Vec<EventVersion>, StoreError>;
     async fn get_version(
@@ -81,6 +87,13 @@ pub trait EventStore: Send + Sync + 'static {
         &self,
         filter: &SubscriptionFilter,
     ) -> Result<Vec<Subscription>, StoreError>;
+    /// A page of active subscriptions that pass `filter`, in the order of the store's index;
+    /// `BadPosition` for a position it did not give.
+    async fn page_subscriptions(
+        &self,
+        filter: &SubscriptionFilter,
+        page: &PageRequest,
+    ) -> Result<Page<Subscription>, StoreError>;
 
     /// Marks an active subscription deleted; `NotFound` when it is not active.
     async fn delete_subscription(
@@ -101,6 +114,12 @@ pub trait DeploymentStore: Send + Sync + 'static {
         &self,
         event_type: Option<&EventTypeName>,
     ) -> Result<Vec<Deployment>, StoreError>;
+    /// A page of `list_deployments`; `BadPosition` for a position it did not give.
+    async fn page_deployments(
+        &self,
+        event_type: Option<&EventTypeName>,
+        page: &PageRequest,
+    ) -> Result<Page<Deployment>, StoreError>;
 }
 
 /// The schema registry (EventBridge Schema Registry on AWS), keeping every version.
@@ -267,7 +286,8 @@ pub struct DeadLetter {
 pub trait Deliveries: Send + Sync + 'static {
     async fn stats(&self, subscription_id: &str) -> anyhow::Result<DeliveryStats>;
     async fn dead_letters(&self, subscription_id: &str) -> anyhow::Result<Vec<DeadLetter>>;
-    /// Sends the dead letters again under the subscription's retry policy; returns how many
-    /// were taken. Those delivered leave the store; the others stay with their new error.
+    /// Sends the dead letters again under the subscription's retry policy, counted afresh;
+    /// returns how many were taken. Concurrent redrives take each letter once; one that fails
+    /// again comes back with the attempts of its new round.
     async fn redrive(&self, subscription_id: &str) -> anyhow::Result<usize>;
 }

@@ -92,7 +92,8 @@ pub async fn check_against_store(
                     && s.target_unit == c.target_unit
                     && s.connection_type == c.connection_type
                     && s.connection_string == c.connection_string
-                    && s.retry_policy == c.retry_policy;
+                    && s.retry_policy == c.retry_policy
+                    && s.delivery == c.delivery;
                 if !same {
                     errors.push(
                         "/subscription_id",

@@ -194,6 +194,57 @@ impl Default for RetryPolicy {
     }
 }
 
+/// How hard the local host may drive a subscription's target (on AWS, API destinations have
+/// their own invocation rate limit).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DeliverySettings {
+    /// Attempts in flight at once; fewer while the target struggles.
+    pub max_in_flight: u32,
+    /// Attempts started per second at most; unlimited when absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub invocation_rate_limit_per_second: Option<u32>,
+}
+
+impl DeliverySettings {
+    pub const MAX_IN_FLIGHT: std::ops::RangeInclusive<u32> = 1..=100;
+    /// API destinations' range.
+    pub const RATE: std::ops::RangeInclusive<u32> = 1..=300;
+
+    pub fn new(max_in_flight: u32, rate: Option<u32>) -> Result<Self, String> {
+        if !Self::MAX_IN_FLIGHT.contains(&max_in_flight) {
+            return Err(format!(
+                "max_in_flight must be from {} to {}",
+                Self::MAX_IN_FLIGHT.start(),
+                Self::MAX_IN_FLIGHT.end()
+            ));
+        }
+        if rate.is_some_and(|r| !Self::RATE.contains(&r)) {
+            return Err(format!(
+                "invocation_rate_limit_per_second must be from {} to {}",
+                Self::RATE.start(),
+                Self::RATE.end()
+            ));
+        }
+        Ok(Self {
+            max_in_flight,
+            invocation_rate_limit_per_second: rate,
+        })
+    }
+}
+
+/// Four in flight: a consumer that serves one request at a time (Python's `http.server`, a
+/// one-worker container) queues at most five connections (`listen` backlog 5, socketserver's
+/// default), so four requests plus the one it serves never overflow it, while a consumer that
+/// answers in 2 ms still takes 2,000 events a second. Raise it for targets that scale.
+impl Default for DeliverySettings {
+    fn default() -> Self {
+        Self {
+            max_in_flight: 4,
+            invocation_rate_limit_per_second: None,
+        }
+    }
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "SCREAMING_SNAKE_CASE")]
 pub enum SubscriptionState {
@@ -212,6 +263,9 @@ pub struct Subscription {
     /// Subscriptions stored before retry policies existed get EventBridge's defaults.
     #[serde(default)]
     pub retry_policy: RetryPolicy,
+    /// Subscriptions stored before delivery settings existed get the defaults.
+    #[serde(default)]
+    pub delivery: DeliverySettings,
     pub state: SubscriptionState,
     #[serde(with = "time::serde::rfc3339")]
     pub created_at: Timestamp,

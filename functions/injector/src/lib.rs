@@ -64,6 +64,13 @@ async fn publish(
             "event does not match the schema of this version",
             errors.0,
         )),
+        Err(IngestError::Throttled(why)) => {
+            tracing::warn!(error = %why, "publishing throttled");
+            Err(ApiError::unavailable(
+                "the bus is throttling; retry after the time in Retry-After",
+                ingest::THROTTLED_RETRY_AFTER,
+            ))
+        }
         Err(IngestError::Rejected(why)) => Err(ApiError::internal(why)),
         Err(IngestError::Unexpected(e)) => Err(ApiError::internal(format!("{e:#}"))),
     }

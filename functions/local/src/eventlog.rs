@@ -1,6 +1,10 @@
 //! The local bus: an append-only, ordered event log in its own SQLite file. One writer thread
 //! commits whatever arrived while the previous commit ran (group commit), so durability costs one
 //! fsync per batch rather than per event. Committed events are handed to the router in order.
+//!
+//! Both queues around the writer are bounded: when producers outrun the disk, a request that
+//! finds the writer's queue full is refused as throttled (the broker answers 503 with
+//! `Retry-After`), and when the router falls behind, the writer waits for it.
 
 use std::path::Path;
 use std::sync::{Arc, Mutex, mpsc};
@@ -8,6 +12,7 @@ use std::sync::{Arc, Mutex, mpsc};
 use anyhow::Context;
 use async_trait::async_trait;
 use busway_core::envelope::{BusEvent, eventbridge_json, eventbridge_time};
+use busway_core::ingest::THROTTLED;
 use busway_core::ports::{Bus, EntryFailure};
 use rusqlite::{Connection, params};
 use tokio::sync::{mpsc as tokio_mpsc, oneshot};
@@ -15,6 +20,10 @@ use tokio::sync::{mpsc as tokio_mpsc, oneshot};
 use crate::migrations::EVENT_LOG;
 
 const MAX_BATCH: usize = 4096;
+/// Requests waiting for the writer; beyond them, producers are told to retry.
+pub const WRITER_QUEUE: usize = 8192;
+/// Committed batches waiting for the router; beyond them, the writer waits.
+pub const ROUTER_QUEUE: usize = 64;
 
 /// The `account` and `region` of events delivered by the local host.
 pub const LOCAL_ACCOUNT: &str = "000000000000";
@@ -28,6 +37,8 @@ pub struct Logged {
     pub seq: i64,
     pub detail_type: String,
     pub json: Arc<str>,
+    /// The event's `time` in unix milliseconds: its age counts from it.
+    pub time_ms: i64,
 }
 
 /// An event as stored: serialized by the caller, so the single writer only writes.
@@ -56,6 +67,7 @@ impl Row {
         Logged {
             seq,
             detail_type: self.detail_type.clone(),
+            time_ms: unix_ms(&self.time),
             json: eventbridge_json(
                 &self.id,
                 &self.detail_type,
@@ -70,8 +82,16 @@ impl Row {
     }
 }
 
+/// `time` as stored (RFC 3339) in unix milliseconds; 0 for text that is not a time, which
+/// makes such an event as old as can be.
+fn unix_ms(time: &str) -> i64 {
+    time::OffsetDateTime::parse(time, &time::format_description::well_known::Rfc3339)
+        .map(|t| i64::try_from(t.unix_timestamp_nanos() / 1_000_000).unwrap_or(i64::MAX))
+        .unwrap_or(0)
+}
+
 pub struct EventLog {
-    tx: mpsc::Sender<(Vec<Row>, Reply)>,
+    tx: mpsc::SyncSender<(Vec<Row>, Reply)>,
 }
 
 /// Reads the log from a position, on its own connection (WAL readers never block the writer).
@@ -95,13 +115,13 @@ impl EventLog {
     /// Opens the log; committed events are sent to `live` in order.
     pub fn open(
         path: &Path,
-        live: tokio_mpsc::UnboundedSender<Vec<Logged>>,
+        live: tokio_mpsc::Sender<Vec<Logged>>,
     ) -> anyhow::Result<(Self, LogReader)> {
         let conn = open(path)?;
         let reader = LogReader {
             conn: Mutex::new(open(path)?),
         };
-        let (tx, rx) = mpsc::channel();
+        let (tx, rx) = mpsc::sync_channel(WRITER_QUEUE);
         std::thread::Builder::new()
             .name("busway-eventlog".into())
             .spawn(move || writer(conn, rx, live))
@@ -113,7 +133,7 @@ impl EventLog {
 fn writer(
     mut conn: Connection,
     rx: mpsc::Receiver<(Vec<Row>, Reply)>,
-    live: tokio_mpsc::UnboundedSender<Vec<Logged>>,
+    live: tokio_mpsc::Sender<Vec<Logged>>,
 ) {
     while let Ok(first) = rx.recv() {
         let mut batch = vec![first];
@@ -131,7 +151,7 @@ fn writer(
             Ok(committed) => {
                 // The router learns of events only once they are durable.
                 if !committed.is_empty() {
-                    let _ = live.send(committed);
+                    let _ = live.blocking_send(committed);
                 }
                 for (rows, reply) in batch {
                     let _ = reply.send(Ok(vec![Ok(()); rows.len()]));
@@ -180,11 +200,22 @@ impl Bus for EventLog {
         &self,
         events: Vec<BusEvent>,
     ) -> anyhow::Result<Vec<Result<(), EntryFailure>>> {
-        let rows = events.into_iter().map(Row::new).collect();
+        let rows: Vec<Row> = events.into_iter().map(Row::new).collect();
+        let count = rows.len();
         let (reply, answer) = oneshot::channel();
-        self.tx
-            .send((rows, reply))
-            .map_err(|_| anyhow::anyhow!("the event log writer has stopped"))?;
+        match self.tx.try_send((rows, reply)) {
+            Ok(()) => {}
+            Err(mpsc::TrySendError::Full(_)) => {
+                let throttled = EntryFailure {
+                    code: THROTTLED.into(),
+                    message: "the event log cannot keep up; retry later".into(),
+                };
+                return Ok(vec![Err(throttled); count]);
+            }
+            Err(mpsc::TrySendError::Disconnected(_)) => {
+                anyhow::bail!("the event log writer has stopped")
+            }
+        }
         answer
             .await
             .context("the event log writer dropped the request")?
@@ -222,6 +253,22 @@ impl LogReader {
         Ok(rows.collect::<Result<_, _>>()?)
     }
 
+    /// Deletes up to `limit` of the oldest events at or before `through` whose `time` is
+    /// before `older_than` (RFC 3339, as stored); returns how many. The deduplication index
+    /// goes with them: an `event_id` is idempotent within the retention.
+    pub fn prune(&self, through: i64, older_than: &str, limit: usize) -> anyhow::Result<usize> {
+        let conn = self
+            .conn
+            .lock()
+            .map_err(|_| anyhow::anyhow!("log reader lock poisoned"))?;
+        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+        Ok(conn.execute(
+            "DELETE FROM events WHERE seq IN
+             (SELECT seq FROM events WHERE seq <= ?1 AND time < ?2 ORDER BY seq LIMIT ?3)",
+            params![through, older_than, limit],
+        )?)
+    }
+
     /// The position of the newest event, 0 for an empty log.
     pub fn last_seq(&self) -> anyhow::Result<i64> {
         let conn = self
@@ -229,5 +276,64 @@ impl LogReader {
             .lock()
             .map_err(|_| anyhow::anyhow!("log reader lock poisoned"))?;
         Ok(conn.query_row("SELECT COALESCE(MAX(seq), 0) FROM events", [], |r| r.get(0))?)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn event(n: usize) -> BusEvent {
+        BusEvent {
+            id: format!("id-{n}"),
+            event_id: format!("event-{n}"),
+            source: "busway.demo".into(),
+            detail_type: "scanned_parcel.1".into(),
+            time: busway_core::now(),
+            detail: serde_json::json!({"n": n}),
+        }
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_writer_that_cannot_keep_up_throttles_instead_of_queueing() {
+        let dir = tempfile::tempdir().expect("a temp dir");
+        // A router that reads nothing: the writer commits two batches, then waits for it.
+        let (live, committed) = tokio_mpsc::channel(1);
+        let (log, reader) = EventLog::open(&dir.path().join("events.db"), live).expect("opens");
+        let log = Arc::new(log);
+        // Two batches go through (one into the channel, one waiting to enter it), then the
+        // writer's queue fills: more than that is refused whatever the timing.
+        let total = WRITER_QUEUE + 2 * MAX_BATCH + 500;
+        let throttled = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let mut puts = tokio::task::JoinSet::new();
+        for n in 0..total {
+            let (log, throttled) = (log.clone(), throttled.clone());
+            puts.spawn(async move {
+                let result = log.put_events(vec![event(n)]).await.expect("an answer");
+                if result[0].as_ref().is_err_and(|f| f.code == THROTTLED) {
+                    throttled.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                }
+                result[0].is_ok()
+            });
+        }
+        let started = std::time::Instant::now();
+        while throttled.load(std::sync::atomic::Ordering::SeqCst) == 0 {
+            assert!(
+                started.elapsed() < std::time::Duration::from_secs(30),
+                "no request was throttled"
+            );
+            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+        }
+        // The router catches up: everything queued is written.
+        drop(committed);
+        let mut stored = 0;
+        while let Some(ok) = puts.join_next().await {
+            stored += usize::from(ok.expect("a put ends"));
+        }
+        let throttled = throttled.load(std::sync::atomic::Ordering::SeqCst);
+        assert_eq!(stored + throttled, total);
+        assert!(stored >= WRITER_QUEUE, "{stored} stored");
+        let in_log = reader.after(0, None, total).expect("the log reads").len();
+        assert_eq!(in_log, stored, "exactly the accepted events are in the log");
     }
 }

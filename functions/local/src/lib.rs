@@ -4,11 +4,14 @@
 pub mod delivery;
 pub mod demo;
 pub mod eventlog;
+pub mod flow;
 pub mod migrations;
 pub mod objects;
 pub mod provisioning;
 pub mod queues;
+pub mod retention;
 pub mod server;
 pub mod store;
+pub mod target;
 
 pub use server::{Config, Running};

@@ -4,10 +4,12 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::Arc;
+use std::time::Duration;
 
 use anyhow::Context;
 use busway_local::objects::FolderObjectStore;
 use busway_local::provisioning::{LocalStarter, Synth};
+use busway_local::retention;
 use busway_local::store::SqliteStore;
 use busway_local::{Config, Running};
 use clap::{Parser, Subcommand};
@@ -58,6 +60,21 @@ enum Command {
         /// The CDK generators' folder for --synth.
         #[arg(long, default_value = "cdk-app", requires = "synth")]
         cdk_app: PathBuf,
+        /// A `cdk synth` running longer is killed and its deployment fails (e.g. 90s, 5m).
+        #[arg(long, default_value = "5m", value_parser = parse_duration, requires = "synth")]
+        synth_timeout: Duration,
+        /// How long the event log keeps events (e.g. 90m, 24h, 7d). An event that a
+        /// subscription has not settled yet is kept whatever its age.
+        #[arg(long, default_value = "24h", value_parser = parse_duration)]
+        retention: Duration,
+        /// How long dead letters are kept, as an SQS dead-letter queue's
+        /// MessageRetentionPeriod (60s to 14d).
+        #[arg(long, default_value = "4d", value_parser = parse_sqs_retention)]
+        dead_letter_retention: Duration,
+        /// How long messages wait in embedded queues, as an SQS queue's
+        /// MessageRetentionPeriod (60s to 14d).
+        #[arg(long, default_value = "4d", value_parser = parse_sqs_retention)]
+        queue_retention: Duration,
     },
     /// Read the embedded queues that SQS subscriptions deliver to.
     #[command(subcommand)]
@@ -138,14 +155,22 @@ fn main() -> ExitCode {
             sqs_endpoint,
             synth,
             cdk_app,
+            synth_timeout,
+            retention,
+            dead_letter_retention,
+            queue_retention,
         } => {
             init_logging();
             let mut config = Config::new(data_dir.clone(), portal_addr, broker_addr);
             config.delivery.lambda_endpoint = lambda_endpoint;
             config.delivery.sqs_endpoint = sqs_endpoint;
+            config.retention.events = retention;
+            config.retention.dead_letters = dead_letter_retention;
+            config.retention.queue_messages = queue_retention;
             config.synth = synth.then(|| Synth {
                 cdk_app,
                 out: data_dir.join("synth"),
+                timeout: synth_timeout,
             });
             report(runtime().and_then(|rt| rt.block_on(up(config))))
         }
@@ -165,6 +190,34 @@ fn main() -> ExitCode {
                 Err(e) => report(Err(e)),
             }
         }
+    }
+}
+
+/// `90s`, `30m`, `24h`, `7d`.
+fn parse_duration(text: &str) -> Result<Duration, String> {
+    let split = text
+        .find(|c: char| !c.is_ascii_digit())
+        .unwrap_or(text.len());
+    let (number, unit) = text.split_at(split);
+    let number: u64 = number
+        .parse()
+        .map_err(|_| format!("{text:?} is not a duration such as 90s, 30m, 24h or 7d"))?;
+    let seconds = match unit {
+        "s" => 1,
+        "m" => 60,
+        "h" => 3_600,
+        "d" => 86_400,
+        _ => return Err(format!("{text:?}: the unit must be s, m, h or d")),
+    };
+    Ok(Duration::from_secs(number.saturating_mul(seconds)))
+}
+
+fn parse_sqs_retention(text: &str) -> Result<Duration, String> {
+    let d = parse_duration(text)?;
+    if retention::SQS_RANGE.contains(&d) {
+        Ok(d)
+    } else {
+        Err(format!("{text}: SQS keeps messages from 60s to 14d"))
     }
 }
 

@@ -132,6 +132,14 @@ impl LocalBuilder {
 pub struct Synth {
     pub cdk_app: PathBuf,
     pub out: PathBuf,
+    /// A synth still running after this is killed and its deployment fails, so a hung Node
+    /// process never holds the provisioning runner.
+    pub timeout: Duration,
+}
+
+impl Synth {
+    /// CodeBuild's shortest build timeout is 5 minutes; a local synth takes seconds.
+    pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(300);
 }
 
 impl Synth {
@@ -153,8 +161,17 @@ impl Synth {
             .current_dir(&self.cdk_app)
             .env("CDK_DISABLE_VERSION_CHECK", "1")
             .env("CDK_DISABLE_CLI_TELEMETRY", "true")
-            .output()
+            .kill_on_drop(true)
+            .output();
+        let output = tokio::time::timeout(self.timeout, output)
             .await
+            .map_err(|_| {
+                anyhow::anyhow!(
+                    "cdk synth {} did not finish within {:?} and was killed",
+                    doc.stack_name(),
+                    self.timeout
+                )
+            })?
             .with_context(|| format!("running npx cdk synth in {}", self.cdk_app.display()))?;
         if !output.status.success() {
             let stderr = String::from_utf8_lossy(&output.stderr);
@@ -568,7 +585,7 @@ mod tests {
     /// The local tasks on a data dir of their own, as `busway up` wires them.
     fn local_tasks(dir: &Path) -> (LocalTasks, SqliteStore) {
         let store = SqliteStore::open(&dir.join("busway.db")).expect("a store");
-        let (live, _committed) = mpsc::unbounded_channel();
+        let (live, _committed) = mpsc::channel(crate::eventlog::ROUTER_QUEUE);
         let (_bus, reader) = EventLog::open(&dir.join("events.db"), live).expect("an event log");
         let router = Router::new(store.clone(), Arc::new(reader), DeliveryConfig::default())
             .expect("a router");

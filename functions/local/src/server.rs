@@ -22,6 +22,7 @@ use crate::migrations::{EVENT_LOG, STORE};
 use crate::objects::FolderObjectStore;
 use crate::provisioning::{self, LocalBuilder, LocalStarter, LocalTasks, Synth};
 use crate::queues;
+use crate::retention::{self, Retention};
 use crate::store::SqliteStore;
 
 #[derive(Debug, Clone)]
@@ -32,6 +33,7 @@ pub struct Config {
     /// How often the configuration buckets are scanned for hand-edited deploy.json files.
     pub scan_interval: Duration,
     pub delivery: DeliveryConfig,
+    pub retention: Retention,
     /// `--synth`: the build step also synthesizes each deployed document's CDK template.
     pub synth: Option<Synth>,
 }
@@ -44,6 +46,7 @@ impl Config {
             broker_addr,
             scan_interval: Duration::from_millis(500),
             delivery: DeliveryConfig::default(),
+            retention: Retention::default(),
             synth: None,
         }
     }
@@ -69,10 +72,11 @@ impl Running {
         STORE.check(&db)?;
         EVENT_LOG.check(&log)?;
         let store = SqliteStore::open(&db)?;
-        let (live, committed) = tokio::sync::mpsc::unbounded_channel();
+        let (live, committed) = tokio::sync::mpsc::channel(crate::eventlog::ROUTER_QUEUE);
         let (bus, reader) = EventLog::open(&log, live)?;
         let bus = Arc::new(bus);
-        let router = Router::new(store.clone(), Arc::new(reader), config.delivery.clone())?;
+        let reader = Arc::new(reader);
+        let router = Router::new(store.clone(), reader.clone(), config.delivery.clone())?;
 
         let routes = Arc::new(LiveRoutes::default());
         for (application, event_type, version, schema) in store.routes().await? {
@@ -132,6 +136,11 @@ impl Running {
         let (stop, stopped) = watch::channel(false);
         let mut tasks = JoinSet::new();
         tasks.spawn(router.clone().run(committed));
+        tasks.spawn(retention::run(
+            config.retention.clone(),
+            store.clone(),
+            reader,
+        ));
         tasks.spawn(provisioning::run(
             machine,
             provisioning_tasks,
@@ -199,10 +208,25 @@ impl Running {
     }
 }
 
+/// A request that takes longer is answered 408: every handler's wait (the store's lock, the
+/// log's commit, a deployment) ends.
+pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
+/// Requests served at once by each server; the others wait for a turn (within the timeout), so
+/// a burst of clients cannot take every thread and connection of the store.
+pub const MAX_CONCURRENT_REQUESTS: usize = 512;
+
 async fn serve(listener: TcpListener, router: axum::Router, mut stopped: watch::Receiver<bool>) {
     let shutdown = async move {
         let _ = stopped.wait_for(|s| *s).await;
     };
+    let router = router
+        .layer(tower::limit::GlobalConcurrencyLimitLayer::new(
+            MAX_CONCURRENT_REQUESTS,
+        ))
+        .layer(tower_http::timeout::TimeoutLayer::with_status_code(
+            axum::http::StatusCode::REQUEST_TIMEOUT,
+            REQUEST_TIMEOUT,
+        ));
     if let Err(e) = axum::serve(listener, router)
         .with_graceful_shutdown(shutdown)
         .await

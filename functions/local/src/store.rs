@@ -9,6 +9,7 @@ use anyhow::Context;
 use async_trait::async_trait;
 use busway_core::deployment::Deployment;
 use busway_core::event::{EventType, EventVersion, VersionState};
+use busway_core::page::{Page, PageRequest};
 use busway_core::ports::{
     DeadLetter, DeliveryStats, DeploymentStore, EventStore, SchemaRegistry, StoreError,
 };
@@ -20,6 +21,10 @@ use serde::de::DeserializeOwned;
 use serde_json::Value;
 
 use crate::migrations::STORE;
+
+mod retention;
+mod retries;
+pub use retries::{Failed, Failure, ScheduledRetry};
 
 /// The SQLite store. Cheap to clone; calls run on the blocking pool.
 #[derive(Clone)]
@@ -285,33 +290,6 @@ impl SqliteStore {
         .await
     }
 
-    pub async fn add_dead_letter(
-        &self,
-        subscription_id: &str,
-        seq: i64,
-        event: &str,
-        error: &str,
-        attempts: u32,
-    ) -> Result<(), StoreError> {
-        let (id, event, error) = (
-            subscription_id.to_string(),
-            event.to_string(),
-            error.to_string(),
-        );
-        let failed_at = busway_core::now()
-            .format(&time::format_description::well_known::Rfc3339)
-            .unwrap_or_default();
-        self.run(move |conn| {
-            conn.execute(
-                "INSERT INTO dead_letters (subscription_id, seq, event, error, attempts, failed_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
-                params![id, seq, event, error, attempts, failed_at],
-            )
-            .map_err(sql)?;
-            Ok(())
-        })
-        .await
-    }
-
     pub async fn dead_letters(&self, subscription_id: &str) -> Result<Vec<DeadLetter>, StoreError> {
         let id = subscription_id.to_string();
         self.run(move |conn| {
@@ -334,60 +312,18 @@ impl SqliteStore {
         .await
     }
 
-    /// Dead letters as (id, the event text as first sent, attempts), for a redrive.
-    pub async fn dead_letter_events(
-        &self,
-        subscription_id: &str,
-    ) -> Result<Vec<(i64, String, u32)>, StoreError> {
-        let id = subscription_id.to_string();
-        self.run(move |conn| {
-            let mut stmt = conn
-                .prepare("SELECT id, event, attempts FROM dead_letters WHERE subscription_id = ?1 ORDER BY id")
-                .map_err(sql)?;
-            let rows = stmt.query_map(params![id], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?))).map_err(sql)?;
-            rows.collect::<Result<_, _>>().map_err(sql)
-        })
-        .await
-    }
-
-    pub async fn delete_dead_letter(&self, id: i64) -> Result<(), StoreError> {
-        self.run(move |conn| {
-            conn.execute("DELETE FROM dead_letters WHERE id = ?1", params![id])
-                .map_err(sql)?;
-            Ok(())
-        })
-        .await
-    }
-
-    pub async fn update_dead_letter(
-        &self,
-        id: i64,
-        error: &str,
-        attempts: u32,
-    ) -> Result<(), StoreError> {
-        let error = error.to_string();
-        self.run(move |conn| {
-            conn.execute(
-                "UPDATE dead_letters SET error = ?2, attempts = ?3 WHERE id = ?1",
-                params![id, error, attempts],
-            )
-            .map_err(sql)?;
-            Ok(())
-        })
-        .await
-    }
-
     /// Appends messages to an embedded queue, all or none.
     pub async fn send_messages(&self, queue: &str, bodies: Vec<String>) -> Result<(), StoreError> {
         let queue = queue.to_string();
         self.transaction(move |tx| {
             let mut stmt = tx
                 .prepare_cached(
-                    "INSERT INTO queue_messages (queue, message_id, body) VALUES (?1, ?2, ?3)",
+                    "INSERT INTO queue_messages (queue, message_id, body, sent_at) VALUES (?1, ?2, ?3, ?4)",
                 )
                 .map_err(sql)?;
+            let sent_at = unix_ms();
             for body in &bodies {
-                stmt.execute(params![queue, uuid::Uuid::new_v4().to_string(), body])
+                stmt.execute(params![queue, uuid::Uuid::new_v4().to_string(), body, sent_at])
                     .map_err(sql)?;
             }
             Ok(())
@@ -659,6 +595,25 @@ impl EventStore for SqliteStore {
         .await
     }
 
+    async fn page_event_types(&self, page: &PageRequest) -> Result<Page<EventType>, StoreError> {
+        let (after, limit) = (page.after.clone().unwrap_or_default(), page.limit);
+        self.run(move |conn| {
+            let mut stmt = conn
+                .prepare("SELECT name, doc FROM event_types WHERE name > ?1 ORDER BY name LIMIT ?2")
+                .map_err(sql)?;
+            let rows = stmt
+                .query_map(params![after, page_limit(limit)], |r| {
+                    Ok((r.get::<_, String>(0)?, from_json(&r.get::<_, String>(1)?)?))
+                })
+                .map_err(sql)?;
+            Ok(into_page(
+                rows.collect::<Result<_, _>>().map_err(sql)?,
+                limit,
+            ))
+        })
+        .await
+    }
+
     async fn list_versions(&self, name: &EventTypeName) -> Result<Vec<EventVersion>, StoreError> {
         let name = name.to_string();
         self.run(move |conn| {
@@ -730,6 +685,35 @@ impl EventStore for SqliteStore {
         .await
     }
 
+    async fn page_subscriptions(
+        &self,
+        filter: &SubscriptionFilter,
+        page: &PageRequest,
+    ) -> Result<Page<Subscription>, StoreError> {
+        let (filter, limit) = (filter.clone(), page.limit);
+        let after = row_position(page.after.as_deref())?;
+        self.run(move |conn| {
+            // Filtered here, page by page of the table, so the answer has `limit` items when
+            // that many pass.
+            let mut stmt = conn
+                .prepare("SELECT rowid, doc FROM subscriptions WHERE state = 'ACTIVE' AND rowid > ?1 ORDER BY rowid")
+                .map_err(sql)?;
+            let mut rows = stmt.query(params![after]).map_err(sql)?;
+            let mut found = Vec::new();
+            while let Some(row) = rows.next().map_err(sql)? {
+                let s: Subscription = from_json(&row.get::<_, String>(1).map_err(sql)?).map_err(sql)?;
+                if filter.accepts(&s) {
+                    found.push((row.get::<_, i64>(0).map_err(sql)?.to_string(), s));
+                    if found.len() > limit {
+                        break;
+                    }
+                }
+            }
+            Ok(into_page(found, limit))
+        })
+        .await
+    }
+
     async fn delete_subscription(
         &self,
         id: &str,
@@ -788,6 +772,62 @@ impl DeploymentStore for SqliteStore {
         })
         .await
     }
+
+    async fn page_deployments(
+        &self,
+        event_type: Option<&EventTypeName>,
+        page: &PageRequest,
+    ) -> Result<Page<Deployment>, StoreError> {
+        let (event_type, limit) = (event_type.map(|e| e.to_string()), page.limit);
+        let before = row_position(page.after.as_deref())?.max(0);
+        self.run(move |conn| {
+            let mut stmt = conn
+                .prepare(
+                    "SELECT rowid, doc FROM deployments WHERE (?1 IS NULL OR event_type = ?1)
+                     AND (?2 = 0 OR rowid < ?2) ORDER BY rowid DESC LIMIT ?3",
+                )
+                .map_err(sql)?;
+            let rows = stmt
+                .query_map(params![event_type, before, page_limit(limit)], |r| {
+                    Ok((
+                        r.get::<_, i64>(0)?.to_string(),
+                        from_json(&r.get::<_, String>(1)?)?,
+                    ))
+                })
+                .map_err(sql)?;
+            Ok(into_page(
+                rows.collect::<Result<_, _>>().map_err(sql)?,
+                limit,
+            ))
+        })
+        .await
+    }
+}
+
+/// One more than a page, to learn whether another follows.
+fn page_limit(limit: usize) -> i64 {
+    i64::try_from(limit.saturating_add(1)).unwrap_or(i64::MAX)
+}
+
+/// A page of up to `limit` of `found` (read with `page_limit`), each with its position.
+fn into_page<T>(mut found: Vec<(String, T)>, limit: usize) -> Page<T> {
+    let more = found.len() > limit;
+    found.truncate(limit);
+    let next = more
+        .then(|| found.last().map(|(position, _)| position.clone()))
+        .flatten();
+    Page {
+        items: found.into_iter().map(|(_, item)| item).collect(),
+        next,
+    }
+}
+
+/// A row position given as a page's `next`; 0 for the first page.
+fn row_position(after: Option<&str>) -> Result<i64, StoreError> {
+    after.map_or(Ok(0), |a| {
+        a.parse()
+            .map_err(|_| StoreError::BadPosition("not a position of this list".into()))
+    })
 }
 
 #[async_trait]

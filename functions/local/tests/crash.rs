@@ -95,6 +95,8 @@ impl Busway {
 struct Deliveries {
     counts: Arc<Mutex<HashMap<String, usize>>>,
     refusing: Arc<AtomicBool>,
+    /// Events answered 500, with the attempts they got.
+    poisoned: Arc<Mutex<HashMap<String, usize>>>,
 }
 
 impl Deliveries {
@@ -115,6 +117,15 @@ async fn consume(State(deliveries): State<Deliveries>, body: String) -> StatusCo
         .as_str()
         .expect("a delivered event has detail.metadata.event_id")
         .to_string();
+    if let Some(attempts) = deliveries
+        .poisoned
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .get_mut(&id)
+    {
+        *attempts += 1;
+        return StatusCode::INTERNAL_SERVER_ERROR;
+    }
     *deliveries
         .counts
         .lock()
@@ -187,30 +198,28 @@ async fn publisher(http: reqwest::Client, url: String) -> Vec<String> {
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_sigkill_under_load_loses_no_acknowledged_event_after_a_restart() {
-    let data = tempfile::tempdir().expect("a temp data dir");
-    let logs = tempfile::tempdir().expect("a temp dir for logs");
-    let deliveries = Deliveries::default();
+/// Serves `deliveries` on loopback; returns its URL and the server's task.
+async fn subscriber(deliveries: &Deliveries) -> (String, tokio::task::JoinHandle<()>) {
     let app = axum::Router::new()
         .route("/events", post(consume))
         .with_state(deliveries.clone());
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
         .await
         .expect("a subscriber port");
-    let subscriber = format!(
+    let url = format!(
         "http://{}/events",
         listener.local_addr().expect("an address")
     );
-    let server = tokio::spawn(async move { axum::serve(listener, app).await });
+    let server = tokio::spawn(async move {
+        let _ = axum::serve(listener, app).await;
+    });
+    (url, server)
+}
 
-    let http = reqwest::Client::builder()
-        .timeout(Duration::from_secs(5))
-        .build()
-        .expect("an HTTP client");
-    let mut busway = Busway::up(data.path(), logs.path().join("first.log"));
+/// Creates `scanned_parcel` and subscribes unit u2's `subscriber` to it, both deployed.
+async fn deploy_subscription(http: &reqwest::Client, busway: &Busway, subscriber: &str) {
     let created = call(
-        &http,
+        http,
         reqwest::Method::POST,
         format!("{}/events", busway.portal),
         &json!({
@@ -230,9 +239,9 @@ async fn a_sigkill_under_load_loses_no_acknowledged_event_after_a_restart() {
         }),
     )
     .await;
-    deployed(&http, &busway, &created).await;
+    deployed(http, busway, &created).await;
     let created = call(
-        &http,
+        http,
         reqwest::Method::POST,
         format!("{}/subscriptions", busway.portal),
         &json!({
@@ -241,7 +250,25 @@ async fn a_sigkill_under_load_loses_no_acknowledged_event_after_a_restart() {
         }),
     )
     .await;
-    deployed(&http, &busway, &created).await;
+    deployed(http, busway, &created).await;
+}
+
+fn http_client() -> reqwest::Client {
+    reqwest::Client::builder()
+        .timeout(Duration::from_secs(5))
+        .build()
+        .expect("an HTTP client")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_sigkill_under_load_loses_no_acknowledged_event_after_a_restart() {
+    let data = tempfile::tempdir().expect("a temp data dir");
+    let logs = tempfile::tempdir().expect("a temp dir for logs");
+    let deliveries = Deliveries::default();
+    let (subscriber, server) = subscriber(&deliveries).await;
+    let http = http_client();
+    let mut busway = Busway::up(data.path(), logs.path().join("first.log"));
+    deploy_subscription(&http, &busway, &subscriber).await;
 
     let url = format!("{}/scanned_parcel/1", busway.broker);
     let publishers: Vec<_> = (0..PUBLISHERS)
@@ -309,6 +336,114 @@ async fn a_sigkill_under_load_loses_no_acknowledged_event_after_a_restart() {
         deliveries_total,
         started.elapsed()
     );
+    drop(busway);
+    server.abort();
+}
+
+/// The retry schedule of the subscription in the data dir: (event id, attempts) per row.
+fn scheduled_retries(data_dir: &Path) -> Vec<(String, u32)> {
+    let db = rusqlite::Connection::open(data_dir.join("busway.db")).expect("busway.db opens");
+    let mut stmt = db
+        .prepare("SELECT event, attempts FROM retries")
+        .expect("the retry schedule");
+    stmt.query_map([], |r| Ok((r.get::<_, String>(0)?, r.get(1)?)))
+        .expect("rows")
+        .map(|row| {
+            let (event, attempts) = row.expect("a row");
+            let event: Value = serde_json::from_str(&event).expect("an event");
+            let id = event["detail"]["metadata"]["event_id"]
+                .as_str()
+                .expect("an event id")
+                .to_string();
+            (id, attempts)
+        })
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn scheduled_retries_survive_a_sigkill_and_resume_after_the_restart() {
+    let data = tempfile::tempdir().expect("a temp data dir");
+    let logs = tempfile::tempdir().expect("a temp dir for logs");
+    let deliveries = Deliveries::default();
+    deliveries
+        .poisoned
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .insert("poisoned".into(), 0);
+    let (subscriber, server) = subscriber(&deliveries).await;
+    let http = http_client();
+    let mut busway = Busway::up(data.path(), logs.path().join("first.log"));
+    deploy_subscription(&http, &busway, &subscriber).await;
+
+    let url = format!("{}/scanned_parcel/1", busway.broker);
+    let mut poisoned = envelope("u2");
+    poisoned["metadata"]["event_id"] = json!("poisoned");
+    call(&http, reqwest::Method::POST, url.clone(), &poisoned).await;
+    let mut good = HashSet::new();
+    for _ in 0..20 {
+        let answer = call(&http, reqwest::Method::POST, url.clone(), &envelope("u2")).await;
+        good.insert(
+            answer["event_id"]
+                .as_str()
+                .expect("an event_id")
+                .to_string(),
+        );
+    }
+    let started = Instant::now();
+    loop {
+        let attempts = deliveries
+            .poisoned
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())["poisoned"];
+        let delivered: HashSet<String> = deliveries.snapshot().into_keys().collect();
+        let scheduled = scheduled_retries(data.path());
+        if delivered == good
+            && attempts >= 2
+            && scheduled.iter().any(|(id, n)| id == "poisoned" && *n >= 2)
+        {
+            break;
+        }
+        assert!(
+            started.elapsed() < REDELIVERY_TIMEOUT,
+            "the good events are delivered while the poisoned one is retried: {} of {} delivered, {attempts} attempts, schedule {scheduled:?}; log:\n{}",
+            delivered.len(),
+            good.len(),
+            busway.log()
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    busway.child.kill().expect("busway is killed");
+    busway.child.wait().expect("busway is reaped");
+    let kept = scheduled_retries(data.path());
+    assert_eq!(kept.len(), 1, "{kept:?}");
+    let attempts_before = kept[0].1;
+    drop(busway);
+
+    // Cured while the broker is down: the kept retry is what delivers it.
+    deliveries
+        .poisoned
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .clear();
+    let busway = Busway::up(data.path(), logs.path().join("restarted.log"));
+    let started = Instant::now();
+    while !deliveries.snapshot().contains_key("poisoned") {
+        assert!(
+            started.elapsed() < REDELIVERY_TIMEOUT,
+            "the scheduled retry did not resume after the restart; log:\n{}",
+            busway.log()
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let started = Instant::now();
+    while !scheduled_retries(data.path()).is_empty() {
+        assert!(
+            started.elapsed() < REDELIVERY_TIMEOUT,
+            "the delivered retry stays scheduled"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(attempts_before >= 2, "{attempts_before}");
     drop(busway);
     server.abort();
 }

@@ -11,6 +11,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use busway_core::deployment::Deployment;
+use busway_core::page::{self, Page, PageRequest};
 use busway_core::portal::{CreateEvent, NewVersion, Portal, PortalError, Subscribe};
 use busway_core::subscription::SubscriptionFilter;
 use busway_core::{EventTypeName, FieldError, Version};
@@ -165,10 +166,39 @@ async fn create_event(
     ))
 }
 
-async fn list_events(State(portal): Portal_) -> Result<Json<Value>> {
-    Ok(Json(
-        json!({"event_types": portal.list_event_types().await?}),
-    ))
+async fn list_events(
+    State(portal): Portal_,
+    q: std::result::Result<Query<HashMap<String, String>>, QueryRejection>,
+) -> Result<Json<Value>> {
+    let params = query(q, &["limit", "next_token"])?;
+    let mut errors = busway_core::ValidationErrors::default();
+    let page = page_of(&params, &mut errors);
+    errors.into_result(())?;
+    Ok(Json(paged(
+        "event_types",
+        portal.list_event_types(&page).await?,
+    )))
+}
+
+/// `limit` and `next_token` of a list's query.
+fn page_of(
+    params: &HashMap<String, String>,
+    errors: &mut busway_core::ValidationErrors,
+) -> PageRequest {
+    PageRequest::from_query(
+        params.get("limit").map(String::as_str),
+        params.get("next_token").map(String::as_str),
+        errors,
+    )
+}
+
+/// `{"<name>": [...], "next_token": "..."}`, the token only when more may follow.
+fn paged<T: serde::Serialize>(name: &str, page: Page<T>) -> Value {
+    let mut answer = json!({ name: page.items });
+    if let Some(next) = page.next {
+        answer["next_token"] = json!(page::encode(&next));
+    }
+    answer
 }
 
 async fn get_event(
@@ -233,17 +263,28 @@ async fn list_subscriptions(
     State(portal): Portal_,
     q: std::result::Result<Query<HashMap<String, String>>, QueryRejection>,
 ) -> Result<Json<Value>> {
-    let params = query(q, &["event_type", "version", "target_unit"])?;
+    let params = query(
+        q,
+        &[
+            "event_type",
+            "version",
+            "target_unit",
+            "limit",
+            "next_token",
+        ],
+    )?;
     let mut errors = busway_core::ValidationErrors::default();
     let filter = SubscriptionFilter {
         event_type: parse_param(&params, "event_type", &mut errors),
         version: parse_param(&params, "version", &mut errors),
         target_unit: parse_param(&params, "target_unit", &mut errors),
     };
+    let page = page_of(&params, &mut errors);
     let filter = errors.into_result(filter)?;
-    Ok(Json(
-        json!({"subscriptions": portal.list_subscriptions(&filter).await?}),
-    ))
+    Ok(Json(paged(
+        "subscriptions",
+        portal.list_subscriptions(&filter, &page).await?,
+    )))
 }
 
 async fn get_subscription(
@@ -254,8 +295,14 @@ async fn get_subscription(
     let subscription = portal.subscription(&id).await?;
     let stats = portal.delivery_stats(&subscription).await?;
     let mut value = json!(subscription);
-    if let (Some(obj), Some(stats)) = (value.as_object_mut(), stats) {
-        obj.insert("delivery".into(), json!(stats));
+    // `delivery` holds the subscription's delivery settings and, where this host counts them,
+    // what its deliveries did.
+    if let (Some(delivery), Some(stats)) = (
+        value.get_mut("delivery").and_then(Value::as_object_mut),
+        stats,
+    ) && let Value::Object(counts) = json!(stats)
+    {
+        delivery.extend(counts);
     }
     Ok(Json(value))
 }
@@ -312,13 +359,15 @@ async fn list_deployments(
     State(portal): Portal_,
     q: std::result::Result<Query<HashMap<String, String>>, QueryRejection>,
 ) -> Result<Json<Value>> {
-    let params = query(q, &["event_type"])?;
+    let params = query(q, &["event_type", "limit", "next_token"])?;
     let mut errors = busway_core::ValidationErrors::default();
     let event_type: Option<EventTypeName> = parse_param(&params, "event_type", &mut errors);
+    let page = page_of(&params, &mut errors);
     errors.into_result(())?;
-    Ok(Json(
-        json!({"deployments": portal.list_deployments(event_type.as_ref()).await?}),
-    ))
+    Ok(Json(paged(
+        "deployments",
+        portal.list_deployments(event_type.as_ref(), &page).await?,
+    )))
 }
 
 #[cfg(test)]

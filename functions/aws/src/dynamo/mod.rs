@@ -22,6 +22,7 @@ use aws_sdk_dynamodb::types::{
 use busway_core::deployment::{Deployment, failure_cause};
 use busway_core::event::{EventType, EventVersion, VersionState};
 use busway_core::format::{FORMAT_FIELD, RECORD_FORMAT};
+use busway_core::page::{Page, PageRequest};
 use busway_core::ports::{DeploymentStore, EventStore, StoreError};
 use busway_core::subscription::{Subscription, SubscriptionFilter, SubscriptionState};
 use busway_core::{EventTypeName, Version};
@@ -122,41 +123,66 @@ impl DynamoStore {
 
     /// Every item of a partition (whose sort key starts with `prefix`), page after page.
     async fn query(&self, q: QueryOf) -> Result<Vec<Item>, StoreError> {
+        let mut items = Vec::new();
+        let mut start = None;
+        loop {
+            let (page, next) = self.query_page(&q, self.page_size, start).await?;
+            items.extend(page);
+            match next {
+                Some(key) => start = Some(key),
+                None => return Ok(items),
+            }
+        }
+    }
+
+    /// One Query call: up to `limit` items after `start`, and the key to continue from.
+    async fn query_page(
+        &self,
+        q: &QueryOf,
+        limit: Option<i32>,
+        start: Option<Item>,
+    ) -> Result<(Vec<Item>, Option<Item>), StoreError> {
         let (pk_name, sk_name, index) = match q.index {
             Index::Table => (PK, SK, None),
             Index::Gsi1 => (GSI1PK, GSI1SK, Some(GSI1)),
             Index::Gsi2 => (GSI2PK, GSI2SK, Some(GSI2)),
         };
-        let mut items = Vec::new();
-        let mut start = None;
-        loop {
-            let mut request = self
-                .client
-                .query()
-                .table_name(&self.table)
-                .set_index_name(index.map(str::to_string))
-                // Global secondary indexes are eventually consistent only; the table is read
-                // consistently.
-                .set_consistent_read(index.is_none().then_some(true))
-                .expression_attribute_names("#pk", pk_name)
-                .expression_attribute_values(":pk", s(&q.pk))
-                .scan_index_forward(!q.newest_first)
-                .set_limit(self.page_size)
-                .set_exclusive_start_key(start);
-            request = match &q.prefix {
-                Some(prefix) => request
-                    .key_condition_expression("#pk = :pk AND begins_with(#sk, :prefix)")
-                    .expression_attribute_names("#sk", sk_name)
-                    .expression_attribute_values(":prefix", s(prefix)),
-                None => request.key_condition_expression("#pk = :pk"),
-            };
-            let page = request.send().await.map_err(|e| store_error("Query", e))?;
-            items.extend(page.items.unwrap_or_default());
-            match page.last_evaluated_key {
-                Some(key) if !key.is_empty() => start = Some(key),
-                _ => return Ok(items),
-            }
-        }
+        let mut request = self
+            .client
+            .query()
+            .table_name(&self.table)
+            .set_index_name(index.map(str::to_string))
+            // Global secondary indexes are eventually consistent only; the table is read
+            // consistently.
+            .set_consistent_read(index.is_none().then_some(true))
+            .expression_attribute_names("#pk", pk_name)
+            .expression_attribute_values(":pk", s(&q.pk))
+            .scan_index_forward(!q.newest_first)
+            .set_limit(limit)
+            .set_exclusive_start_key(start);
+        request = match &q.prefix {
+            Some(prefix) => request
+                .key_condition_expression("#pk = :pk AND begins_with(#sk, :prefix)")
+                .expression_attribute_names("#sk", sk_name)
+                .expression_attribute_values(":prefix", s(prefix)),
+            None => request.key_condition_expression("#pk = :pk"),
+        };
+        let page = request.send().await.map_err(|e| store_error("Query", e))?;
+        let next = page.last_evaluated_key.filter(|key| !key.is_empty());
+        Ok((page.items.unwrap_or_default(), next))
+    }
+
+    /// One page of a list for the portal: one Query of `page.limit` items from the position
+    /// a previous page gave (its last evaluated key, as JSON of its string attributes).
+    async fn page_of(
+        &self,
+        q: &QueryOf,
+        page: &PageRequest,
+    ) -> Result<(Vec<Item>, Option<String>), StoreError> {
+        let start = page.after.as_deref().map(decode_position).transpose()?;
+        let limit = i32::try_from(page.limit).unwrap_or(i32::MAX);
+        let (items, next) = self.query_page(q, Some(limit), start).await?;
+        Ok((items, next.map(|key| encode_position(&key))))
     }
 
     /// Writes all of `writes` or none. `Ok(Err(_))` says which conditions failed.
@@ -283,6 +309,38 @@ impl QueryOf {
     fn newest_first(mut self) -> Self {
         self.newest_first = true;
         self
+    }
+}
+
+fn encode_position(key: &Item) -> String {
+    let strings: std::collections::BTreeMap<&str, &str> = key
+        .iter()
+        .filter_map(|(name, value)| Some((name.as_str(), value.as_s().ok()?.as_str())))
+        .collect();
+    serde_json::to_string(&strings).unwrap_or_default()
+}
+
+fn decode_position(position: &str) -> Result<Item, StoreError> {
+    let bad = || StoreError::BadPosition("not a position of this list".into());
+    let strings: std::collections::HashMap<String, String> =
+        serde_json::from_str(position).map_err(|_| bad())?;
+    if strings.is_empty() {
+        return Err(bad());
+    }
+    Ok(strings
+        .into_iter()
+        .map(|(name, value)| (name, s(&value)))
+        .collect())
+}
+
+/// Only active subscriptions carry index keys; the narrowest index answers, the filter does the
+/// rest.
+fn subscriptions_query(filter: &SubscriptionFilter) -> QueryOf {
+    match (&filter.event_type, &filter.target_unit) {
+        (Some(event_type), _) => QueryOf::new(Index::Gsi1, ALL_SUBSCRIPTIONS)
+            .prefix(subscriptions_prefix(event_type, filter.version)),
+        (None, Some(unit)) => QueryOf::new(Index::Gsi2, unit_pk(unit)),
+        (None, None) => QueryOf::new(Index::Gsi1, ALL_SUBSCRIPTIONS),
     }
 }
 
@@ -569,6 +627,19 @@ impl EventStore for DynamoStore {
             .collect()
     }
 
+    async fn page_event_types(&self, page: &PageRequest) -> Result<Page<EventType>, StoreError> {
+        let (items, next) = self
+            .page_of(&QueryOf::new(Index::Gsi1, ALL_EVENT_TYPES), page)
+            .await?;
+        Ok(Page {
+            items: items
+                .iter()
+                .map(item::from_item)
+                .collect::<Result<_, _>>()?,
+            next,
+        })
+    }
+
     async fn list_versions(&self, name: &EventTypeName) -> Result<Vec<EventVersion>, StoreError> {
         self.query(QueryOf::new(Index::Table, event_pk(name)).prefix(VERSION_PREFIX))
             .await?
@@ -652,14 +723,8 @@ impl EventStore for DynamoStore {
     ) -> Result<Vec<Subscription>, StoreError> {
         // Only active subscriptions carry index keys; the narrowest index answers, the filter
         // does the rest.
-        let query = match (&filter.event_type, &filter.target_unit) {
-            (Some(event_type), _) => QueryOf::new(Index::Gsi1, ALL_SUBSCRIPTIONS)
-                .prefix(subscriptions_prefix(event_type, filter.version)),
-            (None, Some(unit)) => QueryOf::new(Index::Gsi2, unit_pk(unit)),
-            (None, None) => QueryOf::new(Index::Gsi1, ALL_SUBSCRIPTIONS),
-        };
         let mut found = Vec::new();
-        for item in self.query(query).await? {
+        for item in self.query(subscriptions_query(filter)).await? {
             let sub: Subscription = item::from_item(&item)?;
             if sub.state == SubscriptionState::Active && filter.accepts(&sub) {
                 let order = item::get_s(&item, GSI2SK).unwrap_or_default().to_string();
@@ -669,6 +734,22 @@ impl EventStore for DynamoStore {
         // Oldest first, whichever index answered.
         found.sort_by(|a, b| a.0.cmp(&b.0));
         Ok(found.into_iter().map(|(_, sub)| sub).collect())
+    }
+
+    async fn page_subscriptions(
+        &self,
+        filter: &SubscriptionFilter,
+        page: &PageRequest,
+    ) -> Result<Page<Subscription>, StoreError> {
+        let (items, next) = self.page_of(&subscriptions_query(filter), page).await?;
+        let mut found = Vec::new();
+        for item in items {
+            let sub: Subscription = item::from_item(&item)?;
+            if sub.state == SubscriptionState::Active && filter.accepts(&sub) {
+                found.push(sub);
+            }
+        }
+        Ok(Page { items: found, next })
     }
 
     #[instrument(skip_all, fields(subscription = %id))]
@@ -744,14 +825,34 @@ impl DeploymentStore for DynamoStore {
         &self,
         event_type: Option<&EventTypeName>,
     ) -> Result<Vec<Deployment>, StoreError> {
-        let query = match event_type {
-            Some(event_type) => QueryOf::new(Index::Gsi2, deployments_of(event_type)),
-            None => QueryOf::new(Index::Gsi1, ALL_DEPLOYMENTS),
-        };
-        self.query(query.newest_first())
+        self.query(deployments_query(event_type))
             .await?
             .iter()
             .map(decode_deployment)
             .collect()
     }
+
+    async fn page_deployments(
+        &self,
+        event_type: Option<&EventTypeName>,
+        page: &PageRequest,
+    ) -> Result<Page<Deployment>, StoreError> {
+        let (items, next) = self.page_of(&deployments_query(event_type), page).await?;
+        Ok(Page {
+            items: items
+                .iter()
+                .map(decode_deployment)
+                .collect::<Result<_, _>>()?,
+            next,
+        })
+    }
+}
+
+/// Newest first.
+fn deployments_query(event_type: Option<&EventTypeName>) -> QueryOf {
+    match event_type {
+        Some(event_type) => QueryOf::new(Index::Gsi2, deployments_of(event_type)),
+        None => QueryOf::new(Index::Gsi1, ALL_DEPLOYMENTS),
+    }
+    .newest_first()
 }

@@ -7,6 +7,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use async_trait::async_trait;
 use busway_core::deployment::Deployment;
 use busway_core::event::{EventType, EventVersion, VersionState};
+use busway_core::page::{Page, PageRequest};
 use busway_core::portal::Portal;
 use busway_core::ports::{
     Bucket, DeadLetter, Deliveries, DeliveryStats, DeploymentStore, EventStore, ObjectStore,
@@ -171,6 +172,11 @@ impl EventStore for Memory {
         Ok(self.state().event_types.values().cloned().collect())
     }
 
+    async fn page_event_types(&self, page: &PageRequest) -> Result<Page<EventType>, StoreError> {
+        let all = self.list_event_types().await?;
+        Ok(page_in_memory(all, page))
+    }
+
     async fn list_versions(&self, name: &EventTypeName) -> Result<Vec<EventVersion>, StoreError> {
         Ok(self
             .state()
@@ -241,6 +247,15 @@ impl EventStore for Memory {
             .collect())
     }
 
+    async fn page_subscriptions(
+        &self,
+        filter: &SubscriptionFilter,
+        page: &PageRequest,
+    ) -> Result<Page<Subscription>, StoreError> {
+        let all = self.list_subscriptions(filter).await?;
+        Ok(page_in_memory(all, page))
+    }
+
     async fn delete_subscription(
         &self,
         id: &str,
@@ -286,6 +301,34 @@ impl DeploymentStore for Memory {
             .filter(|d| event_type.is_none_or(|e| d.event_type.as_ref() == Some(e)))
             .cloned()
             .collect())
+    }
+
+    async fn page_deployments(
+        &self,
+        event_type: Option<&EventTypeName>,
+        page: &PageRequest,
+    ) -> Result<Page<Deployment>, StoreError> {
+        let all = self.list_deployments(event_type).await?;
+        Ok(page_in_memory(all, page))
+    }
+}
+
+/// A page of `all` by index: the position is the index of the next item.
+fn page_in_memory<T>(all: Vec<T>, page: &PageRequest) -> Page<T> {
+    let from: usize = page
+        .after
+        .as_deref()
+        .and_then(|a| a.parse().ok())
+        .unwrap_or(0);
+    let to = from.saturating_add(page.limit).min(all.len());
+    let next = (to < all.len()).then(|| to.to_string());
+    Page {
+        items: all
+            .into_iter()
+            .skip(from)
+            .take(to.saturating_sub(from))
+            .collect(),
+        next,
     }
 }
 

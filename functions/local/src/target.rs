@@ -1,0 +1,514 @@
+//! The targets a subscription delivers to (HTTPS, the Lambda Invoke API, an embedded queue, an
+//! SQS-API queue), one attempt of one event each, and how an attempt's failure is classified:
+//! whether another attempt may succeed, and whether the target is struggling (it timed out,
+//! refused the connection or asked to slow down), which its subscription's flow control reads.
+
+use std::collections::HashMap;
+use std::net::IpAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{Context, anyhow, bail};
+use busway_core::deploy::ConsumerDeploy;
+use busway_core::subscription::ConsumerConnection;
+
+use crate::delivery::DeliveryConfig;
+use crate::eventlog::Logged;
+use crate::store::SqliteStore;
+
+/// Where a subscription's events go.
+#[derive(Debug, Clone)]
+pub enum Target {
+    Http { url: reqwest::Url },
+    Lambda { invoke_url: reqwest::Url },
+    Queue { name: String },
+    Sqs(SqsQueue),
+}
+
+/// A queue on an SQS-API server, addressed by its ARN; its URL is looked up once.
+#[derive(Debug, Clone)]
+pub struct SqsQueue {
+    client: aws_sdk_sqs::Client,
+    name: String,
+    account: String,
+    url: Arc<tokio::sync::OnceCell<String>>,
+}
+
+impl SqsQueue {
+    fn new(endpoint: &str, arn: &str) -> anyhow::Result<Self> {
+        // arn:aws:sqs:{region}:{account}:{name}
+        let parts: Vec<&str> = arn.splitn(6, ':').collect();
+        let [_, _, _, region, account, name] = parts[..] else {
+            bail!("not an SQS queue ARN: {arn}");
+        };
+        let key = std::env::var("AWS_ACCESS_KEY_ID").unwrap_or_else(|_| "test".into());
+        let secret = std::env::var("AWS_SECRET_ACCESS_KEY").unwrap_or_else(|_| "test".into());
+        let config = aws_sdk_sqs::Config::builder()
+            .behavior_version(aws_sdk_sqs::config::BehaviorVersion::latest())
+            .region(aws_sdk_sqs::config::Region::new(region.to_string()))
+            .endpoint_url(endpoint)
+            // Every call ends: an attempt after 5 s (as API destinations), the call with its
+            // SDK retries after 15 s; the delivery's own retries follow the subscription's policy.
+            .timeout_config(
+                aws_sdk_sqs::config::timeout::TimeoutConfig::builder()
+                    .operation_attempt_timeout(Duration::from_secs(5))
+                    .operation_timeout(Duration::from_secs(15))
+                    .build(),
+            )
+            .credentials_provider(aws_sdk_sqs::config::Credentials::new(
+                key, secret, None, None, "busway",
+            ))
+            .build();
+        Ok(Self {
+            client: aws_sdk_sqs::Client::from_conf(config),
+            name: name.to_string(),
+            account: account.to_string(),
+            url: Arc::new(tokio::sync::OnceCell::new()),
+        })
+    }
+
+    /// SendMessageBatch in tens; a failed entry is retried, the others are not sent again.
+    async fn send(&self, events: &[Logged]) -> Vec<Result<(), AttemptError>> {
+        let url = match self
+            .url
+            .get_or_try_init(|| async {
+                let found = self
+                    .client
+                    .get_queue_url()
+                    .queue_name(&self.name)
+                    .queue_owner_aws_account_id(&self.account)
+                    .send()
+                    .await;
+                found
+                    .map_err(|e| {
+                        format!(
+                            "queue {} not found: {}",
+                            self.name,
+                            aws_sdk_sqs::error::DisplayErrorContext(e)
+                        )
+                    })?
+                    .queue_url
+                    .ok_or_else(|| format!("queue {} has no URL", self.name))
+            })
+            .await
+        {
+            Ok(url) => url.clone(),
+            Err(e) => {
+                return events
+                    .iter()
+                    .map(|_| Err(AttemptError::retryable(e.clone())))
+                    .collect();
+            }
+        };
+        let mut results = Vec::with_capacity(events.len());
+        for chunk in events.chunks(10) {
+            let entries: Result<Vec<_>, _> = chunk
+                .iter()
+                .enumerate()
+                .map(|(i, e)| {
+                    aws_sdk_sqs::types::SendMessageBatchRequestEntry::builder()
+                        .id(i.to_string())
+                        .message_body(e.json.as_ref())
+                        .build()
+                })
+                .collect();
+            let sent = match entries {
+                Ok(entries) => {
+                    self.client
+                        .send_message_batch()
+                        .queue_url(&url)
+                        .set_entries(Some(entries))
+                        .send()
+                        .await
+                }
+                Err(e) => {
+                    results.extend(
+                        chunk
+                            .iter()
+                            .map(|_| Err(AttemptError::fatal(e.to_string()))),
+                    );
+                    continue;
+                }
+            };
+            match sent {
+                Ok(out) => {
+                    let failed: HashMap<String, String> = out
+                        .failed()
+                        .iter()
+                        .map(|f| {
+                            (
+                                f.id().to_string(),
+                                format!("{}: {}", f.code(), f.message().unwrap_or_default()),
+                            )
+                        })
+                        .collect();
+                    results.extend((0..chunk.len()).map(|i| match failed.get(&i.to_string()) {
+                        Some(error) => Err(AttemptError::retryable(format!(
+                            "SendMessageBatch entry failed: {error}"
+                        ))),
+                        None => Ok(()),
+                    }));
+                }
+                Err(e) => {
+                    let message = format!(
+                        "SendMessageBatch failed: {}",
+                        aws_sdk_sqs::error::DisplayErrorContext(e)
+                    );
+                    results.extend(
+                        chunk
+                            .iter()
+                            .map(|_| Err(AttemptError::retryable(message.clone()))),
+                    );
+                }
+            }
+        }
+        results
+    }
+}
+
+impl Target {
+    pub fn new(doc: &ConsumerDeploy, config: &DeliveryConfig) -> anyhow::Result<Self> {
+        match doc.connection_type {
+            ConsumerConnection::Https => Ok(Self::Http {
+                url: doc
+                    .connection_string
+                    .parse()
+                    .context("connection string is not a URL")?,
+            }),
+            ConsumerConnection::Lambda => {
+                let Some(endpoint) = &config.lambda_endpoint else {
+                    bail!(
+                        "LAMBDA subscriptions need a Lambda Invoke API endpoint on this machine: start busway with \
+                         `busway up --lambda-endpoint http://127.0.0.1:9000` (the address `cargo lambda watch` serves)"
+                    );
+                };
+                // arn:aws:lambda:{region}:{account}:function:{name}[:{qualifier}]
+                let mut parts = doc.connection_string.splitn(8, ':').skip(6);
+                let name = parts
+                    .next()
+                    .ok_or_else(|| anyhow!("not a Lambda function ARN"))?;
+                let mut url: reqwest::Url = format!(
+                    "{}/2015-03-31/functions/{name}/invocations",
+                    endpoint.trim_end_matches('/')
+                )
+                .parse()
+                .context("--lambda-endpoint is not a URL")?;
+                if let Some(qualifier) = parts.next() {
+                    url.query_pairs_mut().append_pair("Qualifier", qualifier);
+                }
+                Ok(Self::Lambda { invoke_url: url })
+            }
+            ConsumerConnection::Sqs => match &config.sqs_endpoint {
+                Some(endpoint) => Ok(Self::Sqs(SqsQueue::new(endpoint, &doc.connection_string)?)),
+                None => {
+                    let name = doc
+                        .connection_string
+                        .rsplit(':')
+                        .next()
+                        .unwrap_or_default()
+                        .to_string();
+                    Ok(Self::Queue { name })
+                }
+            },
+        }
+    }
+}
+
+/// Why one attempt failed, whether another attempt may succeed, and whether the target is
+/// struggling.
+#[derive(Debug)]
+pub struct AttemptError {
+    pub message: String,
+    pub retryable: bool,
+    /// The target timed out, refused the connection or answered 429/503: its subscription
+    /// sends less until it recovers.
+    pub congestion: bool,
+    /// The wait the target asked for (`Retry-After`).
+    pub retry_after: Option<Duration>,
+}
+
+impl AttemptError {
+    fn retryable(message: impl Into<String>) -> Self {
+        Self {
+            message: message.into(),
+            retryable: true,
+            congestion: false,
+            retry_after: None,
+        }
+    }
+    fn fatal(message: impl Into<String>) -> Self {
+        Self {
+            retryable: false,
+            ..Self::retryable(message)
+        }
+    }
+    fn congestion(message: impl Into<String>, retry_after: Option<Duration>) -> Self {
+        Self {
+            congestion: true,
+            retry_after,
+            ..Self::retryable(message)
+        }
+    }
+}
+
+/// HTTPS targets must not reach this machine's or its network's private addresses: plain
+/// `http://` is allowed only to loopback (checked when subscribing), `https://` only to public ones.
+async fn check_ssrf(url: &reqwest::Url) -> Result<(), AttemptError> {
+    let host = url
+        .host_str()
+        .ok_or_else(|| AttemptError::fatal("URL has no host"))?;
+    let port = url.port_or_known_default().unwrap_or(443);
+    if url.scheme() == "http" {
+        let loopback = host == "localhost"
+            || host
+                .trim_matches(|c| c == '[' || c == ']')
+                .parse::<IpAddr>()
+                .is_ok_and(|ip| ip.is_loopback());
+        return if loopback {
+            Ok(())
+        } else {
+            Err(AttemptError::fatal(
+                "http:// is allowed only for loopback hosts",
+            ))
+        };
+    }
+    let addrs = tokio::net::lookup_host((host.trim_matches(|c| c == '[' || c == ']'), port))
+        .await
+        .map_err(|e| AttemptError::retryable(format!("cannot resolve {host}: {e}")))?;
+    for addr in addrs {
+        if !is_public(addr.ip()) {
+            return Err(AttemptError::fatal(format!(
+                "{host} resolves to {} which is not a public address",
+                addr.ip()
+            )));
+        }
+    }
+    Ok(())
+}
+
+fn is_public(ip: IpAddr) -> bool {
+    match ip {
+        IpAddr::V4(v4) => {
+            let [a, b, ..] = v4.octets();
+            !(v4.is_private()
+                || v4.is_loopback()
+                || v4.is_link_local()
+                || v4.is_unspecified()
+                || v4.is_broadcast()
+                || v4.is_multicast()
+                || v4.is_documentation()
+                || (a == 100 && (64..128).contains(&b)))
+        }
+        IpAddr::V6(v6) => {
+            if let Some(v4) = v6.to_ipv4_mapped() {
+                return is_public(IpAddr::V4(v4));
+            }
+            let first = v6.segments()[0];
+            !(v6.is_loopback()
+                || v6.is_unspecified()
+                || v6.is_multicast()
+                || (first & 0xfe00) == 0xfc00
+                || (first & 0xffc0) == 0xfe80)
+        }
+    }
+}
+
+fn classify(
+    status: reqwest::StatusCode,
+    retry_after: Option<Duration>,
+) -> Result<(), AttemptError> {
+    use reqwest::StatusCode;
+    let message = || format!("target answered {status}");
+    if status.is_success() {
+        Ok(())
+    } else if status == StatusCode::TOO_MANY_REQUESTS || status == StatusCode::SERVICE_UNAVAILABLE {
+        Err(AttemptError::congestion(message(), retry_after))
+    } else if status == StatusCode::REQUEST_TIMEOUT || status.is_server_error() {
+        Err(AttemptError::retryable(message()))
+    } else {
+        Err(AttemptError::fatal(message()))
+    }
+}
+
+/// `Retry-After` in seconds (the form targets use for throttling); an HTTP date is ignored and
+/// the subscription's own backoff applies.
+fn retry_after(headers: &reqwest::header::HeaderMap) -> Option<Duration> {
+    headers
+        .get(reqwest::header::RETRY_AFTER)?
+        .to_str()
+        .ok()?
+        .trim()
+        .parse()
+        .ok()
+        .map(Duration::from_secs)
+}
+
+fn request_error(e: reqwest::Error) -> AttemptError {
+    if e.is_timeout() {
+        AttemptError::congestion(format!("timed out: {e}"), None)
+    } else if e.is_connect() {
+        AttemptError::congestion(format!("connection failed: {e}"), None)
+    } else {
+        AttemptError::retryable(format!("request failed: {e}"))
+    }
+}
+
+/// Makes single attempts: one keep-alive HTTP client for every target, the store for embedded
+/// queues.
+pub struct Client {
+    http: reqwest::Client,
+    store: SqliteStore,
+    timeout: Duration,
+}
+
+impl Client {
+    pub fn new(store: SqliteStore, config: &DeliveryConfig) -> anyhow::Result<Self> {
+        let http = reqwest::Client::builder()
+            .redirect(reqwest::redirect::Policy::none())
+            .user_agent(concat!("busway/", env!("CARGO_PKG_VERSION")))
+            // Connections are kept and reused; a target's idle ones close after a while.
+            .pool_idle_timeout(Duration::from_secs(90))
+            .connect_timeout(config.timeout)
+            .build()
+            .context("building the HTTP client")?;
+        Ok(Self {
+            http,
+            store,
+            timeout: config.timeout,
+        })
+    }
+
+    /// One attempt to deliver one event.
+    pub async fn attempt(&self, target: &Target, event: &Logged) -> Result<(), AttemptError> {
+        match target {
+            Target::Queue { name } => self
+                .store
+                .send_messages(name, vec![event.json.to_string()])
+                .await
+                .map_err(|e| AttemptError::retryable(format!("queue write failed: {e}"))),
+            Target::Sqs(queue) => queue
+                .send(std::slice::from_ref(event))
+                .await
+                .pop()
+                .unwrap_or_else(|| {
+                    Err(AttemptError::retryable("SendMessageBatch answered nothing"))
+                }),
+            Target::Http { url } => {
+                check_ssrf(url).await?;
+                self.post(url, event, false).await
+            }
+            Target::Lambda { invoke_url } => self.post(invoke_url, event, true).await,
+        }
+    }
+
+    async fn post(
+        &self,
+        url: &reqwest::Url,
+        event: &Logged,
+        lambda: bool,
+    ) -> Result<(), AttemptError> {
+        let response = self
+            .http
+            .post(url.clone())
+            .header("content-type", "application/json")
+            .body(event.json.to_string())
+            .timeout(self.timeout)
+            .send()
+            .await
+            .map_err(request_error)?;
+        classify(response.status(), retry_after(response.headers()))?;
+        if lambda && let Some(kind) = response.headers().get("x-amz-function-error") {
+            let kind = kind.to_str().unwrap_or("Unhandled").to_string();
+            let body = response.text().await.unwrap_or_default();
+            return Err(AttemptError::retryable(format!(
+                "function error {kind}: {}",
+                truncate(&body, 512)
+            )));
+        }
+        Ok(())
+    }
+}
+
+fn truncate(s: &str, max: usize) -> &str {
+    match s.char_indices().nth(max) {
+        Some((i, _)) => &s[..i],
+        None => s,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn retry_after_is_read_in_seconds() {
+        let mut headers = reqwest::header::HeaderMap::new();
+        assert_eq!(retry_after(&headers), None);
+        headers.insert(reqwest::header::RETRY_AFTER, " 7".parse().expect("a value"));
+        assert_eq!(retry_after(&headers), Some(Duration::from_secs(7)));
+        headers.insert(
+            reqwest::header::RETRY_AFTER,
+            "Wed, 21 Oct 2015 07:28:00 GMT".parse().expect("a value"),
+        );
+        assert_eq!(retry_after(&headers), None);
+    }
+
+    #[test]
+    fn only_public_addresses_pass_the_ssrf_guard() {
+        for private in [
+            "10.0.0.1",
+            "172.16.0.1",
+            "192.168.1.1",
+            "127.0.0.1",
+            "169.254.169.254",
+            "100.64.0.1",
+            "0.0.0.0",
+            "::1",
+            "fd00::1",
+            "fe80::1",
+            "::ffff:10.0.0.1",
+        ] {
+            assert!(!is_public(private.parse().expect("ip")), "{private}");
+        }
+        for public in ["8.8.8.8", "2606:4700::1111"] {
+            assert!(is_public(public.parse().expect("ip")), "{public}");
+        }
+    }
+
+    #[test]
+    fn only_throttling_timeouts_and_server_errors_are_retried() {
+        use reqwest::StatusCode;
+        assert!(classify(StatusCode::OK, None).is_ok());
+        for retry in [
+            StatusCode::INTERNAL_SERVER_ERROR,
+            StatusCode::BAD_GATEWAY,
+            StatusCode::REQUEST_TIMEOUT,
+        ] {
+            assert!(
+                classify(retry, None).is_err_and(|e| e.retryable && !e.congestion),
+                "{retry}"
+            );
+        }
+        for slow_down in [
+            StatusCode::TOO_MANY_REQUESTS,
+            StatusCode::SERVICE_UNAVAILABLE,
+        ] {
+            let wait = Some(Duration::from_secs(3));
+            assert!(
+                classify(slow_down, wait)
+                    .is_err_and(|e| e.retryable && e.congestion && e.retry_after == wait),
+                "{slow_down}"
+            );
+        }
+        for fatal in [
+            StatusCode::BAD_REQUEST,
+            StatusCode::NOT_FOUND,
+            StatusCode::UNAUTHORIZED,
+        ] {
+            assert!(
+                classify(fatal, None).is_err_and(|e| !e.retryable),
+                "{fatal}"
+            );
+        }
+    }
+}
