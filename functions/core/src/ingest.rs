@@ -107,6 +107,9 @@ pub enum IngestError {
     InvalidJson(String),
     #[error("event does not match the schema: {0}")]
     Invalid(ValidationErrors),
+    /// The event's metadata alone is above the bus entry limit, so not even a claim check fits.
+    #[error("{0}")]
+    TooLarge(String),
     #[error("the bus refused the event: {0}")]
     Rejected(String),
     #[error(transparent)]
@@ -135,6 +138,9 @@ pub async fn publish(
     let mut results = bus.put_events(vec![event]).await?;
     match results.pop() {
         Some(Ok(())) => Ok(event_id),
+        Some(Err(failure)) if failure.code == crate::claim_check::ENTRY_TOO_LARGE => {
+            Err(IngestError::TooLarge(failure.message))
+        }
         Some(Err(failure)) => Err(IngestError::Rejected(failure.to_string())),
         None => Err(anyhow::anyhow!("the bus answered no result for the event").into()),
     }

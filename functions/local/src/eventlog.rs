@@ -7,6 +7,7 @@ use std::sync::{Arc, Mutex, mpsc};
 
 use anyhow::Context;
 use async_trait::async_trait;
+use busway_core::claim_check::ClaimChecks;
 use busway_core::envelope::{BusEvent, eventbridge_json, eventbridge_time};
 use busway_core::ports::{Bus, EntryFailure};
 use rusqlite::{Connection, params};
@@ -41,10 +42,11 @@ struct Row {
 }
 
 impl Row {
-    fn new(event: BusEvent) -> Self {
+    /// `detail` is the text the bus carries: the event's detail, or its claim check.
+    fn new(event: BusEvent, detail: String) -> Self {
         Self {
             time: eventbridge_time(event.time),
-            detail: event.detail.to_string(),
+            detail,
             id: event.id,
             event_id: event.event_id,
             source: event.source,
@@ -72,6 +74,8 @@ impl Row {
 
 pub struct EventLog {
     tx: mpsc::Sender<(Vec<Row>, Reply)>,
+    /// The entry limit and the claim checks above it, as on EventBridge.
+    claim_checks: ClaimChecks,
 }
 
 /// Reads the log from a position, on its own connection (WAL readers never block the writer).
@@ -92,9 +96,11 @@ fn open(path: &Path) -> anyhow::Result<Connection> {
 }
 
 impl EventLog {
-    /// Opens the log; committed events are sent to `live` in order.
+    /// Opens the log; committed events are sent to `live` in order. Events whose entry is above
+    /// `claim_checks.max_entry_bytes` are logged claim-checked.
     pub fn open(
         path: &Path,
+        claim_checks: ClaimChecks,
         live: tokio_mpsc::UnboundedSender<Vec<Logged>>,
     ) -> anyhow::Result<(Self, LogReader)> {
         let conn = open(path)?;
@@ -106,7 +112,7 @@ impl EventLog {
             .name("busway-eventlog".into())
             .spawn(move || writer(conn, rx, live))
             .context("starting the event log writer")?;
-        Ok((Self { tx }, reader))
+        Ok((Self { tx, claim_checks }, reader))
     }
 }
 
@@ -180,14 +186,38 @@ impl Bus for EventLog {
         &self,
         events: Vec<BusEvent>,
     ) -> anyhow::Result<Vec<Result<(), EntryFailure>>> {
-        let rows = events.into_iter().map(Row::new).collect();
+        // An event whose claim check cannot be written fails in its slot; the others are logged.
+        let mut results = Vec::with_capacity(events.len());
+        let mut rows = Vec::with_capacity(events.len());
+        for event in events {
+            match self.claim_checks.detail(&event).await {
+                Ok(detail) => {
+                    rows.push(Row::new(event, detail));
+                    results.push(Ok(()));
+                }
+                Err(failure) => results.push(Err(failure)),
+            }
+        }
+        if rows.is_empty() {
+            return Ok(results);
+        }
         let (reply, answer) = oneshot::channel();
         self.tx
             .send((rows, reply))
             .map_err(|_| anyhow::anyhow!("the event log writer has stopped"))?;
-        answer
+        let logged = answer
             .await
-            .context("the event log writer dropped the request")?
+            .context("the event log writer dropped the request")??;
+        let mut logged = logged.into_iter();
+        for slot in results.iter_mut().filter(|r| r.is_ok()) {
+            *slot = logged.next().unwrap_or_else(|| {
+                Err(EntryFailure {
+                    code: "InternalFailure".into(),
+                    message: "the event log answered no result for this event".into(),
+                })
+            });
+        }
+        Ok(results)
     }
 }
 

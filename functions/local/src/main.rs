@@ -58,6 +58,16 @@ enum Command {
         /// The CDK generators' folder for --synth.
         #[arg(long, default_value = "cdk-app", requires = "synth")]
         cdk_app: PathBuf,
+        /// The largest event body the broker API accepts, in bytes; above it the answer is 413.
+        /// The default is the broker's limit on AWS.
+        #[arg(long, default_value_t = busway_injector::MAX_EVENT_BYTES)]
+        max_event_bytes: usize,
+        /// The bus entry limit in bytes, measured as EventBridge measures an entry: above it an
+        /// event's data is stored under claim-checks/ in the schema backup bucket folder and the
+        /// event carries a link. The default is EventBridge's limit (1 MB); 262144 is the older
+        /// one that some accounts still have.
+        #[arg(long, default_value_t = busway_core::claim_check::DEFAULT_MAX_ENTRY_BYTES)]
+        max_entry_bytes: usize,
     },
     /// Read the embedded queues that SQS subscriptions deliver to.
     #[command(subcommand)]
@@ -138,9 +148,13 @@ fn main() -> ExitCode {
             sqs_endpoint,
             synth,
             cdk_app,
+            max_event_bytes,
+            max_entry_bytes,
         } => {
             init_logging();
             let mut config = Config::new(data_dir.clone(), portal_addr, broker_addr);
+            config.max_event_bytes = max_event_bytes;
+            config.max_entry_bytes = max_entry_bytes;
             config.delivery.lambda_endpoint = lambda_endpoint;
             config.delivery.sqs_endpoint = sqs_endpoint;
             config.synth = synth.then(|| Synth {
