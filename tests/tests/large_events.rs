@@ -7,44 +7,13 @@ use std::time::{Duration, Instant};
 
 use busway_core::claim_check::{self, FORMAT_VERSION, LEGACY_MAX_ENTRY_BYTES};
 use busway_injector::MAX_EVENT_BYTES;
-use busway_tests::Broker;
 use busway_tests::consumer::{Consumer, http_subscription};
+use busway_tests::{Broker, blob_envelope, blob_event_type};
 use serde_json::{Value, json};
 
 const DELIVERY_TIMEOUT: Duration = Duration::from_secs(15);
 const BACKUP_BUCKET: &str = "event-schemas-backup-bucket";
 const FORMAT_HEADER: &str = "x-amz-meta-busway-format-version";
-
-/// `scanned_parcel` whose data is one string: an event's size is the string's.
-fn blob_event_type() -> Value {
-    json!({
-        "application": "demo",
-        "event_type": "scanned_parcel",
-        "description": "a scanned document",
-        "connection_type": "HTTPS",
-        "data": {
-            "type": "object",
-            "properties": {"blob": {"type": "string"}},
-            "required": ["blob"],
-            "additionalProperties": false
-        }
-    })
-}
-
-/// An envelope for target unit u2 whose JSON text is exactly `bytes` long.
-fn envelope_of(bytes: usize, event_id: Option<&str>, fill: char) -> Value {
-    let mut envelope = json!({
-        "metadata": {"event_attributes": {"source": "scanner", "target": "u2"}},
-        "data": {"blob": ""}
-    });
-    if let Some(id) = event_id {
-        envelope["metadata"]["event_id"] = json!(id);
-    }
-    let base = envelope.to_string().len();
-    envelope["data"]["blob"] = json!(fill.to_string().repeat(bytes - base));
-    assert_eq!(envelope.to_string().len(), bytes);
-    envelope
-}
 
 /// A broker with the blob event type and an HTTP consumer subscribed as u2.
 async fn with_subscriber(configure: impl FnOnce(&mut busway_local::Config)) -> (Broker, Consumer) {
@@ -106,8 +75,8 @@ fn delivered_link(event: &Value) -> claim_check::Link {
 async fn a_600_kb_event_is_delivered_whole_and_a_3_mb_one_as_a_claim_check_whose_link_returns_its_data()
  {
     let (busway, consumer) = with_subscriber(|_| {}).await;
-    let medium = envelope_of(600_000, Some("medium"), 'm');
-    let large = envelope_of(MAX_EVENT_BYTES, Some("large"), 'l');
+    let medium = blob_envelope(600_000, Some("medium"), 'm');
+    let large = blob_envelope(MAX_EVENT_BYTES, Some("large"), 'l');
     publish_text(&busway, &medium).await.expect(200);
     publish_text(&busway, &large).await.expect(200);
 
@@ -173,7 +142,7 @@ async fn an_invalid_300_kb_event_is_refused_with_400_before_any_object_is_writte
     // With EventBridge's older 256 KB entry limit, a valid 300 KB event is claim-checked.
     let (busway, consumer) =
         with_subscriber(|config| config.max_entry_bytes = LEGACY_MAX_ENTRY_BYTES).await;
-    let mut invalid = envelope_of(300_000, None, 'i');
+    let mut invalid = blob_envelope(300_000, None, 'i');
     invalid["data"]["page"] = json!(1);
     let reply = publish_text(&busway, &invalid).await;
     let fields = reply.expect_error(400, "validation_failed");
@@ -181,7 +150,7 @@ async fn an_invalid_300_kb_event_is_refused_with_400_before_any_object_is_writte
     assert_eq!(claim_check_files(&busway), Vec::<String>::new());
     assert_eq!(busway.logged_events(), Vec::new());
 
-    let valid = envelope_of(300_000, None, 'v');
+    let valid = blob_envelope(300_000, None, 'v');
     publish_text(&busway, &valid).await.expect(200);
     let delivered = consumer.wait_for_deliveries(1, DELIVERY_TIMEOUT).await;
     let link = delivered_link(&delivered[0].json());
@@ -195,7 +164,7 @@ async fn an_invalid_300_kb_event_is_refused_with_400_before_any_object_is_writte
 async fn one_byte_above_the_body_limit_is_413_naming_the_limit() {
     let busway = Broker::start().await;
     busway.create_deployed_event(&blob_event_type()).await;
-    let reply = publish_text(&busway, &envelope_of(MAX_EVENT_BYTES + 1, None, 'x')).await;
+    let reply = publish_text(&busway, &blob_envelope(MAX_EVENT_BYTES + 1, None, 'x')).await;
     reply.expect_error(413, "payload_too_large");
     let message = reply.body["error"]["message"].as_str().unwrap_or_default();
     assert!(message.contains(&MAX_EVENT_BYTES.to_string()), "{message}");
@@ -206,10 +175,10 @@ async fn one_byte_above_the_body_limit_is_413_naming_the_limit() {
     // `busway up --max-event-bytes 100000`
     let busway = Broker::start_with(|config| config.max_event_bytes = 100_000).await;
     busway.create_deployed_event(&blob_event_type()).await;
-    publish_text(&busway, &envelope_of(100_000, None, 'x'))
+    publish_text(&busway, &blob_envelope(100_000, None, 'x'))
         .await
         .expect(200);
-    let reply = publish_text(&busway, &envelope_of(100_001, None, 'x')).await;
+    let reply = publish_text(&busway, &blob_envelope(100_001, None, 'x')).await;
     reply.expect_error(413, "payload_too_large");
     let message = reply.body["error"]["message"].as_str().unwrap_or_default();
     assert!(message.contains("100000"), "{message}");
@@ -219,8 +188,8 @@ async fn one_byte_above_the_body_limit_is_413_naming_the_limit() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_reused_event_id_gets_its_own_claim_check_object_and_the_first_link_keeps_its_data() {
     let (busway, consumer) = with_subscriber(|_| {}).await;
-    let first = envelope_of(2_000_000, Some("reused"), 'a');
-    let second = envelope_of(2_000_000, Some("reused"), 'b');
+    let first = blob_envelope(2_000_000, Some("reused"), 'a');
+    let second = blob_envelope(2_000_000, Some("reused"), 'b');
     publish_text(&busway, &first).await.expect(200);
     publish_text(&busway, &second).await.expect(200);
 
@@ -249,7 +218,7 @@ async fn claim_check_objects_expire_with_the_local_retention() {
         config.claim_check_sweep_interval = Duration::from_millis(100);
     })
     .await;
-    publish_text(&busway, &envelope_of(1_500_000, None, 'e'))
+    publish_text(&busway, &blob_envelope(1_500_000, None, 'e'))
         .await
         .expect(200);
     let delivered = consumer.wait_for_deliveries(1, DELIVERY_TIMEOUT).await;
