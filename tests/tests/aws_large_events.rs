@@ -2,7 +2,7 @@
 //! REST proxy events, parsed by `lambda_http` as the injector Lambda parses them, reach the broker
 //! router on the adapters `Host::for_lambda_from` makes. A 3 MB body is stored in the schema
 //! backup bucket and the bus carries its link to the subscriber's queue; a 600 KB one goes on the
-//! bus whole.
+//! bus whole. The SQS producer path takes a message as large as SQS carries (1 MiB).
 
 #[allow(dead_code)]
 mod support;
@@ -14,6 +14,7 @@ use busway_aws::host::Host;
 use busway_core::claim_check::{self, FORMAT_METADATA_KEY, FORMAT_VERSION};
 use busway_core::ingest::LiveRoutes;
 use busway_core::portal::Portal;
+use busway_injector::sqs::{Message, handle_batch};
 use busway_injector::{Broker, MAX_EVENT_BYTES};
 use busway_local::store::SqliteStore;
 use busway_tests::{blob_envelope, blob_event_type, seed_subscription};
@@ -26,6 +27,8 @@ use tower::ServiceExt;
 const PUBLISH: &str = include_str!("fixtures/apigw_rest_publish.json");
 /// What a synchronous Lambda invocation's request may hold (6 MB).
 const LAMBDA_REQUEST_BYTES: usize = 6 * 1024 * 1024;
+/// The largest SQS message (1 MiB).
+const SQS_MESSAGE_BYTES: usize = 1024 * 1024;
 
 /// The API Gateway event carrying `body`.
 fn apigw_event(body: &str) -> String {
@@ -86,7 +89,7 @@ fn a_body_at_the_limit_fits_a_synchronous_lambda_invocation_even_when_every_byte
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_3_mb_event_through_the_injector_lambda_is_claim_checked_in_s3_and_reaches_the_queue() {
+async fn a_3_mb_api_event_and_a_1_mib_sqs_message_are_claim_checked_in_s3_and_reach_the_queue() {
     let account = Account::new().await;
     let env = account.lambda_env();
     let host =
@@ -137,11 +140,12 @@ async fn a_3_mb_event_through_the_injector_lambda_is_claim_checked_in_s3_and_rea
         )
         .await;
 
-    let broker = busway_injector::router(Broker {
+    let state = Broker {
         routes: Arc::new(LiveRoutes::default()),
         store: Some(store),
         bus: host.bus().expect("the bus is configured"),
-    });
+    };
+    let broker = busway_injector::router(state.clone());
     let large = blob_envelope(3_000_000, Some("large"), 'l');
     let medium = blob_envelope(600_000, Some("medium"), 'm');
     for envelope in [&large, &medium] {
@@ -154,6 +158,19 @@ async fn a_3_mb_event_through_the_injector_lambda_is_claim_checked_in_s3_and_rea
     )
     .await;
     assert_eq!(status, StatusCode::PAYLOAD_TOO_LARGE, "{answer}");
+    // The SQS producer path: a message as large as SQS carries (1 MiB), enriched above the
+    // entry limit, is claim-checked too.
+    let from_queue = blob_envelope(SQS_MESSAGE_BYTES, Some("from-queue"), 'q');
+    let failed = handle_batch(
+        &state,
+        vec![Message {
+            message_id: "m-1".into(),
+            source_arn: "arn:aws:sqs:eu-west-1:123456789012:busway-scanned-parcel-v1".into(),
+            body: from_queue.to_string(),
+        }],
+    )
+    .await;
+    assert_eq!(failed, Vec::<String>::new());
 
     let listed = account
         .s3
@@ -164,14 +181,10 @@ async fn a_3_mb_event_through_the_injector_lambda_is_claim_checked_in_s3_and_rea
         .await
         .expect("the bucket lists");
     let keys: Vec<&str> = listed.contents().iter().filter_map(|o| o.key()).collect();
-    assert_eq!(
-        keys.len(),
-        1,
-        "one claim check, for the 3 MB event: {keys:?}"
-    );
+    assert_eq!(keys.len(), 2, "the 3 MB and the 1 MiB event: {keys:?}");
 
     let received = account.drain(&queue, 10).await;
-    assert_eq!(received.len(), 2, "both events reach the queue");
+    assert_eq!(received.len(), 3, "every event reaches the queue");
     let event = |id: &str| {
         received
             .iter()
@@ -189,7 +202,7 @@ async fn a_3_mb_event_through_the_injector_lambda_is_claim_checked_in_s3_and_rea
     let linked = event("large");
     let link = claim_check::link(&linked).expect("the bus event carries the link");
     assert_eq!(link.bucket, account.buckets.schema_backup);
-    assert_eq!(link.key, keys[0]);
+    assert!(keys.contains(&link.key.as_str()), "{keys:?}");
     let object = account
         .s3
         .get_object()
@@ -212,6 +225,14 @@ async fn a_3_mb_event_through_the_injector_lambda_is_claim_checked_in_s3_and_rea
         claim_check::restore(linked, format.as_deref(), &data).expect("the event restores");
     assert_eq!(restored["detail"]["data"], large["data"]);
     assert_eq!(restored["detail"]["metadata"].get("claim_check"), None);
+
+    let queued = event("from-queue");
+    let link = claim_check::link(&queued).expect("the SQS producer's event carries a link");
+    let object = account
+        .object(busway_core::ports::Bucket::SchemaBackup, &link.key)
+        .await
+        .expect("its object is in the bucket");
+    assert!(object == from_queue["data"].to_string().into_bytes());
 }
 
 fn json_request(path: &str, body: &Value) -> axum::http::Request<axum::body::Body> {
