@@ -88,8 +88,8 @@ export class BrokerApiStack extends Stack {
       },
     });
     f.role.addToPolicy(new iam.PolicyStatement({ actions: ['events:PutEvents'], resources: [props.bus.eventBusArn] }));
-    // An event above PutEvents' 256 KB entry limit is stored as a claim check and the bus event
-    // carries its location (busway_aws::eventbridge::CLAIM_CHECK_PREFIX).
+    // The data of an event above the bus entry limit (1 MB) is stored as a claim check and the bus
+    // event carries its location (busway_core::claim_check::PREFIX).
     const claimChecks = objects(this, names, 'event-schemas-backup-bucket', 'claim-checks/*');
     f.role.addToPolicy(new iam.PolicyStatement({ actions: ['s3:PutObject'], resources: [claimChecks.arn] }));
     acknowledgeWildcards(f.role, [claimChecks.finding], 'Claim checks are written under their own prefix, one object per oversized event.');
