@@ -3,9 +3,10 @@
 // which imports them, so that this stack never depends on a later one).
 import { Duration, Stack, StackProps } from 'aws-cdk-lib';
 import * as s3 from 'aws-cdk-lib/aws-s3';
+import * as ssm from 'aws-cdk-lib/aws-ssm';
 import { Construct } from 'constructs';
 import { accessLogBucket, secureBucket } from './bucket';
-import { Names } from './names';
+import { Names, parameterName } from './names';
 
 /** Where the broker stores the data of events above the bus entry limit (busway_core::claim_check::PREFIX). */
 export const CLAIM_CHECK_PREFIX = 'claim-checks/';
@@ -28,6 +29,11 @@ export class SchemaBackupStack extends Stack {
       noncurrentVersionExpiration: Duration.days(1),
     });
     this.bucket.addLifecycleRule({ id: 'RemoveExpiredClaimCheckMarkers', prefix: CLAIM_CHECK_PREFIX, expiredObjectDeleteMarker: true });
+    // Consumer stacks scope their claim-check reader policy to this bucket.
+    new ssm.StringParameter(this, 'SchemaBackupBucketParameter', {
+      parameterName: parameterName(names.env, 'schemaBackupBucket'),
+      stringValue: this.bucket.bucketName,
+    });
   }
 }
 

@@ -364,6 +364,7 @@ test('the platform writes exactly the SSM parameters the generators of cdk-app/ 
   const value = (tpl: Template, name: string) => render((Object.values(tpl.findResources('AWS::SSM::Parameter', { Properties: { Name: name } }))[0] as any).Properties.Value);
   assert.match(value(t.bus, '/busway/dev/bus/name'), /^<Bus\w+>$/);
   assert.match(value(t.bus, '/busway/dev/bus/arn'), /^<Bus\w+\.Arn>$/);
+  assert.match(value(t.backup, '/busway/dev/schema-backup/bucket-name'), /^<SchemaBackup\w+>$/);
   assert.match(value(t.brokerApi, '/busway/dev/broker-api/id'), /^<BrokerApi\w+>$/);
   assert.match(value(t.brokerApi, '/busway/dev/broker-api/root-resource-id'), /^<BrokerApi\w+\.RootResourceId>$/);
   assert.match(value(t.brokerApi, '/busway/dev/injector/function-arn'), /^<InjectorFunction\w+\.Arn>$/);
