@@ -18,7 +18,6 @@ use busway_injector::sqs::{Message, handle_batch};
 use busway_injector::{Broker, MAX_EVENT_BYTES};
 use busway_local::store::SqliteStore;
 use busway_tests::{blob_envelope, blob_event_type, seed_subscription};
-use lambda_http::RequestExt;
 use serde_json::{Value, json};
 use support::emulated::Account;
 use tower::ServiceExt;
@@ -37,14 +36,12 @@ fn apigw_event(body: &str) -> String {
     event.to_string()
 }
 
-/// The request the injector Lambda hands to the router, with the stage dropped from the path as
-/// `AWS_LAMBDA_HTTP_IGNORE_STAGE_IN_PATH=true` does (functions/portal/tests/lambda_fixture.rs).
+/// The request the injector Lambda hands to the router: parsed by `lambda_http`, the stage taken
+/// off its path as `busway_http::lambda::run` does.
 fn lambda_request(event: &str) -> lambda_http::Request {
-    let mut request =
-        lambda_http::request::from_str(event).expect("a valid API Gateway REST proxy event");
-    let path = request.raw_http_path().to_string();
-    *request.uri_mut() = path.parse().expect("a valid path");
-    request
+    busway_http::lambda::without_stage(
+        lambda_http::request::from_str(event).expect("a valid API Gateway REST proxy event"),
+    )
 }
 
 async fn call(router: axum::Router, body: &str) -> (StatusCode, Value) {
