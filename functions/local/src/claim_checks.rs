@@ -106,7 +106,7 @@ fn sweep_once(root: &Path, retention: Duration) -> std::io::Result<usize> {
                 continue;
             }
             if expired(&path, now, retention)? {
-                std::fs::remove_file(&path)?;
+                remove(&path)?;
                 if let Ok(relative) = path.strip_prefix(&objects) {
                     let _ = std::fs::remove_file(metadata.join(relative));
                 }
@@ -125,9 +125,22 @@ fn sweep_once(root: &Path, retention: Duration) -> std::io::Result<usize> {
     Ok(deleted)
 }
 
+/// Whether `path` was last written `retention` ago or earlier; a file that went meanwhile (a
+/// writer's temporary file) is not.
 fn expired(path: &Path, now: SystemTime, retention: Duration) -> std::io::Result<bool> {
-    let written = std::fs::metadata(path)?.modified()?;
+    let written = match std::fs::metadata(path) {
+        Ok(meta) => meta.modified()?,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(false),
+        Err(e) => return Err(e),
+    };
     Ok(now
         .duration_since(written)
         .is_ok_and(|age| age >= retention))
+}
+
+fn remove(path: &Path) -> std::io::Result<()> {
+    match std::fs::remove_file(path) {
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(e),
+        _ => Ok(()),
+    }
 }

@@ -108,8 +108,9 @@ impl ObjectStore for FolderObjectStore {
         }
     }
 
-    /// The object is linked into place after its metadata is written, so a reader that finds the
-    /// object finds its metadata.
+    /// Only the writer whose object was linked into place writes its metadata, so a second
+    /// writer of the key changes nothing. A claim check is read only once its event is
+    /// acknowledged, after both writes.
     async fn put_new_object(
         &self,
         bucket: Bucket,
@@ -118,17 +119,14 @@ impl ObjectStore for FolderObjectStore {
         metadata: &[(&str, &str)],
     ) -> anyhow::Result<()> {
         let path = self.path(bucket, key)?;
-        if path.exists() {
-            return Err(StoreError::AlreadyExists(key.to_string()).into());
-        }
         let meta_path = self.metadata_path(bucket, key)?;
         let meta: BTreeMap<&str, &str> = metadata.iter().copied().collect();
         let meta = serde_json::to_vec(&meta)?;
         let write = {
             let path = path.clone();
             move || {
-                write_atomically(&meta_path, &meta)?;
-                create_atomically(&path, &body)
+                create_atomically(&path, &body)?;
+                write_atomically(&meta_path, &meta)
             }
         };
         match tokio::task::spawn_blocking(write).await? {
