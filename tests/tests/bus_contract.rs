@@ -2,7 +2,7 @@
 //! adapter over moto server: a put of 25 events (more than one PutEvents batch) answers one
 //! success per event, and exactly those events arrive, in EventBridge's event shape with the
 //! Source, DetailType and Detail that were put. Large events: one of 600 KB arrives whole, one
-//! above the 1 MB entry limit arrives claim-checked, its data (format 1) in the schema backup
+//! above the 1 MB entry limit arrives claim-checked, its data (format 2) in the schema backup
 //! bucket of the host's object store, and restores to the event that was put.
 
 #[allow(dead_code)]

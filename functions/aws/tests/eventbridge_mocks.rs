@@ -13,8 +13,8 @@ use aws_smithy_runtime_api::http::StatusCode;
 use aws_smithy_types::body::SdkBody;
 use busway_aws::eventbridge::{Backoff, EventBridgeBus};
 use busway_core::claim_check::{
-    self, ClaimChecks, DEFAULT_MAX_ENTRY_BYTES, FORMAT_METADATA_KEY, LEGACY_MAX_ENTRY_BYTES,
-    entry_size,
+    self, ClaimChecks, DEFAULT_MAX_ENTRY_BYTES, FORMAT_METADATA_KEY, FORMAT_VERSION,
+    LEGACY_MAX_ENTRY_BYTES, entry_size,
 };
 use busway_core::envelope::BusEvent;
 use busway_core::ports::{Bucket, Bus, ObjectStore};
@@ -385,7 +385,7 @@ async fn an_oversized_entry_has_its_data_in_s3_and_the_bus_carries_a_claim_check
         .expect("the object exists");
     assert_eq!(
         metadata.get(FORMAT_METADATA_KEY).map(String::as_str),
-        Some("1")
+        Some(FORMAT_VERSION)
     );
 
     assert_eq!(link["metadata"]["claim_check"], true);

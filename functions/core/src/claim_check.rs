@@ -27,8 +27,11 @@ pub const LEGACY_MAX_ENTRY_BYTES: usize = 256 * 1024;
 /// claim-check object.
 pub const FORMAT_METADATA_KEY: &str = "busway-format-version";
 
-/// Format 1: the object is the event's `data`, as JSON text.
-pub const FORMAT_VERSION: &str = "1";
+/// The format of the claim-check objects this release writes, in their metadata: format 2, the
+/// event's `data` as JSON text. Format 1 is the first release's (on AWS only), written without
+/// metadata: the whole detail. [`restore`] reads both (`busway_core::format`'s rule: readers
+/// take every earlier format, and an object without one is format 1).
+pub const FORMAT_VERSION: &str = "2";
 
 /// How long a claim-check object is kept (infra's S3 lifecycle rule and the local sweeper): the
 /// subscribers' dead-letter queues keep an event 14 days, and a dead letter redriven within
@@ -167,8 +170,10 @@ pub fn link(event: &Value) -> Option<Link> {
 
 #[derive(Debug, thiserror::Error)]
 pub enum RestoreError {
-    #[error("the claim-check object has format {0:?}; this version of busway reads format 1")]
-    UnknownFormat(Option<String>),
+    #[error(
+        "the claim-check object has format {0:?}: it was written by a newer busway, and this one reads formats up to {FORMAT_VERSION}"
+    )]
+    UnknownFormat(String),
     #[error("the claim-check object is not JSON: {0}")]
     NotJson(#[from] serde_json::Error),
     #[error("the event is not claim-checked")]
@@ -176,9 +181,8 @@ pub enum RestoreError {
 }
 
 /// Turns a delivered claim-checked event back into the full event, as it would have been
-/// delivered had it fit: `detail.data` from the object (its bytes and its
-/// [`FORMAT_METADATA_KEY`] metadata value, fetched from [`link`]'s place), without
-/// `metadata.claim_check`.
+/// delivered had it fit, from the object at [`link`]'s place: its bytes and its
+/// [`FORMAT_METADATA_KEY`] metadata value (`None` when it has none).
 pub fn restore(
     mut event: Value,
     format_version: Option<&str>,
@@ -187,17 +191,18 @@ pub fn restore(
     if link(&event).is_none() {
         return Err(RestoreError::NotClaimChecked);
     }
-    if format_version != Some(FORMAT_VERSION) {
-        return Err(RestoreError::UnknownFormat(
-            format_version.map(str::to_string),
-        ));
+    match format_version {
+        // The first release's object is the whole detail as it would have been on the bus.
+        None | Some("1") => event["detail"] = serde_json::from_slice(object)?,
+        Some(FORMAT_VERSION) => {
+            let detail = &mut event["detail"];
+            if let Some(metadata) = detail["metadata"].as_object_mut() {
+                metadata.remove("claim_check");
+            }
+            detail["data"] = serde_json::from_slice(object)?;
+        }
+        Some(newer) => return Err(RestoreError::UnknownFormat(newer.to_string())),
     }
-    let data: Value = serde_json::from_slice(object)?;
-    let detail = &mut event["detail"];
-    if let Some(metadata) = detail["metadata"].as_object_mut() {
-        metadata.remove("claim_check");
-    }
-    detail["data"] = data;
     Ok(event)
 }
 
@@ -231,7 +236,7 @@ mod tests {
     }
 
     #[test]
-    fn a_restored_event_is_the_event_as_it_would_have_been_delivered_whole() {
+    fn a_restored_event_is_the_event_as_it_would_have_been_delivered_whole_in_either_format() {
         let whole = json!({"version": "0", "detail-type": "scanned_parcel.1", "detail": {
             "metadata": {"event_id": "abc", "event_attributes": {"target": "u2"}},
             "data": {"blob": "x".repeat(10)}}});
@@ -248,16 +253,19 @@ mod tests {
         assert_eq!(link(&whole), None);
         let object = whole["detail"]["data"].to_string();
         let restored = restore(delivered.clone(), Some(FORMAT_VERSION), object.as_bytes())
-            .expect("format 1 restores");
+            .expect("format 2 restores");
         assert_eq!(restored, whole);
         assert!(matches!(
-            restore(delivered.clone(), Some("2"), object.as_bytes()),
-            Err(RestoreError::UnknownFormat(Some(v))) if v == "2"
+            restore(delivered.clone(), Some("3"), object.as_bytes()),
+            Err(RestoreError::UnknownFormat(v)) if v == "3"
         ));
-        assert!(matches!(
-            restore(delivered, None, object.as_bytes()),
-            Err(RestoreError::UnknownFormat(None))
-        ));
+        // The first release stored the whole detail, without metadata.
+        let first_release = whole["detail"].to_string();
+        for format in [None, Some("1")] {
+            let restored = restore(delivered.clone(), format, first_release.as_bytes())
+                .expect("format 1 restores");
+            assert_eq!(restored, whole, "{format:?}");
+        }
         assert!(matches!(
             restore(whole, Some(FORMAT_VERSION), object.as_bytes()),
             Err(RestoreError::NotClaimChecked)
