@@ -54,7 +54,7 @@ export class BrokerApiStack extends Stack {
     });
     Validations.of(api).acknowledge({
       id: 'AwsSolutions-APIG3',
-      reason: 'No WAF: producers are SigV4-authenticated and the AWS common rule set blocks bodies over 8 KB, while events go up to 256 KB.',
+      reason: 'No WAF: producers are SigV4-authenticated and the AWS common rule set blocks bodies over 8 KB, while events go up to 3,000,000 bytes.',
     });
 
     const parameters: [PlatformParameter, string][] = [
