@@ -1,7 +1,7 @@
 // Consumer stacks: one per subscription (stack `busway-consumer-{subscription_id}`), so a second
 // target unit of an event version never replaces the first. The rule carries the consumer rule pattern (README: Contracts)
 // exactly as the deploy.json states it, on the platform's custom bus.
-import { Duration, Stack, StackProps, Validations } from 'aws-cdk-lib';
+import { CfnOutput, Duration, Stack, StackProps, Validations } from 'aws-cdk-lib';
 import * as events from 'aws-cdk-lib/aws-events';
 import * as iam from 'aws-cdk-lib/aws-iam';
 import * as lambda from 'aws-cdk-lib/aws-lambda';
@@ -56,6 +56,28 @@ export class ConsumerStack extends Stack {
       state: 'ENABLED',
       targets: [target],
     });
+    this.claimCheckReader(doc, platformEnv);
+  }
+
+  /**
+   * The policy the subscriber attaches to the role that consumes its events (the Lambda
+   * function's, or the one reading its queue): it may open the claim checks of this event
+   * version (busway_core::claim_check::PREFIX, `{detail_type}/`) and nothing else.
+   */
+  private claimCheckReader(doc: ConsumerDeploy, platformEnv: string): void {
+    const bucket = platformValue(this, platformEnv, 'schemaBackupBucket');
+    const keys = `claim-checks/${doc.detail_type}/*`;
+    const policy = new iam.ManagedPolicy(this, 'ClaimCheckReader', {
+      managedPolicyName: `${doc.rule_name}-claim-checks`,
+      description: `reads the claim-checked data of ${doc.detail_type} events (busway subscription ${doc.subscription_id})`,
+      statements: [new iam.PolicyStatement({ actions: ['s3:GetObject'], resources: [`arn:${this.partition}:s3:::${bucket}/${keys}`] })],
+    });
+    const bucketRef = (this.resolve(bucket) as { Ref: string }).Ref;
+    Validations.of(policy).acknowledge({
+      id: `AwsSolutions-IAM5[Resource::arn:<AWS::Partition>:s3:::<${bucketRef}>/${keys}]`,
+      reason: 'One object per claim-checked event, under the prefix of this event version only.',
+    });
+    new CfnOutput(this, 'ClaimCheckReaderPolicyArn', { value: policy.managedPolicyArn });
   }
 
   /** The target's ARN, with the permission that lets the rule reach it. */

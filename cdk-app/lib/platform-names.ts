@@ -9,6 +9,7 @@ export const PARAMETERS = {
   injectorSqsRoleArn: 'injector-sqs/role-arn',
   busName: 'bus/name',
   busArn: 'bus/arn',
+  schemaBackupBucket: 'schema-backup/bucket-name',
 } as const;
 
 /**

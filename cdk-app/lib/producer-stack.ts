@@ -123,6 +123,8 @@ export class SqsProducerStack extends Stack {
       queueName: base,
       encryption: sqs.QueueEncryption.SQS_MANAGED,
       enforceSSL: true,
+      // SQS's largest message: the injector claim-checks what the bus entry cannot carry.
+      maxMessageSizeBytes: 1024 * 1024,
       visibilityTimeout: Duration.seconds(180),
       deadLetterQueue: { queue: dlq, maxReceiveCount: 5 },
     });

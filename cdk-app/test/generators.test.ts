@@ -111,6 +111,7 @@ test('an SQS producer gets an encrypted queue with a DLQ and a partial-batch eve
   t.hasResourceProperties('AWS::SQS::Queue', {
     QueueName: 'busway-order-created-v1',
     SqsManagedSseEnabled: true,
+    MaximumMessageSize: 1048576,
     RedrivePolicy: { deadLetterTargetArn: { 'Fn::GetAtt': [Match.stringLikeRegexp('DeadLetters'), 'Arn'] }, maxReceiveCount: 5 },
   });
   t.hasResourceProperties('AWS::SQS::Queue', { QueueName: 'busway-order-created-v1-dlq' });
@@ -217,6 +218,29 @@ test('an HTTPS consumer gets a connection, an API destination and a role that ma
   t.hasResourceProperties('AWS::IAM::Policy', {
     PolicyDocument: { Statement: [{ Action: 'events:InvokeApiDestination', Effect: 'Allow', Resource: { 'Fn::GetAtt': [Match.stringLikeRegexp('ApiDestination'), 'Arn'] } }] },
   });
+});
+
+test('every consumer stack offers a policy that reads the claim checks of its event version only', () => {
+  for (const name of ['consumer-lambda', 'consumer-sqs', 'consumer-https']) {
+    const doc = raw(name);
+    const t = byName(synth(name).stacks, doc.stack_name);
+    const policies = Object.values(t.findResources('AWS::IAM::ManagedPolicy')) as any[];
+    assert.equal(policies.length, 1, name);
+    const { ManagedPolicyName, PolicyDocument } = policies[0].Properties;
+    assert.equal(ManagedPolicyName, `${doc.rule_name}-claim-checks`);
+    assert.equal(PolicyDocument.Statement.length, 1);
+    const [statement] = PolicyDocument.Statement;
+    assert.equal(statement.Effect, 'Allow');
+    assert.equal(statement.Action, 's3:GetObject');
+    // The bucket is the platform's, read from its SSM parameter.
+    const parameters = t.toJSON().Parameters as Record<string, any>;
+    const bucket = Object.keys(parameters).find((k) => parameters[k].Default === '/busway/dev/schema-backup/bucket-name');
+    assert.ok(bucket, JSON.stringify(parameters));
+    assert.deepEqual(statement.Resource, {
+      'Fn::Join': ['', ['arn:', { Ref: 'AWS::Partition' }, ':s3:::', { Ref: bucket }, `/claim-checks/${doc.detail_type}/*`]],
+    });
+    t.hasOutput('ClaimCheckReaderPolicyArn', { Value: { Ref: Match.stringLikeRegexp('^ClaimCheckReader') } });
+  }
 });
 
 test('two target units of one event version get two stacks and two rules, neither replacing the other', () => {

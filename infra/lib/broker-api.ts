@@ -54,7 +54,7 @@ export class BrokerApiStack extends Stack {
     });
     Validations.of(api).acknowledge({
       id: 'AwsSolutions-APIG3',
-      reason: 'No WAF: producers are SigV4-authenticated and the AWS common rule set blocks bodies over 8 KB, while events go up to 256 KB.',
+      reason: 'No WAF: producers are SigV4-authenticated and the AWS common rule set blocks bodies over 8 KB, while events go up to 3,000,000 bytes.',
     });
 
     const parameters: [PlatformParameter, string][] = [
@@ -88,8 +88,8 @@ export class BrokerApiStack extends Stack {
       },
     });
     f.role.addToPolicy(new iam.PolicyStatement({ actions: ['events:PutEvents'], resources: [props.bus.eventBusArn] }));
-    // An event above PutEvents' 256 KB entry limit is stored as a claim check and the bus event
-    // carries its location (busway_aws::eventbridge::CLAIM_CHECK_PREFIX).
+    // The data of an event above the bus entry limit (1 MB) is stored as a claim check and the bus
+    // event carries its location (busway_core::claim_check::PREFIX).
     const claimChecks = objects(this, names, 'event-schemas-backup-bucket', 'claim-checks/*');
     f.role.addToPolicy(new iam.PolicyStatement({ actions: ['s3:PutObject'], resources: [claimChecks.arn] }));
     acknowledgeWildcards(f.role, [claimChecks.finding], 'Claim checks are written under their own prefix, one object per oversized event.');

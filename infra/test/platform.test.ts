@@ -13,6 +13,7 @@ import * as s3assets from 'aws-cdk-lib/aws-s3-assets';
 import { ENV_VARS, FUNCTIONS, PARAMETERS, parameterName, PlatformParameter, STAGES } from '../lib/names';
 import { platform } from '../lib/platform';
 import { ASL_FILE, SUBSTITUTIONS_FILE } from '../lib/provisioning';
+import { CLAIM_CHECK_PREFIX, CLAIM_CHECK_RETENTION_DAYS } from '../lib/storage';
 
 const CDK_CONTEXT = JSON.parse(fs.readFileSync(path.join(__dirname, '..', 'cdk.json'), 'utf8')).context;
 
@@ -125,6 +126,19 @@ test('the three buckets are versioned, SSE-S3 encrypted, private, TLS only and l
       PolicyDocument: { Statement: Match.arrayWith([Match.objectLike({ Principal: { Service: 'logging.s3.amazonaws.com' }, Action: 's3:PutObject' })]) },
     });
   }
+});
+
+test('claim checks expire after busway_core\'s retention, and schema backups never do', () => {
+  const rust = fs.readFileSync(path.join(__dirname, '..', '..', 'functions', 'core', 'src', 'claim_check.rs'), 'utf8');
+  assert.equal(Number(rust.match(/pub const RETENTION_DAYS: u64 = (\d+);/)?.[1]), CLAIM_CHECK_RETENTION_DAYS);
+  assert.equal(rust.match(/pub const PREFIX: &str = "([^"]+)";/)?.[1], CLAIM_CHECK_PREFIX);
+  const buckets = Object.values(t.backup.findResources('AWS::S3::Bucket')) as any[];
+  const backup = buckets.find((b) => render(b.Properties.BucketName ?? '').startsWith('dev-event-schemas-backup-bucket'));
+  assert.ok(backup, 'the schema backup bucket');
+  assert.deepEqual(backup.Properties.LifecycleConfiguration.Rules, [
+    { Id: 'ExpireClaimChecks', Prefix: 'claim-checks/', Status: 'Enabled', ExpirationInDays: 14, NoncurrentVersionExpiration: { NoncurrentDays: 1 } },
+    { Id: 'RemoveExpiredClaimCheckMarkers', Prefix: 'claim-checks/', Status: 'Enabled', ExpiredObjectDeleteMarker: true },
+  ]);
 });
 
 test('the events table: PK/SK strings, on demand, point-in-time recovery, encrypted, GSI1 and GSI2 for the AWS host\'s list queries', () => {
@@ -350,6 +364,7 @@ test('the platform writes exactly the SSM parameters the generators of cdk-app/ 
   const value = (tpl: Template, name: string) => render((Object.values(tpl.findResources('AWS::SSM::Parameter', { Properties: { Name: name } }))[0] as any).Properties.Value);
   assert.match(value(t.bus, '/busway/dev/bus/name'), /^<Bus\w+>$/);
   assert.match(value(t.bus, '/busway/dev/bus/arn'), /^<Bus\w+\.Arn>$/);
+  assert.match(value(t.backup, '/busway/dev/schema-backup/bucket-name'), /^<SchemaBackup\w+>$/);
   assert.match(value(t.brokerApi, '/busway/dev/broker-api/id'), /^<BrokerApi\w+>$/);
   assert.match(value(t.brokerApi, '/busway/dev/broker-api/root-resource-id'), /^<BrokerApi\w+\.RootResourceId>$/);
   assert.match(value(t.brokerApi, '/busway/dev/injector/function-arn'), /^<InjectorFunction\w+\.Arn>$/);

@@ -102,6 +102,38 @@ pub fn v2_envelope(target: &str) -> Value {
     })
 }
 
+/// `scanned_parcel` whose data is one string, so that an event's size is the string's.
+pub fn blob_event_type() -> Value {
+    json!({
+        "application": "demo",
+        "event_type": "scanned_parcel",
+        "description": "a scanned document",
+        "connection_type": "HTTPS",
+        "data": {
+            "type": "object",
+            "properties": {"blob": {"type": "string"}},
+            "required": ["blob"],
+            "additionalProperties": false
+        }
+    })
+}
+
+/// A `blob_event_type` envelope for target unit u2 whose JSON text is exactly `bytes` long, its
+/// blob made of `fill`.
+pub fn blob_envelope(bytes: usize, event_id: Option<&str>, fill: char) -> Value {
+    let mut envelope = json!({
+        "metadata": {"event_attributes": {"source": "scanner", "target": "u2"}},
+        "data": {"blob": ""}
+    });
+    if let Some(id) = event_id {
+        envelope["metadata"]["event_id"] = json!(id);
+    }
+    let base = envelope.to_string().len();
+    envelope["data"]["blob"] = json!(fill.to_string().repeat(bytes - base));
+    assert_eq!(envelope.to_string().len(), bytes, "{fill:?} is one byte");
+    envelope
+}
+
 /// An HTTP answer: the status and the body, which busway always sends as JSON.
 #[derive(Debug, Clone)]
 pub struct Reply {

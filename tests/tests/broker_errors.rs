@@ -118,7 +118,7 @@ async fn an_event_that_is_not_json_or_too_large_is_refused() {
     }
 
     let mut big = v1_envelope("u2");
-    big["data"]["note"] = json!("x".repeat(257 * 1024));
+    big["data"]["note"] = json!("x".repeat(busway_injector::MAX_EVENT_BYTES));
     let reply = busway.publish("scanned_parcel", "1", &big).await;
     reply.expect_error(413, "payload_too_large");
 

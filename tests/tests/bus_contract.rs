@@ -1,16 +1,22 @@
 //! The bus port's contract, the same assertions on the embedded event log and on the EventBridge
 //! adapter over moto server: a put of 25 events (more than one PutEvents batch) answers one
 //! success per event, and exactly those events arrive, in EventBridge's event shape with the
-//! Source, DetailType and Detail that were put.
+//! Source, DetailType and Detail that were put. Large events: one of 600 KB arrives whole, one
+//! above the 1 MB entry limit arrives claim-checked, its data (format 2) in the schema backup
+//! bucket of the host's object store, and restores to the event that was put.
 
 #[allow(dead_code)]
 mod support;
 
 use std::collections::HashMap;
+use std::sync::Arc;
 
+use busway_core::claim_check::{self, ClaimChecks, DEFAULT_MAX_ENTRY_BYTES, FORMAT_METADATA_KEY};
 use busway_core::envelope::BusEvent;
-use busway_core::ports::Bus;
-use busway_local::eventlog::EventLog;
+use busway_core::ports::{Bucket, Bus, ObjectStore};
+use busway_local::eventlog::{EventLog, LogReader};
+use busway_local::objects::FolderObjectStore;
+use busway_local::provisioning::LocalStarter;
 use busway_tests::bus_event;
 use serde_json::{Value, json};
 use support::emulated::Account;
@@ -70,19 +76,118 @@ fn arrived(put: &[BusEvent], delivered: &[Value]) {
     }
 }
 
-#[tokio::test]
-async fn the_event_log_keeps_the_bus_contract() {
-    let dir = tempfile::tempdir().expect("a temp dir");
+/// A 600 KB event, carried whole, and one of 1.5 MB, above the entry limit.
+fn large_events() -> Vec<BusEvent> {
+    [600_000, 1_500_000]
+        .into_iter()
+        .map(|size| {
+            bus_event(
+                "parcel_tracking",
+                1,
+                json!({
+                    "metadata": {"event_attributes": {"source": "scanner", "target": "u2"}},
+                    "data": {"blob": "x".repeat(size)}
+                }),
+            )
+        })
+        .collect()
+}
+
+/// The 600 KB event arrived as it was put; the other as a claim check in `bucket` of `objects`,
+/// whose object is its data and restores it whole.
+async fn large_arrived(
+    put: &[BusEvent],
+    delivered: &[Value],
+    objects: &dyn ObjectStore,
+    bucket: &str,
+) {
+    assert_eq!(delivered.len(), 2, "both large events arrive");
+    let by_event_id: HashMap<&str, &Value> = delivered
+        .iter()
+        .map(|d| {
+            (
+                d["detail"]["metadata"]["event_id"]
+                    .as_str()
+                    .expect("an event id"),
+                d,
+            )
+        })
+        .collect();
+    let whole = by_event_id[put[0].event_id.as_str()];
+    assert_eq!(whole["detail"], put[0].detail);
+    assert_eq!(claim_check::link(whole), None);
+
+    let linked = by_event_id[put[1].event_id.as_str()];
+    assert_eq!(linked["detail"]["metadata"]["claim_check"], true);
+    let link = claim_check::link(linked).expect("a claim-check link");
+    assert_eq!(link.bucket, bucket);
+    assert!(claim_check::is_key(&link.key), "{}", link.key);
+    let data = objects
+        .get_object(Bucket::SchemaBackup, &link.key)
+        .await
+        .expect("the object store answers")
+        .expect("the data is stored");
+    assert_eq!(data, put[1].detail["data"].to_string().into_bytes());
+    let metadata = objects
+        .object_metadata(Bucket::SchemaBackup, &link.key)
+        .await
+        .expect("the object store answers")
+        .expect("the object has metadata");
+    let format = metadata.get(FORMAT_METADATA_KEY).map(String::as_str);
+    assert_eq!(format, Some(claim_check::FORMAT_VERSION));
+    let restored =
+        claim_check::restore((*linked).clone(), format, &data).expect("the event restores");
+    assert_eq!(restored["detail"], put[1].detail);
+}
+
+/// A log on a folder object store, as `busway up` opens it.
+fn event_log(dir: &std::path::Path) -> (EventLog, LogReader, Arc<FolderObjectStore>) {
+    let (starter, _) = LocalStarter::new();
+    let objects = Arc::new(
+        FolderObjectStore::new(dir.join("buckets"), Arc::new(starter)).expect("the folders"),
+    );
+    let claim_checks = ClaimChecks {
+        objects: objects.clone(),
+        bucket_name: "local-event-schemas-backup-bucket".into(),
+        max_entry_bytes: DEFAULT_MAX_ENTRY_BYTES,
+    };
     let (live, _committed) = tokio::sync::mpsc::channel(busway_local::eventlog::ROUTER_QUEUE);
-    let (bus, reader) = EventLog::open(&dir.path().join("events.db"), live).expect("the log opens");
-    let put = put(&bus).await;
-    let delivered: Vec<Value> = reader
+    let (bus, reader) =
+        EventLog::open(&dir.join("events.db"), claim_checks, live).expect("the log opens");
+    (bus, reader, objects)
+}
+
+fn logged(reader: &LogReader) -> Vec<Value> {
+    reader
         .after(0, None, 1000)
         .expect("the log reads")
         .iter()
         .map(|l| serde_json::from_str(&l.json).expect("a JSON event"))
-        .collect();
-    arrived(&put, &delivered);
+        .collect()
+}
+
+#[tokio::test]
+async fn the_event_log_keeps_the_bus_contract() {
+    let dir = tempfile::tempdir().expect("a temp dir");
+    let (bus, reader, _) = event_log(dir.path());
+    let put = put(&bus).await;
+    arrived(&put, &logged(&reader));
+}
+
+#[tokio::test]
+async fn the_event_log_carries_large_events_as_the_contract_says() {
+    let dir = tempfile::tempdir().expect("a temp dir");
+    let (bus, reader, objects) = event_log(dir.path());
+    let put = large_events();
+    let results = bus.put_events(put.clone()).await.expect("the bus answers");
+    assert_eq!(results, vec![Ok(()), Ok(())]);
+    large_arrived(
+        &put,
+        &logged(&reader),
+        objects.as_ref(),
+        "local-event-schemas-backup-bucket",
+    )
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -93,4 +198,29 @@ async fn the_eventbridge_bus_keeps_the_bus_contract() {
         .await;
     let put = put(&account.bus()).await;
     arrived(&put, &account.drain(&queue, 10).await);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_eventbridge_bus_carries_large_events_as_the_contract_says() {
+    let account = Account::new().await;
+    let queue = account
+        .rule_to_queue(
+            "large-busway-events",
+            r#"{"source":[{"prefix":"busway."}]}"#,
+        )
+        .await;
+    let put = large_events();
+    let results = account
+        .bus()
+        .put_events(put.clone())
+        .await
+        .expect("the bus answers");
+    assert_eq!(results, vec![Ok(()), Ok(())]);
+    large_arrived(
+        &put,
+        &account.drain(&queue, 10).await,
+        &account.objects(),
+        &account.buckets.schema_backup,
+    )
+    .await;
 }

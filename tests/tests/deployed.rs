@@ -4,7 +4,8 @@
 //! workspace, built with `--all-features`) runs under a Lambda Runtime API with only the
 //! variables its template gives it (plus the runtime's own, and the emulator's endpoint); and the
 //! seed's flow is driven with the events API Gateway, S3, Step Functions and SQS send, API Gateway
-//! events carrying each API's stage from the template. Every AWS call a function makes goes
+//! events carrying each API's stage from the template, and events above the bus entry limit
+//! through both injectors (claim-checked). Every AWS call a function makes goes
 //! through a gate that records it and judges it against that function's role in the template.
 
 use std::collections::BTreeMap;
@@ -550,7 +551,32 @@ async fn the_functions_as_infra_deploys_them_serve_the_seed_flow_within_their_ro
         json!([{"itemIdentifier": "m1"}])
     );
 
-    // The subscriber's queue receives both accepted events, in EventBridge's shape.
+    // Events above the bus entry limit through either injector: their data is written to the
+    // schema backup bucket under the injectors' roles, and the bus carries the link.
+    let mut large = v1_envelope("u2");
+    large["data"]["note"] = json!("x".repeat(1_500_000));
+    let (status, accepted) = injector
+        .call(
+            "POST",
+            "/scanned_parcel/1",
+            "/scanned_parcel/1",
+            Some(&large),
+        )
+        .await;
+    assert_eq!(status, 200, "a 1.5 MB event: {accepted}");
+    // As large as SQS carries (1 MiB): the broker's fields take it above the entry limit.
+    let mut queued = v1_envelope("u2");
+    queued["data"]["note"] = json!("");
+    let room = 1024 * 1024 - queued.to_string().len();
+    queued["data"]["note"] = json!("q".repeat(room));
+    let answer = injector_sqs
+        .invoke(&sqs_batch(&producer_queue, &[queued.to_string()]))
+        .await;
+    assert!(answer.ok, "{}", answer.body);
+    let answer: Value = serde_json::from_str(&answer.body).expect("JSON");
+    assert_eq!(answer["batchItemFailures"], json!([]));
+
+    // The subscriber's queue receives the accepted events, in EventBridge's shape.
     let mut received = Vec::new();
     for _ in 0..20 {
         let out = sqs
@@ -565,11 +591,16 @@ async fn the_functions_as_infra_deploys_them_serve_the_seed_flow_within_their_ro
             received
                 .push(serde_json::from_str::<Value>(m.body().unwrap_or_default()).expect("JSON"));
         }
-        if received.len() >= 2 {
+        if received.len() >= 4 {
             break;
         }
     }
-    assert_eq!(received.len(), 2, "{received:?}");
+    assert_eq!(received.len(), 4, "{received:?}");
+    let claim_checked = received
+        .iter()
+        .filter(|e| e["detail"]["metadata"]["claim_check"] == true)
+        .count();
+    assert_eq!(claim_checked, 2, "the two large events carry links");
     assert!(
         received
             .iter()
@@ -607,7 +638,9 @@ async fn the_functions_as_infra_deploys_them_serve_the_seed_flow_within_their_ro
         ("provisioner", "states:StartExecution"),
         ("provisioner", "s3:GetObject"),
         ("injector", "events:PutEvents"),
+        ("injector", "s3:PutObject"),
         ("injector-sqs", "events:PutEvents"),
+        ("injector-sqs", "s3:PutObject"),
     ] {
         assert!(
             records

@@ -525,18 +525,55 @@ async fn object_store_contract(store: &dyn ObjectStore) {
             .expect("read"),
         Some(schema)
     );
-    // A claim check: every byte value, more than EventBridge's 256 KB entry limit.
-    let claim_check: Vec<u8> = (0..300 * 1024).map(|i| (i % 256) as u8).collect();
-    let key = "claim-checks/parcel.1/0f.json";
+    // A claim check: every byte value, more than EventBridge's 1 MB entry limit, written once
+    // with its format version and never replaced.
+    let claim_check: Vec<u8> = (0..1100 * 1024).map(|i| (i % 256) as u8).collect();
+    let key = "claim-checks/parcel.1/0f/1.json";
+    let format = [("busway-format-version", "1")];
+    assert_eq!(
+        store
+            .object_metadata(Bucket::SchemaBackup, key)
+            .await
+            .expect("read"),
+        None
+    );
     store
-        .put_object(Bucket::SchemaBackup, key, claim_check.clone())
+        .put_new_object(Bucket::SchemaBackup, key, claim_check.clone(), &format)
         .await
         .expect("stored");
+    let again = store
+        .put_new_object(Bucket::SchemaBackup, key, b"other".to_vec(), &[])
+        .await
+        .expect_err("an object is never replaced");
+    assert!(
+        matches!(
+            again.downcast_ref::<StoreError>(),
+            Some(StoreError::AlreadyExists(_))
+        ),
+        "{again:#}"
+    );
     let read = store
         .get_object(Bucket::SchemaBackup, key)
         .await
         .expect("read");
     assert!(read == Some(claim_check), "the bytes read back differ");
+    let metadata = store
+        .object_metadata(Bucket::SchemaBackup, key)
+        .await
+        .expect("read")
+        .expect("the object has metadata");
+    assert_eq!(
+        metadata.into_iter().collect::<Vec<_>>(),
+        vec![("busway-format-version".to_string(), "1".to_string())]
+    );
+    assert_eq!(
+        store
+            .object_metadata(Bucket::Publisher, "parcel/1/deploy.json")
+            .await
+            .expect("read"),
+        Some(Default::default()),
+        "an object written by put_object has no metadata"
+    );
     for unsafe_key in ["../escape.json", "a//b.json", ""] {
         assert!(
             store

@@ -1,8 +1,7 @@
 //! The bus on AWS: PutEvents on the custom bus, 10 entries a call, failed entries retried, and
-//! entries above EventBridge's 256 KB limit sent as a claim check (the detail in S3, a link on
-//! the bus). See the README's "EventBridge bus" section for the claim-check shape.
+//! entries above the bus entry limit sent as a claim check (`busway_core::claim_check`: the data
+//! in S3, a link on the bus). See the README's "EventBridge bus" section for the shape.
 
-use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
@@ -12,21 +11,14 @@ use aws_sdk_eventbridge::config::retry::RetryConfig;
 use aws_sdk_eventbridge::error::{DisplayErrorContext, ProvideErrorMetadata};
 use aws_sdk_eventbridge::primitives::DateTime;
 use aws_sdk_eventbridge::types::PutEventsRequestEntry;
+use busway_core::claim_check::ClaimChecks;
 use busway_core::envelope::BusEvent;
 use busway_core::ingest::THROTTLED;
-use busway_core::ports::{Bucket, Bus, EntryFailure, ObjectStore};
-use serde_json::{Value, json};
-use sha2::{Digest, Sha256};
+use busway_core::ports::{Bus, EntryFailure};
 use tracing::instrument;
 
 /// PutEvents takes at most this many entries a call.
 pub const MAX_ENTRIES: usize = 10;
-/// EventBridge's limit on one entry, measured by [`entry_size`].
-pub const MAX_ENTRY_BYTES: usize = 256 * 1024;
-/// Where claim checks live in the schema backup bucket. The `-` keeps the prefix apart from
-/// the backups' `{event_type}/...` keys: event type names cannot contain one.
-pub const CLAIM_CHECK_PREFIX: &str = "claim-checks/";
-
 /// Per-entry error codes that EventBridge documents as retryable; the others
 /// (`MalformedDetail`, `AccessDeniedException`, ...) fail the same way every time.
 const RETRYABLE_ENTRY_CODES: &[&str] = &["InternalFailure", "ThrottlingException"];
@@ -61,14 +53,6 @@ impl Backoff {
     }
 }
 
-/// Where entries too large for the bus are stored: the schema backup bucket through the
-/// `ObjectStore` port, under [`CLAIM_CHECK_PREFIX`].
-pub struct ClaimChecks {
-    pub objects: Arc<dyn ObjectStore>,
-    /// The schema backup bucket's physical name, which consumers need to fetch the detail.
-    pub bucket_name: String,
-}
-
 pub struct EventBridgeBus {
     client: Client,
     bus_name: String,
@@ -100,27 +84,8 @@ impl EventBridgeBus {
 
     /// The entry for one event, its detail replaced by a claim check when it is too large.
     async fn entry(&self, event: &BusEvent) -> Result<PutEventsRequestEntry, EntryFailure> {
-        let detail = event.detail.to_string();
-        if entry_size(&event.source, &event.detail_type, &detail) <= MAX_ENTRY_BYTES {
-            return Ok(self.request_entry(event, detail));
-        }
-        let key = claim_check_key(&event.detail_type, &event.event_id);
-        self.claim_checks
-            .objects
-            .put_object(Bucket::SchemaBackup, &key, detail.into_bytes())
-            .await
-            .map_err(|e| EntryFailure {
-                code: "ClaimCheckFailed".into(),
-                message: format!("storing the detail at {key}: {e:#}"),
-            })?;
-        let link = claim_checked(&event.detail, &self.claim_checks.bucket_name, &key).to_string();
-        if entry_size(&event.source, &event.detail_type, &link) > MAX_ENTRY_BYTES {
-            return Err(EntryFailure {
-                code: "EntryTooLarge".into(),
-                message: "the event is above 256 KB even without its data".into(),
-            });
-        }
-        Ok(self.request_entry(event, link))
+        let detail = self.claim_checks.detail(event).await?;
+        Ok(self.request_entry(event, detail))
     }
 
     fn request_entry(&self, event: &BusEvent, detail: String) -> PutEventsRequestEntry {
@@ -223,37 +188,6 @@ impl EventBridgeBus {
             tokio::time::sleep(self.backoff.delay(attempt)).await;
         }
     }
-}
-
-/// An entry's size as EventBridge counts it against the 256 KB limit: 14 bytes for `Time`
-/// (always set here), then the UTF-8 bytes of `Source`, `DetailType` and `Detail` (busway sets
-/// no `Resources`).
-pub fn entry_size(source: &str, detail_type: &str, detail: &str) -> usize {
-    14 + source.len() + detail_type.len() + detail.len()
-}
-
-/// The claim check's key: one per event version and `event_id`, so a producer's retry of the
-/// same event writes the same object. The id is hashed because producers choose it.
-pub fn claim_check_key(detail_type: &str, event_id: &str) -> String {
-    let digest = Sha256::digest(event_id.as_bytes());
-    let hex: String = digest.iter().map(|b| format!("{b:02x}")).collect();
-    format!("{CLAIM_CHECK_PREFIX}{detail_type}/{hex}.json")
-}
-
-/// The detail the bus carries instead of a large one: `metadata` as it was (rules match on it)
-/// plus `metadata.claim_check = true`, and `data` replaced by the link to the full detail.
-pub fn claim_checked(detail: &Value, bucket: &str, key: &str) -> Value {
-    let mut link = detail.clone();
-    if let Some(root) = link.as_object_mut() {
-        if let Some(metadata) = root.get_mut("metadata").and_then(Value::as_object_mut) {
-            metadata.insert("claim_check".into(), Value::Bool(true));
-        }
-        root.insert(
-            "data".into(),
-            json!({"claim_check": {"bucket": bucket, "key": key}}),
-        );
-    }
-    link
 }
 
 #[async_trait]

@@ -12,15 +12,20 @@ use aws_credential_types::Credentials;
 use aws_credential_types::provider::SharedCredentialsProvider;
 use aws_smithy_http_client::tls;
 use aws_smithy_runtime_api::client::http::SharedHttpClient;
+use busway_core::claim_check::{ClaimChecks, DEFAULT_MAX_ENTRY_BYTES};
 
 use crate::config::Config;
-use crate::eventbridge::{ClaimChecks, EventBridgeBus};
+use crate::eventbridge::EventBridgeBus;
 use crate::schemas::EventBridgeSchemaRegistry;
 use crate::{DynamoStore, S3ObjectStore};
 
 /// Environment variables beyond `Config`'s, named as infra/lib/names.ts `ENV_VARS` names them.
 pub const REGISTRY_NAME: &str = "BUSWAY_SCHEMA_REGISTRY";
 pub const BUS_NAME: &str = "BUSWAY_BUS_NAME";
+/// The bus entry limit in bytes, above which events are claim-checked; unset is
+/// `busway_core::claim_check::DEFAULT_MAX_ENTRY_BYTES` (1 MB). 262144 where EventBridge still
+/// enforces 256 KB.
+pub const MAX_ENTRY_BYTES: &str = "BUSWAY_MAX_ENTRY_BYTES";
 
 pub struct Host {
     pub config: Config,
@@ -28,6 +33,7 @@ pub struct Host {
     /// The variables only some functions need, checked when their adapter is made.
     bus_name: Option<String>,
     registry_name: Option<String>,
+    max_entry_bytes: Option<String>,
 }
 
 fn env(name: &str) -> Option<String> {
@@ -51,6 +57,7 @@ impl Host {
                 .await,
             bus_name: env(BUS_NAME),
             registry_name: env(REGISTRY_NAME),
+            max_entry_bytes: env(MAX_ENTRY_BYTES),
         })
     }
 
@@ -86,6 +93,7 @@ impl Host {
             sdk: sdk.build(),
             bus_name: lookup(BUS_NAME),
             registry_name: lookup(REGISTRY_NAME),
+            max_entry_bytes: lookup(MAX_ENTRY_BYTES),
         })
     }
 
@@ -121,9 +129,16 @@ impl Host {
 
     /// The custom bus; entries too large for it go to the schema backup bucket as claim checks.
     pub fn bus(&self) -> anyhow::Result<Arc<EventBridgeBus>> {
+        let max_entry_bytes = match &self.max_entry_bytes {
+            None => DEFAULT_MAX_ENTRY_BYTES,
+            Some(value) => value.parse().with_context(|| {
+                format!("{MAX_ENTRY_BYTES} must be a number of bytes, not {value:?}")
+            })?,
+        };
         let claim_checks = ClaimChecks {
             objects: self.objects(),
             bucket_name: self.config.buckets.schema_backup.clone(),
+            max_entry_bytes,
         };
         Ok(Arc::new(EventBridgeBus::new(
             &aws_sdk_eventbridge::Client::new(&self.sdk),
@@ -200,6 +215,19 @@ mod tests {
         assert_eq!(host.sdk().endpoint_url(), None);
         let no_bus = host.bus().err().expect("BUSWAY_BUS_NAME is missing");
         assert!(no_bus.to_string().contains(BUS_NAME), "{no_bus}");
+        let bad_limit = Host::for_lambda_from(|name| match name {
+            BUS_NAME => Some("bus".into()),
+            MAX_ENTRY_BYTES => Some("1 MB".into()),
+            _ => lambda_env(name),
+        })
+        .expect("the common variables are set")
+        .bus()
+        .err()
+        .expect("the entry limit is not a number");
+        assert!(
+            bad_limit.to_string().contains(MAX_ENTRY_BYTES),
+            "{bad_limit}"
+        );
         for missing in ["AWS_REGION", "AWS_ACCESS_KEY_ID", crate::config::TABLE_NAME] {
             let err = Host::for_lambda_from(|name| (name != missing).then(|| lambda_env(name))?)
                 .err()

@@ -3,10 +3,13 @@
 //! so unlike the embedded store the adapter notifies no one. Versioning is the bucket's setting
 //! (infra turns it on): every write is a new object version.
 
+use std::collections::BTreeMap;
+
 use async_trait::async_trait;
 use aws_sdk_s3::Client;
+use aws_sdk_s3::error::DisplayErrorContext;
 use aws_sdk_s3::primitives::ByteStream;
-use busway_core::ports::{Bucket, ObjectStore, ObjectVersion, check_object_key};
+use busway_core::ports::{Bucket, ObjectStore, ObjectVersion, StoreError, check_object_key};
 use tracing::{debug, instrument};
 
 use crate::config::BucketNames;
@@ -97,5 +100,66 @@ impl ObjectStore for S3ObjectStore {
             None => busway_core::deployment::object_version(&body),
         };
         Ok(Some(ObjectVersion { body, version }))
+    }
+
+    /// PutObject with `If-None-Match: *`: S3 refuses it (412) when the key holds an object.
+    #[instrument(skip(self, body, metadata), fields(bytes = body.len()))]
+    async fn put_new_object(
+        &self,
+        bucket: Bucket,
+        key: &str,
+        body: Vec<u8>,
+        metadata: &[(&str, &str)],
+    ) -> anyhow::Result<()> {
+        check_object_key(key)?;
+        let name = self.buckets.name(bucket);
+        let what = || format!("PutObject (new) s3://{name}/{key}");
+        let mut put = self
+            .client
+            .put_object()
+            .bucket(name)
+            .key(key)
+            .if_none_match("*")
+            .content_type("application/json")
+            .body(ByteStream::from(body));
+        for (k, v) in metadata {
+            put = put.metadata(*k, *v);
+        }
+        match put.send().await {
+            Ok(out) => {
+                debug!(version_id = out.version_id(), "stored");
+                Ok(())
+            }
+            Err(e) => match e.raw_response().map(|r| r.status().as_u16()) {
+                Some(412) => Err(StoreError::AlreadyExists(format!("s3://{name}/{key}")).into()),
+                // A concurrent conditional write of the key is in progress: try again later.
+                Some(409) => {
+                    Err(
+                        StoreError::Unavailable(format!("{}: {}", what(), DisplayErrorContext(&e)))
+                            .into(),
+                    )
+                }
+                _ => Err(store_error(&what(), e).into()),
+            },
+        }
+    }
+
+    #[instrument(skip(self))]
+    async fn object_metadata(
+        &self,
+        bucket: Bucket,
+        key: &str,
+    ) -> anyhow::Result<Option<BTreeMap<String, String>>> {
+        check_object_key(key)?;
+        let name = self.buckets.name(bucket);
+        match self.client.head_object().bucket(name).key(key).send().await {
+            Ok(out) => Ok(Some(
+                out.metadata()
+                    .map(|m| m.iter().map(|(k, v)| (k.clone(), v.clone())).collect())
+                    .unwrap_or_default(),
+            )),
+            Err(e) if e.as_service_error().is_some_and(|e| e.is_not_found()) => Ok(None),
+            Err(e) => Err(store_error(&format!("HeadObject s3://{name}/{key}"), e).into()),
+        }
     }
 }

@@ -11,8 +11,10 @@ use aws_sdk_eventbridge::types::{PutEventsRequestEntry, PutEventsResultEntry};
 use aws_smithy_mocks::{MockResponse, RuleMode, mock, mock_client};
 use aws_smithy_runtime_api::http::StatusCode;
 use aws_smithy_types::body::SdkBody;
-use busway_aws::eventbridge::{
-    Backoff, ClaimChecks, EventBridgeBus, MAX_ENTRY_BYTES, claim_check_key, entry_size,
+use busway_aws::eventbridge::{Backoff, EventBridgeBus};
+use busway_core::claim_check::{
+    self, ClaimChecks, DEFAULT_MAX_ENTRY_BYTES, FORMAT_METADATA_KEY, FORMAT_VERSION,
+    LEGACY_MAX_ENTRY_BYTES, entry_size,
 };
 use busway_core::envelope::BusEvent;
 use busway_core::ports::{Bucket, Bus, ObjectStore};
@@ -30,6 +32,17 @@ type Answer = MockResponse<PutEventsOutput, PutEventsError>;
 /// A bus whose PutEvents calls are answered by `answer(call number from 0, entries)`; every
 /// request's entries are recorded.
 fn bus<F>(answer: F) -> (EventBridgeBus, Requests, Arc<MemoryObjects>)
+where
+    F: Fn(usize, &[PutEventsRequestEntry]) -> Answer + Send + Sync + 'static,
+{
+    bus_with_limit(DEFAULT_MAX_ENTRY_BYTES, answer)
+}
+
+/// `bus` with the entry limit `max_entry_bytes`.
+fn bus_with_limit<F>(
+    max_entry_bytes: usize,
+    answer: F,
+) -> (EventBridgeBus, Requests, Arc<MemoryObjects>)
 where
     F: Fn(usize, &[PutEventsRequestEntry]) -> Answer + Send + Sync + 'static,
 {
@@ -51,6 +64,7 @@ where
         ClaimChecks {
             objects: objects.clone(),
             bucket_name: BACKUP_BUCKET.into(),
+            max_entry_bytes,
         },
     )
     .with_backoff(Backoff {
@@ -313,43 +327,85 @@ fn event_of_size(n: usize, size: usize) -> BusEvent {
 }
 
 #[tokio::test]
-async fn an_entry_of_exactly_256_kb_goes_on_the_bus_whole() {
-    let (bus, log, objects) = bus(|_, entries| all_stored(entries));
-    let at_limit = event_of_size(0, MAX_ENTRY_BYTES);
-    bus.put_events(vec![at_limit.clone()]).await.expect("put");
-    assert_eq!(detail(&requests(&log)[0][0]), at_limit.detail);
-    assert!(objects.is_empty());
+async fn an_entry_at_the_limit_goes_on_the_bus_whole_under_either_limit() {
+    for limit in [DEFAULT_MAX_ENTRY_BYTES, LEGACY_MAX_ENTRY_BYTES] {
+        let (bus, log, objects) = bus_with_limit(limit, |_, entries| all_stored(entries));
+        let at_limit = event_of_size(0, limit);
+        bus.put_events(vec![at_limit.clone()]).await.expect("put");
+        assert_eq!(
+            detail(&requests(&log)[0][0]),
+            at_limit.detail,
+            "limit {limit}"
+        );
+        assert!(objects.is_empty(), "limit {limit}");
+    }
 }
 
 #[tokio::test]
-async fn an_oversized_entry_goes_to_s3_and_the_bus_carries_a_claim_check() {
+async fn an_entry_one_byte_above_the_legacy_limit_is_claim_checked_when_that_limit_is_set() {
+    let above = event_of_size(0, LEGACY_MAX_ENTRY_BYTES + 1);
+    let (bus, log, _) = bus(|_, entries| all_stored(entries));
+    bus.put_events(vec![above.clone()]).await.expect("put");
+    assert_eq!(
+        detail(&requests(&log)[0][0]),
+        above.detail,
+        "1 MB carries it"
+    );
+    let (bus, log, _) = bus_with_limit(LEGACY_MAX_ENTRY_BYTES, |_, entries| all_stored(entries));
+    bus.put_events(vec![above]).await.expect("put");
+    assert_eq!(
+        detail(&requests(&log)[0][0])["metadata"]["claim_check"],
+        true
+    );
+}
+
+#[tokio::test]
+async fn an_oversized_entry_has_its_data_in_s3_and_the_bus_carries_a_claim_check() {
     let (bus, log, objects) = bus(|_, entries| all_stored(entries));
     let small = event(0, json!({"n": 0}));
-    let large = event_of_size(1, MAX_ENTRY_BYTES + 1);
+    let large = event_of_size(1, DEFAULT_MAX_ENTRY_BYTES + 1);
     let results = bus
         .put_events(vec![small.clone(), large.clone()])
         .await
         .expect("put");
     assert_eq!(results, vec![Ok(()), Ok(())]);
 
-    let key = claim_check_key(&large.detail_type, "e-1");
-    assert!(key.starts_with("claim-checks/scanned_parcel.1/"), "{key}");
-    let stored = objects
-        .get_object(Bucket::SchemaBackup, &key)
-        .await
-        .expect("get")
-        .expect("the detail is stored");
-    let stored: Value = serde_json::from_slice(&stored).expect("stored detail is JSON");
-    assert_eq!(stored, large.detail);
-
     let requests = requests(&log);
     assert_eq!(requests.len(), 1, "both entries go out in one call");
     assert_eq!(detail(&requests[0][0]), small.detail);
     let link = detail(&requests[0][1]);
+    let key = link["data"]["claim_check"]["key"]
+        .as_str()
+        .expect("a key in the link")
+        .to_string();
     assert_eq!(
         link["data"],
         json!({"claim_check": {"bucket": BACKUP_BUCKET, "key": key}})
     );
+    // sha256("e-1"): the event's id, hashed, then the object's own name.
+    assert!(
+        key.starts_with(
+            "claim-checks/scanned_parcel.1/b94f523196aaacd8bdb9ef0d8cf2e1d8f9b766ab5097f086ff541b7112699b7b/"
+        ),
+        "{key}"
+    );
+    assert!(claim_check::is_key(&key), "{key}");
+    let stored = objects
+        .get_object(Bucket::SchemaBackup, &key)
+        .await
+        .expect("get")
+        .expect("the data is stored");
+    assert_eq!(stored, large.detail["data"].to_string().into_bytes());
+    let metadata = objects
+        .object_metadata(Bucket::SchemaBackup, &key)
+        .await
+        .expect("metadata")
+        .expect("the object exists");
+    assert_eq!(
+        metadata.get(FORMAT_METADATA_KEY).map(String::as_str),
+        Some(FORMAT_VERSION)
+    );
+
     assert_eq!(link["metadata"]["claim_check"], true);
     let mut metadata = link["metadata"].clone();
     metadata
@@ -366,6 +422,72 @@ async fn an_oversized_entry_goes_to_s3_and_the_bus_carries_a_claim_check() {
             sent.source().unwrap_or_default(),
             sent.detail_type().unwrap_or_default(),
             sent.detail().unwrap_or_default()
-        ) <= MAX_ENTRY_BYTES
+        ) <= DEFAULT_MAX_ENTRY_BYTES
     );
+}
+
+#[tokio::test]
+async fn an_event_id_put_again_gets_its_own_claim_check_object() {
+    let (bus, log, objects) = bus(|_, entries| all_stored(entries));
+    let first = event_of_size(7, DEFAULT_MAX_ENTRY_BYTES + 10);
+    let mut second = first.clone();
+    second.detail["data"]["pad"] = Value::String("b".repeat(DEFAULT_MAX_ENTRY_BYTES));
+    bus.put_events(vec![first.clone()]).await.expect("put");
+    bus.put_events(vec![second.clone()]).await.expect("put");
+    let keys: Vec<String> = requests(&log)
+        .iter()
+        .map(|r| {
+            detail(&r[0])["data"]["claim_check"]["key"]
+                .as_str()
+                .expect("a key")
+                .to_string()
+        })
+        .collect();
+    assert_ne!(keys[0], keys[1]);
+    for (key, event) in keys.iter().zip([&first, &second]) {
+        let stored = objects
+            .get_object(Bucket::SchemaBackup, key)
+            .await
+            .expect("get")
+            .expect("stored");
+        assert_eq!(stored, event.detail["data"].to_string().into_bytes());
+    }
+}
+
+#[tokio::test]
+async fn a_claim_check_that_cannot_be_stored_fails_its_entry_and_nothing_links_to_it() {
+    let (bus, log, objects) = bus(|_, entries| all_stored(entries));
+    objects
+        .fail
+        .store(true, std::sync::atomic::Ordering::SeqCst);
+    let small = event(0, json!({"n": 0}));
+    let large = event_of_size(1, DEFAULT_MAX_ENTRY_BYTES + 1);
+    let results = bus
+        .put_events(vec![small.clone(), large])
+        .await
+        .expect("put");
+    assert_eq!(results[0], Ok(()));
+    assert_eq!(
+        results[1].clone().expect_err("not stored").code,
+        "ClaimCheckFailed"
+    );
+    let requests = requests(&log);
+    assert_eq!(requests[0].len(), 1, "only the small entry went out");
+    assert_eq!(detail(&requests[0][0]), small.detail);
+}
+
+#[tokio::test]
+async fn an_event_too_large_even_without_its_data_is_refused_before_anything_is_stored() {
+    let (bus, log, objects) =
+        bus_with_limit(LEGACY_MAX_ENTRY_BYTES, |_, entries| all_stored(entries));
+    let mut huge = event(0, json!({"n": 0}));
+    huge.detail["metadata"]["event_attributes"]["source"] =
+        Value::String("s".repeat(LEGACY_MAX_ENTRY_BYTES));
+    let results = bus.put_events(vec![huge]).await.expect("put");
+    assert_eq!(
+        results[0].clone().expect_err("refused").code,
+        claim_check::ENTRY_TOO_LARGE
+    );
+    assert!(requests(&log).is_empty());
+    assert!(objects.is_empty());
 }

@@ -7,7 +7,8 @@ use std::sync::Arc;
 
 use aws_sdk_eventbridge::types::Target;
 use aws_sdk_sqs::types::QueueAttributeName;
-use busway_aws::eventbridge::{ClaimChecks, EventBridgeBus, MAX_ENTRY_BYTES};
+use busway_aws::eventbridge::EventBridgeBus;
+use busway_core::claim_check::{ClaimChecks, DEFAULT_MAX_ENTRY_BYTES};
 use busway_core::envelope::BusEvent;
 use busway_core::ports::{Bucket, Bus, ObjectStore};
 use busway_core::subscription::{ConsumerConnection, RetryPolicy, Subscription, SubscriptionState};
@@ -99,6 +100,7 @@ async fn the_consumer_rule_delivers_exactly_the_matching_events_to_its_queue() {
         ClaimChecks {
             objects: objects.clone(),
             bucket_name: "test-event-schemas-backup-bucket".into(),
+            max_entry_bytes: DEFAULT_MAX_ENTRY_BYTES,
         },
     );
     let matching = event("parcels", 1, "u2", "match-1", json!({"parcel": "p-1"}));
@@ -107,7 +109,7 @@ async fn the_consumer_rule_delivers_exactly_the_matching_events_to_its_queue() {
         1,
         "u2",
         "match-large",
-        json!({"blob": "x".repeat(MAX_ENTRY_BYTES)}),
+        json!({"blob": "x".repeat(DEFAULT_MAX_ENTRY_BYTES)}),
     );
     let sent = vec![
         matching.clone(),
@@ -162,9 +164,9 @@ async fn the_consumer_rule_delivers_exactly_the_matching_events_to_its_queue() {
         .get_object(Bucket::SchemaBackup, key)
         .await
         .expect("get")
-        .expect("the large detail is stored");
+        .expect("the large event's data is stored");
     assert_eq!(
         serde_json::from_slice::<Value>(&stored).expect("JSON"),
-        large.detail
+        large.detail["data"]
     );
 }

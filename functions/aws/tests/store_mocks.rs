@@ -315,3 +315,61 @@ async fn a_missing_object_is_none_and_a_slowed_down_read_is_unavailable() {
         "{err:#}"
     );
 }
+
+fn s3_put_error(
+    status: u16,
+    code: &str,
+) -> MockResponse<
+    aws_sdk_s3::operation::put_object::PutObjectOutput,
+    aws_sdk_s3::operation::put_object::PutObjectError,
+> {
+    MockResponse::Http(HttpResponse::new(
+        StatusCode::try_from(status).expect("a status code"),
+        SdkBody::from(format!(
+            "<?xml version=\"1.0\" encoding=\"UTF-8\"?><Error><Code>{code}</Code><Message>mocked</Message></Error>"
+        )),
+    ))
+}
+
+#[tokio::test]
+async fn a_new_object_is_put_only_if_none_is_there_and_a_conflicting_write_is_unavailable() {
+    let key = "claim-checks/parcel.1/0f/1.json";
+    let exists = mock!(aws_sdk_s3::Client::put_object)
+        .match_requests(|req| {
+            req.if_none_match() == Some("*")
+                && req.metadata().and_then(|m| m.get("busway-format-version"))
+                    == Some(&"1".to_string())
+        })
+        .then_compute_response(|_| s3_put_error(412, "PreconditionFailed"));
+    let err = s3_store(&[&exists])
+        .put_new_object(
+            Bucket::SchemaBackup,
+            key,
+            b"{}".to_vec(),
+            &[("busway-format-version", "1")],
+        )
+        .await
+        .expect_err("the key holds an object");
+    assert!(
+        matches!(
+            err.downcast_ref::<StoreError>(),
+            Some(StoreError::AlreadyExists(_))
+        ),
+        "{err:#}"
+    );
+    assert_eq!(exists.num_calls(), 1);
+
+    let racing = mock!(aws_sdk_s3::Client::put_object)
+        .then_compute_response(|_| s3_put_error(409, "ConditionalRequestConflict"));
+    let err = s3_store(&[&racing])
+        .put_new_object(Bucket::SchemaBackup, key, b"{}".to_vec(), &[])
+        .await
+        .expect_err("another conditional write of the key is in progress");
+    assert!(
+        matches!(
+            err.downcast_ref::<StoreError>(),
+            Some(StoreError::Unavailable(_))
+        ),
+        "{err:#}"
+    );
+}

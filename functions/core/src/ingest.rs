@@ -113,6 +113,9 @@ pub enum IngestError {
     InvalidJson(String),
     #[error("event does not match the schema: {0}")]
     Invalid(ValidationErrors),
+    /// The event's metadata alone is above the bus entry limit, so not even a claim check fits.
+    #[error("{0}")]
+    TooLarge(String),
     #[error("the bus refused the event: {0}")]
     Rejected(String),
     /// The bus is throttling (EventBridge's `ThrottlingException`, or the local log's writer
@@ -147,6 +150,9 @@ pub async fn publish(
         Some(Ok(())) => Ok(event_id),
         Some(Err(failure)) if failure.code == THROTTLED => {
             Err(IngestError::Throttled(failure.to_string()))
+        }
+        Some(Err(failure)) if failure.code == crate::claim_check::ENTRY_TOO_LARGE => {
+            Err(IngestError::TooLarge(failure.message))
         }
         Some(Err(failure)) => Err(IngestError::Rejected(failure.to_string())),
         None => Err(anyhow::anyhow!("the bus answered no result for the event").into()),

@@ -2,6 +2,7 @@
 //! deployment are, the rules they obey, and the ports the hosts implement. Nothing here knows
 //! AWS, axum or Lambda.
 
+pub mod claim_check;
 pub mod deploy;
 pub mod deployment;
 pub mod envelope;

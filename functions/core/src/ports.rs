@@ -1,6 +1,8 @@
 //! What the domain needs from the world. Each port has an AWS adapter and an embedded adapter;
 //! both pass the same contract tests.
 
+use std::collections::BTreeMap;
+
 use async_trait::async_trait;
 use serde_json::Value;
 
@@ -222,6 +224,25 @@ pub trait ObjectStore: Send + Sync + 'static {
                 version: current,
             }))
     }
+
+    /// Writes an object that must not exist yet, with `metadata` as its user metadata (S3's
+    /// `x-amz-meta-*`); claim checks are written so. Never replaces an object: when `key` holds
+    /// one, the error is a `StoreError::AlreadyExists`. Starts no deployment.
+    async fn put_new_object(
+        &self,
+        bucket: Bucket,
+        key: &str,
+        body: Vec<u8>,
+        metadata: &[(&str, &str)],
+    ) -> anyhow::Result<()>;
+
+    /// The user metadata of an object written by `put_new_object` (empty for one written by
+    /// `put_object`); `None` when there is no object.
+    async fn object_metadata(
+        &self,
+        bucket: Bucket,
+        key: &str,
+    ) -> anyhow::Result<Option<BTreeMap<String, String>>>;
 }
 
 /// An object's content with the name of its version.

@@ -13,7 +13,8 @@ use busway_core::FieldError;
 use serde::Serialize;
 use serde_json::{Value, json};
 
-/// Bodies above this are refused with 413 before they are parsed.
+/// The portal's body limit: bodies above it are refused with 413 before they are parsed. The
+/// broker API has its own, larger one (`busway_injector::MAX_EVENT_BYTES`).
 pub const MAX_BODY_BYTES: usize = 256 * 1024;
 
 #[derive(Debug)]
@@ -95,18 +96,21 @@ impl<S: Send + Sync> FromRequest<S> for JsonBody {
     type Rejection = ApiError;
 
     async fn from_request(req: Request, state: &S) -> Result<Self, ApiError> {
-        let bytes = Bytes::from_request(req, state).await.map_err(body_error)?;
+        let bytes = Bytes::from_request(req, state)
+            .await
+            .map_err(|e| body_error(e, MAX_BODY_BYTES))?;
         parse_json(&bytes).map(JsonBody)
     }
 }
 
-/// A body that could not be read: 413 above `MAX_BODY_BYTES`, 400 otherwise.
-pub fn body_error(rejection: BytesRejection) -> ApiError {
+/// A body that could not be read: 413 naming `limit`, the router's body limit, when it was
+/// above it; 400 otherwise.
+pub fn body_error(rejection: BytesRejection, limit: usize) -> ApiError {
     if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
         ApiError::new(
             StatusCode::PAYLOAD_TOO_LARGE,
             "payload_too_large",
-            format!("body exceeds {MAX_BODY_BYTES} bytes"),
+            format!("body exceeds {limit} bytes"),
         )
     } else {
         ApiError::new(

@@ -14,7 +14,7 @@ use axum::routing::post;
 use axum::{Json, Router};
 use busway_core::ingest::{self, IngestError, LiveRoutes};
 use busway_core::ports::{Bus, EventStore};
-use busway_http::{ApiError, MAX_BODY_BYTES};
+use busway_http::ApiError;
 use serde_json::{Value, json};
 
 #[derive(Clone)]
@@ -25,22 +25,47 @@ pub struct Broker {
     pub bus: Arc<dyn Bus>,
 }
 
+/// The largest event body the broker accepts, in bytes, on both hosts. On AWS an event reaches
+/// the injector through API Gateway REST (10 MB) and a synchronous Lambda invocation, whose
+/// request may hold 6 MB (6,291,456 bytes) of API Gateway event. That event carries the body as
+/// a JSON string, whose escaping at most doubles a valid JSON body, beside at most 10 KB of
+/// headers: twice this limit plus them stays under 6 MB. Above it the answer is 413 naming it.
+pub const MAX_EVENT_BYTES: usize = 3_000_000;
+
+#[derive(Clone)]
+struct Api {
+    broker: Broker,
+    max_event_bytes: usize,
+}
+
+/// The broker API, accepting events up to [`MAX_EVENT_BYTES`].
 pub fn router(broker: Broker) -> Router {
+    router_with_limit(broker, MAX_EVENT_BYTES)
+}
+
+/// The broker API accepting events up to `max_event_bytes` (`busway up --max-event-bytes`).
+pub fn router_with_limit(broker: Broker, max_event_bytes: usize) -> Router {
     Router::new()
         .route("/{event_type}/{version}", post(publish))
         .fallback(busway_http::not_found_fallback)
         .method_not_allowed_fallback(busway_http::method_not_allowed_fallback)
-        .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
-        .with_state(broker)
+        .layer(DefaultBodyLimit::max(max_event_bytes))
+        .with_state(Api {
+            broker,
+            max_event_bytes,
+        })
 }
 
 async fn publish(
-    State(broker): State<Broker>,
+    State(Api {
+        broker,
+        max_event_bytes,
+    }): State<Api>,
     path: Result<Path<(String, String)>, PathRejection>,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Json<Value>, ApiError> {
     let Path((event_type, version)) = path.map_err(|e| ApiError::not_found(e.body_text()))?;
-    let body = body.map_err(busway_http::body_error)?;
+    let body = body.map_err(|e| busway_http::body_error(e, max_event_bytes))?;
     match ingest::publish(
         &broker.routes,
         broker.store.as_deref(),
@@ -71,6 +96,11 @@ async fn publish(
                 ingest::THROTTLED_RETRY_AFTER,
             ))
         }
+        Err(IngestError::TooLarge(why)) => Err(ApiError::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "payload_too_large",
+            why,
+        )),
         Err(IngestError::Rejected(why)) => Err(ApiError::internal(why)),
         Err(IngestError::Unexpected(e)) => Err(ApiError::internal(format!("{e:#}"))),
     }

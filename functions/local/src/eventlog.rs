@@ -11,6 +11,7 @@ use std::sync::{Arc, Mutex, mpsc};
 
 use anyhow::Context;
 use async_trait::async_trait;
+use busway_core::claim_check::ClaimChecks;
 use busway_core::envelope::{BusEvent, eventbridge_json, eventbridge_time};
 use busway_core::ingest::THROTTLED;
 use busway_core::ports::{Bus, EntryFailure};
@@ -52,10 +53,11 @@ struct Row {
 }
 
 impl Row {
-    fn new(event: BusEvent) -> Self {
+    /// `detail` is the text the bus carries: the event's detail, or its claim check.
+    fn new(event: BusEvent, detail: String) -> Self {
         Self {
             time: eventbridge_time(event.time),
-            detail: event.detail.to_string(),
+            detail,
             id: event.id,
             event_id: event.event_id,
             source: event.source,
@@ -92,6 +94,8 @@ fn unix_ms(time: &str) -> i64 {
 
 pub struct EventLog {
     tx: mpsc::SyncSender<(Vec<Row>, Reply)>,
+    /// The entry limit and the claim checks above it, as on EventBridge.
+    claim_checks: ClaimChecks,
 }
 
 /// Reads the log from a position, on its own connection (WAL readers never block the writer).
@@ -112,9 +116,11 @@ fn open(path: &Path) -> anyhow::Result<Connection> {
 }
 
 impl EventLog {
-    /// Opens the log; committed events are sent to `live` in order.
+    /// Opens the log; committed events are sent to `live` in order. Events whose entry is above
+    /// `claim_checks.max_entry_bytes` are logged claim-checked.
     pub fn open(
         path: &Path,
+        claim_checks: ClaimChecks,
         live: tokio_mpsc::Sender<Vec<Logged>>,
     ) -> anyhow::Result<(Self, LogReader)> {
         let conn = open(path)?;
@@ -126,7 +132,7 @@ impl EventLog {
             .name("busway-eventlog".into())
             .spawn(move || writer(conn, rx, live))
             .context("starting the event log writer")?;
-        Ok((Self { tx }, reader))
+        Ok((Self { tx, claim_checks }, reader))
     }
 }
 
@@ -200,8 +206,21 @@ impl Bus for EventLog {
         &self,
         events: Vec<BusEvent>,
     ) -> anyhow::Result<Vec<Result<(), EntryFailure>>> {
-        let rows: Vec<Row> = events.into_iter().map(Row::new).collect();
-        let count = rows.len();
+        // An event whose claim check cannot be written fails in its slot; the others are logged.
+        let mut results = Vec::with_capacity(events.len());
+        let mut rows = Vec::with_capacity(events.len());
+        for event in events {
+            match self.claim_checks.detail(&event).await {
+                Ok(detail) => {
+                    rows.push(Row::new(event, detail));
+                    results.push(Ok(()));
+                }
+                Err(failure) => results.push(Err(failure)),
+            }
+        }
+        if rows.is_empty() {
+            return Ok(results);
+        }
         let (reply, answer) = oneshot::channel();
         match self.tx.try_send((rows, reply)) {
             Ok(()) => {}
@@ -210,15 +229,28 @@ impl Bus for EventLog {
                     code: THROTTLED.into(),
                     message: "the event log cannot keep up; retry later".into(),
                 };
-                return Ok(vec![Err(throttled); count]);
+                for slot in results.iter_mut().filter(|r| r.is_ok()) {
+                    *slot = Err(throttled.clone());
+                }
+                return Ok(results);
             }
             Err(mpsc::TrySendError::Disconnected(_)) => {
                 anyhow::bail!("the event log writer has stopped")
             }
         }
-        answer
+        let logged = answer
             .await
-            .context("the event log writer dropped the request")?
+            .context("the event log writer dropped the request")??;
+        let mut logged = logged.into_iter();
+        for slot in results.iter_mut().filter(|r| r.is_ok()) {
+            *slot = logged.next().unwrap_or_else(|| {
+                Err(EntryFailure {
+                    code: "InternalFailure".into(),
+                    message: "the event log answered no result for this event".into(),
+                })
+            });
+        }
+        Ok(results)
     }
 }
 
@@ -299,7 +331,18 @@ mod tests {
         let dir = tempfile::tempdir().expect("a temp dir");
         // A router that reads nothing: the writer commits two batches, then waits for it.
         let (live, committed) = tokio_mpsc::channel(1);
-        let (log, reader) = EventLog::open(&dir.path().join("events.db"), live).expect("opens");
+        let (starter, _notifications) = crate::provisioning::LocalStarter::new();
+        let objects: Arc<dyn busway_core::ports::ObjectStore> = Arc::new(
+            crate::objects::FolderObjectStore::new(dir.path().join("buckets"), Arc::new(starter))
+                .expect("the folders"),
+        );
+        let claim_checks = ClaimChecks {
+            objects,
+            bucket_name: "local-event-schemas-backup-bucket".into(),
+            max_entry_bytes: busway_core::claim_check::DEFAULT_MAX_ENTRY_BYTES,
+        };
+        let (log, reader) =
+            EventLog::open(&dir.path().join("events.db"), claim_checks, live).expect("opens");
         let log = Arc::new(log);
         // Two batches go through (one into the channel, one waiting to enter it), then the
         // writer's queue fills: more than that is refused whatever the timing.

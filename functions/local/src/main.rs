@@ -75,6 +75,16 @@ enum Command {
         /// MessageRetentionPeriod (60s to 14d).
         #[arg(long, default_value = "4d", value_parser = parse_sqs_retention)]
         queue_retention: Duration,
+        /// The largest event body the broker API accepts, in bytes; above it the answer is 413.
+        /// The default is the broker's limit on AWS.
+        #[arg(long, default_value_t = busway_injector::MAX_EVENT_BYTES)]
+        max_event_bytes: usize,
+        /// The bus entry limit in bytes, measured as EventBridge measures an entry: above it an
+        /// event's data is stored under claim-checks/ in the schema backup bucket folder and the
+        /// event carries a link. The default is EventBridge's limit (1 MB); 262144 is the older
+        /// one that some accounts still have.
+        #[arg(long, default_value_t = busway_core::claim_check::DEFAULT_MAX_ENTRY_BYTES)]
+        max_entry_bytes: usize,
     },
     /// Read the embedded queues that SQS subscriptions deliver to.
     #[command(subcommand)]
@@ -159,9 +169,13 @@ fn main() -> ExitCode {
             retention,
             dead_letter_retention,
             queue_retention,
+            max_event_bytes,
+            max_entry_bytes,
         } => {
             init_logging();
             let mut config = Config::new(data_dir.clone(), portal_addr, broker_addr);
+            config.max_event_bytes = max_event_bytes;
+            config.max_entry_bytes = max_entry_bytes;
             config.delivery.lambda_endpoint = lambda_endpoint;
             config.delivery.sqs_endpoint = sqs_endpoint;
             config.retention.events = retention;

@@ -2,12 +2,13 @@
 //! open a deploy.json as in the seed's demo. Writing into a configuration bucket notifies
 //! provisioning, as the S3 notification does on AWS.
 
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use anyhow::Context;
 use async_trait::async_trait;
-use busway_core::ports::{Bucket, ObjectStore, ProvisioningStarter, check_object_key};
+use busway_core::ports::{Bucket, ObjectStore, ProvisioningStarter, StoreError, check_object_key};
 
 /// Environment prefix of the local bucket names (`local-publisher-components-bucket`).
 pub const LOCAL_ENV: &str = "local";
@@ -30,6 +31,43 @@ impl FolderObjectStore {
         check_object_key(key)?;
         Ok(bucket_dir(&self.root, bucket).join(key))
     }
+
+    /// Where an object's user metadata is kept: a JSON map at the same key under
+    /// `.metadata/{bucket}`, so that a bucket's folder holds only its objects, as on S3.
+    fn metadata_path(&self, bucket: Bucket, key: &str) -> anyhow::Result<PathBuf> {
+        check_object_key(key)?;
+        Ok(metadata_dir(&self.root, bucket).join(key))
+    }
+}
+
+/// The folder of the buckets' object metadata.
+pub fn metadata_dir(root: &Path, bucket: Bucket) -> PathBuf {
+    root.join(".metadata")
+        .join(format!("{LOCAL_ENV}-{}", bucket.base_name()))
+}
+
+/// Writes `body` beside `path` and renames it into place, which is atomic: a reader never sees
+/// half a file. A unique temp name per write: concurrent writes of one key must not share a file.
+fn write_atomically(path: &Path, body: &[u8]) -> std::io::Result<()> {
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir)?;
+    }
+    let tmp = path.with_extension(format!("tmp-{}", uuid::Uuid::new_v4()));
+    std::fs::write(&tmp, body)?;
+    std::fs::rename(&tmp, path)
+}
+
+/// Writes `body` at `path` unless a file is there: the full content is written aside, then
+/// hard-linked into place, which fails rather than replaces when `path` exists.
+fn create_atomically(path: &Path, body: &[u8]) -> std::io::Result<()> {
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir)?;
+    }
+    let tmp = path.with_extension(format!("tmp-{}", uuid::Uuid::new_v4()));
+    std::fs::write(&tmp, body)?;
+    let linked = std::fs::hard_link(&tmp, path);
+    let _ = std::fs::remove_file(&tmp);
+    linked
 }
 
 pub fn bucket_dir(root: &Path, bucket: Bucket) -> PathBuf {
@@ -40,17 +78,16 @@ pub fn bucket_dir(root: &Path, bucket: Bucket) -> PathBuf {
 impl ObjectStore for FolderObjectStore {
     async fn put_object(&self, bucket: Bucket, key: &str, body: Vec<u8>) -> anyhow::Result<()> {
         let path = self.path(bucket, key)?;
-        // A unique temp name per write: concurrent writes of one key must not share a file.
-        let tmp = path.with_extension(format!("tmp-{}", uuid::Uuid::new_v4()));
+        let meta_path = self.metadata_path(bucket, key)?;
         let write = {
-            let (path, tmp) = (path.clone(), tmp.clone());
-            move || -> std::io::Result<()> {
-                if let Some(dir) = path.parent() {
-                    std::fs::create_dir_all(dir)?;
+            let path = path.clone();
+            move || {
+                write_atomically(&path, &body)?;
+                // A replaced object keeps no metadata of the one before, as on S3.
+                match std::fs::remove_file(meta_path) {
+                    Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(e),
+                    _ => Ok(()),
                 }
-                std::fs::write(&tmp, &body)?;
-                // Rename is atomic: a reader (or the scanner) never sees half a document.
-                std::fs::rename(&tmp, &path)
             }
         };
         tokio::task::spawn_blocking(write)
@@ -67,6 +104,56 @@ impl ObjectStore for FolderObjectStore {
         match tokio::fs::read(&path).await {
             Ok(bytes) => Ok(Some(bytes)),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(anyhow::Error::new(e).context(format!("reading {}", path.display()))),
+        }
+    }
+
+    /// Only the writer whose object was linked into place writes its metadata, so a second
+    /// writer of the key changes nothing. A claim check is read only once its event is
+    /// acknowledged, after both writes.
+    async fn put_new_object(
+        &self,
+        bucket: Bucket,
+        key: &str,
+        body: Vec<u8>,
+        metadata: &[(&str, &str)],
+    ) -> anyhow::Result<()> {
+        let path = self.path(bucket, key)?;
+        let meta_path = self.metadata_path(bucket, key)?;
+        let meta: BTreeMap<&str, &str> = metadata.iter().copied().collect();
+        let meta = serde_json::to_vec(&meta)?;
+        let write = {
+            let path = path.clone();
+            move || {
+                create_atomically(&path, &body)?;
+                write_atomically(&meta_path, &meta)
+            }
+        };
+        match tokio::task::spawn_blocking(write).await? {
+            Ok(()) => Ok(()),
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
+                Err(StoreError::AlreadyExists(key.to_string()).into())
+            }
+            Err(e) => Err(anyhow::Error::new(e).context(format!("writing {}", path.display()))),
+        }
+    }
+
+    async fn object_metadata(
+        &self,
+        bucket: Bucket,
+        key: &str,
+    ) -> anyhow::Result<Option<BTreeMap<String, String>>> {
+        if !tokio::fs::try_exists(self.path(bucket, key)?).await? {
+            return Ok(None);
+        }
+        let path = self.metadata_path(bucket, key)?;
+        match tokio::fs::read(&path).await {
+            Ok(bytes) => {
+                Ok(Some(serde_json::from_slice(&bytes).with_context(|| {
+                    format!("{} is not a metadata map", path.display())
+                })?))
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(Some(BTreeMap::new())),
             Err(e) => Err(anyhow::Error::new(e).context(format!("reading {}", path.display()))),
         }
     }

@@ -585,14 +585,20 @@ mod tests {
     /// The local tasks on a data dir of their own, as `busway up` wires them.
     fn local_tasks(dir: &Path) -> (LocalTasks, SqliteStore) {
         let store = SqliteStore::open(&dir.join("busway.db")).expect("a store");
-        let (live, _committed) = mpsc::channel(crate::eventlog::ROUTER_QUEUE);
-        let (_bus, reader) = EventLog::open(&dir.join("events.db"), live).expect("an event log");
-        let router = Router::new(store.clone(), Arc::new(reader), DeliveryConfig::default())
-            .expect("a router");
         let (starter, _notifications) = LocalStarter::new();
         let objects: Arc<dyn ObjectStore> = Arc::new(
             FolderObjectStore::new(dir.join("buckets"), Arc::new(starter)).expect("buckets"),
         );
+        let claim_checks = busway_core::claim_check::ClaimChecks {
+            objects: objects.clone(),
+            bucket_name: "local-event-schemas-backup-bucket".into(),
+            max_entry_bytes: busway_core::claim_check::DEFAULT_MAX_ENTRY_BYTES,
+        };
+        let (live, _committed) = mpsc::channel(crate::eventlog::ROUTER_QUEUE);
+        let (_bus, reader) =
+            EventLog::open(&dir.join("events.db"), claim_checks, live).expect("an event log");
+        let router = Router::new(store.clone(), Arc::new(reader), DeliveryConfig::default())
+            .expect("a router");
         let shared: Arc<SqliteStore> = Arc::new(store.clone());
         let events: Arc<dyn EventStore> = shared.clone();
         let tasks = LocalTasks {

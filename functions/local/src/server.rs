@@ -7,19 +7,21 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
+use busway_core::claim_check::{self, ClaimChecks};
 use busway_core::ingest::LiveRoutes;
 use busway_core::portal::Portal;
-use busway_core::ports::ObjectStore;
+use busway_core::ports::{Bucket, ObjectStore};
 use busway_core::provisioning::Provisioner;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio::task::JoinSet;
 use tracing::{info, warn};
 
+use crate::claim_checks;
 use crate::delivery::{DeliveryConfig, Router};
 use crate::eventlog::EventLog;
 use crate::migrations::{EVENT_LOG, STORE};
-use crate::objects::FolderObjectStore;
+use crate::objects::{FolderObjectStore, LOCAL_ENV};
 use crate::provisioning::{self, LocalBuilder, LocalStarter, LocalTasks, Synth};
 use crate::queues;
 use crate::retention::{self, Retention};
@@ -36,6 +38,13 @@ pub struct Config {
     pub retention: Retention,
     /// `--synth`: the build step also synthesizes each deployed document's CDK template.
     pub synth: Option<Synth>,
+    /// `--max-event-bytes`: the broker API's body limit.
+    pub max_event_bytes: usize,
+    /// `--max-entry-bytes`: the bus entry limit, above which events are claim-checked.
+    pub max_entry_bytes: usize,
+    /// How long claim-check objects are kept, and how often the expired ones are looked for.
+    pub claim_check_retention: Duration,
+    pub claim_check_sweep_interval: Duration,
 }
 
 impl Config {
@@ -48,6 +57,10 @@ impl Config {
             delivery: DeliveryConfig::default(),
             retention: Retention::default(),
             synth: None,
+            max_event_bytes: busway_injector::MAX_EVENT_BYTES,
+            max_entry_bytes: claim_check::DEFAULT_MAX_ENTRY_BYTES,
+            claim_check_retention: Duration::from_secs(claim_check::RETENTION_DAYS * 24 * 3600),
+            claim_check_sweep_interval: Duration::from_secs(3600),
         }
     }
 }
@@ -72,8 +85,18 @@ impl Running {
         STORE.check(&db)?;
         EVENT_LOG.check(&log)?;
         let store = SqliteStore::open(&db)?;
+        let (starter, notifications) = LocalStarter::new();
+        let starter = Arc::new(starter);
+        let buckets = dir.join("buckets");
+        let folders = Arc::new(FolderObjectStore::new(buckets.clone(), starter.clone())?);
+        let objects: Arc<dyn ObjectStore> = folders.clone();
+        let claim_checks = ClaimChecks {
+            objects: objects.clone(),
+            bucket_name: format!("{LOCAL_ENV}-{}", Bucket::SchemaBackup.base_name()),
+            max_entry_bytes: config.max_entry_bytes,
+        };
         let (live, committed) = tokio::sync::mpsc::channel(crate::eventlog::ROUTER_QUEUE);
-        let (bus, reader) = EventLog::open(&log, live)?;
+        let (bus, reader) = EventLog::open(&log, claim_checks, live)?;
         let bus = Arc::new(bus);
         let reader = Arc::new(reader);
         let router = Router::new(store.clone(), reader.clone(), config.delivery.clone())?;
@@ -95,11 +118,6 @@ impl Running {
             }
         }
 
-        let (starter, notifications) = LocalStarter::new();
-        let starter = Arc::new(starter);
-        let buckets = dir.join("buckets");
-        let objects: Arc<dyn ObjectStore> =
-            Arc::new(FolderObjectStore::new(buckets.clone(), starter.clone())?);
         let shared = Arc::new(store.clone());
         let portal = Arc::new(Portal {
             store: shared.clone(),
@@ -149,23 +167,33 @@ impl Running {
             notifications,
         ));
         tasks.spawn(provisioning::scan(
-            buckets,
+            buckets.clone(),
             store.clone(),
             starter,
             config.scan_interval,
         ));
+        tasks.spawn(claim_checks::sweep(
+            buckets,
+            config.claim_check_retention,
+            config.claim_check_sweep_interval,
+        ));
         tasks.spawn(serve(
             portal_listener,
-            busway_portal::router(portal).merge(queues::router(store)),
+            busway_portal::router(portal)
+                .merge(queues::router(store))
+                .merge(claim_checks::router(folders)),
             stopped.clone(),
         ));
         tasks.spawn(serve(
             broker_listener,
-            busway_injector::router(busway_injector::Broker {
-                routes,
-                store: None,
-                bus,
-            }),
+            busway_injector::router_with_limit(
+                busway_injector::Broker {
+                    routes,
+                    store: None,
+                    bus,
+                },
+                config.max_event_bytes,
+            ),
             stopped,
         ));
         info!(%portal_addr, %broker_addr, data_dir = %dir.display(), "busway is up");
@@ -181,7 +209,7 @@ impl Running {
     /// Stops serving, lets requests in flight finish, and ends the background work.
     pub async fn stop(mut self) {
         let _ = self.stop.send(true);
-        // The servers end on the signal; the runner and scanner loop forever and are aborted.
+        // The servers end on the signal; the runner, scanner and sweeper loop forever and are aborted.
         let deadline = tokio::time::sleep(Duration::from_secs(5));
         tokio::pin!(deadline);
         let mut served = 0;

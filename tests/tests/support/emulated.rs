@@ -2,9 +2,10 @@
 //! table, three versioned buckets and custom bus under unique names, the AWS adapters on them,
 //! and the environment a Lambda function of busway reads to use them.
 
-use busway_aws::eventbridge::{ClaimChecks, EventBridgeBus};
+use busway_aws::eventbridge::EventBridgeBus;
 use busway_aws::sfn::{SfnProvisioning, SfnStarter};
 use busway_aws::{BucketNames, DynamoStore, S3ObjectStore};
+use busway_core::claim_check::{ClaimChecks, DEFAULT_MAX_ENTRY_BYTES};
 use busway_core::ports::Bucket;
 use busway_core::provisioning::Provisioner;
 use busway_tests::moto;
@@ -139,6 +140,7 @@ impl Account {
         let claim_checks = ClaimChecks {
             objects: std::sync::Arc::new(self.objects()),
             bucket_name: self.buckets.schema_backup.clone(),
+            max_entry_bytes: DEFAULT_MAX_ENTRY_BYTES,
         };
         EventBridgeBus::new(&self.events, self.bus_name.clone(), claim_checks)
     }

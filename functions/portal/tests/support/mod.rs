@@ -382,6 +382,25 @@ impl ObjectStore for Memory {
     async fn get_object(&self, bucket: Bucket, key: &str) -> anyhow::Result<Option<Vec<u8>>> {
         Ok(self.object(bucket, key))
     }
+
+    // Only the bus writes claim checks; the portal never does.
+    async fn put_new_object(
+        &self,
+        _bucket: Bucket,
+        key: &str,
+        _body: Vec<u8>,
+        _metadata: &[(&str, &str)],
+    ) -> anyhow::Result<()> {
+        anyhow::bail!("the portal wrote a claim check at {key}")
+    }
+
+    async fn object_metadata(
+        &self,
+        _bucket: Bucket,
+        key: &str,
+    ) -> anyhow::Result<Option<std::collections::BTreeMap<String, String>>> {
+        anyhow::bail!("the portal read a claim check's metadata at {key}")
+    }
 }
 
 #[async_trait]

@@ -1,0 +1,146 @@
+//! Claim checks on one machine: the portal serves an object at its link's key
+//! (`GET /claim-checks/...`), as S3 does to a consumer on AWS, and a sweeper deletes the objects
+//! once their retention has passed, as infra's S3 lifecycle rule does.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use axum::Router;
+use axum::extract::{Path as UrlPath, State};
+use axum::http::{HeaderName, HeaderValue, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use busway_core::claim_check::{self, FORMAT_METADATA_KEY};
+use busway_core::ports::{Bucket, ObjectStore};
+use busway_http::ApiError;
+use tracing::{debug, warn};
+
+use crate::objects::{FolderObjectStore, bucket_dir, metadata_dir};
+
+/// The answer's header with the object's format (S3 answers it as `x-amz-meta-{key}`).
+const FORMAT_HEADER: &str = "x-amz-meta-busway-format-version";
+
+/// `GET /claim-checks/{rest}`: the object at the link's key `claim-checks/{rest}`, with its
+/// format version in a header. Only keys that claim checks have are served from the bucket.
+pub fn router(objects: Arc<FolderObjectStore>) -> Router {
+    Router::new()
+        .route("/claim-checks/{*rest}", get(fetch))
+        .with_state(objects)
+}
+
+async fn fetch(
+    State(objects): State<Arc<FolderObjectStore>>,
+    UrlPath(rest): UrlPath<String>,
+) -> Result<Response, ApiError> {
+    let key = format!("{}{rest}", claim_check::PREFIX);
+    let missing = || ApiError::not_found(format!("no claim check at {key}"));
+    if !claim_check::is_key(&key) {
+        return Err(missing());
+    }
+    let metadata = objects
+        .object_metadata(Bucket::SchemaBackup, &key)
+        .await
+        .map_err(ApiError::internal)?
+        .ok_or_else(missing)?;
+    let body = objects
+        .get_object(Bucket::SchemaBackup, &key)
+        .await
+        .map_err(ApiError::internal)?
+        .ok_or_else(missing)?;
+    let mut response = (
+        [(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/json"),
+        )],
+        body,
+    )
+        .into_response();
+    if let Some(format) = metadata
+        .get(FORMAT_METADATA_KEY)
+        .and_then(|v| HeaderValue::from_str(v).ok())
+    {
+        response
+            .headers_mut()
+            .insert(HeaderName::from_static(FORMAT_HEADER), format);
+    }
+    Ok(response)
+}
+
+/// Deletes, every `every`, the claim-check objects (and their metadata) written more than
+/// `retention` ago.
+pub async fn sweep(root: PathBuf, retention: Duration, every: Duration) {
+    loop {
+        let root = root.clone();
+        let swept = tokio::task::spawn_blocking(move || sweep_once(&root, retention)).await;
+        match swept {
+            Ok(Ok(0)) => {}
+            Ok(Ok(n)) => debug!(deleted = n, "expired claim checks deleted"),
+            Ok(Err(e)) => warn!(error = %e, "sweeping claim checks failed"),
+            Err(e) => warn!(error = %e, "the claim-check sweeper stopped"),
+        }
+        tokio::time::sleep(every).await;
+    }
+}
+
+/// One pass; returns how many objects it deleted.
+fn sweep_once(root: &Path, retention: Duration) -> std::io::Result<usize> {
+    let prefix = claim_check::PREFIX.trim_end_matches('/');
+    let objects = bucket_dir(root, Bucket::SchemaBackup).join(prefix);
+    let metadata = metadata_dir(root, Bucket::SchemaBackup).join(prefix);
+    let now = SystemTime::now();
+    let mut deleted = 0;
+    let mut pending = vec![objects.clone()];
+    while let Some(dir) = pending.pop() {
+        let entries = match std::fs::read_dir(&dir) {
+            Ok(entries) => entries,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
+            Err(e) => return Err(e),
+        };
+        let mut empty = true;
+        for entry in entries {
+            empty = false;
+            let path = entry?.path();
+            if path.is_dir() {
+                pending.push(path);
+                continue;
+            }
+            if expired(&path, now, retention)? {
+                remove(&path)?;
+                if let Ok(relative) = path.strip_prefix(&objects) {
+                    let _ = std::fs::remove_file(metadata.join(relative));
+                }
+                deleted += 1;
+            }
+        }
+        // A folder emptied by an earlier pass goes once it has been untouched as long as an
+        // object is kept: a writer creates its folder just before writing into it.
+        if empty && dir != objects && expired(&dir, now, retention)? {
+            let _ = std::fs::remove_dir(&dir);
+            if let Ok(relative) = dir.strip_prefix(&objects) {
+                let _ = std::fs::remove_dir(metadata.join(relative));
+            }
+        }
+    }
+    Ok(deleted)
+}
+
+/// Whether `path` was last written `retention` ago or earlier; a file that went meanwhile (a
+/// writer's temporary file) is not.
+fn expired(path: &Path, now: SystemTime, retention: Duration) -> std::io::Result<bool> {
+    let written = match std::fs::metadata(path) {
+        Ok(meta) => meta.modified()?,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(false),
+        Err(e) => return Err(e),
+    };
+    Ok(now
+        .duration_since(written)
+        .is_ok_and(|age| age >= retention))
+}
+
+fn remove(path: &Path) -> std::io::Result<()> {
+    match std::fs::remove_file(path) {
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(e),
+        _ => Ok(()),
+    }
+}
