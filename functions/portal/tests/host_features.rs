@@ -8,37 +8,10 @@ mod support;
 
 use std::sync::Arc;
 
-use axum::body::Body;
-use axum::http::{Request, StatusCode};
+use axum::http::StatusCode;
 use busway_core::portal::Portal;
-use serde_json::{Value, json};
-use tower::ServiceExt;
-
-async fn call(
-    portal: &Arc<Portal>,
-    method: &str,
-    path: &str,
-    body: Option<Value>,
-) -> (StatusCode, Value) {
-    let request = Request::builder()
-        .method(method)
-        .uri(path)
-        .header("content-type", "application/json")
-        .body(body.map_or_else(Body::empty, |b| Body::from(b.to_string())))
-        .expect("a valid request");
-    let response = busway_portal::router(portal.clone())
-        .oneshot(request)
-        .await
-        .expect("the router answers");
-    let status = response.status();
-    let bytes = axum::body::to_bytes(response.into_body(), usize::MAX)
-        .await
-        .expect("a body");
-    (
-        status,
-        serde_json::from_slice(&bytes).unwrap_or(Value::Null),
-    )
-}
+use serde_json::json;
+use support::call;
 
 #[tokio::test]
 async fn without_a_delivery_store_dead_letters_are_not_available_and_delivery_counts_are_left_out()

@@ -5,6 +5,8 @@ use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use async_trait::async_trait;
+use axum::body::Body;
+use axum::http::{Request, StatusCode};
 use busway_core::deployment::Deployment;
 use busway_core::event::{EventType, EventVersion, VersionState};
 use busway_core::page::{Page, PageRequest};
@@ -16,6 +18,7 @@ use busway_core::ports::{
 use busway_core::subscription::{Subscription, SubscriptionFilter, SubscriptionState};
 use busway_core::{EventTypeName, Version};
 use serde_json::Value;
+use tower::ServiceExt;
 
 #[derive(Default)]
 struct State {
@@ -425,4 +428,32 @@ impl Deliveries for Memory {
     async fn redrive(&self, _subscription_id: &str) -> anyhow::Result<usize> {
         Ok(0)
     }
+}
+
+/// One request through the portal router, as a client sees it: the status and the JSON body
+/// (null when there is none).
+pub async fn call(
+    portal: &Arc<Portal>,
+    method: &str,
+    path: &str,
+    body: Option<Value>,
+) -> (StatusCode, Value) {
+    let request = Request::builder()
+        .method(method)
+        .uri(path)
+        .header("content-type", "application/json")
+        .body(body.map_or_else(Body::empty, |b| Body::from(b.to_string())))
+        .expect("a valid request");
+    let response = busway_portal::router(portal.clone())
+        .oneshot(request)
+        .await
+        .expect("the router answers");
+    let status = response.status();
+    let bytes = axum::body::to_bytes(response.into_body(), usize::MAX)
+        .await
+        .expect("a body");
+    (
+        status,
+        serde_json::from_slice(&bytes).unwrap_or(Value::Null),
+    )
 }
