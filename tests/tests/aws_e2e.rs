@@ -96,21 +96,8 @@ async fn an_event_type_registered_through_the_portal_routes_matching_events_to_t
     .await;
     assert_eq!(status, StatusCode::CREATED, "{subscription}");
     let id = subscription["id"].as_str().expect("an id");
-    let consumer: Value = serde_json::from_slice(
-        &account
-            .object(
-                Bucket::Subscriber,
-                &format!("scanned_parcel/1/u2/{id}/deploy.json"),
-            )
-            .await
-            .expect("the consumer deploy.json is in S3"),
-    )
-    .expect("JSON");
     let queue = account
-        .rule_to_queue(
-            consumer["rule_name"].as_str().expect("a rule name"),
-            &consumer["event_pattern"].to_string(),
-        )
+        .consumer_queue(&format!("scanned_parcel/1/u2/{id}/deploy.json"))
         .await;
 
     // A fresh injector: it learns the route from the table, as a new Lambda container does.

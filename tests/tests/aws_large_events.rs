@@ -121,21 +121,8 @@ async fn a_3_mb_api_event_and_a_1_mib_sqs_message_are_claim_checked_in_s3_and_re
     )
     .expect("JSON");
     let id = subscription["id"].as_str().expect("an id");
-    let consumer: Value = serde_json::from_slice(
-        &account
-            .object(
-                busway_core::ports::Bucket::Subscriber,
-                &format!("scanned_parcel/1/u2/{id}/deploy.json"),
-            )
-            .await
-            .expect("the consumer deploy.json is in S3"),
-    )
-    .expect("JSON");
     let queue = account
-        .rule_to_queue(
-            consumer["rule_name"].as_str().expect("a rule name"),
-            &consumer["event_pattern"].to_string(),
-        )
+        .consumer_queue(&format!("scanned_parcel/1/u2/{id}/deploy.json"))
         .await;
 
     let state = Broker {

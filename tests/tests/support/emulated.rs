@@ -158,6 +158,21 @@ impl Account {
         Some(out.body.collect().await.ok()?.into_bytes().to_vec())
     }
 
+    /// The rule a consumer stack makes from the consumer deploy.json at `key` (its rule name and
+    /// pattern), with a new queue as its target; returns the queue's URL.
+    pub async fn consumer_queue(&self, key: &str) -> String {
+        let document = self
+            .object(Bucket::Subscriber, key)
+            .await
+            .expect("the consumer deploy.json is in S3");
+        let consumer: serde_json::Value = serde_json::from_slice(&document).expect("JSON");
+        self.rule_to_queue(
+            consumer["rule_name"].as_str().expect("a rule name"),
+            &consumer["event_pattern"].to_string(),
+        )
+        .await
+    }
+
     /// A rule on the bus with `pattern` and a new queue as its target, as a consumer stack
     /// makes it; returns the queue's URL.
     pub async fn rule_to_queue(&self, rule: &str, pattern: &str) -> String {
