@@ -582,3 +582,21 @@ pub async fn join_all<F: Future>(futures: Vec<F>) -> Vec<F::Output> {
         .map(|o| o.expect("every future finished"))
         .collect()
 }
+
+/// The `id` of each record (deployments, subscriptions), in order.
+pub fn ids(records: &[Value]) -> Vec<String> {
+    records
+        .iter()
+        .map(|r| r["id"].as_str().expect("an id").to_string())
+        .collect()
+}
+
+/// A deployment's statuses in the order its history records them.
+pub fn statuses(deployment: &Value) -> Vec<String> {
+    deployment["history"]
+        .as_array()
+        .expect("a history")
+        .iter()
+        .map(|h| h["status"].as_str().expect("a status").to_string())
+        .collect()
+}

@@ -2,29 +2,14 @@
 //! and leave what is live untouched; a repaired document deploys.
 
 use busway_tests::{
-    Broker, SCAN_INTERVAL, object_path_in, replace_file, seed_event, seed_subscription, v1_envelope,
+    Broker, SCAN_INTERVAL, ids, object_path_in, replace_file, seed_event, seed_subscription,
+    statuses, v1_envelope,
 };
 use serde_json::{Value, json};
 
 const PRODUCER_BUCKET: &str = "publisher-components-bucket";
 const CONSUMER_BUCKET: &str = "subscriber-components-bucket";
 const PRODUCER_KEY: &str = "scanned_parcel/1/deploy.json";
-
-fn ids(deployments: &[Value]) -> Vec<String> {
-    deployments
-        .iter()
-        .map(|d| d["id"].as_str().expect("an id").to_string())
-        .collect()
-}
-
-fn statuses(deployment: &Value) -> Vec<&str> {
-    deployment["history"]
-        .as_array()
-        .expect("a history")
-        .iter()
-        .map(|h| h["status"].as_str().expect("a status"))
-        .collect()
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_deploy_json_broken_by_hand_ends_failed_and_the_live_route_keeps_working() {

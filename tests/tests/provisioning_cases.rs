@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use busway_local::provisioning::Synth;
-use busway_tests::{Broker, seed_event, seed_subscription};
+use busway_tests::{Broker, ids, seed_event, seed_subscription, statuses};
 use serde_json::Value;
 
 const CASES: &str = include_str!("../../statemachines/cases.json");
@@ -27,26 +27,10 @@ fn expected(case: &str) -> (Vec<String>, Value) {
     (history, case["error"].clone())
 }
 
-fn history(deployment: &Value) -> Vec<String> {
-    deployment["history"]
-        .as_array()
-        .expect("a history")
-        .iter()
-        .map(|h| h["status"].as_str().expect("a status").to_string())
-        .collect()
-}
-
 fn assert_case(case: &str, deployment: &Value) {
     let (sequence, error) = expected(case);
-    assert_eq!(history(deployment), sequence, "{case}: {deployment}");
+    assert_eq!(statuses(deployment), sequence, "{case}: {deployment}");
     assert_eq!(deployment["error"], error, "{case}: {deployment}");
-}
-
-fn ids(deployments: &[Value]) -> Vec<String> {
-    deployments
-        .iter()
-        .map(|d| d["id"].as_str().expect("an id").to_string())
-        .collect()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -6,29 +6,13 @@
 
 use std::path::Path;
 
-use busway_tests::{Broker, join_all, seed_event, seed_subscription, v1_envelope};
+use busway_tests::{Broker, ids, join_all, seed_event, seed_subscription, statuses, v1_envelope};
 use serde_json::{Value, json};
 
 const CASES: &str = include_str!("../../statemachines/cases.json");
 const PRODUCER_BUCKET: &str = "publisher-components-bucket";
 const PRODUCER_KEY: &str = "scanned_parcel/1/deploy.json";
 const ROUNDS: usize = 5;
-
-fn statuses(deployment: &Value) -> Vec<String> {
-    deployment["history"]
-        .as_array()
-        .expect("a history")
-        .iter()
-        .map(|h| h["status"].as_str().expect("a status").to_string())
-        .collect()
-}
-
-fn ids(deployments: &[Value]) -> Vec<String> {
-    deployments
-        .iter()
-        .map(|d| d["id"].as_str().expect("an id").to_string())
-        .collect()
-}
 
 /// The subscriptions the local broker holds a rule for (its build step's output).
 fn rules(data_dir: &Path) -> Vec<String> {
