@@ -8,6 +8,9 @@
 #
 # Credentials and region come from the usual AWS variables or profile (AWS_PROFILE, AWS_REGION).
 # cdk deploy asks before it widens IAM permissions; set BUSWAY_REQUIRE_APPROVAL=never to skip that.
+# The bus (README: "Bus kinds"): BUSWAY_BUS_KIND=custom|classic for a new install (default custom);
+# an installed environment keeps the kind it has. BUSWAY_BUS_RETENTION_DAYS (1-365, default 7):
+# how long the Custom Event Bus keeps events.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -25,7 +28,13 @@ account=$(aws sts get-caller-identity --query Account --output text) || fail "no
 region=${AWS_REGION:-${AWS_DEFAULT_REGION:-$(aws configure get region || true)}}
 [ -n "$region" ] || fail "no AWS region: set AWS_REGION"
 export AWS_REGION=$region CDK_DISABLE_VERSION_CHECK=1 CDK_DISABLE_CLI_TELEMETRY=true
-echo "deploying busway '$env_name' to account $account, region $region"
+installed=$(aws ssm get-parameter --name "/busway/$env_name/bus/kind" --query Parameter.Value --output text 2>/dev/null) \
+  || { aws cloudformation describe-stacks --stack-name "$env_name-event-broker-bus" >/dev/null 2>&1 && installed=classic; } \
+  || installed=
+bus_kind=${BUSWAY_BUS_KIND:-${installed:-custom}}
+[ -z "$installed" ] || [ "$installed" = "$bus_kind" ] \
+  || fail "'$env_name' is installed with the $installed bus; changing it to $bus_kind would replace the bus and every subscription"
+echo "deploying busway '$env_name' ($bus_kind bus) to account $account, region $region"
 
 # The functions run on Graviton (arm64, provided.al2023); cargo-lambda (installed into .venv by
 # the script) cross-compiles with zig.
@@ -41,6 +50,7 @@ outputs=$(mktemp --suffix=.json)
 trap 'rm -f "$outputs"' EXIT
 npx --no-install cdk deploy --all --no-notices \
   -c "platformEnv=$env_name" -c lambdaAssets=../target/lambda \
+  -c "busKind=$bus_kind" -c "busRetentionDays=${BUSWAY_BUS_RETENTION_DAYS:-7}" \
   --require-approval "${BUSWAY_REQUIRE_APPROVAL:-broadening}" --outputs-file "$outputs"
 
 # shellcheck disable=SC2016 # JavaScript template literals, not shell expansions

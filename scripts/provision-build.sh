@@ -35,11 +35,26 @@ aws s3api get-object --bucket "$BUSWAY_DEPLOY_BUCKET" --key "$BUSWAY_DEPLOY_KEY"
 stack=$(node -e 'process.stdout.write(JSON.parse(require("fs").readFileSync(process.argv[1], "utf8")).stack_name)' "$doc")
 export CDK_DISABLE_VERSION_CHECK=1 CDK_DISABLE_CLI_TELEMETRY=true
 cd cdk-app
-ctx=(-c "deployJson=$doc" -c "platformEnv=${BUSWAY_ENV:-dev}")
+# BUSWAY_BUS_KIND (the consumer build project's): the bus a consumer deploy.json that names
+# none is built for.
+ctx=(-c "deployJson=$doc" -c "platformEnv=${BUSWAY_ENV:-dev}" -c "busKind=${BUSWAY_BUS_KIND:-classic}")
 case "$BUSWAY_DEPLOY_ACTION" in
   # deploy brings the stacks it depends on (the event type's resource stack) along
-  deploy) npx --no-install cdk deploy "${ctx[@]}" --require-approval never --no-notices "$stack" ;;
+  deploy) cdk=(deploy "${ctx[@]}" --require-approval never --no-notices "$stack") ;;
   # destroy removes this version's or subscription's stack only, never a shared parent
-  destroy) npx --no-install cdk destroy "${ctx[@]}" --force --exclusively --no-notices "$stack" ;;
+  destroy) cdk=(destroy "${ctx[@]}" --force --exclusively --no-notices "$stack") ;;
   *) echo "unknown action $BUSWAY_DEPLOY_ACTION" >&2; exit 1 ;;
 esac
+# The Custom Event Bus creates or deletes one subscriber at a time and refuses a concurrent change
+# with ConcurrentModificationException: that is a turn to wait for, not a failed deployment, so
+# the same command runs again (CloudFormation has rolled the stack back) until it gets its turn.
+out=$(mktemp)
+trap 'rm -f "$doc" "$out"' EXIT
+for attempt in 1 2 3 4 5 6 7 8; do
+  if npx --no-install cdk "${cdk[@]}" 2>&1 | tee "$out"; then exit 0; fi
+  grep -q ConcurrentModificationException "$out" || exit 1
+  delay=$((attempt * 15 + RANDOM % 15))
+  echo "another subscriber of the bus is changing; trying again in ${delay}s" >&2
+  sleep "$delay"
+done
+exit 1

@@ -1,28 +1,30 @@
 // Consumer stacks: one per subscription (stack `busway-consumer-{subscription_id}`), so a second
-// target unit of an event version never replaces the first. The rule carries the consumer rule pattern (README: Contracts)
-// exactly as the deploy.json states it, on the platform's custom bus.
+// target unit of an event version never replaces the first. On the Classic bus the stack holds a
+// rule with the consumer rule pattern (README: Contracts) exactly as the deploy.json states it; on
+// the Custom Event Bus it holds a subscriber whose DATA filter is that pattern's `detail`, with the
+// `source` and `detail-type` it names expressed by the metadata the broker writes into every event.
 import { CfnOutput, Duration, Stack, StackProps, Validations } from 'aws-cdk-lib';
 import * as events from 'aws-cdk-lib/aws-events';
+import * as eventsv2 from 'aws-cdk-lib/aws-eventsv2';
 import * as iam from 'aws-cdk-lib/aws-iam';
 import * as lambda from 'aws-cdk-lib/aws-lambda';
 import * as sqs from 'aws-cdk-lib/aws-sqs';
 import { Construct } from 'constructs';
 import { ConsumerDeploy } from './deploy-config';
 import { platformValue } from './platform';
+import { BusKind } from './platform-names';
 import { QueueStatement } from './queue-statement';
 
 export interface ConsumerProps extends StackProps {
   doc: ConsumerDeploy;
   platformEnv: string;
+  busKind: BusKind;
 }
 
 export class ConsumerStack extends Stack {
   constructor(scope: Construct, id: string, props: ConsumerProps) {
     super(scope, id, props);
-    const { doc, platformEnv } = props;
-    const busName = platformValue(this, platformEnv, 'busName');
-    const ruleArn = `arn:${this.partition}:events:${this.region}:${this.account}:rule/${busName}/${doc.rule_name}`;
-
+    const { doc, platformEnv, busKind } = props;
     const dlq = new sqs.Queue(this, 'DeadLetters', {
       queueName: `${doc.rule_name}-dlq`,
       encryption: sqs.QueueEncryption.SQS_MANAGED,
@@ -30,6 +32,16 @@ export class ConsumerStack extends Stack {
       retentionPeriod: Duration.days(14),
     });
     Validations.of(dlq).acknowledge({ id: 'AwsSolutions-SQS3', reason: 'This queue is the dead-letter queue of the subscription rule target.' });
+    if (busKind === 'custom') this.subscriber(doc, platformEnv, dlq);
+    else this.rule(doc, platformEnv, dlq);
+    new CfnOutput(this, 'BusKind', { value: busKind, description: 'the EventBridge bus this stack is built for' });
+    this.claimCheckReader(doc, platformEnv);
+  }
+
+  /** Classic: a rule on the custom bus, its target reached through resource policies. */
+  private rule(doc: ConsumerDeploy, platformEnv: string, dlq: sqs.Queue): void {
+    const busName = platformValue(this, platformEnv, 'busName');
+    const ruleArn = `arn:${this.partition}:events:${this.region}:${this.account}:rule/${busName}/${doc.rule_name}`;
     dlq.addToResourcePolicy(new iam.PolicyStatement({
       actions: ['sqs:SendMessage'],
       principals: [new iam.ServicePrincipal('events.amazonaws.com')],
@@ -56,7 +68,49 @@ export class ConsumerStack extends Stack {
       state: 'ENABLED',
       targets: [target],
     });
-    this.claimCheckReader(doc, platformEnv);
+  }
+
+  /**
+   * Custom Event Bus: a subscriber that delivers through its own role, which may reach exactly
+   * its one target and its dead-letter queue, so no team's queue or function policy is edited.
+   */
+  private subscriber(doc: ConsumerDeploy, platformEnv: string, dlq: sqs.Queue): void {
+    const role = new iam.Role(this, 'DeliveryRole', {
+      assumedBy: new iam.ServicePrincipal('events.amazonaws.com', { conditions: { StringEquals: { 'aws:SourceAccount': this.account } } }),
+      description: `delivers busway subscription ${doc.subscription_id} to its one target`,
+    });
+    const target = this.subscriberTarget(doc);
+    role.addToPolicy(new iam.PolicyStatement({ actions: [target.action], resources: [target.arn] }));
+    role.addToPolicy(new iam.PolicyStatement({ actions: ['sqs:SendMessage'], resources: [dlq.queueArn] }));
+    new eventsv2.CfnSubscriber(this, 'Subscriber', {
+      name: doc.rule_name,
+      eventBusArn: platformValue(this, platformEnv, 'busArn'),
+      description: `${doc.event_type} v${doc.version} to ${doc.target_unit} (${doc.subscription_id})`,
+      filterConfiguration: { filters: [{ scope: 'DATA', pattern: JSON.stringify(dataFilter(doc)) }] },
+      invokeConfiguration: { targetArn: target.arn, roleArn: role.roleArn, ...target.parameters },
+      retryPolicy: {
+        maxRetryAttempts: doc.retry_policy.maximum_retry_attempts,
+        maxEventAgeInSeconds: doc.retry_policy.maximum_event_age_seconds,
+      },
+      onFailureConfiguration: { arn: dlq.queueArn },
+      // The event with its envelope, as the Classic bus delivers it, not the bare payload.
+      transformer: { type: 'WITH_METADATA' },
+      state: 'RUNNING',
+    });
+  }
+
+  /** The subscriber's target and the one action its delivery role may take on it. */
+  private subscriberTarget(doc: ConsumerDeploy): { arn: string; action: string; parameters: Partial<eventsv2.CfnSubscriber.InvokeConfigurationProperty> } {
+    switch (doc.connection_type) {
+      case 'LAMBDA':
+        return { arn: doc.connection_string, action: 'lambda:InvokeFunction', parameters: { lambdaParameters: { invocationType: 'EVENT' } } };
+      case 'SQS':
+        return { arn: doc.connection_string, action: 'sqs:SendMessage', parameters: {} };
+      case 'HTTPS': {
+        const destination = this.apiDestination(doc);
+        return { arn: destination.attrArn, action: 'events:InvokeApiDestination', parameters: { httpParameters: {} } };
+      }
+    }
   }
 
   /**
@@ -78,6 +132,25 @@ export class ConsumerStack extends Stack {
       reason: 'One object per claim-checked event, under the prefix of this event version only.',
     });
     new CfnOutput(this, 'ClaimCheckReaderPolicyArn', { value: policy.managedPolicyArn });
+  }
+
+  /** The API destination of an HTTPS subscription, on either bus. */
+  private apiDestination(doc: ConsumerDeploy): events.CfnApiDestination {
+    const connection = new events.CfnConnection(this, 'Connection', {
+      name: doc.rule_name,
+      description: `busway subscription ${doc.subscription_id}`,
+      authorizationType: 'API_KEY',
+      // EventBridge requires an authorization; the subscription id tells the consumer which
+      // subscription calls it. Consumer secrets are not part of the deploy.json contract yet.
+      authParameters: { apiKeyAuthParameters: { apiKeyName: 'x-busway-subscription', apiKeyValue: doc.subscription_id } },
+    });
+    return new events.CfnApiDestination(this, 'ApiDestination', {
+      name: doc.rule_name,
+      connectionArn: connection.attrArn,
+      invocationEndpoint: doc.connection_string,
+      httpMethod: 'POST',
+      invocationRateLimitPerSecond: 100,
+    });
   }
 
   /** The target's ARN, with the permission that lets the rule reach it. */
@@ -109,21 +182,7 @@ export class ConsumerStack extends Stack {
         return { arn: doc.connection_string };
       }
       case 'HTTPS': {
-        const connection = new events.CfnConnection(this, 'Connection', {
-          name: doc.rule_name,
-          description: `busway subscription ${doc.subscription_id}`,
-          authorizationType: 'API_KEY',
-          // EventBridge requires an authorization; the subscription id tells the consumer which
-          // subscription calls it. Consumer secrets are not part of the deploy.json contract yet.
-          authParameters: { apiKeyAuthParameters: { apiKeyName: 'x-busway-subscription', apiKeyValue: doc.subscription_id } },
-        });
-        const destination = new events.CfnApiDestination(this, 'ApiDestination', {
-          name: doc.rule_name,
-          connectionArn: connection.attrArn,
-          invocationEndpoint: doc.connection_string,
-          httpMethod: 'POST',
-          invocationRateLimitPerSecond: 100,
-        });
+        const destination = this.apiDestination(doc);
         const role = new iam.Role(this, 'InvokeApiDestination', {
           assumedBy: new iam.ServicePrincipal('events.amazonaws.com'),
           description: `lets rule ${doc.rule_name} call its API destination, and nothing else`,
@@ -138,6 +197,19 @@ export class ConsumerStack extends Stack {
   }
 }
 
-export function addConsumerStack(scope: Construct, doc: ConsumerDeploy, platformEnv: string, props: StackProps = {}): ConsumerStack {
-  return new ConsumerStack(scope, doc.stack_name, { ...props, stackName: doc.stack_name, doc, platformEnv });
+/**
+ * The consumer rule pattern's `detail`, with its `source` and `detail-type` as the envelope
+ * metadata the broker sets from the registration (never from the payload): the Custom Event Bus
+ * filters the event's data, where these are.
+ */
+export function dataFilter(doc: ConsumerDeploy): Record<string, unknown> {
+  const detail = doc.event_pattern.detail as { metadata: Record<string, unknown> };
+  return {
+    ...detail,
+    metadata: { ...detail.metadata, application: [doc.application], event_type: [doc.event_type], version: [doc.version] },
+  };
+}
+
+export function addConsumerStack(scope: Construct, doc: ConsumerDeploy, platformEnv: string, busKind: BusKind, props: StackProps = {}): ConsumerStack {
+  return new ConsumerStack(scope, doc.stack_name, { ...props, stackName: doc.stack_name, doc, platformEnv, busKind });
 }

@@ -40,6 +40,8 @@ export interface ConsumerDeploy {
   connection_type: 'HTTPS' | 'LAMBDA' | 'SQS';
   connection_string: string;
   retry_policy: { maximum_retry_attempts: number; maximum_event_age_seconds: number };
+  /** The bus the stack is built for; absent, the platform's (the consumer build's `busKind`). */
+  bus_kind?: 'custom' | 'classic';
   /** The local host's flow control (format 2); EventBridge targets do not read it. */
   delivery?: { max_in_flight: number; invocation_rate_limit_per_second?: number };
   source: string;

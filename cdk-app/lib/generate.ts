@@ -4,12 +4,19 @@ import { Construct } from 'constructs';
 import { addConsumerStack } from './consumer-stack';
 import { DeployDoc } from './deploy-config';
 import { ENV_PATTERN } from './platform';
+import { BusKind, busKind } from './platform-names';
 import { addProducerStacks } from './producer-stack';
 
-/** The stacks a deploy.json asks for, checked by cdk-nag's AWS Solutions rules. */
-export function generate(scope: Construct, doc: DeployDoc, platformEnv: string, props: StackProps = {}): Stack[] {
+/**
+ * The stacks a deploy.json asks for, checked by cdk-nag's AWS Solutions rules. A consumer stack is
+ * built for the bus its deploy.json names, else for `platformBus` (the consumer build's
+ * BUSWAY_BUS_KIND; a platform installed before the choice existed has the Classic bus).
+ */
+export function generate(scope: Construct, doc: DeployDoc, platformEnv: string, props: StackProps = {}, platformBus: BusKind = 'classic'): Stack[] {
   if (!ENV_PATTERN.test(platformEnv)) throw new Error(`platform env ${platformEnv} must match ${ENV_PATTERN}`);
-  const stacks = doc.kind === 'producer' ? addProducerStacks(scope, doc, platformEnv, props) : [addConsumerStack(scope, doc, platformEnv, props)];
+  const stacks = doc.kind === 'producer'
+    ? addProducerStacks(scope, doc, platformEnv, props)
+    : [addConsumerStack(scope, doc, platformEnv, busKind(doc.bus_kind, platformBus), props)];
   for (const s of stacks) Validations.of(s).addPlugins(new AwsSolutionsChecks(s, { verbose: true }));
   return stacks;
 }

@@ -291,6 +291,90 @@ test('a deploy.json of any format up to the current one is read; a newer format 
   assert.throws(() => parseDeployJson(JSON.stringify({ ...first, format_version: current + 1 })), /\$\.format_version: above/);
 });
 
+/** The consumer stack of fixture `name` built for the Custom Event Bus, its deploy.json changed by `edit`. */
+function subscriberStack(name: string, edit: (doc: any) => void = () => {}, platformBus: 'custom' | 'classic' = 'custom'): Template {
+  const doc = raw(name);
+  edit(doc);
+  const [stack] = generate(newApp(), parseDeployJson(JSON.stringify(doc)), 'dev', {}, platformBus);
+  return Template.fromStack(stack);
+}
+
+/** The statements of the delivery role's policy. */
+function deliveryStatements(t: Template): any[] {
+  const roles = Object.keys(t.findResources('AWS::IAM::Role', { Properties: { AssumeRolePolicyDocument: { Statement: [Match.objectLike({ Principal: { Service: 'events.amazonaws.com' } })] } } }));
+  assert.equal(roles.length, 1, 'one delivery role');
+  const policies = Object.values(t.findResources('AWS::IAM::Policy')).filter((p: any) => p.Properties.Roles.some((r: any) => r.Ref === roles[0])) as any[];
+  return policies.flatMap((p) => p.Properties.PolicyDocument.Statement);
+}
+
+test('on the Custom Event Bus a consumer gets a subscriber: the pattern as its DATA filter, its retry policy, its DLQ on failure', () => {
+  const doc = raw('consumer-lambda');
+  const t = subscriberStack('consumer-lambda');
+  t.resourceCountIs('AWS::Events::Rule', 0);
+  t.resourceCountIs('AWS::EventsV2::Subscriber', 1);
+  t.hasResourceProperties('AWS::EventsV2::Subscriber', {
+    Name: doc.rule_name,
+    EventBusArn: { Ref: Match.stringLikeRegexp('busarn') },
+    RetryPolicy: { MaxRetryAttempts: 7, MaxEventAgeInSeconds: 3600 },
+    OnFailureConfiguration: { Arn: { 'Fn::GetAtt': [Match.stringLikeRegexp('^DeadLetters'), 'Arn'] } },
+    Transformer: { Type: 'WITH_METADATA' },
+    State: 'RUNNING',
+  });
+  const subscriber = Object.values(t.findResources('AWS::EventsV2::Subscriber'))[0] as any;
+  const filters = subscriber.Properties.FilterConfiguration.Filters;
+  assert.equal(filters.length, 1);
+  assert.equal(filters[0].Scope, 'DATA');
+  // The rule pattern's detail, with its source and detail-type as the broker's own metadata.
+  assert.deepEqual(JSON.parse(filters[0].Pattern), {
+    metadata: { event_attributes: { target: ['billing'] }, application: ['shop'], event_type: ['order_created'], version: [1] },
+  });
+  t.hasParameter('*', { Type: 'AWS::SSM::Parameter::Value<String>', Default: '/busway/dev/bus/arn' });
+  t.hasOutput('BusKind', { Value: 'custom' });
+});
+
+test('a subscriber\'s delivery role may reach exactly its one target and its DLQ; no team policy is edited', () => {
+  const cases: [string, string, RegExp | string, Record<string, unknown>][] = [
+    ['consumer-lambda', 'lambda:InvokeFunction', raw('consumer-lambda').connection_string, { LambdaParameters: { InvocationType: 'EVENT' } }],
+    ['consumer-sqs', 'sqs:SendMessage', raw('consumer-sqs').connection_string, {}],
+    ['consumer-https', 'events:InvokeApiDestination', /ApiDestination/, { HttpParameters: {} }],
+  ];
+  for (const [name, action, target, parameters] of cases) {
+    const t = subscriberStack(name);
+    const statements = deliveryStatements(t);
+    assert.equal(statements.length, 2, name);
+    assert.equal(statements[0].Action, action, name);
+    const resource = typeof statements[0].Resource === 'string' ? statements[0].Resource : JSON.stringify(statements[0].Resource);
+    if (typeof target === 'string') assert.equal(resource, target, name);
+    else assert.match(resource, target, name);
+    assert.deepEqual(statements[1], { Action: 'sqs:SendMessage', Effect: 'Allow', Resource: { 'Fn::GetAtt': [statements[1].Resource['Fn::GetAtt'][0], 'Arn'] } }, name);
+    assert.match(statements[1].Resource['Fn::GetAtt'][0], /^DeadLetters/, name);
+    const subscriber = Object.values(t.findResources('AWS::EventsV2::Subscriber'))[0] as any;
+    const invoke = subscriber.Properties.InvokeConfiguration;
+    assert.equal(invoke.RoleArn['Fn::GetAtt'][0], Object.keys(t.findResources('AWS::IAM::Role', { Properties: { Description: Match.stringLikeRegexp('delivers') } }))[0], name);
+    for (const [k, v] of Object.entries(parameters)) assert.deepEqual(invoke[k], v, name);
+    t.resourceCountIs('AWS::Lambda::Permission', 0);
+    t.resourceCountIs('Custom::QueueStatement', 0);
+    t.resourceCountIs('AWS::SQS::QueuePolicy', 1); // the dead-letter queue's TLS-only policy
+    t.hasResourceProperties('AWS::IAM::Role', {
+      AssumeRolePolicyDocument: { Statement: [Match.objectLike({ Principal: { Service: 'events.amazonaws.com' }, Condition: { StringEquals: { 'aws:SourceAccount': { Ref: 'AWS::AccountId' } } } })] },
+    });
+    assertLeastPrivilege(t);
+  }
+});
+
+test('a consumer deploy.json that names its bus is built for that bus, whatever the platform\'s', () => {
+  const classic = subscriberStack('consumer-lambda', (doc) => { doc.bus_kind = 'classic'; }, 'custom');
+  classic.resourceCountIs('AWS::EventsV2::Subscriber', 0);
+  classic.resourceCountIs('AWS::Events::Rule', 1);
+  classic.hasOutput('BusKind', { Value: 'classic' });
+  const custom = subscriberStack('consumer-lambda', (doc) => { doc.bus_kind = 'custom'; }, 'classic');
+  custom.resourceCountIs('AWS::EventsV2::Subscriber', 1);
+  // One that names none follows the platform; a platform installed before the choice is Classic.
+  subscriberStack('consumer-lambda', () => {}, 'classic').resourceCountIs('AWS::Events::Rule', 1);
+  Template.fromStack(generate(newApp(), fixture('consumer-lambda'), 'dev')[0]).resourceCountIs('AWS::Events::Rule', 1);
+  assert.throws(() => subscriberStack('consumer-lambda', (doc) => { doc.bus_kind = 'v3'; }), /\$\.bus_kind: must be one of custom, classic/);
+});
+
 test('an unacknowledged cdk-nag finding fails the synth', () => {
   const app = newApp();
   const [stack] = generate(app, fixture('consumer-lambda'), 'dev');

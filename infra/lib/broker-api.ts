@@ -4,11 +4,11 @@
 import { CfnOutput, Duration, Stack, StackProps, Validations } from 'aws-cdk-lib';
 import * as apigw from 'aws-cdk-lib/aws-apigateway';
 import * as dynamodb from 'aws-cdk-lib/aws-dynamodb';
-import * as events from 'aws-cdk-lib/aws-events';
 import * as iam from 'aws-cdk-lib/aws-iam';
 import * as s3 from 'aws-cdk-lib/aws-s3';
 import * as ssm from 'aws-cdk-lib/aws-ssm';
 import { Construct } from 'constructs';
+import { BusStack } from './bus';
 import { stageOptions } from './api';
 import { RustFunction } from './function';
 import { acknowledgeWildcards, objects, tableAndIndexes } from './iam';
@@ -16,7 +16,7 @@ import { ENV_VARS, Names, parameterName, PlatformParameter, STAGES } from './nam
 
 export interface BrokerApiProps extends StackProps {
   lambdaAssets: string;
-  bus: events.IEventBus;
+  bus: BusStack;
   table: dynamodb.ITable;
   schemaBackup: s3.IBucket;
   publisher: s3.IBucket;
@@ -79,7 +79,9 @@ export class BrokerApiStack extends Stack {
       lambdaAssets: props.lambdaAssets,
       timeout,
       environment: {
-        [ENV_VARS.busName]: props.bus.eventBusName,
+        [ENV_VARS.busKind]: props.bus.kind,
+        // The Classic bus is named in PutEvents, the Custom Event Bus by its ARN.
+        ...(props.bus.kind === 'custom' ? { [ENV_VARS.busArn]: props.bus.busArn } : { [ENV_VARS.busName]: props.bus.busName }),
         [ENV_VARS.tableName]: props.table.tableName,
         // The AWS host's configuration names all three buckets; the role limits what is touched.
         [ENV_VARS.schemaBackupBucket]: props.schemaBackup.bucketName,
@@ -87,7 +89,7 @@ export class BrokerApiStack extends Stack {
         [ENV_VARS.subscriberBucket]: props.subscriber.bucketName,
       },
     });
-    f.role.addToPolicy(new iam.PolicyStatement({ actions: ['events:PutEvents'], resources: [props.bus.eventBusArn] }));
+    f.role.addToPolicy(new iam.PolicyStatement({ actions: ['events:PutEvents'], resources: [props.bus.busArn] }));
     // The data of an event above the bus entry limit (1 MB) is stored as a claim check and the bus
     // event carries its location (busway_core::claim_check::PREFIX).
     const claimChecks = objects(this, names, 'event-schemas-backup-bucket', 'claim-checks/*');

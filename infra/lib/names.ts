@@ -2,8 +2,8 @@
 // (the seed's steps 1-4), `{env}-busway-*` for what the seed did not have.
 import { ENV_PATTERN } from '../../cdk-app/lib/platform-names';
 
-export { ENV_PATTERN, PARAMETERS, parameterName, STAGES } from '../../cdk-app/lib/platform-names';
-export type { PlatformParameter } from '../../cdk-app/lib/platform-names';
+export { BUS_KINDS, busKind, DEFAULT_BUS_KIND, ENV_PATTERN, PARAMETERS, parameterName, STAGES } from '../../cdk-app/lib/platform-names';
+export type { BusKind, PlatformParameter } from '../../cdk-app/lib/platform-names';
 
 /** The Lambda functions (busway_core::tasks::FUNCTIONS): binary name = logical name = `--bin`. */
 export const FUNCTIONS = ['portal', 'injector', 'injector-sqs', 'provisioner'] as const;
@@ -16,7 +16,9 @@ export const ENV_VARS = {
   publisherBucket: 'BUSWAY_PUBLISHER_BUCKET',
   subscriberBucket: 'BUSWAY_SUBSCRIBER_BUCKET',
   registryName: 'BUSWAY_SCHEMA_REGISTRY',
+  busKind: 'BUSWAY_BUS_KIND',
   busName: 'BUSWAY_BUS_NAME',
+  busArn: 'BUSWAY_BUS_ARN',
   stateMachineArn: 'BUSWAY_STATE_MACHINE_ARN',
 } as const;
 

@@ -1,7 +1,7 @@
 import { App, Stack, StackProps, Validations } from 'aws-cdk-lib';
 import { AwsSolutionsChecks } from 'cdk-nag';
 import { BrokerApiStack } from './broker-api';
-import { BusStack } from './bus';
+import { BusSettings, BusStack } from './bus';
 import { Names } from './names';
 import { PortalStack } from './portal';
 import { ProvisioningStack } from './provisioning';
@@ -21,24 +21,24 @@ export interface Platform {
  * (an unacknowledged finding fails the synth). Deploy order follows the references:
  * backup, storage, bus → portal → broker API, provisioning.
  */
-export function platform(app: App, env: string, lambdaAssets: string, props: StackProps = {}): Platform {
+export function platform(app: App, env: string, lambdaAssets: string, bus: BusSettings, props: StackProps = {}): Platform {
   const names = new Names(env);
   const backup = new SchemaBackupStack(app, names, props);
   const storage = new ConfigStorageStack(app, names, props);
-  const bus = new BusStack(app, names, props);
+  const busStack = new BusStack(app, names, bus, props);
   const portal = new PortalStack(app, names, {
     ...props, lambdaAssets, schemaBackup: backup.bucket, publisher: storage.publisher, subscriber: storage.subscriber,
   });
   const brokerApi = new BrokerApiStack(app, names, {
-    ...props, lambdaAssets, bus: bus.bus, table: portal.table,
+    ...props, lambdaAssets, bus: busStack, table: portal.table,
     schemaBackup: backup.bucket, publisher: storage.publisher, subscriber: storage.subscriber,
   });
   // The portal stack sets API Gateway's account-level logging role, which the broker stage needs.
   brokerApi.addStackDependency(portal);
   const provisioning = new ProvisioningStack(app, names, {
-    ...props, lambdaAssets, table: portal.table, schemaBackup: backup.bucket, publisher: storage.publisher, subscriber: storage.subscriber,
+    ...props, lambdaAssets, busKind: bus.kind, table: portal.table, schemaBackup: backup.bucket, publisher: storage.publisher, subscriber: storage.subscriber,
   });
-  const stacks: Stack[] = [backup, storage, bus, portal, brokerApi, provisioning];
+  const stacks: Stack[] = [backup, storage, busStack, portal, brokerApi, provisioning];
   for (const s of stacks) Validations.of(s).addPlugins(new AwsSolutionsChecks(s, { verbose: true }));
-  return { backup, storage, bus, portal, brokerApi, provisioning };
+  return { backup, storage, bus: busStack, portal, brokerApi, provisioning };
 }

@@ -15,7 +15,7 @@ import * as sfn from 'aws-cdk-lib/aws-stepfunctions';
 import { Construct } from 'constructs';
 import { RustFunction } from './function';
 import { acknowledgeWildcards, objects, tableAndIndexes } from './iam';
-import { BucketBase, ENV_VARS, Names } from './names';
+import { BucketBase, BusKind, ENV_VARS, Names } from './names';
 
 export const REPO_ROOT = path.resolve(__dirname, '..', '..');
 export const ASL_FILE = path.join(REPO_ROOT, 'statemachines', 'provisioning.asl.json');
@@ -25,6 +25,8 @@ const DEPLOY_JSON = 'deploy.json';
 
 export interface ProvisioningProps extends StackProps {
   lambdaAssets: string;
+  /** The bus the consumer build generates stacks for (scripts/provision-build.sh). */
+  busKind: BusKind;
   table: dynamodb.ITable;
   schemaBackup: s3.IBucket;
   publisher: s3.IBucket;
@@ -90,8 +92,8 @@ export class ProvisioningStack extends Stack {
       exclude: ['.git/', ...gitignore()],
     });
     const projects = {
-      producer: this.buildProject('producer', names, repo, props.table),
-      consumer: this.buildProject('consumer', names, repo, props.table),
+      producer: this.buildProject('producer', names, repo, props.table, {}),
+      consumer: this.buildProject('consumer', names, repo, props.table, { [ENV_VARS.busKind]: { value: props.busKind } }),
     };
     // The describe_build task records a build's phases and log link on its deployment.
     provisioner.role.addToPolicy(new iam.PolicyStatement({
@@ -141,7 +143,8 @@ export class ProvisioningStack extends Stack {
   }
 
   /** The CodeBuild project of one kind: runs buildspecs/{kind}.yml on the repository asset. */
-  private buildProject(kind: Kind, names: Names, repo: s3assets.Asset, table: dynamodb.ITable): codebuild.Project {
+  private buildProject(kind: Kind, names: Names, repo: s3assets.Asset, table: dynamodb.ITable,
+    environment: Record<string, codebuild.BuildEnvironmentVariable>): codebuild.Project {
     const project = new codebuild.Project(this, `${kind === 'producer' ? 'Producer' : 'Consumer'}Build`, {
       projectName: names.buildProject(kind),
       description: `busway ${kind} build: cdk deploy|destroy of one deploy.json with cdk-app/`,
@@ -150,7 +153,7 @@ export class ProvisioningStack extends Stack {
       environment: {
         buildImage: codebuild.LinuxBuildImage.STANDARD_7_0,
         computeType: codebuild.ComputeType.SMALL,
-        environmentVariables: { BUSWAY_ENV: { value: names.env }, [ENV_VARS.tableName]: { value: table.tableName } },
+        environmentVariables: { BUSWAY_ENV: { value: names.env }, [ENV_VARS.tableName]: { value: table.tableName }, ...environment },
       },
       timeout: Duration.minutes(30),
       logging: { cloudWatch: { logGroup: new logs.LogGroup(this, `${kind}BuildLogs`, { retention: logs.RetentionDays.THREE_MONTHS }) } },

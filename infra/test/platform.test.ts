@@ -10,7 +10,8 @@ import { App } from 'aws-cdk-lib';
 import { Match, Template } from 'aws-cdk-lib/assertions';
 import * as s3 from 'aws-cdk-lib/aws-s3';
 import * as s3assets from 'aws-cdk-lib/aws-s3-assets';
-import { ENV_VARS, FUNCTIONS, PARAMETERS, parameterName, PlatformParameter, STAGES } from '../lib/names';
+import { BusSettings, DEFAULT_RETENTION_DAYS } from '../lib/bus';
+import { DEFAULT_BUS_KIND, ENV_VARS, FUNCTIONS, PARAMETERS, parameterName, PlatformParameter, STAGES } from '../lib/names';
 import { platform } from '../lib/platform';
 import { ASL_FILE, SUBSTITUTIONS_FILE } from '../lib/provisioning';
 import { CLAIM_CHECK_PREFIX, CLAIM_CHECK_RETENTION_DAYS } from '../lib/storage';
@@ -33,7 +34,14 @@ function newApp(): App {
 
 const assets = dummyAssets();
 after(() => fs.rmSync(assets, { recursive: true, force: true }));
-const p = platform(newApp(), 'dev', assets);
+// What bin/app.ts gives a new install: the Custom Event Bus, 7 days' retention.
+const SETTINGS: BusSettings = { kind: DEFAULT_BUS_KIND, retentionDays: DEFAULT_RETENTION_DAYS };
+const CLASSIC: BusSettings = { ...SETTINGS, kind: 'classic' };
+const p = platform(newApp(), 'dev', assets, SETTINGS);
+// The same platform installed with the Classic bus: only the bus, the injectors' environment
+// and the consumer build's bus kind differ.
+const c = platform(newApp(), 'dev', assets, CLASSIC);
+const classic = { bus: Template.fromStack(c.bus), brokerApi: Template.fromStack(c.brokerApi), provisioning: Template.fromStack(c.provisioning) };
 const t = {
   backup: Template.fromStack(p.backup),
   storage: Template.fromStack(p.storage),
@@ -161,9 +169,23 @@ test('the events table: PK/SK strings, on demand, point-in-time recovery, encryp
   });
 });
 
-test('the custom bus keeps the seed name and archives busway events; the schema registry exists', () => {
-  t.bus.hasResourceProperties('AWS::Events::EventBus', { Name: 'dev.custom.events.bus' });
-  t.bus.hasResourceProperties('AWS::Events::Archive', {
+test('a new install has the Custom Event Bus under the seed name, keeping every event 7 days; the retention is a setting of 1 to 365 days', () => {
+  assert.equal(SETTINGS.kind, 'custom');
+  t.bus.hasResourceProperties('AWS::EventsV2::EventBus', { Name: 'dev.custom.events.bus', StorageConfiguration: { RetentionPeriodInDays: 7 } });
+  t.bus.resourceCountIs('AWS::EventsV2::EventBus', 1);
+  t.bus.resourceCountIs('AWS::Events::EventBus', 0);
+  t.bus.resourceCountIs('AWS::Events::Archive', 0);
+  const year = Template.fromStack(platform(newApp(), 'dev', assets, { kind: 'custom', retentionDays: 365 }).bus);
+  year.hasResourceProperties('AWS::EventsV2::EventBus', { StorageConfiguration: { RetentionPeriodInDays: 365 } });
+  for (const days of [0, 366, 1.5, Number.NaN]) {
+    assert.throws(() => platform(newApp(), 'dev', assets, { kind: 'custom', retentionDays: days }), /bus retention/);
+  }
+});
+
+test('the Classic bus keeps the seed name and archives busway events; the schema registry exists', () => {
+  classic.bus.resourceCountIs('AWS::EventsV2::EventBus', 0);
+  classic.bus.hasResourceProperties('AWS::Events::EventBus', { Name: 'dev.custom.events.bus' });
+  classic.bus.hasResourceProperties('AWS::Events::Archive', {
     SourceArn: { 'Fn::GetAtt': [Match.stringLikeRegexp('^Bus'), 'Arn'] },
     EventPattern: { source: [{ prefix: 'busway.' }] },
     RetentionDays: 30,
@@ -177,8 +199,8 @@ const BUCKETS = [ENV_VARS.schemaBackupBucket, ENV_VARS.publisherBucket, ENV_VARS
 test('every function is a Rust bootstrap on provided.al2023 arm64 with exactly the environment it reads', () => {
   const expected: Record<string, [Template, string[]]> = {
     portal: [t.portal, [ENV_VARS.tableName, ENV_VARS.schemaBackupBucket, ENV_VARS.publisherBucket, ENV_VARS.subscriberBucket, ENV_VARS.registryName, ENV_VARS.stateMachineArn]],
-    injector: [t.brokerApi, [ENV_VARS.busName, ENV_VARS.tableName, ...BUCKETS]],
-    'injector-sqs': [t.brokerApi, [ENV_VARS.busName, ENV_VARS.tableName, ...BUCKETS]],
+    injector: [t.brokerApi, [ENV_VARS.busKind, ENV_VARS.busArn, ENV_VARS.tableName, ...BUCKETS]],
+    'injector-sqs': [t.brokerApi, [ENV_VARS.busKind, ENV_VARS.busArn, ENV_VARS.tableName, ...BUCKETS]],
     provisioner: [t.provisioning, [ENV_VARS.tableName, ...BUCKETS, ENV_VARS.stateMachineArn]],
   };
   assert.deepEqual(Object.keys(expected).sort(), [...FUNCTIONS].sort());
@@ -200,6 +222,15 @@ test('every function is a Rust bootstrap on provided.al2023 arm64 with exactly t
       [ENV_VARS.stateMachineArn]: { 'Fn::Join': ['', Match.arrayWith([':stateMachine:dev-busway-provisioning'])] },
     }) },
   });
+  for (const name of ['injector', 'injector-sqs']) {
+    t.brokerApi.hasResourceProperties('AWS::Lambda::Function', {
+      FunctionName: `dev-busway-${name}`,
+      Environment: { Variables: Match.objectLike({ [ENV_VARS.busKind]: 'custom', [ENV_VARS.busArn]: { 'Fn::ImportValue': Match.stringLikeRegexp('EventBusArn') } }) },
+    });
+    const fn = Object.values(classic.brokerApi.findResources('AWS::Lambda::Function', { Properties: { FunctionName: `dev-busway-${name}` } }))[0] as any;
+    assert.deepEqual(Object.keys(fn.Properties.Environment.Variables).sort(), [ENV_VARS.busKind, ENV_VARS.busName, ENV_VARS.tableName, ...BUCKETS, 'RUST_LOG'].sort());
+    assert.equal(fn.Properties.Environment.Variables[ENV_VARS.busKind], 'classic');
+  }
   t.provisioning.hasResourceProperties('AWS::Lambda::Function', {
     FunctionName: 'dev-busway-provisioner',
     Environment: { Variables: Match.objectLike({
@@ -221,10 +252,14 @@ test('the portal may read and write the table, put deploy.json files and schema 
 });
 
 test('the injectors may put events on the platform bus, write claim checks and read the event store, nothing else', () => {
-  for (const role of ['InjectorRole', 'InjectorSqsRole']) {
-    assertStatements(statements(t.brokerApi, role), [
+  for (const [tpl, role, busArn] of [
+    [t.brokerApi, 'InjectorRole', /^<import:dev-event-broker-bus:ExportsOutputFnGetAttBusEventBusArn\w+>$/],
+    [t.brokerApi, 'InjectorSqsRole', /^<import:dev-event-broker-bus:ExportsOutputFnGetAttBusEventBusArn\w+>$/],
+    [classic.brokerApi, 'InjectorRole', /^<import:dev-event-broker-bus:ExportsOutputFnGetAttBus\w+Arn\w+>$/],
+  ] as [Template, string, RegExp][]) {
+    assertStatements(statements(tpl, role), [
       [LOGS, [new RegExp(`^<${role.replace('Role', 'Logs')}\\w+\\.Arn>$`)]],
-      [['events:PutEvents'], [/^<import:dev-event-broker-bus:ExportsOutputFnGetAttBus\w+Arn\w+>$/]],
+      [['events:PutEvents'], [busArn]],
       [['s3:PutObject'], [OBJECTS('event-schemas-backup-bucket', 'claim-checks/*')]],
       [['dynamodb:GetItem', 'dynamodb:Query'], TABLE_AND_INDEXES],
     ]);
@@ -319,12 +354,18 @@ test('the build projects run buildspecs/{kind}.yml on the repository asset, whic
         { Name: 'BUSWAY_ENV', Type: 'PLAINTEXT', Value: 'dev' },
         // scripts/provision-build.sh re-checks the deployment record in the platform's table.
         { Name: ENV_VARS.tableName, Type: 'PLAINTEXT', Value: Match.anyValue() },
+        // The consumer build generates stacks for the platform's bus.
+        ...(kind === 'consumer' ? [{ Name: ENV_VARS.busKind, Type: 'PLAINTEXT', Value: 'custom' }] : []),
       ] }),
       TimeoutInMinutes: 30,
     });
     const project = Object.values(t.provisioning.findResources('AWS::CodeBuild::Project', { Properties: { Name: `dev-busway-${kind}-build` } }))[0] as any;
     assert.match(render(project.Properties.Environment.EnvironmentVariables[1].Value), /^<import:dev-self-service-portal:ExportsOutputRefEvents\w+>$/);
   }
+  classic.provisioning.hasResourceProperties('AWS::CodeBuild::Project', {
+    Name: 'dev-busway-consumer-build',
+    Environment: Match.objectLike({ EnvironmentVariables: Match.arrayWith([{ Name: ENV_VARS.busKind, Type: 'PLAINTEXT', Value: 'classic' }]) }),
+  });
   const repo = p.provisioning.node.findChild('Repository') as s3assets.Asset;
   const staged = path.join((p.provisioning.node.root as App).outdir, repo.assetPath);
   for (const needed of ['Makefile', 'buildspecs/producer.yml', 'buildspecs/consumer.yml', 'scripts/provision-build.sh', 'cdk-app/package-lock.json', 'functions/core/schemas']) {
@@ -362,8 +403,12 @@ test('the platform writes exactly the SSM parameters the generators of cdk-app/ 
   assert.deepEqual(written, read);
   assert.ok(written.includes('/busway/dev/broker-api/id') && written.includes('/busway/dev/injector-sqs/role-arn'));
   const value = (tpl: Template, name: string) => render((Object.values(tpl.findResources('AWS::SSM::Parameter', { Properties: { Name: name } }))[0] as any).Properties.Value);
-  assert.match(value(t.bus, '/busway/dev/bus/name'), /^<Bus\w+>$/);
-  assert.match(value(t.bus, '/busway/dev/bus/arn'), /^<Bus\w+\.Arn>$/);
+  assert.equal(value(t.bus, '/busway/dev/bus/name'), 'dev.custom.events.bus');
+  assert.match(value(t.bus, '/busway/dev/bus/arn'), /^<Bus\.EventBusArn>$/);
+  assert.equal(value(t.bus, '/busway/dev/bus/kind'), 'custom');
+  assert.match(value(classic.bus, '/busway/dev/bus/name'), /^<Bus\w+>$/);
+  assert.match(value(classic.bus, '/busway/dev/bus/arn'), /^<Bus\w+\.Arn>$/);
+  assert.equal(value(classic.bus, '/busway/dev/bus/kind'), 'classic');
   assert.match(value(t.backup, '/busway/dev/schema-backup/bucket-name'), /^<SchemaBackup\w+>$/);
   assert.match(value(t.brokerApi, '/busway/dev/broker-api/id'), /^<BrokerApi\w+>$/);
   assert.match(value(t.brokerApi, '/busway/dev/broker-api/root-resource-id'), /^<BrokerApi\w+\.RootResourceId>$/);
@@ -399,18 +444,18 @@ test('the broker API deploys its stage with a MOCK health check; the portal API 
 });
 
 test('an unacknowledged cdk-nag finding fails the synth', () => {
-  const q = platform(newApp(), 'dev', assets);
+  const q = platform(newApp(), 'dev', assets, SETTINGS);
   new s3.Bucket(q.bus, 'Unencrypted', {});
   assert.throws(() => Template.fromStack(q.bus), /Validation failed/);
 });
 
 test('a missing Lambda asset or a malformed env is refused with the reason', () => {
-  assert.throws(() => platform(newApp(), 'dev', path.join(assets, 'nowhere')), /no Lambda asset for portal: build it first/);
-  assert.throws(() => platform(newApp(), 'Prod!', assets), /platform env/);
+  assert.throws(() => platform(newApp(), 'dev', path.join(assets, 'nowhere'), SETTINGS), /no Lambda asset for portal: build it first/);
+  assert.throws(() => platform(newApp(), 'Prod!', assets, SETTINGS), /platform env/);
 });
 
 test('the stacks keep the seed\'s names, prefixed by the environment', () => {
-  const q = platform(newApp(), 'prod', assets);
+  const q = platform(newApp(), 'prod', assets, SETTINGS);
   assert.deepEqual(Object.values(q).map((s) => s.stackName), [
     'prod-event-schemas-backup-service',
     'prod-components-configuration-storage-service',

@@ -335,6 +335,9 @@ async fn the_functions_as_infra_deploys_them_serve_the_seed_flow_within_their_ro
         &[
             ("platformEnv", ENV),
             ("lambdaAssets", assets.to_str().expect("a UTF-8 path")),
+            // moto serves the Classic bus only; the Custom Event Bus's adapter is verified by
+            // mocks (functions/aws/tests/custom_bus_mocks.rs) and its stacks by synthesis.
+            ("busKind", "classic"),
         ],
     );
     let t = Templates::load(&out, REGION);

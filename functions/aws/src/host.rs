@@ -13,8 +13,10 @@ use aws_credential_types::provider::SharedCredentialsProvider;
 use aws_smithy_http_client::tls;
 use aws_smithy_runtime_api::client::http::SharedHttpClient;
 use busway_core::claim_check::{ClaimChecks, DEFAULT_MAX_ENTRY_BYTES};
+use busway_core::ports::Bus;
 
 use crate::config::Config;
+use crate::custom_bus::CustomBus;
 use crate::eventbridge::EventBridgeBus;
 use crate::schemas::EventBridgeSchemaRegistry;
 use crate::{DynamoStore, S3ObjectStore};
@@ -22,6 +24,11 @@ use crate::{DynamoStore, S3ObjectStore};
 /// Environment variables beyond `Config`'s, named as infra/lib/names.ts `ENV_VARS` names them.
 pub const REGISTRY_NAME: &str = "BUSWAY_SCHEMA_REGISTRY";
 pub const BUS_NAME: &str = "BUSWAY_BUS_NAME";
+/// Which EventBridge bus the platform was installed with: `custom` (the second-generation Custom
+/// Event Bus, PutEvents on `BUSWAY_BUS_ARN`) or `classic` (the custom bus with rules, PutEvents
+/// on `BUSWAY_BUS_NAME`). Unset is `classic`, as every install before the choice existed.
+pub const BUS_KIND: &str = "BUSWAY_BUS_KIND";
+pub const BUS_ARN: &str = "BUSWAY_BUS_ARN";
 /// The bus entry limit in bytes, above which events are claim-checked; unset is
 /// `busway_core::claim_check::DEFAULT_MAX_ENTRY_BYTES` (1 MB). 262144 where EventBridge still
 /// enforces 256 KB.
@@ -31,7 +38,9 @@ pub struct Host {
     pub config: Config,
     sdk: SdkConfig,
     /// The variables only some functions need, checked when their adapter is made.
+    bus_kind: Option<String>,
     bus_name: Option<String>,
+    bus_arn: Option<String>,
     registry_name: Option<String>,
     max_entry_bytes: Option<String>,
 }
@@ -55,7 +64,9 @@ impl Host {
                 .timeout_config(timeouts())
                 .load()
                 .await,
+            bus_kind: env(BUS_KIND),
             bus_name: env(BUS_NAME),
+            bus_arn: env(BUS_ARN),
             registry_name: env(REGISTRY_NAME),
             max_entry_bytes: env(MAX_ENTRY_BYTES),
         })
@@ -91,7 +102,9 @@ impl Host {
         Ok(Self {
             config: Config::from_lookup(&lookup)?,
             sdk: sdk.build(),
+            bus_kind: lookup(BUS_KIND),
             bus_name: lookup(BUS_NAME),
+            bus_arn: lookup(BUS_ARN),
             registry_name: lookup(REGISTRY_NAME),
             max_entry_bytes: lookup(MAX_ENTRY_BYTES),
         })
@@ -127,8 +140,9 @@ impl Host {
         )))
     }
 
-    /// The custom bus; entries too large for it go to the schema backup bucket as claim checks.
-    pub fn bus(&self) -> anyhow::Result<Arc<EventBridgeBus>> {
+    /// The platform's bus of its kind (`BUSWAY_BUS_KIND`); entries too large for it go to the
+    /// schema backup bucket as claim checks.
+    pub fn bus(&self) -> anyhow::Result<Arc<dyn Bus>> {
         let max_entry_bytes = match &self.max_entry_bytes {
             None => DEFAULT_MAX_ENTRY_BYTES,
             Some(value) => value.parse().with_context(|| {
@@ -140,11 +154,19 @@ impl Host {
             bucket_name: self.config.buckets.schema_backup.clone(),
             max_entry_bytes,
         };
-        Ok(Arc::new(EventBridgeBus::new(
-            &aws_sdk_eventbridge::Client::new(&self.sdk),
-            required(BUS_NAME, &self.bus_name)?,
-            claim_checks,
-        )))
+        match self.bus_kind.as_deref() {
+            None | Some("classic") => Ok(Arc::new(EventBridgeBus::new(
+                &aws_sdk_eventbridge::Client::new(&self.sdk),
+                required(BUS_NAME, &self.bus_name)?,
+                claim_checks,
+            ))),
+            Some("custom") => Ok(Arc::new(CustomBus::new(
+                &aws_sdk_eventbridgev2::Client::new(&self.sdk),
+                required(BUS_ARN, &self.bus_arn)?,
+                claim_checks,
+            ))),
+            Some(other) => anyhow::bail!("{BUS_KIND} must be custom or classic, not {other:?}"),
+        }
     }
 }
 
@@ -228,6 +250,26 @@ mod tests {
             bad_limit.to_string().contains(MAX_ENTRY_BYTES),
             "{bad_limit}"
         );
+        let custom = |name: &str| match name {
+            BUS_KIND => Some("custom".into()),
+            BUS_NAME => Some("bus".into()),
+            _ => lambda_env(name),
+        };
+        let no_arn = Host::for_lambda_from(custom)
+            .expect("the common variables are set")
+            .bus()
+            .err()
+            .expect("the Custom Event Bus is named by its ARN");
+        assert!(no_arn.to_string().contains(BUS_ARN), "{no_arn}");
+        let unknown = Host::for_lambda_from(|name| match name {
+            BUS_KIND => Some("v3".into()),
+            _ => custom(name),
+        })
+        .expect("the common variables are set")
+        .bus()
+        .err()
+        .expect("an unknown bus kind");
+        assert!(unknown.to_string().contains(BUS_KIND), "{unknown}");
         for missing in ["AWS_REGION", "AWS_ACCESS_KEY_ID", crate::config::TABLE_NAME] {
             let err = Host::for_lambda_from(|name| (name != missing).then(|| lambda_env(name))?)
                 .err()
