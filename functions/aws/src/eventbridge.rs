@@ -14,7 +14,7 @@ use aws_sdk_eventbridge::types::PutEventsRequestEntry;
 use busway_core::claim_check::ClaimChecks;
 use busway_core::envelope::BusEvent;
 use busway_core::ingest::THROTTLED;
-use busway_core::ports::{Bus, EntryFailure};
+use busway_core::ports::{Accepted, Bus, EntryFailure};
 use tracing::instrument;
 
 /// PutEvents takes at most this many entries a call.
@@ -104,7 +104,7 @@ impl EventBridgeBus {
     async fn send_batch(
         &self,
         entries: Vec<(usize, PutEventsRequestEntry)>,
-        results: &mut [Result<(), EntryFailure>],
+        results: &mut [Result<Accepted, EntryFailure>],
     ) -> anyhow::Result<()> {
         let mut pending: Vec<usize> = (0..entries.len()).collect();
         let mut attempt = 0;
@@ -158,7 +158,7 @@ impl EventBridgeBus {
                 let failure = match answers.get(n) {
                     Some(answer) => match answer.error_code() {
                         None => {
-                            results[entries[i].0] = Ok(());
+                            results[entries[i].0] = Ok(Accepted::Stored);
                             continue;
                         }
                         Some(code) => EntryFailure {
@@ -196,7 +196,7 @@ impl Bus for EventBridgeBus {
     async fn put_events(
         &self,
         events: Vec<BusEvent>,
-    ) -> anyhow::Result<Vec<Result<(), EntryFailure>>> {
+    ) -> anyhow::Result<Vec<Result<Accepted, EntryFailure>>> {
         let mut results = Vec::with_capacity(events.len());
         for chunk in events.chunks(MAX_ENTRIES) {
             let offset = results.len();
@@ -206,7 +206,7 @@ impl Bus for EventBridgeBus {
                 match self.entry(event).await {
                     Ok(entry) => {
                         entries.push((i, entry));
-                        results.push(Ok(()));
+                        results.push(Ok(Accepted::Stored));
                     }
                     Err(failure) => results.push(Err(failure)),
                 }

@@ -12,6 +12,7 @@ pub use config::{BucketNames, Config};
 pub use dynamo::DynamoStore;
 pub use s3::S3ObjectStore;
 pub mod codebuild;
+pub mod dedup;
 pub mod eventbridge;
 pub mod host;
 pub mod schemas;
