@@ -101,6 +101,13 @@ export class BrokerApiStack extends Stack {
       actions: ['dynamodb:GetItem', 'dynamodb:Query'],
       resources: tableAndIndexes(props.table),
     }));
+    // A producer's event_id is put on the bus once within the deduplication window: the injector
+    // claims it with a conditional write of its own items only (functions/aws/src/dedup.rs).
+    f.role.addToPolicy(new iam.PolicyStatement({
+      actions: ['dynamodb:PutItem', 'dynamodb:UpdateItem', 'dynamodb:DeleteItem'],
+      resources: [props.table.tableArn],
+      conditions: { 'ForAllValues:StringLike': { 'dynamodb:LeadingKeys': ['EVENT_ID#*'] } },
+    }));
     return f;
   }
 }

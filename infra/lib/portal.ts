@@ -32,6 +32,8 @@ export class PortalStack extends Stack {
       pointInTimeRecoverySpecification: { pointInTimeRecoveryEnabled: true },
       encryption: dynamodb.TableEncryption.AWS_MANAGED,
       deletionProtection: true,
+      // The injectors' event_id claims expire (functions/aws/src/dedup.rs EXPIRES_AT).
+      timeToLiveAttribute: 'expires_at',
     });
     for (const indexName of TABLE_INDEXES) {
       this.table.addGlobalSecondaryIndex({

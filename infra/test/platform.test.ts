@@ -251,7 +251,7 @@ test('the portal may read and write the table, put deploy.json files and schema 
   ]);
 });
 
-test('the injectors may put events on the platform bus, write claim checks and read the event store, nothing else', () => {
+test('the injectors may put events on the platform bus, write claim checks, read the event store and claim event ids, nothing else', () => {
   for (const [tpl, role, busArn] of [
     [t.brokerApi, 'InjectorRole', /^<import:dev-event-broker-bus:ExportsOutputFnGetAttBusEventBusArn\w+>$/],
     [t.brokerApi, 'InjectorSqsRole', /^<import:dev-event-broker-bus:ExportsOutputFnGetAttBusEventBusArn\w+>$/],
@@ -262,8 +262,23 @@ test('the injectors may put events on the platform bus, write claim checks and r
       [['events:PutEvents'], [busArn]],
       [['s3:PutObject'], [OBJECTS('event-schemas-backup-bucket', 'claim-checks/*')]],
       [['dynamodb:GetItem', 'dynamodb:Query'], TABLE_AND_INDEXES],
+      [['dynamodb:PutItem', 'dynamodb:UpdateItem', 'dynamodb:DeleteItem'], [TABLE]],
     ]);
+    // The writes reach the event_id claims only (functions/aws/src/dedup.rs).
+    const claims = Object.values(tpl.findResources('AWS::IAM::Policy'))
+      .flatMap((r: any) => r.Properties.PolicyDocument.Statement)
+      .filter((s: any) => [s.Action].flat().includes('dynamodb:PutItem'));
+    assert.ok(claims.length > 0);
+    for (const s of claims) {
+      assert.deepEqual(s.Condition, { 'ForAllValues:StringLike': { 'dynamodb:LeadingKeys': ['EVENT_ID#*'] } });
+    }
   }
+});
+
+test('the table expires the injectors\' event_id claims by their expires_at attribute', () => {
+  t.portal.hasResourceProperties('AWS::DynamoDB::Table', {
+    TimeToLiveSpecification: { AttributeName: 'expires_at', Enabled: true },
+  });
 });
 
 test('the provisioner may start the state machine, read deploy.json files and list their buckets, write deployment records and describe builds', () => {

@@ -124,6 +124,7 @@ async fn handle(State(gate): State<Arc<Gate>>, request: HttpRequest) -> Response
         let list = Call {
             action: "s3:ListBucket".into(),
             resource: format!("arn:aws:s3:::{bucket}"),
+            ..Call::default()
         };
         if !gate.policy.allows(&list) {
             return access_denied("s3", &gate.function, &list);

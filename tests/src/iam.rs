@@ -7,16 +7,33 @@ use serde_json::Value;
 use crate::cfn::{ACCOUNT, Resource, Templates};
 
 /// One authorization IAM makes for a request: `dynamodb:PutItem` on a table's ARN, ...
-#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, PartialOrd, Ord)]
 pub struct Call {
     pub action: String,
     pub resource: String,
+    /// The item's partition key of a single-item DynamoDB call (`dynamodb:LeadingKeys`).
+    pub leading_key: Option<String>,
 }
+
+/// An Allow statement: its actions, its resources, and the `dynamodb:LeadingKeys` patterns of
+/// its `ForAllValues:StringLike` condition, when it has one.
+type Statement = (Vec<String>, Vec<String>, Option<Vec<String>>);
 
 /// The Allow statements of a role's identity policies.
 #[derive(Debug, Clone)]
 pub struct Policy {
-    statements: Vec<(Vec<String>, Vec<String>)>,
+    statements: Vec<Statement>,
+}
+
+/// The one condition busway's roles use: a table's items by their partition key.
+fn leading_keys(statement: &Value) -> Option<Vec<String>> {
+    let condition = statement.get("Condition")?;
+    let patterns = &condition["ForAllValues:StringLike"]["dynamodb:LeadingKeys"];
+    assert!(
+        condition.as_object().is_some_and(|c| c.len() == 1) && patterns.is_array(),
+        "only ForAllValues:StringLike on dynamodb:LeadingKeys is evaluated here: {statement}"
+    );
+    Some(strings(patterns))
 }
 
 impl Policy {
@@ -35,7 +52,7 @@ impl Policy {
             }
             let document = templates.property(policy, "PolicyDocument");
             for statement in document["Statement"].as_array().into_iter().flatten() {
-                for unsupported in ["NotAction", "NotResource", "Condition"] {
+                for unsupported in ["NotAction", "NotResource"] {
                     assert!(
                         statement.get(unsupported).is_none(),
                         "{}: {unsupported} is not evaluated here: {statement}",
@@ -46,6 +63,7 @@ impl Policy {
                 statements.push((
                     strings(&statement["Action"]),
                     strings(&statement["Resource"]),
+                    leading_keys(statement),
                 ));
             }
         }
@@ -54,11 +72,16 @@ impl Policy {
     }
 
     pub fn allows(&self, call: &Call) -> bool {
-        self.statements.iter().any(|(actions, resources)| {
+        self.statements.iter().any(|(actions, resources, keys)| {
             actions
                 .iter()
                 .any(|a| wildcard(&a.to_lowercase(), &call.action.to_lowercase()))
                 && resources.iter().any(|r| wildcard(r, &call.resource))
+                && keys.as_ref().is_none_or(|patterns| {
+                    call.leading_key
+                        .as_ref()
+                        .is_some_and(|k| patterns.iter().any(|p| wildcard(p, k)))
+                })
         })
     }
 }
@@ -114,8 +137,8 @@ impl Request<'_> {
     /// What IAM authorizes for this request, in the region of the emulated account.
     pub fn calls(&self, region: &str) -> Vec<Call> {
         let arn = |service: &str, resource: String| Call {
-            action: String::new(),
             resource: format!("arn:aws:{service}:{region}:{ACCOUNT}:{resource}"),
+            ..Call::default()
         };
         let with = |action: String, call: Call| Call { action, ..call };
         let body: Value = serde_json::from_slice(self.body).unwrap_or(Value::Null);
@@ -159,7 +182,15 @@ impl Request<'_> {
                             )
                         })
                         .collect(),
-                    _ => vec![with(format!("dynamodb:{operation}"), table(&body))],
+                    _ => {
+                        let key = body.get("Key").or(body.get("Item"));
+                        vec![Call {
+                            leading_key: key
+                                .and_then(|k| k["PK"]["S"].as_str())
+                                .map(str::to_string),
+                            ..with(format!("dynamodb:{operation}"), table(&body))
+                        }]
+                    }
                 }
             }
             "events" => {
@@ -180,8 +211,8 @@ impl Request<'_> {
                     .map(|bus| {
                         let resource = if bus.starts_with("arn:") {
                             Call {
-                                action: String::new(),
                                 resource: bus,
+                                ..Call::default()
                             }
                         } else {
                             arn("events", format!("event-bus/{bus}"))
@@ -199,6 +230,7 @@ impl Request<'_> {
                 vec![Call {
                     action: format!("states:{operation}"),
                     resource,
+                    ..Call::default()
                 }]
             }
             "codebuild" => body["ids"]
@@ -240,6 +272,7 @@ impl Request<'_> {
         Call {
             action: format!("schemas:{action}"),
             resource: format!("arn:aws:schemas:{region}:{ACCOUNT}:schema/{registry}/{schema}"),
+            ..Call::default()
         }
     }
 
@@ -271,6 +304,7 @@ impl Request<'_> {
         Call {
             action: format!("s3:{action}"),
             resource,
+            ..Call::default()
         }
     }
 }
@@ -292,5 +326,27 @@ mod tests {
         assert!(wildcard("s3:get*", "s3:getobject"));
         assert!(wildcard("a?c", "abc"));
         assert!(!wildcard("arn:aws:s3:::b", "arn:aws:s3:::b/k"));
+    }
+
+    #[test]
+    fn a_leading_keys_condition_allows_only_items_of_those_keys() {
+        let statement = serde_json::json!({"Effect": "Allow", "Action": "dynamodb:PutItem",
+            "Resource": "arn:aws:dynamodb:r:1:table/t",
+            "Condition": {"ForAllValues:StringLike": {"dynamodb:LeadingKeys": ["EVENT_ID#*"]}}});
+        let policy = Policy {
+            statements: vec![(
+                strings(&statement["Action"]),
+                strings(&statement["Resource"]),
+                leading_keys(&statement),
+            )],
+        };
+        let put = |key: Option<&str>| Call {
+            action: "dynamodb:PutItem".into(),
+            resource: "arn:aws:dynamodb:r:1:table/t".into(),
+            leading_key: key.map(str::to_string),
+        };
+        assert!(policy.allows(&put(Some("EVENT_ID#scanned_parcel.1#ab"))));
+        assert!(!policy.allows(&put(Some("SUBSCRIPTION#s-1"))));
+        assert!(!policy.allows(&put(None)));
     }
 }

@@ -104,7 +104,7 @@ async fn an_event_type_registered_through_the_portal_routes_matching_events_to_t
     let broker = busway_injector::router(Broker {
         routes: Arc::new(LiveRoutes::default()),
         store: Some(store.clone()),
-        bus: host.bus().expect("the bus is configured"),
+        bus: host.deduplicated_bus().expect("the bus is configured"),
     });
     let mut published = Vec::new();
     for target in ["u2", "u3", "u2"] {
@@ -125,6 +125,12 @@ async fn an_event_type_registered_through_the_portal_routes_matching_events_to_t
             );
         }
     }
+    // A producer's retry of an accepted event_id is answered as a duplicate and not put again.
+    let mut retried = v1_envelope("u2");
+    retried["metadata"]["event_id"] = Value::String(published[0].clone());
+    let (status, answer) = call(broker.clone(), "POST", "/scanned_parcel/1", &retried).await;
+    assert_eq!(status, StatusCode::OK, "{answer}");
+    assert_eq!(answer["duplicate"], true, "{answer}");
     let (status, _) = call(broker, "POST", "/scanned_parcel/2", &v1_envelope("u2")).await;
     assert_eq!(status, StatusCode::NOT_FOUND);
 

@@ -128,7 +128,7 @@ async fn a_3_mb_api_event_and_a_1_mib_sqs_message_are_claim_checked_in_s3_and_re
     let state = Broker {
         routes: Arc::new(LiveRoutes::default()),
         store: Some(store),
-        bus: host.bus().expect("the bus is configured"),
+        bus: host.deduplicated_bus().expect("the bus is configured"),
     };
     let broker = busway_injector::router(state.clone());
     let large = blob_envelope(3_000_000, Some("large"), 'l');

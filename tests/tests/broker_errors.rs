@@ -157,7 +157,8 @@ impl busway_core::ports::Bus for ThrottlingBus {
     async fn put_events(
         &self,
         events: Vec<busway_core::envelope::BusEvent>,
-    ) -> anyhow::Result<Vec<Result<(), busway_core::ports::EntryFailure>>> {
+    ) -> anyhow::Result<Vec<Result<busway_core::ports::Accepted, busway_core::ports::EntryFailure>>>
+    {
         let failure = busway_core::ports::EntryFailure {
             code: busway_core::ingest::THROTTLED.into(),
             message: "rate exceeded".into(),

@@ -4,6 +4,11 @@
 //! Source, DetailType and Detail that were put. Large events: one of 600 KB arrives whole, one
 //! above the 1 MB entry limit arrives claim-checked, its data (format 2) in the schema backup
 //! bucket of the host's object store, and restores to the event that was put.
+//!
+//! Deduplication: an event whose `event_id` (and detail type) repeats one the bus accepted within
+//! its window, at least `MIN_DEDUP_WINDOW` (5 minutes), is answered `Accepted::Duplicate` and is
+//! not put again, whether it comes in the same call or a later one. On AWS that is the bus the
+//! injectors put on (`Host::deduplicated_bus`: a DynamoDB claim of the `event_id`, then PutEvents).
 
 #[allow(dead_code)]
 mod support;
@@ -13,7 +18,7 @@ use std::sync::Arc;
 
 use busway_core::claim_check::{self, ClaimChecks, DEFAULT_MAX_ENTRY_BYTES, FORMAT_METADATA_KEY};
 use busway_core::envelope::BusEvent;
-use busway_core::ports::{Bucket, Bus, ObjectStore};
+use busway_core::ports::{Accepted, Bucket, Bus, ObjectStore};
 use busway_local::eventlog::{EventLog, LogReader};
 use busway_local::objects::FolderObjectStore;
 use busway_local::provisioning::LocalStarter;
@@ -47,7 +52,7 @@ async fn put(bus: &dyn Bus) -> Vec<BusEvent> {
         .expect("the bus answers");
     assert_eq!(results.len(), EVENTS);
     for (i, result) in results.iter().enumerate() {
-        assert_eq!(result, &Ok(()), "event {i}");
+        assert_eq!(result, &Ok(Accepted::Stored), "event {i}");
     }
     events
 }
@@ -140,6 +145,43 @@ async fn large_arrived(
     assert_eq!(restored["detail"], put[1].detail);
 }
 
+/// A producer's event with its own `event_id`; each call makes a new bus id, as a retry does.
+fn retried(event_id: &str) -> BusEvent {
+    bus_event(
+        "parcel_tracking",
+        1,
+        json!({
+            "metadata": {"event_id": event_id, "event_attributes": {"source": "scanner", "target": "u1"}},
+            "data": {"dest_postal_code": "1234AB", "dest_house": 1, "parcel_weight": 1.5}
+        }),
+    )
+}
+
+/// Puts an event, its repeat in the same call and another event, then the repeat again in a later
+/// call: the repeats are answered as duplicates. Returns the events that must be on the bus.
+async fn put_with_repeats(bus: &dyn Bus) -> Vec<BusEvent> {
+    let id = format!("order-{}", uuid::Uuid::new_v4());
+    let (first, other) = (retried(&id), retried(&format!("{id}-other")));
+    let results = bus
+        .put_events(vec![first.clone(), retried(&id), other.clone()])
+        .await
+        .expect("the bus answers");
+    assert_eq!(
+        results,
+        vec![
+            Ok(Accepted::Stored),
+            Ok(Accepted::Duplicate),
+            Ok(Accepted::Stored)
+        ]
+    );
+    let again = bus
+        .put_events(vec![retried(&id)])
+        .await
+        .expect("the bus answers");
+    assert_eq!(again, vec![Ok(Accepted::Duplicate)]);
+    vec![first, other]
+}
+
 /// A log on a folder object store, as `busway up` opens it.
 fn event_log(dir: &std::path::Path) -> (EventLog, LogReader, Arc<FolderObjectStore>) {
     let (starter, _) = LocalStarter::new();
@@ -180,7 +222,7 @@ async fn the_event_log_carries_large_events_as_the_contract_says() {
     let (bus, reader, objects) = event_log(dir.path());
     let put = large_events();
     let results = bus.put_events(put.clone()).await.expect("the bus answers");
-    assert_eq!(results, vec![Ok(()), Ok(())]);
+    assert_eq!(results, vec![Ok(Accepted::Stored); 2]);
     large_arrived(
         &put,
         &logged(&reader),
@@ -188,6 +230,33 @@ async fn the_event_log_carries_large_events_as_the_contract_says() {
         "local-event-schemas-backup-bucket",
     )
     .await;
+}
+
+#[tokio::test]
+async fn the_event_log_puts_a_repeated_event_id_once() {
+    let dir = tempfile::tempdir().expect("a temp dir");
+    let (bus, reader, _) = event_log(dir.path());
+    let put = put_with_repeats(&bus).await;
+    arrived(&put, &logged(&reader));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_injectors_eventbridge_bus_puts_a_repeated_event_id_once() {
+    let account = Account::new().await;
+    let queue = account
+        .rule_to_queue(
+            "deduplicated-events",
+            r#"{"source":[{"prefix":"busway."}]}"#,
+        )
+        .await;
+    let env = account.lambda_env();
+    let host = busway_aws::host::Host::for_lambda_from(|name| {
+        env.iter().find(|(k, _)| *k == name).map(|(_, v)| v.clone())
+    })
+    .expect("the injector's environment");
+    let bus = host.deduplicated_bus().expect("the injector's bus");
+    let put = put_with_repeats(bus.as_ref()).await;
+    arrived(&put, &account.drain(&queue, 10).await);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -215,7 +284,7 @@ async fn the_eventbridge_bus_carries_large_events_as_the_contract_says() {
         .put_events(put.clone())
         .await
         .expect("the bus answers");
-    assert_eq!(results, vec![Ok(()), Ok(())]);
+    assert_eq!(results, vec![Ok(Accepted::Stored); 2]);
     large_arrived(
         &put,
         &account.drain(&queue, 10).await,

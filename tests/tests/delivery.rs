@@ -266,3 +266,34 @@ async fn an_unsubscribed_target_receives_nothing_published_after_its_removal() {
     assert_eq!(consumer.delivered_ids(), [before]);
     busway.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_repeated_event_id_is_answered_as_a_duplicate_and_delivered_once() {
+    let busway = Broker::start().await;
+    busway.create_deployed_event(&seed_event()).await;
+    let consumer = Consumer::start().await;
+    busway
+        .subscribe_deployed(&http_subscription(1, "u2", &consumer.url("/events")))
+        .await;
+
+    let mut envelope = v1_envelope("u2");
+    envelope["metadata"]["event_id"] = json!("order-17-scanned");
+    let first = busway.publish("scanned_parcel", "1", &envelope).await;
+    assert_eq!(
+        first.expect(200),
+        &json!({"event_id": "order-17-scanned", "duplicate": false})
+    );
+    // The producer retries (it never saw the answer), with a body that differs elsewhere.
+    envelope["data"]["parcel_weight"] = json!(9.5);
+    for _ in 0..2 {
+        let again = busway.publish("scanned_parcel", "1", &envelope).await;
+        assert_eq!(
+            again.expect(200),
+            &json!({"event_id": "order-17-scanned", "duplicate": true})
+        );
+    }
+    let delivered = consumer.wait_for_deliveries(1, DELIVERY_TIMEOUT).await;
+    assert_eq!(delivered[0].json()["detail"]["data"]["parcel_weight"], 1.25);
+    consumer.assert_no_more_than(1, QUIET).await;
+    busway.stop().await;
+}

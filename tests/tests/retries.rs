@@ -262,6 +262,33 @@ async fn a_consumer_that_never_recovers_fills_the_dead_letter_store_and_a_redriv
     let dead: Vec<String> = letters.iter().map(|l| event_id(&l["event"])).collect();
     assert_eq!(sorted(dead), sorted(published.clone()));
     assert_eq!(consumer.requests().len(), 9, "3 events, 3 attempts each");
+    // The dead letters page as every list does: oldest first, `limit`, then `next_token`.
+    let path = format!("/subscriptions/{id}/dead-letters");
+    let first = busway
+        .get(&format!("{path}?limit=2"))
+        .await
+        .expect(200)
+        .clone();
+    let token = first["next_token"].as_str().expect("a next_token");
+    let rest = busway
+        .get(&format!("{path}?limit=2&next_token={token}"))
+        .await
+        .expect(200)
+        .clone();
+    assert_eq!(rest.get("next_token"), None, "{rest}");
+    let paged: Vec<Value> = [&first, &rest]
+        .iter()
+        .flat_map(|p| p["dead_letters"].as_array().expect("a list").clone())
+        .collect();
+    assert_eq!(paged, letters, "the pages hold every letter once, in order");
+    busway
+        .get(&format!("{path}?limit=0"))
+        .await
+        .expect_error(400, "validation_failed");
+    busway
+        .get(&format!("{path}?next_token=zz"))
+        .await
+        .expect_error(400, "validation_failed");
     let stats = wait_for_delivery(&busway, &id, |s| s["dead_lettered"] == 3).await;
     assert_eq!(stats["delivered"], 0, "{stats}");
     assert!(

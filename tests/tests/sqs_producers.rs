@@ -7,7 +7,7 @@ use std::sync::{Arc, Mutex};
 use async_trait::async_trait;
 use busway_core::envelope::BusEvent;
 use busway_core::ingest::LiveRoutes;
-use busway_core::ports::{Bus, EntryFailure};
+use busway_core::ports::{Accepted, Bus, EntryFailure};
 use busway_injector::sqs::{Message, handle_batch};
 use busway_local::store::SqliteStore;
 use busway_tests::{Broker, seed_event, v1_envelope};
@@ -28,7 +28,7 @@ impl Bus for RecordingBus {
     async fn put_events(
         &self,
         events: Vec<BusEvent>,
-    ) -> anyhow::Result<Vec<Result<(), EntryFailure>>> {
+    ) -> anyhow::Result<Vec<Result<Accepted, EntryFailure>>> {
         anyhow::ensure!(!self.down, "ThrottlingException: rate exceeded");
         let results = events
             .iter()
@@ -39,7 +39,7 @@ impl Bus for RecordingBus {
                         message: "try again".into(),
                     })
                 } else {
-                    Ok(())
+                    Ok(Accepted::Stored)
                 }
             })
             .collect();

@@ -15,7 +15,7 @@ use aws_sdk_eventbridgev2::types::{PutEventsRequestEntry, PutEventsSystemMetadat
 use busway_core::claim_check::ClaimChecks;
 use busway_core::envelope::BusEvent;
 use busway_core::ingest::THROTTLED;
-use busway_core::ports::{Bus, EntryFailure};
+use busway_core::ports::{Accepted, Bus, EntryFailure};
 use tracing::instrument;
 
 use crate::put_events::{Backoff, CallError, Publisher, PutEventsCall};
@@ -121,7 +121,7 @@ impl Bus for CustomBus {
     async fn put_events(
         &self,
         events: Vec<BusEvent>,
-    ) -> anyhow::Result<Vec<Result<(), EntryFailure>>> {
+    ) -> anyhow::Result<Vec<Result<Accepted, EntryFailure>>> {
         self.publisher.put_events(events).await
     }
 }

@@ -13,7 +13,7 @@ use aws_sdk_eventbridge::types::PutEventsRequestEntry;
 use busway_core::claim_check::ClaimChecks;
 use busway_core::envelope::BusEvent;
 use busway_core::ingest::THROTTLED;
-use busway_core::ports::{Bus, EntryFailure};
+use busway_core::ports::{Accepted, Bus, EntryFailure};
 use tracing::instrument;
 
 pub use crate::put_events::Backoff;
@@ -111,7 +111,7 @@ impl Bus for EventBridgeBus {
     async fn put_events(
         &self,
         events: Vec<BusEvent>,
-    ) -> anyhow::Result<Vec<Result<(), EntryFailure>>> {
+    ) -> anyhow::Result<Vec<Result<Accepted, EntryFailure>>> {
         self.publisher.put_events(events).await
     }
 }

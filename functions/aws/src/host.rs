@@ -17,6 +17,7 @@ use busway_core::ports::Bus;
 
 use crate::config::Config;
 use crate::custom_bus::CustomBus;
+use crate::dedup::DeduplicatedBus;
 use crate::eventbridge::EventBridgeBus;
 use crate::schemas::EventBridgeSchemaRegistry;
 use crate::{DynamoStore, S3ObjectStore};
@@ -33,6 +34,9 @@ pub const BUS_ARN: &str = "BUSWAY_BUS_ARN";
 /// `busway_core::claim_check::DEFAULT_MAX_ENTRY_BYTES` (1 MB). 262144 where EventBridge still
 /// enforces 256 KB.
 pub const MAX_ENTRY_BYTES: &str = "BUSWAY_MAX_ENTRY_BYTES";
+/// How long the injectors deduplicate a producer's `event_id`, in seconds; unset is
+/// `dedup::DEFAULT_WINDOW` (24 hours). At least `busway_core::ports::MIN_DEDUP_WINDOW`.
+pub const DEDUP_WINDOW_SECONDS: &str = "BUSWAY_DEDUP_WINDOW_SECONDS";
 
 pub struct Host {
     pub config: Config,
@@ -43,6 +47,7 @@ pub struct Host {
     bus_arn: Option<String>,
     registry_name: Option<String>,
     max_entry_bytes: Option<String>,
+    dedup_window: Option<String>,
 }
 
 fn env(name: &str) -> Option<String> {
@@ -69,6 +74,7 @@ impl Host {
             bus_arn: env(BUS_ARN),
             registry_name: env(REGISTRY_NAME),
             max_entry_bytes: env(MAX_ENTRY_BYTES),
+            dedup_window: env(DEDUP_WINDOW_SECONDS),
         })
     }
 
@@ -107,6 +113,7 @@ impl Host {
             bus_arn: lookup(BUS_ARN),
             registry_name: lookup(REGISTRY_NAME),
             max_entry_bytes: lookup(MAX_ENTRY_BYTES),
+            dedup_window: lookup(DEDUP_WINDOW_SECONDS),
         })
     }
 
@@ -167,6 +174,33 @@ impl Host {
             ))),
             Some(other) => anyhow::bail!("{BUS_KIND} must be custom or classic, not {other:?}"),
         }
+    }
+}
+
+impl Host {
+    /// The bus as the injectors put on it: the custom bus, each `event_id` once within the
+    /// deduplication window, claimed on the platform table (`dedup`).
+    pub fn deduplicated_bus(&self) -> anyhow::Result<Arc<DeduplicatedBus>> {
+        let window = match &self.dedup_window {
+            None => crate::dedup::DEFAULT_WINDOW,
+            Some(value) => value
+                .parse()
+                .map(std::time::Duration::from_secs)
+                .ok()
+                .filter(|w| *w >= busway_core::ports::MIN_DEDUP_WINDOW)
+                .with_context(|| {
+                    format!(
+                        "{DEDUP_WINDOW_SECONDS} must be a number of seconds of at least {}, not {value:?}",
+                        busway_core::ports::MIN_DEDUP_WINDOW.as_secs()
+                    )
+                })?,
+        };
+        Ok(Arc::new(DeduplicatedBus::new(
+            self.bus()?,
+            aws_sdk_dynamodb::Client::new(&self.sdk),
+            self.config.table_name.clone(),
+            window,
+        )))
     }
 }
 

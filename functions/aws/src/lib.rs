@@ -15,6 +15,7 @@ pub use dynamo::DynamoStore;
 pub use s3::S3ObjectStore;
 pub mod codebuild;
 pub mod custom_bus;
+pub mod dedup;
 pub mod eventbridge;
 pub mod host;
 mod put_events;

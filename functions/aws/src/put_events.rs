@@ -9,7 +9,7 @@ use async_trait::async_trait;
 use busway_core::claim_check::ClaimChecks;
 use busway_core::envelope::BusEvent;
 use busway_core::ingest::THROTTLED;
-use busway_core::ports::EntryFailure;
+use busway_core::ports::{Accepted, EntryFailure};
 
 /// Per-entry error codes that EventBridge documents as retryable; the others
 /// (`MalformedDetail`, `AccessDeniedException`, ...) fail the same way every time.
@@ -83,7 +83,7 @@ impl<C: PutEventsCall> Publisher<C> {
     pub async fn put_events(
         &self,
         events: Vec<BusEvent>,
-    ) -> anyhow::Result<Vec<Result<(), EntryFailure>>> {
+    ) -> anyhow::Result<Vec<Result<Accepted, EntryFailure>>> {
         let mut results = Vec::with_capacity(events.len());
         for chunk in events.chunks(C::MAX_ENTRIES) {
             let offset = results.len();
@@ -97,7 +97,7 @@ impl<C: PutEventsCall> Publisher<C> {
                 match entry {
                     Ok(entry) => {
                         entries.push((i, entry));
-                        results.push(Ok(()));
+                        results.push(Ok(Accepted::Stored));
                     }
                     Err(failure) => results.push(Err(failure)),
                 }
@@ -129,7 +129,7 @@ impl<C: PutEventsCall> Publisher<C> {
     async fn send_batch(
         &self,
         entries: Vec<(usize, C::Entry)>,
-        results: &mut [Result<(), EntryFailure>],
+        results: &mut [Result<Accepted, EntryFailure>],
     ) -> anyhow::Result<()> {
         let mut pending: Vec<usize> = (0..entries.len()).collect();
         let mut attempt = 0;
@@ -167,7 +167,7 @@ impl<C: PutEventsCall> Publisher<C> {
             for (n, &i) in pending.iter().enumerate() {
                 let failure = match answers.get(n) {
                     Some(Ok(())) => {
-                        results[entries[i].0] = Ok(());
+                        results[entries[i].0] = Ok(Accepted::Stored);
                         continue;
                     }
                     Some(Err(failure)) => failure.clone(),
@@ -198,7 +198,7 @@ impl<C: PutEventsCall> Publisher<C> {
         &self,
         entries: &[(usize, C::Entry)],
         pending: &[usize],
-        results: &mut [Result<(), EntryFailure>],
+        results: &mut [Result<Accepted, EntryFailure>],
         code: &str,
         error: &anyhow::Error,
     ) {

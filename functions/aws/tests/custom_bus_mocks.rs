@@ -17,7 +17,7 @@ use busway_aws::custom_bus::CustomBus;
 use busway_aws::eventbridge::Backoff;
 use busway_core::claim_check::{ClaimChecks, DEFAULT_MAX_ENTRY_BYTES, entry_size};
 use busway_core::envelope::BusEvent;
-use busway_core::ports::{Bucket, Bus, ObjectStore};
+use busway_core::ports::{Accepted, Bucket, Bus, ObjectStore};
 use busway_tests::bus_event;
 use busway_tests::memory::MemoryObjects;
 use serde_json::{Value, json};
@@ -158,7 +158,7 @@ async fn an_entry_carries_the_source_the_detail_type_the_envelope_and_its_event_
     let (bus, log, _) = bus(|_, entries| all_stored(entries));
     let sent = event(7, json!({"parcel": "p-1"}));
     let results = bus.put_events(vec![sent.clone()]).await.expect("put");
-    assert_eq!(results, vec![Ok(())]);
+    assert_eq!(results, vec![Ok(Accepted::Stored)]);
     let (arn, entries) = log.lock().expect("requests lock")[0].clone();
     assert_eq!(arn, BUS_ARN);
     let entry = &entries[0];
@@ -181,7 +181,7 @@ async fn an_entry_carries_the_source_the_detail_type_the_envelope_and_its_event_
 async fn two_hundred_fifty_events_go_out_as_calls_of_one_hundred_one_hundred_and_fifty_in_order() {
     let (bus, log, _) = bus(|_, entries| all_stored(entries));
     let results = bus.put_events(events(250)).await.expect("put");
-    assert_eq!(results, vec![Ok(()); 250]);
+    assert_eq!(results, vec![Ok(Accepted::Stored); 250]);
     let requests = requests(&log);
     let sizes: Vec<usize> = requests.iter().map(Vec::len).collect();
     assert_eq!(sizes, vec![100, 100, 50]);
@@ -205,7 +205,7 @@ async fn a_partial_failure_resends_only_the_failed_entries_with_the_same_dedupli
         }
     });
     let results = bus.put_events(events(5)).await.expect("put");
-    assert_eq!(results[..4], vec![Ok(()); 4]);
+    assert_eq!(results[..4], vec![Ok(Accepted::Stored); 4]);
     assert_eq!(
         results[4].clone().expect_err("not retryable").code,
         "MalformedDetail"
@@ -241,7 +241,7 @@ async fn throttling_and_server_errors_on_the_whole_call_are_retried() {
         _ => all_stored(entries),
     });
     let results = bus.put_events(events(3)).await.expect("put");
-    assert_eq!(results, vec![Ok(()); 3]);
+    assert_eq!(results, vec![Ok(Accepted::Stored); 3]);
     let requests = requests(&log);
     assert_eq!(requests.len(), 3);
     assert!(
@@ -305,7 +305,7 @@ async fn an_oversized_entry_goes_out_as_a_claim_check_with_its_event_id_as_dedup
         .put_events(vec![small.clone(), large.clone()])
         .await
         .expect("put");
-    assert_eq!(results, vec![Ok(()), Ok(())]);
+    assert_eq!(results, vec![Ok(Accepted::Stored), Ok(Accepted::Stored)]);
     let requests = requests(&log);
     assert_eq!(requests.len(), 1, "both entries go out in one call");
     assert_eq!(dedup_ids(&requests[0]), vec!["e-0", "e-1"]);

@@ -17,7 +17,7 @@ use busway_core::claim_check::{
     LEGACY_MAX_ENTRY_BYTES, entry_size,
 };
 use busway_core::envelope::BusEvent;
-use busway_core::ports::{Bucket, Bus, ObjectStore};
+use busway_core::ports::{Accepted, Bucket, Bus, ObjectStore};
 use busway_tests::bus_event;
 use busway_tests::memory::MemoryObjects;
 use serde_json::{Value, json};
@@ -152,7 +152,7 @@ async fn entries_carry_the_registered_source_the_detail_type_and_the_enriched_en
     let (bus, log, _) = bus(|_, entries| all_stored(entries));
     let sent = event(7, json!({"parcel": "p-1"}));
     let results = bus.put_events(vec![sent.clone()]).await.expect("put");
-    assert_eq!(results, vec![Ok(())]);
+    assert_eq!(results, vec![Ok(Accepted::Stored)]);
     let requests = requests(&log);
     let entry = &requests[0][0];
     assert_eq!(entry.source(), Some("busway.parcels"));
@@ -193,7 +193,7 @@ async fn a_partial_failure_resends_only_the_failed_entries() {
         }
     });
     let results = bus.put_events(events(5)).await.expect("put");
-    assert_eq!(results, vec![Ok(()); 5]);
+    assert_eq!(results, vec![Ok(Accepted::Stored); 5]);
     let requests = requests(&log);
     assert_eq!(requests.len(), 2);
     assert_eq!(event_ids(&requests[1]), vec!["e-1", "e-3"]);
@@ -241,7 +241,7 @@ async fn throttling_and_server_errors_on_the_whole_call_are_retried() {
         _ => all_stored(entries),
     });
     let results = bus.put_events(events(3)).await.expect("put");
-    assert_eq!(results, vec![Ok(()); 3]);
+    assert_eq!(results, vec![Ok(Accepted::Stored); 3]);
     let requests = requests(&log);
     assert_eq!(requests.len(), 3);
     assert!(
@@ -368,7 +368,7 @@ async fn an_oversized_entry_has_its_data_in_s3_and_the_bus_carries_a_claim_check
         .put_events(vec![small.clone(), large.clone()])
         .await
         .expect("put");
-    assert_eq!(results, vec![Ok(()), Ok(())]);
+    assert_eq!(results, vec![Ok(Accepted::Stored), Ok(Accepted::Stored)]);
 
     let requests = requests(&log);
     assert_eq!(requests.len(), 1, "both entries go out in one call");
@@ -466,7 +466,7 @@ async fn a_claim_check_that_cannot_be_stored_fails_its_entry_and_nothing_links_t
         .put_events(vec![small.clone(), large])
         .await
         .expect("put");
-    assert_eq!(results[0], Ok(()));
+    assert_eq!(results[0], Ok(Accepted::Stored));
     assert_eq!(
         results[1].clone().expect_err("not stored").code,
         "ClaimCheckFailed"

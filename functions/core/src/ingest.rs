@@ -7,7 +7,7 @@ use std::sync::{Arc, RwLock};
 use serde_json::Value;
 
 use crate::envelope::{BusEvent, enrich};
-use crate::ports::{Bus, EventStore};
+use crate::ports::{Accepted, Bus, EventStore};
 use crate::schema::{self, CompiledSchema};
 use crate::{Application, EventTypeName, ValidationErrors, Version};
 
@@ -126,6 +126,13 @@ pub enum IngestError {
     Unexpected(#[from] anyhow::Error),
 }
 
+/// A published event: its `event_id`, and whether the bus had accepted it already.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Published {
+    pub event_id: String,
+    pub duplicate: bool,
+}
+
 /// Validates and publishes one producer request. Path segments arrive raw: they are parsed here
 /// so that a malformed path is simply an unknown route.
 pub async fn publish(
@@ -135,7 +142,7 @@ pub async fn publish(
     event_type: &str,
     version: &str,
     body: &[u8],
-) -> Result<String, IngestError> {
+) -> Result<Published, IngestError> {
     let not_found = || IngestError::RouteNotFound(format!("/{event_type}/{version}"));
     let name: EventTypeName = event_type.parse().map_err(|_| not_found())?;
     let version: Version = version.parse().map_err(|_| not_found())?;
@@ -147,7 +154,10 @@ pub async fn publish(
     let event_id = event.event_id.clone();
     let mut results = bus.put_events(vec![event]).await?;
     match results.pop() {
-        Some(Ok(())) => Ok(event_id),
+        Some(Ok(accepted)) => Ok(Published {
+            event_id,
+            duplicate: accepted == Accepted::Duplicate,
+        }),
         Some(Err(failure)) if failure.code == THROTTLED => {
             Err(IngestError::Throttled(failure.to_string()))
         }

@@ -611,9 +611,13 @@ impl Portal {
         }
     }
 
-    pub async fn dead_letters(&self, id: &str) -> Result<Vec<DeadLetter>, PortalError> {
+    pub async fn dead_letters(
+        &self,
+        id: &str,
+        page: &PageRequest,
+    ) -> Result<Page<DeadLetter>, PortalError> {
         self.existing_subscription(id).await?;
-        Ok(self.deliveries(id)?.dead_letters(id).await?)
+        Ok(self.deliveries(id)?.dead_letters(id, page).await?)
     }
 
     pub async fn redrive(&self, id: &str) -> Result<usize, PortalError> {

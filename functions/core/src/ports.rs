@@ -260,16 +260,34 @@ pub struct EntryFailure {
     pub message: String,
 }
 
+/// How the bus took an event it accepted.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Accepted {
+    /// Put on the bus: it is delivered.
+    Stored,
+    /// An event with the same `event_id` and detail type was accepted within the deduplication
+    /// window: this one is not put on the bus again.
+    Duplicate,
+}
+
+/// The shortest deduplication window any bus keeps: EventBridge's own `DeduplicationId` window.
+/// Each host states its own, at least this: the event log's retention locally, the injector's
+/// `BUSWAY_DEDUP_WINDOW` on AWS.
+pub const MIN_DEDUP_WINDOW: std::time::Duration = std::time::Duration::from_secs(300);
+
 /// The event bus (an EventBridge custom bus on AWS, the durable event log locally).
 #[async_trait]
 pub trait Bus: Send + Sync + 'static {
     /// Puts events in order; the answer has one result per event. An `Err` means none is known
-    /// to be stored. An event whose `event_id` is already on the bus for the same detail type is
-    /// accepted once.
+    /// to be stored.
+    ///
+    /// Deduplication: an event whose `event_id` and detail type repeat those of an event this
+    /// bus accepted within its deduplication window (at least [`MIN_DEDUP_WINDOW`]) is answered
+    /// `Accepted::Duplicate` and not put on the bus again, in the same call or a later one.
     async fn put_events(
         &self,
         events: Vec<BusEvent>,
-    ) -> anyhow::Result<Vec<Result<(), EntryFailure>>>;
+    ) -> anyhow::Result<Vec<Result<Accepted, EntryFailure>>>;
 }
 
 /// Starts the provisioning of a deploy.json that landed in a configuration bucket (the S3
@@ -306,7 +324,13 @@ pub struct DeadLetter {
 #[async_trait]
 pub trait Deliveries: Send + Sync + 'static {
     async fn stats(&self, subscription_id: &str) -> anyhow::Result<DeliveryStats>;
-    async fn dead_letters(&self, subscription_id: &str) -> anyhow::Result<Vec<DeadLetter>>;
+    /// A page of the subscription's dead letters, oldest first; `BadPosition` for a position it
+    /// did not give.
+    async fn dead_letters(
+        &self,
+        subscription_id: &str,
+        page: &PageRequest,
+    ) -> Result<Page<DeadLetter>, StoreError>;
     /// Sends the dead letters again under the subscription's retry policy, counted afresh;
     /// returns how many were taken. Concurrent redrives take each letter once; one that fails
     /// again comes back with the attempts of its new round.

@@ -12,6 +12,7 @@ use tracing::{info, instrument, warn};
 
 use crate::deploy::{self, DeployAction, DeployDoc, DeployKind};
 use crate::deployment::{self, BuildInfo, Deployment, DeploymentStatus};
+use crate::page::{MAX_LIMIT, PageRequest};
 use crate::ports::{Bucket, DeploymentStore, EventStore, ObjectStore};
 use crate::subscription::SubscriptionState;
 use crate::tasks::{
@@ -19,6 +20,10 @@ use crate::tasks::{
     STORE_UNAVAILABLE,
 };
 use crate::{ValidationErrors, now};
+
+/// How many of an event type's newest deployments a notification reads to find those of its
+/// document: one page of the deployment store (one DynamoDB query page).
+pub const NOTIFICATION_WINDOW: usize = MAX_LIMIT;
 
 /// Checks a parsed document against what the portal registered: the event version exists (and is
 /// active for a deploy), the subscription is the one on record, the schema is the stored one.
@@ -478,15 +483,22 @@ impl Provisioner {
             .map_err(|e| RecordError::Unavailable(e.to_string()))
     }
 
-    /// The deployments of the document at `key`, newest first.
+    /// The deployments of the document at `key` among the newest [`NOTIFICATION_WINDOW`] of its
+    /// event type, newest first: one page, so a notification reads a bounded amount however many
+    /// deployments the event type had. An older one is long ended or was superseded.
     async fn deployments_of(&self, kind: DeployKind, key: &str) -> anyhow::Result<Vec<Deployment>> {
         let Some(parts) = deploy::parse_key(kind, key) else {
             return Ok(Vec::new());
         };
+        let page = PageRequest {
+            limit: NOTIFICATION_WINDOW,
+            after: None,
+        };
         Ok(self
             .deployments
-            .list_deployments(Some(&parts.event_type))
+            .page_deployments(Some(&parts.event_type), &page)
             .await?
+            .items
             .into_iter()
             .filter(|d| d.key == key && d.kind == kind)
             .collect())

@@ -10,7 +10,7 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use busway_core::envelope::BusEvent;
 use busway_core::ingest::LiveRoutes;
-use busway_core::ports::{Bus, EntryFailure};
+use busway_core::ports::{Accepted, Bus, EntryFailure};
 use busway_core::{EventTypeName, Version, schema};
 use busway_injector::sqs::{Message, handle_batch};
 use busway_injector::{Broker, router};
@@ -28,8 +28,8 @@ impl Bus for NullBus {
     async fn put_events(
         &self,
         events: Vec<BusEvent>,
-    ) -> anyhow::Result<Vec<Result<(), EntryFailure>>> {
-        Ok(events.iter().map(|_| Ok(())).collect())
+    ) -> anyhow::Result<Vec<Result<Accepted, EntryFailure>>> {
+        Ok(events.iter().map(|_| Ok(Accepted::Stored)).collect())
     }
 }
 

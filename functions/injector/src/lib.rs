@@ -1,5 +1,6 @@
 //! The broker API: `POST /{event_type}/{version}` with the seed's envelope. The body is validated
-//! against the version's schema, enriched and put on the bus; the answer is its `event_id`. And
+//! against the version's schema, enriched and put on the bus; the answer is its `event_id`, and
+//! `duplicate: true` when the bus had accepted that `event_id` already (`Bus::put_events`). And
 //! the SQS producers' batches (`sqs`), which no API validated.
 
 pub mod sqs;
@@ -76,7 +77,9 @@ async fn publish(
     )
     .await
     {
-        Ok(event_id) => Ok(Json(json!({"event_id": event_id}))),
+        Ok(published) => Ok(Json(
+            json!({"event_id": published.event_id, "duplicate": published.duplicate}),
+        )),
         Err(IngestError::RouteNotFound(route)) => Err(ApiError::not_found(format!(
             "no deployed event version at {route}"
         ))),

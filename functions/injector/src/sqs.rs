@@ -44,7 +44,8 @@ pub async fn handle_batch(broker: &Broker, messages: Vec<Message>) -> Vec<String
         Ok(results) => {
             for (i, id) in ids.into_iter().enumerate() {
                 match results.get(i) {
-                    Some(Ok(())) => {}
+                    // A duplicate was put on the bus before: SQS may forget the message.
+                    Some(Ok(_)) => {}
                     Some(Err(e)) => {
                         warn!(message_id = %id, error = %e, "the bus refused the event");
                         failed.push(id);

@@ -20,7 +20,8 @@ use std::time::{Duration, Instant};
 use anyhow::anyhow;
 use async_trait::async_trait;
 use busway_core::deploy::ConsumerDeploy;
-use busway_core::ports::{DeadLetter, Deliveries, DeliveryStats};
+use busway_core::page::{Page, PageRequest};
+use busway_core::ports::{DeadLetter, Deliveries, DeliveryStats, StoreError};
 use busway_pattern::{Pattern, PatternOptions};
 use tokio::sync::{Notify, mpsc};
 use tokio::task::JoinSet;
@@ -337,8 +338,12 @@ impl Deliveries for Router {
         }
     }
 
-    async fn dead_letters(&self, subscription_id: &str) -> anyhow::Result<Vec<DeadLetter>> {
-        Ok(self.shared.store.dead_letters(subscription_id).await?)
+    async fn dead_letters(
+        &self,
+        subscription_id: &str,
+        page: &PageRequest,
+    ) -> Result<Page<DeadLetter>, StoreError> {
+        self.shared.store.dead_letters(subscription_id, page).await
     }
 
     /// Moves the dead letters into the retry schedule in one transaction, so two redrives at

@@ -14,7 +14,7 @@ use async_trait::async_trait;
 use busway_core::claim_check::ClaimChecks;
 use busway_core::envelope::{BusEvent, eventbridge_json, eventbridge_time};
 use busway_core::ingest::THROTTLED;
-use busway_core::ports::{Bus, EntryFailure};
+use busway_core::ports::{Accepted, Bus, EntryFailure};
 use rusqlite::{Connection, params};
 use tokio::sync::{mpsc as tokio_mpsc, oneshot};
 
@@ -30,7 +30,7 @@ pub const ROUTER_QUEUE: usize = 64;
 pub const LOCAL_ACCOUNT: &str = "000000000000";
 pub const LOCAL_REGION: &str = "local";
 
-type Reply = oneshot::Sender<anyhow::Result<Vec<Result<(), EntryFailure>>>>;
+type Reply = oneshot::Sender<anyhow::Result<Vec<Result<Accepted, EntryFailure>>>>;
 
 /// A committed event: its position in the log and the JSON a target receives.
 #[derive(Debug, Clone)]
@@ -154,13 +154,15 @@ fn writer(
             }
         }
         match append(&mut conn, &batch) {
-            Ok(committed) => {
+            Ok((committed, accepted)) => {
                 // The router learns of events only once they are durable.
                 if !committed.is_empty() {
                     let _ = live.blocking_send(committed);
                 }
+                let mut accepted = accepted.into_iter();
                 for (rows, reply) in batch {
-                    let _ = reply.send(Ok(vec![Ok(()); rows.len()]));
+                    let answers = accepted.by_ref().take(rows.len()).map(Ok).collect();
+                    let _ = reply.send(Ok(answers));
                 }
             }
             Err(e) => {
@@ -173,11 +175,18 @@ fn writer(
     }
 }
 
-fn append(conn: &mut Connection, batch: &[(Vec<Row>, Reply)]) -> anyhow::Result<Vec<Logged>> {
+/// Appends the batch in one transaction; returns the events committed and, for each row, whether
+/// it was stored or repeated an event the log holds.
+fn append(
+    conn: &mut Connection,
+    batch: &[(Vec<Row>, Reply)],
+) -> anyhow::Result<(Vec<Logged>, Vec<Accepted>)> {
     let tx = conn.transaction()?;
     let mut committed = Vec::with_capacity(batch.len());
+    let mut accepted = Vec::with_capacity(batch.len());
     {
-        // A repeated event_id of one event version is the producer retrying: it is stored once.
+        // A repeated event_id of one event version is the producer retrying: it is stored once,
+        // for as long as the log keeps the first (`--retention`).
         let mut insert = tx.prepare_cached(
             "INSERT INTO events (id, event_id, source, detail_type, time, detail) VALUES (?1, ?2, ?3, ?4, ?5, ?6)
              ON CONFLICT (detail_type, event_id) DO NOTHING",
@@ -193,11 +202,14 @@ fn append(conn: &mut Connection, batch: &[(Vec<Row>, Reply)]) -> anyhow::Result<
             ])? == 1
             {
                 committed.push(row.logged(tx.last_insert_rowid()));
+                accepted.push(Accepted::Stored);
+            } else {
+                accepted.push(Accepted::Duplicate);
             }
         }
     }
     tx.commit()?;
-    Ok(committed)
+    Ok((committed, accepted))
 }
 
 #[async_trait]
@@ -205,7 +217,7 @@ impl Bus for EventLog {
     async fn put_events(
         &self,
         events: Vec<BusEvent>,
-    ) -> anyhow::Result<Vec<Result<(), EntryFailure>>> {
+    ) -> anyhow::Result<Vec<Result<Accepted, EntryFailure>>> {
         // An event whose claim check cannot be written fails in its slot; the others are logged.
         let mut results = Vec::with_capacity(events.len());
         let mut rows = Vec::with_capacity(events.len());
@@ -213,7 +225,7 @@ impl Bus for EventLog {
             match self.claim_checks.detail(&event).await {
                 Ok(detail) => {
                     rows.push(Row::new(event, detail));
-                    results.push(Ok(()));
+                    results.push(Ok(Accepted::Stored));
                 }
                 Err(failure) => results.push(Err(failure)),
             }

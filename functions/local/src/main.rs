@@ -63,9 +63,10 @@ enum Command {
         /// A `cdk synth` running longer is killed and its deployment fails (e.g. 90s, 5m).
         #[arg(long, default_value = "5m", value_parser = parse_duration, requires = "synth")]
         synth_timeout: Duration,
-        /// How long the event log keeps events (e.g. 90m, 24h, 7d). An event that a
+        /// How long the event log keeps events (e.g. 90m, 24h, 7d; at least 5m), which is also
+        /// how long a repeated event_id is answered as a duplicate. An event that a
         /// subscription has not settled yet is kept whatever its age.
-        #[arg(long, default_value = "24h", value_parser = parse_duration)]
+        #[arg(long, default_value = "24h", value_parser = parse_log_retention)]
         retention: Duration,
         /// How long dead letters are kept, as an SQS dead-letter queue's
         /// MessageRetentionPeriod (60s to 14d).
@@ -224,6 +225,21 @@ fn parse_duration(text: &str) -> Result<Duration, String> {
         _ => return Err(format!("{text:?}: the unit must be s, m, h or d")),
     };
     Ok(Duration::from_secs(number.saturating_mul(seconds)))
+}
+
+/// The log's retention is its deduplication window, which is never shorter than the bus port
+/// promises.
+fn parse_log_retention(text: &str) -> Result<Duration, String> {
+    let d = parse_duration(text)?;
+    let min = busway_core::ports::MIN_DEDUP_WINDOW;
+    if d >= min {
+        Ok(d)
+    } else {
+        Err(format!(
+            "{text}: the log keeps events at least {}m, its window for repeated event_ids",
+            min.as_secs() / 60
+        ))
+    }
 }
 
 fn parse_sqs_retention(text: &str) -> Result<Duration, String> {

@@ -27,24 +27,51 @@ use crate::delivery::Router;
 use crate::objects::bucket_dir;
 use crate::store::SqliteStore;
 
-/// The local "S3 notification": a queue of objects to provision.
+/// Notifications waiting for the runner. A document is durable once written to its bucket
+/// folder, so a notification that finds the queue full is dropped: the scanner, which compares
+/// every document with what was provisioned, notifies it again when there is room.
+pub const PROVISIONING_QUEUE: usize = 1024;
+
+/// The local "S3 notification": a bounded queue of objects to provision.
 pub struct LocalStarter {
-    tx: mpsc::UnboundedSender<(Bucket, String)>,
+    tx: mpsc::Sender<(Bucket, String)>,
 }
 
 impl LocalStarter {
-    pub fn new() -> (Self, mpsc::UnboundedReceiver<(Bucket, String)>) {
-        let (tx, rx) = mpsc::unbounded_channel();
+    pub fn new() -> (Self, mpsc::Receiver<(Bucket, String)>) {
+        Self::with_capacity(PROVISIONING_QUEUE)
+    }
+
+    pub fn with_capacity(capacity: usize) -> (Self, mpsc::Receiver<(Bucket, String)>) {
+        let (tx, rx) = mpsc::channel(capacity);
         (Self { tx }, rx)
+    }
+
+    /// The scanner's notification: waits for room instead of dropping it.
+    async fn notify(&self, bucket: Bucket, key: &str) -> anyhow::Result<()> {
+        self.tx
+            .send((bucket, key.to_string()))
+            .await
+            .map_err(|_| anyhow::anyhow!("the provisioning runner has stopped"))
     }
 }
 
 #[async_trait]
 impl ProvisioningStarter for LocalStarter {
     async fn start(&self, bucket: Bucket, key: &str) -> anyhow::Result<()> {
-        self.tx
-            .send((bucket, key.to_string()))
-            .map_err(|_| anyhow::anyhow!("the provisioning runner has stopped"))
+        match self.tx.try_send((bucket, key.to_string())) {
+            Ok(()) => Ok(()),
+            Err(mpsc::error::TrySendError::Full(_)) => {
+                warn!(
+                    key,
+                    "the provisioning queue is full: the scanner will notify it again"
+                );
+                Ok(())
+            }
+            Err(mpsc::error::TrySendError::Closed(_)) => {
+                anyhow::bail!("the provisioning runner has stopped")
+            }
+        }
     }
 }
 
@@ -458,7 +485,7 @@ pub async fn run(
     tasks: LocalTasks,
     store: SqliteStore,
     objects: Arc<dyn ObjectStore>,
-    mut rx: mpsc::UnboundedReceiver<(Bucket, String)>,
+    mut rx: mpsc::Receiver<(Bucket, String)>,
 ) {
     while let Some((bucket, key)) = rx.recv().await {
         let done = provision_once(&machine, &tasks, &store, objects.as_ref(), bucket, &key).await;
@@ -517,7 +544,8 @@ async fn provision_once(
 }
 
 /// Polls the configuration buckets for deploy.json files whose content changed since they were
-/// provisioned (edited by hand, or written while busway was down) and notifies the runner.
+/// provisioned (edited by hand, written while busway was down, or whose notification found the
+/// queue full) and notifies the runner, waiting for room in its queue.
 pub async fn scan(root: PathBuf, store: SqliteStore, starter: Arc<LocalStarter>, every: Duration) {
     loop {
         for bucket in [Bucket::Publisher, Bucket::Subscriber] {
@@ -529,7 +557,7 @@ pub async fn scan(root: PathBuf, store: SqliteStore, starter: Arc<LocalStarter>,
                 match store.processed_object(bucket.base_name(), &key).await {
                     Ok(seen) if seen.as_deref() == Some(content.as_slice()) => {}
                     Ok(_) => {
-                        if starter.start(bucket, &key).await.is_err() {
+                        if starter.notify(bucket, &key).await.is_err() {
                             return;
                         }
                     }
@@ -686,6 +714,40 @@ mod tests {
             assert_eq!(history, statuses(&expected["history"]), "{name}");
             assert_eq!(json!(after.error), expected["error"], "{name}");
         }
+    }
+
+    /// A notification that finds the queue full is not lost: the document is in its folder, and
+    /// the scanner notifies it again once the queue has room.
+    #[tokio::test]
+    async fn a_notification_a_full_queue_dropped_comes_again_from_the_scanner() {
+        let dir = tempfile::tempdir().expect("a temp dir");
+        let store = SqliteStore::open(&dir.path().join("busway.db")).expect("a store");
+        let (starter, mut rx) = LocalStarter::with_capacity(1);
+        let starter = Arc::new(starter);
+        let root = dir.path().join("buckets");
+        let objects = FolderObjectStore::new(root.clone(), starter.clone()).expect("buckets");
+        let keys = [
+            "order_created/1/deploy.json",
+            "parcel_scanned/1/deploy.json",
+        ];
+        for key in keys {
+            objects
+                .put_object(Bucket::Publisher, key, b"{}".to_vec())
+                .await
+                .expect("written");
+        }
+        assert_eq!(rx.len(), 1, "the queue holds one notification");
+        let scanner = tokio::spawn(scan(root, store, starter, Duration::from_millis(10)));
+        let mut notified = BTreeSet::new();
+        while notified.len() < keys.len() {
+            let (_, key) = tokio::time::timeout(Duration::from_secs(10), rx.recv())
+                .await
+                .expect("a notification in time")
+                .expect("the queue is open");
+            notified.insert(key);
+        }
+        scanner.abort();
+        assert_eq!(notified, keys.map(String::from).into());
     }
 
     #[test]

@@ -45,6 +45,10 @@ pub struct Config {
     /// How long claim-check objects are kept, and how often the expired ones are looked for.
     pub claim_check_retention: Duration,
     pub claim_check_sweep_interval: Duration,
+    /// Each server answers 408 to a request that takes longer.
+    pub request_timeout: Duration,
+    /// Requests each server serves at once; the others wait for a turn within their timeout.
+    pub max_concurrent_requests: usize,
 }
 
 impl Config {
@@ -61,6 +65,8 @@ impl Config {
             max_entry_bytes: claim_check::DEFAULT_MAX_ENTRY_BYTES,
             claim_check_retention: Duration::from_secs(claim_check::RETENTION_DAYS * 24 * 3600),
             claim_check_sweep_interval: Duration::from_secs(3600),
+            request_timeout: REQUEST_TIMEOUT,
+            max_concurrent_requests: MAX_CONCURRENT_REQUESTS,
         }
     }
 }
@@ -177,11 +183,13 @@ impl Running {
             config.claim_check_retention,
             config.claim_check_sweep_interval,
         ));
+        let limits = (config.request_timeout, config.max_concurrent_requests);
         tasks.spawn(serve(
             portal_listener,
             busway_portal::router(portal)
                 .merge(queues::router(store))
                 .merge(claim_checks::router(folders)),
+            limits,
             stopped.clone(),
         ));
         tasks.spawn(serve(
@@ -194,6 +202,7 @@ impl Running {
                 },
                 config.max_event_bytes,
             ),
+            limits,
             stopped,
         ));
         info!(%portal_addr, %broker_addr, data_dir = %dir.display(), "busway is up");
@@ -243,17 +252,22 @@ pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
 /// a burst of clients cannot take every thread and connection of the store.
 pub const MAX_CONCURRENT_REQUESTS: usize = 512;
 
-async fn serve(listener: TcpListener, router: axum::Router, mut stopped: watch::Receiver<bool>) {
+async fn serve(
+    listener: TcpListener,
+    router: axum::Router,
+    (timeout, max_concurrent): (Duration, usize),
+    mut stopped: watch::Receiver<bool>,
+) {
     let shutdown = async move {
         let _ = stopped.wait_for(|s| *s).await;
     };
     let router = router
         .layer(tower::limit::GlobalConcurrencyLimitLayer::new(
-            MAX_CONCURRENT_REQUESTS,
+            max_concurrent,
         ))
         .layer(tower_http::timeout::TimeoutLayer::with_status_code(
             axum::http::StatusCode::REQUEST_TIMEOUT,
-            REQUEST_TIMEOUT,
+            timeout,
         ));
     if let Err(e) = axum::serve(listener, router)
         .with_graceful_shutdown(shutdown)

@@ -290,24 +290,37 @@ impl SqliteStore {
         .await
     }
 
-    pub async fn dead_letters(&self, subscription_id: &str) -> Result<Vec<DeadLetter>, StoreError> {
-        let id = subscription_id.to_string();
+    /// A page of a subscription's dead letters, oldest first.
+    pub async fn dead_letters(
+        &self,
+        subscription_id: &str,
+        page: &PageRequest,
+    ) -> Result<Page<DeadLetter>, StoreError> {
+        let (id, limit) = (subscription_id.to_string(), page.limit);
+        let after = row_position(page.after.as_deref())?;
         self.run(move |conn| {
             let mut stmt = conn
-                .prepare("SELECT id, event, error, attempts, failed_at FROM dead_letters WHERE subscription_id = ?1 ORDER BY id")
+                .prepare(
+                    "SELECT id, event, error, attempts, failed_at FROM dead_letters
+                     WHERE subscription_id = ?1 AND id > ?2 ORDER BY id LIMIT ?3",
+                )
                 .map_err(sql)?;
             let rows = stmt
-                .query_map(params![id], |r| {
-                    Ok(DeadLetter {
+                .query_map(params![id, after, page_limit(limit)], |r| {
+                    let letter = DeadLetter {
                         id: r.get(0)?,
                         event: from_json(&r.get::<_, String>(1)?)?,
                         error: r.get(2)?,
                         attempts: r.get(3)?,
                         failed_at: r.get(4)?,
-                    })
+                    };
+                    Ok((letter.id.to_string(), letter))
                 })
                 .map_err(sql)?;
-            rows.collect::<Result<_, _>>().map_err(sql)
+            Ok(into_page(
+                rows.collect::<Result<_, _>>().map_err(sql)?,
+                limit,
+            ))
         })
         .await
     }

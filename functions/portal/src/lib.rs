@@ -310,11 +310,17 @@ async fn get_subscription(
 async fn dead_letters(
     State(portal): Portal_,
     p: std::result::Result<Path<String>, PathRejection>,
+    q: std::result::Result<Query<HashMap<String, String>>, QueryRejection>,
 ) -> Result<Json<Value>> {
     let id = path(p)?;
-    Ok(Json(
-        json!({"dead_letters": portal.dead_letters(&id).await?}),
-    ))
+    let params = query(q, &["limit", "next_token"])?;
+    let mut errors = busway_core::ValidationErrors::default();
+    let page = page_of(&params, &mut errors);
+    errors.into_result(())?;
+    Ok(Json(paged(
+        "dead_letters",
+        portal.dead_letters(&id, &page).await?,
+    )))
 }
 
 async fn redrive(

@@ -40,7 +40,7 @@ async fn main() -> Result<(), lambda_runtime::Error> {
     let broker = Arc::new(Broker {
         routes: Arc::new(LiveRoutes::default()),
         store: Some(host.store()),
-        bus: host.bus()?,
+        bus: host.deduplicated_bus()?,
     });
     lambda_runtime::run(service_fn(move |event: LambdaEvent<SqsEvent>| {
         let broker = broker.clone();

@@ -16,7 +16,7 @@ async fn main() -> Result<(), lambda_http::Error> {
     let broker = Broker {
         routes: Arc::new(LiveRoutes::default()),
         store: Some(host.store()),
-        bus: host.bus()?,
+        bus: host.deduplicated_bus()?,
     };
     busway_http::lambda::run(busway_injector::router(broker)).await
 }

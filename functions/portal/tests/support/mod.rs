@@ -421,8 +421,15 @@ impl Deliveries for Memory {
         Ok(DeliveryStats::default())
     }
 
-    async fn dead_letters(&self, _subscription_id: &str) -> anyhow::Result<Vec<DeadLetter>> {
-        Ok(Vec::new())
+    async fn dead_letters(
+        &self,
+        _subscription_id: &str,
+        _page: &PageRequest,
+    ) -> Result<Page<DeadLetter>, StoreError> {
+        Ok(Page {
+            items: Vec::new(),
+            next: None,
+        })
     }
 
     async fn redrive(&self, _subscription_id: &str) -> anyhow::Result<usize> {

@@ -1,0 +1,99 @@
+//! The local servers' limits, over HTTP on `busway up`'s servers: a request still running after
+//! the request timeout is answered 408, and a request beyond the concurrency limit waits for a
+//! turn instead of being served at once. A slow client (a body that stops half-way) holds its
+//! request open for as long as it likes.
+
+use std::time::Duration;
+
+use busway_tests::Broker;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+const BODY_BYTES: usize = 100;
+const FIRST_PART: &str = r#"{"a":"#;
+
+/// `host:port` of a server URL.
+fn address(url: &str) -> String {
+    url.trim_start_matches("http://")
+        .trim_end_matches('/')
+        .to_string()
+}
+
+/// A POST to `path` that sends its headers and the start of its body, then waits.
+async fn stalled_post(url: &str, path: &str) -> TcpStream {
+    let addr = address(url);
+    let mut stream = TcpStream::connect(&addr).await.expect("connects");
+    let head = format!(
+        "POST {path} HTTP/1.1\r\nHost: {addr}\r\nContent-Type: application/json\r\n\
+         Content-Length: {BODY_BYTES}\r\n\r\n{FIRST_PART}"
+    );
+    stream.write_all(head.as_bytes()).await.expect("sent");
+    stream
+}
+
+/// The status of the answer on `stream`, within a minute.
+async fn status(stream: &mut TcpStream) -> u16 {
+    let mut answer = Vec::new();
+    let mut buf = [0; 1024];
+    let read = async {
+        while !answer.windows(2).any(|w| w == b"\r\n") {
+            let n = stream.read(&mut buf).await.expect("reads");
+            assert!(n > 0, "the server closed without answering");
+            answer.extend_from_slice(&buf[..n]);
+        }
+    };
+    tokio::time::timeout(Duration::from_secs(60), read)
+        .await
+        .expect("an answer within a minute");
+    let line = String::from_utf8_lossy(&answer).to_string();
+    line.split(' ')
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| panic!("not an HTTP answer: {line}"))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_request_that_outlasts_the_timeout_is_answered_408_on_both_servers() {
+    let busway = Broker::start_with(|c| c.request_timeout = Duration::from_secs(1)).await;
+    for (url, path) in [
+        (busway.portal_url(""), "/events"),
+        (busway.broker_url(""), "/scanned_parcel/1"),
+    ] {
+        let mut stalled = stalled_post(&url, path).await;
+        assert_eq!(status(&mut stalled).await, 408, "{url}{path}");
+    }
+    // A request that does not stall is served as usual.
+    busway.get("/events").await.expect(200);
+    busway.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_request_beyond_the_concurrency_limit_waits_for_a_turn() {
+    let busway = Broker::start_with(|c| c.max_concurrent_requests = 1).await;
+    let mut stalled = stalled_post(&busway.portal_url(""), "/events").await;
+    // The stalled request is being served (its handler waits for the body) and holds the turn.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let list = tokio::spawn({
+        let (http, url) = (busway.http.clone(), busway.portal_url("/events"));
+        async move { http.get(url).send().await.expect("answered").status() }
+    });
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert!(
+        !list.is_finished(),
+        "a request beyond the limit was served while the only turn was taken"
+    );
+
+    let rest = format!("1}}{}", " ".repeat(BODY_BYTES - FIRST_PART.len() - 2));
+    stalled.write_all(rest.as_bytes()).await.expect("sent");
+    assert_eq!(
+        status(&mut stalled).await,
+        400,
+        "the finished body is no event type"
+    );
+    let listed = tokio::time::timeout(Duration::from_secs(30), list)
+        .await
+        .expect("the waiting request is served once the turn is free")
+        .expect("the request task ends");
+    assert_eq!(listed, 200);
+    busway.stop().await;
+}
