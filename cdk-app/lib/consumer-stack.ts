@@ -8,7 +8,7 @@ import * as lambda from 'aws-cdk-lib/aws-lambda';
 import * as sqs from 'aws-cdk-lib/aws-sqs';
 import { Construct } from 'constructs';
 import { ConsumerDeploy } from './deploy-config';
-import { platformValue } from './platform';
+import { generatedStackProps, platformValue } from './platform';
 import { QueueStatement } from './queue-statement';
 
 export interface ConsumerProps extends StackProps {
@@ -139,5 +139,5 @@ export class ConsumerStack extends Stack {
 }
 
 export function addConsumerStack(scope: Construct, doc: ConsumerDeploy, platformEnv: string, props: StackProps = {}): ConsumerStack {
-  return new ConsumerStack(scope, doc.stack_name, { ...props, stackName: doc.stack_name, doc, platformEnv });
+  return new ConsumerStack(scope, doc.stack_name, generatedStackProps(platformEnv, { ...props, stackName: doc.stack_name, doc, platformEnv }));
 }
