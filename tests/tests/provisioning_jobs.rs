@@ -1,5 +1,5 @@
-//! Provisioning as durable jobs on the local host, over HTTP: a create retried after a timeout
-//! gets what it made; a step that fails after the domain commit fails the job with its reason and
+//! Provisioning as durable jobs on the local host, over HTTP: a create (an event type, a
+//! subscription, a new version) retried after a timeout gets what it made; a step that fails after the domain commit fails the job with its reason and
 //! a retry completes it on the same document; one job at a time per document (a subscribe
 //! followed at once by its unsubscribe ends with no rule, create-delete-create with one); a
 //! reverted hand edit provisions again; a version or subscription shows what its jobs made of it.
@@ -61,6 +61,39 @@ async fn a_create_retried_after_a_timeout_gets_what_it_made_and_another_body_a_c
         busway.deployments_of("scanned_parcel").await.len(),
         2,
         "the repeats started no deployment"
+    );
+
+    // A new version sent several times at once, then again: one version, the same answer.
+    let v2 = json!({"description": "with the scanner", "data": {"type": "object",
+        "properties": {"scanner": {"type": "string"}}, "required": ["scanner"]}});
+    let client = &busway;
+    let replies = join_all(
+        (0..3)
+            .map(|_| async { client.put("/events/scanned_parcel", &v2).await })
+            .collect(),
+    )
+    .await;
+    let made = replies[0].expect(201).clone();
+    assert_eq!(made["version"], 2, "{made}");
+    for reply in &replies {
+        assert_eq!(reply.expect(201), &made);
+    }
+    busway
+        .deployed(made["deployment_id"].as_str().expect("a deployment id"))
+        .await;
+    let again = busway.put("/events/scanned_parcel", &v2).await;
+    assert_eq!(again.expect(201), &made);
+    let versions = busway.get("/events/scanned_parcel").await.expect(200)["versions"].clone();
+    assert_eq!(versions.as_array().map(Vec::len), Some(2), "{versions}");
+    // Another schema, or the same one under another description, is a new version.
+    let mut other = v2.clone();
+    other["description"] = json!("the scanner again");
+    let v3 = busway.put("/events/scanned_parcel", &other).await;
+    assert_eq!(v3.expect(201)["version"], 3);
+    assert_eq!(
+        busway.deployments_of("scanned_parcel").await.len(),
+        4,
+        "one deployment per version made"
     );
     busway.stop().await;
 }

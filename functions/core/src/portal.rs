@@ -492,15 +492,60 @@ impl Portal {
         req: NewVersion,
     ) -> Result<(EventVersion, Deployment), PortalError> {
         let event = self.event_type(event_type).await?;
-        let next = event.latest_version.next();
         let description = req.description.unwrap_or_else(|| event.description.clone());
-        let version = self.version_record(event_type, next, description, &req.data);
+        if let Some(made) = self
+            .version_made_by(&event, &req.data, &description)
+            .await?
+        {
+            return Ok(made);
+        }
+        let next = event.latest_version.next();
+        let version = self.version_record(event_type, next, description.clone(), &req.data);
         let deployment = self.producer_deployment(event_type, next, DeployAction::Deploy);
-        self.store
+        match self
+            .store
             .add_version(&version, event.latest_version, &deployment)
-            .await?;
+            .await
+        {
+            // The same request, sent again before the first answered, added the version.
+            Err(StoreError::Conflict(why)) => {
+                let event = self.event_type(event_type).await?;
+                return self
+                    .version_made_by(&event, &req.data, &description)
+                    .await?
+                    .ok_or(PortalError::Conflict(why));
+            }
+            done => done?,
+        }
         self.publish_version(&event, &version, &deployment).await?;
         Ok((version, deployment))
+    }
+
+    /// A new version retried after a timeout is answered with what it made: the latest version,
+    /// when it is active and has this very schema and description (a version identical to the
+    /// one before it would change nothing), with its deployment.
+    async fn version_made_by(
+        &self,
+        event: &EventType,
+        data: &Value,
+        description: &str,
+    ) -> Result<Option<(EventVersion, Deployment)>, PortalError> {
+        let Some(latest) = self
+            .store
+            .get_version(&event.event_type, event.latest_version)
+            .await?
+        else {
+            return Ok(None);
+        };
+        let same = latest.is_active()
+            && latest.description == description
+            && latest.schema == schema::envelope(&event.event_type, latest.version, data);
+        if !same {
+            return Ok(None);
+        }
+        let key = deploy::producer_key(&event.event_type, latest.version);
+        let deployment = self.first_deployment(&event.event_type, &key).await?;
+        Ok(Some((latest, deployment)))
     }
 
     #[instrument(skip_all, fields(event_type = %event_type, version = %version))]
