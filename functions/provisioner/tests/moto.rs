@@ -450,3 +450,81 @@ async fn a_deploy_then_its_destroy_at_once_starts_only_the_destroy_when_notified
 async fn a_deploy_then_its_destroy_at_once_starts_only_the_destroy_when_notified_out_of_order() {
     a_deploy_then_its_destroy_at_once_starts_only_the_destroy(true).await;
 }
+
+/// A hand edit reverted: the reverted document is provisioned again as a job of its own, under an
+/// execution name never used before, whether the bucket names versions by id (versioned) or by
+/// content (the same content as the first job's).
+async fn a_reverted_hand_edit_is_provisioned_again(versioned: bool) {
+    let p = platform().await;
+    if versioned {
+        p.versioned().await;
+    }
+    let ended = |status: DeploymentStatus| {
+        let store = p.store.clone();
+        async move {
+            let mut jobs = store
+                .list_deployments(Some(&"order_created".parse().expect("a name")))
+                .await
+                .expect("listed");
+            let mut job = jobs.remove(0);
+            for step in [DeploymentStatus::Validating, DeploymentStatus::Building] {
+                job.advance(step, busway_core::now()).expect("a step");
+            }
+            match status {
+                DeploymentStatus::Succeeded => job.advance(status, busway_core::now()),
+                _ => job.fail("Build.Failed", "cdk deploy exited 1", busway_core::now()),
+            }
+            .expect("ended");
+            store.put_deployment(&job).await.expect("recorded");
+            job
+        }
+    };
+    let original = json!({"written": "by hand", "v": 1});
+    p.write(original.clone()).await;
+    p.notify().await;
+    let first = ended(DeploymentStatus::Succeeded).await;
+    p.write(json!({"written": "by hand", "v": 2})).await;
+    p.notify().await;
+    ended(DeploymentStatus::Failed).await;
+    p.write(original).await;
+    p.notify().await;
+    // A notification of the reverted document repeated: nothing more starts.
+    p.notify().await;
+
+    let inputs = p.executions().await;
+    assert_eq!(inputs.len(), 3, "{inputs:?}");
+    let reverted = p
+        .store
+        .list_deployments(Some(&"order_created".parse().expect("a name")))
+        .await
+        .expect("listed")
+        .remove(0);
+    assert_ne!(reverted.id, first.id, "a job of its own");
+    assert_eq!(reverted.status, DeploymentStatus::Pending);
+    assert_ne!(
+        reverted.execution, first.execution,
+        "a name never used before"
+    );
+    if !versioned {
+        assert_eq!(
+            reverted.object_version, first.object_version,
+            "the same content names the same version"
+        );
+    }
+    assert!(
+        inputs
+            .iter()
+            .any(|i| i["deployment_id"] == reverted.id.as_str()),
+        "{inputs:?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reverted_hand_edit_is_provisioned_again_in_a_versioned_bucket() {
+    a_reverted_hand_edit_is_provisioned_again(true).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reverted_hand_edit_is_provisioned_again_when_versions_are_named_by_content() {
+    a_reverted_hand_edit_is_provisioned_again(false).await;
+}
