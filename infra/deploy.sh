@@ -2,7 +2,8 @@
 # Deploys the busway platform of one environment to the account and region of the current AWS
 # credentials; it replaces the seed's local_deploy.sh (infra/README.md). Steps: check the
 # prerequisites, build the four Rust Lambda functions for arm64, bootstrap CDK in the account and
-# region if that was never done, deploy every stack of infra/, print the API URLs.
+# region if that was never done, deploy every stack of infra/, bootstrap the generators with the
+# execution policy the platform made for them, print the API URLs.
 #
 #   infra/deploy.sh [env]       env matches ^[a-z][a-z0-9]{0,15}$, default dev
 #
@@ -52,6 +53,18 @@ npx --no-install cdk deploy --all --no-notices \
   -c "platformEnv=$env_name" -c lambdaAssets=../target/lambda \
   -c "busKind=$bus_kind" -c "busRetentionDays=${BUSWAY_BUS_RETENTION_DAYS:-7}" \
   --require-approval "${BUSWAY_REQUIRE_APPROVAL:-broadening}" --outputs-file "$outputs"
+
+# The generators' own bootstrap (lib/generators.ts): the builds deploy through its roles, and its
+# CloudFormation execution role has only the generators' execution policy, never the default
+# bootstrap's AdministratorAccess. Run on every deploy: it applies a changed policy.
+# shellcheck disable=SC2016 # JavaScript template literals, not shell expansions
+mapfile -t generators < <(node -e '
+const out = JSON.parse(require("fs").readFileSync(process.argv[1], "utf8"))[`${process.argv[2]}-provisioning-service`];
+console.log([out.GeneratorsQualifier, out.GeneratorsToolkitStackName, out.GeneratorsExecutionPolicyArn].join("\n"));
+' "$outputs" "$env_name")
+npx --no-install cdk bootstrap --no-notices "aws://$account/$region" \
+  --qualifier "${generators[0]}" --toolkit-stack-name "${generators[1]}" \
+  --cloudformation-execution-policies "${generators[2]}"
 
 # shellcheck disable=SC2016 # JavaScript template literals, not shell expansions
 node -e '

@@ -144,9 +144,11 @@ ANSWERS = {
         ("ValidateConfig", VALID), ("BuildProducer", {"Build": {"Id": BUILD_ID, "BuildStatus": "SUCCEEDED"}}),
         ("DescribeBuild", DESCRIBED),
     ],
-    # A late execution of an ended deployment, and one the record no longer names: the first
-    # conditional status write is refused, no task runs and the record stays as it was.
+    # A late execution of an ended deployment, of one a later job replaced before it started
+    # (a starter had already named this execution), and one the record no longer names: the
+    # first conditional status write is refused, no task runs and the record stays as it was.
     "ended-before": [],
+    "superseded-before": [],
     "another-execution": [],
 }
 CASES = json.loads((ROOT / "statemachines/cases.json").read_text())["cases"]

@@ -11,7 +11,7 @@ import * as lambda from 'aws-cdk-lib/aws-lambda';
 import * as sqs from 'aws-cdk-lib/aws-sqs';
 import { Construct } from 'constructs';
 import { ConsumerDeploy } from './deploy-config';
-import { platformValue } from './platform';
+import { generatedStackProps, platformValue } from './platform';
 import { BusKind } from './platform-names';
 import { QueueStatement } from './queue-statement';
 
@@ -211,5 +211,5 @@ export function dataFilter(doc: ConsumerDeploy): Record<string, unknown> {
 }
 
 export function addConsumerStack(scope: Construct, doc: ConsumerDeploy, platformEnv: string, busKind: BusKind, props: StackProps = {}): ConsumerStack {
-  return new ConsumerStack(scope, doc.stack_name, { ...props, stackName: doc.stack_name, doc, platformEnv, busKind });
+  return new ConsumerStack(scope, doc.stack_name, generatedStackProps(platformEnv, { ...props, stackName: doc.stack_name, doc, platformEnv, busKind }));
 }

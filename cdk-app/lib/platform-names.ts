@@ -1,5 +1,7 @@
 // The names the platform (infra/) writes and the generators read: one file, imported by both apps.
-// Dependency-free so that infra/ can import it without loading cdk-app's node_modules.
+// Dependency-free (Node's own modules only) so that infra/ can import it without loading
+// cdk-app's node_modules.
+import { createHash } from 'crypto';
 
 export const PARAMETERS = {
   brokerApiId: 'broker-api/id',
@@ -42,3 +44,28 @@ export function parameterName(env: string, p: PlatformParameter): string {
 }
 
 export const ENV_PATTERN = /^[a-z][a-z0-9]{0,15}$/;
+
+/**
+ * The generators deploy through a CDK bootstrap of their own, not the account's default one: its
+ * CloudFormation execution role has only the policy infra/ makes for what they create
+ * (`generatorsExecutionPolicyName`), where the default bootstrap's is AdministratorAccess.
+ * Qualifiers are at most 10 characters of `[a-z0-9]` in bucket names, so the env is hashed.
+ */
+export function generatorsQualifier(env: string): string {
+  return `bw${createHash('sha256').update(env).digest('hex').slice(0, 8)}`;
+}
+
+/** The toolkit stack of the generators' bootstrap (one per environment, beside the default CDKToolkit). */
+export function generatorsToolkitStackName(env: string): string {
+  return `${env}-busway-generators-toolkit`;
+}
+
+/** The managed policy of the generators' CloudFormation execution role. */
+export function generatorsExecutionPolicyName(env: string): string {
+  return `${env}-busway-generators-execution`;
+}
+
+/** The permissions boundary of every role a generated stack creates; the execution policy creates no role without it. */
+export function generatedRolesBoundaryName(env: string): string {
+  return `${env}-busway-generated-roles-boundary`;
+}

@@ -9,7 +9,7 @@ import * as sqs from 'aws-cdk-lib/aws-sqs';
 import { Construct } from 'constructs';
 import { createHash } from 'crypto';
 import { ProducerDeploy } from './deploy-config';
-import { platformValue } from './platform';
+import { generatedStackProps, platformValue } from './platform';
 import { STAGES } from './platform-names';
 
 export interface ProducerProps extends StackProps {
@@ -144,17 +144,17 @@ export class SqsProducerStack extends Stack {
 /** The stacks of one producer deploy.json: the event type's resource (HTTPS only) and the version. */
 export function addProducerStacks(scope: Construct, doc: ProducerDeploy, platformEnv: string, props: StackProps = {}): Stack[] {
   if (doc.connection_type === 'SQS') {
-    return [new SqsProducerStack(scope, doc.stack_name, { ...props, stackName: doc.stack_name, doc, platformEnv })];
+    return [new SqsProducerStack(scope, doc.stack_name, generatedStackProps(platformEnv, { ...props, stackName: doc.stack_name, doc, platformEnv }))];
   }
   const typeName = eventTypeStackName(doc.event_type);
   const existing = scope.node.tryFindChild(typeName) as EventTypeResourceStack | undefined;
-  const typeStack = existing ?? new EventTypeResourceStack(scope, typeName, { ...props, stackName: typeName, eventType: doc.event_type, platformEnv });
-  const version = new HttpsProducerStack(scope, doc.stack_name, {
+  const typeStack = existing ?? new EventTypeResourceStack(scope, typeName, generatedStackProps(platformEnv, { ...props, stackName: typeName, eventType: doc.event_type, platformEnv }));
+  const version = new HttpsProducerStack(scope, doc.stack_name, generatedStackProps(platformEnv, {
     ...props,
     stackName: doc.stack_name,
     doc,
     platformEnv,
     eventTypeResourceId: typeStack.resourceId,
-  });
+  }));
   return [typeStack, version];
 }

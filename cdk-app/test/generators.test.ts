@@ -10,7 +10,7 @@ import { Match, Template } from 'aws-cdk-lib/assertions';
 import * as sqs from 'aws-cdk-lib/aws-sqs';
 import { parseDeployJson, DeployDoc, SCHEMA_DIR } from '../lib/deploy-config';
 import { generate } from '../lib/generate';
-import { STAGES } from '../lib/platform-names';
+import { generatedRolesBoundaryName, generatorsQualifier, STAGES } from '../lib/platform-names';
 
 const FIXTURES = path.join(__dirname, 'fixtures');
 const fixture = (name: string): DeployDoc => parseDeployJson(fs.readFileSync(path.join(FIXTURES, `${name}.json`), 'utf8'));
@@ -373,6 +373,29 @@ test('a consumer deploy.json that names its bus is built for that bus, whatever 
   subscriberStack('consumer-lambda', () => {}, 'classic').resourceCountIs('AWS::Events::Rule', 1);
   Template.fromStack(generate(newApp(), fixture('consumer-lambda'), 'dev')[0]).resourceCountIs('AWS::Events::Rule', 1);
   assert.throws(() => subscriberStack('consumer-lambda', (doc) => { doc.bus_kind = 'v3'; }), /\$\.bus_kind: must be one of custom, classic/);
+});
+
+test('every generated stack deploys through the generators\' own bootstrap, and every role it creates has the boundary', () => {
+  const names = ['producer-https-v1', 'producer-sqs-v1', 'consumer-lambda', 'consumer-sqs', 'consumer-https'];
+  const stacks = names.flatMap((n) => generate(newApp(), fixture(n), 'dev'));
+  const qualifier = generatorsQualifier('dev');
+  assert.match(qualifier, /^[a-z0-9]{1,10}$/);
+  assert.notEqual(qualifier, generatorsQualifier('prod'));
+  let roles = 0;
+  for (const s of stacks) {
+    const json = Template.fromStack(s).toJSON();
+    // The deploy checks this bootstrap's version, and cdk deploy assumes its roles.
+    assert.equal(json.Parameters.BootstrapVersion.Default, `/cdk-bootstrap/${qualifier}/version`, s.stackName);
+    const synth = s.synthesizer as any;
+    assert.match(synth.cloudFormationExecutionRoleArn, new RegExp(`cdk-${qualifier}-cfn-exec-role-`), s.stackName);
+    for (const [id, role] of Object.entries(json.Resources).filter(([, r]: any) => r.Type === 'AWS::IAM::Role') as [string, any][]) {
+      roles += 1;
+      assert.equal(render(role.Properties.PermissionsBoundary),
+        `arn:<{"Ref":"AWS::Partition"}>:iam::<{"Ref":"AWS::AccountId"}>:policy/${generatedRolesBoundaryName('dev')}`, `${s.stackName} ${id}`);
+    }
+  }
+  // The SQS consumer's statement handler and the HTTPS consumer's API destination invoker.
+  assert.equal(roles, 2);
 });
 
 test('an unacknowledged cdk-nag finding fails the synth', () => {

@@ -38,6 +38,9 @@ export function platform(app: App, env: string, lambdaAssets: string, bus: BusSe
   const provisioning = new ProvisioningStack(app, names, {
     ...props, lambdaAssets, busKind: bus.kind, table: portal.table, schemaBackup: backup.bucket, publisher: storage.publisher, subscriber: storage.subscriber,
   });
+  // The generators' execution policy names the broker API and the SQS injector's role by the
+  // parameters the broker API stack writes.
+  provisioning.addStackDependency(brokerApi);
   const stacks: Stack[] = [backup, storage, busStack, portal, brokerApi, provisioning];
   for (const s of stacks) Validations.of(s).addPlugins(new AwsSolutionsChecks(s, { verbose: true }));
   return { backup, storage, bus: busStack, portal, brokerApi, provisioning };

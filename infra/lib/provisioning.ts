@@ -14,8 +14,10 @@ import * as s3n from 'aws-cdk-lib/aws-s3-notifications';
 import * as sfn from 'aws-cdk-lib/aws-stepfunctions';
 import { Construct } from 'constructs';
 import { RustFunction } from './function';
+import { GeneratorPermissions } from './generators';
 import { acknowledgeWildcards, objects, tableAndIndexes } from './iam';
 import { BucketBase, BusKind, ENV_VARS, Names } from './names';
+import { generatorsQualifier } from '../../cdk-app/lib/platform-names';
 
 export const REPO_ROOT = path.resolve(__dirname, '..', '..');
 export const ASL_FILE = path.join(REPO_ROOT, 'statemachines', 'provisioning.asl.json');
@@ -91,6 +93,7 @@ export class ProvisioningStack extends Stack {
       ignoreMode: IgnoreMode.GIT,
       exclude: ['.git/', ...gitignore()],
     });
+    new GeneratorPermissions(this, 'Generators', names);
     const projects = {
       producer: this.buildProject('producer', names, repo, props.table, {}),
       consumer: this.buildProject('consumer', names, repo, props.table, { [ENV_VARS.busKind]: { value: props.busKind } }),
@@ -158,8 +161,11 @@ export class ProvisioningStack extends Stack {
       timeout: Duration.minutes(30),
       logging: { cloudWatch: { logGroup: new logs.LogGroup(this, `${kind}BuildLogs`, { retention: logs.RetentionDays.THREE_MONTHS }) } },
     });
-    // `cdk deploy` works through the CDK bootstrap roles (cdk-{qualifier}-{deploy,file-publishing,lookup}-role-…).
-    const bootstrapRoles = `arn:${this.partition}:iam::${this.account}:role/cdk-*`;
+    // `cdk deploy` works through the roles of the generators' own bootstrap
+    // (cdk-{qualifier}-{deploy,file-publishing,lookup}-role-…), whose CloudFormation execution
+    // role has only the generators' execution policy (lib/generators.ts); never the default
+    // bootstrap's, which deploys with AdministratorAccess.
+    const bootstrapRoles = `arn:${this.partition}:iam::${this.account}:role/cdk-${generatorsQualifier(names.env)}-*`;
     project.addToRolePolicy(new iam.PolicyStatement({ actions: ['sts:AssumeRole'], resources: [bootstrapRoles] }));
     const deployJson = objects(this, names, CONFIG_BUCKET[kind], `*/${DEPLOY_JSON}`);
     // scripts/provision-build.sh fetches exactly the validated version, and first re-checks on the
@@ -177,10 +183,10 @@ export class ProvisioningStack extends Stack {
       reason: 'The build produces no artifacts (NO_ARTIFACTS); what CodeBuild stores is encrypted with the AWS managed key alias/aws/s3, and no customer key is needed for it.',
     });
     acknowledgeWildcards(project, [
-      'Resource::arn:<AWS::Partition>:iam::<AWS::AccountId>:role/cdk-*',
+      `Resource::arn:<AWS::Partition>:iam::<AWS::AccountId>:role/cdk-${generatorsQualifier(names.env)}-*`,
       deployJson.finding,
       `Resource::arn:<AWS::Partition>:ssm:<AWS::Region>:<AWS::AccountId>:${parameters}`,
-    ], 'The bootstrap roles\' names end in the account and region and start with cdk-; deploy.json keys are made at run time; '
+    ], 'The generators\' bootstrap roles\' names end in the account and region and start with cdk-{their qualifier}-; deploy.json keys are made at run time; '
       + 'the generators may read every platform parameter of this environment and no other.');
     const self = `<${this.getLogicalId(project.node.defaultChild as CfnResource)}>`;
     acknowledgeWildcards(project, [

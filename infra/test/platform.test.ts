@@ -14,6 +14,7 @@ import { BusSettings, DEFAULT_RETENTION_DAYS } from '../lib/bus';
 import { DEFAULT_BUS_KIND, ENV_VARS, FUNCTIONS, PARAMETERS, parameterName, PlatformParameter, STAGES } from '../lib/names';
 import { platform } from '../lib/platform';
 import { ASL_FILE, SUBSTITUTIONS_FILE } from '../lib/provisioning';
+import { generatedRolesBoundaryName, generatorsExecutionPolicyName, generatorsQualifier, generatorsToolkitStackName } from '../../cdk-app/lib/platform-names';
 import { CLAIM_CHECK_PREFIX, CLAIM_CHECK_RETENTION_DAYS } from '../lib/storage';
 
 const CDK_CONTEXT = JSON.parse(fs.readFileSync(path.join(__dirname, '..', 'cdk.json'), 'utf8')).context;
@@ -305,16 +306,74 @@ test('the state machine role: status writes, the provisioner, the two builds and
   ]);
 });
 
-test('each build role may assume the CDK bootstrap roles, read its own kind of deploy.json in any version, its deployment record and this env\'s parameters', () => {
+test('each build role may assume the generators\' bootstrap roles only, read its own kind of deploy.json in any version, its deployment record and this env\'s parameters', () => {
   for (const [kind, bucket] of [['Producer', 'publisher-components-bucket'], ['Consumer', 'subscriber-components-bucket']]) {
     const ours = statements(t.provisioning, `${kind}BuildRole`).slice(-4);
     assertStatements(ours, [
-      [['sts:AssumeRole'], [/^arn:<AWS::Partition>:iam::<AWS::AccountId>:role\/cdk-\*$/]],
+      [['sts:AssumeRole'], [new RegExp(`^arn:<AWS::Partition>:iam::<AWS::AccountId>:role/cdk-${generatorsQualifier('dev')}-\\*$`)]],
       [['s3:GetObject', 's3:GetObjectVersion'], [OBJECTS(bucket, '*/deploy.json')]],
       [['dynamodb:GetItem'], [/^<import:dev-self-service-portal:ExportsOutputFnGetAttEvents\w+Arn\w+>$/]],
       [['ssm:GetParameter', 'ssm:GetParameters'], [ARN('ssm', 'parameter/busway/dev/\\*')]],
     ]);
   }
+});
+
+/** The statements of the managed policy named `name`, each as {sid, actions, resources, conditions}. */
+function managedPolicy(tpl: Template, name: string): { sid?: string; actions: string[]; resources: string[]; conditions?: any }[] {
+  const found = Object.values(tpl.findResources('AWS::IAM::ManagedPolicy')).filter((r: any) => r.Properties.ManagedPolicyName === name) as any[];
+  assert.equal(found.length, 1, name);
+  return found[0].Properties.PolicyDocument.Statement.map((st: any) => {
+    assert.equal(st.Effect, 'Allow');
+    return { sid: st.Sid, actions: [st.Action].flat(), resources: [st.Resource].flat().map(render), conditions: st.Condition };
+  });
+}
+
+test('the generators deploy with an execution policy limited to what they create, and create roles only under the boundary', () => {
+  const policy = managedPolicy(t.provisioning, generatorsExecutionPolicyName('dev'));
+  const bySid = Object.fromEntries(policy.map((st) => [st.sid, st]));
+  const services = new Set(policy.flatMap((st) => st.actions.map((a) => a.split(':')[0])));
+  assert.deepEqual([...services].sort(), ['apigateway', 'events', 'iam', 'lambda', 'logs', 'secretsmanager', 'sqs', 'ssm']);
+  for (const st of policy) {
+    for (const a of st.actions) assert.ok(!a.includes('*'), `wildcard action ${a}`);
+    // Nothing of the platform itself: no table, bucket, state machine, build project or bus change.
+    for (const a of st.actions) assert.ok(!/^(dynamodb|s3|states|codebuild|cloudformation):/.test(a) && a !== 'events:PutEvents', a);
+  }
+  // Resource "*" once, for the one action that takes no ARN, held to the SQS injector.
+  const star = policy.filter((st) => st.resources.includes('*'));
+  assert.deepEqual(star.map((st) => st.sid), ['ProducerQueueMappings']);
+  assert.equal(render(star[0].conditions.StringEquals['lambda:FunctionArn']), 'arn:<AWS::Partition>:lambda:<AWS::Region>:<AWS::AccountId>:function:dev-busway-injector-sqs');
+  assert.deepEqual(bySid.InvokePermissions.conditions, { StringEquals: { 'lambda:Principal': ['events.amazonaws.com', 'apigateway.amazonaws.com'] } });
+  assert.deepEqual(bySid.ConsumerRules.resources, ['arn:<AWS::Partition>:events:<AWS::Region>:<AWS::AccountId>:rule/dev.custom.events.bus/busway-*']);
+  assert.deepEqual(bySid.ConsumerSubscribers.resources, ['arn:<AWS::Partition>:events:<AWS::Region>:<AWS::AccountId>:event-busv2/dev.custom.events.bus/*']);
+  assert.match(bySid.BrokerRoutes.resources[1], /^arn:<AWS::Partition>:apigateway:<AWS::Region>::\/restapis\/<SsmParameterValuebuswaydevbrokerapiid\w+>\/\*$/);
+  // Every action that makes a role or widens one requires the boundary; the rest only reads or deletes.
+  const roleWrites = ['iam:CreateRole', 'iam:PutRolePolicy', 'iam:AttachRolePolicy', 'iam:DetachRolePolicy', 'iam:PutRolePermissionsBoundary'];
+  assert.deepEqual(bySid.RolesUnderBoundary.actions, roleWrites);
+  assert.equal(render(bySid.RolesUnderBoundary.conditions.StringEquals['iam:PermissionsBoundary']), `<${Object.keys(t.provisioning.findResources('AWS::IAM::ManagedPolicy')).find((id) => id.includes('RolesBoundary'))}>`);
+  for (const st of policy.filter((x) => x.sid !== 'RolesUnderBoundary')) {
+    for (const a of st.actions.filter((x) => roleWrites.includes(x))) {
+      // The SQS injector's role gets each SQS producer's queue grant; it is infra's, not a generated role.
+      assert.equal(st.sid, 'InjectorSqsQueueGrants', `${a} without the boundary in ${st.sid}`);
+      assert.equal(st.resources.length, 1);
+      assert.match(st.resources[0], /^<SsmParameterValuebuswaydevinjectorsqsrolearn\w+>$/);
+    }
+  }
+  assert.ok(!policy.some((st) => st.actions.some((a) => ['iam:DeleteRolePermissionsBoundary', 'iam:CreateUser', 'iam:CreateAccessKey', 'iam:SetDefaultPolicyVersion'].includes(a))));
+  assert.deepEqual(bySid.PassGeneratedRoles.conditions, { StringEquals: { 'iam:PassedToService': ['lambda.amazonaws.com', 'events.amazonaws.com'] } });
+  for (const sid of ['RolesUnderBoundary', 'GeneratedRoles', 'PassGeneratedRoles']) {
+    assert.deepEqual(bySid[sid].resources, ['arn:<AWS::Partition>:iam::<AWS::AccountId>:role/busway-consumer-*']);
+  }
+
+  const cap = managedPolicy(t.provisioning, generatedRolesBoundaryName('dev'));
+  assert.deepEqual(cap.map((st) => st.actions), [
+    ['sqs:GetQueueAttributes', 'sqs:SetQueueAttributes'], ['logs:CreateLogStream', 'logs:PutLogEvents'], ['events:InvokeApiDestination'],
+    ['lambda:InvokeFunction'], ['sqs:SendMessage'],
+  ]);
+
+  // deploy.sh bootstraps the generators with these.
+  t.provisioning.hasOutput('GeneratorsExecutionPolicyArn', { Value: { Ref: Match.stringLikeRegexp('ExecutionPolicy') } });
+  t.provisioning.hasOutput('GeneratorsQualifier', { Value: generatorsQualifier('dev') });
+  t.provisioning.hasOutput('GeneratorsToolkitStackName', { Value: generatorsToolkitStackName('dev') });
 });
 
 test('no policy of the platform has a wildcard action or Resource "*" beyond the ones asserted above', () => {

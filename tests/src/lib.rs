@@ -552,6 +552,22 @@ impl Broker {
     }
 }
 
+/// A portal answer without what provisioning made of its versions and subscriptions
+/// (`provisioning`, read from their jobs), which moves on as jobs run while the records stay.
+pub fn without_provisioning(value: &Value) -> Value {
+    match value {
+        Value::Object(fields) => Value::Object(
+            fields
+                .iter()
+                .filter(|(name, _)| name.as_str() != "provisioning")
+                .map(|(name, v)| (name.clone(), without_provisioning(v)))
+                .collect(),
+        ),
+        Value::Array(items) => Value::Array(items.iter().map(without_provisioning).collect()),
+        other => other.clone(),
+    }
+}
+
 /// Runs `futures` concurrently on the current task and returns their outputs in order. Requests
 /// in flight at the same time are what the races under test need; no extra crate is needed.
 pub async fn join_all<F: Future>(futures: Vec<F>) -> Vec<F::Output> {

@@ -154,3 +154,107 @@ async fn an_event_type_registered_through_the_portal_routes_matching_events_to_t
     published.sort();
     assert_eq!(ids, published, "exactly the matching events: {received:?}");
 }
+
+/// A failure injected after the domain commit, on the AWS adapters: the publisher bucket is gone
+/// when the portal writes the deploy.json. The version stands and says its job FAILED and its
+/// route is not live; the create retried after its timeout gets the same event type; once the
+/// bucket is back, the retry writes the document as the job's next attempt, and a second retry
+/// of a job that is no longer FAILED is refused.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_step_failing_after_the_domain_commit_fails_the_job_and_a_retry_writes_its_document() {
+    let account = Account::new().await;
+    let registry_dir = tempfile::tempdir().expect("a temp dir");
+    let registry = SqliteStore::open(&registry_dir.path().join("registry.db")).expect("a registry");
+    let store = Arc::new(account.store());
+    let portal = busway_portal::router(Arc::new(Portal {
+        store: store.clone(),
+        deployments: store.clone(),
+        registry: Arc::new(registry),
+        objects: Arc::new(account.objects()),
+        deliveries: None,
+        provisioning: Arc::new(account.provisioning().await),
+    }));
+    let publisher = account.buckets.publisher.clone();
+    account
+        .s3
+        .delete_bucket()
+        .bucket(&publisher)
+        .send()
+        .await
+        .expect("the empty bucket is deleted");
+
+    let (status, created) = call(portal.clone(), "POST", "/events", &seed_event()).await;
+    assert_eq!(status, StatusCode::CREATED, "{created}");
+    let id = created["deployment_id"].as_str().expect("a deployment id");
+    let (_, failed) = call(
+        portal.clone(),
+        "GET",
+        &format!("/deployments/{id}"),
+        &Value::Null,
+    )
+    .await;
+    assert_eq!(failed["status"], "FAILED", "{failed}");
+    assert_eq!(failed["error"], "Store.Unavailable", "{failed}");
+    let cause = failed["cause"].as_str().expect("a cause");
+    assert!(cause.contains("writing deploy.json"), "{cause}");
+    let (_, version) = call(
+        portal.clone(),
+        "GET",
+        "/events/scanned_parcel/versions/1",
+        &Value::Null,
+    )
+    .await;
+    assert_eq!(version["state"], "ACTIVE");
+    assert_eq!(
+        version["provisioning"],
+        serde_json::json!({"status": "FAILED", "deployment_id": id, "live": false})
+    );
+    let (status, again) = call(portal.clone(), "POST", "/events", &seed_event()).await;
+    assert_eq!(status, StatusCode::CREATED, "{again}");
+    assert_eq!(again["deployment_id"], id);
+    assert_eq!(
+        busway_tests::without_provisioning(&again),
+        busway_tests::without_provisioning(&created)
+    );
+
+    account
+        .s3
+        .create_bucket()
+        .bucket(&publisher)
+        .create_bucket_configuration(
+            aws_sdk_s3::types::CreateBucketConfiguration::builder()
+                .location_constraint(aws_sdk_s3::types::BucketLocationConstraint::from(
+                    busway_tests::moto::REGION,
+                ))
+                .build(),
+        )
+        .send()
+        .await
+        .expect("the bucket is back");
+    let retry = format!("/deployments/{id}/retry");
+    let (status, retried) = call(portal.clone(), "POST", &retry, &serde_json::json!({})).await;
+    assert_eq!(status, StatusCode::ACCEPTED, "{retried}");
+    assert_eq!(retried["attempt"], 2);
+    assert_eq!(retried["status"], "PENDING", "{retried}");
+    let document: Value = serde_json::from_slice(
+        &account
+            .object(Bucket::Publisher, "scanned_parcel/1/deploy.json")
+            .await
+            .expect("the retry wrote the deploy.json"),
+    )
+    .expect("JSON");
+    assert_eq!(document["deployment_id"], id);
+    let (_, version) = call(
+        portal.clone(),
+        "GET",
+        "/events/scanned_parcel/versions/1",
+        &Value::Null,
+    )
+    .await;
+    assert_eq!(
+        version["provisioning"]["status"], "PROVISIONING",
+        "{version}"
+    );
+    let (status, refused) = call(portal, "POST", &retry, &serde_json::json!({})).await;
+    assert_eq!(status, StatusCode::CONFLICT, "{refused}");
+}

@@ -3,7 +3,7 @@
 
 use busway_tests::{
     Broker, SCAN_INTERVAL, ids, object_path_in, replace_file, seed_event, seed_subscription,
-    statuses, v1_envelope,
+    statuses, v1_envelope, without_provisioning,
 };
 use serde_json::{Value, json};
 
@@ -43,8 +43,19 @@ async fn a_deploy_json_broken_by_hand_ends_failed_and_the_live_route_keeps_worki
         "deployments are listed newest first"
     );
 
-    // Nothing else changed: the registered event type and the live route are as they were.
-    assert_eq!(busway.get("/events").await.expect(200), &events);
+    // Nothing else changed: the registered event type and the live route are as they were, and
+    // the version says its newest job failed while the earlier deploy stands.
+    let now = busway.get("/events").await.expect(200).clone();
+    let version = |events: &Value| events["event_types"][0]["versions"][0].clone();
+    assert_eq!(
+        version(&now)["provisioning"],
+        json!({"status": "FAILED", "deployment_id": failed["id"], "live": true})
+    );
+    assert_eq!(version(&events)["provisioning"]["status"], "LIVE");
+    let mut unchanged = now.clone();
+    unchanged["event_types"][0]["versions"][0]["provisioning"] =
+        version(&events)["provisioning"].clone();
+    assert_eq!(unchanged, events);
     busway
         .publish("scanned_parcel", "1", &v1_envelope("u2"))
         .await
@@ -156,15 +167,24 @@ async fn a_consumer_deploy_json_with_an_unsafe_target_unit_ends_failed_naming_th
     let error = failed["cause"].as_str().expect("a cause");
     assert!(error.contains("/target_unit"), "{error}");
 
-    // The subscription is unchanged, and no file appeared outside the document's own folder.
+    // The subscription is unchanged but for its newest job having failed (its rule stands), and
+    // no file appeared outside the document's own folder.
     let after = busway.snapshot().await;
-    assert_eq!(after.1, before.1);
+    assert_eq!(
+        without_provisioning(&after.1),
+        without_provisioning(&before.1)
+    );
     assert_eq!(after.3, before.3);
-    let mut current = busway
+    let current = busway
         .get(&format!("/subscriptions/{id}"))
         .await
         .expect(200)
         .clone();
+    assert_eq!(
+        current["provisioning"],
+        json!({"status": "FAILED", "deployment_id": failed["id"], "live": true})
+    );
+    let mut current = without_provisioning(&current);
     // The subscription as created; its delivery counters are not part of the record.
     for counter in [
         "delivered",

@@ -1,12 +1,15 @@
-//! Provisioning as durable jobs on the local host, over HTTP: a create retried after a timeout
-//! gets what it made; a step that fails after the domain commit fails the job with its reason and
+//! Provisioning as durable jobs on the local host, over HTTP: a create (an event type, a
+//! subscription, a new version) retried after a timeout gets what it made; a step that fails after the domain commit fails the job with its reason and
 //! a retry completes it on the same document; one job at a time per document (a subscribe
 //! followed at once by its unsubscribe ends with no rule, create-delete-create with one); a
-//! reverted hand edit provisions again.
+//! reverted hand edit provisions again; a version or subscription shows what its jobs made of it.
 
 use std::path::Path;
 
-use busway_tests::{Broker, ids, join_all, seed_event, seed_subscription, statuses, v1_envelope};
+use busway_tests::{
+    Broker, ids, join_all, seed_event, seed_subscription, statuses, v1_envelope,
+    without_provisioning,
+};
 use serde_json::{Value, json};
 
 const CASES: &str = include_str!("../../statemachines/cases.json");
@@ -36,7 +39,13 @@ async fn a_create_retried_after_a_timeout_gets_what_it_made_and_another_body_a_c
     let busway = Broker::start().await;
     let created = busway.create_deployed_event(&seed_event()).await;
     let again = busway.post("/events", &seed_event()).await;
-    assert_eq!(again.expect(201), &created);
+    let again = again.expect(201);
+    // The same event type, whose version is live by now.
+    assert_eq!(without_provisioning(again), without_provisioning(&created));
+    assert_eq!(
+        again["versions"][0]["provisioning"]["status"], "LIVE",
+        "{again}"
+    );
 
     let subscribed = busway.subscribe_deployed(&seed_subscription()).await;
     let again = busway.post("/subscriptions", &seed_subscription()).await;
@@ -52,6 +61,39 @@ async fn a_create_retried_after_a_timeout_gets_what_it_made_and_another_body_a_c
         busway.deployments_of("scanned_parcel").await.len(),
         2,
         "the repeats started no deployment"
+    );
+
+    // A new version sent several times at once, then again: one version, the same answer.
+    let v2 = json!({"description": "with the scanner", "data": {"type": "object",
+        "properties": {"scanner": {"type": "string"}}, "required": ["scanner"]}});
+    let client = &busway;
+    let replies = join_all(
+        (0..3)
+            .map(|_| async { client.put("/events/scanned_parcel", &v2).await })
+            .collect(),
+    )
+    .await;
+    let made = replies[0].expect(201).clone();
+    assert_eq!(made["version"], 2, "{made}");
+    for reply in &replies {
+        assert_eq!(reply.expect(201), &made);
+    }
+    busway
+        .deployed(made["deployment_id"].as_str().expect("a deployment id"))
+        .await;
+    let again = busway.put("/events/scanned_parcel", &v2).await;
+    assert_eq!(again.expect(201), &made);
+    let versions = busway.get("/events/scanned_parcel").await.expect(200)["versions"].clone();
+    assert_eq!(versions.as_array().map(Vec::len), Some(2), "{versions}");
+    // Another schema, or the same one under another description, is a new version.
+    let mut other = v2.clone();
+    other["description"] = json!("the scanner again");
+    let v3 = busway.put("/events/scanned_parcel", &other).await;
+    assert_eq!(v3.expect(201)["version"], 3);
+    assert_eq!(
+        busway.deployments_of("scanned_parcel").await.len(),
+        4,
+        "one deployment per version made"
     );
     busway.stop().await;
 }
@@ -82,10 +124,25 @@ async fn a_step_failing_after_the_domain_commit_fails_the_job_and_a_retry_comple
     assert!(cause.contains("writing deploy.json"), "{cause}");
     assert_eq!(statuses(&failed), ["PENDING", "FAILED"]);
     // The version is registered, but nothing claims its route is live: it is not.
-    busway
+    let version = busway
         .get("/events/scanned_parcel/versions/1")
         .await
-        .expect(200);
+        .expect(200)
+        .clone();
+    assert_eq!(version["state"], "ACTIVE");
+    assert_eq!(
+        version["provisioning"],
+        json!({"status": "FAILED", "deployment_id": id, "live": false})
+    );
+    let event = busway
+        .get("/events/scanned_parcel")
+        .await
+        .expect(200)
+        .clone();
+    assert_eq!(
+        event["versions"][0]["provisioning"],
+        version["provisioning"]
+    );
     busway
         .publish("scanned_parcel", "1", &v1_envelope("u2"))
         .await
@@ -111,6 +168,11 @@ async fn a_step_failing_after_the_domain_commit_fails_the_job_and_a_retry_comple
         .publish("scanned_parcel", "1", &v1_envelope("u2"))
         .await;
     assert!((200..300).contains(&published.status), "{published:?}");
+    let version = busway.get("/events/scanned_parcel/versions/1").await;
+    assert_eq!(
+        version.expect(200)["provisioning"],
+        json!({"status": "LIVE", "deployment_id": id, "live": true})
+    );
     assert_eq!(
         busway.deployments_of("scanned_parcel").await.len(),
         1,
@@ -143,6 +205,20 @@ async fn a_failed_build_is_retried_on_the_same_document_as_its_next_attempt() {
     assert_eq!(failed["status"], "FAILED", "{failed}");
     let version = failed["object_version"].clone();
     assert!(version.is_string(), "{failed}");
+    // The subscription is on record, and says its rule is not live.
+    let subscription = subscribed["id"].as_str().expect("a subscription id");
+    let shown = busway.get(&format!("/subscriptions/{subscription}")).await;
+    let shown = shown.expect(200);
+    assert_eq!(shown["state"], "ACTIVE");
+    assert_eq!(
+        shown["provisioning"],
+        json!({"status": "FAILED", "deployment_id": id, "live": false})
+    );
+    let listed = busway.get("/subscriptions?event_type=scanned_parcel").await;
+    assert_eq!(
+        listed.expect(200)["subscriptions"][0]["provisioning"],
+        shown["provisioning"]
+    );
 
     busway
         .post(&format!("/deployments/{id}/retry"), &json!({}))
@@ -328,5 +404,72 @@ async fn reverting_a_hand_edit_provisions_the_reverted_document_again() {
         .publish("scanned_parcel", "1", &v1_envelope("u2"))
         .await;
     assert!((200..300).contains(&published.status), "{published:?}");
+    busway.stop().await;
+}
+
+/// An edit made while a job builds (here during its `cdk synth`, after the build read the
+/// version it validated) is never deployed by that job: the job deploys what it validated, and
+/// the edit gets its own job, which fails on the broken document while the route stays live.
+#[cfg(unix)]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_edit_made_while_a_job_builds_is_not_deployed_by_it_and_gets_its_own_job() {
+    use std::os::unix::fs::PermissionsExt;
+    const BROKEN: &[u8] = b"{\"kind\": \"producer\", oops";
+    // A `cdk` where `npx --no-install cdk` finds it, which edits the document as a person
+    // would (write aside, rename) while the build runs it, once.
+    let cdk_app = tempfile::tempdir().expect("a temp dir");
+    let bin = cdk_app.path().join("node_modules/.bin");
+    std::fs::create_dir_all(&bin).expect("the bin folder");
+    let busway = Broker::start_with(|c| {
+        let doc = busway_tests::object_path_in(&c.data_dir, PRODUCER_BUCKET, PRODUCER_KEY);
+        let marker = cdk_app.path().join("edited");
+        let script = format!(
+            "#!/bin/sh\n[ -e '{marker}' ] && exit 0\ntouch '{marker}'\nprintf '%s' '{broken}' > '{doc}.edit'\nmv '{doc}.edit' '{doc}'\n",
+            marker = marker.display(),
+            broken = String::from_utf8_lossy(BROKEN),
+            doc = doc.display(),
+        );
+        let cdk = bin.join("cdk");
+        std::fs::write(&cdk, script).expect("a script");
+        std::fs::set_permissions(&cdk, std::fs::Permissions::from_mode(0o755))
+            .expect("executable");
+        c.synth = Some(busway_local::provisioning::Synth {
+            cdk_app: cdk_app.path().to_path_buf(),
+            out: c.data_dir.join("synth"),
+            timeout: std::time::Duration::from_secs(60),
+        });
+    })
+    .await;
+
+    let created = busway
+        .post("/events", &seed_event())
+        .await
+        .expect(201)
+        .clone();
+    let id = created["deployment_id"].as_str().expect("a deployment id");
+    let first = busway.deployed(id).await;
+    assert_eq!(
+        std::fs::read(busway.object_path(PRODUCER_BUCKET, PRODUCER_KEY)).expect("the document"),
+        BROKEN,
+        "the document was edited while the job built it"
+    );
+    let edited = busway_core::deployment::object_version(BROKEN);
+    assert_ne!(first["object_version"], edited.as_str(), "{first}");
+
+    let own = busway
+        .wait_for_new_deployment("scanned_parcel", &[id.to_string()])
+        .await;
+    assert_eq!(own["object_version"], edited.as_str(), "{own}");
+    assert_eq!(own["error"], "DeployConfig.Invalid", "{own}");
+    assert_eq!(statuses(&own), ["PENDING", "VALIDATING", "FAILED"]);
+    busway
+        .publish("scanned_parcel", "1", &v1_envelope("u2"))
+        .await
+        .expect(200);
+    let version = busway.get("/events/scanned_parcel/versions/1").await;
+    assert_eq!(
+        version.expect(200)["provisioning"],
+        json!({"status": "FAILED", "deployment_id": own["id"], "live": true})
+    );
     busway.stop().await;
 }

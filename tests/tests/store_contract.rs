@@ -424,6 +424,64 @@ async fn deployment_store_contract<S: DeploymentStore>(store: &S) {
         "status, history, error and cause come back as written"
     );
 
+    // Two starters read the same PENDING job: the first one's claim is written, the second
+    // one's (and a supersede from the same read) is refused and changes nothing.
+    let read = store
+        .get_deployment(&third.id)
+        .await
+        .expect("read")
+        .expect("stored");
+    let mut claimed = read.clone();
+    claimed.object_version = Some("v1".into());
+    claimed.execution = Some("deploy-a-1".into());
+    store
+        .replace_deployment(&claimed, &read)
+        .await
+        .expect("the first claim");
+    let mut other = read.clone();
+    other.execution = Some("deploy-b-1".into());
+    let mut superseded = read.clone();
+    superseded
+        .advance(DeploymentStatus::Superseded, now())
+        .expect("pending → superseded");
+    for late in [&other, &superseded] {
+        assert!(
+            matches!(
+                store.replace_deployment(late, &read).await,
+                Err(StoreError::Conflict(_))
+            ),
+            "{:?} over a record moved since it was read",
+            late.execution
+        );
+    }
+    assert_eq!(
+        store.get_deployment(&third.id).await.expect("read"),
+        Some(claimed.clone())
+    );
+    // The same execution moving on from what it read, and a move of the status alone, are
+    // refused too once the record moved on again.
+    let mut validating = claimed.clone();
+    validating
+        .advance(DeploymentStatus::Validating, now())
+        .expect("pending → validating");
+    store
+        .replace_deployment(&validating, &claimed)
+        .await
+        .expect("moved from what was read");
+    assert!(matches!(
+        store.replace_deployment(&superseded, &claimed).await,
+        Err(StoreError::Conflict(_))
+    ));
+    let ghost = deployment(Some(&parcel));
+    assert!(
+        matches!(
+            store.replace_deployment(&ghost, &ghost).await,
+            Err(StoreError::Conflict(_))
+        ),
+        "no record to replace"
+    );
+    assert_eq!(store.get_deployment(&ghost.id).await.expect("read"), None);
+
     let listed = |event: Option<EventTypeName>| async move {
         store
             .list_deployments(event.as_ref())

@@ -254,6 +254,55 @@ pub fn object_version(content: &[u8]) -> String {
         .collect()
 }
 
+/// What provisioning made of an event version or a subscription, read from the jobs of its
+/// document: a record the store calls ACTIVE is not live until a job deployed it, and stays live
+/// when a later job (a hand edit) failed.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Provisioning {
+    pub status: ProvisioningStatus,
+    /// The newest job of the document (not one a later job replaced before it started).
+    pub deployment_id: String,
+    /// Whether the route or rule exists: the newest job that succeeded deployed it.
+    pub live: bool,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum ProvisioningStatus {
+    /// The newest job has not ended.
+    Provisioning,
+    /// The newest job deployed it.
+    Live,
+    /// The newest job destroyed it.
+    Removed,
+    /// The newest job failed (`live` says whether an earlier deploy still stands).
+    Failed,
+}
+
+impl Provisioning {
+    /// From the jobs of one document, newest first; `None` when it has none.
+    pub fn of(jobs: &[&Deployment]) -> Option<Self> {
+        let newest = jobs
+            .iter()
+            .find(|d| d.status != DeploymentStatus::Superseded)?;
+        let live = jobs
+            .iter()
+            .find(|d| d.status == DeploymentStatus::Succeeded)
+            .is_some_and(|d| d.action == Some(DeployAction::Deploy));
+        let status = match newest.status {
+            DeploymentStatus::Succeeded if live => ProvisioningStatus::Live,
+            DeploymentStatus::Succeeded => ProvisioningStatus::Removed,
+            DeploymentStatus::Failed => ProvisioningStatus::Failed,
+            _ => ProvisioningStatus::Provisioning,
+        };
+        Some(Self {
+            status,
+            deployment_id: newest.id.clone(),
+            live,
+        })
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::DeploymentStatus::*;
@@ -272,6 +321,60 @@ mod tests {
         );
         assert_eq!(failure_cause(r#"{"Error":"Build.Failed"}"#), None);
         assert_eq!(failure_cause("plain words").as_deref(), Some("plain words"));
+    }
+
+    #[test]
+    fn provisioning_is_read_from_the_newest_job_and_the_newest_that_succeeded() {
+        let job = |id: &str, action: DeployAction, status: DeploymentStatus| {
+            let mut d = Deployment::pending(
+                id.into(),
+                DeployKind::Producer,
+                "publisher-components-bucket".into(),
+                "order_created/1/deploy.json".into(),
+                crate::now(),
+            );
+            d.action = Some(action);
+            d.status = status;
+            d
+        };
+        let of = |jobs: &[Deployment]| {
+            let jobs: Vec<&Deployment> = jobs.iter().collect();
+            Provisioning::of(&jobs).map(|p| (p.status, p.deployment_id, p.live))
+        };
+        use DeployAction::{Deploy, Destroy};
+        use ProvisioningStatus as P;
+        assert_eq!(of(&[]), None);
+        assert_eq!(
+            of(&[job("a", Deploy, Building)]),
+            Some((P::Provisioning, "a".into(), false))
+        );
+        assert_eq!(
+            of(&[job("a", Deploy, Failed)]),
+            Some((P::Failed, "a".into(), false))
+        );
+        // A hand edit that failed leaves the earlier deploy standing.
+        assert_eq!(
+            of(&[job("b", Deploy, Failed), job("a", Deploy, Succeeded)]),
+            Some((P::Failed, "b".into(), true))
+        );
+        assert_eq!(
+            of(&[job("b", Destroy, Succeeded), job("a", Deploy, Succeeded)]),
+            Some((P::Removed, "b".into(), false))
+        );
+        // A job replaced before it started is not the newest: the one that replaced it is.
+        assert_eq!(
+            of(&[
+                job("c", Deploy, Superseded),
+                job("b", Deploy, Succeeded),
+                job("a", Deploy, Failed)
+            ]),
+            Some((P::Live, "b".into(), true))
+        );
+        // A destroy under way: the rule still stands.
+        assert_eq!(
+            of(&[job("b", Destroy, Validating), job("a", Deploy, Succeeded)]),
+            Some((P::Provisioning, "b".into(), true))
+        );
     }
 
     #[test]

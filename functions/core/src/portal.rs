@@ -8,7 +8,7 @@ use serde_json::Value;
 use tracing::instrument;
 
 use crate::deploy::{self, DeployAction, DeployDoc, DeployKind, ProducerDeploy};
-use crate::deployment::{self, Deployment};
+use crate::deployment::{self, Deployment, Provisioning};
 use crate::event::{
     EventType, EventVersion, ProducerConnection, VersionState, detail_type, source_of,
 };
@@ -369,6 +369,27 @@ pub struct VersionSummary {
     pub state: VersionState,
     #[serde(with = "time::serde::rfc3339")]
     pub created_at: crate::Timestamp,
+    /// Whether its route is live, from the jobs of its deploy.json.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub provisioning: Option<Provisioning>,
+}
+
+/// A version with its schema, and whether its route is live.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct VersionView {
+    #[serde(flatten)]
+    pub version: EventVersion,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub provisioning: Option<Provisioning>,
+}
+
+/// A subscription, and whether its rule is live.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct SubscriptionView {
+    #[serde(flatten)]
+    pub subscription: Subscription,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub provisioning: Option<Provisioning>,
 }
 
 pub struct Portal {
@@ -471,15 +492,60 @@ impl Portal {
         req: NewVersion,
     ) -> Result<(EventVersion, Deployment), PortalError> {
         let event = self.event_type(event_type).await?;
-        let next = event.latest_version.next();
         let description = req.description.unwrap_or_else(|| event.description.clone());
-        let version = self.version_record(event_type, next, description, &req.data);
+        if let Some(made) = self
+            .version_made_by(&event, &req.data, &description)
+            .await?
+        {
+            return Ok(made);
+        }
+        let next = event.latest_version.next();
+        let version = self.version_record(event_type, next, description.clone(), &req.data);
         let deployment = self.producer_deployment(event_type, next, DeployAction::Deploy);
-        self.store
+        match self
+            .store
             .add_version(&version, event.latest_version, &deployment)
-            .await?;
+            .await
+        {
+            // The same request, sent again before the first answered, added the version.
+            Err(StoreError::Conflict(why)) => {
+                let event = self.event_type(event_type).await?;
+                return self
+                    .version_made_by(&event, &req.data, &description)
+                    .await?
+                    .ok_or(PortalError::Conflict(why));
+            }
+            done => done?,
+        }
         self.publish_version(&event, &version, &deployment).await?;
         Ok((version, deployment))
+    }
+
+    /// A new version retried after a timeout is answered with what it made: the latest version,
+    /// when it is active and has this very schema and description (a version identical to the
+    /// one before it would change nothing), with its deployment.
+    async fn version_made_by(
+        &self,
+        event: &EventType,
+        data: &Value,
+        description: &str,
+    ) -> Result<Option<(EventVersion, Deployment)>, PortalError> {
+        let Some(latest) = self
+            .store
+            .get_version(&event.event_type, event.latest_version)
+            .await?
+        else {
+            return Ok(None);
+        };
+        let same = latest.is_active()
+            && latest.description == description
+            && latest.schema == schema::envelope(&event.event_type, latest.version, data);
+        if !same {
+            return Ok(None);
+        }
+        let key = deploy::producer_key(&event.event_type, latest.version);
+        let deployment = self.first_deployment(&event.event_type, &key).await?;
+        Ok(Some((latest, deployment)))
     }
 
     #[instrument(skip_all, fields(event_type = %event_type, version = %version))]
@@ -583,12 +649,67 @@ impl Portal {
             .ok_or_else(|| PortalError::NotFound(format!("version {version} of event type {name}")))
     }
 
+    /// `GET /events/{event_type}/versions/{version}`: the version, and whether its route is live.
+    pub async fn version_view(
+        &self,
+        name: &EventTypeName,
+        version: Version,
+    ) -> Result<VersionView, PortalError> {
+        let version = self.get_version(name, version).await?;
+        let jobs = self.deployments.list_deployments(Some(name)).await?;
+        let provisioning = provisioning_of(&jobs, &deploy::producer_key(name, version.version));
+        Ok(VersionView {
+            version,
+            provisioning,
+        })
+    }
+
+    /// A page of subscriptions, each with whether its rule is live (one read of the jobs per
+    /// event type on the page).
     pub async fn list_subscriptions(
         &self,
         filter: &SubscriptionFilter,
         page: &PageRequest,
-    ) -> Result<Page<Subscription>, PortalError> {
-        Ok(self.store.page_subscriptions(filter, page).await?)
+    ) -> Result<Page<SubscriptionView>, PortalError> {
+        let found = self.store.page_subscriptions(filter, page).await?;
+        let mut jobs: std::collections::HashMap<EventTypeName, Vec<Deployment>> =
+            std::collections::HashMap::new();
+        let mut items = Vec::with_capacity(found.items.len());
+        for subscription in found.items {
+            if !jobs.contains_key(&subscription.event_type) {
+                let of_type = self
+                    .deployments
+                    .list_deployments(Some(&subscription.event_type))
+                    .await?;
+                jobs.insert(subscription.event_type.clone(), of_type);
+            }
+            let provisioning = provisioning_of(
+                &jobs[&subscription.event_type],
+                &deploy::consumer_key(&subscription),
+            );
+            items.push(SubscriptionView {
+                subscription,
+                provisioning,
+            });
+        }
+        Ok(Page {
+            items,
+            next: found.next,
+        })
+    }
+
+    /// `GET /subscriptions/{id}`: an active subscription, and whether its rule is live.
+    pub async fn subscription_view(&self, id: &str) -> Result<SubscriptionView, PortalError> {
+        let subscription = self.subscription(id).await?;
+        let jobs = self
+            .deployments
+            .list_deployments(Some(&subscription.event_type))
+            .await?;
+        let provisioning = provisioning_of(&jobs, &deploy::consumer_key(&subscription));
+        Ok(SubscriptionView {
+            subscription,
+            provisioning,
+        })
     }
 
     pub async fn subscription(&self, id: &str) -> Result<Subscription, PortalError> {
@@ -678,9 +799,11 @@ impl Portal {
             }
         }
         let written = d.object_version.is_some();
+        let read = d.clone();
         d.retry(crate::now())
             .map_err(|e| PortalError::Conflict(e.to_string()))?;
-        self.deployments.put_deployment(&d).await?;
+        // Two retries at once run one attempt: the later write finds the record moved.
+        self.deployments.replace_deployment(&d, &read).await?;
         if written {
             let started = self.provisioning.start(bucket, &d.key).await;
             self.step_done(&d, started.context("starting provisioning"))
@@ -807,12 +930,20 @@ impl Portal {
     }
 
     async fn view(&self, event: EventType) -> Result<EventTypeView, PortalError> {
+        let jobs = self
+            .deployments
+            .list_deployments(Some(&event.event_type))
+            .await?;
         let versions = self
             .store
             .list_versions(&event.event_type)
             .await?
             .into_iter()
             .map(|v| VersionSummary {
+                provisioning: provisioning_of(
+                    &jobs,
+                    &deploy::producer_key(&event.event_type, v.version),
+                ),
                 version: v.version,
                 description: v.description,
                 state: v.state,
@@ -986,6 +1117,12 @@ impl Portal {
         }
         Ok(false)
     }
+}
+
+/// What the jobs of the document at `key` made of it; `jobs` are an event type's, newest first.
+fn provisioning_of(jobs: &[Deployment], key: &str) -> Option<Provisioning> {
+    let of_key: Vec<&Deployment> = jobs.iter().filter(|d| d.key == key).collect();
+    Provisioning::of(&of_key)
 }
 
 /// Runs an idempotent step until it succeeds or has failed `STEP_ATTEMPTS` times.

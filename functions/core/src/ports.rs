@@ -110,6 +110,14 @@ pub trait EventStore: Send + Sync + 'static {
 pub trait DeploymentStore: Send + Sync + 'static {
     /// Inserts or replaces the record with this id.
     async fn put_deployment(&self, deployment: &Deployment) -> Result<(), StoreError>;
+    /// Replaces the record only while the stored one is still `read` (the same status, execution
+    /// and number of transitions): `Conflict` when another writer moved it since it was read, and
+    /// nothing is written. Two starters of one document never overwrite each other's claim.
+    async fn replace_deployment(
+        &self,
+        deployment: &Deployment,
+        read: &Deployment,
+    ) -> Result<(), StoreError>;
     async fn get_deployment(&self, id: &str) -> Result<Option<Deployment>, StoreError>;
     /// Newest first; all of them when `event_type` is `None`.
     async fn list_deployments(

@@ -13,7 +13,7 @@ use tracing::{info, instrument, warn};
 use crate::deploy::{self, DeployAction, DeployDoc, DeployKind};
 use crate::deployment::{self, BuildInfo, Deployment, DeploymentStatus};
 use crate::page::{MAX_LIMIT, PageRequest};
-use crate::ports::{Bucket, DeploymentStore, EventStore, ObjectStore};
+use crate::ports::{Bucket, DeploymentStore, EventStore, ObjectStore, StoreError};
 use crate::subscription::SubscriptionState;
 use crate::tasks::{
     BUILD_INFO_UNAVAILABLE, DEPLOY_CONFIG_INVALID, DEPLOY_CONFIG_NOT_FOUND, DEPLOYMENT_STALE,
@@ -257,12 +257,12 @@ impl Provisioner {
             .first()
             .filter(|d| d.object_version.as_deref() == Some(version.as_str()))
             .cloned();
-        let mut deployment = match newest {
+        let (mut deployment, stored) = match newest {
             Some(d) if d.status.is_final() => return Ok(None),
             // This very version is being provisioned (the notification came again while its
             // execution runs): the same record makes the same execution input, which Step
             // Functions takes as the execution already started.
-            Some(d) => d,
+            Some(d) => (d, true),
             None => {
                 self.deployment_for(kind, bucket, key, &current.body)
                     .await?
@@ -271,10 +271,11 @@ impl Provisioner {
         if deployment.execution.is_none() && awaited(&of_key, &deployment) {
             // A later change of this document is committed and its own document is on its way
             // (with its own notification): this job would only be undone by it.
-            let mut superseded = deployment;
+            let mut superseded = deployment.clone();
             superseded.advance(DeploymentStatus::Superseded, now())?;
-            info!(deployment = %superseded.id, "superseded by a later change before it started");
-            self.deployments.put_deployment(&superseded).await?;
+            if self.moved(&superseded, &deployment).await? {
+                info!(deployment = %superseded.id, "superseded by a later change before it started");
+            }
             return Ok(None);
         }
         let name = execution_name(
@@ -284,9 +285,16 @@ impl Provisioner {
             &deployment.id,
             deployment.attempt,
         );
+        let read = deployment.clone();
         deployment.object_version = Some(version.clone());
         deployment.execution = Some(name.clone());
-        self.deployments.put_deployment(&deployment).await?;
+        if !stored {
+            self.deployments.put_deployment(&deployment).await?;
+        } else if !self.moved(&deployment, &read).await? {
+            // Another starter took this job up (it starts the execution) or superseded it.
+            info!(deployment = %deployment.id, "moved by another starter since it was read");
+            return Ok(None);
+        }
         self.supersede_older(&of_key, &deployment).await?;
         Ok(Some(Execution {
             name,
@@ -526,22 +534,35 @@ impl Provisioner {
         for d in older {
             let mut superseded = d.clone();
             superseded.advance(DeploymentStatus::Superseded, now())?;
-            info!(deployment = %d.id, by = %running.id, "superseded before it started");
-            self.deployments.put_deployment(&superseded).await?;
+            // A starter that took it up since it was read keeps it: its execution runs.
+            if self.moved(&superseded, d).await? {
+                info!(deployment = %d.id, by = %running.id, "superseded before it started");
+            }
         }
         Ok(())
     }
 
+    /// Writes `to` only while the record is still `from` as read; `false` when another writer
+    /// (a starter of the same document, a retry) moved it first, and nothing was written.
+    async fn moved(&self, to: &Deployment, from: &Deployment) -> anyhow::Result<bool> {
+        match self.deployments.replace_deployment(to, from).await {
+            Ok(()) => Ok(true),
+            Err(StoreError::Conflict(_)) => Ok(false),
+            Err(e) => Err(e.into()),
+        }
+    }
+
     /// The portal records a PENDING deployment before it writes the document, and a stop may
     /// interrupt one mid-way: an unfinished deployment of this key resumes under its own id. A
-    /// document written by hand (or one whose deployment already ended) gets a new record.
+    /// document written by hand (or one whose deployment already ended) gets a new record, not
+    /// stored yet (`false`).
     async fn deployment_for(
         &self,
         kind: DeployKind,
         bucket: Bucket,
         key: &str,
         bytes: &[u8],
-    ) -> anyhow::Result<Deployment> {
+    ) -> anyhow::Result<(Deployment, bool)> {
         let claimed = serde_json::from_slice::<serde_json::Value>(bytes)
             .ok()
             .and_then(|v| {
@@ -555,7 +576,7 @@ impl Provisioner {
             && existing.key == key
             && existing.kind == kind
         {
-            return Ok(existing);
+            return Ok((existing, true));
         }
         let mut d = Deployment::pending(
             deployment::new_id(),
@@ -569,7 +590,7 @@ impl Provisioner {
             d.version = Some(parts.version);
             d.subscription_id = parts.subscription_id;
         }
-        Ok(d)
+        Ok((d, false))
     }
 }
 

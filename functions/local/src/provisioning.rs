@@ -664,7 +664,7 @@ mod tests {
     /// execution) writes no status, runs no task and ends in `Stale`, as on moto.
     #[tokio::test]
     async fn an_execution_the_record_no_longer_expects_ends_stale_and_moves_nothing() {
-        for name in ["ended-before", "another-execution"] {
+        for name in ["ended-before", "superseded-before", "another-execution"] {
             let expected = case(name);
             let dir = tempfile::tempdir().expect("a temp dir");
             let (tasks, store) = local_tasks(dir.path());

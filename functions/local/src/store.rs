@@ -757,6 +757,39 @@ impl DeploymentStore for SqliteStore {
             .await
     }
 
+    async fn replace_deployment(
+        &self,
+        deployment: &Deployment,
+        read: &Deployment,
+    ) -> Result<(), StoreError> {
+        let (deployment, read) = (deployment.clone(), read.clone());
+        self.run(move |conn| {
+            let tx = conn.transaction().map_err(sql)?;
+            let stored: Option<Deployment> = tx
+                .query_row(
+                    "SELECT doc FROM deployments WHERE id = ?1",
+                    params![deployment.id],
+                    |r| from_json(&r.get::<_, String>(0)?),
+                )
+                .optional()
+                .map_err(sql)?;
+            let unchanged = stored.is_some_and(|d| {
+                d.status == read.status
+                    && d.execution == read.execution
+                    && d.history.len() == read.history.len()
+            });
+            if !unchanged {
+                return Err(StoreError::Conflict(format!(
+                    "deployment {} changed since it was read",
+                    deployment.id
+                )));
+            }
+            insert_deployment(&tx, &deployment)?;
+            tx.commit().map_err(sql)
+        })
+        .await
+    }
+
     async fn get_deployment(&self, id: &str) -> Result<Option<Deployment>, StoreError> {
         let id = id.to_string();
         self.run(move |conn| {

@@ -230,7 +230,7 @@ async fn get_version(
     let (name, raw_version) = path(p)?;
     let name = event_type(&name)?;
     let v = version(&name, &raw_version)?;
-    Ok(Json(json!(portal.get_version(&name, v).await?)))
+    Ok(Json(json!(portal.version_view(&name, v).await?)))
 }
 
 async fn delete_version(
@@ -292,9 +292,9 @@ async fn get_subscription(
     p: std::result::Result<Path<String>, PathRejection>,
 ) -> Result<Json<Value>> {
     let id = path(p)?;
-    let subscription = portal.subscription(&id).await?;
-    let stats = portal.delivery_stats(&subscription).await?;
-    let mut value = json!(subscription);
+    let view = portal.subscription_view(&id).await?;
+    let stats = portal.delivery_stats(&view.subscription).await?;
+    let mut value = json!(view);
     // `delivery` holds the subscription's delivery settings and, where this host counts them,
     // what its deliveries did.
     if let (Some(delivery), Some(stats)) = (

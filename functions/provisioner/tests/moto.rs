@@ -13,7 +13,9 @@ use aws_sdk_codebuild::types::{
 use busway_aws::codebuild::CodeBuildReader;
 use busway_aws::sfn::SfnStarter;
 use busway_aws::{DynamoStore, S3ObjectStore};
-use busway_core::ports::DeploymentStore;
+use busway_core::deploy::{DeployAction, DeployKind};
+use busway_core::deployment::{Deployment, DeploymentStatus};
+use busway_core::ports::{Bucket, DeploymentStore};
 use busway_core::provisioning::Provisioner;
 use busway_provisioner::{Handler, Request};
 use busway_tests::moto::{self, Moto};
@@ -133,6 +135,41 @@ impl Platform {
             );
         }
         inputs
+    }
+
+    async fn versioned(&self) {
+        self.s3
+            .put_bucket_versioning()
+            .bucket(buckets().publisher)
+            .versioning_configuration(
+                aws_sdk_s3::types::VersioningConfiguration::builder()
+                    .status(aws_sdk_s3::types::BucketVersioningStatus::Enabled)
+                    .build(),
+            )
+            .send()
+            .await
+            .expect("versioning on");
+    }
+
+    /// What the portal does for one change of the version at `KEY`: commits its PENDING job,
+    /// then writes the document that names it. Returns the job and the document's version id.
+    async fn change(&self, action: DeployAction) -> (Deployment, String) {
+        let mut job = Deployment::pending(
+            busway_core::deployment::new_id(),
+            DeployKind::Producer,
+            Bucket::Publisher.base_name().into(),
+            KEY.into(),
+            busway_core::now(),
+        );
+        job.action = Some(action);
+        job.event_type = Some("order_created".parse().expect("a name"));
+        job.version = Some(busway_core::Version::FIRST);
+        self.store.put_deployment(&job).await.expect("the job");
+        let version = self
+            .write(json!({"deployment_id": job.id, "action": action}))
+            .await
+            .expect("a version id");
+        (job, version)
     }
 
     async fn notify(&self) {
@@ -360,4 +397,134 @@ async fn describe_build_records_what_codebuild_answers() {
         "{:?}",
         build.logs_url
     );
+}
+
+/// A version deployed then deleted at once (a subscribe then its unsubscribe is the same on the
+/// subscriber bucket): whichever notification comes first, only the destroy starts, on its own
+/// document version, and the deploy is SUPERSEDED without ever running.
+async fn a_deploy_then_its_destroy_at_once_starts_only_the_destroy(destroy_notified_first: bool) {
+    let p = platform().await;
+    p.versioned().await;
+    let (deploy, first) = p.change(DeployAction::Deploy).await;
+    let (destroy, second) = p.change(DeployAction::Destroy).await;
+    let mut order = [first.clone(), second.clone()];
+    if destroy_notified_first {
+        order.reverse();
+    }
+    for version in order.iter().chain(order.iter()) {
+        p.handler
+            .handle(s3_notification_of(&buckets().publisher, KEY, Some(version)))
+            .await
+            .expect("handled");
+    }
+
+    let inputs = p.executions().await;
+    assert_eq!(inputs.len(), 1, "{inputs:?}");
+    assert_eq!(inputs[0]["deployment_id"], destroy.id.as_str());
+    assert_eq!(inputs[0]["object_version"], second.as_str());
+    let read = |id: String| {
+        let store = p.store.clone();
+        async move {
+            store
+                .get_deployment(&id)
+                .await
+                .expect("read")
+                .expect("the job")
+        }
+    };
+    let deploy = read(deploy.id).await;
+    assert_eq!(deploy.status, DeploymentStatus::Superseded, "{deploy:?}");
+    assert_eq!(deploy.execution, None, "never started");
+    let destroy = read(destroy.id).await;
+    assert_eq!(destroy.status, DeploymentStatus::Pending);
+    assert_eq!(destroy.object_version.as_deref(), Some(second.as_str()));
+    assert!(destroy.execution.is_some(), "{destroy:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_deploy_then_its_destroy_at_once_starts_only_the_destroy_when_notified_in_order() {
+    a_deploy_then_its_destroy_at_once_starts_only_the_destroy(false).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_deploy_then_its_destroy_at_once_starts_only_the_destroy_when_notified_out_of_order() {
+    a_deploy_then_its_destroy_at_once_starts_only_the_destroy(true).await;
+}
+
+/// A hand edit reverted: the reverted document is provisioned again as a job of its own, under an
+/// execution name never used before, whether the bucket names versions by id (versioned) or by
+/// content (the same content as the first job's).
+async fn a_reverted_hand_edit_is_provisioned_again(versioned: bool) {
+    let p = platform().await;
+    if versioned {
+        p.versioned().await;
+    }
+    let ended = |status: DeploymentStatus| {
+        let store = p.store.clone();
+        async move {
+            let mut jobs = store
+                .list_deployments(Some(&"order_created".parse().expect("a name")))
+                .await
+                .expect("listed");
+            let mut job = jobs.remove(0);
+            for step in [DeploymentStatus::Validating, DeploymentStatus::Building] {
+                job.advance(step, busway_core::now()).expect("a step");
+            }
+            match status {
+                DeploymentStatus::Succeeded => job.advance(status, busway_core::now()),
+                _ => job.fail("Build.Failed", "cdk deploy exited 1", busway_core::now()),
+            }
+            .expect("ended");
+            store.put_deployment(&job).await.expect("recorded");
+            job
+        }
+    };
+    let original = json!({"written": "by hand", "v": 1});
+    p.write(original.clone()).await;
+    p.notify().await;
+    let first = ended(DeploymentStatus::Succeeded).await;
+    p.write(json!({"written": "by hand", "v": 2})).await;
+    p.notify().await;
+    ended(DeploymentStatus::Failed).await;
+    p.write(original).await;
+    p.notify().await;
+    // A notification of the reverted document repeated: nothing more starts.
+    p.notify().await;
+
+    let inputs = p.executions().await;
+    assert_eq!(inputs.len(), 3, "{inputs:?}");
+    let reverted = p
+        .store
+        .list_deployments(Some(&"order_created".parse().expect("a name")))
+        .await
+        .expect("listed")
+        .remove(0);
+    assert_ne!(reverted.id, first.id, "a job of its own");
+    assert_eq!(reverted.status, DeploymentStatus::Pending);
+    assert_ne!(
+        reverted.execution, first.execution,
+        "a name never used before"
+    );
+    if !versioned {
+        assert_eq!(
+            reverted.object_version, first.object_version,
+            "the same content names the same version"
+        );
+    }
+    assert!(
+        inputs
+            .iter()
+            .any(|i| i["deployment_id"] == reverted.id.as_str()),
+        "{inputs:?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reverted_hand_edit_is_provisioned_again_in_a_versioned_bucket() {
+    a_reverted_hand_edit_is_provisioned_again(true).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reverted_hand_edit_is_provisioned_again_when_versions_are_named_by_content() {
+    a_reverted_hand_edit_is_provisioned_again(false).await;
 }

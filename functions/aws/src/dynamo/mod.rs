@@ -814,6 +814,53 @@ impl DeploymentStore for DynamoStore {
         Ok(())
     }
 
+    #[instrument(skip_all, fields(deployment = %deployment.id, status = deployment.status.as_str()))]
+    async fn replace_deployment(
+        &self,
+        deployment: &Deployment,
+        read: &Deployment,
+    ) -> Result<(), StoreError> {
+        let mut u = deployment_update(deployment)?
+            .name("#c_status", "status")
+            .name("#c_history", "history")
+            .name("#c_execution", "execution")
+            .value(":c_status", s(read.status.as_str()))
+            .value(":c_len", n(read.history.len() as i64));
+        let mut condition = "#c_status = :c_status AND size(#c_history) = :c_len".to_string();
+        match &read.execution {
+            Some(execution) => {
+                condition += " AND #c_execution = :c_execution";
+                u = u.value(":c_execution", s(execution.clone()));
+            }
+            None => condition += " AND attribute_not_exists(#c_execution)",
+        }
+        let sent = self
+            .client
+            .update_item()
+            .table_name(&self.table)
+            .key(PK, s(u.pk))
+            .key(SK, s(u.sk))
+            .update_expression(u.expression)
+            .condition_expression(condition)
+            .set_expression_attribute_names(Some(u.names))
+            .set_expression_attribute_values(Some(u.values))
+            .send()
+            .await;
+        match sent {
+            Ok(_) => Ok(()),
+            Err(e)
+                if e.as_service_error()
+                    .is_some_and(|e| e.is_conditional_check_failed_exception()) =>
+            {
+                Err(StoreError::Conflict(format!(
+                    "deployment {} changed since it was read",
+                    deployment.id
+                )))
+            }
+            Err(e) => Err(store_error("UpdateItem", e)),
+        }
+    }
+
     async fn get_deployment(&self, id: &str) -> Result<Option<Deployment>, StoreError> {
         self.get(deployment_pk(id), DEPLOYMENT_SK)
             .await?

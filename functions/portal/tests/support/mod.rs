@@ -283,6 +283,28 @@ impl DeploymentStore for Memory {
         Ok(())
     }
 
+    async fn replace_deployment(
+        &self,
+        deployment: &Deployment,
+        read: &Deployment,
+    ) -> Result<(), StoreError> {
+        let mut state = self.state();
+        let unchanged = state.deployments.iter().any(|d| {
+            d.id == read.id
+                && d.status == read.status
+                && d.execution == read.execution
+                && d.history.len() == read.history.len()
+        });
+        if !unchanged {
+            return Err(StoreError::Conflict(format!(
+                "deployment {} changed since it was read",
+                deployment.id
+            )));
+        }
+        Self::record(&mut state, deployment);
+        Ok(())
+    }
+
     async fn get_deployment(&self, id: &str) -> Result<Option<Deployment>, StoreError> {
         Ok(self
             .state()
