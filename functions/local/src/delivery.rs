@@ -379,6 +379,8 @@ struct Outcome {
     event: Logged,
     source: Source,
     result: Result<(), AttemptError>,
+    /// For a failed attempt: what comes next, already recorded in the store.
+    next: Option<Failed>,
 }
 
 struct WorkerRun {
@@ -553,15 +555,52 @@ impl WorkerRun {
         Ok((last, matching))
     }
 
+    /// An attempt, and its bookkeeping in the store: done in the attempt's own task, so a
+    /// failure's durable write never holds the worker from starting and settling the others (the
+    /// event stays unsettled, the cursor behind it, until the write is done).
     fn start(&self, attempts: &mut JoinSet<Outcome>, (event, source): (Logged, Source)) {
-        let shared = self.shared.clone();
+        let (shared, doc) = (self.shared.clone(), self.doc.clone());
         let target = self.target.clone();
         attempts.spawn(async move {
             let result = shared.client.attempt(&target, &event).await;
+            let id = doc.subscription_id.as_str();
+            let next = match &result {
+                Ok(()) => {
+                    if matches!(source, Source::Retry { .. })
+                        && let Err(e) = shared.store.retry_delivered(id, event.seq).await
+                    {
+                        // Left scheduled, it is sent again: at least once.
+                        warn!(subscription = %id, error = %e, "a delivered retry could not be unscheduled");
+                    }
+                    None
+                }
+                Err(error) => {
+                    let (made, age_from) = match source {
+                        Source::Log => (1, event.time_ms),
+                        Source::Retry { attempts, age_from } => (attempts + 1, age_from),
+                    };
+                    let next = next_step(&shared.config, &doc, error, made, age_from);
+                    let failure = Failure {
+                        subscription_id: id,
+                        seq: event.seq,
+                        event: &event.json,
+                        attempts: made,
+                        age_from,
+                        error: &error.message,
+                        next: next.clone(),
+                    };
+                    while let Err(e) = shared.store.record_failure(failure.clone()).await {
+                        warn!(subscription = %id, error = %e, "a failed delivery could not be recorded; retrying");
+                        tokio::time::sleep(Duration::from_secs(1)).await;
+                    }
+                    Some(next)
+                }
+            };
             Outcome {
                 event,
                 source,
                 result,
+                next,
             }
         });
     }
@@ -587,17 +626,11 @@ impl WorkerRun {
             event,
             source,
             result,
+            next,
         } = outcome;
-        let store = &self.shared.store;
         match result {
             Ok(()) => {
                 flow.succeeded();
-                if matches!(source, Source::Retry { .. })
-                    && let Err(e) = store.retry_delivered(self.id(), event.seq).await
-                {
-                    // Left scheduled, it is sent again: at least once.
-                    warn!(subscription = %self.id(), error = %e, "a delivered retry could not be unscheduled");
-                }
                 let mut p = self.progress.lock().unwrap_or_else(|p| p.into_inner());
                 p.stats.delivered += 1;
                 p.stats.last_delivered_at = Some(now_text());
@@ -607,32 +640,15 @@ impl WorkerRun {
                 if error.congestion {
                     flow.struggled(Instant::now(), error.retry_after);
                 }
-                let (made, age_from) = match source {
-                    Source::Log => (1, event.time_ms),
-                    Source::Retry { attempts, age_from } => (attempts + 1, age_from),
-                };
-                let next = self.next_step(&error, made, age_from);
-                let failure = Failure {
-                    subscription_id: self.id(),
-                    seq: event.seq,
-                    event: &event.json,
-                    attempts: made,
-                    age_from,
-                    error: &error.message,
-                    next: next.clone(),
-                };
-                while let Err(e) = store.record_failure(failure.clone()).await {
-                    warn!(subscription = %self.id(), error = %e, "a failed delivery could not be recorded; retrying");
-                    tokio::time::sleep(Duration::from_secs(1)).await;
-                }
                 let mut p = self.progress.lock().unwrap_or_else(|p| p.into_inner());
                 p.failed(&error.message);
                 match next {
-                    Failed::Retry { due_at } => {
+                    Some(Failed::Retry { due_at }) => {
                         p.stats.retries += 1;
                         *retry_due = Some(retry_due.map_or(due_at, |d| d.min(due_at)));
                     }
-                    Failed::Dead => p.stats.dead_lettered += 1,
+                    Some(Failed::Dead) => p.stats.dead_lettered += 1,
+                    None => {}
                 }
             }
         }
@@ -640,25 +656,29 @@ impl WorkerRun {
             reading.in_flight.remove(&event.seq);
         }
     }
+}
 
-    /// After `made` failed attempts: another one, unless the error is final or the policy is
-    /// spent (retries, or age from `age_from`). The next attempt never falls past the age.
-    fn next_step(&self, error: &AttemptError, made: u32, age_from: i64) -> Failed {
-        let policy = &self.doc.retry_policy;
-        let now = unix_ms();
-        let deadline = age_from.saturating_add(i64::from(policy.maximum_event_age_seconds) * 1000);
-        if !error.retryable || made > policy.maximum_retry_attempts || now >= deadline {
-            return Failed::Dead;
-        }
-        let wait = self
-            .shared
-            .config
-            .backoff(made)
-            .max(error.retry_after.unwrap_or_default());
-        let wait = i64::try_from(wait.as_millis()).unwrap_or(i64::MAX);
-        Failed::Retry {
-            due_at: now.saturating_add(wait).min(deadline),
-        }
+/// After `made` failed attempts: another one, unless the error is final or the policy is spent
+/// (retries, or age from `age_from`). The next attempt never falls past the age.
+fn next_step(
+    config: &DeliveryConfig,
+    doc: &ConsumerDeploy,
+    error: &AttemptError,
+    made: u32,
+    age_from: i64,
+) -> Failed {
+    let policy = &doc.retry_policy;
+    let now = unix_ms();
+    let deadline = age_from.saturating_add(i64::from(policy.maximum_event_age_seconds) * 1000);
+    if !error.retryable || made > policy.maximum_retry_attempts || now >= deadline {
+        return Failed::Dead;
+    }
+    let wait = config
+        .backoff(made)
+        .max(error.retry_after.unwrap_or_default());
+    let wait = i64::try_from(wait.as_millis()).unwrap_or(i64::MAX);
+    Failed::Retry {
+        due_at: now.saturating_add(wait).min(deadline),
     }
 }
 
