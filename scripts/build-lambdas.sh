@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Builds every Lambda function of busway (busway_core::tasks::FUNCTIONS) for provided.al2023 with
 # cargo-lambda with the `lambda` profile of Cargo.toml (size-optimized, LTO, stripped), as
-# target/lambda/{function}/bootstrap.zip (what infra/ deploys), and reports each
+# target/lambda/{function}/bootstrap.zip (what infra/ deploys; under $CARGO_TARGET_DIR when set), and reports each
 # zip's and binary's size. cargo-lambda (and the zig linker it brings) is installed from PyPI into
 # the project's venv on first use.
 # Usage: scripts/build-lambdas.sh [--arm64]   (default x86_64; infra deploys arm64, which needs
@@ -24,7 +24,7 @@ cargo lambda build --profile lambda "${arch[@]}" --output-format zip --locked \
   --features busway-portal/lambda,busway-injector/lambda
 printf '%-14s %12s %12s\n' function zip binary
 for f in portal injector injector-sqs provisioner; do
-  zip=target/lambda/$f/bootstrap.zip
+  zip=${CARGO_TARGET_DIR:-target}/lambda/$f/bootstrap.zip
   [ -f "$zip" ] || { echo "$zip was not built" >&2; exit 1; }
   binary=$(.venv/bin/python -c 'import sys, zipfile; print(zipfile.ZipFile(sys.argv[1]).getinfo("bootstrap").file_size)' "$zip")
   printf '%-14s %12s %12s\n' "$f" "$(stat -c %s "$zip")" "$binary"
