@@ -184,6 +184,8 @@ async fn main() {
         objects: Arc::new(account.objects()),
         deliveries: None,
         provisioning: Arc::new(account.provisioning().await),
+        keys: store.clone(),
+        secrets: store.clone(),
     }));
     let created = portal
         .oneshot(

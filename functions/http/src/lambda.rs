@@ -1,5 +1,6 @@
 //! Serving an API's router from a Lambda function behind API Gateway (REST, proxy integration).
 
+use busway_core::auth::Caller;
 use lambda_http::request::RequestContext;
 use lambda_http::{Request, RequestExt};
 use tower::ServiceBuilder;
@@ -13,9 +14,32 @@ pub async fn run(router: axum::Router) -> Result<(), lambda_http::Error> {
     lambda_http::run(
         ServiceBuilder::new()
             .map_request(without_stage)
+            .map_request(with_caller)
             .service(router),
     )
     .await
+}
+
+/// The request with the `Caller` that the API's Lambda authorizer put in its context; a request
+/// without one gets none, and a handler that needs one answers 401.
+pub fn with_caller(mut request: Request) -> Request {
+    let caller = match request.request_context_ref() {
+        Some(RequestContext::ApiGatewayV1(context)) => {
+            let fields = &context.authorizer.fields;
+            Caller::from_context(|name| {
+                fields
+                    .get(name)
+                    .and_then(|v| v.as_str())
+                    .map(str::to_string)
+            })
+        }
+        #[allow(unreachable_patterns)]
+        _ => None,
+    };
+    if let Some(caller) = caller {
+        request.extensions_mut().insert(caller);
+    }
+    request
 }
 
 /// The request with the path API Gateway sent (`path` of the proxy event, which never holds the

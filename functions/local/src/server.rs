@@ -45,6 +45,9 @@ pub struct Config {
     /// How long claim-check objects are kept, and how often the expired ones are looked for.
     pub claim_check_retention: Duration,
     pub claim_check_sweep_interval: Duration,
+    /// `BUSWAY_ADMIN_KEY`: a platform-admin key to accept; without it, one is made on the first
+    /// start and shown once (`Running::new_admin_key`).
+    pub admin_key: Option<String>,
 }
 
 impl Config {
@@ -61,6 +64,7 @@ impl Config {
             max_entry_bytes: claim_check::DEFAULT_MAX_ENTRY_BYTES,
             claim_check_retention: Duration::from_secs(claim_check::RETENTION_DAYS * 24 * 3600),
             claim_check_sweep_interval: Duration::from_secs(3600),
+            admin_key: None,
         }
     }
 }
@@ -69,6 +73,8 @@ impl Config {
 pub struct Running {
     pub portal_addr: SocketAddr,
     pub broker_addr: SocketAddr,
+    /// The platform-admin key this start made, when the data dir had none.
+    pub new_admin_key: Option<String>,
     stop: watch::Sender<bool>,
     tasks: JoinSet<()>,
     router: Arc<Router>,
@@ -85,6 +91,9 @@ impl Running {
         STORE.check(&db)?;
         EVENT_LOG.check(&log)?;
         let store = SqliteStore::open(&db)?;
+        let new_admin_key = busway_core::auth::bootstrap_admin(&store, config.admin_key.as_deref())
+            .await
+            .context("setting up the platform-admin key")?;
         let (starter, notifications) = LocalStarter::new();
         let starter = Arc::new(starter);
         let buckets = dir.join("buckets");
@@ -103,10 +112,15 @@ impl Running {
 
         let routes = Arc::new(LiveRoutes::default());
         for (application, event_type, version, schema) in store.routes().await? {
+            let writers = match event_type.parse() {
+                Ok(name) => store.writers(&name).await?,
+                Err(_) => Vec::new(),
+            };
             let restored = (|| -> anyhow::Result<()> {
                 routes
                     .insert(
                         application.parse()?,
+                        writers,
                         event_type.parse()?,
                         busway_core::Version::new(version)?,
                         &schema,
@@ -126,7 +140,10 @@ impl Running {
             objects: objects.clone(),
             deliveries: Some(router.clone()),
             provisioning: starter.clone(),
+            keys: shared.clone(),
+            secrets: shared.clone(),
         });
+        let key_auth = busway_http::auth::KeyAuth::new(shared.clone());
         let machine = provisioning::state_machine()?;
         let provisioning_tasks = LocalTasks {
             provisioner: Provisioner {
@@ -180,6 +197,10 @@ impl Running {
         tasks.spawn(serve(
             portal_listener,
             busway_portal::router(portal)
+                .layer(axum::middleware::from_fn_with_state(
+                    key_auth.clone(),
+                    busway_http::auth::key_auth,
+                ))
                 .merge(queues::router(store))
                 .merge(claim_checks::router(folders)),
             stopped.clone(),
@@ -193,13 +214,18 @@ impl Running {
                     bus,
                 },
                 config.max_event_bytes,
-            ),
+            )
+            .layer(axum::middleware::from_fn_with_state(
+                key_auth,
+                busway_http::auth::key_auth,
+            )),
             stopped,
         ));
         info!(%portal_addr, %broker_addr, data_dir = %dir.display(), "busway is up");
         Ok(Self {
             portal_addr,
             broker_addr,
+            new_admin_key,
             stop,
             tasks,
             router,

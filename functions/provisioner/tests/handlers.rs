@@ -81,6 +81,8 @@ fn setup(codebuild: &[&Rule]) -> Setup {
             starter: SfnStarter::new(sfn.clone(), MACHINE),
             buckets: buckets(),
         }),
+        keys: Arc::new(store.clone()),
+        secrets: Arc::new(store.clone()),
     };
     Setup {
         handler,
