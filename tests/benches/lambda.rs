@@ -186,6 +186,7 @@ async fn main() {
         provisioning: Arc::new(account.provisioning().await),
         keys: store.clone(),
         secrets: store.clone(),
+        allow_loopback_targets: false,
     }));
     let created = portal
         .oneshot(

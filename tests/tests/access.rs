@@ -532,3 +532,77 @@ async fn other_teams_see_a_subscription_without_where_it_delivers() {
     );
     busway.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_producer_key_above_its_rate_limit_is_answered_429_with_retry_after() {
+    let busway = Broker::start().await;
+    busway.create_deployed_event(&seed_event()).await;
+    let made = busway
+        .post(
+            "/keys",
+            &json!({"team": "platform", "role": "producer", "application": "demo",
+                    "rate_limit": {"per_second": 1, "burst": 3}}),
+        )
+        .await;
+    let key = made.expect(201)["key"].as_str().expect("a key").to_string();
+    assert_eq!(
+        made.body["rate_limit"],
+        json!({"per_second": 1, "burst": 3})
+    );
+    let event = v1_envelope("u2");
+    let mut statuses = Vec::new();
+    for _ in 0..10 {
+        let reply = call(
+            &busway,
+            Api::Broker,
+            "POST",
+            "/scanned_parcel/1",
+            Some(&event),
+            Some(&key),
+        )
+        .await;
+        statuses.push(reply.status);
+        if reply.status == 429 {
+            reply.expect_error(429, "rate_limited");
+        }
+    }
+    // The burst passes; then the bucket refills one token a second, far slower than these
+    // requests come.
+    assert_eq!(statuses[..3], [200, 200, 200]);
+    assert!(statuses.contains(&429), "{statuses:?}");
+    // Another key is held to its own bucket only.
+    let other = busway.producer_key("scanned_parcel").await;
+    let reply = call(
+        &busway,
+        Api::Broker,
+        "POST",
+        "/scanned_parcel/1",
+        Some(&event),
+        Some(&other),
+    )
+    .await;
+    reply.expect(200);
+    busway.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn http_targets_need_a_portal_on_loopback_or_allow_loopback_targets() {
+    let subscription = json!({"event_type": "scanned_parcel", "version": "1", "target_unit": "u2",
+        "connection_type": "HTTPS", "connection_string": "http://127.0.0.1:9/events"});
+    for allow in [false, true] {
+        let busway = Broker::start_with(|config| {
+            config.portal_addr = "0.0.0.0:0".parse().expect("an address");
+            config.allow_loopback_targets = allow;
+        })
+        .await;
+        busway.create_deployed_event(&seed_event()).await;
+        let reply = busway.post("/subscriptions", &subscription).await;
+        if allow {
+            reply.expect(201);
+        } else {
+            let fields = reply.expect_error(400, "validation_failed");
+            assert_eq!(fields, ["connection_string"]);
+        }
+        busway.stop().await;
+    }
+}

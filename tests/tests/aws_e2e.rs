@@ -67,6 +67,7 @@ async fn an_event_type_registered_through_the_portal_routes_matching_events_to_t
         provisioning: Arc::new(account.provisioning().await),
         keys: store.clone(),
         secrets: store.clone(),
+        allow_loopback_targets: false,
     }));
 
     let (status, created) = call(portal.clone(), "POST", "/events", &seed_event()).await;

@@ -162,6 +162,25 @@ pub struct ApiKey {
         skip_serializing_if = "Option::is_none"
     )]
     pub revoked_at: Option<Timestamp>,
+    /// How fast a producer key may publish; `None`: as fast as the broker takes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rate_limit: Option<RateLimit>,
+}
+
+/// A token bucket: `per_second` tokens a second, at most `burst` saved up; a publish takes one.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RateLimit {
+    pub per_second: u32,
+    pub burst: u32,
+}
+
+impl RateLimit {
+    pub fn new(per_second: u32, burst: u32) -> Result<Self, String> {
+        if per_second == 0 || burst == 0 {
+            return Err("per_second and burst must be at least 1".into());
+        }
+        Ok(Self { per_second, burst })
+    }
 }
 
 impl ApiKey {
@@ -209,6 +228,8 @@ pub struct NewKey {
     pub team: Team,
     pub role: Role,
     pub application: Option<Application>,
+    /// Producer keys only.
+    pub rate_limit: Option<RateLimit>,
 }
 
 impl NewKey {
@@ -230,7 +251,19 @@ impl NewKey {
             team,
             role,
             application,
+            rate_limit: None,
         })
+    }
+
+    /// The key with a rate limit, which only producer keys have.
+    pub fn with_rate_limit(mut self, limit: RateLimit) -> Result<Self, ValidationErrors> {
+        if self.role != Role::Producer {
+            let mut errors = ValidationErrors::default();
+            errors.push("rate_limit", "only producer keys have a rate limit");
+            return Err(errors);
+        }
+        self.rate_limit = Some(limit);
+        Ok(self)
     }
 
     /// `{"team", "role", "application"}` of `POST /keys`.
@@ -242,7 +275,7 @@ impl NewKey {
         };
         for key in map
             .keys()
-            .filter(|k| !["team", "role", "application"].contains(&k.as_str()))
+            .filter(|k| !["team", "role", "application", "rate_limit"].contains(&k.as_str()))
         {
             errors.push(key.as_str(), "unknown field");
         }
@@ -268,8 +301,30 @@ impl NewKey {
         let role = role.and_then(|r| errors.check("role", r.parse::<Role>()));
         let application =
             application.and_then(|a| errors.check("application", a.parse::<Application>()));
+        let rate_limit = map
+            .get("rate_limit")
+            .filter(|v| !v.is_null())
+            .and_then(|v| {
+                let number = |name: &str| v.get(name).and_then(serde_json::Value::as_u64);
+                let limit = match (number("per_second"), number("burst")) {
+                    (Some(rate), Some(burst)) => RateLimit::new(
+                        u32::try_from(rate).unwrap_or(u32::MAX),
+                        u32::try_from(burst).unwrap_or(u32::MAX),
+                    ),
+                    _ => {
+                        Err("must be {\"per_second\": n, \"burst\": n} with integers from 1".into())
+                    }
+                };
+                errors.check("rate_limit", limit)
+            });
         match (team, role) {
-            (Some(team), Some(role)) if errors.is_empty() => Self::new(team, role, application),
+            (Some(team), Some(role)) if errors.is_empty() => {
+                let key = Self::new(team, role, application)?;
+                match rate_limit {
+                    Some(limit) => key.with_rate_limit(limit),
+                    None => Ok(key),
+                }
+            }
             _ => Err(errors),
         }
     }
@@ -304,6 +359,7 @@ pub async fn create_key(
         created_at: crate::now(),
         expires_at: None,
         revoked_at: None,
+        rate_limit: new.rate_limit,
     };
     store.put_key(&key, &hash_key(&secret)).await?;
     Ok((key, secret))
@@ -342,6 +398,7 @@ pub async fn bootstrap_admin(
                 created_at: crate::now(),
                 expires_at: None,
                 revoked_at: None,
+                rate_limit: None,
             };
             store.put_key(&key, &hash).await?;
         }
@@ -384,6 +441,7 @@ pub async fn rotate_key(
         team: old.team.clone(),
         role: old.role,
         application: old.application.clone(),
+        rate_limit: old.rate_limit,
     };
     let made = create_key(store, new).await?;
     let ends = crate::now() + overlap;

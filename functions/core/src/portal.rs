@@ -422,6 +422,9 @@ pub struct Portal {
     pub keys: Arc<dyn crate::auth::KeyStore>,
     /// The secrets HTTPS deliveries are signed with.
     pub secrets: Arc<dyn crate::webhook::SigningSecrets>,
+    /// Whether `http://` (loopback) targets are accepted: only where the portal itself listens
+    /// on loopback, or when asked, so a shared portal cannot be pointed at ports of its machine.
+    pub allow_loopback_targets: bool,
 }
 
 /// How often a step of a job after the domain commit (registry, schema backup, deploy.json) is
@@ -551,6 +554,18 @@ impl Portal {
         &self,
         req: Subscribe,
     ) -> Result<(Subscription, Deployment), PortalError> {
+        if req.connection_type == ConsumerConnection::Https
+            && req.connection_string.starts_with("http://")
+            && !self.allow_loopback_targets
+        {
+            let mut errors = ValidationErrors::default();
+            errors.push(
+                "connection_string",
+                "http:// (loopback) targets are accepted only by a portal that listens on loopback \
+                 or runs with --allow-loopback-targets; use https",
+            );
+            return Err(PortalError::Invalid(errors));
+        }
         let event = self.event_type(&req.event_type).await?;
         self.active_version(&req.event_type, req.version).await?;
         if let Some(made) = self.subscription_made_by(&req).await? {

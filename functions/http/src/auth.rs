@@ -1,6 +1,7 @@
 //! The caller of a request. Each host puts a `Caller` in the request's extensions (the local host
 //! from `Authorization: Bearer`, the Lambda host from the API Gateway authorizer's context);
-//! handlers take it with [`Authenticated`], which answers 401 when there is none.
+//! handlers take it with [`Authenticated`], which answers 401 when there is none. Locally the
+//! broker's layer also holds each key to its rate limit (a token bucket per key).
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -58,11 +59,16 @@ const KEY_CACHE_MAX: usize = 10_000;
 /// Keys looked up, by the hash of their secret, with when (`None`: no such key).
 type KeyCache = HashMap<String, (Instant, Option<ApiKey>)>;
 
+/// A key's token bucket: tokens left, and when they were counted.
+type Buckets = HashMap<String, (f64, Instant)>;
+
 /// Turns `Authorization: Bearer <key>` into the request's `Caller` (the local host's layer).
 #[derive(Clone)]
 pub struct KeyAuth {
     keys: Arc<dyn KeyStore>,
     cache: Arc<Mutex<KeyCache>>,
+    /// Per key id, where keys' rate limits apply (the broker API).
+    buckets: Option<Arc<Mutex<Buckets>>>,
 }
 
 impl KeyAuth {
@@ -70,12 +76,42 @@ impl KeyAuth {
         Self {
             keys,
             cache: Arc::default(),
+            buckets: None,
+        }
+    }
+
+    /// The same keys, each held to its rate limit.
+    pub fn rate_limited(&self) -> Self {
+        Self {
+            buckets: Some(Arc::default()),
+            ..self.clone()
+        }
+    }
+
+    /// Takes a token of the key's bucket; else how long until one is there.
+    fn take(&self, key: &ApiKey) -> Result<(), Duration> {
+        let (Some(buckets), Some(limit)) = (&self.buckets, key.rate_limit) else {
+            return Ok(());
+        };
+        let Ok(mut buckets) = buckets.lock() else {
+            return Ok(());
+        };
+        let now = Instant::now();
+        let (rate, burst) = (f64::from(limit.per_second), f64::from(limit.burst));
+        let (tokens, at) = buckets.entry(key.id.clone()).or_insert((burst, now));
+        *tokens = (*tokens + now.duration_since(*at).as_secs_f64() * rate).min(burst);
+        *at = now;
+        if *tokens >= 1.0 {
+            *tokens -= 1.0;
+            Ok(())
+        } else {
+            Err(Duration::from_secs_f64((1.0 - *tokens) / rate))
         }
     }
 
     /// Cached by the key's hash, so no secret stays in memory; validity is checked at each use,
     /// so a rotated key ends on time.
-    async fn caller(&self, secret: &str) -> Result<Option<Caller>, ApiError> {
+    async fn key(&self, secret: &str) -> Result<Option<ApiKey>, ApiError> {
         let hash = auth::hash_key(secret);
         let cached = self.cache.lock().ok().and_then(|cache| {
             cache
@@ -100,9 +136,7 @@ impl KeyAuth {
                 key
             }
         };
-        Ok(key
-            .filter(|k| k.is_valid_at(busway_core::now()))
-            .map(|k| k.caller()))
+        Ok(key.filter(|k| k.is_valid_at(busway_core::now())))
     }
 }
 
@@ -110,9 +144,23 @@ impl KeyAuth {
 /// without a key goes on without a `Caller`, and a handler that needs one answers 401.
 pub async fn key_auth(State(auth): State<KeyAuth>, mut request: Request, next: Next) -> Response {
     if let Some(secret) = bearer_token(request.headers()) {
-        match auth.caller(secret).await {
-            Ok(Some(caller)) => {
-                request.extensions_mut().insert(caller);
+        match auth.key(secret).await {
+            Ok(Some(key)) => {
+                if let Err(wait) = auth.take(&key) {
+                    return ApiError {
+                        retry_after: Some(wait.as_secs().max(1)),
+                        ..ApiError::new(
+                            StatusCode::TOO_MANY_REQUESTS,
+                            "rate_limited",
+                            format!(
+                                "key {} is above its rate limit; retry after the time in Retry-After",
+                                key.id
+                            ),
+                        )
+                    }
+                    .into_response();
+                }
+                request.extensions_mut().insert(key.caller());
             }
             Ok(None) => {
                 return unauthorized("the key is unknown, revoked or expired").into_response();

@@ -85,6 +85,10 @@ enum Command {
         /// one that some accounts still have.
         #[arg(long, default_value_t = busway_core::claim_check::DEFAULT_MAX_ENTRY_BYTES)]
         max_entry_bytes: usize,
+        /// Accept `http://` subscription targets on loopback although --portal-addr is not a
+        /// loopback address (they are accepted anyway when it is).
+        #[arg(long)]
+        allow_loopback_targets: bool,
     },
     /// Read the embedded queues that SQS subscriptions deliver to.
     #[command(subcommand)]
@@ -122,6 +126,12 @@ enum KeysCommand {
         /// The application a producer key publishes as.
         #[arg(long)]
         application: Option<String>,
+        /// A producer key's rate limit: events a second on the broker (429 above it).
+        #[arg(long, requires = "application")]
+        rate_limit: Option<u32>,
+        /// How many events above --rate-limit a burst may take (default: the rate).
+        #[arg(long, requires = "rate_limit")]
+        burst: Option<u32>,
     },
     /// List the keys (never their secrets) as JSON.
     List {
@@ -210,11 +220,13 @@ fn main() -> ExitCode {
             queue_retention,
             max_event_bytes,
             max_entry_bytes,
+            allow_loopback_targets,
         } => {
             init_logging();
             let mut config = Config::new(data_dir.clone(), portal_addr, broker_addr);
             config.max_event_bytes = max_event_bytes;
             config.max_entry_bytes = max_entry_bytes;
+            config.allow_loopback_targets = allow_loopback_targets;
             config.delivery.lambda_endpoint = lambda_endpoint;
             config.delivery.sqs_endpoint = sqs_endpoint;
             config.retention.events = retention;
@@ -350,9 +362,11 @@ async fn keys(command: KeysCommand) -> anyhow::Result<()> {
             team,
             role,
             application,
+            rate_limit,
+            burst,
         } => {
             let store = existing_store(&data_dir)?;
-            let new = NewKey::new(
+            let mut new = NewKey::new(
                 team.parse().map_err(|e| anyhow::anyhow!("--team: {e}"))?,
                 role.parse().map_err(|e| anyhow::anyhow!("--role: {e}"))?,
                 application
@@ -361,6 +375,13 @@ async fn keys(command: KeysCommand) -> anyhow::Result<()> {
                     .map_err(|e| anyhow::anyhow!("--application: {e}"))?,
             )
             .map_err(|e| anyhow::anyhow!("{e}"))?;
+            if let Some(rate) = rate_limit {
+                let limit = auth::RateLimit::new(rate, burst.unwrap_or(rate))
+                    .map_err(|e| anyhow::anyhow!("--rate-limit: {e}"))?;
+                new = new
+                    .with_rate_limit(limit)
+                    .map_err(|e| anyhow::anyhow!("{e}"))?;
+            }
             auth::create_key(&store, new).await?
         }
         KeysCommand::List { data_dir } => {

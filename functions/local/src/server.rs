@@ -48,6 +48,9 @@ pub struct Config {
     /// `BUSWAY_ADMIN_KEY`: a platform-admin key to accept; without it, one is made on the first
     /// start and shown once (`Running::new_admin_key`).
     pub admin_key: Option<String>,
+    /// `--allow-loopback-targets`: accept `http://` loopback targets although the portal
+    /// listens beyond loopback.
+    pub allow_loopback_targets: bool,
 }
 
 impl Config {
@@ -65,6 +68,7 @@ impl Config {
             claim_check_retention: Duration::from_secs(claim_check::RETENTION_DAYS * 24 * 3600),
             claim_check_sweep_interval: Duration::from_secs(3600),
             admin_key: None,
+            allow_loopback_targets: false,
         }
     }
 }
@@ -142,6 +146,8 @@ impl Running {
             provisioning: starter.clone(),
             keys: shared.clone(),
             secrets: shared.clone(),
+            allow_loopback_targets: config.allow_loopback_targets
+                || config.portal_addr.ip().is_loopback(),
         });
         let key_auth = busway_http::auth::KeyAuth::new(shared.clone());
         let machine = provisioning::state_machine()?;
@@ -216,7 +222,7 @@ impl Running {
                 config.max_event_bytes,
             )
             .layer(axum::middleware::from_fn_with_state(
-                key_auth,
+                key_auth.rate_limited(),
                 busway_http::auth::key_auth,
             )),
             stopped,

@@ -83,6 +83,7 @@ fn setup(codebuild: &[&Rule]) -> Setup {
         }),
         keys: Arc::new(store.clone()),
         secrets: Arc::new(store.clone()),
+        allow_loopback_targets: false,
     };
     Setup {
         handler,

@@ -219,6 +219,7 @@ pub fn lambda_portal(account: &Account, registry_dir: &Path) -> (Host, axum::Rou
         provisioning: Arc::new(provisioning),
         keys: store.clone(),
         secrets: store,
+        allow_loopback_targets: false,
     }));
     (host, portal)
 }

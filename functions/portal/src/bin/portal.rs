@@ -24,6 +24,8 @@ async fn main() -> Result<(), lambda_http::Error> {
         provisioning: Arc::new(SfnProvisioning::for_host(&host, state_machine_arn)),
         keys: store.clone(),
         secrets: store,
+        // A Lambda function reaches no consumer on its own loopback.
+        allow_loopback_targets: false,
     };
     busway_http::lambda::run(busway_portal::router(Arc::new(portal))).await
 }

@@ -92,6 +92,7 @@ pub fn portal() -> (Arc<Portal>, Arc<Memory>) {
         provisioning: memory.clone(),
         keys: memory.clone(),
         secrets: memory.clone(),
+        allow_loopback_targets: false,
     };
     (Arc::new(portal), memory)
 }
