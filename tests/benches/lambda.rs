@@ -184,6 +184,9 @@ async fn main() {
         objects: Arc::new(account.objects()),
         deliveries: None,
         provisioning: Arc::new(account.provisioning().await),
+        keys: store.clone(),
+        secrets: store.clone(),
+        allow_loopback_targets: false,
     }));
     let created = portal
         .oneshot(

@@ -36,6 +36,8 @@ pub struct Request {
     pub method: String,
     /// The path with its query, as sent.
     pub uri: String,
+    /// The headers, by lowercase name.
+    pub headers: axum::http::HeaderMap,
     pub body: Bytes,
     /// The status answered; `None` while a hanging request is still open.
     pub answered: Option<u16>,
@@ -297,6 +299,7 @@ async fn answer(
     State(inner): State<Arc<Inner>>,
     method: Method,
     uri: Uri,
+    headers: axum::http::HeaderMap,
     body: Bytes,
 ) -> Response {
     // Counted on arrival: what the sender has in flight, served or waiting for a turn.
@@ -309,7 +312,7 @@ async fn answer(
         Some((turn, _)) => Some(turn.lock().await),
         None => None,
     };
-    let response = respond(&inner, method, uri, body).await;
+    let response = respond(&inner, method, uri, headers, body).await;
     if let Some((_, per_request)) = &inner.serial {
         tokio::time::sleep(*per_request).await;
     }
@@ -321,7 +324,13 @@ async fn answer(
     response
 }
 
-async fn respond(inner: &Inner, method: Method, uri: Uri, body: Bytes) -> Response {
+async fn respond(
+    inner: &Inner,
+    method: Method,
+    uri: Uri,
+    headers: axum::http::HeaderMap,
+    body: Bytes,
+) -> Response {
     let poisoned = serde_json::from_slice::<Value>(&body)
         .ok()
         .and_then(|event| {
@@ -359,6 +368,7 @@ async fn respond(inner: &Inner, method: Method, uri: Uri, body: Bytes) -> Respon
         requests.push(Request {
             method: method.to_string(),
             uri: uri.to_string(),
+            headers,
             body,
             answered: None,
             succeeded: false,

@@ -134,6 +134,17 @@ pub fn blob_envelope(bytes: usize, event_id: Option<&str>, fill: char) -> Value 
     envelope
 }
 
+/// The caller a test's requests to a router carry, as the host's key layer or the API Gateway
+/// authorizer would name it: a platform admin, whom every route lets through.
+pub fn admin_caller() -> busway_core::auth::Caller {
+    busway_core::auth::Caller {
+        key_id: "key_test_admin".into(),
+        team: "platform".parse().expect("a team"),
+        role: busway_core::auth::Role::PlatformAdmin,
+        application: None,
+    }
+}
+
 /// An HTTP answer: the status and the body, which busway always sends as JSON.
 #[derive(Debug, Clone)]
 pub struct Reply {
@@ -249,11 +260,25 @@ pub fn replace_file(path: &Path, content: &[u8]) {
         .unwrap_or_else(|e| panic!("replacing {} failed: {e}", path.display()));
 }
 
-/// A local busway on port 0 with a data dir of its own.
+/// A local busway on port 0 with a data dir of its own. Requests sent through it carry a key:
+/// a platform-admin key on the portal, and on the broker a producer key of the application
+/// that owns the event type in the path (made on first use).
 pub struct Broker {
     dir: TempDir,
     running: Running,
     pub http: reqwest::Client,
+    /// The platform-admin key busway was started with (`BUSWAY_ADMIN_KEY`).
+    pub admin_key: String,
+    producer_keys: std::sync::Mutex<std::collections::HashMap<String, String>>,
+}
+
+/// A platform-admin key for one test's busway.
+fn new_admin_key() -> String {
+    format!(
+        "bwk_test_{}{}",
+        uuid::Uuid::new_v4().simple(),
+        uuid::Uuid::new_v4().simple()
+    )
 }
 
 impl Broker {
@@ -279,6 +304,8 @@ impl Broker {
         // The seed's subscriptions are LAMBDA ones, which need an Invoke endpoint to deploy;
         // nothing listens here, so tests that deliver to Lambda start their own.
         config.delivery.lambda_endpoint = Some("http://127.0.0.1:9".into());
+        let admin_key = new_admin_key();
+        config.admin_key = Some(admin_key.clone());
         configure(&mut config);
         let running = Running::start(config)
             .await
@@ -287,7 +314,13 @@ impl Broker {
             .timeout(Duration::from_secs(10))
             .build()
             .expect("an HTTP client");
-        Broker { dir, running, http }
+        Broker {
+            dir,
+            running,
+            http,
+            admin_key,
+            producer_keys: std::sync::Mutex::default(),
+        }
     }
 
     /// Stops busway and starts it again on the same data dir, on new ports.
@@ -320,8 +353,97 @@ impl Broker {
         format!("http://{}{path}", self.running.broker_addr)
     }
 
+    /// A new key made through the portal with the admin key: `{"team", "role",
+    /// "application"}`; returns the secret.
+    pub async fn create_key(&self, team: &str, role: &str, application: Option<&str>) -> String {
+        let answer = self
+            .http
+            .post(self.portal_url("/keys"))
+            .bearer_auth(&self.admin_key)
+            .json(&json!({"team": team, "role": role, "application": application}))
+            .send()
+            .await
+            .expect("POST /keys answers");
+        assert_eq!(answer.status().as_u16(), 201, "POST /keys");
+        let body: Value = answer.json().await.expect("a JSON key");
+        body["key"].as_str().expect("the new key").to_string()
+    }
+
+    /// A producer key of the application that owns `event_type` (of `demo` when there is no
+    /// such event type), made once per event type.
+    pub async fn producer_key(&self, event_type: &str) -> String {
+        if let Some(key) = self
+            .producer_keys
+            .lock()
+            .expect("the key cache")
+            .get(event_type)
+        {
+            return key.clone();
+        }
+        let answer = self
+            .http
+            .get(self.portal_url(&format!("/events/{event_type}")))
+            .bearer_auth(&self.admin_key)
+            .send()
+            .await
+            .expect("GET /events/{event_type} answers");
+        let (team, application) = if answer.status().is_success() {
+            let event: Value = answer.json().await.expect("a JSON event type");
+            let team = event["team"].as_str().unwrap_or("platform").to_string();
+            (
+                team,
+                event["application"].as_str().unwrap_or("demo").to_string(),
+            )
+        } else {
+            ("platform".to_string(), "demo".to_string())
+        };
+        let key = self.create_key(&team, "producer", Some(&application)).await;
+        self.producer_keys
+            .lock()
+            .expect("the key cache")
+            .insert(event_type.to_string(), key.clone());
+        key
+    }
+
+    /// The key a request carries unless it has one: a producer key on the broker API, the
+    /// admin key on the portal.
+    async fn default_key(&self, request: &reqwest::Request) -> String {
+        let broker = format!("http://{}/", self.running.broker_addr);
+        match request.url().as_str().strip_prefix(&broker) {
+            Some(path) => {
+                let event_type = path.split(['/', '?']).next().unwrap_or_default();
+                self.producer_key(event_type).await
+            }
+            None => self.admin_key.clone(),
+        }
+    }
+
     pub async fn send(&self, request: reqwest::RequestBuilder) -> Reply {
-        let request = request.build().expect("a well-formed request");
+        let mut request = request.build().expect("a well-formed request");
+        if !request
+            .headers()
+            .contains_key(reqwest::header::AUTHORIZATION)
+        {
+            let key = self.default_key(&request).await;
+            request.headers_mut().insert(
+                reqwest::header::AUTHORIZATION,
+                format!("Bearer {key}").parse().expect("a header value"),
+            );
+        }
+        self.execute(request).await
+    }
+
+    /// Sends `request` with `key`, or with no key at all.
+    pub async fn send_as(&self, request: reqwest::RequestBuilder, key: Option<&str>) -> Reply {
+        let request = match key {
+            Some(key) => request.bearer_auth(key),
+            None => request,
+        };
+        self.execute(request.build().expect("a well-formed request"))
+            .await
+    }
+
+    async fn execute(&self, request: reqwest::Request) -> Reply {
         let what = format!("{} {}", request.method(), request.url());
         let response = self
             .http

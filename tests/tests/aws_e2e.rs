@@ -26,12 +26,15 @@ use support::emulated::Account;
 use tower::ServiceExt;
 
 async fn call(app: axum::Router, method: &str, path: &str, body: &Value) -> (StatusCode, Value) {
-    let request = Request::builder()
+    let mut request = Request::builder()
         .method(method)
         .uri(path)
         .header("content-type", "application/json")
         .body(Body::from(body.to_string()))
         .expect("a request");
+    request
+        .extensions_mut()
+        .insert(busway_tests::admin_caller());
     let response = app.oneshot(request).await.expect("an answer");
     let status = response.status();
     let bytes = axum::body::to_bytes(response.into_body(), usize::MAX)
@@ -62,6 +65,9 @@ async fn an_event_type_registered_through_the_portal_routes_matching_events_to_t
         objects: host.objects(),
         deliveries: None,
         provisioning: Arc::new(account.provisioning().await),
+        keys: store.clone(),
+        secrets: store.clone(),
+        allow_loopback_targets: false,
     }));
 
     let (status, created) = call(portal.clone(), "POST", "/events", &seed_event()).await;
@@ -173,6 +179,9 @@ async fn a_step_failing_after_the_domain_commit_fails_the_job_and_a_retry_writes
         objects: Arc::new(account.objects()),
         deliveries: None,
         provisioning: Arc::new(account.provisioning().await),
+        keys: store.clone(),
+        secrets: store.clone(),
+        allow_loopback_targets: false,
     }));
     let publisher = account.buckets.publisher.clone();
     account

@@ -39,9 +39,13 @@ fn apigw_event(body: &str) -> String {
 /// The request the injector Lambda hands to the router: parsed by `lambda_http`, the stage taken
 /// off its path as `busway_http::lambda::run` does.
 fn lambda_request(event: &str) -> lambda_http::Request {
-    busway_http::lambda::without_stage(
+    let mut request = busway_http::lambda::without_stage(
         lambda_http::request::from_str(event).expect("a valid API Gateway REST proxy event"),
-    )
+    );
+    request
+        .extensions_mut()
+        .insert(busway_tests::admin_caller());
+    request
 }
 
 async fn call(router: axum::Router, body: &str) -> (StatusCode, Value) {
@@ -102,6 +106,9 @@ async fn a_3_mb_api_event_and_a_1_mib_sqs_message_are_claim_checked_in_s3_and_re
         objects: host.objects(),
         deliveries: None,
         provisioning: Arc::new(account.provisioning().await),
+        keys: store.clone(),
+        secrets: store.clone(),
+        allow_loopback_targets: false,
     }));
     let created = portal
         .clone()
@@ -221,10 +228,14 @@ async fn a_3_mb_api_event_and_a_1_mib_sqs_message_are_claim_checked_in_s3_and_re
 }
 
 fn json_request(path: &str, body: &Value) -> axum::http::Request<axum::body::Body> {
-    axum::http::Request::builder()
+    let mut request = axum::http::Request::builder()
         .method("POST")
         .uri(path)
         .header("content-type", "application/json")
         .body(axum::body::Body::from(body.to_string()))
-        .expect("a request")
+        .expect("a request");
+    request
+        .extensions_mut()
+        .insert(busway_tests::admin_caller());
+    request
 }

@@ -174,6 +174,7 @@ async fn a_throttled_bus_answers_503_with_retry_after() {
     routes
         .insert(
             "demo".parse().expect("an application"),
+            Vec::new(),
             "scanned_parcel".parse().expect("an event type"),
             busway_core::Version::new(1).expect("a version"),
             &json!({"type": "object"}),
@@ -184,15 +185,17 @@ async fn a_throttled_bus_answers_503_with_retry_after() {
         store: None,
         bus: std::sync::Arc::new(ThrottlingBus),
     });
-    let response = app
-        .oneshot(
-            axum::http::Request::post("/scanned_parcel/1")
-                .header("content-type", "application/json")
-                .body(axum::body::Body::from(v1_envelope("u2").to_string()))
-                .expect("a request"),
-        )
-        .await
-        .expect("an answer");
+    let mut request = axum::http::Request::post("/scanned_parcel/1")
+        .header("content-type", "application/json")
+        .body(axum::body::Body::from(v1_envelope("u2").to_string()))
+        .expect("a request");
+    request.extensions_mut().insert(busway_core::auth::Caller {
+        key_id: "key_producer".into(),
+        team: "platform".parse().expect("a team"),
+        role: busway_core::auth::Role::Producer,
+        application: Some("demo".parse().expect("an application")),
+    });
+    let response = app.oneshot(request).await.expect("an answer");
     assert_eq!(response.status(), 503);
     assert_eq!(
         response

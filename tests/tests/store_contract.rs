@@ -51,6 +51,9 @@ fn event_type(event: &str, description: &str) -> (EventType, EventVersion) {
         connection_type: ProducerConnection::Https,
         latest_version: Version::FIRST,
         created_at: at,
+        team: Some("logistics".parse().expect("a team")),
+        writers: vec!["depot".parse().expect("an application")],
+        readers: Some(vec!["billing".parse().expect("a team")]),
     };
     let first = version(&event.event_type, 1, description);
     (event, first)
@@ -83,6 +86,7 @@ fn subscription(event: &EventTypeName, version: u32, target: &str, url: &str) ->
         delivery: Default::default(),
         state: SubscriptionState::Active,
         created_at: now(),
+        team: Some("logistics".parse().expect("a team")),
     }
 }
 

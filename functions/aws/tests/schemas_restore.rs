@@ -142,6 +142,9 @@ async fn register(
                 connection_type: ProducerConnection::Https,
                 latest_version: version,
                 created_at: busway_core::now(),
+                team: None,
+                writers: Vec::new(),
+                readers: None,
             };
             store
                 .create_event_type(&event, &record, &deployment)

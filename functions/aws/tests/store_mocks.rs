@@ -76,6 +76,9 @@ fn event_type(description: &str) -> (EventType, EventVersion, Deployment) {
         connection_type: ProducerConnection::Https,
         latest_version: Version::FIRST,
         created_at: now(),
+        team: None,
+        writers: Vec::new(),
+        readers: None,
     };
     let first = version(1);
     let deployment = Deployment::pending(

@@ -365,6 +365,7 @@ mod tests {
             delivery: DeliverySettings::default(),
             state: SubscriptionState::Active,
             created_at: crate::now(),
+            team: None,
         }
     }
 

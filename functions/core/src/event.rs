@@ -3,7 +3,7 @@
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-use crate::{Application, EventTypeName, Timestamp, Version};
+use crate::{Application, EventTypeName, Team, Timestamp, Version};
 
 /// How a producer hands events to the broker.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -39,6 +39,28 @@ pub struct EventType {
     pub latest_version: Version,
     #[serde(with = "time::serde::rfc3339")]
     pub created_at: Timestamp,
+    /// The owning team; `None` for event types registered before ownership, which only
+    /// platform admins change.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub team: Option<Team>,
+    /// Applications whose producer keys may publish, besides `application` itself.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub writers: Vec<Application>,
+    /// Teams that may subscribe; `None`: every team.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub readers: Option<Vec<Team>>,
+}
+
+impl EventType {
+    /// Whether a producer key of `application` may publish to this event type.
+    pub fn is_writer(&self, application: &Application) -> bool {
+        self.application == *application || self.writers.contains(application)
+    }
+
+    /// Whether a key of `team` may subscribe.
+    pub fn is_reader(&self, team: &Team) -> bool {
+        self.team.as_ref() == Some(team) || self.readers.as_ref().is_none_or(|r| r.contains(team))
+    }
 }
 
 pub fn source_of(application: &Application) -> String {

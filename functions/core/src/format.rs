@@ -16,8 +16,11 @@ pub const FORMAT_FIELD: &str = "format_version";
 
 /// The format of the table's records that this release writes. 2 added `execution` and
 /// `attempt` to deployment records (format 1: no known execution, the first attempt); 3 added
-/// `delivery` to subscriptions (absent before: the defaults).
-pub const RECORD_FORMAT: u32 = 3;
+/// `delivery` to subscriptions (absent before: the defaults); 4 added the owning `team` to event
+/// types and subscriptions and `writers`, `readers` to event types (absent before: no owning
+/// team, so only platform admins change them; only the owning application writes; every team
+/// reads).
+pub const RECORD_FORMAT: u32 = 4;
 
 /// The format of deploy.json documents that this release writes; the `maximum` of
 /// `format_version` in both schemas of `functions/core/schemas/`. 2: consumer documents carry

@@ -14,6 +14,8 @@ use crate::{Application, EventTypeName, ValidationErrors, Version};
 /// A deployed producer route with its compiled validator, built once per deployment.
 pub struct Route {
     pub application: Application,
+    /// Other applications whose producers may publish here (`EventType::writers`).
+    pub writers: Vec<Application>,
     pub event_type: EventTypeName,
     pub version: Version,
     pub validator: CompiledSchema,
@@ -39,6 +41,7 @@ impl LiveRoutes {
     pub fn insert(
         &self,
         application: Application,
+        writers: Vec<Application>,
         event_type: EventTypeName,
         version: Version,
         schema_doc: &Value,
@@ -46,6 +49,7 @@ impl LiveRoutes {
         let validator = schema::compile(schema_doc)?;
         let route = Arc::new(Route {
             application,
+            writers,
             event_type: event_type.clone(),
             version,
             validator,
@@ -82,6 +86,7 @@ impl LiveRoutes {
         }
         self.insert(
             event.application,
+            event.writers,
             event_type.clone(),
             version,
             &stored.schema,
@@ -109,6 +114,9 @@ pub const THROTTLED_RETRY_AFTER: std::time::Duration = std::time::Duration::from
 pub enum IngestError {
     #[error("no deployed route for {0}")]
     RouteNotFound(String),
+    /// The publishing application is not among the event type's writers.
+    #[error("{0}")]
+    NotWriter(String),
     #[error("body is not valid JSON: {0}")]
     InvalidJson(String),
     #[error("event does not match the schema: {0}")]
@@ -133,12 +141,21 @@ pub struct Published {
     pub duplicate: bool,
 }
 
-/// Validates and publishes one producer request. Path segments arrive raw: they are parsed here
-/// so that a malformed path is simply an unknown route.
+impl Route {
+    pub fn is_writer(&self, application: &Application) -> bool {
+        self.application == *application || self.writers.contains(application)
+    }
+}
+
+/// Validates and publishes one producer request of `publisher`, the application of the
+/// producer's key, which becomes the event's `Source`; `None` publishes as the event type's own
+/// application (a platform admin). Path segments arrive raw: they are parsed here so that a
+/// malformed path is simply an unknown route.
 pub async fn publish(
     routes: &LiveRoutes,
     store: Option<&dyn EventStore>,
     bus: &dyn Bus,
+    publisher: Option<&Application>,
     event_type: &str,
     version: &str,
     body: &[u8],
@@ -150,7 +167,13 @@ pub async fn publish(
         .resolve(store, &name, version)
         .await?
         .ok_or_else(not_found)?;
-    let event = prepare(&route, body)?;
+    let publisher = publisher.unwrap_or(&route.application);
+    if !route.is_writer(publisher) {
+        return Err(IngestError::NotWriter(format!(
+            "application {publisher} is not among the writers of {name}"
+        )));
+    }
+    let event = prepare(&route, publisher, body)?;
     let event_id = event.event_id.clone();
     let mut results = bus.put_events(vec![event]).await?;
     match results.pop() {
@@ -169,14 +192,19 @@ pub async fn publish(
     }
 }
 
-/// Parses `body`, validates it against the route's schema and enriches it into a bus event.
-pub fn prepare(route: &Route, body: &[u8]) -> Result<BusEvent, IngestError> {
+/// Parses `body`, validates it against the route's schema and enriches it into a bus event of
+/// `application`.
+pub fn prepare(
+    route: &Route,
+    application: &Application,
+    body: &[u8],
+) -> Result<BusEvent, IngestError> {
     let envelope: Value =
         serde_json::from_slice(body).map_err(|e| IngestError::InvalidJson(e.to_string()))?;
     schema::validate(&route.validator, &envelope).map_err(IngestError::Invalid)?;
     Ok(enrich(
         envelope,
-        &route.application,
+        application,
         &route.event_type,
         route.version,
         crate::now(),

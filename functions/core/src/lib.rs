@@ -2,6 +2,7 @@
 //! deployment are, the rules they obey, and the ports the hosts implement. Nothing here knows
 //! AWS, axum or Lambda.
 
+pub mod auth;
 pub mod claim_check;
 pub mod deploy;
 pub mod deployment;
@@ -19,9 +20,10 @@ pub mod registry;
 pub mod schema;
 pub mod subscription;
 pub mod tasks;
+pub mod webhook;
 
 pub use error::{FieldError, ValidationErrors};
-pub use names::{Application, EventTypeName, TargetUnit, Version};
+pub use names::{Application, EventTypeName, TargetUnit, Team, Version};
 
 /// Timestamps are UTC and serialize as RFC 3339.
 pub type Timestamp = time::OffsetDateTime;

@@ -80,6 +80,10 @@ name_type!(
     Application
 );
 name_type!(
+    /// A team: what owns event types, subscriptions and API keys.
+    Team
+);
+name_type!(
     /// An event type such as `scanned_parcel`.
     EventTypeName
 );

@@ -23,7 +23,7 @@ use crate::subscription::{
     ConsumerConnection, DeliverySettings, RetryPolicy, Subscription, SubscriptionFilter,
     SubscriptionState,
 };
-use crate::{Application, EventTypeName, TargetUnit, ValidationErrors, Version};
+use crate::{Application, EventTypeName, TargetUnit, Team, ValidationErrors, Version};
 
 const MAX_DESCRIPTION: usize = 1024;
 
@@ -37,6 +37,9 @@ pub enum PortalError {
     AlreadyExists(String),
     #[error("{0}")]
     Conflict(String),
+    /// The caller's key does not allow this; the message names what was missing.
+    #[error("{0}")]
+    Forbidden(String),
     /// A store was throttled or did not answer: the same request may succeed later.
     #[error("store unavailable: {0}")]
     Unavailable(String),
@@ -78,6 +81,10 @@ pub struct CreateEvent {
     pub description: String,
     pub connection_type: ProducerConnection,
     pub data: Value,
+    /// The caller's team, which will own the event type.
+    pub team: Option<Team>,
+    pub writers: Vec<Application>,
+    pub readers: Option<Vec<Team>>,
 }
 
 /// `PUT /events/{event_type}`: a new version from a new data schema.
@@ -97,6 +104,8 @@ pub struct Subscribe {
     pub connection_string: String,
     pub retry_policy: RetryPolicy,
     pub delivery: DeliverySettings,
+    /// The caller's team, which will own the subscription.
+    pub team: Option<Team>,
 }
 
 /// Reads the request object field by field so that each problem is named, not just the first.
@@ -238,6 +247,27 @@ impl<'a> Fields<'a> {
         }
     }
 
+    /// An optional array of names, each checked.
+    fn names<T: std::str::FromStr<Err = E>, E: std::fmt::Display>(
+        &mut self,
+        field: &str,
+    ) -> Option<Vec<T>> {
+        let value = self.raw(field, false)?;
+        let Some(items) = value.as_array() else {
+            self.errors.push(field, "must be an array of names");
+            return None;
+        };
+        let mut names = Vec::with_capacity(items.len());
+        for (i, item) in items.iter().enumerate() {
+            let at = format!("{field}/{i}");
+            match item.as_str() {
+                Some(s) => names.extend(self.errors.check(&at, s.parse::<T>())),
+                None => self.errors.push(at, "must be a string"),
+            }
+        }
+        Some(names)
+    }
+
     fn data_schema(&mut self) -> Option<Value> {
         let data = self.raw("data", true)?;
         match schema::check_data_schema("data", data) {
@@ -260,9 +290,13 @@ impl CreateEvent {
                 "description",
                 "connection_type",
                 "data",
+                "writers",
+                "readers",
             ],
         );
         let application = f.parsed("application", str::parse::<Application>);
+        let writers = f.names::<Application, _>("writers").unwrap_or_default();
+        let readers = f.names::<Team, _>("readers");
         let event_type = f.parsed("event_type", str::parse::<EventTypeName>);
         let description = f.description(true);
         let connection_type = f.parsed("connection_type", ProducerConnection::parse);
@@ -280,6 +314,9 @@ impl CreateEvent {
                 description,
                 connection_type,
                 data,
+                team: None,
+                writers,
+                readers,
             }),
             _ => Err(f.errors),
         }
@@ -348,6 +385,7 @@ impl Subscribe {
                 connection_string: cs.to_string(),
                 retry_policy,
                 delivery,
+                team: None,
             }),
             _ => Err(f.errors),
         }
@@ -402,6 +440,12 @@ pub struct Portal {
     pub deliveries: Option<Arc<dyn Deliveries>>,
     /// Starts provisioning a document again, for a retried deployment whose document is written.
     pub provisioning: Arc<dyn ProvisioningStarter>,
+    pub keys: Arc<dyn crate::auth::KeyStore>,
+    /// The secrets HTTPS deliveries are signed with.
+    pub secrets: Arc<dyn crate::webhook::SigningSecrets>,
+    /// Whether `http://` (loopback) targets are accepted: only where the portal itself listens
+    /// on loopback, or when asked, so a shared portal cannot be pointed at ports of its machine.
+    pub allow_loopback_targets: bool,
 }
 
 /// How often a step of a job after the domain commit (registry, schema backup, deploy.json) is
@@ -426,6 +470,9 @@ impl Portal {
             connection_type: req.connection_type,
             latest_version: Version::FIRST,
             created_at: now,
+            team: req.team.clone(),
+            writers: req.writers.clone(),
+            readers: req.readers.clone(),
         };
         let version = self.version_record(
             &req.event_type,
@@ -469,6 +516,9 @@ impl Portal {
             .get_version(&req.event_type, Version::FIRST)
             .await?;
         let same = existing.application == req.application
+            && existing.team == req.team
+            && existing.writers == req.writers
+            && existing.readers == req.readers
             && existing.description == req.description
             && existing.connection_type == req.connection_type
             && first.is_some_and(|v| {
@@ -570,6 +620,18 @@ impl Portal {
         &self,
         req: Subscribe,
     ) -> Result<(Subscription, Deployment), PortalError> {
+        if req.connection_type == ConsumerConnection::Https
+            && req.connection_string.starts_with("http://")
+            && !self.allow_loopback_targets
+        {
+            let mut errors = ValidationErrors::default();
+            errors.push(
+                "connection_string",
+                "http:// (loopback) targets are accepted only by a portal that listens on loopback \
+                 or runs with --allow-loopback-targets; use https",
+            );
+            return Err(PortalError::Invalid(errors));
+        }
         let event = self.event_type(&req.event_type).await?;
         self.active_version(&req.event_type, req.version).await?;
         if let Some(made) = self.subscription_made_by(&req).await? {
@@ -586,6 +648,7 @@ impl Portal {
             delivery: req.delivery,
             state: SubscriptionState::Active,
             created_at: crate::now(),
+            team: req.team.clone(),
         };
         let deployment = self.consumer_deployment(&subscription, DeployAction::Deploy);
         match self
@@ -754,8 +817,45 @@ impl Portal {
         })
     }
 
+    /// The secret an HTTPS subscription's deliveries are signed with, made if it has none yet
+    /// (so a subscribe retried after a timeout, or after this step failed, gets it); `None` for
+    /// the other connection types.
+    pub async fn issue_secret(&self, s: &Subscription) -> Result<Option<String>, PortalError> {
+        if s.connection_type != ConsumerConnection::Https {
+            return Ok(None);
+        }
+        let now = crate::now();
+        let secrets = self.secrets.signing_secrets(&s.id).await?;
+        if let Some(current) = secrets.iter().find(|x| x.is_valid_at(now)) {
+            return Ok(Some(current.secret.clone()));
+        }
+        let secret = crate::webhook::SigningSecret::generate()?;
+        self.secrets
+            .put_signing_secrets(&s.id, std::slice::from_ref(&secret))
+            .await?;
+        Ok(Some(secret.secret))
+    }
+
+    /// A new secret for an HTTPS subscription; the previous one signs beside it for
+    /// `webhook::ROTATION_OVERLAP`.
+    #[instrument(skip(self))]
+    pub async fn rotate_secret(&self, id: &str) -> Result<String, PortalError> {
+        let s = self.subscription(id).await?;
+        if s.connection_type != ConsumerConnection::Https {
+            return Err(PortalError::Conflict(format!(
+                "subscription {id} is not HTTPS: only HTTPS deliveries are signed"
+            )));
+        }
+        let secrets = crate::webhook::rotated(
+            self.secrets.signing_secrets(id).await?,
+            crate::webhook::ROTATION_OVERLAP,
+        )?;
+        self.secrets.put_signing_secrets(id, &secrets).await?;
+        Ok(secrets[0].secret.clone())
+    }
+
     /// Deleted subscriptions keep their dead letters readable.
-    async fn existing_subscription(&self, id: &str) -> Result<Subscription, PortalError> {
+    pub async fn existing_subscription(&self, id: &str) -> Result<Subscription, PortalError> {
         self.store
             .get_subscription(id)
             .await?
@@ -889,6 +989,7 @@ impl Portal {
             .into_iter()
             .find(|s| {
                 s.state == SubscriptionState::Active
+                    && s.team == req.team
                     && s.connection_type == req.connection_type
                     && s.connection_string == req.connection_string
                     && s.retry_policy == req.retry_policy

@@ -2,7 +2,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::{EventTypeName, TargetUnit, Timestamp, Version};
+use crate::{EventTypeName, TargetUnit, Team, Timestamp, Version};
 
 /// The consumer deploy.json schema's limit, and more than any ARN or sane URL needs.
 pub const MAX_CONNECTION_STRING: usize = 2048;
@@ -269,6 +269,10 @@ pub struct Subscription {
     pub state: SubscriptionState,
     #[serde(with = "time::serde::rfc3339")]
     pub created_at: Timestamp,
+    /// The team that made it; `None` for subscriptions made before ownership, which only
+    /// platform admins manage.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub team: Option<Team>,
 }
 
 impl Subscription {

@@ -1,5 +1,6 @@
 //! Serving an API's router from a Lambda function behind API Gateway (REST, proxy integration).
 
+use busway_core::auth::{self, Caller};
 use lambda_http::request::RequestContext;
 use lambda_http::{Request, RequestExt};
 use tower::ServiceBuilder;
@@ -13,9 +14,46 @@ pub async fn run(router: axum::Router) -> Result<(), lambda_http::Error> {
     lambda_http::run(
         ServiceBuilder::new()
             .map_request(without_stage)
+            .map_request(with_caller)
             .service(router),
     )
     .await
+}
+
+/// The request with the `Caller` that the API's Lambda authorizer put in its context; a request
+/// without one gets none, and a handler that needs one answers 401.
+///
+/// Until the authorizer is attached to the deployed APIs (they still authorize with `AWS_IAM`),
+/// a request that API Gateway authenticated by SigV4 carries the principal's ARN instead: that
+/// principal acts as a platform admin, as every principal the API's policy lets in did before
+/// keys existed.
+pub fn with_caller(mut request: Request) -> Request {
+    let caller = match request.request_context_ref() {
+        Some(RequestContext::ApiGatewayV1(context)) => {
+            let fields = &context.authorizer.fields;
+            Caller::from_context(|name| {
+                fields
+                    .get(name)
+                    .and_then(|v| v.as_str())
+                    .map(str::to_string)
+            })
+            .or_else(|| {
+                let principal = context.identity.user_arn.clone()?;
+                Some(Caller {
+                    key_id: principal,
+                    team: auth::PLATFORM_TEAM.parse().ok()?,
+                    role: auth::Role::PlatformAdmin,
+                    application: None,
+                })
+            })
+        }
+        #[allow(unreachable_patterns)]
+        _ => None,
+    };
+    if let Some(caller) = caller {
+        request.extensions_mut().insert(caller);
+    }
+    request
 }
 
 /// The request with the path API Gateway sent (`path` of the proxy event, which never holds the
@@ -54,6 +92,10 @@ mod tests {
     use serde_json::json;
 
     fn event(stage: &str, path: &str, query: Option<(&str, &str)>) -> Request {
+        from(&event_json(stage, path, query))
+    }
+
+    fn event_json(stage: &str, path: &str, query: Option<(&str, &str)>) -> serde_json::Value {
         let single = query.map(|(k, v)| json!({ k.to_string(): v }));
         let multi = query.map(|(k, v)| json!({ k.to_string(): [v] }));
         let event = json!({
@@ -74,6 +116,29 @@ mod tests {
             "body": "{}",
             "isBase64Encoded": false,
         });
+        event
+    }
+
+    #[test]
+    fn the_caller_comes_from_the_authorizer_context_or_else_from_a_sigv4_principal() {
+        let mut event = event_json("live", "/events", None);
+        let plain = with_caller(from(&event));
+        assert!(plain.extensions().get::<Caller>().is_none());
+        event["requestContext"]["identity"]["userArn"] =
+            json!("arn:aws:iam::123456789012:user/ops");
+        let signed = with_caller(from(&event));
+        let caller = signed.extensions().get::<Caller>().expect("a caller");
+        assert_eq!(caller.role, auth::Role::PlatformAdmin);
+        assert_eq!(caller.key_id, "arn:aws:iam::123456789012:user/ops");
+        event["requestContext"]["authorizer"] = json!({"principalId": "key_1", "key_id": "key_1",
+            "team": "logistics", "role": "producer", "application": "demo"});
+        let keyed = with_caller(from(&event));
+        let caller = keyed.extensions().get::<Caller>().expect("a caller");
+        assert_eq!(caller.role, auth::Role::Producer);
+        assert_eq!(caller.team.as_str(), "logistics");
+    }
+
+    fn from(event: &serde_json::Value) -> Request {
         lambda_http::request::from_str(&event.to_string()).expect("an API Gateway REST event")
     }
 

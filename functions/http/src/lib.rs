@@ -1,6 +1,7 @@
 //! What every busway API shares: errors as `{"error": {"code", "message", "details"}}` with the
 //! right status, JSON bodies that never turn bad input into a 5xx, and JSON 404/405 fallbacks.
 
+pub mod auth;
 #[cfg(feature = "lambda")]
 pub mod lambda;
 
@@ -25,6 +26,8 @@ pub struct ApiError {
     pub details: Vec<FieldError>,
     /// Seconds the client should wait before trying again (`Retry-After`).
     pub retry_after: Option<u64>,
+    /// The challenge of a 401 (`WWW-Authenticate`).
+    pub www_authenticate: Option<&'static str>,
 }
 
 impl ApiError {
@@ -35,6 +38,7 @@ impl ApiError {
             message: message.into(),
             details: Vec::new(),
             retry_after: None,
+            www_authenticate: None,
         }
     }
 
@@ -52,6 +56,11 @@ impl ApiError {
             details,
             ..Self::new(StatusCode::BAD_REQUEST, "validation_failed", message)
         }
+    }
+
+    /// 403: the caller is known and may not do this; the message names what was missing.
+    pub fn forbidden(message: impl Into<String>) -> Self {
+        Self::new(StatusCode::FORBIDDEN, "forbidden", message)
     }
 
     pub fn not_found(message: impl Into<String>) -> Self {
@@ -84,6 +93,12 @@ impl IntoResponse for ApiError {
             response
                 .headers_mut()
                 .insert(axum::http::header::RETRY_AFTER, seconds.into());
+        }
+        if let Some(challenge) = self.www_authenticate {
+            response.headers_mut().insert(
+                axum::http::header::WWW_AUTHENTICATE,
+                axum::http::HeaderValue::from_static(challenge),
+            );
         }
         response
     }

@@ -42,6 +42,7 @@ fn routes() -> Arc<LiveRoutes> {
     routes
         .insert(
             "parcel_tracking".parse().expect("an application"),
+            Vec::new(),
             name.clone(),
             Version::FIRST,
             &schema::envelope(&name, Version::FIRST, &data),

@@ -13,9 +13,11 @@ use axum::extract::{DefaultBodyLimit, Path, State};
 use axum::http::StatusCode;
 use axum::routing::post;
 use axum::{Json, Router};
+use busway_core::auth::Role;
 use busway_core::ingest::{self, IngestError, LiveRoutes};
 use busway_core::ports::{Bus, EventStore};
 use busway_http::ApiError;
+use busway_http::auth::Authenticated;
 use serde_json::{Value, json};
 
 #[derive(Clone)]
@@ -62,15 +64,28 @@ async fn publish(
         broker,
         max_event_bytes,
     }): State<Api>,
+    Authenticated(caller): Authenticated,
     path: Result<Path<(String, String)>, PathRejection>,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Json<Value>, ApiError> {
+    // Producers publish as their key's application; platform admins as the event type's own.
+    let publisher = match (caller.role, &caller.application) {
+        (Role::Producer, Some(application)) => Some(application),
+        (Role::PlatformAdmin, _) => None,
+        _ => {
+            return Err(ApiError::forbidden(format!(
+                "a {} key may not publish: producer keys of the event type's writers do",
+                caller.role
+            )));
+        }
+    };
     let Path((event_type, version)) = path.map_err(|e| ApiError::not_found(e.body_text()))?;
     let body = body.map_err(|e| busway_http::body_error(e, max_event_bytes))?;
     match ingest::publish(
         &broker.routes,
         broker.store.as_deref(),
         broker.bus.as_ref(),
+        publisher,
         &event_type,
         &version,
         &body,
@@ -83,6 +98,7 @@ async fn publish(
         Err(IngestError::RouteNotFound(route)) => Err(ApiError::not_found(format!(
             "no deployed event version at {route}"
         ))),
+        Err(IngestError::NotWriter(why)) => Err(ApiError::forbidden(why)),
         Err(IngestError::InvalidJson(e)) => Err(ApiError::new(
             StatusCode::BAD_REQUEST,
             "invalid_json",

@@ -78,5 +78,5 @@ async fn prepare(
         .await
         .map_err(|e| format!("{e:#}"))?
         .ok_or_else(|| format!("{event_type} v{version} is not an active event version"))?;
-    ingest::prepare(&route, m.body.as_bytes()).map_err(|e| e.to_string())
+    ingest::prepare(&route, &route.application, m.body.as_bytes()).map_err(|e| e.to_string())
 }

@@ -63,11 +63,15 @@ async fn send(
         .uri(path)
         .header("host", addr.to_string())
         .header("content-type", "application/json")
+        .header("authorization", format!("Bearer {ADMIN_KEY}"))
         .body(Full::new(body))?;
     let response = sender.send_request(request).await?;
     let status = response.status().as_u16();
     Ok((status, response.into_body().collect().await?.to_bytes()))
 }
+
+/// The platform-admin key the benchmarked busway starts with; it both registers and publishes.
+const ADMIN_KEY: &str = "bwk_bench_0123456789abcdef0123456789abcdef";
 
 fn event(target: &str, event_id: &str) -> Bytes {
     Bytes::from(
@@ -258,11 +262,9 @@ fn main() -> anyhow::Result<()> {
         (server.block_on(bare())?, None)
     } else {
         let any = "127.0.0.1:0".parse()?;
-        let running = server.block_on(Running::start(Config::new(
-            data.path().to_path_buf(),
-            any,
-            any,
-        )))?;
+        let mut config = Config::new(data.path().to_path_buf(), any, any);
+        config.admin_key = Some(ADMIN_KEY.into());
+        let running = server.block_on(Running::start(config))?;
         let consumer_addr = if subscriptions > 0 {
             Some(client.block_on(consumer(deliveries.clone()))?)
         } else {

@@ -40,6 +40,9 @@ struct Client {
     http: reqwest::Client,
     portal: String,
     broker: String,
+    /// The key of portal calls (the team's owner key once made) and of broker calls.
+    portal_key: String,
+    producer_key: String,
 }
 
 impl Client {
@@ -49,7 +52,12 @@ impl Client {
         url: String,
         body: Option<&Value>,
     ) -> anyhow::Result<(u16, Value)> {
-        let mut request = self.http.request(method, &url);
+        let key = if url.starts_with(&self.broker) {
+            &self.producer_key
+        } else {
+            &self.portal_key
+        };
+        let mut request = self.http.request(method, &url).bearer_auth(key);
         if let Some(body) = body {
             request = request.json(body);
         }
@@ -95,6 +103,19 @@ impl Client {
     }
 }
 
+/// `POST /keys` with the client's (admin) key; returns the new key.
+async fn make_key(client: &Client, body: Value) -> anyhow::Result<String> {
+    let (status, made) = client
+        .call(
+            reqwest::Method::POST,
+            format!("{}/keys", client.portal),
+            Some(&body),
+        )
+        .await?;
+    ensure!(status == 201, "POST /keys answered {status}: {made}");
+    Ok(made["key"].as_str().context("no key")?.to_string())
+}
+
 fn pretty(value: &Value) -> String {
     serde_json::to_string_pretty(value).unwrap_or_default()
 }
@@ -111,15 +132,37 @@ pub async fn run() -> anyhow::Result<()> {
 }
 
 async fn steps(busway: &Running) -> anyhow::Result<()> {
-    let client = Client {
+    let admin_key = busway
+        .new_admin_key
+        .clone()
+        .context("a new data dir gets a platform-admin key")?;
+    let mut client = Client {
         http: reqwest::Client::new(),
         portal: format!("http://{}", busway.portal_addr),
         broker: format!("http://{}", busway.broker_addr),
+        portal_key: admin_key.clone(),
+        producer_key: String::new(),
     };
     println!(
         "busway demo: portal {} · broker {}\n",
         client.portal, client.broker
     );
+
+    println!("0. Keys: the platform-admin key busway made at its first start");
+    println!("   {admin_key}");
+    println!(
+        "   makes, with POST /keys, an owner key of team logistics and a producer key of its application demo:"
+    );
+    let owner = make_key(&client, json!({"team": "logistics", "role": "owner"})).await?;
+    let producer = make_key(
+        &client,
+        json!({"team": "logistics", "role": "producer", "application": "demo"}),
+    )
+    .await?;
+    println!("   owner    {owner}\n   producer {producer}");
+    client.portal_key = owner;
+    client.producer_key = producer;
+    println!("   every call below carries one of them as Authorization: Bearer <key>\n");
 
     println!("1. POST /events — create scanned_parcel (the seed's schema)");
     let (status, created) = client

@@ -86,6 +86,10 @@ enum Command {
         /// one that some accounts still have.
         #[arg(long, default_value_t = busway_core::claim_check::DEFAULT_MAX_ENTRY_BYTES)]
         max_entry_bytes: usize,
+        /// Accept `http://` subscription targets on loopback although --portal-addr is not a
+        /// loopback address (they are accepted anyway when it is).
+        #[arg(long)]
+        allow_loopback_targets: bool,
     },
     /// Read the embedded queues that SQS subscriptions deliver to.
     #[command(subcommand)]
@@ -102,6 +106,51 @@ enum Command {
     /// The schema registry.
     #[command(subcommand)]
     Registry(RegistryCommand),
+    /// API keys: each belongs to a team and has a role. Works while `busway up` runs on the
+    /// data dir; a new key is printed once, alone on the last line.
+    #[command(subcommand)]
+    Keys(KeysCommand),
+}
+
+#[derive(Subcommand)]
+enum KeysCommand {
+    /// Make a key and print it (it is stored hashed: this is the only time it is shown).
+    Create {
+        #[arg(long, default_value = "./.busway")]
+        data_dir: PathBuf,
+        /// The team the key belongs to.
+        #[arg(long)]
+        team: String,
+        /// platform-admin, owner, producer (needs --application) or consumer.
+        #[arg(long)]
+        role: String,
+        /// The application a producer key publishes as.
+        #[arg(long)]
+        application: Option<String>,
+        /// A producer key's rate limit: events a second on the broker (429 above it).
+        #[arg(long, requires = "application")]
+        rate_limit: Option<u32>,
+        /// How many events above --rate-limit a burst may take (default: the rate).
+        #[arg(long, requires = "rate_limit")]
+        burst: Option<u32>,
+    },
+    /// List the keys (never their secrets) as JSON.
+    List {
+        #[arg(long, default_value = "./.busway")]
+        data_dir: PathBuf,
+    },
+    /// Revoke a key by its id: it stops working within seconds.
+    Revoke {
+        #[arg(long, default_value = "./.busway")]
+        data_dir: PathBuf,
+        id: String,
+    },
+    /// Make a successor of a key and print it; the old key keeps working for 24 hours.
+    Rotate {
+        #[arg(long, default_value = "./.busway")]
+        data_dir: PathBuf,
+        id: String,
+    },
 }
 
 #[derive(Subcommand)]
@@ -172,16 +221,19 @@ fn main() -> ExitCode {
             queue_retention,
             max_event_bytes,
             max_entry_bytes,
+            allow_loopback_targets,
         } => {
             init_logging();
             let mut config = Config::new(data_dir.clone(), portal_addr, broker_addr);
             config.max_event_bytes = max_event_bytes;
             config.max_entry_bytes = max_entry_bytes;
+            config.allow_loopback_targets = allow_loopback_targets;
             config.delivery.lambda_endpoint = lambda_endpoint;
             config.delivery.sqs_endpoint = sqs_endpoint;
             config.retention.events = retention;
             config.retention.dead_letters = dead_letter_retention;
             config.retention.queue_messages = queue_retention;
+            config.admin_key = std::env::var(ADMIN_KEY).ok().filter(|k| !k.is_empty());
             config.synth = synth.then(|| Synth {
                 cdk_app,
                 out: data_dir.join("synth"),
@@ -198,6 +250,7 @@ fn main() -> ExitCode {
             println!("{outcome}");
             ExitCode::from(u8::try_from(outcome.exit_code()).unwrap_or(2))
         }
+        Command::Keys(command) => report(runtime().and_then(|rt| rt.block_on(keys(command)))),
         Command::Registry(RegistryCommand::Restore { data_dir }) => {
             match runtime().and_then(|rt| rt.block_on(restore_registry(&data_dir))) {
                 Ok(true) => ExitCode::SUCCESS,
@@ -265,8 +318,15 @@ fn report(result: anyhow::Result<()>) -> ExitCode {
     }
 }
 
+/// A platform-admin key for `busway up` to accept, so scripts and tests can bootstrap.
+const ADMIN_KEY: &str = "BUSWAY_ADMIN_KEY";
+
 async fn up(config: Config) -> anyhow::Result<()> {
     let running = Running::start(config).await?;
+    if let Some(key) = &running.new_admin_key {
+        println!("a platform-admin key was made for this data dir; it is shown only now:");
+        println!("admin key: {key}");
+    }
     println!("portal: http://{}", running.portal_addr);
     println!("broker: http://{}", running.broker_addr);
     running.wait_for_signal().await
@@ -302,12 +362,68 @@ async fn receive(portal: &str, name: &str, max: u32) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Returns whether every version is in the registry.
-async fn restore_registry(data_dir: &Path) -> anyhow::Result<bool> {
+/// The store of an existing data dir, which `busway up` may be serving.
+fn existing_store(data_dir: &Path) -> anyhow::Result<SqliteStore> {
     let db = data_dir.join("busway.db");
     // Opening would create an empty data dir where a mistyped path points.
     anyhow::ensure!(db.exists(), "no busway data in {}", data_dir.display());
-    let store = SqliteStore::open(&db)?;
+    SqliteStore::open(&db)
+}
+
+async fn keys(command: KeysCommand) -> anyhow::Result<()> {
+    use busway_core::auth::{self, KeyStore, NewKey};
+    let made = match command {
+        KeysCommand::Create {
+            data_dir,
+            team,
+            role,
+            application,
+            rate_limit,
+            burst,
+        } => {
+            let store = existing_store(&data_dir)?;
+            let mut new = NewKey::new(
+                team.parse().map_err(|e| anyhow::anyhow!("--team: {e}"))?,
+                role.parse().map_err(|e| anyhow::anyhow!("--role: {e}"))?,
+                application
+                    .map(|a| a.parse())
+                    .transpose()
+                    .map_err(|e| anyhow::anyhow!("--application: {e}"))?,
+            )
+            .map_err(|e| anyhow::anyhow!("{e}"))?;
+            if let Some(rate) = rate_limit {
+                let limit = auth::RateLimit::new(rate, burst.unwrap_or(rate))
+                    .map_err(|e| anyhow::anyhow!("--rate-limit: {e}"))?;
+                new = new
+                    .with_rate_limit(limit)
+                    .map_err(|e| anyhow::anyhow!("{e}"))?;
+            }
+            auth::create_key(&store, new).await?
+        }
+        KeysCommand::List { data_dir } => {
+            let keys = existing_store(&data_dir)?.list_keys().await?;
+            println!("{}", serde_json::to_string_pretty(&keys)?);
+            return Ok(());
+        }
+        KeysCommand::Revoke { data_dir, id } => {
+            let key = auth::revoke_key(&existing_store(&data_dir)?, &id).await?;
+            println!("{}", serde_json::to_string_pretty(&key)?);
+            return Ok(());
+        }
+        KeysCommand::Rotate { data_dir, id } => {
+            let store = existing_store(&data_dir)?;
+            auth::rotate_key(&store, &id, auth::ROTATION_OVERLAP).await?
+        }
+    };
+    let (key, secret) = made;
+    println!("{}", serde_json::to_string_pretty(&key)?);
+    println!("{secret}");
+    Ok(())
+}
+
+/// Returns whether every version is in the registry.
+async fn restore_registry(data_dir: &Path) -> anyhow::Result<bool> {
+    let store = existing_store(data_dir)?;
     // Reading the backup bucket never starts provisioning, so nothing listens to the starter.
     let (starter, _) = LocalStarter::new();
     let objects = FolderObjectStore::new(data_dir.join("buckets"), Arc::new(starter))?;

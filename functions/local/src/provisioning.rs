@@ -120,9 +120,11 @@ impl LocalBuilder {
         match doc {
             DeployDoc::Producer(p) => match p.action {
                 DeployAction::Deploy => {
+                    let writers = self.store.writers(&p.event_type).await?;
                     self.routes
                         .insert(
                             p.application.clone(),
+                            writers,
                             p.event_type.clone(),
                             p.version,
                             &p.schema,

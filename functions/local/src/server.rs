@@ -49,6 +49,12 @@ pub struct Config {
     pub request_timeout: Duration,
     /// Requests each server serves at once; the others wait for a turn within their timeout.
     pub max_concurrent_requests: usize,
+    /// `BUSWAY_ADMIN_KEY`: a platform-admin key to accept; without it, one is made on the first
+    /// start and shown once (`Running::new_admin_key`).
+    pub admin_key: Option<String>,
+    /// `--allow-loopback-targets`: accept `http://` loopback targets although the portal
+    /// listens beyond loopback.
+    pub allow_loopback_targets: bool,
 }
 
 impl Config {
@@ -67,6 +73,8 @@ impl Config {
             claim_check_sweep_interval: Duration::from_secs(3600),
             request_timeout: REQUEST_TIMEOUT,
             max_concurrent_requests: MAX_CONCURRENT_REQUESTS,
+            admin_key: None,
+            allow_loopback_targets: false,
         }
     }
 }
@@ -75,6 +83,8 @@ impl Config {
 pub struct Running {
     pub portal_addr: SocketAddr,
     pub broker_addr: SocketAddr,
+    /// The platform-admin key this start made, when the data dir had none.
+    pub new_admin_key: Option<String>,
     stop: watch::Sender<bool>,
     tasks: JoinSet<()>,
     router: Arc<Router>,
@@ -91,6 +101,9 @@ impl Running {
         STORE.check(&db)?;
         EVENT_LOG.check(&log)?;
         let store = SqliteStore::open(&db)?;
+        let new_admin_key = busway_core::auth::bootstrap_admin(&store, config.admin_key.as_deref())
+            .await
+            .context("setting up the platform-admin key")?;
         let (starter, notifications) = LocalStarter::new();
         let starter = Arc::new(starter);
         let buckets = dir.join("buckets");
@@ -109,10 +122,15 @@ impl Running {
 
         let routes = Arc::new(LiveRoutes::default());
         for (application, event_type, version, schema) in store.routes().await? {
+            let writers = match event_type.parse() {
+                Ok(name) => store.writers(&name).await?,
+                Err(_) => Vec::new(),
+            };
             let restored = (|| -> anyhow::Result<()> {
                 routes
                     .insert(
                         application.parse()?,
+                        writers,
                         event_type.parse()?,
                         busway_core::Version::new(version)?,
                         &schema,
@@ -132,7 +150,12 @@ impl Running {
             objects: objects.clone(),
             deliveries: Some(router.clone()),
             provisioning: starter.clone(),
+            keys: shared.clone(),
+            secrets: shared.clone(),
+            allow_loopback_targets: config.allow_loopback_targets
+                || config.portal_addr.ip().is_loopback(),
         });
+        let key_auth = busway_http::auth::KeyAuth::new(shared.clone());
         let machine = provisioning::state_machine()?;
         let provisioning_tasks = LocalTasks {
             provisioner: Provisioner {
@@ -187,6 +210,10 @@ impl Running {
         tasks.spawn(serve(
             portal_listener,
             busway_portal::router(portal)
+                .layer(axum::middleware::from_fn_with_state(
+                    key_auth.clone(),
+                    busway_http::auth::key_auth,
+                ))
                 .merge(queues::router(store))
                 .merge(claim_checks::router(folders)),
             limits,
@@ -201,7 +228,11 @@ impl Running {
                     bus,
                 },
                 config.max_event_bytes,
-            ),
+            )
+            .layer(axum::middleware::from_fn_with_state(
+                key_auth.rate_limited(),
+                busway_http::auth::key_auth,
+            )),
             limits,
             stopped,
         ));
@@ -209,6 +240,7 @@ impl Running {
         Ok(Self {
             portal_addr,
             broker_addr,
+            new_admin_key,
             stop,
             tasks,
             router,

@@ -22,6 +22,7 @@ use serde_json::Value;
 
 use crate::migrations::STORE;
 
+mod keys;
 mod retention;
 mod retries;
 pub use retries::{Failed, Failure, ScheduledRetry};

@@ -11,6 +11,7 @@ use std::time::Duration;
 use anyhow::{Context, anyhow, bail};
 use busway_core::deploy::ConsumerDeploy;
 use busway_core::subscription::ConsumerConnection;
+use busway_core::webhook::{self, SigningSecrets};
 
 use crate::delivery::DeliveryConfig;
 use crate::eventlog::Logged;
@@ -19,9 +20,17 @@ use crate::store::SqliteStore;
 /// Where a subscription's events go.
 #[derive(Debug, Clone)]
 pub enum Target {
-    Http { url: reqwest::Url },
-    Lambda { invoke_url: reqwest::Url },
-    Queue { name: String },
+    /// Signed with the subscription's secrets (Standard Webhooks).
+    Http {
+        url: reqwest::Url,
+        subscription_id: String,
+    },
+    Lambda {
+        invoke_url: reqwest::Url,
+    },
+    Queue {
+        name: String,
+    },
     Sqs(SqsQueue),
 }
 
@@ -174,6 +183,7 @@ impl Target {
                     .connection_string
                     .parse()
                     .context("connection string is not a URL")?,
+                subscription_id: doc.subscription_id.clone(),
             }),
             ConsumerConnection::Lambda => {
                 let Some(endpoint) = &config.lambda_endpoint else {
@@ -393,23 +403,62 @@ impl Client {
                 .unwrap_or_else(|| {
                     Err(AttemptError::retryable("SendMessageBatch answered nothing"))
                 }),
-            Target::Http { url } => {
+            Target::Http {
+                url,
+                subscription_id,
+            } => {
                 check_ssrf(url).await?;
-                self.post(url, event, false).await
+                let headers = self.signature(subscription_id, event).await?;
+                self.post(url, event, headers, false).await
             }
-            Target::Lambda { invoke_url } => self.post(invoke_url, event, true).await,
+            Target::Lambda { invoke_url } => self.post(invoke_url, event, Vec::new(), true).await,
         }
+    }
+
+    /// The Standard Webhooks headers of one attempt: the event's id (the same on every attempt),
+    /// now, and a signature per valid secret of the subscription.
+    async fn signature(
+        &self,
+        subscription_id: &str,
+        event: &Logged,
+    ) -> Result<Vec<(&'static str, String)>, AttemptError> {
+        let secrets = self
+            .store
+            .signing_secrets(subscription_id)
+            .await
+            .map_err(|e| AttemptError::retryable(format!("reading the signing secrets: {e}")))?;
+        if secrets.is_empty() {
+            return Ok(Vec::new());
+        }
+        #[derive(serde::Deserialize)]
+        struct Id<'a> {
+            id: &'a str,
+        }
+        let id = serde_json::from_str::<Id>(&event.json)
+            .map(|e| e.id.to_string())
+            .unwrap_or_else(|_| event.seq.to_string());
+        let now = busway_core::now();
+        let signature = webhook::signature_header(&secrets, now, &id, event.json.as_bytes())
+            .map_err(AttemptError::fatal)?;
+        Ok(vec![
+            (webhook::ID_HEADER, id),
+            (webhook::TIMESTAMP_HEADER, now.unix_timestamp().to_string()),
+            (webhook::SIGNATURE_HEADER, signature),
+        ])
     }
 
     async fn post(
         &self,
         url: &reqwest::Url,
         event: &Logged,
+        headers: Vec<(&'static str, String)>,
         lambda: bool,
     ) -> Result<(), AttemptError> {
-        let response = self
-            .http
-            .post(url.clone())
+        let mut request = self.http.post(url.clone());
+        for (name, value) in headers {
+            request = request.header(name, value);
+        }
+        let response = request
             .header("content-type", "application/json")
             .body(event.json.to_string())
             .timeout(self.timeout)

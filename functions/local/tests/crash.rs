@@ -47,6 +47,7 @@ impl Busway {
                 "127.0.0.1:0",
             ])
             .env("RUST_LOG", "warn")
+            .env("BUSWAY_ADMIN_KEY", ADMIN_KEY)
             .stdout(Stdio::piped())
             .stderr(log_file)
             .spawn()
@@ -253,8 +254,19 @@ async fn deploy_subscription(http: &reqwest::Client, busway: &Busway, subscriber
     deployed(http, busway, &created).await;
 }
 
+/// The platform-admin key busway runs with; it registers and publishes.
+const ADMIN_KEY: &str = "bwk_crash_test_0123456789abcdef0123456789";
+
 fn http_client() -> reqwest::Client {
+    let mut headers = reqwest::header::HeaderMap::new();
+    headers.insert(
+        reqwest::header::AUTHORIZATION,
+        format!("Bearer {ADMIN_KEY}")
+            .parse()
+            .expect("a header value"),
+    );
     reqwest::Client::builder()
+        .default_headers(headers)
         .timeout(Duration::from_secs(5))
         .build()
         .expect("an HTTP client")

@@ -9,6 +9,23 @@ use serde_json::{Value, json};
 
 const TIMEOUT: Duration = Duration::from_secs(15);
 
+/// A client that sends the platform-admin key busway made at its first start.
+fn admin_client(busway: &Running) -> reqwest::Client {
+    let key = busway
+        .new_admin_key
+        .as_deref()
+        .expect("a new data dir gets a platform-admin key");
+    let mut headers = reqwest::header::HeaderMap::new();
+    headers.insert(
+        reqwest::header::AUTHORIZATION,
+        format!("Bearer {key}").parse().expect("a header value"),
+    );
+    reqwest::Client::builder()
+        .default_headers(headers)
+        .build()
+        .expect("an HTTP client")
+}
+
 async fn call(http: &reqwest::Client, url: String, body: &Value) -> Value {
     let response = http
         .post(&url)
@@ -53,7 +70,7 @@ async fn queue_with_two_events() -> (Running, tempfile::TempDir, Vec<String>) {
         .await
         .expect("busway starts");
     let portal = format!("http://{}", busway.portal_addr);
-    let http = reqwest::Client::new();
+    let http = admin_client(&busway);
     let created = call(
         &http,
         format!("{portal}/events"),

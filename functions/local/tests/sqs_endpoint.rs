@@ -30,6 +30,23 @@ impl Drop for Moto {
     }
 }
 
+/// A client that sends the platform-admin key busway made at its first start.
+fn admin_client(busway: &Running) -> reqwest::Client {
+    let key = busway
+        .new_admin_key
+        .as_deref()
+        .expect("a new data dir gets a platform-admin key");
+    let mut headers = reqwest::header::HeaderMap::new();
+    headers.insert(
+        reqwest::header::AUTHORIZATION,
+        format!("Bearer {key}").parse().expect("a header value"),
+    );
+    reqwest::Client::builder()
+        .default_headers(headers)
+        .build()
+        .expect("an HTTP client")
+}
+
 async fn start_moto() -> Moto {
     let port = TcpListener::bind("127.0.0.1:0")
         .expect("a free port")
@@ -133,7 +150,7 @@ async fn sqs_subscriptions_send_matching_events_to_an_sqs_api_server() {
         format!("http://{}", busway.portal_addr),
         format!("http://{}", busway.broker_addr),
     );
-    let http = reqwest::Client::new();
+    let http = admin_client(&busway);
 
     let event_type = json!({"application": "demo", "event_type": "scanned_parcel", "description": "d", "connection_type": "HTTPS",
         "data": {"type": "object", "properties": {"n": {"type": "integer"}}, "required": ["n"]}});

@@ -10,11 +10,16 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
+use busway_core::auth::{self, Caller, NewKey, Role};
 use busway_core::deployment::Deployment;
 use busway_core::page::{self, Page, PageRequest};
-use busway_core::portal::{CreateEvent, NewVersion, Portal, PortalError, Subscribe};
+use busway_core::portal::{
+    CreateEvent, NewVersion, Portal, PortalError, Subscribe, SubscriptionView,
+};
+use busway_core::subscription::Subscription;
 use busway_core::subscription::SubscriptionFilter;
 use busway_core::{EventTypeName, FieldError, Version};
+use busway_http::auth::Authenticated;
 use busway_http::{ApiError, JsonBody, MAX_BODY_BYTES};
 use serde::Serialize;
 use serde_json::{Value, json};
@@ -33,10 +38,14 @@ pub fn router(portal: Arc<Portal>) -> Router {
             get(get_subscription).delete(unsubscribe),
         )
         .route("/subscriptions/{id}/dead-letters", get(dead_letters))
+        .route("/subscriptions/{id}/secret/rotate", post(rotate_secret))
         .route("/subscriptions/{id}/dead-letters/redrive", post(redrive))
         .route("/deployments", get(list_deployments))
         .route("/deployments/{id}", get(get_deployment))
         .route("/deployments/{id}/retry", post(retry_deployment))
+        .route("/keys", get(list_keys).post(create_key))
+        .route("/keys/{id}/revoke", post(revoke_key))
+        .route("/keys/{id}/rotate", post(rotate_key))
         .fallback(busway_http::not_found_fallback)
         .method_not_allowed_fallback(busway_http::method_not_allowed_fallback)
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
@@ -70,6 +79,7 @@ impl From<PortalError> for Error {
                 format!("{what} already exists"),
             ),
             PortalError::Conflict(why) => ApiError::new(StatusCode::CONFLICT, "conflict", why),
+            PortalError::Forbidden(why) => ApiError::forbidden(why),
             PortalError::Unavailable(why) => {
                 tracing::warn!(%why, "store unavailable");
                 ApiError::new(
@@ -156,9 +166,15 @@ fn parse_param<T: std::str::FromStr<Err = E>, E: std::fmt::Display>(
 
 async fn create_event(
     State(portal): Portal_,
+    Authenticated(caller): Authenticated,
     JsonBody(body): JsonBody,
 ) -> Result<(StatusCode, Json<Value>)> {
-    let req = CreateEvent::from_json(&body)?;
+    caller.require(
+        matches!(caller.role, Role::Owner | Role::PlatformAdmin),
+        || "register event types (owner or platform-admin keys do)".into(),
+    )?;
+    let mut req = CreateEvent::from_json(&body)?;
+    req.team = Some(caller.team.clone());
     let (event, deployment) = portal.create_event(req).await?;
     Ok((
         StatusCode::CREATED,
@@ -168,6 +184,7 @@ async fn create_event(
 
 async fn list_events(
     State(portal): Portal_,
+    Authenticated(_): Authenticated,
     q: std::result::Result<Query<HashMap<String, String>>, QueryRejection>,
 ) -> Result<Json<Value>> {
     let params = query(q, &["limit", "next_token"])?;
@@ -203,6 +220,7 @@ fn paged<T: serde::Serialize>(name: &str, page: Page<T>) -> Value {
 
 async fn get_event(
     State(portal): Portal_,
+    Authenticated(_): Authenticated,
     p: std::result::Result<Path<String>, PathRejection>,
 ) -> Result<Json<Value>> {
     let name = event_type(&path(p)?)?;
@@ -211,10 +229,12 @@ async fn get_event(
 
 async fn add_version(
     State(portal): Portal_,
+    Authenticated(caller): Authenticated,
     p: std::result::Result<Path<String>, PathRejection>,
     JsonBody(body): JsonBody,
 ) -> Result<(StatusCode, Json<Value>)> {
     let name = event_type(&path(p)?)?;
+    manage_event(&portal, &caller, &name).await?;
     let req = NewVersion::from_json(&body)?;
     let (version, deployment) = portal.add_version(&name, req).await?;
     Ok((
@@ -225,6 +245,7 @@ async fn add_version(
 
 async fn get_version(
     State(portal): Portal_,
+    Authenticated(_): Authenticated,
     p: std::result::Result<Path<(String, String)>, PathRejection>,
 ) -> Result<Json<Value>> {
     let (name, raw_version) = path(p)?;
@@ -235,10 +256,12 @@ async fn get_version(
 
 async fn delete_version(
     State(portal): Portal_,
+    Authenticated(caller): Authenticated,
     p: std::result::Result<Path<(String, String)>, PathRejection>,
 ) -> Result<(StatusCode, Json<Value>)> {
     let (name, raw_version) = path(p)?;
     let name = event_type(&name)?;
+    manage_event(&portal, &caller, &name).await?;
     let v = version(&name, &raw_version)?;
     let deployment = portal.delete_version(&name, v).await?;
     Ok((
@@ -249,18 +272,37 @@ async fn delete_version(
 
 async fn subscribe(
     State(portal): Portal_,
+    Authenticated(caller): Authenticated,
     JsonBody(body): JsonBody,
 ) -> Result<(StatusCode, Json<Value>)> {
-    let req = Subscribe::from_json(&body)?;
+    caller.require(caller.role != Role::Producer, || {
+        "subscribe (owner, consumer or platform-admin keys do)".into()
+    })?;
+    let mut req = Subscribe::from_json(&body)?;
+    let event = portal.get_event_type(&req.event_type).await?;
+    caller.require(
+        caller.is_admin() || event.event.is_reader(&caller.team),
+        || {
+            format!(
+                "subscribe to {}: the team is not among its readers",
+                req.event_type
+            )
+        },
+    )?;
+    req.team = Some(caller.team.clone());
     let (subscription, deployment) = portal.subscribe(req).await?;
-    Ok((
-        StatusCode::CREATED,
-        Json(with_deployment(subscription, &deployment)),
-    ))
+    let secret = portal.issue_secret(&subscription).await?;
+    let mut answer = with_deployment(subscription, &deployment);
+    if let Some(secret) = secret {
+        // Shown here only: deliveries are signed with it (Standard Webhooks).
+        answer["secret"] = Value::String(secret);
+    }
+    Ok((StatusCode::CREATED, Json(answer)))
 }
 
 async fn list_subscriptions(
     State(portal): Portal_,
+    Authenticated(caller): Authenticated,
     q: std::result::Result<Query<HashMap<String, String>>, QueryRejection>,
 ) -> Result<Json<Value>> {
     let params = query(
@@ -281,20 +323,29 @@ async fn list_subscriptions(
     };
     let page = page_of(&params, &mut errors);
     let filter = errors.into_result(filter)?;
+    let found = portal.list_subscriptions(&filter, &page).await?;
+    let items = found.items.iter().map(|s| subscription_json(&caller, s));
     Ok(Json(paged(
         "subscriptions",
-        portal.list_subscriptions(&filter, &page).await?,
+        Page {
+            items: items.collect(),
+            next: found.next,
+        },
     )))
 }
 
 async fn get_subscription(
     State(portal): Portal_,
+    Authenticated(caller): Authenticated,
     p: std::result::Result<Path<String>, PathRejection>,
 ) -> Result<Json<Value>> {
     let id = path(p)?;
     let view = portal.subscription_view(&id).await?;
+    let mut value = subscription_json(&caller, &view);
+    if !caller.belongs_to(view.subscription.team.as_ref()) {
+        return Ok(Json(value));
+    }
     let stats = portal.delivery_stats(&view.subscription).await?;
-    let mut value = json!(view);
     // `delivery` holds the subscription's delivery settings and, where this host counts them,
     // what its deliveries did.
     if let (Some(delivery), Some(stats)) = (
@@ -309,10 +360,12 @@ async fn get_subscription(
 
 async fn dead_letters(
     State(portal): Portal_,
+    Authenticated(caller): Authenticated,
     p: std::result::Result<Path<String>, PathRejection>,
     q: std::result::Result<Query<HashMap<String, String>>, QueryRejection>,
 ) -> Result<Json<Value>> {
     let id = path(p)?;
+    act_for_subscription(&portal, &caller, &id, "read the dead letters of").await?;
     let params = query(q, &["limit", "next_token"])?;
     let mut errors = busway_core::ValidationErrors::default();
     let page = page_of(&params, &mut errors);
@@ -325,18 +378,33 @@ async fn dead_letters(
 
 async fn redrive(
     State(portal): Portal_,
+    Authenticated(caller): Authenticated,
     p: std::result::Result<Path<String>, PathRejection>,
 ) -> Result<(StatusCode, Json<Value>)> {
     let id = path(p)?;
+    act_for_subscription(&portal, &caller, &id, "redrive").await?;
     let count = portal.redrive(&id).await?;
     Ok((StatusCode::ACCEPTED, Json(json!({"redriving": count}))))
 }
 
-async fn unsubscribe(
+async fn rotate_secret(
     State(portal): Portal_,
+    Authenticated(caller): Authenticated,
     p: std::result::Result<Path<String>, PathRejection>,
 ) -> Result<(StatusCode, Json<Value>)> {
     let id = path(p)?;
+    act_for_subscription(&portal, &caller, &id, "rotate the secret of").await?;
+    let secret = portal.rotate_secret(&id).await?;
+    Ok((StatusCode::CREATED, Json(json!({"secret": secret}))))
+}
+
+async fn unsubscribe(
+    State(portal): Portal_,
+    Authenticated(caller): Authenticated,
+    p: std::result::Result<Path<String>, PathRejection>,
+) -> Result<(StatusCode, Json<Value>)> {
+    let id = path(p)?;
+    act_for_subscription(&portal, &caller, &id, "delete").await?;
     let deployment = portal.unsubscribe(&id).await?;
     Ok((
         StatusCode::ACCEPTED,
@@ -346,6 +414,7 @@ async fn unsubscribe(
 
 async fn get_deployment(
     State(portal): Portal_,
+    Authenticated(_): Authenticated,
     p: std::result::Result<Path<String>, PathRejection>,
 ) -> Result<Json<Value>> {
     let id = path(p)?;
@@ -354,15 +423,27 @@ async fn get_deployment(
 
 async fn retry_deployment(
     State(portal): Portal_,
+    Authenticated(caller): Authenticated,
     p: std::result::Result<Path<String>, PathRejection>,
 ) -> Result<(StatusCode, Json<Value>)> {
     let id = path(p)?;
+    let deployment = portal.deployment(&id).await?;
+    match (&deployment.subscription_id, &deployment.event_type) {
+        (Some(subscription), _) => {
+            act_for_subscription(&portal, &caller, subscription, "retry deployments of").await?;
+        }
+        (None, Some(name)) => manage_event(&portal, &caller, name).await?,
+        (None, None) => caller.require(caller.is_admin(), || {
+            format!("retry deployment {id}, which names no event type")
+        })?,
+    }
     let deployment = portal.retry_deployment(&id).await?;
     Ok((StatusCode::ACCEPTED, Json(json!(deployment))))
 }
 
 async fn list_deployments(
     State(portal): Portal_,
+    Authenticated(_): Authenticated,
     q: std::result::Result<Query<HashMap<String, String>>, QueryRejection>,
 ) -> Result<Json<Value>> {
     let params = query(q, &["event_type", "limit", "next_token"])?;
@@ -374,6 +455,99 @@ async fn list_deployments(
         "deployments",
         portal.list_deployments(event_type.as_ref(), &page).await?,
     )))
+}
+
+/// Owners of the event type's team and platform admins change it and its versions.
+async fn manage_event(portal: &Portal, caller: &Caller, name: &EventTypeName) -> Result<()> {
+    let event = portal.get_event_type(name).await?;
+    caller.require(caller.manages(event.event.team.as_ref()), || {
+        format!("change event type {name}: its owning team's owner keys do")
+    })?;
+    Ok(())
+}
+
+/// The subscription's team (any key of it but a producer's) and platform admins act for it.
+async fn act_for_subscription(
+    portal: &Portal,
+    caller: &Caller,
+    id: &str,
+    what: &str,
+) -> Result<Subscription> {
+    let subscription = portal.existing_subscription(id).await?;
+    caller.require(
+        caller.role != Role::Producer && caller.belongs_to(subscription.team.as_ref()),
+        || format!("{what} subscription {id}: it belongs to another team"),
+    )?;
+    Ok(subscription)
+}
+
+/// A subscription as `caller` may see it: other teams' without where it delivers.
+fn subscription_json(caller: &Caller, view: &SubscriptionView) -> Value {
+    let mut value = json!(view);
+    if !caller.belongs_to(view.subscription.team.as_ref())
+        && let Some(fields) = value.as_object_mut()
+    {
+        fields.remove("connection_string");
+    }
+    value
+}
+
+fn admin(caller: &Caller) -> Result<()> {
+    caller.require(caller.is_admin(), || {
+        "manage keys (platform-admin keys do)".into()
+    })?;
+    Ok(())
+}
+
+async fn list_keys(
+    State(portal): Portal_,
+    Authenticated(caller): Authenticated,
+) -> Result<Json<Value>> {
+    admin(&caller)?;
+    Ok(Json(
+        json!({"keys": portal.keys.list_keys().await.map_err(PortalError::from)?}),
+    ))
+}
+
+/// A key's record with its secret, which no later answer shows.
+fn with_secret(key: &auth::ApiKey, secret: String) -> Value {
+    let mut value = json!(key);
+    value["key"] = Value::String(secret);
+    value
+}
+
+async fn create_key(
+    State(portal): Portal_,
+    Authenticated(caller): Authenticated,
+    JsonBody(body): JsonBody,
+) -> Result<(StatusCode, Json<Value>)> {
+    admin(&caller)?;
+    let new = NewKey::from_json(&body)?;
+    let (key, secret) = auth::create_key(portal.keys.as_ref(), new).await?;
+    Ok((StatusCode::CREATED, Json(with_secret(&key, secret))))
+}
+
+async fn revoke_key(
+    State(portal): Portal_,
+    Authenticated(caller): Authenticated,
+    p: std::result::Result<Path<String>, PathRejection>,
+) -> Result<Json<Value>> {
+    admin(&caller)?;
+    let id = path(p)?;
+    Ok(Json(json!(
+        auth::revoke_key(portal.keys.as_ref(), &id).await?
+    )))
+}
+
+async fn rotate_key(
+    State(portal): Portal_,
+    Authenticated(caller): Authenticated,
+    p: std::result::Result<Path<String>, PathRejection>,
+) -> Result<(StatusCode, Json<Value>)> {
+    admin(&caller)?;
+    let id = path(p)?;
+    let (key, secret) = auth::rotate_key(portal.keys.as_ref(), &id, auth::ROTATION_OVERLAP).await?;
+    Ok((StatusCode::CREATED, Json(with_secret(&key, secret))))
 }
 
 #[cfg(test)]

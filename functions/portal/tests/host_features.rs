@@ -24,6 +24,9 @@ async fn without_a_delivery_store_dead_letters_are_not_available_and_delivery_co
         objects: with.objects.clone(),
         deliveries: None,
         provisioning: with.provisioning.clone(),
+        keys: with.keys.clone(),
+        secrets: with.secrets.clone(),
+        allow_loopback_targets: false,
     });
     let event = json!({"event_type": "scanned_parcel", "application": "parcel_tracking",
         "description": "A parcel was scanned", "connection_type": "HTTPS",

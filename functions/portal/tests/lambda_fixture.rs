@@ -73,11 +73,11 @@ async fn answer(response: Response) -> Answer {
 
 /// The request the portal Lambda hands to the router: parsed by `lambda_http`, which puts the
 /// stage back in front of the path (`/prod/events`), then taken off again by the bin's own
-/// `busway_http::lambda::run`.
+/// `busway_http::lambda::run`, with the caller its Lambda authorizer named in the context.
 fn lambda_request(event: &str) -> lambda_http::Request {
-    busway_http::lambda::without_stage(
+    busway_http::lambda::with_caller(busway_http::lambda::without_stage(
         lambda_http::request::from_str(event).expect("a valid API Gateway REST proxy event"),
-    )
+    ))
 }
 
 /// An API Gateway REST event for any request, derived from the POST fixture (a `{proxy+}`
@@ -123,12 +123,15 @@ fn plain_request(
     } else {
         format!("{path}?{}", query.join("&"))
     };
-    Request::builder()
+    let mut request = Request::builder()
         .method(method)
         .uri(uri)
         .header("content-type", "application/json")
         .body(body.map_or_else(Body::empty, |b| Body::from(b.to_string())))
-        .expect("a valid request")
+        .expect("a valid request");
+    // The local host's key layer names the same caller the fixtures' authorizer does.
+    request.extensions_mut().insert(support::admin());
+    request
 }
 
 fn seed_body() -> String {

@@ -81,6 +81,9 @@ fn setup(codebuild: &[&Rule]) -> Setup {
             starter: SfnStarter::new(sfn.clone(), MACHINE),
             buckets: buckets(),
         }),
+        keys: Arc::new(store.clone()),
+        secrets: Arc::new(store.clone()),
+        allow_loopback_targets: false,
     };
     Setup {
         handler,

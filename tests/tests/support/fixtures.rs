@@ -179,12 +179,15 @@ pub async fn call(
     path: &str,
     body: Option<&Value>,
 ) -> (u16, Value) {
-    let request = Request::builder()
+    let mut request = Request::builder()
         .method(method)
         .uri(path)
         .header("content-type", "application/json")
         .body(body.map_or_else(Body::empty, |b| Body::from(b.to_string())))
         .expect("a request");
+    request
+        .extensions_mut()
+        .insert(busway_tests::admin_caller());
     let response = app.clone().oneshot(request).await.expect("an answer");
     let status = response.status().as_u16();
     let bytes = axum::body::to_bytes(response.into_body(), usize::MAX)
@@ -209,11 +212,14 @@ pub fn lambda_portal(account: &Account, registry_dir: &Path) -> (Host, axum::Rou
     let provisioning = SfnProvisioning::for_host(&host, account.state_machine_arn());
     let portal = busway_portal::router(Arc::new(Portal {
         store: store.clone(),
-        deployments: store,
+        deployments: store.clone(),
         registry: Arc::new(registry),
         objects: host.objects(),
         deliveries: None,
         provisioning: Arc::new(provisioning),
+        keys: store.clone(),
+        secrets: store,
+        allow_loopback_targets: false,
     }));
     (host, portal)
 }

@@ -6,6 +6,7 @@
 //! optimistic locking are conditions on the items written; when a condition fails, the adapter
 //! reads what is there (strongly consistent) to say why, as the embedded store does.
 
+mod api_keys;
 mod item;
 mod keys;
 

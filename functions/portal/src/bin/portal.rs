@@ -15,13 +15,17 @@ async fn main() -> Result<(), lambda_http::Error> {
     let store = host.store();
     let portal = Portal {
         store: store.clone(),
-        deployments: store,
+        deployments: store.clone(),
         registry: host.registry()?,
         objects: host.objects(),
         // EventBridge keeps deliveries: CloudWatch metrics and each rule's dead-letter queue.
         deliveries: None,
         // A retried deployment's document is provisioned again as its S3 notification would be.
         provisioning: Arc::new(SfnProvisioning::for_host(&host, state_machine_arn)),
+        keys: store.clone(),
+        secrets: store,
+        // A Lambda function reaches no consumer on its own loopback.
+        allow_loopback_targets: false,
     };
     busway_http::lambda::run(busway_portal::router(Arc::new(portal))).await
 }

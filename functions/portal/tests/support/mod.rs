@@ -7,6 +7,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use async_trait::async_trait;
 use axum::body::Body;
 use axum::http::{Request, StatusCode};
+use busway_core::auth::{ApiKey, Caller, KeyStore, Role};
 use busway_core::deployment::Deployment;
 use busway_core::event::{EventType, EventVersion, VersionState};
 use busway_core::page::{Page, PageRequest};
@@ -16,6 +17,7 @@ use busway_core::ports::{
     ProvisioningStarter, SchemaRegistry, StoreError,
 };
 use busway_core::subscription::{Subscription, SubscriptionFilter, SubscriptionState};
+use busway_core::webhook::{SigningSecret, SigningSecrets};
 use busway_core::{EventTypeName, Version};
 use serde_json::Value;
 use tower::ServiceExt;
@@ -31,6 +33,9 @@ struct State {
     objects: HashMap<(Bucket, String), Vec<u8>>,
     /// What provisioning was asked to start again, in order.
     started: Vec<(Bucket, String)>,
+    /// API keys by hash.
+    keys: Vec<(String, ApiKey)>,
+    signing_secrets: HashMap<String, Vec<SigningSecret>>,
 }
 
 /// Every port in one place: one lock makes each multi-record write all-or-nothing, as the
@@ -85,6 +90,9 @@ pub fn portal() -> (Arc<Portal>, Arc<Memory>) {
         objects: memory.clone(),
         deliveries: Some(memory.clone()),
         provisioning: memory.clone(),
+        keys: memory.clone(),
+        secrets: memory.clone(),
+        allow_loopback_targets: false,
     };
     (Arc::new(portal), memory)
 }
@@ -461,18 +469,29 @@ impl Deliveries for Memory {
 
 /// One request through the portal router, as a client sees it: the status and the JSON body
 /// (null when there is none).
+/// The caller of `call`: a platform admin, whom every route lets through.
+pub fn admin() -> Caller {
+    Caller {
+        key_id: "key_admin".into(),
+        team: "platform".parse().expect("a team"),
+        role: Role::PlatformAdmin,
+        application: None,
+    }
+}
+
 pub async fn call(
     portal: &Arc<Portal>,
     method: &str,
     path: &str,
     body: Option<Value>,
 ) -> (StatusCode, Value) {
-    let request = Request::builder()
+    let mut request = Request::builder()
         .method(method)
         .uri(path)
         .header("content-type", "application/json")
         .body(body.map_or_else(Body::empty, |b| Body::from(b.to_string())))
         .expect("a valid request");
+    request.extensions_mut().insert(admin());
     let response = busway_portal::router(portal.clone())
         .oneshot(request)
         .await
@@ -485,4 +504,72 @@ pub async fn call(
         status,
         serde_json::from_slice(&bytes).unwrap_or(Value::Null),
     )
+}
+
+#[async_trait]
+impl KeyStore for Memory {
+    async fn put_key(&self, key: &ApiKey, hash: &str) -> Result<(), StoreError> {
+        let mut state = self.state();
+        if state.keys.iter().any(|(h, k)| h == hash || k.id == key.id) {
+            return Err(StoreError::AlreadyExists(format!("key {}", key.id)));
+        }
+        state.keys.push((hash.to_string(), key.clone()));
+        Ok(())
+    }
+
+    async fn key_by_hash(&self, hash: &str) -> Result<Option<ApiKey>, StoreError> {
+        let state = self.state();
+        Ok(state
+            .keys
+            .iter()
+            .find(|(h, _)| h == hash)
+            .map(|(_, k)| k.clone()))
+    }
+
+    async fn get_key(&self, id: &str) -> Result<Option<ApiKey>, StoreError> {
+        let state = self.state();
+        Ok(state
+            .keys
+            .iter()
+            .find(|(_, k)| k.id == id)
+            .map(|(_, k)| k.clone()))
+    }
+
+    async fn list_keys(&self) -> Result<Vec<ApiKey>, StoreError> {
+        Ok(self.state().keys.iter().map(|(_, k)| k.clone()).collect())
+    }
+
+    async fn update_key(&self, key: &ApiKey) -> Result<(), StoreError> {
+        let mut state = self.state();
+        let stored = state
+            .keys
+            .iter_mut()
+            .find(|(_, k)| k.id == key.id)
+            .ok_or_else(|| StoreError::NotFound(format!("key {}", key.id)))?;
+        stored.1 = key.clone();
+        Ok(())
+    }
+}
+
+#[async_trait]
+impl SigningSecrets for Memory {
+    async fn signing_secrets(&self, id: &str) -> Result<Vec<SigningSecret>, StoreError> {
+        Ok(self
+            .state()
+            .signing_secrets
+            .get(id)
+            .cloned()
+            .unwrap_or_default())
+    }
+
+    async fn put_signing_secrets(
+        &self,
+        id: &str,
+        secrets: &[SigningSecret],
+    ) -> Result<(), StoreError> {
+        self.state()
+            .signing_secrets
+            .insert(id.to_string(), secrets.to_vec());
+        Ok(())
+    }
 }
