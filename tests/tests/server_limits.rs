@@ -19,13 +19,13 @@ fn address(url: &str) -> String {
         .to_string()
 }
 
-/// A POST to `path` that sends its headers and the start of its body, then waits.
-async fn stalled_post(url: &str, path: &str) -> TcpStream {
+/// A POST to `path` with `key` that sends its headers and the start of its body, then waits.
+async fn stalled_post(url: &str, path: &str, key: &str) -> TcpStream {
     let addr = address(url);
     let mut stream = TcpStream::connect(&addr).await.expect("connects");
     let head = format!(
-        "POST {path} HTTP/1.1\r\nHost: {addr}\r\nContent-Type: application/json\r\n\
-         Content-Length: {BODY_BYTES}\r\n\r\n{FIRST_PART}"
+        "POST {path} HTTP/1.1\r\nHost: {addr}\r\nAuthorization: Bearer {key}\r\n\
+         Content-Type: application/json\r\nContent-Length: {BODY_BYTES}\r\n\r\n{FIRST_PART}"
     );
     stream.write_all(head.as_bytes()).await.expect("sent");
     stream
@@ -59,7 +59,7 @@ async fn a_request_that_outlasts_the_timeout_is_answered_408_on_both_servers() {
         (busway.portal_url(""), "/events"),
         (busway.broker_url(""), "/scanned_parcel/1"),
     ] {
-        let mut stalled = stalled_post(&url, path).await;
+        let mut stalled = stalled_post(&url, path, &busway.admin_key).await;
         assert_eq!(status(&mut stalled).await, 408, "{url}{path}");
     }
     // A request that does not stall is served as usual.
@@ -70,12 +70,16 @@ async fn a_request_that_outlasts_the_timeout_is_answered_408_on_both_servers() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_request_beyond_the_concurrency_limit_waits_for_a_turn() {
     let busway = Broker::start_with(|c| c.max_concurrent_requests = 1).await;
-    let mut stalled = stalled_post(&busway.portal_url(""), "/events").await;
+    let mut stalled = stalled_post(&busway.portal_url(""), "/events", &busway.admin_key).await;
     // The stalled request is being served (its handler waits for the body) and holds the turn.
     tokio::time::sleep(Duration::from_millis(300)).await;
     let list = tokio::spawn({
         let (http, url) = (busway.http.clone(), busway.portal_url("/events"));
-        async move { http.get(url).send().await.expect("answered").status() }
+        let key = busway.admin_key.clone();
+        async move {
+            let answer = http.get(url).bearer_auth(key).send().await;
+            answer.expect("answered").status()
+        }
     });
     tokio::time::sleep(Duration::from_millis(500)).await;
     assert!(

@@ -47,6 +47,8 @@ const PUBLISHERS: u64 = 8;
 const POISON: &str = "poison";
 
 /// A `busway up` process on free loopback ports, its data dir, its portal and broker.
+const ADMIN_KEY: &str = "bwk_bench_0123456789abcdef0123456789abcdef";
+
 struct Busway {
     child: Child,
     portal: String,
@@ -70,6 +72,7 @@ impl Busway {
             .args(["--portal-addr", &portal.to_string()])
             .args(["--broker-addr", &broker.to_string()])
             .env("RUST_LOG", "error")
+            .env("BUSWAY_ADMIN_KEY", ADMIN_KEY)
             .stdout(Stdio::null())
             .kill_on_drop(true)
             .spawn()
@@ -78,7 +81,14 @@ impl Busway {
             child,
             portal: format!("http://{portal}"),
             broker: format!("http://{broker}"),
-            http: reqwest::Client::new(),
+            // The platform-admin key on every call: it manages and publishes as the event type's
+            // own application.
+            http: reqwest::Client::builder()
+                .default_headers(reqwest::header::HeaderMap::from_iter([(
+                    reqwest::header::AUTHORIZATION,
+                    format!("Bearer {ADMIN_KEY}").parse()?,
+                )]))
+                .build()?,
             _data: data,
         };
         let started = Instant::now();
