@@ -61,6 +61,7 @@ async fn an_event_type_registered_through_the_portal_routes_matching_events_to_t
         registry: Arc::new(registry),
         objects: host.objects(),
         deliveries: None,
+        control: None,
         provisioning: Arc::new(account.provisioning().await),
     }));
 
@@ -172,6 +173,7 @@ async fn a_step_failing_after_the_domain_commit_fails_the_job_and_a_retry_writes
         registry: Arc::new(registry),
         objects: Arc::new(account.objects()),
         deliveries: None,
+        control: None,
         provisioning: Arc::new(account.provisioning().await),
     }));
     let publisher = account.buckets.publisher.clone();

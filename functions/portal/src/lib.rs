@@ -34,6 +34,9 @@ pub fn router(portal: Arc<Portal>) -> Router {
         )
         .route("/subscriptions/{id}/dead-letters", get(dead_letters))
         .route("/subscriptions/{id}/dead-letters/redrive", post(redrive))
+        .route("/subscriptions/{id}/pause", post(pause))
+        .route("/subscriptions/{id}/resume", post(resume))
+        .route("/subscriptions/{id}/replay", post(replay))
         .route("/deployments", get(list_deployments))
         .route("/deployments/{id}", get(get_deployment))
         .route("/deployments/{id}/retry", post(retry_deployment))
@@ -294,7 +297,11 @@ async fn get_subscription(
     let id = path(p)?;
     let view = portal.subscription_view(&id).await?;
     let stats = portal.delivery_stats(&view.subscription).await?;
+    let run_state = portal.run_state(&view.subscription).await?;
     let mut value = json!(view);
+    if let (Some(obj), Some(state)) = (value.as_object_mut(), run_state) {
+        obj.insert("delivery_state".into(), json!(state));
+    }
     // `delivery` holds the subscription's delivery settings and, where this host counts them,
     // what its deliveries did.
     if let (Some(delivery), Some(stats)) = (
@@ -330,6 +337,37 @@ async fn redrive(
     let id = path(p)?;
     let count = portal.redrive(&id).await?;
     Ok((StatusCode::ACCEPTED, Json(json!({"redriving": count}))))
+}
+
+async fn pause(
+    State(portal): Portal_,
+    p: std::result::Result<Path<String>, PathRejection>,
+) -> Result<Json<Value>> {
+    let id = path(p)?;
+    let state = portal.pause_subscription(&id).await?;
+    Ok(Json(json!({"id": id, "delivery_state": state})))
+}
+
+async fn resume(
+    State(portal): Portal_,
+    p: std::result::Result<Path<String>, PathRejection>,
+) -> Result<Json<Value>> {
+    let id = path(p)?;
+    let state = portal.resume_subscription(&id).await?;
+    Ok(Json(json!({"id": id, "delivery_state": state})))
+}
+
+async fn replay(
+    State(portal): Portal_,
+    p: std::result::Result<Path<String>, PathRejection>,
+    JsonBody(body): JsonBody,
+) -> Result<(StatusCode, Json<Value>)> {
+    let id = path(p)?;
+    let start = portal.replay_subscription(&id, &body).await?;
+    Ok((
+        StatusCode::ACCEPTED,
+        Json(json!({"id": id, "replaying_from": busway_core::envelope::eventbridge_time(start)})),
+    ))
 }
 
 async fn unsubscribe(

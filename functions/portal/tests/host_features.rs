@@ -23,6 +23,7 @@ async fn without_a_delivery_store_dead_letters_are_not_available_and_delivery_co
         registry: with.registry.clone(),
         objects: with.objects.clone(),
         deliveries: None,
+        control: None,
         provisioning: with.provisioning.clone(),
     });
     let event = json!({"event_type": "scanned_parcel", "application": "parcel_tracking",
