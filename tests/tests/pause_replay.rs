@@ -37,7 +37,11 @@ async fn subscribe(busway: &Broker, consumer: &Consumer, path: &str) -> String {
 }
 
 async fn delivery_state(busway: &Broker, id: &str) -> Value {
-    busway.get(&format!("/subscriptions/{id}")).await.expect(200)["delivery_state"].clone()
+    busway
+        .get(&format!("/subscriptions/{id}"))
+        .await
+        .expect(200)["delivery_state"]
+        .clone()
 }
 
 fn sorted(ids: &[String]) -> Vec<String> {
@@ -72,7 +76,11 @@ async fn a_replay_redelivers_exactly_that_subscriptions_events_since_its_start_a
             &json!({"start_time": start}),
         )
         .await;
-    assert!(reply.expect(202)["replaying_from"].is_string(), "{}", reply.body);
+    assert!(
+        reply.expect(202)["replaying_from"].is_string(),
+        "{}",
+        reply.body
+    );
 
     let delivered = replayed
         .wait_for_deliveries(5, DELIVERY_TIMEOUT)
@@ -129,7 +137,10 @@ async fn events_published_while_paused_arrive_after_resume_and_the_pause_survive
     assert_eq!(delivery_state(&busway, &id).await, "RUNNING");
     paused.wait_for_deliveries(11, DELIVERY_TIMEOUT).await;
     let delivered: BTreeSet<String> = paused.delivered_ids().into_iter().collect();
-    assert_eq!(delivered, published.iter().cloned().collect::<BTreeSet<_>>());
+    assert_eq!(
+        delivered,
+        published.iter().cloned().collect::<BTreeSet<_>>()
+    );
     busway.stop().await;
 }
 
@@ -184,7 +195,10 @@ async fn pause_resume_and_replay_answer_the_error_contract() {
         assert_eq!(fields, ["start_time"], "{body}");
     }
     let fields = busway
-        .post(&replay, &json!({"start_time": rfc3339(busway_core::now()), "speed": 2}))
+        .post(
+            &replay,
+            &json!({"start_time": rfc3339(busway_core::now()), "speed": 2}),
+        )
         .await
         .expect_error(400, "validation_failed");
     assert_eq!(fields, ["speed"]);

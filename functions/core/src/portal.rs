@@ -819,7 +819,11 @@ impl Portal {
 
     /// `POST /subscriptions/{id}/replay` with `{"start_time": "<RFC 3339>"}`: not in the future,
     /// and within what the bus keeps (the adapter says).
-    pub async fn replay_subscription(&self, id: &str, body: &Value) -> Result<time::OffsetDateTime, PortalError> {
+    pub async fn replay_subscription(
+        &self,
+        id: &str,
+        body: &Value,
+    ) -> Result<time::OffsetDateTime, PortalError> {
         let start = replay_start(body)?;
         self.subscription(id).await?;
         self.control()?.replay(id, start).await?;

@@ -26,8 +26,8 @@ use std::time::{Duration, Instant};
 use anyhow::anyhow;
 use async_trait::async_trait;
 use busway_core::deploy::ConsumerDeploy;
-use busway_core::page::{Page, PageRequest};
 use busway_core::envelope::eventbridge_time;
+use busway_core::page::{Page, PageRequest};
 use busway_core::ports::{
     ControlError, DeadLetter, Deliveries, DeliveryStats, RunState, StoreError, SubscriberControl,
 };
@@ -408,7 +408,9 @@ impl Deliveries for Router {
             .get(subscription_id)
             .map(|w| w.redriven.clone());
         if redriven.is_none() && !self.shared.store.is_paused(subscription_id).await? {
-            return Err(anyhow!("subscription {subscription_id} has no deployed rule"));
+            return Err(anyhow!(
+                "subscription {subscription_id} has no deployed rule"
+            ));
         }
         let count = self
             .shared

@@ -24,21 +24,26 @@ impl SqliteStore {
     }
 
     /// Marks the subscription paused or running; false when it already was.
-    pub async fn set_paused(&self, subscription_id: &str, paused: bool) -> Result<bool, StoreError> {
+    pub async fn set_paused(
+        &self,
+        subscription_id: &str,
+        paused: bool,
+    ) -> Result<bool, StoreError> {
         let id = subscription_id.to_string();
         self.run(move |conn| {
-            let changed = if paused {
-                conn.execute(
+            let changed =
+                if paused {
+                    conn.execute(
                     "INSERT INTO paused_subscriptions (subscription_id, paused_at) VALUES (?1, ?2)
                      ON CONFLICT (subscription_id) DO NOTHING",
                     params![id, busway_core::envelope::eventbridge_time(busway_core::now())],
                 )
-            } else {
-                conn.execute(
-                    "DELETE FROM paused_subscriptions WHERE subscription_id = ?1",
-                    params![id],
-                )
-            };
+                } else {
+                    conn.execute(
+                        "DELETE FROM paused_subscriptions WHERE subscription_id = ?1",
+                        params![id],
+                    )
+                };
             changed.map(|n| n == 1).map_err(sql)
         })
         .await
