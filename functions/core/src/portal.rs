@@ -792,13 +792,14 @@ impl Portal {
         Ok(self.deliveries(id)?.redrive(id).await?)
     }
 
-    /// Whether the subscription's deliveries run; `None` on a host that cannot pause them.
+    /// Whether the subscription's deliveries run; `None` on a bus that cannot pause them, or
+    /// before its deployment made anything on the bus.
     pub async fn run_state(
         &self,
         subscription: &Subscription,
     ) -> Result<Option<RunState>, PortalError> {
         match &self.control {
-            Some(c) => Ok(Some(c.state(&subscription.id).await?)),
+            Some(c) => Ok(c.state(&subscription.id).await?),
             None => Ok(None),
         }
     }

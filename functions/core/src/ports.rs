@@ -375,11 +375,12 @@ impl From<StoreError> for ControlError {
     }
 }
 
-/// Pause, resume and replay of one subscription's deliveries: the local log's cursor, or the
-/// Custom Event Bus subscriber's state and point in time on AWS.
+/// Pause, resume and replay of one subscription's deliveries: its cursor in the local log, or
+/// its Custom Event Bus subscriber's state on AWS.
 #[async_trait]
 pub trait SubscriberControl: Send + Sync + 'static {
-    async fn state(&self, subscription_id: &str) -> Result<RunState, ControlError>;
+    /// `None` while the bus has nothing of the subscription yet (its deployment is not live).
+    async fn state(&self, subscription_id: &str) -> Result<Option<RunState>, ControlError>;
     /// Stops delivery; what arrives meanwhile waits, and is delivered after `resume`.
     async fn pause(&self, subscription_id: &str) -> Result<(), ControlError>;
     async fn resume(&self, subscription_id: &str) -> Result<(), ControlError>;

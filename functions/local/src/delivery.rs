@@ -426,12 +426,15 @@ impl Deliveries for Router {
 
 #[async_trait]
 impl SubscriberControl for Router {
-    async fn state(&self, subscription_id: &str) -> Result<RunState, ControlError> {
-        Ok(if self.shared.store.is_paused(subscription_id).await? {
-            RunState::Paused
-        } else {
-            RunState::Running
-        })
+    /// A subscription whose rule is not deployed yet shows the state it will start in.
+    async fn state(&self, subscription_id: &str) -> Result<Option<RunState>, ControlError> {
+        Ok(Some(
+            if self.shared.store.is_paused(subscription_id).await? {
+                RunState::Paused
+            } else {
+                RunState::Running
+            },
+        ))
     }
 
     async fn pause(&self, subscription_id: &str) -> Result<(), ControlError> {
