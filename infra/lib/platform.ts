@@ -27,7 +27,7 @@ export function platform(app: App, env: string, lambdaAssets: string, bus: BusSe
   const storage = new ConfigStorageStack(app, names, props);
   const busStack = new BusStack(app, names, bus, props);
   const portal = new PortalStack(app, names, {
-    ...props, lambdaAssets, schemaBackup: backup.bucket, publisher: storage.publisher, subscriber: storage.subscriber,
+    ...props, lambdaAssets, bus: busStack, schemaBackup: backup.bucket, publisher: storage.publisher, subscriber: storage.subscriber,
   });
   const brokerApi = new BrokerApiStack(app, names, {
     ...props, lambdaAssets, bus: busStack, table: portal.table,

@@ -8,11 +8,13 @@ import * as s3 from 'aws-cdk-lib/aws-s3';
 import { Construct } from 'constructs';
 import { stageOptions } from './api';
 import { RustFunction } from './function';
+import { BusStack } from './bus';
 import { acknowledgeWildcards, objects, tableAndIndexes } from './iam';
 import { ENV_VARS, Names, STAGES, TABLE_INDEXES } from './names';
 
 export interface PortalProps extends StackProps {
   lambdaAssets: string;
+  bus: BusStack;
   schemaBackup: s3.IBucket;
   publisher: s3.IBucket;
   subscriber: s3.IBucket;
@@ -65,6 +67,9 @@ export class PortalStack extends Stack {
         [ENV_VARS.subscriberBucket]: props.subscriber.bucketName,
         [ENV_VARS.registryName]: this.registryName,
         [ENV_VARS.stateMachineArn]: stateMachineArn,
+        // Pause and resume reach the Custom Event Bus's subscribers; the Classic bus has none.
+        [ENV_VARS.busKind]: props.bus.kind,
+        ...(props.bus.kind === 'custom' ? { [ENV_VARS.busArn]: props.bus.busArn } : {}),
       },
     });
     portal.role.addToPolicy(new iam.PolicyStatement({
@@ -87,6 +92,18 @@ export class PortalStack extends Stack {
       actions: ['schemas:CreateSchema', 'schemas:UpdateSchema', 'schemas:DescribeSchema', 'schemas:ListSchemaVersions'],
       resources: [`arn:${this.partition}:schemas:${this.region}:${this.account}:${schemas}`],
     }));
+    // `POST /subscriptions/{id}/pause` and `/resume`: the subscription's subscriber is found by
+    // name on the bus and stopped or started (functions/aws/src/subscribers.rs).
+    const subscribers = `event-busv2/${names.busName}/*`;
+    if (props.bus.kind === 'custom') {
+      portal.role.addToPolicy(new iam.PolicyStatement({ actions: ['events:ListSubscribers'], resources: [props.bus.busArn] }));
+      portal.role.addToPolicy(new iam.PolicyStatement({
+        actions: ['events:UpdateSubscriber'],
+        resources: [`arn:${this.partition}:events:${this.region}:${this.account}:${subscribers}`],
+      }));
+      acknowledgeWildcards(portal.role, [`Resource::arn:<AWS::Partition>:events:<AWS::Region>:<AWS::AccountId>:${subscribers}`],
+        'A subscriber\'s ARN is made by the bus when its consumer stack creates it; the wildcard is the platform bus\'s own subscribers.');
+    }
     acknowledgeWildcards(portal.role, [...deployJsons, backups].map((o) => o.finding).concat(`Resource::arn:<AWS::Partition>:schemas:<AWS::Region>:<AWS::AccountId>:${schemas}`),
       'Keys and schema names are made at run time from validated names; each wildcard is one key shape (`*/deploy.json`, `*/schema.json`) or busway\'s own registry.');
 

@@ -39,10 +39,10 @@ after(() => fs.rmSync(assets, { recursive: true, force: true }));
 const SETTINGS: BusSettings = { kind: DEFAULT_BUS_KIND, retentionDays: DEFAULT_RETENTION_DAYS };
 const CLASSIC: BusSettings = { ...SETTINGS, kind: 'classic' };
 const p = platform(newApp(), 'dev', assets, SETTINGS);
-// The same platform installed with the Classic bus: only the bus, the injectors' environment
-// and the consumer build's bus kind differ.
+// The same platform installed with the Classic bus: only the bus, the portal's and the injectors'
+// environment, the portal's subscriber permissions and the consumer build's bus kind differ.
 const c = platform(newApp(), 'dev', assets, CLASSIC);
-const classic = { bus: Template.fromStack(c.bus), brokerApi: Template.fromStack(c.brokerApi), provisioning: Template.fromStack(c.provisioning) };
+const classic = { bus: Template.fromStack(c.bus), portal: Template.fromStack(c.portal), brokerApi: Template.fromStack(c.brokerApi), provisioning: Template.fromStack(c.provisioning) };
 const t = {
   backup: Template.fromStack(p.backup),
   storage: Template.fromStack(p.storage),
@@ -199,7 +199,7 @@ const BUCKETS = [ENV_VARS.schemaBackupBucket, ENV_VARS.publisherBucket, ENV_VARS
 
 test('every function is a Rust bootstrap on provided.al2023 arm64 with exactly the environment it reads', () => {
   const expected: Record<string, [Template, string[]]> = {
-    portal: [t.portal, [ENV_VARS.tableName, ENV_VARS.schemaBackupBucket, ENV_VARS.publisherBucket, ENV_VARS.subscriberBucket, ENV_VARS.registryName, ENV_VARS.stateMachineArn]],
+    portal: [t.portal, [ENV_VARS.tableName, ...BUCKETS, ENV_VARS.registryName, ENV_VARS.stateMachineArn, ENV_VARS.busKind, ENV_VARS.busArn]],
     injector: [t.brokerApi, [ENV_VARS.busKind, ENV_VARS.busArn, ENV_VARS.tableName, ...BUCKETS]],
     'injector-sqs': [t.brokerApi, [ENV_VARS.busKind, ENV_VARS.busArn, ENV_VARS.tableName, ...BUCKETS]],
     provisioner: [t.provisioning, [ENV_VARS.tableName, ...BUCKETS, ENV_VARS.stateMachineArn]],
@@ -223,6 +223,14 @@ test('every function is a Rust bootstrap on provided.al2023 arm64 with exactly t
       [ENV_VARS.stateMachineArn]: { 'Fn::Join': ['', Match.arrayWith([':stateMachine:dev-busway-provisioning'])] },
     }) },
   });
+  t.portal.hasResourceProperties('AWS::Lambda::Function', {
+    FunctionName: 'dev-busway-portal',
+    Environment: { Variables: Match.objectLike({ [ENV_VARS.busKind]: 'custom', [ENV_VARS.busArn]: { 'Fn::ImportValue': Match.stringLikeRegexp('EventBusArn') } }) },
+  });
+  const classicPortal = Object.values(classic.portal.findResources('AWS::Lambda::Function', { Properties: { FunctionName: 'dev-busway-portal' } }))[0] as any;
+  assert.deepEqual(Object.keys(classicPortal.Properties.Environment.Variables).sort(),
+    [ENV_VARS.tableName, ...BUCKETS, ENV_VARS.registryName, ENV_VARS.stateMachineArn, ENV_VARS.busKind, 'RUST_LOG'].sort());
+  assert.equal(classicPortal.Properties.Environment.Variables[ENV_VARS.busKind], 'classic');
   for (const name of ['injector', 'injector-sqs']) {
     t.brokerApi.hasResourceProperties('AWS::Lambda::Function', {
       FunctionName: `dev-busway-${name}`,
@@ -240,8 +248,8 @@ test('every function is a Rust bootstrap on provided.al2023 arm64 with exactly t
   });
 });
 
-test('the portal may read and write the table, put deploy.json files and schema backups, manage the registry\'s schemas and provision a retried deployment only', () => {
-  assertStatements(statements(t.portal, 'PortalRole'), [
+test('the portal may read and write the table, put deploy.json files and schema backups, manage the registry\'s schemas, provision a retried deployment and pause its bus\'s subscribers only', () => {
+  const common: [string[], RegExp[]][] = [
     [LOGS, [/^<PortalLogs\w+\.Arn>$/]],
     [['dynamodb:GetItem', 'dynamodb:Query', 'dynamodb:PutItem', 'dynamodb:UpdateItem', 'dynamodb:DeleteItem', 'dynamodb:ConditionCheckItem'], [/^<Events\w+\.Arn>$/, /^<Events\w+\.Arn>\/index\/GSI1$/, /^<Events\w+\.Arn>\/index\/GSI2$/]],
     [['s3:PutObject'], [OBJECTS('publisher-components-bucket', '*/deploy.json'), OBJECTS('subscriber-components-bucket', '*/deploy.json')]],
@@ -249,7 +257,13 @@ test('the portal may read and write the table, put deploy.json files and schema 
     [['s3:GetObject'], [OBJECTS('publisher-components-bucket', '*/deploy.json'), OBJECTS('subscriber-components-bucket', '*/deploy.json')]],
     [['states:StartExecution'], [ARN('states', 'stateMachine:dev-busway-provisioning')]],
     [['schemas:CreateSchema', 'schemas:UpdateSchema', 'schemas:DescribeSchema', 'schemas:ListSchemaVersions'], [ARN('schemas', 'schema/dev\\.busway\\.schemas/\\*')]],
+  ];
+  assertStatements(statements(t.portal, 'PortalRole'), [
+    ...common,
+    [['events:ListSubscribers'], [/^<import:dev-event-broker-bus:ExportsOutputFnGetAttBusEventBusArn\w+>$/]],
+    [['events:UpdateSubscriber'], [ARN('events', 'event-busv2/dev\\.custom\\.events\\.bus/\\*')]],
   ]);
+  assertStatements(statements(classic.portal, 'PortalRole'), common);
 });
 
 test('the injectors may put events on the platform bus, write claim checks, read the event store and claim event ids, nothing else', () => {

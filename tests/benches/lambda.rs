@@ -183,6 +183,7 @@ async fn main() {
         registry: Arc::new(SqliteStore::open(&scratch.path().join("r.db")).expect("a registry")),
         objects: Arc::new(account.objects()),
         deliveries: None,
+        control: None,
         provisioning: Arc::new(account.provisioning().await),
         keys: store.clone(),
         secrets: store.clone(),

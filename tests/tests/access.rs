@@ -313,6 +313,30 @@ async fn every_route_answers_each_caller_as_its_key_allows() {
         [S(401), S(403), S(403), S(403), S(202), S(202)],
     )
     .await;
+    // Pausing and resuming are the team's: the owner's call pauses, the admin's finds it paused.
+    for action in ["pause", "resume"] {
+        row(
+            &busway,
+            &keys,
+            p,
+            "POST",
+            &format!("/subscriptions/{mine}/{action}"),
+            None,
+            [S(401), S(403), S(403), S(403), S(200), S(409)],
+        )
+        .await;
+    }
+    // A replay is the team's too; the right is checked before the start time (here in the future).
+    row(
+        &busway,
+        &keys,
+        p,
+        "POST",
+        &format!("/subscriptions/{mine}/replay"),
+        Some(json!({"start_time": "2999-01-01T00:00:00Z"})),
+        [S(401), S(403), S(403), S(403), S(400), S(400)],
+    )
+    .await;
 
     // Deployments: everyone reads them; retrying one is its owners' (a SUCCEEDED one is 409).
     row(&busway, &keys, p, "GET", "/deployments", None, all(200)).await;

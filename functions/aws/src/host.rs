@@ -13,13 +13,14 @@ use aws_credential_types::provider::SharedCredentialsProvider;
 use aws_smithy_http_client::tls;
 use aws_smithy_runtime_api::client::http::SharedHttpClient;
 use busway_core::claim_check::{ClaimChecks, DEFAULT_MAX_ENTRY_BYTES};
-use busway_core::ports::Bus;
+use busway_core::ports::{Bus, SubscriberControl};
 
 use crate::config::Config;
 use crate::custom_bus::CustomBus;
 use crate::dedup::DeduplicatedBus;
 use crate::eventbridge::EventBridgeBus;
 use crate::schemas::EventBridgeSchemaRegistry;
+use crate::subscribers::CustomBusSubscribers;
 use crate::{DynamoStore, S3ObjectStore};
 
 /// Environment variables beyond `Config`'s, named as infra/lib/names.ts `ENV_VARS` names them.
@@ -178,6 +179,19 @@ impl Host {
 }
 
 impl Host {
+    /// Pause and resume of subscriptions, which the Custom Event Bus offers on its subscribers;
+    /// `None` on the Classic bus.
+    pub fn subscriber_control(&self) -> anyhow::Result<Option<Arc<dyn SubscriberControl>>> {
+        match self.bus_kind.as_deref() {
+            None | Some("classic") => Ok(None),
+            Some("custom") => Ok(Some(Arc::new(CustomBusSubscribers::new(
+                aws_sdk_eventbridgev2::Client::new(&self.sdk),
+                required(BUS_ARN, &self.bus_arn)?,
+            )))),
+            Some(other) => anyhow::bail!("{BUS_KIND} must be custom or classic, not {other:?}"),
+        }
+    }
+
     /// The bus as the injectors put on it: the custom bus, each `event_id` once within the
     /// deduplication window, claimed on the platform table (`dedup`).
     pub fn deduplicated_bus(&self) -> anyhow::Result<Arc<DeduplicatedBus>> {

@@ -21,3 +21,4 @@ pub mod host;
 mod put_events;
 pub mod schemas;
 pub mod sfn;
+pub mod subscribers;

@@ -15,8 +15,9 @@ use crate::event::{
 use crate::format::DEPLOY_FORMAT;
 use crate::page::{Page, PageRequest};
 use crate::ports::{
-    Bucket, DeadLetter, Deliveries, DeliveryStats, DeploymentStore, EventStore, ObjectStore,
-    ProvisioningStarter, SchemaRegistry, StoreError, schema_backup_key,
+    Bucket, ControlError, DeadLetter, Deliveries, DeliveryStats, DeploymentStore, EventStore,
+    ObjectStore, ProvisioningStarter, RunState, SchemaRegistry, StoreError, SubscriberControl,
+    schema_backup_key,
 };
 use crate::schema;
 use crate::subscription::{
@@ -63,6 +64,21 @@ impl From<StoreError> for PortalError {
                 Self::Invalid(errors)
             }
             StoreError::Unexpected(e) => Self::Unexpected(e),
+        }
+    }
+}
+
+impl From<ControlError> for PortalError {
+    fn from(e: ControlError) -> Self {
+        match e {
+            ControlError::Conflict(why) => Self::Conflict(why),
+            ControlError::BadStart(why) => {
+                let mut errors = ValidationErrors::default();
+                errors.push("start_time", why);
+                Self::Invalid(errors)
+            }
+            ControlError::NotAvailable(why) => Self::NotAvailable(why),
+            ControlError::Unexpected(e) => Self::Unexpected(e),
         }
     }
 }
@@ -438,6 +454,8 @@ pub struct Portal {
     /// Delivery counts and dead letters, where this host keeps them: the local host does; on AWS
     /// they are EventBridge's (CloudWatch metrics and each rule's dead-letter queue).
     pub deliveries: Option<Arc<dyn Deliveries>>,
+    /// Pause, resume and replay of subscriptions, where the bus offers them.
+    pub control: Option<Arc<dyn SubscriberControl>>,
     /// Starts provisioning a document again, for a retried deployment whose document is written.
     pub provisioning: Arc<dyn ProvisioningStarter>,
     pub keys: Arc<dyn crate::auth::KeyStore>,
@@ -446,6 +464,34 @@ pub struct Portal {
     /// Whether `http://` (loopback) targets are accepted: only where the portal itself listens
     /// on loopback, or when asked, so a shared portal cannot be pointed at ports of its machine.
     pub allow_loopback_targets: bool,
+}
+
+fn replay_start(body: &Value) -> Result<time::OffsetDateTime, ValidationErrors> {
+    let mut errors = ValidationErrors::default();
+    let start = match body.get("start_time").and_then(Value::as_str) {
+        None => {
+            errors.push("start_time", "required: an RFC 3339 time");
+            None
+        }
+        Some(raw) => errors.check(
+            "start_time",
+            time::OffsetDateTime::parse(raw, &time::format_description::well_known::Rfc3339)
+                .map_err(|e| format!("not an RFC 3339 time: {e}")),
+        ),
+    };
+    if let Some(obj) = body.as_object() {
+        for key in obj.keys().filter(|k| *k != "start_time") {
+            errors.push(key.as_str(), "unknown field");
+        }
+    } else {
+        errors.push("body", "a JSON object is expected");
+    }
+    if let Some(start) = start
+        && start > crate::now()
+    {
+        errors.push("start_time", "is in the future");
+    }
+    errors.into_result(start.unwrap_or(time::OffsetDateTime::UNIX_EPOCH))
 }
 
 /// How often a step of a job after the domain commit (registry, schema backup, deploy.json) is
@@ -807,6 +853,53 @@ impl Portal {
     pub async fn redrive(&self, id: &str) -> Result<usize, PortalError> {
         self.subscription(id).await?;
         Ok(self.deliveries(id)?.redrive(id).await?)
+    }
+
+    /// Whether the subscription's deliveries run; `None` on a bus that cannot pause them, or
+    /// before its deployment made anything on the bus.
+    pub async fn run_state(
+        &self,
+        subscription: &Subscription,
+    ) -> Result<Option<RunState>, PortalError> {
+        match &self.control {
+            Some(c) => Ok(c.state(&subscription.id).await?),
+            None => Ok(None),
+        }
+    }
+
+    /// `POST /subscriptions/{id}/pause`; `Conflict` when it is paused already.
+    pub async fn pause_subscription(&self, id: &str) -> Result<RunState, PortalError> {
+        self.subscription(id).await?;
+        self.control()?.pause(id).await?;
+        Ok(RunState::Paused)
+    }
+
+    /// `POST /subscriptions/{id}/resume`; `Conflict` when it is running.
+    pub async fn resume_subscription(&self, id: &str) -> Result<RunState, PortalError> {
+        self.subscription(id).await?;
+        self.control()?.resume(id).await?;
+        Ok(RunState::Running)
+    }
+
+    /// `POST /subscriptions/{id}/replay` with `{"start_time": "<RFC 3339>"}`: not in the future,
+    /// and within what the bus keeps (the adapter says).
+    pub async fn replay_subscription(
+        &self,
+        id: &str,
+        body: &Value,
+    ) -> Result<time::OffsetDateTime, PortalError> {
+        let start = replay_start(body)?;
+        self.subscription(id).await?;
+        self.control()?.replay(id, start).await?;
+        Ok(start)
+    }
+
+    fn control(&self) -> Result<&dyn SubscriberControl, PortalError> {
+        self.control.as_deref().ok_or_else(|| {
+            PortalError::NotAvailable(
+                "this bus cannot pause or replay a subscription: the Custom Event Bus - Classic has no per-rule cursor".into(),
+            )
+        })
     }
 
     fn deliveries(&self, id: &str) -> Result<&dyn Deliveries, PortalError> {

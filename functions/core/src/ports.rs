@@ -344,3 +344,51 @@ pub trait Deliveries: Send + Sync + 'static {
     /// again comes back with the attempts of its new round.
     async fn redrive(&self, subscription_id: &str) -> anyhow::Result<usize>;
 }
+
+/// Whether a subscription's deliveries run (`GET /subscriptions/{id}` shows it as
+/// `delivery_state`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum RunState {
+    Running,
+    Paused,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ControlError {
+    /// The subscription is already in the asked state.
+    #[error("{0}")]
+    Conflict(String),
+    /// A replay start outside what the bus keeps.
+    #[error("{0}")]
+    BadStart(String),
+    /// This bus cannot do it.
+    #[error("{0}")]
+    NotAvailable(String),
+    #[error(transparent)]
+    Unexpected(#[from] anyhow::Error),
+}
+
+impl From<StoreError> for ControlError {
+    fn from(e: StoreError) -> Self {
+        Self::Unexpected(e.into())
+    }
+}
+
+/// Pause, resume and replay of one subscription's deliveries: its cursor in the local log, or
+/// its Custom Event Bus subscriber's state on AWS.
+#[async_trait]
+pub trait SubscriberControl: Send + Sync + 'static {
+    /// `None` while the bus has nothing of the subscription yet (its deployment is not live).
+    async fn state(&self, subscription_id: &str) -> Result<Option<RunState>, ControlError>;
+    /// Stops delivery; what arrives meanwhile waits, and is delivered after `resume`.
+    async fn pause(&self, subscription_id: &str) -> Result<(), ControlError>;
+    async fn resume(&self, subscription_id: &str) -> Result<(), ControlError>;
+    /// Delivers the subscription's matching events published since `start` again, to it alone;
+    /// `BadStart` when the bus no longer keeps events that old.
+    async fn replay(
+        &self,
+        subscription_id: &str,
+        start: time::OffsetDateTime,
+    ) -> Result<(), ControlError>;
+}

@@ -12,6 +12,12 @@
 //! retry, or dead-lettered). Workers hold at most a page of the log in memory, so a backlog of
 //! any size costs disk, not memory; the router only wakes the workers of the event types a
 //! committed batch holds.
+//!
+//! A paused subscription has no worker: its cursor and its retry schedule wait where they are,
+//! and the log keeps every event after its cursor. A replay moves its cursor back to just before
+//! the first event published at or after the start time, so the worker reads them again as first
+//! deliveries; the retry schedule is left as it is (an event both scheduled and replayed may be
+//! delivered twice: at least once).
 
 use std::collections::{BTreeSet, HashMap, HashSet, VecDeque};
 use std::sync::{Arc, Mutex};
@@ -20,8 +26,11 @@ use std::time::{Duration, Instant};
 use anyhow::anyhow;
 use async_trait::async_trait;
 use busway_core::deploy::ConsumerDeploy;
+use busway_core::envelope::eventbridge_time;
 use busway_core::page::{Page, PageRequest};
-use busway_core::ports::{DeadLetter, Deliveries, DeliveryStats, StoreError};
+use busway_core::ports::{
+    ControlError, DeadLetter, Deliveries, DeliveryStats, RunState, StoreError, SubscriberControl,
+};
 use busway_pattern::{Pattern, PatternOptions};
 use tokio::sync::{Notify, mpsc};
 use tokio::task::JoinSet;
@@ -52,6 +61,8 @@ pub struct DeliveryConfig {
     pub timeout: Duration,
     /// How often cursors and counts are written.
     pub flush_every: Duration,
+    /// How far back a replay may start: the log's retention.
+    pub replay_window: Duration,
 }
 
 impl Default for DeliveryConfig {
@@ -63,6 +74,7 @@ impl Default for DeliveryConfig {
             retry_cap: Duration::from_secs(60),
             timeout: Duration::from_secs(5),
             flush_every: Duration::from_millis(200),
+            replay_window: crate::retention::Retention::default().events,
         }
     }
 }
@@ -128,6 +140,9 @@ pub struct Router {
     shared: Arc<Shared>,
     workers: Mutex<HashMap<String, Worker>>,
     tasks: Mutex<JoinSet<()>>,
+    /// Held while cursors are written, so a pause or replay never races a flush of the cursor
+    /// it replaces.
+    saving: tokio::sync::Mutex<()>,
 }
 
 impl Router {
@@ -145,6 +160,7 @@ impl Router {
             }),
             workers: Mutex::new(HashMap::new()),
             tasks: Mutex::new(JoinSet::new()),
+            saving: tokio::sync::Mutex::new(()),
         }))
     }
 
@@ -192,8 +208,14 @@ impl Router {
     }
 
     /// Deploys a rule: compiles its pattern, checks its target, persists it, starts its worker.
-    /// A new rule sees events committed from now on, as an EventBridge rule does.
+    /// A new rule sees events committed from now on, as an EventBridge rule does. A paused
+    /// subscription's rule is kept without a worker until it is resumed.
     pub async fn add_rule(&self, doc: ConsumerDeploy) -> anyhow::Result<()> {
+        let _saving = self.saving.lock().await;
+        self.deploy(doc).await
+    }
+
+    async fn deploy(&self, doc: ConsumerDeploy) -> anyhow::Result<()> {
         let pattern =
             Pattern::parse_with(&doc.event_pattern.to_string(), &PatternOptions::default())
                 .map_err(|e| anyhow!("{e}"))?;
@@ -215,6 +237,10 @@ impl Router {
             }
         };
         self.remove_worker(&id);
+        if self.shared.store.is_paused(&id).await? {
+            info!(subscription = %id, "rule deployed, paused");
+            return Ok(());
+        }
         let progress = Arc::new(Mutex::new(Progress {
             cursor,
             stats,
@@ -258,15 +284,39 @@ impl Router {
         Ok(())
     }
 
-    fn remove_worker(&self, id: &str) {
-        if let Some(worker) = self
+    fn remove_worker(&self, id: &str) -> Option<Worker> {
+        let worker = self
             .workers
             .lock()
             .unwrap_or_else(|p| p.into_inner())
-            .remove(id)
-        {
-            worker.task.abort();
+            .remove(id)?;
+        worker.task.abort();
+        Some(worker)
+    }
+
+    /// Stops a subscription's worker and saves where it was: every event below its cursor is
+    /// settled, those above are read again by the next worker. Called with `saving` held.
+    async fn stop_saving(&self, id: &str) -> anyhow::Result<()> {
+        if let Some(worker) = self.remove_worker(id) {
+            let (cursor, stats) = {
+                let p = worker.progress.lock().unwrap_or_else(|p| p.into_inner());
+                (p.cursor, p.stats.clone())
+            };
+            self.shared
+                .store
+                .save_progress(&[(id.to_string(), cursor, stats)])
+                .await?;
         }
+        Ok(())
+    }
+
+    /// Starts the worker of a deployed rule again from its saved cursor. Called with `saving`
+    /// held.
+    async fn restart(&self, id: &str) -> anyhow::Result<()> {
+        if let Some(doc) = self.shared.store.rule(id).await? {
+            self.deploy(serde_json::from_value(doc)?).await?;
+        }
+        Ok(())
     }
 
     async fn flush_loop(self: Arc<Self>) {
@@ -280,6 +330,7 @@ impl Router {
 
     /// Writes every changed cursor and counter in one transaction.
     pub async fn flush(&self) -> anyhow::Result<()> {
+        let _saving = self.saving.lock().await;
         let all: Vec<(String, Arc<Mutex<Progress>>)> = {
             let workers = self.workers.lock().unwrap_or_else(|p| p.into_inner());
             workers
@@ -348,21 +399,106 @@ impl Deliveries for Router {
 
     /// Moves the dead letters into the retry schedule in one transaction, so two redrives at
     /// once take each letter once; the worker sends them under the retry policy afresh.
+    /// A paused subscription's redriven letters wait in the schedule until it is resumed.
     async fn redrive(&self, subscription_id: &str) -> anyhow::Result<usize> {
         let redriven = self
             .workers
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .get(subscription_id)
-            .map(|w| w.redriven.clone())
-            .ok_or_else(|| anyhow!("subscription {subscription_id} has no deployed rule"))?;
+            .map(|w| w.redriven.clone());
+        if redriven.is_none() && !self.shared.store.is_paused(subscription_id).await? {
+            return Err(anyhow!(
+                "subscription {subscription_id} has no deployed rule"
+            ));
+        }
         let count = self
             .shared
             .store
             .redrive_dead_letters(subscription_id)
             .await?;
-        redriven.notify_one();
+        if let Some(redriven) = redriven {
+            redriven.notify_one();
+        }
         Ok(count)
+    }
+}
+
+#[async_trait]
+impl SubscriberControl for Router {
+    /// A subscription whose rule is not deployed yet shows the state it will start in.
+    async fn state(&self, subscription_id: &str) -> Result<Option<RunState>, ControlError> {
+        Ok(Some(
+            if self.shared.store.is_paused(subscription_id).await? {
+                RunState::Paused
+            } else {
+                RunState::Running
+            },
+        ))
+    }
+
+    async fn pause(&self, subscription_id: &str) -> Result<(), ControlError> {
+        let _saving = self.saving.lock().await;
+        if !self.shared.store.set_paused(subscription_id, true).await? {
+            return Err(ControlError::Conflict(format!(
+                "subscription {subscription_id} is paused already"
+            )));
+        }
+        self.stop_saving(subscription_id).await?;
+        info!(subscription = %subscription_id, "paused");
+        Ok(())
+    }
+
+    async fn resume(&self, subscription_id: &str) -> Result<(), ControlError> {
+        let _saving = self.saving.lock().await;
+        if !self.shared.store.set_paused(subscription_id, false).await? {
+            return Err(ControlError::Conflict(format!(
+                "subscription {subscription_id} is running"
+            )));
+        }
+        self.restart(subscription_id).await?;
+        info!(subscription = %subscription_id, "resumed");
+        Ok(())
+    }
+
+    /// Moves the cursor back (never forward, which would skip events) to just before the first
+    /// event whose `time` is at or after `start` (to the second, as the log keeps it).
+    async fn replay(
+        &self,
+        subscription_id: &str,
+        start: time::OffsetDateTime,
+    ) -> Result<(), ControlError> {
+        let earliest = busway_core::now() - self.shared.config.replay_window;
+        if start < earliest {
+            return Err(ControlError::BadStart(format!(
+                "is before the log's retention: the earliest start is {}",
+                eventbridge_time(earliest)
+            )));
+        }
+        let _saving = self.saving.lock().await;
+        self.stop_saving(subscription_id).await?;
+        let replayed = async {
+            let Some((cursor, stats)) = self.shared.store.progress(subscription_id).await? else {
+                return Err(ControlError::Conflict(format!(
+                    "subscription {subscription_id} has no deployed rule yet"
+                )));
+            };
+            let (reader, from) = (self.shared.reader.clone(), eventbridge_time(start));
+            let first = tokio::task::spawn_blocking(move || reader.first_at_or_after(&from))
+                .await
+                .map_err(anyhow::Error::from)??;
+            let cursor = first.map_or(cursor, |seq| cursor.min(seq - 1));
+            self.shared
+                .store
+                .save_progress(&[(subscription_id.to_string(), cursor, stats)])
+                .await?;
+            info!(subscription = %subscription_id, cursor, "replaying");
+            Ok(())
+        }
+        .await;
+        // A paused subscription replays when resumed.
+        self.restart(subscription_id).await?;
+        replayed
     }
 }
 

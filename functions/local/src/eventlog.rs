@@ -313,6 +313,19 @@ impl LogReader {
         )?)
     }
 
+    /// The first position whose event's `time` (RFC 3339, as stored) is at or after `time`.
+    pub fn first_at_or_after(&self, time: &str) -> anyhow::Result<Option<i64>> {
+        let conn = self
+            .conn
+            .lock()
+            .map_err(|_| anyhow::anyhow!("log reader lock poisoned"))?;
+        Ok(conn.query_row(
+            "SELECT MIN(seq) FROM events WHERE time >= ?1",
+            params![time],
+            |r| r.get(0),
+        )?)
+    }
+
     /// The position of the newest event, 0 for an empty log.
     pub fn last_seq(&self) -> anyhow::Result<i64> {
         let conn = self

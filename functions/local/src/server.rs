@@ -118,7 +118,11 @@ impl Running {
         let (bus, reader) = EventLog::open(&log, claim_checks, live)?;
         let bus = Arc::new(bus);
         let reader = Arc::new(reader);
-        let router = Router::new(store.clone(), reader.clone(), config.delivery.clone())?;
+        let delivery = DeliveryConfig {
+            replay_window: config.retention.events,
+            ..config.delivery.clone()
+        };
+        let router = Router::new(store.clone(), reader.clone(), delivery)?;
 
         let routes = Arc::new(LiveRoutes::default());
         for (application, event_type, version, schema) in store.routes().await? {
@@ -149,6 +153,7 @@ impl Running {
             registry: shared.clone(),
             objects: objects.clone(),
             deliveries: Some(router.clone()),
+            control: Some(router.clone()),
             provisioning: starter.clone(),
             keys: shared.clone(),
             secrets: shared.clone(),

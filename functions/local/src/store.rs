@@ -22,6 +22,7 @@ use serde_json::Value;
 
 use crate::migrations::STORE;
 
+mod control;
 mod keys;
 mod retention;
 mod retries;
@@ -189,6 +190,12 @@ impl SqliteStore {
         self.run(move |conn| {
             conn.execute("DELETE FROM rules WHERE subscription_id = ?1", params![id])
                 .map_err(sql)?;
+            // A deleted rule's pause goes with it, as a deleted subscriber's state.
+            conn.execute(
+                "DELETE FROM paused_subscriptions WHERE subscription_id = ?1",
+                params![id],
+            )
+            .map_err(sql)?;
             Ok(())
         })
         .await

@@ -40,6 +40,9 @@ pub fn router(portal: Arc<Portal>) -> Router {
         .route("/subscriptions/{id}/dead-letters", get(dead_letters))
         .route("/subscriptions/{id}/secret/rotate", post(rotate_secret))
         .route("/subscriptions/{id}/dead-letters/redrive", post(redrive))
+        .route("/subscriptions/{id}/pause", post(pause))
+        .route("/subscriptions/{id}/resume", post(resume))
+        .route("/subscriptions/{id}/replay", post(replay))
         .route("/deployments", get(list_deployments))
         .route("/deployments/{id}", get(get_deployment))
         .route("/deployments/{id}/retry", post(retry_deployment))
@@ -346,6 +349,11 @@ async fn get_subscription(
         return Ok(Json(value));
     }
     let stats = portal.delivery_stats(&view.subscription).await?;
+    if let Some(state) = portal.run_state(&view.subscription).await?
+        && let Some(fields) = value.as_object_mut()
+    {
+        fields.insert("delivery_state".into(), json!(state));
+    }
     // `delivery` holds the subscription's delivery settings and, where this host counts them,
     // what its deliveries did.
     if let (Some(delivery), Some(stats)) = (
@@ -385,6 +393,43 @@ async fn redrive(
     act_for_subscription(&portal, &caller, &id, "redrive").await?;
     let count = portal.redrive(&id).await?;
     Ok((StatusCode::ACCEPTED, Json(json!({"redriving": count}))))
+}
+
+async fn pause(
+    State(portal): Portal_,
+    Authenticated(caller): Authenticated,
+    p: std::result::Result<Path<String>, PathRejection>,
+) -> Result<Json<Value>> {
+    let id = path(p)?;
+    act_for_subscription(&portal, &caller, &id, "pause").await?;
+    let state = portal.pause_subscription(&id).await?;
+    Ok(Json(json!({"id": id, "delivery_state": state})))
+}
+
+async fn resume(
+    State(portal): Portal_,
+    Authenticated(caller): Authenticated,
+    p: std::result::Result<Path<String>, PathRejection>,
+) -> Result<Json<Value>> {
+    let id = path(p)?;
+    act_for_subscription(&portal, &caller, &id, "resume").await?;
+    let state = portal.resume_subscription(&id).await?;
+    Ok(Json(json!({"id": id, "delivery_state": state})))
+}
+
+async fn replay(
+    State(portal): Portal_,
+    Authenticated(caller): Authenticated,
+    p: std::result::Result<Path<String>, PathRejection>,
+    JsonBody(body): JsonBody,
+) -> Result<(StatusCode, Json<Value>)> {
+    let id = path(p)?;
+    act_for_subscription(&portal, &caller, &id, "replay").await?;
+    let start = portal.replay_subscription(&id, &body).await?;
+    Ok((
+        StatusCode::ACCEPTED,
+        Json(json!({"id": id, "replaying_from": busway_core::envelope::eventbridge_time(start)})),
+    ))
 }
 
 async fn rotate_secret(

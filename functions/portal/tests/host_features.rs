@@ -23,6 +23,7 @@ async fn without_a_delivery_store_dead_letters_are_not_available_and_delivery_co
         registry: with.registry.clone(),
         objects: with.objects.clone(),
         deliveries: None,
+        control: None,
         provisioning: with.provisioning.clone(),
         keys: with.keys.clone(),
         secrets: with.secrets.clone(),
@@ -59,4 +60,28 @@ async fn without_a_delivery_store_dead_letters_are_not_available_and_delivery_co
         let message = body["error"]["message"].as_str().expect("a message");
         assert!(message.contains(&format!("busway-{id}")), "{message}");
     }
+
+    // Without a subscriber control (the Classic bus) there is no delivery state, and pause,
+    // resume and replay are not available.
+    assert_eq!(body.get("delivery_state"), None, "{body}");
+    for (action, request) in [
+        ("pause", json!({})),
+        ("resume", json!({})),
+        ("replay", json!({"start_time": "2020-01-01T00:00:00Z"})),
+    ] {
+        let path = format!("/subscriptions/{id}/{action}");
+        let (status, body) = call(&portal, "POST", &path, Some(request)).await;
+        assert_eq!(status, StatusCode::NOT_IMPLEMENTED, "{path}: {body}");
+        assert_eq!(body["error"]["code"], "not_available");
+        let message = body["error"]["message"].as_str().expect("a message");
+        assert!(message.contains("Classic"), "{message}");
+    }
+    let (status, _) = call(
+        &portal,
+        "POST",
+        "/subscriptions/nope/pause",
+        Some(json!({})),
+    )
+    .await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
 }

@@ -72,6 +72,7 @@ fn setup(codebuild: &[&Rule]) -> Setup {
         registry: Arc::new(store.clone()),
         objects: objects.clone(),
         deliveries: None,
+        control: None,
         provisioning: Arc::new(SfnProvisioning {
             provisioner: Provisioner {
                 store: Arc::new(store.clone()),

@@ -216,6 +216,7 @@ pub fn lambda_portal(account: &Account, registry_dir: &Path) -> (Host, axum::Rou
         registry: Arc::new(registry),
         objects: host.objects(),
         deliveries: None,
+        control: None,
         provisioning: Arc::new(provisioning),
         keys: store.clone(),
         secrets: store,

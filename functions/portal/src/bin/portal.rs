@@ -20,6 +20,8 @@ async fn main() -> Result<(), lambda_http::Error> {
         objects: host.objects(),
         // EventBridge keeps deliveries: CloudWatch metrics and each rule's dead-letter queue.
         deliveries: None,
+        // Pause and resume on the Custom Event Bus's subscribers; none on Classic (501).
+        control: host.subscriber_control()?,
         // A retried deployment's document is provisioned again as its S3 notification would be.
         provisioning: Arc::new(SfnProvisioning::for_host(&host, state_machine_arn)),
         keys: store.clone(),

@@ -89,6 +89,7 @@ pub fn portal() -> (Arc<Portal>, Arc<Memory>) {
         registry: memory.clone(),
         objects: memory.clone(),
         deliveries: Some(memory.clone()),
+        control: None,
         provisioning: memory.clone(),
         keys: memory.clone(),
         secrets: memory.clone(),
