@@ -5,20 +5,17 @@
 //! after the bus stored it). Batching, retries and claim checks are `crate::put_events`'s, as for
 //! the Classic bus.
 
-use anyhow::anyhow;
 use async_trait::async_trait;
 use aws_sdk_eventbridgev2::Client;
 use aws_sdk_eventbridgev2::config::retry::RetryConfig;
-use aws_sdk_eventbridgev2::error::{DisplayErrorContext, ProvideErrorMetadata};
 use aws_sdk_eventbridgev2::primitives::DateTime;
 use aws_sdk_eventbridgev2::types::{PutEventsRequestEntry, PutEventsSystemMetadata};
 use busway_core::claim_check::ClaimChecks;
 use busway_core::envelope::BusEvent;
-use busway_core::ingest::THROTTLED;
 use busway_core::ports::{Accepted, Bus, EntryFailure};
 use tracing::instrument;
 
-use crate::put_events::{Backoff, CallError, Publisher, PutEventsCall};
+use crate::put_events::{Backoff, CallError, Publisher, PutEventsCall, entry_outcomes};
 
 /// PutEvents takes at most this many entries a call.
 pub const MAX_ENTRIES: usize = 100;
@@ -96,22 +93,10 @@ impl PutEventsCall for CustomCall {
             .set_entries(Some(entries))
             .send()
             .await
-            .map_err(|e| CallError {
-                transient: crate::error::is_transient(&e),
-                throttled: e.code() == Some(THROTTLED),
-                error: anyhow!("{}", DisplayErrorContext(&e)).context("PutEvents"),
-            })?;
-        Ok(out
-            .entries()
-            .iter()
-            .map(|answer| match answer.error_code() {
-                None => Ok(()),
-                Some(code) => Err(EntryFailure {
-                    code: code.to_string(),
-                    message: answer.error_message().unwrap_or_default().to_string(),
-                }),
-            })
-            .collect())
+            .map_err(CallError::from_sdk)?;
+        Ok(entry_outcomes(out.entries().iter().map(|answer| {
+            (answer.error_code(), answer.error_message())
+        })))
     }
 }
 

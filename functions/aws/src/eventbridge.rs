@@ -3,21 +3,18 @@
 //! (`busway_core::claim_check`: the data in S3, a link on the bus), as `crate::put_events` does
 //! for both bus kinds. See the README's "EventBridge bus" section for the shape.
 
-use anyhow::anyhow;
 use async_trait::async_trait;
 use aws_sdk_eventbridge::Client;
 use aws_sdk_eventbridge::config::retry::RetryConfig;
-use aws_sdk_eventbridge::error::{DisplayErrorContext, ProvideErrorMetadata};
 use aws_sdk_eventbridge::primitives::DateTime;
 use aws_sdk_eventbridge::types::PutEventsRequestEntry;
 use busway_core::claim_check::ClaimChecks;
 use busway_core::envelope::BusEvent;
-use busway_core::ingest::THROTTLED;
 use busway_core::ports::{Accepted, Bus, EntryFailure};
 use tracing::instrument;
 
 pub use crate::put_events::Backoff;
-use crate::put_events::{CallError, Publisher, PutEventsCall};
+use crate::put_events::{CallError, Publisher, PutEventsCall, entry_outcomes};
 
 /// PutEvents takes at most this many entries a call.
 pub const MAX_ENTRIES: usize = 10;
@@ -86,22 +83,10 @@ impl PutEventsCall for ClassicCall {
             .set_entries(Some(entries))
             .send()
             .await
-            .map_err(|e| CallError {
-                transient: crate::error::is_transient(&e),
-                throttled: e.code() == Some(THROTTLED),
-                error: anyhow!("{}", DisplayErrorContext(&e)).context("PutEvents"),
-            })?;
-        Ok(out
-            .entries()
-            .iter()
-            .map(|answer| match answer.error_code() {
-                None => Ok(()),
-                Some(code) => Err(EntryFailure {
-                    code: code.to_string(),
-                    message: answer.error_message().unwrap_or_default().to_string(),
-                }),
-            })
-            .collect())
+            .map_err(CallError::from_sdk)?;
+        Ok(entry_outcomes(out.entries().iter().map(|answer| {
+            (answer.error_code(), answer.error_message())
+        })))
     }
 }
 

@@ -5,7 +5,10 @@
 
 use std::time::Duration;
 
+use anyhow::anyhow;
 use async_trait::async_trait;
+use aws_sdk_dynamodb::config::http::HttpResponse;
+use aws_sdk_dynamodb::error::{DisplayErrorContext, ProvideErrorMetadata, SdkError};
 use busway_core::claim_check::ClaimChecks;
 use busway_core::envelope::BusEvent;
 use busway_core::ingest::THROTTLED;
@@ -52,6 +55,36 @@ pub(crate) struct CallError {
     /// The bus's own throttling error code.
     pub throttled: bool,
     pub error: anyhow::Error,
+}
+
+impl CallError {
+    /// A PutEvents call's SDK error, as both buses' SDKs report it.
+    pub fn from_sdk<E>(e: SdkError<E, HttpResponse>) -> Self
+    where
+        E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
+    {
+        Self {
+            transient: crate::error::is_transient(&e),
+            throttled: e.code() == Some(THROTTLED),
+            error: anyhow!("{}", DisplayErrorContext(&e)).context("PutEvents"),
+        }
+    }
+}
+
+/// Each entry's outcome from its answer's error code and message, in request order.
+pub(crate) fn entry_outcomes<'a>(
+    answers: impl IntoIterator<Item = (Option<&'a str>, Option<&'a str>)>,
+) -> Vec<Result<(), EntryFailure>> {
+    answers
+        .into_iter()
+        .map(|(code, message)| match code {
+            None => Ok(()),
+            Some(code) => Err(EntryFailure {
+                code: code.to_string(),
+                message: message.unwrap_or_default().to_string(),
+            }),
+        })
+        .collect()
 }
 
 /// One bus's PutEvents.
