@@ -44,6 +44,19 @@ fn from_json<T: DeserializeOwned>(text: &str) -> rusqlite::Result<T> {
     })
 }
 
+/// The JSON documents a query selects (its one column), in its order.
+fn docs<T: DeserializeOwned>(
+    conn: &Connection,
+    query: &str,
+    params: impl rusqlite::Params,
+) -> Result<Vec<T>, StoreError> {
+    let mut stmt = conn.prepare(query).map_err(sql)?;
+    let rows = stmt
+        .query_map(params, |r| from_json(&r.get::<_, String>(0)?))
+        .map_err(sql)?;
+    rows.collect::<Result<_, _>>().map_err(sql)
+}
+
 fn sql(e: rusqlite::Error) -> StoreError {
     StoreError::Unexpected(anyhow::Error::new(e).context("sqlite"))
 }
@@ -475,15 +488,11 @@ fn active_subscriptions(
     name: &str,
     version: u32,
 ) -> Result<Vec<Subscription>, StoreError> {
-    let mut stmt = conn
-        .prepare("SELECT doc FROM subscriptions WHERE event_type = ?1 AND version = ?2 AND state = 'ACTIVE' ORDER BY rowid")
-        .map_err(sql)?;
-    let rows = stmt
-        .query_map(params![name, version], |r| {
-            from_json(&r.get::<_, String>(0)?)
-        })
-        .map_err(sql)?;
-    rows.collect::<Result<_, _>>().map_err(sql)
+    docs(
+        conn,
+        "SELECT doc FROM subscriptions WHERE event_type = ?1 AND version = ?2 AND state = 'ACTIVE' ORDER BY rowid",
+        params![name, version],
+    )
 }
 
 #[async_trait]
@@ -604,16 +613,8 @@ impl EventStore for SqliteStore {
     }
 
     async fn list_event_types(&self) -> Result<Vec<EventType>, StoreError> {
-        self.run(|conn| {
-            let mut stmt = conn
-                .prepare("SELECT doc FROM event_types ORDER BY name")
-                .map_err(sql)?;
-            let rows = stmt
-                .query_map([], |r| from_json(&r.get::<_, String>(0)?))
-                .map_err(sql)?;
-            rows.collect::<Result<_, _>>().map_err(sql)
-        })
-        .await
+        self.run(|conn| docs(conn, "SELECT doc FROM event_types ORDER BY name", []))
+            .await
     }
 
     async fn page_event_types(&self, page: &PageRequest) -> Result<Page<EventType>, StoreError> {
@@ -638,13 +639,11 @@ impl EventStore for SqliteStore {
     async fn list_versions(&self, name: &EventTypeName) -> Result<Vec<EventVersion>, StoreError> {
         let name = name.to_string();
         self.run(move |conn| {
-            let mut stmt = conn
-                .prepare("SELECT doc FROM event_versions WHERE event_type = ?1 ORDER BY version")
-                .map_err(sql)?;
-            let rows = stmt
-                .query_map(params![name], |r| from_json(&r.get::<_, String>(0)?))
-                .map_err(sql)?;
-            rows.collect::<Result<_, _>>().map_err(sql)
+            docs(
+                conn,
+                "SELECT doc FROM event_versions WHERE event_type = ?1 ORDER BY version",
+                params![name],
+            )
         })
         .await
     }
@@ -818,11 +817,11 @@ impl DeploymentStore for SqliteStore {
     ) -> Result<Vec<Deployment>, StoreError> {
         let event_type = event_type.map(|e| e.to_string());
         self.run(move |conn| {
-            let mut stmt = conn
-                .prepare("SELECT doc FROM deployments WHERE ?1 IS NULL OR event_type = ?1 ORDER BY rowid DESC")
-                .map_err(sql)?;
-            let rows = stmt.query_map(params![event_type], |r| from_json(&r.get::<_, String>(0)?)).map_err(sql)?;
-            rows.collect::<Result<_, _>>().map_err(sql)
+            docs(
+                conn,
+                "SELECT doc FROM deployments WHERE ?1 IS NULL OR event_type = ?1 ORDER BY rowid DESC",
+                params![event_type],
+            )
         })
         .await
     }

@@ -7,7 +7,7 @@ use busway_core::webhook::{SigningSecret, SigningSecrets};
 use busway_core::{Application, EventTypeName};
 use rusqlite::{OptionalExtension, params};
 
-use super::{SqliteStore, from_json, is_unique_violation, sql, to_json};
+use super::{SqliteStore, docs, from_json, is_unique_violation, sql, to_json};
 
 impl SqliteStore {
     /// The writers of an event type besides its application; none for an unknown one.
@@ -65,16 +65,8 @@ impl KeyStore for SqliteStore {
     }
 
     async fn list_keys(&self) -> Result<Vec<ApiKey>, StoreError> {
-        self.run(|conn| {
-            let mut stmt = conn
-                .prepare("SELECT doc FROM api_keys ORDER BY rowid")
-                .map_err(sql)?;
-            let rows = stmt
-                .query_map([], |r| from_json(&r.get::<_, String>(0)?))
-                .map_err(sql)?;
-            rows.collect::<Result<_, _>>().map_err(sql)
-        })
-        .await
+        self.run(|conn| docs(conn, "SELECT doc FROM api_keys ORDER BY rowid", []))
+            .await
     }
 
     async fn update_key(&self, key: &ApiKey) -> Result<(), StoreError> {
