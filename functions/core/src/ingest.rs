@@ -18,6 +18,8 @@ pub struct Route {
     pub writers: Vec<Application>,
     pub event_type: EventTypeName,
     pub version: Version,
+    /// The enveloped schema `validator` was compiled from, for the broker's API documents.
+    pub schema: Value,
     pub validator: CompiledSchema,
 }
 
@@ -52,6 +54,7 @@ impl LiveRoutes {
             writers,
             event_type: event_type.clone(),
             version,
+            schema: schema_doc.clone(),
             validator,
         });
         if let Ok(mut routes) = self.routes.write() {
@@ -95,6 +98,17 @@ impl LiveRoutes {
             anyhow::anyhow!("the stored schema of {event_type} v{version} does not compile: {e}")
         })?;
         Ok(self.get(event_type, version))
+    }
+
+    /// Every live route, ordered by event type and version.
+    pub fn all(&self) -> Vec<Arc<Route>> {
+        let mut routes: Vec<_> = self
+            .routes
+            .read()
+            .map(|routes| routes.values().cloned().collect())
+            .unwrap_or_default();
+        routes.sort_by(|a, b| (&a.event_type, a.version).cmp(&(&b.event_type, b.version)));
+        routes
     }
 
     pub fn remove(&self, event_type: &EventTypeName, version: Version) {

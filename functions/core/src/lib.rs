@@ -12,6 +12,7 @@ pub mod event;
 pub mod format;
 pub mod ingest;
 pub mod names;
+pub mod openapi;
 pub mod page;
 pub mod portal;
 pub mod ports;

@@ -2,6 +2,7 @@
 //! right status, JSON bodies that never turn bad input into a 5xx, and JSON 404/405 fallbacks.
 
 pub mod auth;
+pub mod openapi;
 #[cfg(feature = "lambda")]
 pub mod lambda;
 
@@ -156,4 +157,11 @@ pub async fn method_not_allowed_fallback() -> ApiError {
         "method_not_allowed",
         "method not allowed on this route",
     )
+}
+
+/// The JSON 404 and 405 answers for what `router` does not route.
+pub fn with_fallbacks(router: axum::Router) -> axum::Router {
+    router
+        .fallback(not_found_fallback)
+        .method_not_allowed_fallback(method_not_allowed_fallback)
 }

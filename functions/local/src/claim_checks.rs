@@ -6,14 +6,14 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
-use axum::Router;
 use axum::extract::{Path as UrlPath, State};
 use axum::http::{HeaderName, HeaderValue, header};
 use axum::response::{IntoResponse, Response};
-use axum::routing::get;
 use busway_core::claim_check::{self, FORMAT_METADATA_KEY};
 use busway_core::ports::{Bucket, ObjectStore};
 use busway_http::ApiError;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 use tracing::{debug, warn};
 
 use crate::objects::{FolderObjectStore, bucket_dir, metadata_dir};
@@ -23,12 +23,20 @@ const FORMAT_HEADER: &str = "x-amz-meta-busway-format-version";
 
 /// `GET /claim-checks/{rest}`: the object at the link's key `claim-checks/{rest}`, with its
 /// format version in a header. Only keys that claim checks have are served from the bucket.
-pub fn router(objects: Arc<FolderObjectStore>) -> Router {
-    Router::new()
-        .route("/claim-checks/{*rest}", get(fetch))
+pub fn api(objects: Arc<FolderObjectStore>) -> OpenApiRouter {
+    OpenApiRouter::new()
+        .routes(routes!(fetch))
         .with_state(objects)
 }
 
+#[utoipa::path(
+    get,
+    path = "/claim-checks/{rest}",
+    tag = "local claim checks",
+    security(()),
+    params(("rest" = String, Path, description = "the rest of the claim check link's key, after `claim-checks/`")),
+    responses((status = 200, description = "the event's `data`, as stored", content_type = "application/json", body = Object))
+)]
 async fn fetch(
     State(objects): State<Arc<FolderObjectStore>>,
     UrlPath(rest): UrlPath<String>,
