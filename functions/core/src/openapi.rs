@@ -15,8 +15,9 @@ fn name() -> Value {
     json!({"type": "string", "pattern": NAME_PATTERN})
 }
 
+/// Optional lists of names, where `null` is the same as absent.
 fn names() -> Value {
-    json!({"type": "array", "items": name()})
+    json!({"type": ["array", "null"], "items": name()})
 }
 
 fn description() -> Value {
@@ -86,7 +87,10 @@ fn subscribe() -> Value {
         "required": ["event_type", "version", "target_unit", "connection_type", "connection_string"],
         "properties": {
             "event_type": name(),
-            "version": {"type": "integer", "minimum": 1},
+            "version": {"oneOf": [
+                {"type": "integer", "minimum": 1, "maximum": u32::MAX},
+                {"type": "string", "pattern": "^[1-9][0-9]{0,8}$"},
+            ]},
             "target_unit": name(),
             "connection_type": {"type": "string", "enum": ["HTTPS", "LAMBDA", "SQS"]},
             "connection_string": {

@@ -193,7 +193,7 @@ async fn create_event(
     ))
 }
 
-#[utoipa::path(get, path = "/events", tag = "events", params(("limit" = Option<u32>, Query, minimum = 1, maximum = 100, description = "items per page (default 50)"), ("next_token" = Option<String>, Query, description = "the `next_token` of the previous page")), responses((status = 200, description = "a page of event types: `{\"event_types\": [...], \"next_token\"}`", body = Object)))]
+#[utoipa::path(get, path = "/events", tag = "events", params(("limit" = Option<u32>, Query, minimum = 1, maximum = 100, description = "items per page (default 50)"), ("next_token" = Option<String>, Query, pattern = "^([0-7][0-9a-f])+$", description = "the `next_token` of the previous page")), responses((status = 200, description = "a page of event types: `{\"event_types\": [...], \"next_token\"}`", body = Object)))]
 async fn list_events(
     State(portal): Portal_,
     Authenticated(_): Authenticated,
@@ -317,7 +317,7 @@ async fn subscribe(
     Ok((StatusCode::CREATED, Json(answer)))
 }
 
-#[utoipa::path(get, path = "/subscriptions", tag = "subscriptions", params(("event_type" = Option<String>, Query, pattern = "^[a-z][a-z0-9_]{1,62}$"), ("version" = Option<u32>, Query, minimum = 1), ("target_unit" = Option<String>, Query, pattern = "^[a-z][a-z0-9_]{1,62}$"), ("limit" = Option<u32>, Query, minimum = 1, maximum = 100, description = "items per page (default 50)"), ("next_token" = Option<String>, Query, description = "the `next_token` of the previous page")), responses((status = 200, description = "a page of subscriptions: `{\"subscriptions\": [...], \"next_token\"}`", body = Object)))]
+#[utoipa::path(get, path = "/subscriptions", tag = "subscriptions", params(("event_type" = Option<String>, Query, pattern = "^[a-z][a-z0-9_]{1,62}$"), ("version" = Option<u32>, Query, minimum = 1), ("target_unit" = Option<String>, Query, pattern = "^[a-z][a-z0-9_]{1,62}$"), ("limit" = Option<u32>, Query, minimum = 1, maximum = 100, description = "items per page (default 50)"), ("next_token" = Option<String>, Query, pattern = "^([0-7][0-9a-f])+$", description = "the `next_token` of the previous page")), responses((status = 200, description = "a page of subscriptions: `{\"subscriptions\": [...], \"next_token\"}`", body = Object)))]
 async fn list_subscriptions(
     State(portal): Portal_,
     Authenticated(caller): Authenticated,
@@ -382,7 +382,7 @@ async fn get_subscription(
     Ok(Json(value))
 }
 
-#[utoipa::path(get, path = "/subscriptions/{id}/dead-letters", tag = "subscriptions", params(("id" = String, Path, description = "the resource's id"), ("limit" = Option<u32>, Query, minimum = 1, maximum = 100, description = "items per page (default 50)"), ("next_token" = Option<String>, Query, description = "the `next_token` of the previous page")), responses((status = 200, description = "a page of dead letters: `{\"dead_letters\": [...], \"next_token\"}`", body = Object)))]
+#[utoipa::path(get, path = "/subscriptions/{id}/dead-letters", tag = "subscriptions", params(("id" = String, Path, description = "the resource's id"), ("limit" = Option<u32>, Query, minimum = 1, maximum = 100, description = "items per page (default 50)"), ("next_token" = Option<String>, Query, pattern = "^([0-7][0-9a-f])+$", description = "the `next_token` of the previous page")), responses((status = 200, description = "a page of dead letters: `{\"dead_letters\": [...], \"next_token\"}`", body = Object)))]
 async fn dead_letters(
     State(portal): Portal_,
     Authenticated(caller): Authenticated,
@@ -511,7 +511,7 @@ async fn retry_deployment(
     Ok((StatusCode::ACCEPTED, Json(json!(deployment))))
 }
 
-#[utoipa::path(get, path = "/deployments", tag = "deployments", params(("event_type" = Option<String>, Query, pattern = "^[a-z][a-z0-9_]{1,62}$"), ("limit" = Option<u32>, Query, minimum = 1, maximum = 100, description = "items per page (default 50)"), ("next_token" = Option<String>, Query, description = "the `next_token` of the previous page")), responses((status = 200, description = "a page of deployments: `{\"deployments\": [...], \"next_token\"}`", body = Object)))]
+#[utoipa::path(get, path = "/deployments", tag = "deployments", params(("event_type" = Option<String>, Query, pattern = "^[a-z][a-z0-9_]{1,62}$"), ("limit" = Option<u32>, Query, minimum = 1, maximum = 100, description = "items per page (default 50)"), ("next_token" = Option<String>, Query, pattern = "^([0-7][0-9a-f])+$", description = "the `next_token` of the previous page")), responses((status = 200, description = "a page of deployments: `{\"deployments\": [...], \"next_token\"}`", body = Object)))]
 async fn list_deployments(
     State(portal): Portal_,
     Authenticated(_): Authenticated,
