@@ -163,13 +163,16 @@ impl Route {
 
 /// Validates and publishes one producer request of `publisher`, the application of the
 /// producer's key, which becomes the event's `Source`; `None` publishes as the event type's own
-/// application (a platform admin). Path segments arrive raw: they are parsed here so that a
-/// malformed path is simply an unknown route.
+/// application (a platform admin). `request_id`, the request's id, becomes the event's
+/// `metadata.request_id`. Path segments arrive raw: they are parsed here so that a malformed
+/// path is simply an unknown route.
+#[expect(clippy::too_many_arguments, reason = "each is one input of a publish, named at the call")]
 pub async fn publish(
     routes: &LiveRoutes,
     store: Option<&dyn EventStore>,
     bus: &dyn Bus,
     publisher: Option<&Application>,
+    request_id: Option<&str>,
     event_type: &str,
     version: &str,
     body: &[u8],
@@ -187,7 +190,10 @@ pub async fn publish(
             "application {publisher} is not among the writers of {name}"
         )));
     }
-    let event = prepare(&route, publisher, body)?;
+    let mut event = prepare(&route, publisher, body)?;
+    if let Some(id) = request_id {
+        crate::envelope::set_request_id(&mut event.detail, id);
+    }
     let event_id = event.event_id.clone();
     let mut results = bus.put_events(vec![event]).await?;
     match results.pop() {

@@ -3,6 +3,7 @@
 
 pub mod auth;
 pub mod openapi;
+pub mod request_id;
 #[cfg(feature = "lambda")]
 pub mod lambda;
 

@@ -18,6 +18,7 @@ use busway_core::ingest::{self, IngestError, LiveRoutes};
 use busway_core::ports::{Bus, EventStore};
 use busway_http::ApiError;
 use busway_http::auth::Authenticated;
+use busway_http::request_id::RequestId;
 use busway_core::{EventTypeName, Version};
 use serde_json::{Value, json};
 use utoipa::OpenApi;
@@ -134,6 +135,7 @@ async fn publish(
         max_event_bytes,
     }): State<Api>,
     Authenticated(caller): Authenticated,
+    request_id: Option<Extension<RequestId>>,
     path: Result<Path<(String, String)>, PathRejection>,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Json<Value>, ApiError> {
@@ -155,6 +157,7 @@ async fn publish(
         broker.store.as_deref(),
         broker.bus.as_ref(),
         publisher,
+        request_id.as_ref().map(|Extension(RequestId(id))| id.as_str()),
         &event_type,
         &version,
         &body,

@@ -2,6 +2,7 @@
 //! request body is that version's enveloped schema, so a producer team can generate a client
 //! for its own events.
 
+use busway_core::schema::{component_name, rewrite_definition_refs};
 use busway_core::{EventTypeName, Version};
 use serde_json::{Map, Value, json};
 
@@ -15,8 +16,8 @@ pub fn with_routes(mut document: Value, deployed: &[(EventTypeName, Version, Val
         if !schemas.is_object() {
             *schemas = json!({});
         }
-        for (definition, value) in definitions {
-            schemas[format!("{name}.{definition}")] = value;
+        for (component, value) in definitions {
+            schemas[component] = value;
         }
         schemas[&name] = schema;
         document["paths"][format!("/{event_type}/{version}")] = json!({
@@ -54,59 +55,18 @@ fn published() -> Value {
 /// document's root. `$schema` stays, so a reader knows the dialect.
 fn component(schema: &Value, name: &str) -> (Value, Map<String, Value>) {
     let mut schema = schema.clone();
-    let definitions = schema
-        .as_object_mut()
-        .and_then(|root| root.remove("definitions"))
-        .and_then(|d| match d {
-            Value::Object(map) => Some(map),
-            _ => None,
-        })
-        .unwrap_or_default();
-    let definitions = definitions
-        .into_iter()
-        .map(|(k, mut v)| {
-            rewrite_refs(&mut v, name);
-            (component_name(&k), v)
-        })
-        .collect();
-    rewrite_refs(&mut schema, name);
-    (schema, definitions)
-}
-
-/// A component's name may hold letters, digits, `.`, `-` and `_` only.
-fn component_name(definition: &str) -> String {
-    definition
-        .chars()
-        .map(|c| {
-            if c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | '_') {
-                c
-            } else {
-                '_'
-            }
-        })
-        .collect()
-}
-
-fn rewrite_refs(value: &mut Value, name: &str) {
-    match value {
-        Value::Object(map) => {
-            for (key, v) in map.iter_mut() {
-                match (key.as_str(), v) {
-                    ("$ref", Value::String(target)) => {
-                        if let Some(definition) = target.strip_prefix("#/definitions/") {
-                            *target = format!(
-                                "#/components/schemas/{name}.{}",
-                                component_name(definition)
-                            );
-                        }
-                    }
-                    (_, v) => rewrite_refs(v, name),
-                }
-            }
-        }
-        Value::Array(items) => items.iter_mut().for_each(|v| rewrite_refs(v, name)),
-        _ => {}
+    let mut definitions = Map::new();
+    if let Some(Value::Object(found)) = schema.as_object_mut().and_then(|r| r.remove("definitions")) {
+        definitions = found
+            .into_iter()
+            .map(|(k, mut v)| {
+                rewrite_definition_refs(&mut v, name);
+                (component_name(name, &k), v)
+            })
+            .collect();
     }
+    rewrite_definition_refs(&mut schema, name);
+    (schema, definitions)
 }
 
 #[cfg(test)]

@@ -219,6 +219,9 @@ impl Running {
             busway_http::with_fallbacks(
                 busway_http::openapi::documented(
                     busway_portal::api(portal)
+                        .layer(axum::Extension(busway_portal::BrokerUrl(
+                            url::Url::parse(&format!("http://{broker_addr}"))?,
+                        )))
                         .merge(queues::api(store))
                         .merge(claim_checks::api(folders)),
                 )
@@ -311,7 +314,9 @@ async fn serve(
         .layer(tower_http::timeout::TimeoutLayer::with_status_code(
             axum::http::StatusCode::REQUEST_TIMEOUT,
             timeout,
-        ));
+        ))
+        // Outermost, so that every answer, a timeout's too, names its request.
+        .layer(axum::middleware::from_fn(busway_http::request_id::layer));
     if let Err(e) = axum::serve(listener, router)
         .with_graceful_shutdown(shutdown)
         .await

@@ -6,6 +6,7 @@ use std::sync::Arc;
 
 use axum::extract::rejection::{PathRejection, QueryRejection};
 use axum::extract::{DefaultBodyLimit, Path, Query, State};
+use axum::Extension;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::{Json, Router};
@@ -17,7 +18,7 @@ use busway_core::portal::{
 };
 use busway_core::subscription::Subscription;
 use busway_core::subscription::SubscriptionFilter;
-use busway_core::{EventTypeName, FieldError, Version};
+use busway_core::{Application, EventTypeName, FieldError, Version};
 use busway_http::auth::Authenticated;
 use busway_http::{ApiError, JsonBody, MAX_BODY_BYTES};
 use serde::Serialize;
@@ -58,11 +59,17 @@ pub fn api(portal: Arc<Portal>) -> OpenApiRouter {
         .routes(routes!(list_keys, create_key))
         .routes(routes!(revoke_key))
         .routes(routes!(rotate_key))
+        .routes(routes!(asyncapi))
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
         .with_state(portal)
 }
 
 type Portal_ = State<Arc<Portal>>;
+
+/// The broker API's base URL, where the host knows it: the AsyncAPI documents name it as their
+/// server (the local host adds it as an extension of the portal's routes).
+#[derive(Clone)]
+pub struct BrokerUrl(pub url::Url);
 
 struct Error(ApiError);
 
@@ -639,4 +646,48 @@ mod tests {
             StatusCode::SERVICE_UNAVAILABLE
         );
     }
+}
+
+/// The AsyncAPI 3.0 document of an application: the event versions it may publish.
+#[utoipa::path(
+    get,
+    path = "/asyncapi/{application}",
+    tag = "documents",
+    params(("application" = String, Path, pattern = "^[a-z][a-z0-9_]{1,62}$", description = "a producing application")),
+    responses((status = 200, description = "the application's AsyncAPI 3.0 document: a channel per active event version it may publish", body = Object))
+)]
+async fn asyncapi(
+    State(portal): Portal_,
+    Authenticated(_): Authenticated,
+    broker: Option<Extension<BrokerUrl>>,
+    p: std::result::Result<Path<String>, PathRejection>,
+) -> Result<Json<Value>> {
+    let raw = path(p)?;
+    let not_found = || ApiError::not_found(format!("application {raw:?} publishes no event type"));
+    let application: Application = raw.parse().map_err(|_| not_found())?;
+    let mut events = Vec::new();
+    for event in portal
+        .store
+        .list_event_types()
+        .await
+        .map_err(PortalError::from)?
+    {
+        if event.application == application || event.writers.contains(&application) {
+            let versions = portal
+                .store
+                .list_versions(&event.event_type)
+                .await
+                .map_err(PortalError::from)?;
+            events.push((event, versions));
+        }
+    }
+    if events.is_empty() {
+        return Err(not_found().into());
+    }
+    let broker = broker.map(|Extension(BrokerUrl(url))| url);
+    Ok(Json(busway_core::asyncapi::document(
+        &application,
+        broker.as_ref(),
+        &events,
+    )))
 }
