@@ -109,6 +109,9 @@ async fn an_applications_asyncapi_document_passes_the_asyncapi_parser() {
     let (valid, diagnostics) = parse_with_asyncapi_parser(&broken);
     assert!(!valid, "a dangling $ref passed: {diagnostics}");
 
-    busway.get("/asyncapi/nobody").await.expect_error(404, "not_found");
+    busway
+        .get("/asyncapi/nobody")
+        .await
+        .expect_error(404, "not_found");
     busway.stop().await;
 }

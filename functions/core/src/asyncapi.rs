@@ -5,8 +5,8 @@
 use serde_json::{Map, Value, json};
 
 use crate::Application;
-use crate::schema::{component_name, rewrite_definition_refs};
 use crate::event::{EventType, EventVersion};
+use crate::schema::{component_name, rewrite_definition_refs};
 
 /// The HTTP bindings' version (AsyncAPI bindings, `http`).
 const HTTP_BINDING: &str = "0.3.0";

@@ -166,7 +166,10 @@ impl Route {
 /// application (a platform admin). `request_id`, the request's id, becomes the event's
 /// `metadata.request_id`. Path segments arrive raw: they are parsed here so that a malformed
 /// path is simply an unknown route.
-#[expect(clippy::too_many_arguments, reason = "each is one input of a publish, named at the call")]
+#[expect(
+    clippy::too_many_arguments,
+    reason = "each is one input of a publish, named at the call"
+)]
 pub async fn publish(
     routes: &LiveRoutes,
     store: Option<&dyn EventStore>,

@@ -2,10 +2,10 @@
 //! right status, JSON bodies that never turn bad input into a 5xx, and JSON 404/405 fallbacks.
 
 pub mod auth;
-pub mod openapi;
-pub mod request_id;
 #[cfg(feature = "lambda")]
 pub mod lambda;
+pub mod openapi;
+pub mod request_id;
 
 use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;

@@ -19,14 +19,20 @@ pub const BEARER: &str = "bearer_key";
 /// no or unknown key, a key without the right, an unknown resource, a request too slow or too
 /// large, a key above its rate limit, a failure, a feature this host lacks, a busy store.
 const ERRORS: [(&str, &str); 11] = [
-    ("400", "the request is invalid; `details` names each bad field"),
+    (
+        "400",
+        "the request is invalid; `details` names each bad field",
+    ),
     ("401", "no key, or an unknown, revoked or expired one"),
     ("403", "the key may not do this"),
     ("404", "no such resource"),
     ("408", "the request took longer than the server's timeout"),
     ("409", "the request conflicts with the resource's state"),
     ("413", "the body is above the API's limit"),
-    ("429", "the key is above its rate limit; retry after `Retry-After`"),
+    (
+        "429",
+        "the key is above its rate limit; retry after `Retry-After`",
+    ),
     ("500", "an unexpected failure; the server log has its cause"),
     ("501", "this host does not offer the feature"),
     ("503", "busy or throttled; retry after `Retry-After`"),
@@ -55,7 +61,8 @@ async fn document(
 }
 
 /// Adds the shared parts to a generated document: the bearer key required by every operation
-/// that does not say otherwise, the error body's schema, and the error answers of [`ERRORS`].
+/// that does not say otherwise, the `x-request-id` header both ways, the error body's schema,
+/// and the error answers of [`ERRORS`].
 pub fn finish(mut document: Value) -> Value {
     let components = &mut document["components"];
     if !components.is_object() {
@@ -77,11 +84,34 @@ pub fn finish(mut document: Value) -> Value {
             operation
                 .entry("security")
                 .or_insert_with(|| json!([{ BEARER: [] }]));
+            let parameters = operation.entry("parameters").or_insert_with(|| json!([]));
+            if let Some(parameters) = parameters.as_array_mut()
+                && !parameters.iter().any(|p| p["name"] == "x-request-id")
+            {
+                parameters.push(json!({
+                    "name": "x-request-id",
+                    "in": "header",
+                    "required": false,
+                    "description": "the request's id (1 to 128 visible ASCII characters); another value, or none, gets one made",
+                    "schema": {"type": "string"},
+                }));
+            }
             let responses = operation.entry("responses").or_insert_with(|| json!({}));
             for (status, description) in ERRORS {
                 if responses.get(status).is_none() {
                     responses[status] = error_response(description);
                 }
+            }
+            for response in responses
+                .as_object_mut()
+                .into_iter()
+                .flat_map(|r| r.values_mut())
+            {
+                response["headers"]["x-request-id"] = json!({
+                    "description": "the request's id (`crate::request_id`)",
+                    "required": true,
+                    "schema": {"type": "string"},
+                });
             }
         }
     }

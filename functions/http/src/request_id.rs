@@ -50,7 +50,10 @@ mod tests {
 
     fn with(value: &[u8]) -> Request {
         Request::builder()
-            .header(HEADER, HeaderValue::from_bytes(value).expect("a header value"))
+            .header(
+                HEADER,
+                HeaderValue::from_bytes(value).expect("a header value"),
+            )
             .body(Body::empty())
             .expect("a request")
     }
@@ -60,7 +63,10 @@ mod tests {
         assert_eq!(given(&with(b"req-42")).as_deref(), Some("req-42"));
         assert_eq!(given(&with(b"two words")), None);
         assert_eq!(given(&with(&[b'a'; MAX_LEN + 1])), None);
-        assert_eq!(given(&with(&[b'a'; MAX_LEN])).map(|s| s.len()), Some(MAX_LEN));
+        assert_eq!(
+            given(&with(&[b'a'; MAX_LEN])).map(|s| s.len()),
+            Some(MAX_LEN)
+        );
         let none = Request::builder().body(Body::empty()).expect("a request");
         assert_eq!(given(&none), None);
     }

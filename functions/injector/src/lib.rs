@@ -16,10 +16,10 @@ use axum::{Extension, Json, Router};
 use busway_core::auth::Role;
 use busway_core::ingest::{self, IngestError, LiveRoutes};
 use busway_core::ports::{Bus, EventStore};
+use busway_core::{EventTypeName, Version};
 use busway_http::ApiError;
 use busway_http::auth::Authenticated;
 use busway_http::request_id::RequestId;
-use busway_core::{EventTypeName, Version};
 use serde_json::{Value, json};
 use utoipa::OpenApi;
 use utoipa_axum::router::OpenApiRouter;
@@ -157,7 +157,9 @@ async fn publish(
         broker.store.as_deref(),
         broker.bus.as_ref(),
         publisher,
-        request_id.as_ref().map(|Extension(RequestId(id))| id.as_str()),
+        request_id
+            .as_ref()
+            .map(|Extension(RequestId(id))| id.as_str()),
         &event_type,
         &version,
         &body,

@@ -56,7 +56,8 @@ fn published() -> Value {
 fn component(schema: &Value, name: &str) -> (Value, Map<String, Value>) {
     let mut schema = schema.clone();
     let mut definitions = Map::new();
-    if let Some(Value::Object(found)) = schema.as_object_mut().and_then(|r| r.remove("definitions")) {
+    if let Some(Value::Object(found)) = schema.as_object_mut().and_then(|r| r.remove("definitions"))
+    {
         definitions = found
             .into_iter()
             .map(|(k, mut v)| {
@@ -87,8 +88,8 @@ mod tests {
             json!({"openapi": "3.1.0", "paths": {}}),
             &[(event_type, version, schema)],
         );
-        let body = &document["paths"]["/order_created/2"]["post"]["requestBody"]["content"]
-            ["application/json"]["schema"]["$ref"];
+        let body = &document["paths"]["/order_created/2"]["post"]["requestBody"]["content"]["application/json"]
+            ["schema"]["$ref"];
         assert_eq!(body, "#/components/schemas/order_created.v2");
         let component = &document["components"]["schemas"]["order_created.v2"];
         assert_eq!(

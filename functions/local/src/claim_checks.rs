@@ -12,9 +12,9 @@ use axum::response::{IntoResponse, Response};
 use busway_core::claim_check::{self, FORMAT_METADATA_KEY};
 use busway_core::ports::{Bucket, ObjectStore};
 use busway_http::ApiError;
+use tracing::{debug, warn};
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
-use tracing::{debug, warn};
 
 use crate::objects::{FolderObjectStore, bucket_dir, metadata_dir};
 

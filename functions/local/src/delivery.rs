@@ -819,7 +819,9 @@ fn log_attempt(
     );
     match result {
         Ok(()) => info!(%subscription, event_id, request_id, attempt, "delivered"),
-        Err(e) => info!(%subscription, event_id, request_id, attempt, error = %e.message, "delivery attempt failed"),
+        Err(e) => {
+            info!(%subscription, event_id, request_id, attempt, error = %e.message, "delivery attempt failed")
+        }
     }
 }
 

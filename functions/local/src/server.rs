@@ -219,9 +219,9 @@ impl Running {
             busway_http::with_fallbacks(
                 busway_http::openapi::documented(
                     busway_portal::api(portal)
-                        .layer(axum::Extension(busway_portal::BrokerUrl(
-                            url::Url::parse(&format!("http://{broker_addr}"))?,
-                        )))
+                        .layer(axum::Extension(busway_portal::BrokerUrl(url::Url::parse(
+                            &format!("http://{broker_addr}"),
+                        )?)))
                         .merge(queues::api(store))
                         .merge(claim_checks::api(folders)),
                 )
