@@ -9,12 +9,14 @@ use std::time::{Duration, SystemTime};
 use axum::extract::{Path as UrlPath, State};
 use axum::http::{HeaderName, HeaderValue, header};
 use axum::response::{IntoResponse, Response};
+use axum::routing::get;
 use busway_core::claim_check::{self, FORMAT_METADATA_KEY};
 use busway_core::ports::{Bucket, ObjectStore};
 use busway_http::ApiError;
 use tracing::{debug, warn};
+use utoipa::openapi::OpenApiBuilder;
+use utoipa::openapi::path::PathsBuilder;
 use utoipa_axum::router::OpenApiRouter;
-use utoipa_axum::routes;
 
 use crate::objects::{FolderObjectStore, bucket_dir, metadata_dir};
 
@@ -24,8 +26,13 @@ const FORMAT_HEADER: &str = "x-amz-meta-busway-format-version";
 /// `GET /claim-checks/{rest}`: the object at the link's key `claim-checks/{rest}`, with its
 /// format version in a header. Only keys that claim checks have are served from the bucket.
 pub fn api(objects: Arc<FolderObjectStore>) -> OpenApiRouter {
-    OpenApiRouter::new()
-        .routes(routes!(fetch))
+    // A key has several segments, so the route is axum's catch-all, which `routes!` cannot
+    // register; the document takes the path from `fetch`'s declaration all the same.
+    let document = OpenApiBuilder::new()
+        .paths(PathsBuilder::new().path_from::<__path_fetch>())
+        .build();
+    OpenApiRouter::with_openapi(document)
+        .route("/claim-checks/{*rest}", get(fetch))
         .with_state(objects)
 }
 

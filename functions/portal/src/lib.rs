@@ -181,7 +181,15 @@ fn parse_param<T: std::str::FromStr<Err = E>, E: std::fmt::Display>(
     errors.check(name, raw.parse::<T>())
 }
 
-#[utoipa::path(post, path = "/events", tag = "events", request_body = CreateEvent, responses((status = 201, description = "the event type with its first version and the `deployment_id` that builds its route", body = Object)))]
+#[utoipa::path(
+    post,
+    path = "/events",
+    tag = "events",
+    request_body = CreateEvent,
+    responses(
+        (status = 201, description = "the event type with its first version and the `deployment_id` that builds its route", body = Object),
+    ),
+)]
 async fn create_event(
     State(portal): Portal_,
     Authenticated(caller): Authenticated,
@@ -200,7 +208,18 @@ async fn create_event(
     ))
 }
 
-#[utoipa::path(get, path = "/events", tag = "events", params(("limit" = Option<u32>, Query, minimum = 1, maximum = 100, description = "items per page (default 50)"), ("next_token" = Option<String>, Query, pattern = "^([0-7][0-9a-f])+$", description = "the `next_token` of the previous page")), responses((status = 200, description = "a page of event types: `{\"event_types\": [...], \"next_token\"}`", body = Object)))]
+#[utoipa::path(
+    get,
+    path = "/events",
+    tag = "events",
+    params(
+        ("limit" = Option<u32>, Query, minimum = 1, maximum = 100, description = "items per page (default 50)"),
+        ("next_token" = Option<String>, Query, pattern = "^([0-7][0-9a-f])+$", description = "the `next_token` of the previous page"),
+    ),
+    responses(
+        (status = 200, description = "a page of event types: `{\"event_types\": [...], \"next_token\"}`", body = Object),
+    ),
+)]
 async fn list_events(
     State(portal): Portal_,
     Authenticated(_): Authenticated,
@@ -237,7 +256,13 @@ fn paged<T: serde::Serialize>(name: &str, page: Page<T>) -> Value {
     answer
 }
 
-#[utoipa::path(get, path = "/events/{event_type}", tag = "events", params(("event_type" = String, Path, description = "the event type's name")), responses((status = 200, description = "the event type with its versions", body = Object)))]
+#[utoipa::path(
+    get,
+    path = "/events/{event_type}",
+    tag = "events",
+    params(("event_type" = String, Path, description = "the event type's name")),
+    responses((status = 200, description = "the event type with its versions", body = Object)),
+)]
 async fn get_event(
     State(portal): Portal_,
     Authenticated(_): Authenticated,
@@ -247,7 +272,16 @@ async fn get_event(
     Ok(Json(json!(portal.get_event_type(&name).await?)))
 }
 
-#[utoipa::path(put, path = "/events/{event_type}", tag = "events", params(("event_type" = String, Path, description = "the event type's name")), request_body = NewVersion, responses((status = 201, description = "the new version and the `deployment_id` that builds its route", body = Object)))]
+#[utoipa::path(
+    put,
+    path = "/events/{event_type}",
+    tag = "events",
+    params(("event_type" = String, Path, description = "the event type's name")),
+    request_body = NewVersion,
+    responses(
+        (status = 201, description = "the new version and the `deployment_id` that builds its route", body = Object),
+    ),
+)]
 async fn add_version(
     State(portal): Portal_,
     Authenticated(caller): Authenticated,
@@ -264,7 +298,18 @@ async fn add_version(
     ))
 }
 
-#[utoipa::path(get, path = "/events/{event_type}/versions/{version}", tag = "events", params(("event_type" = String, Path, description = "the event type's name"), ("version" = String, Path, description = "the version number, from 1")), responses((status = 200, description = "the version with its enveloped schema", body = Object)))]
+#[utoipa::path(
+    get,
+    path = "/events/{event_type}/versions/{version}",
+    tag = "events",
+    params(
+        ("event_type" = String, Path, description = "the event type's name"),
+        ("version" = String, Path, description = "the version number, from 1"),
+    ),
+    responses(
+        (status = 200, description = "the version with its enveloped schema", body = Object),
+    ),
+)]
 async fn get_version(
     State(portal): Portal_,
     Authenticated(_): Authenticated,
@@ -276,7 +321,18 @@ async fn get_version(
     Ok(Json(json!(portal.version_view(&name, v).await?)))
 }
 
-#[utoipa::path(delete, path = "/events/{event_type}/versions/{version}", tag = "events", params(("event_type" = String, Path, description = "the event type's name"), ("version" = String, Path, description = "the version number, from 1")), responses((status = 202, description = "the `deployment_id` that removes the route", body = Object)))]
+#[utoipa::path(
+    delete,
+    path = "/events/{event_type}/versions/{version}",
+    tag = "events",
+    params(
+        ("event_type" = String, Path, description = "the event type's name"),
+        ("version" = String, Path, description = "the version number, from 1"),
+    ),
+    responses(
+        (status = 202, description = "the `deployment_id` that removes the route", body = Object),
+    ),
+)]
 async fn delete_version(
     State(portal): Portal_,
     Authenticated(caller): Authenticated,
@@ -293,7 +349,15 @@ async fn delete_version(
     ))
 }
 
-#[utoipa::path(post, path = "/subscriptions", tag = "subscriptions", request_body = Subscribe, responses((status = 201, description = "the subscription, the `deployment_id` that builds it and, for HTTPS targets, the signing `secret` (shown only here)", body = Object)))]
+#[utoipa::path(
+    post,
+    path = "/subscriptions",
+    tag = "subscriptions",
+    request_body = Subscribe,
+    responses(
+        (status = 201, description = "the subscription, the `deployment_id` that builds it and, for HTTPS targets, the signing `secret` (shown only here)", body = Object),
+    ),
+)]
 async fn subscribe(
     State(portal): Portal_,
     Authenticated(caller): Authenticated,
@@ -324,7 +388,21 @@ async fn subscribe(
     Ok((StatusCode::CREATED, Json(answer)))
 }
 
-#[utoipa::path(get, path = "/subscriptions", tag = "subscriptions", params(("event_type" = Option<String>, Query, pattern = "^[a-z][a-z0-9_]{1,62}$"), ("version" = Option<u32>, Query, minimum = 1), ("target_unit" = Option<String>, Query, pattern = "^[a-z][a-z0-9_]{1,62}$"), ("limit" = Option<u32>, Query, minimum = 1, maximum = 100, description = "items per page (default 50)"), ("next_token" = Option<String>, Query, pattern = "^([0-7][0-9a-f])+$", description = "the `next_token` of the previous page")), responses((status = 200, description = "a page of subscriptions: `{\"subscriptions\": [...], \"next_token\"}`", body = Object)))]
+#[utoipa::path(
+    get,
+    path = "/subscriptions",
+    tag = "subscriptions",
+    params(
+        ("event_type" = Option<String>, Query, pattern = "^[a-z][a-z0-9_]{1,62}$"),
+        ("version" = Option<u32>, Query, minimum = 1),
+        ("target_unit" = Option<String>, Query, pattern = "^[a-z][a-z0-9_]{1,62}$"),
+        ("limit" = Option<u32>, Query, minimum = 1, maximum = 100, description = "items per page (default 50)"),
+        ("next_token" = Option<String>, Query, pattern = "^([0-7][0-9a-f])+$", description = "the `next_token` of the previous page"),
+    ),
+    responses(
+        (status = 200, description = "a page of subscriptions: `{\"subscriptions\": [...], \"next_token\"}`", body = Object),
+    ),
+)]
 async fn list_subscriptions(
     State(portal): Portal_,
     Authenticated(caller): Authenticated,
@@ -359,7 +437,15 @@ async fn list_subscriptions(
     )))
 }
 
-#[utoipa::path(get, path = "/subscriptions/{id}", tag = "subscriptions", params(("id" = String, Path, description = "the resource's id")), responses((status = 200, description = "the subscription; for its own team also its delivery state and counts", body = Object)))]
+#[utoipa::path(
+    get,
+    path = "/subscriptions/{id}",
+    tag = "subscriptions",
+    params(("id" = String, Path, description = "the resource's id")),
+    responses(
+        (status = 200, description = "the subscription; for its own team also its delivery state and counts", body = Object),
+    ),
+)]
 async fn get_subscription(
     State(portal): Portal_,
     Authenticated(caller): Authenticated,
@@ -389,7 +475,19 @@ async fn get_subscription(
     Ok(Json(value))
 }
 
-#[utoipa::path(get, path = "/subscriptions/{id}/dead-letters", tag = "subscriptions", params(("id" = String, Path, description = "the resource's id"), ("limit" = Option<u32>, Query, minimum = 1, maximum = 100, description = "items per page (default 50)"), ("next_token" = Option<String>, Query, pattern = "^([0-7][0-9a-f])+$", description = "the `next_token` of the previous page")), responses((status = 200, description = "a page of dead letters: `{\"dead_letters\": [...], \"next_token\"}`", body = Object)))]
+#[utoipa::path(
+    get,
+    path = "/subscriptions/{id}/dead-letters",
+    tag = "subscriptions",
+    params(
+        ("id" = String, Path, description = "the resource's id"),
+        ("limit" = Option<u32>, Query, minimum = 1, maximum = 100, description = "items per page (default 50)"),
+        ("next_token" = Option<String>, Query, pattern = "^([0-7][0-9a-f])+$", description = "the `next_token` of the previous page"),
+    ),
+    responses(
+        (status = 200, description = "a page of dead letters: `{\"dead_letters\": [...], \"next_token\"}`", body = Object),
+    ),
+)]
 async fn dead_letters(
     State(portal): Portal_,
     Authenticated(caller): Authenticated,
@@ -408,7 +506,15 @@ async fn dead_letters(
     )))
 }
 
-#[utoipa::path(post, path = "/subscriptions/{id}/dead-letters/redrive", tag = "subscriptions", params(("id" = String, Path, description = "the resource's id")), responses((status = 202, description = "how many dead letters are delivered again: `{\"redriving\": n}`", body = Object)))]
+#[utoipa::path(
+    post,
+    path = "/subscriptions/{id}/dead-letters/redrive",
+    tag = "subscriptions",
+    params(("id" = String, Path, description = "the resource's id")),
+    responses(
+        (status = 202, description = "how many dead letters are delivered again: `{\"redriving\": n}`", body = Object),
+    ),
+)]
 async fn redrive(
     State(portal): Portal_,
     Authenticated(caller): Authenticated,
@@ -420,7 +526,13 @@ async fn redrive(
     Ok((StatusCode::ACCEPTED, Json(json!({"redriving": count}))))
 }
 
-#[utoipa::path(post, path = "/subscriptions/{id}/pause", tag = "subscriptions", params(("id" = String, Path, description = "the resource's id")), responses((status = 200, description = "`{\"id\", \"delivery_state\"}`", body = Object)))]
+#[utoipa::path(
+    post,
+    path = "/subscriptions/{id}/pause",
+    tag = "subscriptions",
+    params(("id" = String, Path, description = "the resource's id")),
+    responses((status = 200, description = "`{\"id\", \"delivery_state\"}`", body = Object)),
+)]
 async fn pause(
     State(portal): Portal_,
     Authenticated(caller): Authenticated,
@@ -432,7 +544,13 @@ async fn pause(
     Ok(Json(json!({"id": id, "delivery_state": state})))
 }
 
-#[utoipa::path(post, path = "/subscriptions/{id}/resume", tag = "subscriptions", params(("id" = String, Path, description = "the resource's id")), responses((status = 200, description = "`{\"id\", \"delivery_state\"}`", body = Object)))]
+#[utoipa::path(
+    post,
+    path = "/subscriptions/{id}/resume",
+    tag = "subscriptions",
+    params(("id" = String, Path, description = "the resource's id")),
+    responses((status = 200, description = "`{\"id\", \"delivery_state\"}`", body = Object)),
+)]
 async fn resume(
     State(portal): Portal_,
     Authenticated(caller): Authenticated,
@@ -444,7 +562,14 @@ async fn resume(
     Ok(Json(json!({"id": id, "delivery_state": state})))
 }
 
-#[utoipa::path(post, path = "/subscriptions/{id}/replay", tag = "subscriptions", params(("id" = String, Path, description = "the resource's id")), request_body(content = Object, description = "`{\"start_time\": \"<RFC 3339, not in the future>\"}`"), responses((status = 202, description = "`{\"id\", \"replaying_from\"}`", body = Object)))]
+#[utoipa::path(
+    post,
+    path = "/subscriptions/{id}/replay",
+    tag = "subscriptions",
+    params(("id" = String, Path, description = "the resource's id")),
+    request_body(content = Object, description = "`{\"start_time\": \"<RFC 3339, not in the future>\"}`"),
+    responses((status = 202, description = "`{\"id\", \"replaying_from\"}`", body = Object)),
+)]
 async fn replay(
     State(portal): Portal_,
     Authenticated(caller): Authenticated,
@@ -460,7 +585,15 @@ async fn replay(
     ))
 }
 
-#[utoipa::path(post, path = "/subscriptions/{id}/secret/rotate", tag = "subscriptions", params(("id" = String, Path, description = "the resource's id")), responses((status = 201, description = "the new signing `secret`; the old one signs too until it expires", body = Object)))]
+#[utoipa::path(
+    post,
+    path = "/subscriptions/{id}/secret/rotate",
+    tag = "subscriptions",
+    params(("id" = String, Path, description = "the resource's id")),
+    responses(
+        (status = 201, description = "the new signing `secret`; the old one signs too until it expires", body = Object),
+    ),
+)]
 async fn rotate_secret(
     State(portal): Portal_,
     Authenticated(caller): Authenticated,
@@ -472,7 +605,15 @@ async fn rotate_secret(
     Ok((StatusCode::CREATED, Json(json!({"secret": secret}))))
 }
 
-#[utoipa::path(delete, path = "/subscriptions/{id}", tag = "subscriptions", params(("id" = String, Path, description = "the resource's id")), responses((status = 202, description = "the `deployment_id` that removes it", body = Object)))]
+#[utoipa::path(
+    delete,
+    path = "/subscriptions/{id}",
+    tag = "subscriptions",
+    params(("id" = String, Path, description = "the resource's id")),
+    responses(
+        (status = 202, description = "the `deployment_id` that removes it", body = Object),
+    ),
+)]
 async fn unsubscribe(
     State(portal): Portal_,
     Authenticated(caller): Authenticated,
@@ -487,7 +628,15 @@ async fn unsubscribe(
     ))
 }
 
-#[utoipa::path(get, path = "/deployments/{id}", tag = "deployments", params(("id" = String, Path, description = "the resource's id")), responses((status = 200, description = "the deployment with its status, steps and error", body = Object)))]
+#[utoipa::path(
+    get,
+    path = "/deployments/{id}",
+    tag = "deployments",
+    params(("id" = String, Path, description = "the resource's id")),
+    responses(
+        (status = 200, description = "the deployment with its status, steps and error", body = Object),
+    ),
+)]
 async fn get_deployment(
     State(portal): Portal_,
     Authenticated(_): Authenticated,
@@ -497,7 +646,15 @@ async fn get_deployment(
     Ok(Json(json!(portal.deployment(&id).await?)))
 }
 
-#[utoipa::path(post, path = "/deployments/{id}/retry", tag = "deployments", params(("id" = String, Path, description = "the resource's id")), responses((status = 202, description = "the deployment, provisioning again", body = Object)))]
+#[utoipa::path(
+    post,
+    path = "/deployments/{id}/retry",
+    tag = "deployments",
+    params(("id" = String, Path, description = "the resource's id")),
+    responses(
+        (status = 202, description = "the deployment, provisioning again", body = Object),
+    ),
+)]
 async fn retry_deployment(
     State(portal): Portal_,
     Authenticated(caller): Authenticated,
@@ -518,7 +675,19 @@ async fn retry_deployment(
     Ok((StatusCode::ACCEPTED, Json(json!(deployment))))
 }
 
-#[utoipa::path(get, path = "/deployments", tag = "deployments", params(("event_type" = Option<String>, Query, pattern = "^[a-z][a-z0-9_]{1,62}$"), ("limit" = Option<u32>, Query, minimum = 1, maximum = 100, description = "items per page (default 50)"), ("next_token" = Option<String>, Query, pattern = "^([0-7][0-9a-f])+$", description = "the `next_token` of the previous page")), responses((status = 200, description = "a page of deployments: `{\"deployments\": [...], \"next_token\"}`", body = Object)))]
+#[utoipa::path(
+    get,
+    path = "/deployments",
+    tag = "deployments",
+    params(
+        ("event_type" = Option<String>, Query, pattern = "^[a-z][a-z0-9_]{1,62}$"),
+        ("limit" = Option<u32>, Query, minimum = 1, maximum = 100, description = "items per page (default 50)"),
+        ("next_token" = Option<String>, Query, pattern = "^([0-7][0-9a-f])+$", description = "the `next_token` of the previous page"),
+    ),
+    responses(
+        (status = 200, description = "a page of deployments: `{\"deployments\": [...], \"next_token\"}`", body = Object),
+    ),
+)]
 async fn list_deployments(
     State(portal): Portal_,
     Authenticated(_): Authenticated,
@@ -577,7 +746,14 @@ fn admin(caller: &Caller) -> Result<()> {
     Ok(())
 }
 
-#[utoipa::path(get, path = "/keys", tag = "keys", responses((status = 200, description = "`{\"keys\": [...]}`, without secrets", body = Object)))]
+#[utoipa::path(
+    get,
+    path = "/keys",
+    tag = "keys",
+    responses(
+        (status = 200, description = "`{\"keys\": [...]}`, without secrets", body = Object),
+    ),
+)]
 async fn list_keys(
     State(portal): Portal_,
     Authenticated(caller): Authenticated,
@@ -595,7 +771,15 @@ fn with_secret(key: &auth::ApiKey, secret: String) -> Value {
     value
 }
 
-#[utoipa::path(post, path = "/keys", tag = "keys", request_body = NewKey, responses((status = 201, description = "the key's record with its secret `key`, shown only here", body = Object)))]
+#[utoipa::path(
+    post,
+    path = "/keys",
+    tag = "keys",
+    request_body = NewKey,
+    responses(
+        (status = 201, description = "the key's record with its secret `key`, shown only here", body = Object),
+    ),
+)]
 async fn create_key(
     State(portal): Portal_,
     Authenticated(caller): Authenticated,
@@ -607,7 +791,13 @@ async fn create_key(
     Ok((StatusCode::CREATED, Json(with_secret(&key, secret))))
 }
 
-#[utoipa::path(post, path = "/keys/{id}/revoke", tag = "keys", params(("id" = String, Path, description = "the resource's id")), responses((status = 200, description = "the revoked key's record", body = Object)))]
+#[utoipa::path(
+    post,
+    path = "/keys/{id}/revoke",
+    tag = "keys",
+    params(("id" = String, Path, description = "the resource's id")),
+    responses((status = 200, description = "the revoked key's record", body = Object)),
+)]
 async fn revoke_key(
     State(portal): Portal_,
     Authenticated(caller): Authenticated,
@@ -620,7 +810,15 @@ async fn revoke_key(
     )))
 }
 
-#[utoipa::path(post, path = "/keys/{id}/rotate", tag = "keys", params(("id" = String, Path, description = "the resource's id")), responses((status = 201, description = "the new key with its secret; the old one works until its overlap ends", body = Object)))]
+#[utoipa::path(
+    post,
+    path = "/keys/{id}/rotate",
+    tag = "keys",
+    params(("id" = String, Path, description = "the resource's id")),
+    responses(
+        (status = 201, description = "the new key with its secret; the old one works until its overlap ends", body = Object),
+    ),
+)]
 async fn rotate_key(
     State(portal): Portal_,
     Authenticated(caller): Authenticated,
