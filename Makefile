@@ -12,7 +12,7 @@ up:
 	$(CARGO) run --release -- up
 
 ## test: everything CI runs: formatting, lints, every test suite
-test: check unit test-infra
+test: check unit test-infra test-api
 
 check: fmt-check lint
 
@@ -52,7 +52,7 @@ fmt:
 	$(CARGO) fmt --all
 
 # Provisioning as code (statemachines/, buildspecs/, cdk-app/, infra/).
-.PHONY: setup test-infra setup-cdk-app provision-producer provision-consumer
+.PHONY: setup test-infra test-api setup-cdk-app provision-producer provision-consumer
 
 ## setup: install the infrastructure checks' tools (scripts/setup.sh, idempotent)
 setup:
@@ -65,6 +65,10 @@ test-infra: setup
 	cd infra && npx --no-install tsc -p . && TS_NODE_TRANSPILE_ONLY=1 node --require ts-node/register --test test/*.test.ts
 	scripts/lint-generated.sh
 	scripts/test-asl-moto.sh
+
+## test-api: schemathesis against a fresh `busway up`, from the portal's and broker's OpenAPI documents
+test-api: setup
+	CARGO=$(CARGO) scripts/fuzz-api.sh
 
 ## setup-cdk-app: the generators' npm packages only (CodeBuild install phase)
 setup-cdk-app:

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Installs the tools the tests and benchmarks need, from the package registries only: the
-# Debian packages they call, the npm packages of infra/ and cdk-app/ by `npm ci` from their
-# committed lock files, and cfn-lint and moto in the Python venv .venv/.
+# Debian packages they call, the npm packages of infra/, cdk-app/ and tests/asyncapi/ by `npm ci`
+# from their committed lock files, and cfn-lint, moto and schemathesis in the Python venv .venv/.
 # Idempotent: a package already there, or a step whose lock file has not changed since its last
 # install, is skipped.
 set -euo pipefail
@@ -31,6 +31,8 @@ npm_install() {
 
 npm_install infra
 npm_install cdk-app
+# The AsyncAPI parser that tests/tests/asyncapi.rs checks the AsyncAPI documents with.
+npm_install tests/asyncapi
 
 requirements=scripts/requirements-infra.txt
 if [ ! -x .venv/bin/python ]; then

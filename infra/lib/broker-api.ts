@@ -32,7 +32,7 @@ export class BrokerApiStack extends Stack {
 
     const api = new apigw.RestApi(this, 'BrokerApi', {
       restApiName: names.brokerApiName,
-      description: 'busway broker: POST /{event_type}/{version}, one route per deployed event version (cdk-app/)',
+      description: 'busway broker: POST /{event_type}/{version}, one route per deployed event version (cdk-app/), and GET /openapi.json',
       endpointTypes: [apigw.EndpointType.REGIONAL],
       cloudWatchRole: false,
       deployOptions: stageOptions(this, STAGES.broker),
@@ -48,6 +48,15 @@ export class BrokerApiStack extends Stack {
       reason: 'GET /health is a MOCK returning a constant: it reaches no backend and reads no input. Event routes use AWS_IAM (cdk-app/).',
     });
     Validations.of(health).acknowledge({ id: 'AwsSolutions-COG4', reason: 'Same MOCK health check: no caller identity to check.' });
+    // GET /openapi.json: the broker's OpenAPI document, which the injector builds from the event
+    // store's active versions (busway_injector::openapi), signed for as the event routes are.
+    const openapi = api.root.addResource('openapi.json').addMethod('GET', new apigw.LambdaIntegration(injector.fn), {
+      authorizationType: apigw.AuthorizationType.IAM,
+    });
+    Validations.of(openapi).acknowledge({
+      id: 'AwsSolutions-COG4',
+      reason: 'Callers are services and people with IAM credentials: the document is served to SigV4-signed requests (AWS_IAM), not Cognito tokens.',
+    });
     Validations.of(api).acknowledge({
       id: 'AwsSolutions-APIG2',
       reason: 'Each event route gets its own body validator and JSON Schema model from the producer generator (cdk-app/); /health has no input.',

@@ -505,7 +505,7 @@ test('the platform writes exactly the SSM parameters the generators of cdk-app/ 
   assert.match(value(t.brokerApi, '/busway/dev/injector-sqs/role-arn'), /^<InjectorSqsRole\w+\.Arn>$/);
 });
 
-test('the broker API deploys its stage with a MOCK health check; the portal API proxies to the portal with SigV4', () => {
+test('the broker API deploys its stage with a MOCK health check and GET /openapi.json on the injector; the portal API proxies to the portal with SigV4', () => {
   t.brokerApi.hasResourceProperties('AWS::ApiGateway::RestApi', { Name: 'dev-event-broker-api', EndpointConfiguration: { Types: ['REGIONAL'] } });
   t.brokerApi.hasResourceProperties('AWS::ApiGateway::Stage', {
     StageName: STAGES.broker,
@@ -513,7 +513,14 @@ test('the broker API deploys its stage with a MOCK health check; the portal API 
     MethodSettings: [Match.objectLike({ LoggingLevel: 'INFO', DataTraceEnabled: false })],
   });
   t.brokerApi.hasResourceProperties('AWS::ApiGateway::Method', { HttpMethod: 'GET', AuthorizationType: 'NONE', Integration: Match.objectLike({ Type: 'MOCK' }) });
-  t.brokerApi.resourceCountIs('AWS::ApiGateway::Method', 1);
+  // GET /openapi.json reaches the injector, which serves the broker's document.
+  t.brokerApi.hasResourceProperties('AWS::ApiGateway::Resource', { PathPart: 'openapi.json' });
+  t.brokerApi.hasResourceProperties('AWS::ApiGateway::Method', {
+    HttpMethod: 'GET', AuthorizationType: 'AWS_IAM',
+    Integration: Match.objectLike({ Type: 'AWS_PROXY' }),
+  });
+  t.brokerApi.resourceCountIs('AWS::ApiGateway::Method', 2);
+  t.brokerApi.hasResourceProperties('AWS::Lambda::Permission', { Principal: 'apigateway.amazonaws.com', Action: 'lambda:InvokeFunction' });
   t.brokerApi.resourceCountIs('AWS::ApiGateway::Account', 0);
   t.brokerApi.hasOutput('BrokerUrl', {});
 

@@ -113,6 +113,19 @@ async fn an_event_type_registered_through_the_portal_routes_matching_events_to_t
         store: Some(store.clone()),
         bus: host.deduplicated_bus().expect("the bus is configured"),
     });
+    // Its OpenAPI document names the deployed version, read from the table before any publish
+    // taught the container the route.
+    let (status, document) = call(broker.clone(), "GET", "/openapi.json", &Value::Null).await;
+    assert_eq!(status, StatusCode::OK, "{document}");
+    assert_eq!(
+        document["paths"]["/scanned_parcel/1"]["post"]["requestBody"]["content"]["application/json"]
+            ["schema"]["$ref"],
+        "#/components/schemas/scanned_parcel.v1"
+    );
+    assert_eq!(
+        document["components"]["schemas"]["scanned_parcel.v1"]["title"],
+        "scanned_parcel.1"
+    );
     let mut published = Vec::new();
     for target in ["u2", "u3", "u2"] {
         let (status, answer) = call(

@@ -111,6 +111,14 @@ pub fn enrich(
     }
 }
 
+/// Sets `metadata.request_id` of an enriched envelope: the id of the request that published it,
+/// which the broker's and each delivery attempt's log lines name too.
+pub fn set_request_id(detail: &mut Value, request_id: &str) {
+    if let Some(metadata) = detail.get_mut("metadata").and_then(Value::as_object_mut) {
+        metadata.insert("request_id".into(), Value::String(request_id.to_string()));
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

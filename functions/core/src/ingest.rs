@@ -18,6 +18,8 @@ pub struct Route {
     pub writers: Vec<Application>,
     pub event_type: EventTypeName,
     pub version: Version,
+    /// The enveloped schema `validator` was compiled from, for the broker's API documents.
+    pub schema: Value,
     pub validator: CompiledSchema,
 }
 
@@ -52,6 +54,7 @@ impl LiveRoutes {
             writers,
             event_type: event_type.clone(),
             version,
+            schema: schema_doc.clone(),
             validator,
         });
         if let Ok(mut routes) = self.routes.write() {
@@ -95,6 +98,17 @@ impl LiveRoutes {
             anyhow::anyhow!("the stored schema of {event_type} v{version} does not compile: {e}")
         })?;
         Ok(self.get(event_type, version))
+    }
+
+    /// Every live route, ordered by event type and version.
+    pub fn all(&self) -> Vec<Arc<Route>> {
+        let mut routes: Vec<_> = self
+            .routes
+            .read()
+            .map(|routes| routes.values().cloned().collect())
+            .unwrap_or_default();
+        routes.sort_by(|a, b| (&a.event_type, a.version).cmp(&(&b.event_type, b.version)));
+        routes
     }
 
     pub fn remove(&self, event_type: &EventTypeName, version: Version) {
@@ -149,13 +163,19 @@ impl Route {
 
 /// Validates and publishes one producer request of `publisher`, the application of the
 /// producer's key, which becomes the event's `Source`; `None` publishes as the event type's own
-/// application (a platform admin). Path segments arrive raw: they are parsed here so that a
-/// malformed path is simply an unknown route.
+/// application (a platform admin). `request_id`, the request's id, becomes the event's
+/// `metadata.request_id`. Path segments arrive raw: they are parsed here so that a malformed
+/// path is simply an unknown route.
+#[expect(
+    clippy::too_many_arguments,
+    reason = "each is one input of a publish, named at the call"
+)]
 pub async fn publish(
     routes: &LiveRoutes,
     store: Option<&dyn EventStore>,
     bus: &dyn Bus,
     publisher: Option<&Application>,
+    request_id: Option<&str>,
     event_type: &str,
     version: &str,
     body: &[u8],
@@ -173,7 +193,10 @@ pub async fn publish(
             "application {publisher} is not among the writers of {name}"
         )));
     }
-    let event = prepare(&route, publisher, body)?;
+    let mut event = prepare(&route, publisher, body)?;
+    if let Some(id) = request_id {
+        crate::envelope::set_request_id(&mut event.detail, id);
+    }
     let event_id = event.event_id.clone();
     let mut results = bus.put_events(vec![event]).await?;
     match results.pop() {

@@ -2,6 +2,7 @@
 //! deployment are, the rules they obey, and the ports the hosts implement. Nothing here knows
 //! AWS, axum or Lambda.
 
+pub mod asyncapi;
 pub mod auth;
 pub mod claim_check;
 pub mod deploy;
@@ -12,6 +13,7 @@ pub mod event;
 pub mod format;
 pub mod ingest;
 pub mod names;
+pub mod openapi;
 pub mod page;
 pub mod portal;
 pub mod ports;

@@ -26,7 +26,7 @@ use crate::subscription::{
 };
 use crate::{Application, EventTypeName, TargetUnit, Team, ValidationErrors, Version};
 
-const MAX_DESCRIPTION: usize = 1024;
+pub const MAX_DESCRIPTION: usize = 1024;
 
 #[derive(Debug, thiserror::Error)]
 pub enum PortalError {

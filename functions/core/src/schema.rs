@@ -115,6 +115,49 @@ fn pointer(field: &str, path: &str) -> String {
     }
 }
 
+/// The name of definition `definition` of the schema `name` when a document holds it among its
+/// components: `{name}.{definition}`, in the characters component names allow (letters, digits,
+/// `.`, `-`, `_`).
+pub fn component_name(name: &str, definition: &str) -> String {
+    let definition: String = definition
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | '_') {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect();
+    format!("{name}.{definition}")
+}
+
+/// Points each `#/definitions/...` reference in `value` at its component (`component_name`):
+/// once a stored schema sits inside an OpenAPI or AsyncAPI document, `#` is that document.
+pub fn rewrite_definition_refs(value: &mut Value, name: &str) {
+    match value {
+        Value::Object(map) => {
+            for (key, v) in map.iter_mut() {
+                match (key.as_str(), v) {
+                    ("$ref", Value::String(target)) => {
+                        if let Some(definition) = target.strip_prefix("#/definitions/") {
+                            *target = format!(
+                                "#/components/schemas/{}",
+                                component_name(name, definition)
+                            );
+                        }
+                    }
+                    (_, v) => rewrite_definition_refs(v, name),
+                }
+            }
+        }
+        Value::Array(items) => items
+            .iter_mut()
+            .for_each(|v| rewrite_definition_refs(v, name)),
+        _ => {}
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -15,7 +15,7 @@ pub async fn run(router: axum::Router) -> Result<(), lambda_http::Error> {
         ServiceBuilder::new()
             .map_request(without_stage)
             .map_request(with_caller)
-            .service(router),
+            .service(router.layer(axum::middleware::from_fn(crate::request_id::layer))),
     )
     .await
 }

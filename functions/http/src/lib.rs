@@ -4,6 +4,8 @@
 pub mod auth;
 #[cfg(feature = "lambda")]
 pub mod lambda;
+pub mod openapi;
+pub mod request_id;
 
 use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
@@ -156,4 +158,11 @@ pub async fn method_not_allowed_fallback() -> ApiError {
         "method_not_allowed",
         "method not allowed on this route",
     )
+}
+
+/// The JSON 404 and 405 answers for what `router` does not route.
+pub fn with_fallbacks(router: axum::Router) -> axum::Router {
+    router
+        .fallback(not_found_fallback)
+        .method_not_allowed_fallback(method_not_allowed_fallback)
 }

@@ -3,6 +3,7 @@
 //! `duplicate: true` when the bus had accepted that `event_id` already (`Bus::put_events`). And
 //! the SQS producers' batches (`sqs`), which no API validated.
 
+pub mod openapi;
 pub mod sqs;
 
 use std::sync::Arc;
@@ -11,14 +12,18 @@ use axum::body::Bytes;
 use axum::extract::rejection::{BytesRejection, PathRejection};
 use axum::extract::{DefaultBodyLimit, Path, State};
 use axum::http::StatusCode;
-use axum::routing::post;
-use axum::{Json, Router};
+use axum::{Extension, Json, Router};
 use busway_core::auth::Role;
 use busway_core::ingest::{self, IngestError, LiveRoutes};
 use busway_core::ports::{Bus, EventStore};
+use busway_core::{EventTypeName, Version};
 use busway_http::ApiError;
 use busway_http::auth::Authenticated;
+use busway_http::request_id::RequestId;
 use serde_json::{Value, json};
+use utoipa::OpenApi;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
 #[derive(Clone)]
 pub struct Broker {
@@ -46,25 +51,91 @@ pub fn router(broker: Broker) -> Router {
     router_with_limit(broker, MAX_EVENT_BYTES)
 }
 
-/// The broker API accepting events up to `max_event_bytes` (`busway up --max-event-bytes`).
+#[derive(OpenApi)]
+#[openapi(info(
+    title = "busway broker",
+    description = "Publish events: `POST /{event_type}/{version}` with the seed's envelope. Each deployed event version has its own path here, whose request body is that version's enveloped schema."
+))]
+struct BrokerDocument;
+
+/// The broker API accepting events up to `max_event_bytes` (`busway up --max-event-bytes`),
+/// with `GET /openapi.json`.
 pub fn router_with_limit(broker: Broker, max_event_bytes: usize) -> Router {
-    Router::new()
-        .route("/{event_type}/{version}", post(publish))
-        .fallback(busway_http::not_found_fallback)
-        .method_not_allowed_fallback(busway_http::method_not_allowed_fallback)
+    let (router, document) = OpenApiRouter::with_openapi(BrokerDocument::openapi())
+        .routes(routes!(publish))
+        .routes(routes!(document))
         .layer(DefaultBodyLimit::max(max_event_bytes))
         .with_state(Api {
             broker,
             max_event_bytes,
         })
+        .split_for_parts();
+    let document = serde_json::to_value(&document).unwrap_or(Value::Null);
+    busway_http::with_fallbacks(router.layer(Extension(Arc::new(document))))
 }
 
+/// This API's OpenAPI 3.1 document, with a path for each deployed event version.
+#[utoipa::path(
+    get,
+    path = "/openapi.json",
+    tag = "documents",
+    responses((status = 200, description = "this API's OpenAPI 3.1 document", body = Object))
+)]
+async fn document(
+    State(Api { broker, .. }): State<Api>,
+    Authenticated(_): Authenticated,
+    Extension(base): Extension<Arc<Value>>,
+) -> Result<Json<Value>, ApiError> {
+    let deployed = deployed(&broker)
+        .await
+        .map_err(|e| ApiError::internal(format!("listing the deployed event versions: {e:#}")))?;
+    Ok(Json(openapi::with_routes(base.as_ref().clone(), &deployed)))
+}
+
+/// The deployed event versions with their enveloped schemas: the live routes locally; on AWS,
+/// where a container learns routes on first use, the event store's active versions.
+async fn deployed(
+    broker: &Broker,
+) -> Result<Vec<(EventTypeName, Version, Value)>, busway_core::ports::StoreError> {
+    let Some(store) = &broker.store else {
+        return Ok(broker
+            .routes
+            .all()
+            .iter()
+            .map(|r| (r.event_type.clone(), r.version, r.schema.clone()))
+            .collect());
+    };
+    let mut deployed = Vec::new();
+    for event in store.list_event_types().await? {
+        for version in store.list_versions(&event.event_type).await? {
+            if version.is_active() {
+                deployed.push((version.event_type, version.version, version.schema));
+            }
+        }
+    }
+    Ok(deployed)
+}
+
+/// Publishes one event. Which versions are deployed, and their envelopes, are the paths of this
+/// document named after them.
+#[utoipa::path(
+    post,
+    path = "/{event_type}/{version}",
+    tag = "events",
+    params(
+        ("event_type" = String, Path, description = "a deployed event type"),
+        ("version" = String, Path, description = "a deployed version of it"),
+    ),
+    request_body(content = Object, description = "the envelope: `{\"metadata\": {\"event_attributes\": {\"source\", \"target\"}, \"event_id\"?}, \"data\": {...}}`"),
+    responses((status = 200, description = "the event is on the bus", body = Object))
+)]
 async fn publish(
     State(Api {
         broker,
         max_event_bytes,
     }): State<Api>,
     Authenticated(caller): Authenticated,
+    request_id: Option<Extension<RequestId>>,
     path: Result<Path<(String, String)>, PathRejection>,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Json<Value>, ApiError> {
@@ -86,6 +157,9 @@ async fn publish(
         broker.store.as_deref(),
         broker.bus.as_ref(),
         publisher,
+        request_id
+            .as_ref()
+            .map(|Extension(RequestId(id))| id.as_str()),
         &event_type,
         &version,
         &body,

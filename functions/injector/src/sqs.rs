@@ -78,5 +78,9 @@ async fn prepare(
         .await
         .map_err(|e| format!("{e:#}"))?
         .ok_or_else(|| format!("{event_type} v{version} is not an active event version"))?;
-    ingest::prepare(&route, &route.application, m.body.as_bytes()).map_err(|e| e.to_string())
+    let mut event = ingest::prepare(&route, &route.application, m.body.as_bytes())
+        .map_err(|e| e.to_string())?;
+    // No HTTP request published it: the SQS message's id names it in the logs instead.
+    busway_core::envelope::set_request_id(&mut event.detail, &m.message_id);
+    Ok(event)
 }

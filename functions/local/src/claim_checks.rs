@@ -6,7 +6,6 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
-use axum::Router;
 use axum::extract::{Path as UrlPath, State};
 use axum::http::{HeaderName, HeaderValue, header};
 use axum::response::{IntoResponse, Response};
@@ -15,6 +14,9 @@ use busway_core::claim_check::{self, FORMAT_METADATA_KEY};
 use busway_core::ports::{Bucket, ObjectStore};
 use busway_http::ApiError;
 use tracing::{debug, warn};
+use utoipa::openapi::OpenApiBuilder;
+use utoipa::openapi::path::PathsBuilder;
+use utoipa_axum::router::OpenApiRouter;
 
 use crate::objects::{FolderObjectStore, bucket_dir, metadata_dir};
 
@@ -23,12 +25,25 @@ const FORMAT_HEADER: &str = "x-amz-meta-busway-format-version";
 
 /// `GET /claim-checks/{rest}`: the object at the link's key `claim-checks/{rest}`, with its
 /// format version in a header. Only keys that claim checks have are served from the bucket.
-pub fn router(objects: Arc<FolderObjectStore>) -> Router {
-    Router::new()
+pub fn api(objects: Arc<FolderObjectStore>) -> OpenApiRouter {
+    // A key has several segments, so the route is axum's catch-all, which `routes!` cannot
+    // register; the document takes the path from `fetch`'s declaration all the same.
+    let document = OpenApiBuilder::new()
+        .paths(PathsBuilder::new().path_from::<__path_fetch>())
+        .build();
+    OpenApiRouter::with_openapi(document)
         .route("/claim-checks/{*rest}", get(fetch))
         .with_state(objects)
 }
 
+#[utoipa::path(
+    get,
+    path = "/claim-checks/{rest}",
+    tag = "local claim checks",
+    security(()),
+    params(("rest" = String, Path, description = "the rest of the claim check link's key, after `claim-checks/`")),
+    responses((status = 200, description = "the event's `data`, as stored", content_type = "application/json", body = Object))
+)]
 async fn fetch(
     State(objects): State<Arc<FolderObjectStore>>,
     UrlPath(rest): UrlPath<String>,

@@ -700,6 +700,7 @@ impl WorkerRun {
         attempts.spawn(async move {
             let result = shared.client.attempt(&target, &event).await;
             let id = doc.subscription_id.as_str();
+            log_attempt(id, &event, &source, &result);
             let next = match &result {
                 Ok(()) => {
                     if matches!(source, Source::Retry { .. })
@@ -790,6 +791,36 @@ impl WorkerRun {
         }
         if matches!(source, Source::Log) {
             reading.in_flight.remove(&event.seq);
+        }
+    }
+}
+
+/// One line per delivery attempt, naming the event's `event_id` and `request_id`, so an event
+/// is followed from the request that published it to each attempt. The event is parsed only
+/// when the line is written.
+fn log_attempt(
+    subscription: &str,
+    event: &Logged,
+    source: &Source,
+    result: &Result<(), crate::target::AttemptError>,
+) {
+    if !tracing::enabled!(tracing::Level::INFO) {
+        return;
+    }
+    let attempt = match source {
+        Source::Log => 1,
+        Source::Retry { attempts, .. } => attempts + 1,
+    };
+    let parsed: serde_json::Value = serde_json::from_str(&event.json).unwrap_or_default();
+    let metadata = &parsed["detail"]["metadata"];
+    let (event_id, request_id) = (
+        metadata["event_id"].as_str().unwrap_or_default(),
+        metadata["request_id"].as_str().unwrap_or_default(),
+    );
+    match result {
+        Ok(()) => info!(%subscription, event_id, request_id, attempt, "delivered"),
+        Err(e) => {
+            info!(%subscription, event_id, request_id, attempt, error = %e.message, "delivery attempt failed")
         }
     }
 }

@@ -4,11 +4,12 @@
 use std::collections::HashMap;
 use std::time::Duration;
 
+use axum::Json;
 use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
-use axum::routing::{delete, get};
-use axum::{Json, Router};
 use busway_http::ApiError;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
 use crate::store::SqliteStore;
 
@@ -20,10 +21,11 @@ struct Messages {
     messages: Vec<crate::store::QueueMessage>,
 }
 
-pub fn router(store: SqliteStore) -> Router {
-    Router::new()
-        .route("/queues/{name}/messages", get(receive))
-        .route("/queues/{name}/messages/{receipt}", delete(acknowledge))
+/// The queues' routes on the portal's server, each with its entry in the portal's document.
+pub fn api(store: SqliteStore) -> OpenApiRouter {
+    OpenApiRouter::new()
+        .routes(routes!(receive))
+        .routes(routes!(acknowledge))
         .with_state(store)
 }
 
@@ -36,6 +38,19 @@ fn bad(field: &str, message: &str) -> ApiError {
 
 /// `?max=N` (1..=100, default 10); `?ack=auto` (default) deletes on receive, `?ack=explicit`
 /// hides the messages for `visibility_timeout` seconds (default 30) until deleted by receipt.
+#[utoipa::path(
+    get,
+    path = "/queues/{name}/messages",
+    tag = "local queues",
+    security(()),
+    params(
+        ("name" = String, Path, description = "the SQS target's queue name"),
+        ("max" = Option<u32>, Query, minimum = 1, maximum = 100, description = "messages at most (default 10)"),
+        ("ack" = Option<String>, Query, pattern = "^(auto|explicit)$", description = "`auto` (default) deletes on receive; `explicit` hides them until deleted by receipt"),
+        ("visibility_timeout" = Option<u64>, Query, minimum = 0, maximum = 43200, description = "seconds an `explicit` receive hides them (default 30)"),
+    ),
+    responses((status = 200, description = "`{\"messages\": [...]}`", body = Object))
+)]
 async fn receive(
     State(store): State<SqliteStore>,
     Path(name): Path<String>,
@@ -79,6 +94,17 @@ async fn receive(
     Ok(Json(Messages { messages }))
 }
 
+#[utoipa::path(
+    delete,
+    path = "/queues/{name}/messages/{receipt}",
+    tag = "local queues",
+    security(()),
+    params(
+        ("name" = String, Path, description = "the queue's name"),
+        ("receipt" = String, Path, description = "the receipt of an `explicit` receive"),
+    ),
+    responses((status = 204, description = "the message is deleted"))
+)]
 async fn acknowledge(
     State(store): State<SqliteStore>,
     Path((name, receipt)): Path<(String, String)>,

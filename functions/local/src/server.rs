@@ -214,13 +214,22 @@ impl Running {
         let limits = (config.request_timeout, config.max_concurrent_requests);
         tasks.spawn(serve(
             portal_listener,
-            busway_portal::router(portal)
+            // One document for everything this server routes; the local stand-ins for SQS and
+            // S3 take no key, as on AWS consumers read their own queue and bucket.
+            busway_http::with_fallbacks(
+                busway_http::openapi::documented(
+                    busway_portal::api(portal)
+                        .layer(axum::Extension(busway_portal::BrokerUrl(url::Url::parse(
+                            &format!("http://{broker_addr}"),
+                        )?)))
+                        .merge(queues::api(store))
+                        .merge(claim_checks::api(folders)),
+                )
                 .layer(axum::middleware::from_fn_with_state(
                     key_auth.clone(),
                     busway_http::auth::key_auth,
-                ))
-                .merge(queues::router(store))
-                .merge(claim_checks::router(folders)),
+                )),
+            ),
             limits,
             stopped.clone(),
         ));
@@ -305,7 +314,9 @@ async fn serve(
         .layer(tower_http::timeout::TimeoutLayer::with_status_code(
             axum::http::StatusCode::REQUEST_TIMEOUT,
             timeout,
-        ));
+        ))
+        // Outermost, so that every answer, a timeout's too, names its request.
+        .layer(axum::middleware::from_fn(busway_http::request_id::layer));
     if let Err(e) = axum::serve(listener, router)
         .with_graceful_shutdown(shutdown)
         .await

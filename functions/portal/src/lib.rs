@@ -4,11 +4,11 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
+use axum::Extension;
 use axum::extract::rejection::{PathRejection, QueryRejection};
 use axum::extract::{DefaultBodyLimit, Path, Query, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
 use axum::{Json, Router};
 use busway_core::auth::{self, Caller, NewKey, Role};
 use busway_core::deployment::Deployment;
@@ -18,44 +18,58 @@ use busway_core::portal::{
 };
 use busway_core::subscription::Subscription;
 use busway_core::subscription::SubscriptionFilter;
-use busway_core::{EventTypeName, FieldError, Version};
+use busway_core::{Application, EventTypeName, FieldError, Version};
 use busway_http::auth::Authenticated;
 use busway_http::{ApiError, JsonBody, MAX_BODY_BYTES};
 use serde::Serialize;
 use serde_json::{Value, json};
+use utoipa::OpenApi;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
+/// The portal's API for the Lambda host: its routes, `GET /openapi.json` and the JSON fallbacks.
 pub fn router(portal: Arc<Portal>) -> Router {
-    Router::new()
-        .route("/events", get(list_events).post(create_event))
-        .route("/events/{event_type}", get(get_event).put(add_version))
-        .route(
-            "/events/{event_type}/versions/{version}",
-            get(get_version).delete(delete_version),
-        )
-        .route("/subscriptions", get(list_subscriptions).post(subscribe))
-        .route(
-            "/subscriptions/{id}",
-            get(get_subscription).delete(unsubscribe),
-        )
-        .route("/subscriptions/{id}/dead-letters", get(dead_letters))
-        .route("/subscriptions/{id}/secret/rotate", post(rotate_secret))
-        .route("/subscriptions/{id}/dead-letters/redrive", post(redrive))
-        .route("/subscriptions/{id}/pause", post(pause))
-        .route("/subscriptions/{id}/resume", post(resume))
-        .route("/subscriptions/{id}/replay", post(replay))
-        .route("/deployments", get(list_deployments))
-        .route("/deployments/{id}", get(get_deployment))
-        .route("/deployments/{id}/retry", post(retry_deployment))
-        .route("/keys", get(list_keys).post(create_key))
-        .route("/keys/{id}/revoke", post(revoke_key))
-        .route("/keys/{id}/rotate", post(rotate_key))
-        .fallback(busway_http::not_found_fallback)
-        .method_not_allowed_fallback(busway_http::method_not_allowed_fallback)
+    busway_http::with_fallbacks(busway_http::openapi::documented(api(portal)))
+}
+
+#[derive(OpenApi)]
+#[openapi(info(
+    title = "busway portal",
+    description = "Register event types and versions, subscribe to them, follow their deployments and manage API keys."
+))]
+struct PortalDocument;
+
+/// The portal's routes, each declared with its entry in the OpenAPI document.
+pub fn api(portal: Arc<Portal>) -> OpenApiRouter {
+    OpenApiRouter::with_openapi(PortalDocument::openapi())
+        .routes(routes!(list_events, create_event))
+        .routes(routes!(get_event, add_version))
+        .routes(routes!(get_version, delete_version))
+        .routes(routes!(list_subscriptions, subscribe))
+        .routes(routes!(get_subscription, unsubscribe))
+        .routes(routes!(dead_letters))
+        .routes(routes!(rotate_secret))
+        .routes(routes!(redrive))
+        .routes(routes!(pause))
+        .routes(routes!(resume))
+        .routes(routes!(replay))
+        .routes(routes!(list_deployments))
+        .routes(routes!(get_deployment))
+        .routes(routes!(retry_deployment))
+        .routes(routes!(list_keys, create_key))
+        .routes(routes!(revoke_key))
+        .routes(routes!(rotate_key))
+        .routes(routes!(asyncapi))
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
         .with_state(portal)
 }
 
 type Portal_ = State<Arc<Portal>>;
+
+/// The broker API's base URL, where the host knows it: the AsyncAPI documents name it as their
+/// server (the local host adds it as an extension of the portal's routes).
+#[derive(Clone)]
+pub struct BrokerUrl(pub url::Url);
 
 struct Error(ApiError);
 
@@ -167,6 +181,15 @@ fn parse_param<T: std::str::FromStr<Err = E>, E: std::fmt::Display>(
     errors.check(name, raw.parse::<T>())
 }
 
+#[utoipa::path(
+    post,
+    path = "/events",
+    tag = "events",
+    request_body = CreateEvent,
+    responses(
+        (status = 201, description = "the event type with its first version and the `deployment_id` that builds its route", body = Object),
+    ),
+)]
 async fn create_event(
     State(portal): Portal_,
     Authenticated(caller): Authenticated,
@@ -185,6 +208,18 @@ async fn create_event(
     ))
 }
 
+#[utoipa::path(
+    get,
+    path = "/events",
+    tag = "events",
+    params(
+        ("limit" = Option<u32>, Query, minimum = 1, maximum = 100, description = "items per page (default 50)"),
+        ("next_token" = Option<String>, Query, pattern = "^([0-7][0-9a-f])+$", description = "the `next_token` of the previous page"),
+    ),
+    responses(
+        (status = 200, description = "a page of event types: `{\"event_types\": [...], \"next_token\"}`", body = Object),
+    ),
+)]
 async fn list_events(
     State(portal): Portal_,
     Authenticated(_): Authenticated,
@@ -221,6 +256,13 @@ fn paged<T: serde::Serialize>(name: &str, page: Page<T>) -> Value {
     answer
 }
 
+#[utoipa::path(
+    get,
+    path = "/events/{event_type}",
+    tag = "events",
+    params(("event_type" = String, Path, description = "the event type's name")),
+    responses((status = 200, description = "the event type with its versions", body = Object)),
+)]
 async fn get_event(
     State(portal): Portal_,
     Authenticated(_): Authenticated,
@@ -230,6 +272,16 @@ async fn get_event(
     Ok(Json(json!(portal.get_event_type(&name).await?)))
 }
 
+#[utoipa::path(
+    put,
+    path = "/events/{event_type}",
+    tag = "events",
+    params(("event_type" = String, Path, description = "the event type's name")),
+    request_body = NewVersion,
+    responses(
+        (status = 201, description = "the new version and the `deployment_id` that builds its route", body = Object),
+    ),
+)]
 async fn add_version(
     State(portal): Portal_,
     Authenticated(caller): Authenticated,
@@ -246,6 +298,18 @@ async fn add_version(
     ))
 }
 
+#[utoipa::path(
+    get,
+    path = "/events/{event_type}/versions/{version}",
+    tag = "events",
+    params(
+        ("event_type" = String, Path, description = "the event type's name"),
+        ("version" = String, Path, description = "the version number, from 1"),
+    ),
+    responses(
+        (status = 200, description = "the version with its enveloped schema", body = Object),
+    ),
+)]
 async fn get_version(
     State(portal): Portal_,
     Authenticated(_): Authenticated,
@@ -257,6 +321,18 @@ async fn get_version(
     Ok(Json(json!(portal.version_view(&name, v).await?)))
 }
 
+#[utoipa::path(
+    delete,
+    path = "/events/{event_type}/versions/{version}",
+    tag = "events",
+    params(
+        ("event_type" = String, Path, description = "the event type's name"),
+        ("version" = String, Path, description = "the version number, from 1"),
+    ),
+    responses(
+        (status = 202, description = "the `deployment_id` that removes the route", body = Object),
+    ),
+)]
 async fn delete_version(
     State(portal): Portal_,
     Authenticated(caller): Authenticated,
@@ -273,6 +349,15 @@ async fn delete_version(
     ))
 }
 
+#[utoipa::path(
+    post,
+    path = "/subscriptions",
+    tag = "subscriptions",
+    request_body = Subscribe,
+    responses(
+        (status = 201, description = "the subscription, the `deployment_id` that builds it and, for HTTPS targets, the signing `secret` (shown only here)", body = Object),
+    ),
+)]
 async fn subscribe(
     State(portal): Portal_,
     Authenticated(caller): Authenticated,
@@ -303,6 +388,21 @@ async fn subscribe(
     Ok((StatusCode::CREATED, Json(answer)))
 }
 
+#[utoipa::path(
+    get,
+    path = "/subscriptions",
+    tag = "subscriptions",
+    params(
+        ("event_type" = Option<String>, Query, pattern = "^[a-z][a-z0-9_]{1,62}$"),
+        ("version" = Option<u32>, Query, minimum = 1),
+        ("target_unit" = Option<String>, Query, pattern = "^[a-z][a-z0-9_]{1,62}$"),
+        ("limit" = Option<u32>, Query, minimum = 1, maximum = 100, description = "items per page (default 50)"),
+        ("next_token" = Option<String>, Query, pattern = "^([0-7][0-9a-f])+$", description = "the `next_token` of the previous page"),
+    ),
+    responses(
+        (status = 200, description = "a page of subscriptions: `{\"subscriptions\": [...], \"next_token\"}`", body = Object),
+    ),
+)]
 async fn list_subscriptions(
     State(portal): Portal_,
     Authenticated(caller): Authenticated,
@@ -337,6 +437,15 @@ async fn list_subscriptions(
     )))
 }
 
+#[utoipa::path(
+    get,
+    path = "/subscriptions/{id}",
+    tag = "subscriptions",
+    params(("id" = String, Path, description = "the resource's id")),
+    responses(
+        (status = 200, description = "the subscription; for its own team also its delivery state and counts", body = Object),
+    ),
+)]
 async fn get_subscription(
     State(portal): Portal_,
     Authenticated(caller): Authenticated,
@@ -366,6 +475,19 @@ async fn get_subscription(
     Ok(Json(value))
 }
 
+#[utoipa::path(
+    get,
+    path = "/subscriptions/{id}/dead-letters",
+    tag = "subscriptions",
+    params(
+        ("id" = String, Path, description = "the resource's id"),
+        ("limit" = Option<u32>, Query, minimum = 1, maximum = 100, description = "items per page (default 50)"),
+        ("next_token" = Option<String>, Query, pattern = "^([0-7][0-9a-f])+$", description = "the `next_token` of the previous page"),
+    ),
+    responses(
+        (status = 200, description = "a page of dead letters: `{\"dead_letters\": [...], \"next_token\"}`", body = Object),
+    ),
+)]
 async fn dead_letters(
     State(portal): Portal_,
     Authenticated(caller): Authenticated,
@@ -384,6 +506,15 @@ async fn dead_letters(
     )))
 }
 
+#[utoipa::path(
+    post,
+    path = "/subscriptions/{id}/dead-letters/redrive",
+    tag = "subscriptions",
+    params(("id" = String, Path, description = "the resource's id")),
+    responses(
+        (status = 202, description = "how many dead letters are delivered again: `{\"redriving\": n}`", body = Object),
+    ),
+)]
 async fn redrive(
     State(portal): Portal_,
     Authenticated(caller): Authenticated,
@@ -395,6 +526,13 @@ async fn redrive(
     Ok((StatusCode::ACCEPTED, Json(json!({"redriving": count}))))
 }
 
+#[utoipa::path(
+    post,
+    path = "/subscriptions/{id}/pause",
+    tag = "subscriptions",
+    params(("id" = String, Path, description = "the resource's id")),
+    responses((status = 200, description = "`{\"id\", \"delivery_state\"}`", body = Object)),
+)]
 async fn pause(
     State(portal): Portal_,
     Authenticated(caller): Authenticated,
@@ -406,6 +544,13 @@ async fn pause(
     Ok(Json(json!({"id": id, "delivery_state": state})))
 }
 
+#[utoipa::path(
+    post,
+    path = "/subscriptions/{id}/resume",
+    tag = "subscriptions",
+    params(("id" = String, Path, description = "the resource's id")),
+    responses((status = 200, description = "`{\"id\", \"delivery_state\"}`", body = Object)),
+)]
 async fn resume(
     State(portal): Portal_,
     Authenticated(caller): Authenticated,
@@ -417,6 +562,14 @@ async fn resume(
     Ok(Json(json!({"id": id, "delivery_state": state})))
 }
 
+#[utoipa::path(
+    post,
+    path = "/subscriptions/{id}/replay",
+    tag = "subscriptions",
+    params(("id" = String, Path, description = "the resource's id")),
+    request_body(content = Object, description = "`{\"start_time\": \"<RFC 3339, not in the future>\"}`"),
+    responses((status = 202, description = "`{\"id\", \"replaying_from\"}`", body = Object)),
+)]
 async fn replay(
     State(portal): Portal_,
     Authenticated(caller): Authenticated,
@@ -432,6 +585,15 @@ async fn replay(
     ))
 }
 
+#[utoipa::path(
+    post,
+    path = "/subscriptions/{id}/secret/rotate",
+    tag = "subscriptions",
+    params(("id" = String, Path, description = "the resource's id")),
+    responses(
+        (status = 201, description = "the new signing `secret`; the old one signs too until it expires", body = Object),
+    ),
+)]
 async fn rotate_secret(
     State(portal): Portal_,
     Authenticated(caller): Authenticated,
@@ -443,6 +605,15 @@ async fn rotate_secret(
     Ok((StatusCode::CREATED, Json(json!({"secret": secret}))))
 }
 
+#[utoipa::path(
+    delete,
+    path = "/subscriptions/{id}",
+    tag = "subscriptions",
+    params(("id" = String, Path, description = "the resource's id")),
+    responses(
+        (status = 202, description = "the `deployment_id` that removes it", body = Object),
+    ),
+)]
 async fn unsubscribe(
     State(portal): Portal_,
     Authenticated(caller): Authenticated,
@@ -457,6 +628,15 @@ async fn unsubscribe(
     ))
 }
 
+#[utoipa::path(
+    get,
+    path = "/deployments/{id}",
+    tag = "deployments",
+    params(("id" = String, Path, description = "the resource's id")),
+    responses(
+        (status = 200, description = "the deployment with its status, steps and error", body = Object),
+    ),
+)]
 async fn get_deployment(
     State(portal): Portal_,
     Authenticated(_): Authenticated,
@@ -466,6 +646,15 @@ async fn get_deployment(
     Ok(Json(json!(portal.deployment(&id).await?)))
 }
 
+#[utoipa::path(
+    post,
+    path = "/deployments/{id}/retry",
+    tag = "deployments",
+    params(("id" = String, Path, description = "the resource's id")),
+    responses(
+        (status = 202, description = "the deployment, provisioning again", body = Object),
+    ),
+)]
 async fn retry_deployment(
     State(portal): Portal_,
     Authenticated(caller): Authenticated,
@@ -486,6 +675,19 @@ async fn retry_deployment(
     Ok((StatusCode::ACCEPTED, Json(json!(deployment))))
 }
 
+#[utoipa::path(
+    get,
+    path = "/deployments",
+    tag = "deployments",
+    params(
+        ("event_type" = Option<String>, Query, pattern = "^[a-z][a-z0-9_]{1,62}$"),
+        ("limit" = Option<u32>, Query, minimum = 1, maximum = 100, description = "items per page (default 50)"),
+        ("next_token" = Option<String>, Query, pattern = "^([0-7][0-9a-f])+$", description = "the `next_token` of the previous page"),
+    ),
+    responses(
+        (status = 200, description = "a page of deployments: `{\"deployments\": [...], \"next_token\"}`", body = Object),
+    ),
+)]
 async fn list_deployments(
     State(portal): Portal_,
     Authenticated(_): Authenticated,
@@ -544,6 +746,14 @@ fn admin(caller: &Caller) -> Result<()> {
     Ok(())
 }
 
+#[utoipa::path(
+    get,
+    path = "/keys",
+    tag = "keys",
+    responses(
+        (status = 200, description = "`{\"keys\": [...]}`, without secrets", body = Object),
+    ),
+)]
 async fn list_keys(
     State(portal): Portal_,
     Authenticated(caller): Authenticated,
@@ -561,6 +771,15 @@ fn with_secret(key: &auth::ApiKey, secret: String) -> Value {
     value
 }
 
+#[utoipa::path(
+    post,
+    path = "/keys",
+    tag = "keys",
+    request_body = NewKey,
+    responses(
+        (status = 201, description = "the key's record with its secret `key`, shown only here", body = Object),
+    ),
+)]
 async fn create_key(
     State(portal): Portal_,
     Authenticated(caller): Authenticated,
@@ -572,6 +791,13 @@ async fn create_key(
     Ok((StatusCode::CREATED, Json(with_secret(&key, secret))))
 }
 
+#[utoipa::path(
+    post,
+    path = "/keys/{id}/revoke",
+    tag = "keys",
+    params(("id" = String, Path, description = "the resource's id")),
+    responses((status = 200, description = "the revoked key's record", body = Object)),
+)]
 async fn revoke_key(
     State(portal): Portal_,
     Authenticated(caller): Authenticated,
@@ -584,6 +810,15 @@ async fn revoke_key(
     )))
 }
 
+#[utoipa::path(
+    post,
+    path = "/keys/{id}/rotate",
+    tag = "keys",
+    params(("id" = String, Path, description = "the resource's id")),
+    responses(
+        (status = 201, description = "the new key with its secret; the old one works until its overlap ends", body = Object),
+    ),
+)]
 async fn rotate_key(
     State(portal): Portal_,
     Authenticated(caller): Authenticated,
@@ -609,4 +844,48 @@ mod tests {
             StatusCode::SERVICE_UNAVAILABLE
         );
     }
+}
+
+/// The AsyncAPI 3.0 document of an application: the event versions it may publish.
+#[utoipa::path(
+    get,
+    path = "/asyncapi/{application}",
+    tag = "documents",
+    params(("application" = String, Path, pattern = "^[a-z][a-z0-9_]{1,62}$", description = "a producing application")),
+    responses((status = 200, description = "the application's AsyncAPI 3.0 document: a channel per active event version it may publish", body = Object))
+)]
+async fn asyncapi(
+    State(portal): Portal_,
+    Authenticated(_): Authenticated,
+    broker: Option<Extension<BrokerUrl>>,
+    p: std::result::Result<Path<String>, PathRejection>,
+) -> Result<Json<Value>> {
+    let raw = path(p)?;
+    let not_found = || ApiError::not_found(format!("application {raw:?} publishes no event type"));
+    let application: Application = raw.parse().map_err(|_| not_found())?;
+    let mut events = Vec::new();
+    for event in portal
+        .store
+        .list_event_types()
+        .await
+        .map_err(PortalError::from)?
+    {
+        if event.application == application || event.writers.contains(&application) {
+            let versions = portal
+                .store
+                .list_versions(&event.event_type)
+                .await
+                .map_err(PortalError::from)?;
+            events.push((event, versions));
+        }
+    }
+    if events.is_empty() {
+        return Err(not_found().into());
+    }
+    let broker = broker.map(|Extension(BrokerUrl(url))| url);
+    Ok(Json(busway_core::asyncapi::document(
+        &application,
+        broker.as_ref(),
+        &events,
+    )))
 }
