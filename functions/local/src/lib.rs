@@ -6,6 +6,7 @@ pub mod delivery;
 pub mod demo;
 pub mod eventlog;
 pub mod flow;
+pub mod metrics;
 pub mod migrations;
 pub mod objects;
 pub mod provisioning;
