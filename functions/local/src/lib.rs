@@ -15,5 +15,6 @@ pub mod retention;
 pub mod server;
 pub mod store;
 pub mod target;
+pub mod ui;
 
 pub use server::{Config, Running};

@@ -239,8 +239,10 @@ impl Running {
                         ),
                     ),
                 )
+                .merge(crate::ui::router(key_auth.clone(), broker_addr))
                 .merge(queues::router(store))
-                .merge(claim_checks::router(folders)),
+                .merge(claim_checks::router(folders))
+                .layer(axum::middleware::from_fn(crate::ui::session_cookie)),
             limits,
             stopped.clone(),
         ));
