@@ -156,6 +156,9 @@ impl Metrics {
     }
 }
 
+/// A metric family read from each subscription's counts: name, help, and its value.
+type Reading<T> = (&'static str, &'static str, fn(&DeliveryStats) -> T);
+
 /// Each deployed subscription's delivery counts and lag, as last read: the delivery workers
 /// keep them (and save them across restarts), so they are read at each scrape rather than
 /// counted twice.
@@ -190,7 +193,7 @@ impl Subscriptions {
 impl Collector for Subscriptions {
     fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
         let read = self.read.lock().unwrap_or_else(|p| p.into_inner());
-        let counters: [(&str, &str, fn(&DeliveryStats) -> u64); 3] = [
+        let counters: [Reading<u64>; 3] = [
             (
                 "deliveries",
                 "Events delivered to the subscription's target",
@@ -213,7 +216,7 @@ impl Collector for Subscriptions {
                 ConstCounter::new(value(stats)).encode(family.encode_family(labels)?)?;
             }
         }
-        let gauges: [(&str, &str, fn(&DeliveryStats) -> f64); 2] = [
+        let gauges: [Reading<f64>; 2] = [
             (
                 "subscription_lag_events",
                 "Events of the subscription's version in the log after its cursor",
