@@ -541,15 +541,14 @@ async fn provision_once(
             .deployments
             .get_deployment(&deployment)
             .await?;
-        let kind = match bucket {
-            Bucket::Publisher => "producer",
-            _ => "consumer",
-        };
-        let status = match &record {
-            Some(d) if d.status.is_final() => d.status.as_str(),
-            _ => "UNFINISHED",
-        };
-        metrics.provisioned(kind, status, started.elapsed());
+        if let Some(d) = &record {
+            let status = if d.status.is_final() {
+                d.status.as_str()
+            } else {
+                "UNFINISHED"
+            };
+            metrics.provisioned(d.kind.as_str(), status, started.elapsed());
+        }
         match record {
             Some(d) if d.status.is_final() => {
                 info!(deployment, status = d.status.as_str(), "deployment ended");
