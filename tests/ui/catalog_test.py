@@ -116,8 +116,9 @@ class Catalog(unittest.TestCase):
         cls.busway.terminate()
         cls.busway.wait(timeout=10)
         cls.log.close()
-        cls.good.shutdown()
-        cls.bad.shutdown()
+        for consumer in (cls.good, cls.bad):
+            consumer.shutdown()
+            consumer.server_close()
         cls.dir.cleanup()
 
     @classmethod
@@ -308,6 +309,16 @@ class Catalog(unittest.TestCase):
         page.keyboard.press("Tab")
         expect(page.get_by_role("button", name="Sign in")).to_be_focused()
         context.close()
+
+        # Only JSON signs in, so no form of another site can sign a visitor in.
+        form = urllib.request.Request(self.portal + "/ui/session", method="POST",
+                                      data=json.dumps({"key": self.admin}).encode(),
+                                      headers={"content-type": "text/plain"})
+        with self.assertRaises(urllib.error.HTTPError) as refused:
+            urllib.request.urlopen(form, timeout=10)
+        self.assertEqual(refused.exception.code, 415)
+        self.assertIsNone(refused.exception.headers.get("set-cookie"))
+        refused.exception.close()
 
         self.assertEqual(self.call("GET", self.portal + "/ui/session")[0], 401)
         status, me = self.call("GET", self.portal + "/ui/session", key=self.admin)

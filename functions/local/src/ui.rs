@@ -92,7 +92,24 @@ async fn who(Authenticated(caller): Authenticated) -> Json<serde_json::Value> {
 
 /// Checks the key and keeps it in the session cookie: HttpOnly (the page's script never reads
 /// it), SameSite=Strict (no other site's page sends it), for this browser session only.
-async fn sign_in(State(ui): State<Ui>, JsonBody(body): JsonBody) -> Result<Response, ApiError> {
+async fn sign_in(
+    State(ui): State<Ui>,
+    headers: HeaderMap,
+    JsonBody(body): JsonBody,
+) -> Result<Response, ApiError> {
+    // A form of another site can post text/plain but not JSON without the browser asking
+    // first: no page elsewhere can sign a visitor in with a key of its choosing.
+    let json = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.starts_with("application/json"));
+    if !json {
+        return Err(ApiError::new(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "unsupported_media_type",
+            "send the key as application/json",
+        ));
+    }
     let key = body["key"].as_str().unwrap_or_default().trim();
     if ui.keys.key(key).await?.is_none() || !is_cookie_safe(key) {
         return Err(unauthorized("the key is unknown, revoked or expired"));
