@@ -12,7 +12,7 @@ up:
 	$(CARGO) run --release -- up
 
 ## test: everything CI runs: formatting, lints, every test suite
-test: check unit test-infra test-api
+test: check unit test-infra test-api test-ui
 
 check: fmt-check lint
 
@@ -29,6 +29,12 @@ lint:
 unit: setup
 	$(CARGO) build --workspace --all-features --locked --bins --tests
 	$(CARGO) test --workspace --all-features --locked --no-fail-fast
+
+## test-ui: the catalog page (/ui) in headless Chromium against `busway up` (tests/ui/); screenshots in docs/screenshots/
+.PHONY: test-ui
+test-ui: setup
+	$(CARGO) build --locked -p busway-local --bin busway
+	.venv/bin/python tests/ui/catalog_test.py "$${CARGO_TARGET_DIR:-target}/debug/busway"
 
 ## bench: the benchmarks whose figures are in docs/benchmarks.md
 bench: setup

@@ -1,18 +1,22 @@
 #!/usr/bin/env bash
 # Installs the tools the tests and benchmarks need, from the package registries only: the
 # Debian packages they call, the npm packages of infra/, cdk-app/ and tests/asyncapi/ by `npm ci`
-# from their committed lock files, and cfn-lint, moto and schemathesis in the Python venv .venv/.
+# from their committed lock files, and cfn-lint, moto, schemathesis and Playwright in the Python
+# venv .venv/.
 # Idempotent: a package already there, or a step whose lock file has not changed since its last
 # install, is skipped.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-# The venv's pip (python3-venv), curl (scripts/test-asl-moto.sh) and unzip (the Lambda
-# benchmark), from Debian's archive when missing; CI runs as root, elsewhere through sudo.
+# The venv's pip (python3-venv), curl (scripts/test-asl-moto.sh), unzip (the Lambda
+# benchmark) and Chromium (the catalog page's browser test, driven by Playwright, which cannot
+# download a browser of its own here), from Debian's archive when missing; CI runs as root,
+# elsewhere through sudo.
 missing=()
 python3 -c 'import ensurepip' 2>/dev/null || missing+=(python3-venv)
 command -v curl >/dev/null || missing+=(curl)
 command -v unzip >/dev/null || missing+=(unzip)
+command -v chromium >/dev/null || missing+=(chromium fonts-dejavu-core)
 if [ ${#missing[@]} -gt 0 ]; then
   sudo=()
   [ "$(id -u)" -eq 0 ] || sudo=(sudo)

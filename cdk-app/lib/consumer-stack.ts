@@ -4,6 +4,7 @@
 // the Custom Event Bus it holds a subscriber whose DATA filter is that pattern's `detail`, with the
 // `source` and `detail-type` it names expressed by the metadata the broker writes into every event.
 import { CfnOutput, Duration, Stack, StackProps, Validations } from 'aws-cdk-lib';
+import * as cloudwatch from 'aws-cdk-lib/aws-cloudwatch';
 import * as events from 'aws-cdk-lib/aws-events';
 import * as eventsv2 from 'aws-cdk-lib/aws-eventsv2';
 import * as iam from 'aws-cdk-lib/aws-iam';
@@ -34,8 +35,38 @@ export class ConsumerStack extends Stack {
     Validations.of(dlq).acknowledge({ id: 'AwsSolutions-SQS3', reason: 'This queue is the dead-letter queue of the subscription rule target.' });
     if (busKind === 'custom') this.subscriber(doc, platformEnv, dlq);
     else this.rule(doc, platformEnv, dlq);
+    this.alarms(doc, platformEnv, busKind, dlq);
     new CfnOutput(this, 'BusKind', { value: busKind, description: 'the EventBridge bus this stack is built for' });
     this.claimCheckReader(doc, platformEnv);
+  }
+
+  /**
+   * The subscription's alarms: an event in its dead-letter queue (both buses); on the Classic bus
+   * also its rule's failed and throttled invocations and events that could not reach the DLQ
+   * (AWS/Events, by bus and rule name). A subscriber of the Custom Event Bus reports its failures
+   * through its DLQ.
+   */
+  private alarms(doc: ConsumerDeploy, platformEnv: string, busKind: BusKind, dlq: sqs.Queue): void {
+    const period = Duration.minutes(1);
+    const alarm = (id: string, suffix: string, metric: cloudwatch.IMetric, description: string) => new cloudwatch.Alarm(this, id, {
+      alarmName: `${doc.rule_name}-${suffix}`,
+      alarmDescription: `${doc.event_type} v${doc.version} to ${doc.target_unit} (${doc.subscription_id}): ${description}`,
+      metric,
+      threshold: 1,
+      comparisonOperator: cloudwatch.ComparisonOperator.GREATER_THAN_OR_EQUAL_TO_THRESHOLD,
+      evaluationPeriods: 1,
+      treatMissingData: cloudwatch.TreatMissingData.NOT_BREACHING,
+    });
+    alarm('DeadLettersAlarm', 'dead-letters', dlq.metricApproximateNumberOfMessagesVisible({ period, statistic: 'Maximum' }),
+      'events that exhausted the retry policy wait in the dead-letter queue');
+    if (busKind === 'custom') return;
+    const rule = (metricName: string) => new cloudwatch.Metric({
+      namespace: 'AWS/Events', metricName, statistic: 'Sum', period,
+      dimensionsMap: { EventBusName: platformValue(this, platformEnv, 'busName'), RuleName: doc.rule_name },
+    });
+    alarm('FailedInvocationsAlarm', 'failed-invocations', rule('FailedInvocations'), 'the rule failed to invoke its target for good');
+    alarm('ThrottledRulesAlarm', 'throttled', rule('ThrottledRules'), 'the rule was throttled');
+    alarm('DlqFailuresAlarm', 'dlq-failures', rule('InvocationsFailedToBeSentToDlq'), 'failed events could not be sent to the dead-letter queue');
   }
 
   /** Classic: a rule on the custom bus, its target reached through resource policies. */

@@ -404,3 +404,25 @@ test('an unacknowledged cdk-nag finding fails the synth', () => {
   new sqs.Queue(stack, 'Unencrypted', { encryption: sqs.QueueEncryption.UNENCRYPTED });
   assert.throws(() => Template.fromStack(stack), /Validation failed/);
 });
+
+test('each consumer stack alarms on its DLQ depth; on the Classic bus also on its rule\'s failed, throttled and undeliverable invocations', () => {
+  const doc = raw('consumer-lambda');
+  const classic = byName(synth('consumer-lambda').stacks, doc.stack_name);
+  const custom = subscriberStack('consumer-lambda');
+  for (const t of [classic, custom]) {
+    t.hasResourceProperties('AWS::CloudWatch::Alarm', {
+      AlarmName: `${doc.rule_name}-dead-letters`,
+      Namespace: 'AWS/SQS', MetricName: 'ApproximateNumberOfMessagesVisible', Statistic: 'Maximum',
+      Dimensions: [{ Name: 'QueueName', Value: { 'Fn::GetAtt': [Match.stringLikeRegexp('^DeadLetters'), 'QueueName'] } }],
+      Threshold: 1, ComparisonOperator: 'GreaterThanOrEqualToThreshold',
+    });
+  }
+  for (const [suffix, metric] of [['failed-invocations', 'FailedInvocations'], ['throttled', 'ThrottledRules'], ['dlq-failures', 'InvocationsFailedToBeSentToDlq']]) {
+    classic.hasResourceProperties('AWS::CloudWatch::Alarm', {
+      AlarmName: `${doc.rule_name}-${suffix}`, Namespace: 'AWS/Events', MetricName: metric, Statistic: 'Sum',
+      Dimensions: [{ Name: 'EventBusName', Value: { Ref: Match.stringLikeRegexp('busname') } }, { Name: 'RuleName', Value: doc.rule_name }],
+    });
+  }
+  classic.resourceCountIs('AWS::CloudWatch::Alarm', 4);
+  custom.resourceCountIs('AWS::CloudWatch::Alarm', 1);
+});

@@ -5,7 +5,7 @@ import * as iam from 'aws-cdk-lib/aws-iam';
 import * as lambda from 'aws-cdk-lib/aws-lambda';
 import * as logs from 'aws-cdk-lib/aws-logs';
 import { Construct } from 'constructs';
-import { FunctionName, Names } from './names';
+import { ENV_VARS, FunctionName, Names } from './names';
 
 export interface RustFunctionProps {
   name: FunctionName;
@@ -51,7 +51,7 @@ export class RustFunction extends Construct {
       timeout: props.timeout,
       role: this.role,
       logGroup,
-      environment: { RUST_LOG: 'info', ...props.environment },
+      environment: { RUST_LOG: 'info', [ENV_VARS.metricsNamespace]: props.names.metricsNamespace, ...props.environment },
     });
   }
 }

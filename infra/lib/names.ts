@@ -20,6 +20,7 @@ export const ENV_VARS = {
   busName: 'BUSWAY_BUS_NAME',
   busArn: 'BUSWAY_BUS_ARN',
   stateMachineArn: 'BUSWAY_STATE_MACHINE_ARN',
+  metricsNamespace: 'BUSWAY_METRICS_NAMESPACE',
 } as const;
 
 /**
@@ -37,7 +38,7 @@ export class Names {
     if (!ENV_PATTERN.test(env)) throw new Error(`platform env ${env} must match ${ENV_PATTERN}`);
   }
 
-  stack(step: 'backup' | 'storage' | 'bus' | 'brokerApi' | 'portal' | 'provisioning'): string {
+  stack(step: 'backup' | 'storage' | 'bus' | 'brokerApi' | 'portal' | 'provisioning' | 'monitoring'): string {
     const base = {
       backup: 'event-schemas-backup-service',
       storage: 'components-configuration-storage-service',
@@ -45,6 +46,7 @@ export class Names {
       brokerApi: 'event-broker-api-service',
       portal: 'self-service-portal',
       provisioning: 'provisioning-service',
+      monitoring: 'busway-monitoring',
     }[step];
     return `${this.env}-${base}`;
   }
@@ -63,6 +65,8 @@ export class Names {
   get tableName(): string { return `${this.env}-self-service-events-table`; }
   get registryName(): string { return `${this.env}.busway.schemas`; }
   get stateMachineName(): string { return `${this.env}-busway-provisioning`; }
+  /** Where the functions write their CloudWatch metrics (EMF, busway_aws::emf). */
+  get metricsNamespace(): string { return `busway/${this.env}`; }
   function(name: FunctionName): string { return `${this.env}-busway-${name}`; }
   buildProject(kind: 'producer' | 'consumer'): string { return `${this.env}-busway-${kind}-build`; }
 }

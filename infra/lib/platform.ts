@@ -2,6 +2,7 @@ import { App, Stack, StackProps, Validations } from 'aws-cdk-lib';
 import { AwsSolutionsChecks } from 'cdk-nag';
 import { BrokerApiStack } from './broker-api';
 import { BusSettings, BusStack } from './bus';
+import { MonitoringStack } from './monitoring';
 import { Names } from './names';
 import { PortalStack } from './portal';
 import { ProvisioningStack } from './provisioning';
@@ -14,12 +15,13 @@ export interface Platform {
   portal: PortalStack;
   brokerApi: BrokerApiStack;
   provisioning: ProvisioningStack;
+  monitoring: MonitoringStack;
 }
 
 /**
  * The busway platform of one environment, every stack checked by cdk-nag's AWS Solutions rules
  * (an unacknowledged finding fails the synth). Deploy order follows the references:
- * backup, storage, bus → portal → broker API, provisioning.
+ * backup, storage, bus → portal → broker API, provisioning → monitoring.
  */
 export function platform(app: App, env: string, lambdaAssets: string, bus: BusSettings, props: StackProps = {}): Platform {
   const names = new Names(env);
@@ -41,7 +43,11 @@ export function platform(app: App, env: string, lambdaAssets: string, bus: BusSe
   // The generators' execution policy names the broker API and the SQS injector's role by the
   // parameters the broker API stack writes.
   provisioning.addStackDependency(brokerApi);
-  const stacks: Stack[] = [backup, storage, busStack, portal, brokerApi, provisioning];
+  // Alarms and the dashboard find everything by name; deployed last, so they never watch what
+  // does not exist yet.
+  const monitoring = new MonitoringStack(app, names, { ...props, busKind: bus.kind });
+  monitoring.addStackDependency(provisioning);
+  const stacks: Stack[] = [backup, storage, busStack, portal, brokerApi, provisioning, monitoring];
   for (const s of stacks) Validations.of(s).addPlugins(new AwsSolutionsChecks(s, { verbose: true }));
-  return { backup, storage, bus: busStack, portal, brokerApi, provisioning };
+  return { backup, storage, bus: busStack, portal, brokerApi, provisioning, monitoring };
 }

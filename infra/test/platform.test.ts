@@ -13,6 +13,7 @@ import * as s3assets from 'aws-cdk-lib/aws-s3-assets';
 import { BusSettings, DEFAULT_RETENTION_DAYS } from '../lib/bus';
 import { DEFAULT_BUS_KIND, ENV_VARS, FUNCTIONS, PARAMETERS, parameterName, PlatformParameter, STAGES } from '../lib/names';
 import { platform } from '../lib/platform';
+import { EMF_METRICS } from '../lib/monitoring';
 import { ASL_FILE, SUBSTITUTIONS_FILE } from '../lib/provisioning';
 import { generatedRolesBoundaryName, generatorsExecutionPolicyName, generatorsQualifier, generatorsToolkitStackName } from '../../cdk-app/lib/platform-names';
 import { CLAIM_CHECK_PREFIX, CLAIM_CHECK_RETENTION_DAYS } from '../lib/storage';
@@ -50,6 +51,7 @@ const t = {
   portal: Template.fromStack(p.portal),
   brokerApi: Template.fromStack(p.brokerApi),
   provisioning: Template.fromStack(p.provisioning),
+  monitoring: Template.fromStack(p.monitoring),
 };
 const all = Object.values(t);
 
@@ -213,7 +215,7 @@ test('every function is a Rust bootstrap on provided.al2023 arm64 with exactly t
     assert.deepEqual(props.Architectures, ['arm64']);
     assert.equal(props.Handler, 'bootstrap');
     assert.match(props.LoggingConfig.LogGroup.Ref, new RegExp(`^${name.split('-').map((w) => w[0].toUpperCase() + w.slice(1)).join('')}Logs`), `${name} logs to its own group`);
-    assert.deepEqual(Object.keys(props.Environment.Variables).sort(), [...vars, 'RUST_LOG'].sort(), name);
+    assert.deepEqual(Object.keys(props.Environment.Variables).sort(), [...vars, 'RUST_LOG', ENV_VARS.metricsNamespace].sort(), name);
   }
   t.portal.hasResourceProperties('AWS::Lambda::Function', {
     FunctionName: 'dev-busway-portal',
@@ -229,7 +231,7 @@ test('every function is a Rust bootstrap on provided.al2023 arm64 with exactly t
   });
   const classicPortal = Object.values(classic.portal.findResources('AWS::Lambda::Function', { Properties: { FunctionName: 'dev-busway-portal' } }))[0] as any;
   assert.deepEqual(Object.keys(classicPortal.Properties.Environment.Variables).sort(),
-    [ENV_VARS.tableName, ...BUCKETS, ENV_VARS.registryName, ENV_VARS.stateMachineArn, ENV_VARS.busKind, 'RUST_LOG'].sort());
+    [ENV_VARS.tableName, ...BUCKETS, ENV_VARS.registryName, ENV_VARS.stateMachineArn, ENV_VARS.busKind, 'RUST_LOG', ENV_VARS.metricsNamespace].sort());
   assert.equal(classicPortal.Properties.Environment.Variables[ENV_VARS.busKind], 'classic');
   for (const name of ['injector', 'injector-sqs']) {
     t.brokerApi.hasResourceProperties('AWS::Lambda::Function', {
@@ -237,7 +239,7 @@ test('every function is a Rust bootstrap on provided.al2023 arm64 with exactly t
       Environment: { Variables: Match.objectLike({ [ENV_VARS.busKind]: 'custom', [ENV_VARS.busArn]: { 'Fn::ImportValue': Match.stringLikeRegexp('EventBusArn') } }) },
     });
     const fn = Object.values(classic.brokerApi.findResources('AWS::Lambda::Function', { Properties: { FunctionName: `dev-busway-${name}` } }))[0] as any;
-    assert.deepEqual(Object.keys(fn.Properties.Environment.Variables).sort(), [ENV_VARS.busKind, ENV_VARS.busName, ENV_VARS.tableName, ...BUCKETS, 'RUST_LOG'].sort());
+    assert.deepEqual(Object.keys(fn.Properties.Environment.Variables).sort(), [ENV_VARS.busKind, ENV_VARS.busName, ENV_VARS.tableName, ...BUCKETS, 'RUST_LOG', ENV_VARS.metricsNamespace].sort());
     assert.equal(fn.Properties.Environment.Variables[ENV_VARS.busKind], 'classic');
   }
   t.provisioning.hasResourceProperties('AWS::Lambda::Function', {
@@ -558,5 +560,50 @@ test('the stacks keep the seed\'s names, prefixed by the environment', () => {
     'prod-self-service-portal',
     'prod-event-broker-api-service',
     'prod-provisioning-service',
+    'prod-busway-monitoring',
   ]);
+});
+
+test('the functions write their EMF metrics to the env\'s namespace, which the alarms and the dashboard read', () => {
+  for (const tpl of [t.portal, t.brokerApi, t.provisioning]) {
+    tpl.hasResourceProperties('AWS::Lambda::Function', { Environment: { Variables: Match.objectLike({ [ENV_VARS.metricsNamespace]: 'busway/dev' }) } });
+  }
+  for (const [name, metric] of [['put-events-throttled', EMF_METRICS.throttled], ['put-events-failed-entries', EMF_METRICS.failedEntries]]) {
+    t.monitoring.hasResourceProperties('AWS::CloudWatch::Alarm', {
+      AlarmName: `dev-busway-${name}`, Namespace: 'busway/dev', MetricName: metric, Statistic: 'Sum',
+      Threshold: 1, ComparisonOperator: 'GreaterThanOrEqualToThreshold', TreatMissingData: 'notBreaching',
+    });
+  }
+});
+
+test('alarms: injector 5xx on the broker stage, failed and timed-out provisioning, each function\'s errors', () => {
+  t.monitoring.hasResourceProperties('AWS::CloudWatch::Alarm', {
+    AlarmName: 'dev-busway-injector-server-errors', Namespace: 'AWS/ApiGateway', MetricName: '5XXError',
+    Dimensions: Match.arrayWith([{ Name: 'ApiName', Value: 'dev-event-broker-api' }, { Name: 'Stage', Value: STAGES.broker }]),
+  });
+  for (const [name, metric] of [['provisioning-failed', 'ExecutionsFailed'], ['provisioning-timed-out', 'ExecutionsTimedOut']]) {
+    const alarms = Object.values(t.monitoring.findResources('AWS::CloudWatch::Alarm', { Properties: { AlarmName: `dev-busway-${name}` } })) as any[];
+    assert.equal(alarms.length, 1, name);
+    const props = alarms[0].Properties;
+    assert.equal(props.Namespace, 'AWS/States');
+    assert.equal(props.MetricName, metric);
+    assert.match(render(props.Dimensions[0].Value), ARN('states', 'stateMachine:dev-busway-provisioning'));
+  }
+  for (const fn of FUNCTIONS) {
+    t.monitoring.hasResourceProperties('AWS::CloudWatch::Alarm', {
+      Namespace: 'AWS/Lambda', MetricName: 'Errors', Dimensions: [{ Name: 'FunctionName', Value: `dev-busway-${fn}` }],
+    });
+  }
+  t.monitoring.resourceCountIs('AWS::CloudWatch::Alarm', 5 + FUNCTIONS.length);
+});
+
+test('one dashboard shows events, latency, PutEvents, the broker API, provisioning, functions and every alarm', () => {
+  t.monitoring.resourceCountIs('AWS::CloudWatch::Dashboard', 1);
+  const dashboard = Object.values(t.monitoring.findResources('AWS::CloudWatch::Dashboard'))[0] as any;
+  assert.equal(dashboard.Properties.DashboardName, 'dev-busway');
+  const body = render(dashboard.Properties.DashboardBody);
+  for (const metric of Object.values(EMF_METRICS)) assert.ok(body.includes(`"busway/dev","${metric}"`), `${metric} on the dashboard`);
+  for (const metric of ['5XXError', 'ExecutionsFailed', 'ExecutionTime', 'Throttles']) assert.ok(body.includes(`"${metric}"`), metric);
+  const alarms = Object.keys(t.monitoring.findResources('AWS::CloudWatch::Alarm'));
+  for (const a of alarms) assert.ok(body.includes(`<${a}.Arn>`), `${a} on the dashboard's alarm widget`);
 });

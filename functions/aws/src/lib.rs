@@ -16,6 +16,7 @@ pub use s3::S3ObjectStore;
 pub mod codebuild;
 pub mod custom_bus;
 pub mod dedup;
+pub mod emf;
 pub mod eventbridge;
 pub mod host;
 mod put_events;

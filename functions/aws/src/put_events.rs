@@ -169,7 +169,13 @@ impl<C: PutEventsCall> Publisher<C> {
         loop {
             attempt += 1;
             let batch = pending.iter().map(|&i| entries[i].1.clone()).collect();
-            let answers = match self.call.call(batch).await {
+            let answers = self.call.call(batch).await;
+            if let Err(e) = &answers
+                && e.throttled
+            {
+                crate::emf::put_events_throttled();
+            }
+            let answers = match answers {
                 Ok(answers) => answers,
                 // A call that timed out may have stored its entries, so a retry can put an
                 // event twice: the Classic bus stores it again (consumers de-duplicate on
@@ -213,6 +219,13 @@ impl<C: PutEventsCall> Publisher<C> {
                     retry.push(i);
                 }
                 results[entries[i].0] = Err(failure);
+            }
+            let failed = pending
+                .iter()
+                .filter(|&&i| results[entries[i].0].is_err())
+                .count();
+            if failed > 0 {
+                crate::emf::put_events_failed_entries(failed);
             }
             if retry.is_empty() || attempt >= self.backoff.attempts {
                 return Ok(());

@@ -315,6 +315,18 @@ pub struct DeliveryStats {
     pub last_error: Option<String>,
     pub last_error_at: Option<String>,
     pub last_delivered_at: Option<String>,
+    /// How far behind the log the subscription is, measured when asked (never stored); absent
+    /// where the host does not deliver itself (on AWS, EventBridge does).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub lag: Option<Lag>,
+}
+
+/// A subscription's backlog: the events of its version after its cursor (read, matched or
+/// skipped, and settled move the cursor), and the age of the oldest one.
+#[derive(Debug, Clone, Default, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct Lag {
+    pub events: u64,
+    pub seconds: f64,
 }
 
 /// An event that exhausted its subscription's retry policy.

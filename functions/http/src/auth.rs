@@ -109,9 +109,9 @@ impl KeyAuth {
         }
     }
 
-    /// Cached by the key's hash, so no secret stays in memory; validity is checked at each use,
-    /// so a rotated key ends on time.
-    async fn key(&self, secret: &str) -> Result<Option<ApiKey>, ApiError> {
+    /// The valid key of `secret`, if any. Cached by the key's hash, so no secret stays in
+    /// memory; validity is checked at each use, so a rotated key ends on time.
+    pub async fn key(&self, secret: &str) -> Result<Option<ApiKey>, ApiError> {
         let hash = auth::hash_key(secret);
         let cached = self.cache.lock().ok().and_then(|cache| {
             cache

@@ -3,6 +3,7 @@
 //! `duplicate: true` when the bus had accepted that `event_id` already (`Bus::put_events`). And
 //! the SQS producers' batches (`sqs`), which no API validated.
 
+pub mod observe;
 pub mod openapi;
 pub mod sqs;
 

@@ -29,7 +29,8 @@ use busway_core::deploy::ConsumerDeploy;
 use busway_core::envelope::eventbridge_time;
 use busway_core::page::{Page, PageRequest};
 use busway_core::ports::{
-    ControlError, DeadLetter, Deliveries, DeliveryStats, RunState, StoreError, SubscriberControl,
+    ControlError, DeadLetter, Deliveries, DeliveryStats, Lag, RunState, StoreError,
+    SubscriberControl,
 };
 use busway_pattern::{Pattern, PatternOptions};
 use tokio::sync::{Notify, mpsc};
@@ -352,6 +353,48 @@ impl Router {
         Ok(())
     }
 
+    /// The backlog after `cursor` of the events of `detail_type`.
+    async fn lag(&self, cursor: i64, detail_type: String) -> anyhow::Result<Lag> {
+        let reader = self.shared.reader.clone();
+        let (events, first_ms) =
+            tokio::task::spawn_blocking(move || reader.backlog(cursor, &detail_type)).await??;
+        let behind_ms = first_ms.map_or(0, |first| unix_ms().saturating_sub(first).max(0));
+        Ok(Lag {
+            events,
+            seconds: behind_ms as f64 / 1000.0,
+        })
+    }
+
+    /// Every deployed rule (paused ones too) with its delivery counts and lag.
+    pub async fn health(&self) -> anyhow::Result<Vec<(ConsumerDeploy, DeliveryStats)>> {
+        let mut all = Vec::new();
+        for (id, doc) in self.shared.store.rules().await? {
+            let Ok(doc) = serde_json::from_value::<ConsumerDeploy>(doc) else {
+                continue;
+            };
+            all.push((doc, self.stats(&id).await?));
+        }
+        Ok(all)
+    }
+
+    /// Whether the event log answers a read.
+    pub async fn log_reachable(&self) -> anyhow::Result<()> {
+        let reader = self.shared.reader.clone();
+        tokio::task::spawn_blocking(move || reader.last_seq()).await??;
+        Ok(())
+    }
+
+    /// Workers whose task ended, which only a bug does: they deliver nothing until a restart.
+    pub fn stopped_workers(&self) -> Vec<String> {
+        self.workers
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .iter()
+            .filter(|(_, w)| w.task.is_finished())
+            .map(|(id, _)| id.clone())
+            .collect()
+    }
+
     /// Stops every worker after saving their progress.
     pub async fn shutdown(&self) {
         if let Err(e) = self.flush().await {
@@ -364,6 +407,8 @@ impl Router {
 
 #[async_trait]
 impl Deliveries for Router {
+    /// The counts as the worker holds them (or as saved, for a paused subscription), with the
+    /// lag behind the log measured now.
     async fn stats(&self, subscription_id: &str) -> anyhow::Result<DeliveryStats> {
         let live = self
             .workers
@@ -371,22 +416,28 @@ impl Deliveries for Router {
             .unwrap_or_else(|p| p.into_inner())
             .get(subscription_id)
             .map(|w| {
-                w.progress
-                    .lock()
-                    .unwrap_or_else(|p| p.into_inner())
-                    .stats
-                    .clone()
+                let p = w.progress.lock().unwrap_or_else(|p| p.into_inner());
+                (p.cursor, p.stats.clone(), w.detail_type.clone())
             });
-        match live {
-            Some(stats) => Ok(stats),
-            None => Ok(self
-                .shared
-                .store
-                .progress(subscription_id)
-                .await?
-                .map(|(_, s)| s)
-                .unwrap_or_default()),
-        }
+        let (cursor, mut stats, detail_type) = match live {
+            Some(live) => live,
+            None => {
+                let store = &self.shared.store;
+                let Some((cursor, stats)) = store.progress(subscription_id).await? else {
+                    return Ok(DeliveryStats::default());
+                };
+                let rule = store.rule(subscription_id).await?;
+                let Some(detail_type) = rule
+                    .as_ref()
+                    .and_then(|doc| doc.get("detail_type")?.as_str())
+                else {
+                    return Ok(stats);
+                };
+                (cursor, stats, detail_type.to_string())
+            }
+        };
+        stats.lag = Some(self.lag(cursor, detail_type).await?);
+        Ok(stats)
     }
 
     async fn dead_letters(

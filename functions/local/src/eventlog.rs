@@ -15,7 +15,7 @@ use busway_core::claim_check::ClaimChecks;
 use busway_core::envelope::{BusEvent, eventbridge_json, eventbridge_time};
 use busway_core::ingest::THROTTLED;
 use busway_core::ports::{Accepted, Bus, EntryFailure};
-use rusqlite::{Connection, params};
+use rusqlite::{Connection, OptionalExtension, params};
 use tokio::sync::{mpsc as tokio_mpsc, oneshot};
 
 use crate::migrations::EVENT_LOG;
@@ -324,6 +324,30 @@ impl LogReader {
             params![time],
             |r| r.get(0),
         )?)
+    }
+
+    /// How many events of `detail_type` are after `seq`, and the `time` (unix ms) of the first.
+    pub fn backlog(&self, seq: i64, detail_type: &str) -> anyhow::Result<(u64, Option<i64>)> {
+        let conn = self
+            .conn
+            .lock()
+            .map_err(|_| anyhow::anyhow!("log reader lock poisoned"))?;
+        let count: i64 = conn.query_row(
+            "SELECT COUNT(*) FROM events WHERE detail_type = ?1 AND seq > ?2",
+            params![detail_type, seq],
+            |r| r.get(0),
+        )?;
+        let first: Option<String> = conn
+            .query_row(
+                "SELECT time FROM events WHERE detail_type = ?1 AND seq > ?2 ORDER BY seq LIMIT 1",
+                params![detail_type, seq],
+                |r| r.get(0),
+            )
+            .optional()?;
+        Ok((
+            u64::try_from(count).unwrap_or(0),
+            first.as_deref().map(unix_ms),
+        ))
     }
 
     /// The position of the newest event, 0 for an empty log.

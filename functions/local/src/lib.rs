@@ -6,6 +6,7 @@ pub mod delivery;
 pub mod demo;
 pub mod eventlog;
 pub mod flow;
+pub mod metrics;
 pub mod migrations;
 pub mod objects;
 pub mod provisioning;
@@ -14,5 +15,6 @@ pub mod retention;
 pub mod server;
 pub mod store;
 pub mod target;
+pub mod ui;
 
 pub use server::{Config, Running};

@@ -24,6 +24,7 @@ use tokio::sync::mpsc;
 use tracing::{error, info, warn};
 
 use crate::delivery::Router;
+use crate::metrics::Metrics;
 use crate::objects::bucket_dir;
 use crate::store::SqliteStore;
 
@@ -487,10 +488,20 @@ pub async fn run(
     tasks: LocalTasks,
     store: SqliteStore,
     objects: Arc<dyn ObjectStore>,
+    metrics: Arc<Metrics>,
     mut rx: mpsc::Receiver<(Bucket, String)>,
 ) {
     while let Some((bucket, key)) = rx.recv().await {
-        let done = provision_once(&machine, &tasks, &store, objects.as_ref(), bucket, &key).await;
+        let done = provision_once(
+            &machine,
+            &tasks,
+            &store,
+            objects.as_ref(),
+            &metrics,
+            bucket,
+            &key,
+        )
+        .await;
         if let Err(e) = done {
             error!(%key, error = %format!("{e:#}"), "provisioning failed");
         }
@@ -502,6 +513,7 @@ async fn provision_once(
     tasks: &LocalTasks,
     store: &SqliteStore,
     objects: &dyn ObjectStore,
+    metrics: &Metrics,
     bucket: Bucket,
     key: &str,
 ) -> anyhow::Result<()> {
@@ -517,6 +529,7 @@ async fn provision_once(
             execution.name
         );
         let deployment = execution.input.deployment_id.clone();
+        let started = std::time::Instant::now();
         let outcome = machine
             .run(tasks, &id, serde_json::to_value(&execution.input)?)
             .await;
@@ -528,6 +541,14 @@ async fn provision_once(
             .deployments
             .get_deployment(&deployment)
             .await?;
+        if let Some(d) = &record {
+            let status = if d.status.is_final() {
+                d.status.as_str()
+            } else {
+                "UNFINISHED"
+            };
+            metrics.provisioned(d.kind.as_str(), status, started.elapsed());
+        }
         match record {
             Some(d) if d.status.is_final() => {
                 info!(deployment, status = d.status.as_str(), "deployment ended");

@@ -20,6 +20,7 @@ use tracing::{info, warn};
 use crate::claim_checks;
 use crate::delivery::{DeliveryConfig, Router};
 use crate::eventlog::EventLog;
+use crate::metrics::{self, Metrics, Tasks};
 use crate::migrations::{EVENT_LOG, STORE};
 use crate::objects::{FolderObjectStore, LOCAL_ENV};
 use crate::provisioning::{self, LocalBuilder, LocalStarter, LocalTasks, Synth};
@@ -187,29 +188,40 @@ impl Running {
 
         let (stop, stopped) = watch::channel(false);
         let mut tasks = JoinSet::new();
-        tasks.spawn(router.clone().run(committed));
-        tasks.spawn(retention::run(
-            config.retention.clone(),
-            store.clone(),
-            reader,
+        let metrics = Arc::new(Metrics::default());
+        let watched = Tasks::default();
+        tasks.spawn(watched.watch("delivery router", router.clone().run(committed)));
+        tasks.spawn(watched.watch(
+            "retention",
+            retention::run(config.retention.clone(), store.clone(), reader),
         ));
-        tasks.spawn(provisioning::run(
-            machine,
-            provisioning_tasks,
-            store.clone(),
-            objects,
-            notifications,
+        tasks.spawn(watched.watch(
+            "provisioning runner",
+            provisioning::run(
+                machine,
+                provisioning_tasks,
+                store.clone(),
+                objects,
+                metrics.clone(),
+                notifications,
+            ),
         ));
-        tasks.spawn(provisioning::scan(
-            buckets.clone(),
-            store.clone(),
-            starter,
-            config.scan_interval,
+        tasks.spawn(watched.watch(
+            "bucket scanner",
+            provisioning::scan(
+                buckets.clone(),
+                store.clone(),
+                starter,
+                config.scan_interval,
+            ),
         ));
-        tasks.spawn(claim_checks::sweep(
-            buckets,
-            config.claim_check_retention,
-            config.claim_check_sweep_interval,
+        tasks.spawn(watched.watch(
+            "claim-check sweeper",
+            claim_checks::sweep(
+                buckets,
+                config.claim_check_retention,
+                config.claim_check_sweep_interval,
+            ),
         ));
         let limits = (config.request_timeout, config.max_concurrent_requests);
         tasks.spawn(serve(
@@ -228,25 +240,39 @@ impl Running {
                 .layer(axum::middleware::from_fn_with_state(
                     key_auth.clone(),
                     busway_http::auth::key_auth,
-                )),
+                ))
+                .merge(
+                    metrics::router(metrics.clone(), router.clone(), store.clone(), watched).layer(
+                        axum::middleware::from_fn_with_state(
+                            key_auth.clone(),
+                            busway_http::auth::key_auth,
+                        ),
+                    ),
+                )
+                .merge(crate::ui::router(key_auth.clone(), broker_addr))
+                .layer(axum::middleware::from_fn(crate::ui::session_cookie)),
             ),
             limits,
             stopped.clone(),
         ));
         tasks.spawn(serve(
             broker_listener,
-            busway_injector::router_with_limit(
-                busway_injector::Broker {
-                    routes,
-                    store: None,
-                    bus,
-                },
-                config.max_event_bytes,
-            )
-            .layer(axum::middleware::from_fn_with_state(
-                key_auth.rate_limited(),
-                busway_http::auth::key_auth,
-            )),
+            busway_injector::observe::observed(
+                busway_injector::router_with_limit(
+                    busway_injector::Broker {
+                        routes: routes.clone(),
+                        store: None,
+                        bus,
+                    },
+                    config.max_event_bytes,
+                )
+                .layer(axum::middleware::from_fn_with_state(
+                    key_auth.rate_limited(),
+                    busway_http::auth::key_auth,
+                )),
+                routes,
+                metrics,
+            ),
             limits,
             stopped,
         ));

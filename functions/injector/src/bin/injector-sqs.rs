@@ -2,16 +2,19 @@
 //! `ReportBatchItemFailures`), answered with the messages to deliver again.
 
 use std::sync::Arc;
+use std::time::Instant;
 
 use aws_lambda_events::event::sqs::{BatchItemFailure, SqsBatchResponse, SqsEvent};
 use busway_aws::host::Host;
+use busway_core::deploy::parse_producer_queue_name;
 use busway_core::ingest::LiveRoutes;
 use busway_injector::Broker;
+use busway_injector::observe::UNKNOWN;
 use busway_injector::sqs::{Message, handle_batch};
 use lambda_runtime::{LambdaEvent, service_fn};
 
 async fn handle(broker: &Broker, event: SqsEvent) -> SqsBatchResponse {
-    let messages = event
+    let messages: Vec<Message> = event
         .records
         .into_iter()
         .map(|r| Message {
@@ -20,9 +23,27 @@ async fn handle(broker: &Broker, event: SqsEvent) -> SqsBatchResponse {
             body: r.body.unwrap_or_default(),
         })
         .collect();
+    let started = Instant::now();
+    let queues: Vec<(String, String)> = messages
+        .iter()
+        .map(|m| (m.message_id.clone(), m.source_arn.clone()))
+        .collect();
+    let failed = handle_batch(broker, messages).await;
+    // Each message as one publish of its queue's event version, timed by its batch.
+    for (id, source_arn) in &queues {
+        let queue = source_arn.rsplit(':').next().unwrap_or_default();
+        let labels = parse_producer_queue_name(queue)
+            .map(|(t, v)| (t.to_string(), v.to_string()))
+            .unwrap_or_else(|| (UNKNOWN.into(), UNKNOWN.into()));
+        busway_aws::emf::published(
+            (&labels.0, &labels.1),
+            !failed.contains(id),
+            started.elapsed(),
+            &[("Queue", queue.into())],
+        );
+    }
     let mut response = SqsBatchResponse::default();
-    response.batch_item_failures = handle_batch(broker, messages)
-        .await
+    response.batch_item_failures = failed
         .into_iter()
         .map(|id| {
             let mut f = BatchItemFailure::default();

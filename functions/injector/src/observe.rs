@@ -1,0 +1,54 @@
+//! Counting publishes: a layer around the broker API that tells each host's metrics what each
+//! request came to (the local host's Prometheus metrics, the Lambda's CloudWatch EMF lines).
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use axum::Router;
+use axum::extract::Request;
+use axum::http::StatusCode;
+use axum::middleware::Next;
+use busway_core::ingest::LiveRoutes;
+use busway_core::{EventTypeName, Version};
+
+/// The label of a publish to a path that is not a deployed event version. Names start with a
+/// letter, so it is never one; and a caller cannot make up label values (and series) with
+/// paths of its own.
+pub const UNKNOWN: &str = "_unknown";
+
+/// What a host does with each publish's outcome.
+pub trait PublishObserver: Send + Sync + 'static {
+    /// A 2xx `status` is an accepted event (a duplicate too), any other a rejected one.
+    fn published(&self, event_type: &str, version: &str, status: StatusCode, elapsed: Duration);
+}
+
+/// `router` (the broker API) with every request reported to `observer` once answered, with
+/// the event version of its path when that version is deployed, else [`UNKNOWN`].
+pub fn observed(
+    router: Router,
+    routes: Arc<LiveRoutes>,
+    observer: Arc<dyn PublishObserver>,
+) -> Router {
+    router.layer(axum::middleware::from_fn(
+        move |request: Request, next: Next| {
+            let (routes, observer) = (routes.clone(), observer.clone());
+            async move {
+                let started = Instant::now();
+                let path = request.uri().path().to_owned();
+                let response = next.run(request).await;
+                let (event_type, version) = deployed(&routes, &path)
+                    .unwrap_or_else(|| (UNKNOWN.to_string(), UNKNOWN.to_string()));
+                observer.published(&event_type, &version, response.status(), started.elapsed());
+                response
+            }
+        },
+    ))
+}
+
+fn deployed(routes: &LiveRoutes, path: &str) -> Option<(String, String)> {
+    let (event_type, version) = path.strip_prefix('/')?.split_once('/')?;
+    let name: EventTypeName = event_type.parse().ok()?;
+    let version: Version = version.parse().ok()?;
+    routes.get(&name, version)?;
+    Some((name.to_string(), version.to_string()))
+}
