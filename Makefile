@@ -33,7 +33,7 @@ unit: setup
 ## test-ui: the catalog page (/ui) in headless Chromium against `busway up` (tests/ui/); screenshots in docs/screenshots/
 .PHONY: test-ui
 test-ui: setup
-	$(CARGO) build --locked -p busway-local --bin busway
+	$(CARGO) build --workspace --all-features --locked --bin busway
 	.venv/bin/python tests/ui/catalog_test.py "$${CARGO_TARGET_DIR:-target}/debug/busway"
 
 ## bench: the benchmarks whose figures are in docs/benchmarks.md
