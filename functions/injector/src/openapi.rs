@@ -38,6 +38,11 @@ pub fn with_routes(mut document: Value, deployed: &[(EventTypeName, Version, Val
             },
         });
     }
+    // The generic route answers what every version's route does.
+    let generic = &mut document["paths"]["/{event_type}/{version}"]["post"]["responses"]["200"];
+    if generic.is_object() {
+        generic["content"] = json!({"application/json": {"schema": published()}});
+    }
     busway_http::openapi::finish(document)
 }
 
@@ -101,5 +106,9 @@ mod tests {
             json!({"type": "string"})
         );
         assert!(component.get("definitions").is_none());
+        assert!(
+            document["paths"]["/order_created/2"]["post"]["responses"]["400"].is_object(),
+            "the shared error answers are added"
+        );
     }
 }
