@@ -30,11 +30,15 @@ unit: setup
 	$(CARGO) build --workspace --all-features --locked --bins --tests
 	$(CARGO) test --workspace --all-features --locked --no-fail-fast
 
-## test-ui: the catalog page (/ui) in headless Chromium against `busway up` (tests/ui/); screenshots in docs/screenshots/
-.PHONY: test-ui
+## test-ui: the catalog page (/ui) in headless Chromium against `busway up` (tests/ui/)
+## screenshots: the same run, keeping its screenshots in docs/screenshots/ for the README
+.PHONY: test-ui screenshots
 test-ui: setup
 	$(CARGO) build --workspace --all-features --locked --bin busway
 	.venv/bin/python tests/ui/catalog_test.py "$${CARGO_TARGET_DIR:-target}/debug/busway"
+
+screenshots:
+	BUSWAY_SCREENSHOTS=docs $(MAKE) test-ui
 
 ## bench: the benchmarks whose figures are in docs/benchmarks.md
 bench: setup

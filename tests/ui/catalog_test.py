@@ -1,7 +1,9 @@
 """The catalog page in a real headless Chromium (Debian's, driven by Playwright): starts
 `busway up` on free loopback ports, signs in, follows the seed's demo through the page (register
 an event type, see its version and endpoint, add a version and diff it, subscribe, see the
-deployment and the deliveries, redrive a dead letter) and keeps screenshots in docs/screenshots/.
+deployment and the deliveries, redrive a dead letter) and takes screenshots on the way: into
+docs/screenshots/ (the README's) when BUSWAY_SCREENSHOTS=docs, else into a temporary folder, so a
+test run leaves the tree as it was.
 
 Usage: catalog_test.py PATH_TO_BUSWAY_BINARY
 """
@@ -24,7 +26,11 @@ import urllib.request
 from playwright.sync_api import expect, sync_playwright
 
 ROOT = pathlib.Path(__file__).resolve().parents[2]
-SHOTS = ROOT / "docs" / "screenshots"
+SHOTS = (
+    ROOT / "docs" / "screenshots"
+    if os.environ.get("BUSWAY_SCREENSHOTS") == "docs"
+    else pathlib.Path(tempfile.mkdtemp(prefix="busway-screenshots-"))
+)
 CHROMIUM = os.environ.get("BUSWAY_CHROMIUM", "/usr/bin/chromium")
 BUSWAY = sys.argv.pop(1) if len(sys.argv) > 1 else str(ROOT / "target" / "debug" / "busway")
 WAIT_MS = 15_000
@@ -140,7 +146,9 @@ class Catalog(unittest.TestCase):
             return e.code, json.loads(e.read() or b"null")
 
     def shot(self, page, name):
-        page.screenshot(path=str(SHOTS / f"{name}.png"), full_page=True)
+        path = SHOTS / f"{name}.png"
+        page.screenshot(path=str(path), full_page=True)
+        self.assertGreater(path.stat().st_size, 0, path)
 
     def refresh_until(self, page, what, expected):
         """Presses Refresh until `what` (a locator) has the text `expected`."""
