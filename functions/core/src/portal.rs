@@ -461,6 +461,8 @@ pub struct Portal {
     pub keys: Arc<dyn crate::auth::KeyStore>,
     /// The secrets HTTPS deliveries are signed with.
     pub secrets: Arc<dyn crate::webhook::SigningSecrets>,
+    /// The answers kept for `Idempotency-Key`s of the create routes.
+    pub idempotency: Arc<dyn crate::idempotency::IdempotencyStore>,
     /// Whether `http://` (loopback) targets are accepted: only where the portal itself listens
     /// on loopback, or when asked, so a shared portal cannot be pointed at ports of its machine.
     pub allow_loopback_targets: bool,

@@ -8,7 +8,7 @@ use axum::extract::rejection::{PathRejection, QueryRejection};
 use axum::extract::{DefaultBodyLimit, Path, Query, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
+use axum::routing::{get, post, put};
 use axum::{Json, Router};
 use busway_core::auth::{self, Caller, NewKey, Role};
 use busway_core::deployment::Deployment;
@@ -24,15 +24,28 @@ use busway_http::{ApiError, JsonBody, MAX_BODY_BYTES};
 use serde::Serialize;
 use serde_json::{Value, json};
 
+mod idempotency;
+
 pub fn router(portal: Arc<Portal>) -> Router {
+    // The create routes answer a retried `Idempotency-Key` from what its first request got.
+    let once = || axum::middleware::from_fn_with_state(portal.clone(), idempotency::layer);
     Router::new()
-        .route("/events", get(list_events).post(create_event))
-        .route("/events/{event_type}", get(get_event).put(add_version))
+        .route(
+            "/events",
+            get(list_events).merge(post(create_event).layer(once())),
+        )
+        .route(
+            "/events/{event_type}",
+            get(get_event).merge(put(add_version).layer(once())),
+        )
         .route(
             "/events/{event_type}/versions/{version}",
             get(get_version).delete(delete_version),
         )
-        .route("/subscriptions", get(list_subscriptions).post(subscribe))
+        .route(
+            "/subscriptions",
+            get(list_subscriptions).merge(post(subscribe).layer(once())),
+        )
         .route(
             "/subscriptions/{id}",
             get(get_subscription).delete(unsubscribe),

@@ -26,6 +26,7 @@ async fn without_a_delivery_store_dead_letters_are_not_available_and_delivery_co
         control: None,
         provisioning: with.provisioning.clone(),
         keys: with.keys.clone(),
+        idempotency: with.idempotency.clone(),
         secrets: with.secrets.clone(),
         allow_loopback_targets: false,
     });
