@@ -1295,7 +1295,9 @@ impl Portal {
     /// its retries ends the job: the deployment is FAILED with the reason, so its record never
     /// claims that work is under way, and `retry_deployment` runs the steps again. The domain
     /// change stands and the request that made it succeeds; only a deployment that cannot be
-    /// marked FAILED is an error.
+    /// marked FAILED is an error. The write is conditional on the job as the portal left it: a
+    /// deploy.json write that reported a failure but landed (a timeout after S3 stored it) has
+    /// been taken up by its starter, whose execution owns the record from then on.
     async fn step_done(
         &self,
         deployment: &Deployment,
@@ -1309,7 +1311,16 @@ impl Portal {
             .fail(crate::tasks::STORE_UNAVAILABLE, cause, crate::now())
             .is_ok()
         {
-            self.deployments.put_deployment(&failed).await?;
+            match self
+                .deployments
+                .replace_deployment(&failed, deployment)
+                .await
+            {
+                Err(StoreError::Conflict(why)) => {
+                    tracing::info!(deployment = %deployment.id, %why, "the job was taken up; its execution records how it ends");
+                }
+                done => done?,
+            }
         }
         Ok(false)
     }
