@@ -461,6 +461,9 @@ pub struct Portal {
     pub keys: Arc<dyn crate::auth::KeyStore>,
     /// The secrets HTTPS deliveries are signed with.
     pub secrets: Arc<dyn crate::webhook::SigningSecrets>,
+    /// The bus consumer stacks are built for, written into each consumer deploy.json (AWS);
+    /// `None` where the host's own build takes the document as it is (the local host).
+    pub bus_kind: Option<deploy::BusKind>,
     /// The answers kept for `Idempotency-Key`s of the create routes.
     pub idempotency: Arc<dyn crate::idempotency::IdempotencyStore>,
     /// Whether `http://` (loopback) targets are accepted: only where the portal itself listens
@@ -1269,6 +1272,7 @@ impl Portal {
             &deployment.id,
             &event.application,
             s,
+            self.bus_kind,
         ));
         self.write_deploy(Bucket::Subscriber, deployment, doc).await
     }

@@ -156,6 +156,7 @@ impl Running {
             control: Some(router.clone()),
             provisioning: starter.clone(),
             keys: shared.clone(),
+            bus_kind: None,
             idempotency: shared.clone(),
             secrets: shared.clone(),
             allow_loopback_targets: config.allow_loopback_targets

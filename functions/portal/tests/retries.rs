@@ -162,6 +162,7 @@ async fn a_step_that_failed_after_its_write_landed_leaves_the_job_to_its_executi
         control: None,
         provisioning: with.provisioning.clone(),
         keys: with.keys.clone(),
+        bus_kind: with.bus_kind,
         idempotency: with.idempotency.clone(),
         secrets: with.secrets.clone(),
         allow_loopback_targets: false,

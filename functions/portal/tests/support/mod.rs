@@ -94,6 +94,7 @@ pub fn portal() -> (Arc<Portal>, Arc<Memory>) {
         control: None,
         provisioning: memory.clone(),
         keys: memory.clone(),
+        bus_kind: None,
         idempotency: memory.clone(),
         secrets: memory.clone(),
         allow_loopback_targets: false,
