@@ -62,14 +62,15 @@ machine = sfn.create_state_machine(
 
 
 def next_task():
-    deadline = time.time() + 20
+    # Longer than the turn's retry interval (20 s).
+    deadline = time.time() + 40
     while time.time() < deadline:
         msgs = sqs.receive_message(QueueUrl=QUEUE_URL, WaitTimeSeconds=1).get("Messages", [])
         for m in msgs:
             sqs.delete_message(QueueUrl=QUEUE_URL, ReceiptHandle=m["ReceiptHandle"])
             body = json.loads(m["Body"])
             return body["state"], body["token"], body["request"]
-    raise AssertionError("no task reached the test within 20 s")
+    raise AssertionError("no task reached the test within 40 s")
 
 
 def run(case, deployment_id, expected, answers):
@@ -92,9 +93,20 @@ def run(case, deployment_id, expected, answers):
     )["executionArn"]
     for expected_state, answer in answers:
         state, token, request = next_task()
+        # moto hands a retried task the same token and the answer its previous attempt got, so
+        # a turn waited for once comes back once more after it was granted: grant it again.
+        while state == "AwaitTurn" != expected_state and case == "waited-turn":
+            sfn.send_task_success(taskToken=token, output=json.dumps(TURN[1]))
+            state, token, request = next_task()
         assert state == expected_state, (case, state, expected_state)
         if state == "ValidateConfig":
             assert request["Payload"]["object_version"] == VERSION, request
+        if state == "AwaitTurn":
+            assert request["Payload"] == {"task": "await_turn", "deployment_id": deployment_id, "bucket": "publisher",
+                                          "key": "order_created/1/deploy.json"}, request
+            # Nothing is recorded while the job waits for its turn.
+            waiting = ddb.get_item(TableName=TABLE, Key={"PK": {"S": f"DEPLOYMENT#{deployment_id}"}, "SK": {"S": "DEPLOYMENT"}})["Item"]
+            assert [h["M"]["status"]["S"] for h in waiting["history"]["L"]] == before, (case, waiting)
         if state.startswith("Build"):
             env = {e["Name"]: e["Value"] for e in request["EnvironmentVariablesOverride"]}
             assert env["BUSWAY_DEPLOY_KEY"] == "order_created/1/deploy.json" and env["BUSWAY_DEPLOY_KIND"] == "producer", env
@@ -129,6 +141,7 @@ BUILD_ID = "busway-producer-build:6a1f0c1e-0000-4000-8000-000000000000"
 DESCRIBED = {"Payload": {"id": BUILD_ID, "status": "SUCCEEDED", "phases": [], "logs_url": None}}
 # How the test answers the tasks moto cannot run, per case; what each case must end in is
 # statemachines/cases.json, which the local host's run is held to as well.
+TURN = ("AwaitTurn", {"Payload": None})
 ANSWERS = {
     "success": [
         ("ValidateConfig", VALID), ("BuildProducer", {"Build": {"Id": BUILD_ID, "BuildStatus": "SUCCEEDED"}}),
@@ -150,7 +163,17 @@ ANSWERS = {
     "ended-before": [],
     "superseded-before": [],
     "another-execution": [],
+    # An older job of the document still runs: the turn is retried (after its 20 s interval),
+    # and nothing is written meanwhile.
+    "waited-turn": [
+        ("AwaitTurn", {"error": "Turn.Waiting", "cause": "deployment d0 of order_created/1/deploy.json (BUILDING) runs before"}),
+        TURN, ("ValidateConfig", VALID), ("BuildProducer", {"Build": {"Id": BUILD_ID, "BuildStatus": "SUCCEEDED"}}),
+        ("DescribeBuild", DESCRIBED),
+    ],
 }
+# Every execution starts by taking its turn (the stale ones too: their first status write is
+# what they find refused).
+ANSWERS = {case: answers if case == "waited-turn" else [TURN, *answers] for case, answers in ANSWERS.items()}
 CASES = json.loads((ROOT / "statemachines/cases.json").read_text())["cases"]
 assert set(CASES) == set(ANSWERS)
 results = {}

@@ -62,6 +62,13 @@ export class ProvisioningStack extends Stack {
       },
     });
     provisioner.role.addToPolicy(new iam.PolicyStatement({ actions: ['states:StartExecution'], resources: [stateMachineArn] }));
+    // The await_turn task asks whether an older job's execution of the same document still runs.
+    const executions = this.formatArn({
+      service: 'states', resource: 'execution', resourceName: `${names.stateMachineName}:*`, arnFormat: ArnFormat.COLON_RESOURCE_NAME,
+    });
+    provisioner.role.addToPolicy(new iam.PolicyStatement({ actions: ['states:DescribeExecution'], resources: [executions] }));
+    acknowledgeWildcards(provisioner.role, [`Resource::arn:<AWS::Partition>:states:<AWS::Region>:<AWS::AccountId>:execution:${names.stateMachineName}:*`],
+      'Execution names are made at run time from each deploy.json version; the wildcard is the executions of the one provisioning state machine.');
     const deployJsons = (['producer', 'consumer'] as const).map((k) => objects(this, names, CONFIG_BUCKET[k], `*/${DEPLOY_JSON}`));
     // The validate task reads exactly the version the notification named.
     provisioner.role.addToPolicy(new iam.PolicyStatement({ actions: ['s3:GetObject', 's3:GetObjectVersion'], resources: deployJsons.map((o) => o.arn) }));

@@ -298,10 +298,11 @@ test('the table expires the injectors\' event_id claims by their expires_at attr
   });
 });
 
-test('the provisioner may start the state machine, read deploy.json files and list their buckets, write deployment records and describe builds', () => {
+test('the provisioner may start the state machine and see whether its executions run, read deploy.json files and list their buckets, write deployment records and describe builds', () => {
   assertStatements(statements(t.provisioning, 'ProvisionerRole'), [
     [LOGS, [/^<ProvisionerLogs\w+\.Arn>$/]],
     [['states:StartExecution'], [ARN('states', 'stateMachine:dev-busway-provisioning')]],
+    [['states:DescribeExecution'], [ARN('states', 'execution:dev-busway-provisioning:\\*')]],
     [['s3:GetObject', 's3:GetObjectVersion'], [OBJECTS('publisher-components-bucket', '*/deploy.json'), OBJECTS('subscriber-components-bucket', '*/deploy.json')]],
     [['s3:ListBucket'], [/^<import:dev-components-configuration-storage-service:ExportsOutputFnGetAttPublisher\w+Arn\w+>$/, /^<import:dev-components-configuration-storage-service:ExportsOutputFnGetAttSubscriber\w+Arn\w+>$/]],
     [['dynamodb:GetItem', 'dynamodb:Query', 'dynamodb:PutItem', 'dynamodb:UpdateItem'], TABLE_AND_INDEXES],

@@ -186,6 +186,8 @@ async fn main() {
         control: None,
         provisioning: Arc::new(account.provisioning().await),
         keys: store.clone(),
+        bus_kind: None,
+        idempotency: store.clone(),
         secrets: store.clone(),
         allow_loopback_targets: false,
     }));

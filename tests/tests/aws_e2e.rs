@@ -67,6 +67,8 @@ async fn an_event_type_registered_through_the_portal_routes_matching_events_to_t
         control: None,
         provisioning: Arc::new(account.provisioning().await),
         keys: store.clone(),
+        bus_kind: None,
+        idempotency: store.clone(),
         secrets: store.clone(),
         allow_loopback_targets: false,
     }));
@@ -195,6 +197,8 @@ async fn a_step_failing_after_the_domain_commit_fails_the_job_and_a_retry_writes
         control: None,
         provisioning: Arc::new(account.provisioning().await),
         keys: store.clone(),
+        bus_kind: None,
+        idempotency: store.clone(),
         secrets: store.clone(),
         allow_loopback_targets: false,
     }));

@@ -108,6 +108,8 @@ async fn a_3_mb_api_event_and_a_1_mib_sqs_message_are_claim_checked_in_s3_and_re
         control: None,
         provisioning: Arc::new(account.provisioning().await),
         keys: store.clone(),
+        bus_kind: None,
+        idempotency: store.clone(),
         secrets: store.clone(),
         allow_loopback_targets: false,
     }));

@@ -15,6 +15,7 @@ use busway_aws::{BucketNames, DynamoStore, S3ObjectStore};
 use busway_core::deploy::DeployKind;
 use busway_core::deployment::{Deployment, DeploymentStatus, new_id};
 use busway_core::event::{EventType, EventVersion, ProducerConnection, VersionState};
+use busway_core::idempotency::{self, IdempotencyStore};
 use busway_core::page::PageRequest;
 use busway_core::ports::{
     Bucket, DeploymentStore, EventStore, ObjectStore, ProvisioningStarter, StoreError,
@@ -750,6 +751,98 @@ async fn race_contract<S: EventStore + DeploymentStore>(store: Arc<S>, writers: 
     );
 }
 
+/// The idempotency store: one claim per key until it expires, answers kept for their request's
+/// token only, and an expired record (a claim whose host died, an answer past its retention)
+/// taken over as if absent, however late the store deletes it.
+async fn idempotency_store_contract(store: &dyn IdempotencyStore) {
+    let at = now().unix_timestamp();
+    let claim = |key: &str, fingerprint: &str, token: &str| idempotency::Record {
+        key: key.to_string(),
+        fingerprint: fingerprint.to_string(),
+        token: token.to_string(),
+        answer: None,
+        expires_at: at + 60,
+    };
+    let first = claim("k1", "request-a", "t1");
+    assert_eq!(store.claim(&first, at).await.expect("claimed"), None);
+    // While it runs, a second claim finds the first and writes nothing.
+    let found = store
+        .claim(&claim("k1", "request-b", "t2"), at)
+        .await
+        .expect("read");
+    assert_eq!(found.as_ref(), Some(&first));
+
+    let answer = idempotency::Answer {
+        status: 201,
+        body: r#"{"id": "s1", "secret": "whsec_x"}"#.to_string(),
+    };
+    // Only the claim's own token completes it.
+    let mut stranger = first.clone();
+    stranger.token = "t9".into();
+    stranger.answer = Some(answer.clone());
+    store.complete(&stranger).await.expect("ignored");
+    let found = store
+        .claim(&claim("k1", "request-a", "t3"), at)
+        .await
+        .expect("read");
+    assert_eq!(
+        found.and_then(|r| r.answer),
+        None,
+        "a stranger's answer was kept"
+    );
+    let mut done = first.clone();
+    done.answer = Some(answer.clone());
+    done.expires_at = at + 24 * 3600;
+    store.complete(&done).await.expect("completed");
+    let found = store
+        .claim(&claim("k1", "request-a", "t4"), at + 3600)
+        .await
+        .expect("read");
+    assert_eq!(found, Some(done.clone()));
+
+    // Past its expiry the record counts as absent: a new claim takes the key.
+    let later = claim("k1", "request-c", "t5");
+    let mut later = later;
+    later.expires_at = at + 24 * 3600 + 60;
+    assert_eq!(
+        store
+            .claim(&later, at + 24 * 3600 + 1)
+            .await
+            .expect("taken over"),
+        None
+    );
+
+    // A release deletes only its own claim.
+    store
+        .claim(&claim("k2", "request-a", "t6"), at)
+        .await
+        .expect("claimed");
+    store.release("k2", "t7").await.expect("ignored");
+    assert!(
+        store
+            .claim(&claim("k2", "request-a", "t8"), at)
+            .await
+            .expect("read")
+            .is_some()
+    );
+    store.release("k2", "t6").await.expect("released");
+    assert_eq!(
+        store
+            .claim(&claim("k2", "request-a", "t8"), at)
+            .await
+            .expect("claimed"),
+        None
+    );
+    // An abandoned claim is taken over once its lease ends.
+    assert_eq!(
+        store
+            .claim(&claim("k2", "request-a", "t9"), at + 61)
+            .await
+            .expect("taken over"),
+        None
+    );
+}
+
 fn sqlite() -> (tempfile::TempDir, SqliteStore) {
     let dir = tempfile::tempdir().expect("a temp dir");
     let store = SqliteStore::open(&dir.path().join("busway.db")).expect("opened");
@@ -808,6 +901,18 @@ async fn the_embedded_deployment_store_keeps_the_contract() {
 async fn the_dynamodb_deployment_store_keeps_the_contract() {
     let (_, _, store) = dynamo().await;
     deployment_store_contract(&store).await;
+}
+
+#[tokio::test]
+async fn the_embedded_idempotency_store_keeps_the_contract() {
+    let (_dir, store) = sqlite();
+    idempotency_store_contract(&store).await;
+}
+
+#[tokio::test]
+async fn the_dynamodb_idempotency_store_keeps_the_contract() {
+    let (_, _, store) = dynamo().await;
+    idempotency_store_contract(&store).await;
 }
 
 #[tokio::test]

@@ -710,6 +710,10 @@ mod tests {
         described: Mutex<Vec<Value>>,
         failure: Mutex<Option<(String, String)>>,
         transient_failures: Mutex<u32>,
+        /// How often the turn is refused before it comes.
+        turns_waited: Mutex<u32>,
+        /// How often the turn was asked for, and the statuses written by then.
+        turns: Mutex<Vec<usize>>,
     }
 
     #[async_trait]
@@ -745,6 +749,19 @@ mod tests {
                 "arn:aws:states:::lambda:invoke" => {
                     assert_eq!(input["FunctionName"], "local-ProvisionerFunctionArn");
                     match input["Payload"]["task"].as_str() {
+                        Some("await_turn") => {
+                            let written = self.statuses.lock().expect("lock").len();
+                            self.turns.lock().expect("lock").push(written);
+                            let mut waited = self.turns_waited.lock().expect("lock");
+                            if *waited > 0 {
+                                *waited -= 1;
+                                return Err(TaskFailure {
+                                    error: "Turn.Waiting".into(),
+                                    cause: "an older job of the document runs".into(),
+                                });
+                            }
+                            Ok(json!({"Payload": null}))
+                        }
                         Some("validate") => self.validate.clone(),
                         Some("describe_build") => {
                             self.described
@@ -781,6 +798,8 @@ mod tests {
             described: Mutex::default(),
             failure: Mutex::default(),
             transient_failures: Mutex::new(0),
+            turns_waited: Mutex::new(0),
+            turns: Mutex::default(),
         }
     }
 
@@ -889,6 +908,28 @@ mod tests {
         *f.transient_failures.lock().expect("lock") = 2;
         assert!(matches!(run(&f).await, Outcome::Succeeded(_)));
         assert_eq!(statuses(&f), ["VALIDATING", "BUILDING", "SUCCEEDED"]);
+    }
+
+    #[tokio::test]
+    async fn a_job_waits_its_turn_before_it_records_anything() {
+        let f = fake(valid(), built());
+        *f.turns_waited.lock().expect("lock") = 3;
+        assert!(matches!(run(&f).await, Outcome::Succeeded(_)));
+        // Asked four times, with nothing written before the turn came.
+        assert_eq!(*f.turns.lock().expect("lock"), [0, 0, 0, 0]);
+        assert_eq!(statuses(&f), ["VALIDATING", "BUILDING", "SUCCEEDED"]);
+    }
+
+    #[tokio::test]
+    async fn a_turn_that_never_comes_fails_the_job() {
+        let f = fake(valid(), built());
+        *f.turns_waited.lock().expect("lock") = u32::MAX;
+        assert!(matches!(run(&f).await, Outcome::Failed { .. }));
+        assert_eq!(statuses(&f), ["FAILED"]);
+        let error = f.failure.lock().expect("lock").clone().map(|(e, _)| e);
+        assert_eq!(error.as_deref(), Some("Turn.Waiting"));
+        // The first try and 180 retries.
+        assert_eq!(f.turns.lock().expect("lock").len(), 181);
     }
 
     #[test]

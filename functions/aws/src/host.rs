@@ -13,6 +13,7 @@ use aws_credential_types::provider::SharedCredentialsProvider;
 use aws_smithy_http_client::tls;
 use aws_smithy_runtime_api::client::http::SharedHttpClient;
 use busway_core::claim_check::{ClaimChecks, DEFAULT_MAX_ENTRY_BYTES};
+use busway_core::deploy::BusKind;
 use busway_core::ports::{Bus, SubscriberControl};
 
 use crate::config::Config;
@@ -179,6 +180,17 @@ impl Host {
 }
 
 impl Host {
+    /// The platform's bus kind (`BUSWAY_BUS_KIND`); absent, Classic: every install from before
+    /// the choice.
+    pub fn bus_kind(&self) -> anyhow::Result<BusKind> {
+        match self.bus_kind.as_deref() {
+            None => Ok(BusKind::Classic),
+            Some(kind) => kind
+                .parse()
+                .map_err(|e: String| anyhow::anyhow!("{BUS_KIND}: {e}")),
+        }
+    }
+
     /// Pause and resume of subscriptions, which the Custom Event Bus offers on its subscribers;
     /// `None` on the Classic bus.
     pub fn subscriber_control(&self) -> anyhow::Result<Option<Arc<dyn SubscriberControl>>> {
@@ -318,6 +330,19 @@ mod tests {
         .err()
         .expect("an unknown bus kind");
         assert!(unknown.to_string().contains(BUS_KIND), "{unknown}");
+        let kind = |value: Option<&str>| {
+            Host::for_lambda_from(|n| match n {
+                BUS_KIND => value.map(String::from),
+                _ => custom(n),
+            })
+            .and_then(|h| h.bus_kind())
+            .ok()
+        };
+        // The kind the portal writes into consumer documents; absent, the Classic bus.
+        assert_eq!(kind(None), Some(BusKind::Classic));
+        assert_eq!(kind(Some("custom")), Some(BusKind::Custom));
+        assert_eq!(kind(Some("classic")), Some(BusKind::Classic));
+        assert_eq!(kind(Some("v3")), None);
         for missing in ["AWS_REGION", "AWS_ACCESS_KEY_ID", crate::config::TABLE_NAME] {
             let err = Host::for_lambda_from(|name| (name != missing).then(|| lambda_env(name))?)
                 .err()

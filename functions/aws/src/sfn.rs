@@ -7,8 +7,9 @@ use anyhow::Context;
 use async_trait::async_trait;
 use aws_sdk_sfn::Client;
 use aws_sdk_sfn::error::DisplayErrorContext;
+use aws_sdk_sfn::types::ExecutionStatus;
 use busway_core::ports::{Bucket, ProvisioningStarter};
-use busway_core::provisioning::{Execution, Provisioner};
+use busway_core::provisioning::{Execution, ExecutionReader, Provisioner};
 use tracing::{info, instrument};
 
 use crate::config::BucketNames;
@@ -79,6 +80,41 @@ impl SfnStarter {
             Err(e) => Err(anyhow::Error::new(e)
                 .context(format!("StartExecution of {}", self.state_machine_arn))
                 .into()),
+        }
+    }
+}
+
+impl SfnStarter {
+    /// The ARN of this state machine's execution `name`, as Step Functions makes it.
+    fn execution_arn(&self, name: &str) -> String {
+        format!(
+            "{}:{name}",
+            self.state_machine_arn
+                .replacen(":stateMachine:", ":execution:", 1)
+        )
+    }
+}
+
+#[async_trait]
+impl ExecutionReader for SfnStarter {
+    /// `DescribeExecution`: RUNNING is running; an execution that never started (its starter
+    /// named it, then failed to start it) is not.
+    async fn running(&self, execution: &str) -> anyhow::Result<bool> {
+        let answer = self
+            .client
+            .describe_execution()
+            .execution_arn(self.execution_arn(execution))
+            .send()
+            .await;
+        match answer {
+            Ok(out) => Ok(*out.status() == ExecutionStatus::Running),
+            Err(e)
+                if e.as_service_error()
+                    .is_some_and(|se| se.is_execution_does_not_exist()) =>
+            {
+                Ok(false)
+            }
+            Err(e) => Err(anyhow::Error::new(e).context("DescribeExecution")),
         }
     }
 }

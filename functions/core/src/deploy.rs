@@ -38,6 +38,27 @@ pub enum DeployAction {
     Destroy,
 }
 
+/// The EventBridge bus a consumer stack is built for: a subscriber on the Custom Event Bus, or
+/// a rule on the Classic custom bus (the consumer JSON Schema's `bus_kind`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum BusKind {
+    Custom,
+    Classic,
+}
+
+impl std::str::FromStr for BusKind {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "custom" => Ok(Self::Custom),
+            "classic" => Ok(Self::Classic),
+            other => Err(format!("a bus kind is custom or classic, not {other:?}")),
+        }
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ProducerDeploy {
     /// Absent in documents of the first release (`crate::format`).
@@ -81,6 +102,9 @@ pub struct ConsumerDeploy {
     pub event_pattern: Value,
     pub rule_name: String,
     pub stack_name: String,
+    /// Absent: the platform's bus, as the consumer build gives it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub bus_kind: Option<BusKind>,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -228,6 +252,7 @@ pub fn consumer_deploy(
     deployment_id: &str,
     application: &Application,
     s: &Subscription,
+    bus_kind: Option<BusKind>,
 ) -> ConsumerDeploy {
     ConsumerDeploy {
         format_version: DEPLOY_FORMAT,
@@ -248,6 +273,7 @@ pub fn consumer_deploy(
         event_pattern: event_pattern(application, s),
         rule_name: rule_name(&s.id),
         stack_name: consumer_stack_name(&s.id),
+        bus_kind,
     }
 }
 
@@ -390,8 +416,19 @@ mod tests {
             "6f1c1f5e-7b1a-4f59-8f0e-2b2f1f0e4c11",
             &app,
             &subscription(),
+            None,
         ));
         assert_eq!(parse(DeployKind::Consumer, &doc.to_json()), Ok(doc));
+        for kind in [BusKind::Custom, BusKind::Classic] {
+            let doc = DeployDoc::Consumer(consumer_deploy(
+                DeployAction::Deploy,
+                "6f1c1f5e-7b1a-4f59-8f0e-2b2f1f0e4c11",
+                &app,
+                &subscription(),
+                Some(kind),
+            ));
+            assert_eq!(parse(DeployKind::Consumer, &doc.to_json()), Ok(doc));
+        }
     }
 
     #[test]
@@ -402,6 +439,7 @@ mod tests {
             "6f1c1f5e-7b1a-4f59-8f0e-2b2f1f0e4c11",
             &app,
             &subscription(),
+            None,
         );
         let mut value = serde_json::to_value(&doc).expect("json");
         assert_eq!(value[format::FORMAT_FIELD], DEPLOY_FORMAT);
@@ -441,6 +479,7 @@ mod tests {
             "6f1c1f5e-7b1a-4f59-8f0e-2b2f1f0e4c11",
             &app,
             &subscription(),
+            None,
         );
         let mut value = serde_json::to_value(&doc).expect("json");
         value["target_unit"] = json!("../etc");

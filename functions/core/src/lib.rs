@@ -11,6 +11,7 @@ pub mod envelope;
 pub mod error;
 pub mod event;
 pub mod format;
+pub mod idempotency;
 pub mod ingest;
 pub mod names;
 pub mod openapi;

@@ -461,6 +461,11 @@ pub struct Portal {
     pub keys: Arc<dyn crate::auth::KeyStore>,
     /// The secrets HTTPS deliveries are signed with.
     pub secrets: Arc<dyn crate::webhook::SigningSecrets>,
+    /// The bus consumer stacks are built for, written into each consumer deploy.json (AWS);
+    /// `None` where the host's own build takes the document as it is (the local host).
+    pub bus_kind: Option<deploy::BusKind>,
+    /// The answers kept for `Idempotency-Key`s of the create routes.
+    pub idempotency: Arc<dyn crate::idempotency::IdempotencyStore>,
     /// Whether `http://` (loopback) targets are accepted: only where the portal itself listens
     /// on loopback, or when asked, so a shared portal cannot be pointed at ports of its machine.
     pub allow_loopback_targets: bool,
@@ -1267,6 +1272,7 @@ impl Portal {
             &deployment.id,
             &event.application,
             s,
+            self.bus_kind,
         ));
         self.write_deploy(Bucket::Subscriber, deployment, doc).await
     }
@@ -1293,7 +1299,9 @@ impl Portal {
     /// its retries ends the job: the deployment is FAILED with the reason, so its record never
     /// claims that work is under way, and `retry_deployment` runs the steps again. The domain
     /// change stands and the request that made it succeeds; only a deployment that cannot be
-    /// marked FAILED is an error.
+    /// marked FAILED is an error. The write is conditional on the job as the portal left it: a
+    /// deploy.json write that reported a failure but landed (a timeout after S3 stored it) has
+    /// been taken up by its starter, whose execution owns the record from then on.
     async fn step_done(
         &self,
         deployment: &Deployment,
@@ -1307,7 +1315,16 @@ impl Portal {
             .fail(crate::tasks::STORE_UNAVAILABLE, cause, crate::now())
             .is_ok()
         {
-            self.deployments.put_deployment(&failed).await?;
+            match self
+                .deployments
+                .replace_deployment(&failed, deployment)
+                .await
+            {
+                Err(StoreError::Conflict(why)) => {
+                    tracing::info!(deployment = %deployment.id, %why, "the job was taken up; its execution records how it ends");
+                }
+                done => done?,
+            }
         }
         Ok(false)
     }

@@ -17,7 +17,7 @@ use crate::ports::{Bucket, DeploymentStore, EventStore, ObjectStore, StoreError}
 use crate::subscription::SubscriptionState;
 use crate::tasks::{
     BUILD_INFO_UNAVAILABLE, DEPLOY_CONFIG_INVALID, DEPLOY_CONFIG_NOT_FOUND, DEPLOYMENT_STALE,
-    STORE_UNAVAILABLE,
+    STORE_UNAVAILABLE, TURN_WAITING,
 };
 use crate::{ValidationErrors, now};
 
@@ -192,6 +192,15 @@ pub trait BuildReader: Send + Sync + 'static {
     async fn build(&self, id: &str) -> anyhow::Result<Option<BuildInfo>>;
 }
 
+/// Whether an execution of the provisioning state machine still runs (Step Functions'
+/// `DescribeExecution` on AWS).
+#[async_trait]
+pub trait ExecutionReader: Send + Sync + 'static {
+    /// `false` for one that ended or was never started; an error when the engine did not answer,
+    /// which is transient.
+    async fn running(&self, execution: &str) -> anyhow::Result<bool>;
+}
+
 /// A task's failure as the state machine sees it: a stable error type (`crate::tasks`) that its
 /// `Retry`/`Catch` match, and the cause in words.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -338,6 +347,55 @@ impl Provisioner {
             action,
             stack_name: doc.stack_name().to_string(),
         })
+    }
+
+    /// The await_turn task, the execution's first step: one job at a time per document. The job
+    /// waits (`Turn.Waiting`, which the state machine retries) while an older job of the same
+    /// document has not ended and its execution still runs, so a later change of a document is
+    /// built after the earlier one, never beside it. An older job whose execution stopped
+    /// without ending it (stopped by hand, timed out) does not hold the document. A job that no
+    /// longer lists among its event type's newest deployments has nothing older in the window.
+    #[instrument(skip(self, executions))]
+    pub async fn await_turn(
+        &self,
+        deployment_id: &str,
+        bucket: Bucket,
+        key: &str,
+        executions: &dyn ExecutionReader,
+    ) -> Result<(), TaskError> {
+        let Some(kind) = bucket.deploy_kind() else {
+            return Ok(());
+        };
+        let of_key = self
+            .deployments_of(kind, key)
+            .await
+            .map_err(TaskError::unavailable)?;
+        let Some(at) = of_key.iter().position(|d| d.id == deployment_id) else {
+            return Ok(());
+        };
+        for older in &of_key[at + 1..] {
+            let Some(execution) = older.execution.as_deref() else {
+                continue;
+            };
+            if older.status.is_final() {
+                continue;
+            }
+            let running = executions
+                .running(execution)
+                .await
+                .map_err(|e| TaskError::unavailable(format!("{e:#}")))?;
+            if running {
+                return Err(TaskError::new(
+                    TURN_WAITING,
+                    format!(
+                        "deployment {} of {key} ({}) runs before {deployment_id}",
+                        older.id,
+                        older.status.as_str()
+                    ),
+                ));
+            }
+        }
+        Ok(())
     }
 
     /// The describe_build task: records the build that ran the deployment's document on the

@@ -29,6 +29,10 @@ pub const BUILD_INFO_UNAVAILABLE: &str = "BuildInfo.Unavailable";
 /// `Stale` without writing the record, as its conditional status writes are refused.
 pub const DEPLOYMENT_STALE: &str = "Deployment.Stale";
 
+/// An older job of the same document still runs its execution: this one waits its turn (the
+/// state machine retries the turn at an interval, and fails the job after about an hour).
+pub const TURN_WAITING: &str = "Turn.Waiting";
+
 /// What a refused conditional status write fails with (DynamoDB's error as Step Functions names
 /// it; the local status writes answer the same).
 pub const CONDITION_FAILED: &str = "DynamoDB.ConditionalCheckFailedException";
@@ -41,6 +45,7 @@ pub const ALL: &[&str] = &[
     BUILD_FAILED,
     BUILD_INFO_UNAVAILABLE,
     DEPLOYMENT_STALE,
+    TURN_WAITING,
 ];
 
 /// `task` field of the provisioner's `lambda:invoke` payload: read and validate the deploy.json.
@@ -50,8 +55,12 @@ pub const TASK_VALIDATE: &str = "validate";
 /// that ran it (its id, phases and log link), after the build step succeeded or failed.
 pub const TASK_DESCRIBE_BUILD: &str = "describe_build";
 
+/// `task` field of the provisioner's `lambda:invoke` payload: whether the job's turn has come
+/// (no older job of its document still runs), `Turn.Waiting` otherwise.
+pub const TASK_AWAIT_TURN: &str = "await_turn";
+
 /// Every task the provisioner's task handler answers.
-pub const TASKS: &[&str] = &[TASK_VALIDATE, TASK_DESCRIBE_BUILD];
+pub const TASKS: &[&str] = &[TASK_AWAIT_TURN, TASK_VALIDATE, TASK_DESCRIBE_BUILD];
 
 /// The Lambda functions of the platform (binary name = Lambda logical name = `--bin`).
 pub const FUNCTIONS: &[&str] = &["portal", "injector", "injector-sqs", "provisioner"];

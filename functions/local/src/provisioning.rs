@@ -17,7 +17,9 @@ use busway_core::deploy::{DeployAction, DeployDoc, DeployKind};
 use busway_core::deployment::{BuildInfo, BuildPhase, DeploymentStatus, failure_cause};
 use busway_core::ingest::LiveRoutes;
 use busway_core::ports::{Bucket, ObjectStore, ProvisioningStarter};
-use busway_core::provisioning::{DescribeBuild, Provisioner, RecordError, TaskError};
+use busway_core::provisioning::{
+    DescribeBuild, ExecutionReader, Provisioner, RecordError, TaskError,
+};
 use busway_core::tasks;
 use serde_json::{Value, json};
 use tokio::sync::mpsc;
@@ -306,6 +308,18 @@ impl LocalTasks {
         if task == tasks::TASK_DESCRIBE_BUILD {
             return self.describe_build(&p["Payload"]).await;
         }
+        if task == tasks::TASK_AWAIT_TURN {
+            self.provisioner
+                .await_turn(
+                    text(p, "/Payload/deployment_id")?,
+                    bucket(text(p, "/Payload/bucket")?)?,
+                    text(p, "/Payload/key")?,
+                    &OneAtATime,
+                )
+                .await
+                .map_err(task_failure)?;
+            return Ok(json!({ "StatusCode": 200, "Payload": null }));
+        }
         if task != tasks::TASK_VALIDATE {
             return Err(failure("Lambda.Unhandled", format!("no task {task}")));
         }
@@ -454,6 +468,18 @@ fn phase(name: &str, started: Instant, error: Option<&anyhow::Error>) -> BuildPh
 /// names none.
 fn cause_of(failure: &str) -> String {
     failure_cause(failure).unwrap_or_else(|| failure.to_string())
+}
+
+/// The local runner runs one execution at a time (`run`), and the one asking whether another
+/// still runs is that one: an older job that did not end here was cut off by a stop, and holds
+/// nothing.
+struct OneAtATime;
+
+#[async_trait]
+impl ExecutionReader for OneAtATime {
+    async fn running(&self, _execution: &str) -> anyhow::Result<bool> {
+        Ok(false)
+    }
 }
 
 #[async_trait]
@@ -737,6 +763,60 @@ mod tests {
             assert_eq!(history, statuses(&expected["history"]), "{name}");
             assert_eq!(json!(after.error), expected["error"], "{name}");
         }
+    }
+
+    /// One job at a time per document: a job waits while an older one of its document has not
+    /// ended and its execution runs. Here the runner runs one execution at a time, so an older
+    /// job that did not end was cut off by a stop and holds nothing; the same store read on AWS
+    /// (where Step Functions says the older execution runs) waits.
+    #[tokio::test]
+    async fn an_older_job_holds_its_document_only_while_its_execution_runs() {
+        struct Running;
+        #[async_trait]
+        impl ExecutionReader for Running {
+            async fn running(&self, _execution: &str) -> anyhow::Result<bool> {
+                Ok(true)
+            }
+        }
+        let dir = tempfile::tempdir().expect("a temp dir");
+        let (tasks, store) = local_tasks(dir.path());
+        let key = "order_created/1/deploy.json";
+        let job = |status: DeploymentStatus, execution: &str| {
+            let mut d = Deployment::pending(
+                busway_core::deployment::new_id(),
+                DeployKind::Producer,
+                Bucket::Publisher.base_name().into(),
+                key.into(),
+                busway_core::now(),
+            );
+            d.event_type = Some("order_created".parse().expect("a name"));
+            d.status = status;
+            d.execution = Some(execution.into());
+            d
+        };
+        let older = job(DeploymentStatus::Building, "older-1");
+        store.put_deployment(&older).await.expect("written");
+        let newer = job(DeploymentStatus::Pending, "newer-1");
+        store.put_deployment(&newer).await.expect("written");
+
+        let turn = |reader: &'static dyn ExecutionReader, id: String| {
+            let provisioner = &tasks.provisioner;
+            async move {
+                provisioner
+                    .await_turn(&id, Bucket::Publisher, key, reader)
+                    .await
+            }
+        };
+        turn(&OneAtATime, newer.id.clone())
+            .await
+            .expect("cut off by a stop: holds nothing");
+        let waiting = turn(&Running, newer.id.clone())
+            .await
+            .expect_err("an older execution that runs holds the document");
+        assert_eq!(waiting.error_type, tasks::TURN_WAITING);
+        turn(&Running, older.id.clone())
+            .await
+            .expect("nothing older holds the older one");
     }
 
     /// A notification that finds the queue full is not lost: the document is in its folder, and

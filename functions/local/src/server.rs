@@ -157,6 +157,8 @@ impl Running {
             control: Some(router.clone()),
             provisioning: starter.clone(),
             keys: shared.clone(),
+            bus_kind: None,
+            idempotency: shared.clone(),
             secrets: shared.clone(),
             allow_loopback_targets: config.allow_loopback_targets
                 || config.portal_addr.ip().is_loopback(),
@@ -234,7 +236,7 @@ impl Running {
                         .layer(axum::Extension(busway_portal::BrokerUrl(url::Url::parse(
                             &format!("http://{broker_addr}"),
                         )?)))
-                        .merge(queues::api(store))
+                        .merge(queues::api(store.clone()))
                         .merge(claim_checks::api(folders)),
                 )
                 .layer(axum::middleware::from_fn_with_state(

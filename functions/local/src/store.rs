@@ -23,6 +23,7 @@ use serde_json::Value;
 use crate::migrations::STORE;
 
 mod control;
+mod idempotency;
 mod keys;
 mod retention;
 mod retries;

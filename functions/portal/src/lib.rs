@@ -27,6 +27,8 @@ use utoipa::OpenApi;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
+mod idempotency;
+
 /// The portal's API for the Lambda host: its routes, `GET /openapi.json` and the JSON fallbacks.
 pub fn router(portal: Arc<Portal>) -> Router {
     busway_http::with_fallbacks(busway_http::openapi::documented(api(portal)))
@@ -41,6 +43,8 @@ struct PortalDocument;
 
 /// The portal's routes, each declared with its entry in the OpenAPI document.
 pub fn api(portal: Arc<Portal>) -> OpenApiRouter {
+    // The create routes answer a retried `Idempotency-Key` from what its first request got.
+    let once = axum::middleware::from_fn_with_state(portal.clone(), idempotency::layer);
     OpenApiRouter::with_openapi(PortalDocument::openapi())
         .routes(routes!(list_events, create_event))
         .routes(routes!(get_event, add_version))
@@ -60,6 +64,7 @@ pub fn api(portal: Arc<Portal>) -> OpenApiRouter {
         .routes(routes!(revoke_key))
         .routes(routes!(rotate_key))
         .routes(routes!(asyncapi))
+        .route_layer(once)
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
         .with_state(portal)
 }
@@ -185,6 +190,7 @@ fn parse_param<T: std::str::FromStr<Err = E>, E: std::fmt::Display>(
     post,
     path = "/events",
     tag = "events",
+    params(("Idempotency-Key" = Option<String>, Header, description = "a retry with the same key and body gets the first answer again (24 h)")),
     request_body = CreateEvent,
     responses(
         (status = 201, description = "the event type with its first version and the `deployment_id` that builds its route", body = Object),
@@ -276,7 +282,10 @@ async fn get_event(
     put,
     path = "/events/{event_type}",
     tag = "events",
-    params(("event_type" = String, Path, description = "the event type's name")),
+    params(
+        ("event_type" = String, Path, description = "the event type's name"),
+        ("Idempotency-Key" = Option<String>, Header, description = "a retry with the same key and body gets the first answer again (24 h)"),
+    ),
     request_body = NewVersion,
     responses(
         (status = 201, description = "the new version and the `deployment_id` that builds its route", body = Object),
@@ -353,6 +362,7 @@ async fn delete_version(
     post,
     path = "/subscriptions",
     tag = "subscriptions",
+    params(("Idempotency-Key" = Option<String>, Header, description = "a retry with the same key and body gets the first answer again (24 h)")),
     request_body = Subscribe,
     responses(
         (status = 201, description = "the subscription, the `deployment_id` that builds it and, for HTTPS targets, the signing `secret` (shown only here)", body = Object),

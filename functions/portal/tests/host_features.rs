@@ -1,6 +1,6 @@
 //! What the portal answers for what a host lacks or cannot reach right now: a host without a
 //! delivery store (AWS: EventBridge keeps those) says 501 for dead letters and leaves `delivery`
-//! out of a subscription.
+//! out of a subscription. On AWS consumer documents name the platform's bus kind.
 
 // Shared with lambda_fixture.rs, which uses the helpers this file does not.
 #[allow(dead_code)]
@@ -9,8 +9,10 @@ mod support;
 use std::sync::Arc;
 
 use axum::http::StatusCode;
+use busway_core::deploy::{self, BusKind, DeployDoc, DeployKind};
 use busway_core::portal::Portal;
-use serde_json::json;
+use busway_core::ports::Bucket;
+use serde_json::{Value, json};
 use support::call;
 
 #[tokio::test]
@@ -26,6 +28,8 @@ async fn without_a_delivery_store_dead_letters_are_not_available_and_delivery_co
         control: None,
         provisioning: with.provisioning.clone(),
         keys: with.keys.clone(),
+        bus_kind: with.bus_kind,
+        idempotency: with.idempotency.clone(),
         secrets: with.secrets.clone(),
         allow_loopback_targets: false,
     });
@@ -84,4 +88,51 @@ async fn without_a_delivery_store_dead_letters_are_not_available_and_delivery_co
     )
     .await;
     assert_eq!(status, StatusCode::NOT_FOUND);
+}
+
+/// On AWS the portal names its bus in every consumer deploy.json, so the consumer build makes a
+/// subscriber on the Custom Event Bus or a rule on the Classic one whatever the build's own
+/// default; the local host names none.
+#[tokio::test]
+async fn consumer_documents_name_the_bus_kind_of_the_portal() {
+    for kind in [None, Some(BusKind::Custom), Some(BusKind::Classic)] {
+        let (with, memory) = support::portal();
+        let portal = Arc::new(Portal {
+            store: with.store.clone(),
+            deployments: with.deployments.clone(),
+            registry: with.registry.clone(),
+            objects: with.objects.clone(),
+            deliveries: None,
+            control: None,
+            provisioning: with.provisioning.clone(),
+            keys: with.keys.clone(),
+            bus_kind: kind,
+            idempotency: with.idempotency.clone(),
+            secrets: with.secrets.clone(),
+            allow_loopback_targets: false,
+        });
+        let event = json!({"event_type": "scanned_parcel", "application": "parcel_tracking",
+            "description": "A parcel was scanned", "connection_type": "HTTPS",
+            "data": {"type": "object", "properties": {"id": {"type": "string"}}}});
+        let (status, body) = call(&portal, "POST", "/events", Some(event)).await;
+        assert_eq!(status, StatusCode::CREATED, "{body}");
+        let subscription = json!({"event_type": "scanned_parcel", "version": "1",
+            "target_unit": "u2", "connection_type": "HTTPS",
+            "connection_string": "https://example.com/hook"});
+        let (status, created) = call(&portal, "POST", "/subscriptions", Some(subscription)).await;
+        assert_eq!(status, StatusCode::CREATED, "{created}");
+        let id = created["id"].as_str().expect("an id");
+        let key = format!("scanned_parcel/1/u2/{id}/deploy.json");
+        let written = memory
+            .object(Bucket::Subscriber, &key)
+            .expect("the consumer deploy.json");
+        let DeployDoc::Consumer(doc) =
+            deploy::parse(DeployKind::Consumer, &written).expect("a valid document")
+        else {
+            panic!("not a consumer document");
+        };
+        assert_eq!(doc.bus_kind, kind);
+        let raw: Value = serde_json::from_slice(&written).expect("JSON");
+        assert_eq!(raw.get("bus_kind").is_some(), kind.is_some(), "{raw}");
+    }
 }

@@ -104,3 +104,82 @@ async fn a_failed_deployment_whose_document_changed_since_is_not_retried() {
         .expect("the deployment");
     assert_eq!((d.status, d.attempt), (DeploymentStatus::Failed, 1));
 }
+
+/// A bucket whose deploy.json writes land, and the pipeline takes the job up at once, but whose
+/// answer is lost (a timeout after S3 stored the object): the portal's step reports a failure.
+struct LandsThenTimesOut(Arc<support::Memory>);
+
+#[async_trait::async_trait]
+impl ObjectStore for LandsThenTimesOut {
+    async fn put_object(&self, bucket: Bucket, key: &str, body: Vec<u8>) -> anyhow::Result<()> {
+        self.0.put_object(bucket, key, body.clone()).await?;
+        if bucket == Bucket::Publisher {
+            let id: Value = serde_json::from_slice(&body)?;
+            let id = id["deployment_id"].as_str().unwrap_or_default();
+            let read = self.0.get_deployment(id).await?.expect("the job");
+            let mut taken = read.clone();
+            taken.object_version = Some(object_version(&body));
+            taken.execution = Some("deploy-taken-1".into());
+            taken.advance(DeploymentStatus::Validating, busway_core::now())?;
+            self.0.replace_deployment(&taken, &read).await?;
+            anyhow::bail!("timed out waiting for S3's answer");
+        }
+        Ok(())
+    }
+
+    async fn get_object(&self, bucket: Bucket, key: &str) -> anyhow::Result<Option<Vec<u8>>> {
+        self.0.get_object(bucket, key).await
+    }
+
+    async fn put_new_object(
+        &self,
+        bucket: Bucket,
+        key: &str,
+        body: Vec<u8>,
+        metadata: &[(&str, &str)],
+    ) -> anyhow::Result<()> {
+        self.0.put_new_object(bucket, key, body, metadata).await
+    }
+
+    async fn object_metadata(
+        &self,
+        bucket: Bucket,
+        key: &str,
+    ) -> anyhow::Result<Option<std::collections::BTreeMap<String, String>>> {
+        self.0.object_metadata(bucket, key).await
+    }
+}
+
+#[tokio::test]
+async fn a_step_that_failed_after_its_write_landed_leaves_the_job_to_its_execution() {
+    let (with, memory) = support::portal();
+    let portal = Arc::new(Portal {
+        objects: Arc::new(LandsThenTimesOut(memory.clone())),
+        store: with.store.clone(),
+        deployments: with.deployments.clone(),
+        registry: with.registry.clone(),
+        deliveries: None,
+        control: None,
+        provisioning: with.provisioning.clone(),
+        keys: with.keys.clone(),
+        bus_kind: with.bus_kind,
+        idempotency: with.idempotency.clone(),
+        secrets: with.secrets.clone(),
+        allow_loopback_targets: false,
+    });
+    let event = json!({"event_type": "scanned_parcel", "application": "parcel_tracking",
+        "description": "A parcel was scanned", "connection_type": "HTTPS",
+        "data": {"type": "object", "properties": {"id": {"type": "string"}}}});
+    let (status, created) = call(&portal, "POST", "/events", Some(event)).await;
+    assert_eq!(status, StatusCode::CREATED, "{created}");
+    let id = created["deployment_id"].as_str().expect("a deployment id");
+    let d = memory
+        .get_deployment(id)
+        .await
+        .expect("the store answers")
+        .expect("the job");
+    // Not FAILED over the execution that runs it.
+    assert_eq!(d.status, DeploymentStatus::Validating, "{d:?}");
+    assert_eq!(d.execution.as_deref(), Some("deploy-taken-1"));
+    assert_eq!(d.error, None);
+}

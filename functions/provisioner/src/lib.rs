@@ -48,6 +48,11 @@ pub enum Request {
 #[derive(Debug, Deserialize)]
 #[serde(tag = "task", rename_all = "snake_case")]
 pub enum Task {
+    AwaitTurn {
+        deployment_id: String,
+        bucket: String,
+        key: String,
+    },
     Validate {
         deployment_id: String,
         bucket: String,
@@ -136,18 +141,24 @@ impl Handler {
 
     pub async fn task(&self, task: Task) -> Result<Value, TaskError> {
         match task {
+            Task::AwaitTurn {
+                deployment_id,
+                bucket,
+                key,
+            } => {
+                let bucket = self.configuration_bucket(&bucket)?;
+                self.provisioner
+                    .await_turn(&deployment_id, bucket, &key, &self.starter)
+                    .await?;
+                Ok(Value::Null)
+            }
             Task::Validate {
                 deployment_id,
                 bucket,
                 key,
                 object_version,
             } => {
-                let bucket = self.bucket(&bucket).ok_or_else(|| {
-                    TaskError::new(
-                        tasks::DEPLOY_CONFIG_NOT_FOUND,
-                        format!("{bucket} is not a configuration bucket of this platform"),
-                    )
-                })?;
+                let bucket = self.configuration_bucket(&bucket)?;
                 let config = self
                     .provisioner
                     .validate(&deployment_id, bucket, &key, &object_version)
@@ -162,6 +173,15 @@ impl Handler {
                 Ok(json!(build))
             }
         }
+    }
+
+    fn configuration_bucket(&self, name: &str) -> Result<Bucket, TaskError> {
+        self.bucket(name).ok_or_else(|| {
+            TaskError::new(
+                tasks::DEPLOY_CONFIG_NOT_FOUND,
+                format!("{name} is not a configuration bucket of this platform"),
+            )
+        })
     }
 
     fn bucket(&self, name: &str) -> Option<Bucket> {

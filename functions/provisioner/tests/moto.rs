@@ -37,6 +37,14 @@ struct Platform {
 }
 
 async fn platform() -> Platform {
+    platform_running(
+        r#"{"StartAt": "Started", "States": {"Started": {"Type": "Pass", "End": true}}}"#,
+    )
+    .await
+}
+
+/// A platform whose state machine is `definition`.
+async fn platform_running(definition: &str) -> Platform {
     let moto = Moto::start().await;
     let sdk = moto::sdk(&moto.endpoint).await;
     let ddb = aws_sdk_dynamodb::Client::new(&sdk);
@@ -61,9 +69,7 @@ async fn platform() -> Platform {
     let state_machine_arn = sfn
         .create_state_machine()
         .name("busway-provisioning")
-        .definition(
-            r#"{"StartAt": "Started", "States": {"Started": {"Type": "Pass", "End": true}}}"#,
-        )
+        .definition(definition)
         .role_arn(ROLE)
         .send()
         .await
@@ -527,4 +533,82 @@ async fn a_reverted_hand_edit_is_provisioned_again_in_a_versioned_bucket() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_reverted_hand_edit_is_provisioned_again_when_versions_are_named_by_content() {
     a_reverted_hand_edit_is_provisioned_again(false).await;
+}
+
+/// One job at a time per document: a later version of a document notified while the earlier
+/// version's job builds starts its execution, whose turn (the state machine's first step) waits
+/// while the earlier job has not ended and its execution runs; it comes once that job ended, or
+/// once its execution stopped without ending it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_later_version_of_a_document_waits_its_turn_while_the_earlier_job_runs() {
+    // Executions hold RUNNING, as one whose build runs does.
+    let p = platform_running(
+        r#"{"StartAt": "Building", "States": {"Building": {"Type": "Wait", "Seconds": 600, "End": true}}}"#,
+    )
+    .await;
+    p.versioned().await;
+    let (first, v1) = p.change(DeployAction::Deploy).await;
+    p.handler
+        .handle(s3_notification_of(&buckets().publisher, KEY, Some(&v1)))
+        .await
+        .expect("handled");
+    let mut building = p
+        .store
+        .get_deployment(&first.id)
+        .await
+        .expect("read")
+        .expect("the first job");
+    for status in [DeploymentStatus::Validating, DeploymentStatus::Building] {
+        building
+            .advance(status, busway_core::now())
+            .expect("moves on");
+    }
+    p.store.put_deployment(&building).await.expect("written");
+
+    let (second, v2) = p.change(DeployAction::Destroy).await;
+    p.handler
+        .handle(s3_notification_of(&buckets().publisher, KEY, Some(&v2)))
+        .await
+        .expect("handled");
+    let inputs = p.executions().await;
+    assert_eq!(inputs.len(), 2, "{inputs:?}");
+    let turn = |id: &str| {
+        json!({"task": "await_turn", "deployment_id": id,
+            "bucket": buckets().publisher, "key": KEY})
+    };
+    let waiting = p
+        .task(turn(&second.id))
+        .await
+        .expect_err("the second waits");
+    assert_eq!(waiting.error_type, "Turn.Waiting", "{waiting:?}");
+    assert!(waiting.error_message.contains(&first.id), "{waiting:?}");
+    // Nothing older holds the first.
+    p.task(turn(&first.id)).await.expect("the first's turn");
+
+    // The first job ended (its execution winds down): the second's turn.
+    let mut ended = building.clone();
+    ended
+        .advance(DeploymentStatus::Succeeded, busway_core::now())
+        .expect("moves on");
+    p.store.put_deployment(&ended).await.expect("written");
+    p.task(turn(&second.id)).await.expect("the second's turn");
+
+    // A job whose execution was stopped by hand never ends; it holds nothing once stopped.
+    p.store.put_deployment(&building).await.expect("written");
+    p.task(turn(&second.id))
+        .await
+        .expect_err("the second waits again");
+    let execution = building.execution.clone().expect("named by its starter");
+    let arn = p
+        .state_machine_arn
+        .replacen(":stateMachine:", ":execution:", 1)
+        + ":"
+        + &execution;
+    p.sfn
+        .stop_execution()
+        .execution_arn(arn)
+        .send()
+        .await
+        .expect("stopped");
+    p.task(turn(&second.id)).await.expect("the second's turn");
 }

@@ -219,6 +219,8 @@ pub fn lambda_portal(account: &Account, registry_dir: &Path) -> (Host, axum::Rou
         control: None,
         provisioning: Arc::new(provisioning),
         keys: store.clone(),
+        bus_kind: Some(host.bus_kind().expect("a bus kind")),
+        idempotency: store.clone(),
         secrets: store,
         allow_loopback_targets: false,
     }));

@@ -10,6 +10,7 @@ use axum::http::{Request, StatusCode};
 use busway_core::auth::{ApiKey, Caller, KeyStore, Role};
 use busway_core::deployment::Deployment;
 use busway_core::event::{EventType, EventVersion, VersionState};
+use busway_core::idempotency::{self, IdempotencyStore};
 use busway_core::page::{Page, PageRequest};
 use busway_core::portal::Portal;
 use busway_core::ports::{
@@ -36,6 +37,7 @@ struct State {
     /// API keys by hash.
     keys: Vec<(String, ApiKey)>,
     signing_secrets: HashMap<String, Vec<SigningSecret>>,
+    idempotency: HashMap<String, idempotency::Record>,
 }
 
 /// Every port in one place: one lock makes each multi-record write all-or-nothing, as the
@@ -92,6 +94,8 @@ pub fn portal() -> (Arc<Portal>, Arc<Memory>) {
         control: None,
         provisioning: memory.clone(),
         keys: memory.clone(),
+        bus_kind: None,
+        idempotency: memory.clone(),
         secrets: memory.clone(),
         allow_loopback_targets: false,
     };
@@ -571,6 +575,42 @@ impl SigningSecrets for Memory {
         self.state()
             .signing_secrets
             .insert(id.to_string(), secrets.to_vec());
+        Ok(())
+    }
+}
+
+#[async_trait]
+impl IdempotencyStore for Memory {
+    async fn claim(
+        &self,
+        claim: &idempotency::Record,
+        now: i64,
+    ) -> Result<Option<idempotency::Record>, StoreError> {
+        let mut state = self.state();
+        match state.idempotency.get(&claim.key) {
+            Some(found) if found.expires_at >= now => Ok(Some(found.clone())),
+            _ => {
+                state.idempotency.insert(claim.key.clone(), claim.clone());
+                Ok(None)
+            }
+        }
+    }
+
+    async fn complete(&self, done: &idempotency::Record) -> Result<(), StoreError> {
+        let mut state = self.state();
+        if let Some(found) = state.idempotency.get_mut(&done.key)
+            && found.token == done.token
+        {
+            *found = done.clone();
+        }
+        Ok(())
+    }
+
+    async fn release(&self, key: &str, token: &str) -> Result<(), StoreError> {
+        let mut state = self.state();
+        if state.idempotency.get(key).is_some_and(|r| r.token == token) {
+            state.idempotency.remove(key);
+        }
         Ok(())
     }
 }
