@@ -7,12 +7,14 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-# The venv's pip (python3-venv), curl (scripts/test-asl-moto.sh) and unzip (the Lambda
-# benchmark), from Debian's archive when missing; CI runs as root, elsewhere through sudo.
+# The venv's pip (python3-venv), curl (scripts/test-asl-moto.sh), unzip (the Lambda
+# benchmark) and wrk (the HTTP load of `make bench`), from Debian's archive when missing; CI
+# runs as root, elsewhere through sudo.
 missing=()
 python3 -c 'import ensurepip' 2>/dev/null || missing+=(python3-venv)
 command -v curl >/dev/null || missing+=(curl)
 command -v unzip >/dev/null || missing+=(unzip)
+command -v wrk >/dev/null || missing+=(wrk)
 if [ ${#missing[@]} -gt 0 ]; then
   sudo=()
   [ "$(id -u)" -eq 0 ] || sudo=(sudo)
