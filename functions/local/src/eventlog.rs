@@ -9,11 +9,10 @@
 //! system before the answer, so killing the process loses no answered event; a power loss can
 //! lose the last interval's events in the second mode.
 //!
-//! Both queues around the writer are bounded: when producers outrun the disk, a request that
-//! finds the writer's queue full is refused as throttled (the broker answers 503 with
-//! `Retry-After`), and when the router falls behind, the writer waits for it.
+//! Every queue on the way is bounded: when producers outrun the disk, a request that finds the
+//! writer's queue full is refused as throttled (the broker answers 503 with `Retry-After`), and
+//! when the router falls behind, the flusher and then the writer wait for it.
 
-use std::fmt;
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
 use std::sync::{Arc, Mutex, mpsc};
@@ -33,7 +32,7 @@ use crate::migrations::EVENT_LOG;
 const MAX_BATCH: usize = 4096;
 /// Requests waiting for the writer; beyond them, producers are told to retry.
 pub const WRITER_QUEUE: usize = 8192;
-/// Commits the router has not heard of yet; beyond them, the writer waits.
+/// Groups of commits the router has not heard of yet; beyond them, the flusher waits.
 pub const ROUTER_QUEUE: usize = 64;
 
 /// The `account` and `region` of events delivered by the local host.
@@ -66,15 +65,6 @@ impl FromStr for Fsync {
                 format!("{text:?}: expected `always` or `interval=<ms>` with 1 to 60000 ms")
             })?;
         Ok(Self::Interval(Duration::from_millis(ms)))
-    }
-}
-
-impl fmt::Display for Fsync {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            Self::Always => f.write_str("always"),
-            Self::Interval(every) => write!(f, "interval={}", every.as_millis()),
-        }
     }
 }
 
@@ -320,8 +310,8 @@ impl Flusher {
         }
     }
 
-    /// Tells the router, then the producers. The router learns of events no earlier than their
-    /// producers, so a delivery never precedes the 200 that it follows from.
+    /// Tells the router, then the producers; with `Fsync::Always` both only after the flush, so
+    /// no delivered event is one that a power loss could take back.
     fn answer(&self, commits: Vec<Commit>) {
         let mut types: Vec<String> = Vec::new();
         for t in commits.iter().flat_map(|c| &c.types) {
@@ -529,6 +519,28 @@ mod tests {
             detail_type: "scanned_parcel.1".into(),
             time: busway_core::now(),
             detail: serde_json::json!({"n": n}),
+        }
+    }
+
+    #[test]
+    fn the_fsync_setting_reads_always_or_an_interval_in_milliseconds() {
+        assert_eq!("always".parse(), Ok(Fsync::Always));
+        assert_eq!(
+            "interval=10".parse(),
+            Ok(Fsync::Interval(Duration::from_millis(10)))
+        );
+        assert_eq!(
+            "interval=250ms".parse(),
+            Ok(Fsync::Interval(Duration::from_millis(250)))
+        );
+        for wrong in [
+            "never",
+            "interval=0",
+            "interval=60001",
+            "interval=",
+            "interval=1s",
+        ] {
+            assert!(wrong.parse::<Fsync>().is_err(), "{wrong}");
         }
     }
 
