@@ -225,8 +225,8 @@ impl Router {
             .put_rule(&id, &serde_json::to_value(&doc)?)
             .await?;
         let (cursor, stats) = match self.shared.store.progress(&id).await? {
-            // With `--fsync interval`, a power loss can take the log's last events after they
-            // were delivered: the positions they had are given again, and must be read.
+            // A power loss can take the log's last events, not yet flushed, after they were
+            // delivered: the positions they had are given again, and must be read.
             Some((cursor, stats)) => (cursor.min(self.shared.reader.last_seq()?), stats),
             None => {
                 let start = self.shared.reader.last_seq()?;

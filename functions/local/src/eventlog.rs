@@ -310,8 +310,7 @@ impl Flusher {
         }
     }
 
-    /// Tells the router, then the producers; with `Fsync::Always` both only after the flush, so
-    /// no delivered event is one that a power loss could take back.
+    /// Tells the router which event types the commits hold, then answers their producers.
     fn answer(&self, commits: Vec<Commit>) {
         let mut types: Vec<String> = Vec::new();
         for t in commits.iter().flat_map(|c| &c.types) {
