@@ -277,7 +277,9 @@ impl Flusher {
                 }
             };
             let Some(first) = first else {
-                self.flush();
+                if due.is_some() {
+                    self.flush();
+                }
                 return;
             };
             let mut commits = vec![first];
