@@ -43,9 +43,7 @@ screenshots:
 ## bench: the benchmarks whose figures are in docs/benchmarks.md
 bench: setup
 	$(CARGO) bench -p busway-core --bench validation
-	$(CARGO) bench -p busway-local --bench ingest -- --mode bare --seconds 5
-	$(CARGO) bench -p busway-local --bench ingest -- --mode ingest --seconds 5
-	for n in 1 100 1000; do $(CARGO) bench -p busway-local --bench ingest -- --mode e2e --subscriptions $$n --seconds 8; done
+	$(CARGO) bench -p busway-local --bench load
 	$(CARGO) bench -p busway-local --bench delivery -- --scenario all
 	$(CARGO) bench -p busway-pattern
 	$(CARGO) bench -p busway-injector --bench handler

@@ -19,7 +19,7 @@
 //! deliveries; the retry schedule is left as it is (an event both scheduled and replayed may be
 //! delivered twice: at least once).
 
-use std::collections::{BTreeSet, HashMap, HashSet, VecDeque};
+use std::collections::{BTreeSet, HashMap, VecDeque};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -165,9 +165,9 @@ impl Router {
         }))
     }
 
-    /// Starts the workers of every deployed rule, then wakes the workers of each committed
-    /// batch's event types until `live` ends.
-    pub async fn run(self: Arc<Self>, mut live: mpsc::Receiver<Vec<Logged>>) {
+    /// Starts the workers of every deployed rule, then wakes the workers of the event types of
+    /// each commit until `live` ends.
+    pub async fn run(self: Arc<Self>, mut live: mpsc::Receiver<Vec<String>>) {
         match self.shared.store.rules().await {
             Ok(rules) => {
                 for (id, doc) in rules {
@@ -187,11 +187,10 @@ impl Router {
         }
         let flusher = self.clone();
         self.spawn(async move { flusher.flush_loop().await });
-        while let Some(events) = live.recv().await {
-            let types: HashSet<&str> = events.iter().map(|e| e.detail_type.as_str()).collect();
+        while let Some(types) = live.recv().await {
             let workers = self.workers.lock().unwrap_or_else(|p| p.into_inner());
             for worker in workers.values() {
-                if types.contains(worker.detail_type.as_str()) {
+                if types.contains(&worker.detail_type) {
                     worker.wake.notify_one();
                 }
             }
@@ -227,7 +226,9 @@ impl Router {
             .put_rule(&id, &serde_json::to_value(&doc)?)
             .await?;
         let (cursor, stats) = match self.shared.store.progress(&id).await? {
-            Some(p) => p,
+            // A power loss can take the log's last events, not yet flushed, after they were
+            // delivered: the positions they had are given again, and must be read.
+            Some((cursor, stats)) => (cursor.min(self.shared.reader.last_seq()?), stats),
             None => {
                 let start = self.shared.reader.last_seq()?;
                 self.shared

@@ -1,13 +1,22 @@
 //! The local bus: an append-only, ordered event log in its own SQLite file. One writer thread
-//! commits whatever arrived while the previous commit ran (group commit), so durability costs one
-//! fsync per batch rather than per event. Committed events are handed to the router in order.
+//! commits whatever arrived while the previous commit ran (group commit) and a flusher thread
+//! flushes the file to disk while the writer writes the next batch, so every producer waiting at
+//! that moment shares one fsync. The router learns which event types each commit holds, in
+//! order, and its workers read the events from the log.
 //!
-//! Both queues around the writer are bounded: when producers outrun the disk, a request that
-//! finds the writer's queue full is refused as throttled (the broker answers 503 with
-//! `Retry-After`), and when the router falls behind, the writer waits for it.
+//! `Fsync` says when a commit reaches the disk: before its events are answered (`always`), or
+//! at most an interval later (`interval=<ms>`). Either way a commit is written to the operating
+//! system before the answer, so killing the process loses no answered event; a power loss can
+//! lose the last interval's events in the second mode.
+//!
+//! Every queue on the way is bounded: when producers outrun the disk, a request that finds the
+//! writer's queue full is refused as throttled (the broker answers 503 with `Retry-After`), and
+//! when the router falls behind, the flusher and then the writer wait for it.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
+use std::str::FromStr;
 use std::sync::{Arc, Mutex, mpsc};
+use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use async_trait::async_trait;
@@ -23,12 +32,41 @@ use crate::migrations::EVENT_LOG;
 const MAX_BATCH: usize = 4096;
 /// Requests waiting for the writer; beyond them, producers are told to retry.
 pub const WRITER_QUEUE: usize = 8192;
-/// Committed batches waiting for the router; beyond them, the writer waits.
+/// Groups of commits the router has not heard of yet; beyond them, the flusher waits.
 pub const ROUTER_QUEUE: usize = 64;
 
 /// The `account` and `region` of events delivered by the local host.
 pub const LOCAL_ACCOUNT: &str = "000000000000";
 pub const LOCAL_REGION: &str = "local";
+
+/// When a commit of the log is flushed to disk (`busway up --fsync`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Fsync {
+    /// Every group commit is flushed before any of its events is answered.
+    #[default]
+    Always,
+    /// Commits are answered once the operating system has them, and flushed at most this long
+    /// after: a power loss may lose that window, a killed process loses nothing.
+    Interval(Duration),
+}
+
+impl FromStr for Fsync {
+    type Err = String;
+
+    fn from_str(text: &str) -> Result<Self, String> {
+        if text == "always" {
+            return Ok(Self::Always);
+        }
+        let ms = text
+            .strip_prefix("interval=")
+            .and_then(|ms| ms.strip_suffix("ms").unwrap_or(ms).parse::<u64>().ok())
+            .filter(|ms| (1..=60_000).contains(ms))
+            .ok_or_else(|| {
+                format!("{text:?}: expected `always` or `interval=<ms>` with 1 to 60000 ms")
+            })?;
+        Ok(Self::Interval(Duration::from_millis(ms)))
+    }
+}
 
 type Reply = oneshot::Sender<anyhow::Result<Vec<Result<Accepted, EntryFailure>>>>;
 
@@ -108,38 +146,74 @@ pub struct LogReader {
 fn open(path: &Path) -> anyhow::Result<Connection> {
     EVENT_LOG.check(path)?;
     let mut conn = Connection::open(path).with_context(|| format!("opening {}", path.display()))?;
-    conn.busy_timeout(std::time::Duration::from_secs(5))?;
+    conn.busy_timeout(Duration::from_secs(5))?;
     EVENT_LOG.apply(&mut conn, path)?;
     conn.pragma_update(None, "journal_mode", "WAL")?;
-    conn.pragma_update(None, "synchronous", "FULL")?;
+    // NORMAL: a commit is written to the WAL without waiting for the disk, so the next batch
+    // is written while the flusher flushes the last ones. SQLite still flushes around its
+    // checkpoints, and the log stays consistent whatever a power loss cuts.
+    conn.pragma_update(None, "synchronous", "NORMAL")?;
     Ok(conn)
 }
 
 impl EventLog {
-    /// Opens the log; committed events are sent to `live` in order. Events whose entry is above
-    /// `claim_checks.max_entry_bytes` are logged claim-checked.
+    /// Opens the log; the event types of each commit are sent to `live` in order. Events whose
+    /// entry is above `claim_checks.max_entry_bytes` are logged claim-checked.
     pub fn open(
         path: &Path,
         claim_checks: ClaimChecks,
-        live: tokio_mpsc::Sender<Vec<Logged>>,
+        live: tokio_mpsc::Sender<Vec<String>>,
+    ) -> anyhow::Result<(Self, LogReader)> {
+        Self::open_with(path, claim_checks, live, Fsync::Always)
+    }
+
+    /// `open`, flushing commits as `fsync` says.
+    pub fn open_with(
+        path: &Path,
+        claim_checks: ClaimChecks,
+        live: tokio_mpsc::Sender<Vec<String>>,
+        fsync: Fsync,
     ) -> anyhow::Result<(Self, LogReader)> {
         let conn = open(path)?;
         let reader = LogReader {
             conn: Mutex::new(open(path)?),
         };
+        let mut wal = path.as_os_str().to_owned();
+        wal.push("-wal");
+        let flusher = Flusher {
+            wal: wal.into(),
+            file: None,
+            fsync,
+            live,
+        };
         let (tx, rx) = mpsc::sync_channel(WRITER_QUEUE);
+        let (committed, to_flush) = mpsc::sync_channel(1);
         std::thread::Builder::new()
             .name("busway-eventlog".into())
-            .spawn(move || writer(conn, rx, live))
+            .spawn(move || writer(conn, rx, committed))
             .context("starting the event log writer")?;
+        std::thread::Builder::new()
+            .name("busway-eventlog-flush".into())
+            .spawn(move || flusher.run(to_flush))
+            .context("starting the event log flusher")?;
         Ok((Self { tx, claim_checks }, reader))
     }
 }
 
+/// A commit written to the log file, not yet answered: the event types it stored, and the
+/// answers for each request of its batch.
+struct Commit {
+    types: Vec<String>,
+    replies: Vec<(Vec<Accepted>, Reply)>,
+}
+
+/// Appends each batch in a transaction that the operating system holds when it returns, and
+/// passes it on to be flushed. While the flusher waits for the disk, the next batch is written:
+/// every commit made in the meantime shares the next flush.
 fn writer(
     mut conn: Connection,
     rx: mpsc::Receiver<(Vec<Row>, Reply)>,
-    live: tokio_mpsc::Sender<Vec<Logged>>,
+    committed: mpsc::SyncSender<Commit>,
 ) {
     while let Ok(first) = rx.recv() {
         let mut batch = vec![first];
@@ -154,15 +228,14 @@ fn writer(
             }
         }
         match append(&mut conn, &batch) {
-            Ok((committed, accepted)) => {
-                // The router learns of events only once they are durable.
-                if !committed.is_empty() {
-                    let _ = live.blocking_send(committed);
-                }
+            Ok((types, accepted)) => {
                 let mut accepted = accepted.into_iter();
-                for (rows, reply) in batch {
-                    let answers = accepted.by_ref().take(rows.len()).map(Ok).collect();
-                    let _ = reply.send(Ok(answers));
+                let replies = batch
+                    .into_iter()
+                    .map(|(rows, reply)| (accepted.by_ref().take(rows.len()).collect(), reply))
+                    .collect();
+                if committed.send(Commit { types, replies }).is_err() {
+                    return;
                 }
             }
             Err(e) => {
@@ -175,14 +248,111 @@ fn writer(
     }
 }
 
-/// Appends the batch in one transaction; returns the events committed and, for each row, whether
-/// it was stored or repeated an event the log holds.
+/// Flushes the log's WAL file to disk and answers commits: after the flush that covers them
+/// (`Fsync::Always`), or at once with a flush at most the interval later.
+struct Flusher {
+    wal: PathBuf,
+    file: Option<std::fs::File>,
+    fsync: Fsync,
+    live: tokio_mpsc::Sender<Vec<String>>,
+}
+
+impl Flusher {
+    fn run(mut self, committed: mpsc::Receiver<Commit>) {
+        // `Fsync::Interval`: when the oldest commit not yet flushed must be.
+        let mut due: Option<Instant> = None;
+        loop {
+            let first = match due {
+                None => committed.recv().ok(),
+                Some(at) => {
+                    match committed.recv_timeout(at.saturating_duration_since(Instant::now())) {
+                        Ok(commit) => Some(commit),
+                        Err(mpsc::RecvTimeoutError::Timeout) => {
+                            self.flush();
+                            due = None;
+                            continue;
+                        }
+                        Err(mpsc::RecvTimeoutError::Disconnected) => None,
+                    }
+                }
+            };
+            let Some(first) = first else {
+                if due.is_some() {
+                    self.flush();
+                }
+                return;
+            };
+            let mut commits = vec![first];
+            commits.extend(committed.try_iter());
+            match self.fsync {
+                Fsync::Always => {
+                    // Every commit received was written before this flush began: all are on
+                    // disk after it.
+                    if !self.flush() {
+                        for commit in commits {
+                            for (_, reply) in commit.replies {
+                                let _ = reply.send(Err(anyhow::anyhow!(
+                                    "the event log could not be flushed to disk"
+                                )));
+                            }
+                        }
+                        continue;
+                    }
+                    self.answer(commits);
+                }
+                Fsync::Interval(every) => {
+                    self.answer(commits);
+                    let now = Instant::now();
+                    if *due.get_or_insert(now + every) <= now {
+                        self.flush();
+                        due = None;
+                    }
+                }
+            }
+        }
+    }
+
+    /// Tells the router which event types the commits hold, then answers their producers.
+    fn answer(&self, commits: Vec<Commit>) {
+        let mut types: Vec<String> = Vec::new();
+        for t in commits.iter().flat_map(|c| &c.types) {
+            if !types.contains(t) {
+                types.push(t.clone());
+            }
+        }
+        if !types.is_empty() {
+            let _ = self.live.blocking_send(types);
+        }
+        for (answers, reply) in commits.into_iter().flat_map(|c| c.replies) {
+            let _ = reply.send(Ok(answers.into_iter().map(Ok).collect()));
+        }
+    }
+
+    /// fdatasync of the WAL file; false when it failed.
+    fn flush(&mut self) -> bool {
+        let flushed = match &self.file {
+            Some(file) => file.sync_data(),
+            None => std::fs::File::open(&self.wal).and_then(|file| {
+                let flushed = file.sync_data();
+                self.file = Some(file);
+                flushed
+            }),
+        };
+        if let Err(e) = &flushed {
+            tracing::error!(error = %e, wal = %self.wal.display(), "flushing the event log failed");
+        }
+        flushed.is_ok()
+    }
+}
+
+/// Appends the batch in one transaction; returns the event types it stored and, for each row,
+/// whether it was stored or repeated an event the log holds.
 fn append(
     conn: &mut Connection,
     batch: &[(Vec<Row>, Reply)],
-) -> anyhow::Result<(Vec<Logged>, Vec<Accepted>)> {
+) -> anyhow::Result<(Vec<String>, Vec<Accepted>)> {
     let tx = conn.transaction()?;
-    let mut committed = Vec::with_capacity(batch.len());
+    let mut committed: Vec<String> = Vec::new();
     let mut accepted = Vec::with_capacity(batch.len());
     {
         // A repeated event_id of one event version is the producer retrying: it is stored once,
@@ -201,7 +371,9 @@ fn append(
                 row.detail
             ])? == 1
             {
-                committed.push(row.logged(tx.last_insert_rowid()));
+                if !committed.contains(&row.detail_type) {
+                    committed.push(row.detail_type.clone());
+                }
                 accepted.push(Accepted::Stored);
             } else {
                 accepted.push(Accepted::Duplicate);
@@ -375,10 +547,32 @@ mod tests {
         }
     }
 
+    #[test]
+    fn the_fsync_setting_reads_always_or_an_interval_in_milliseconds() {
+        assert_eq!("always".parse(), Ok(Fsync::Always));
+        assert_eq!(
+            "interval=10".parse(),
+            Ok(Fsync::Interval(Duration::from_millis(10)))
+        );
+        assert_eq!(
+            "interval=250ms".parse(),
+            Ok(Fsync::Interval(Duration::from_millis(250)))
+        );
+        for wrong in [
+            "never",
+            "interval=0",
+            "interval=60001",
+            "interval=",
+            "interval=1s",
+        ] {
+            assert!(wrong.parse::<Fsync>().is_err(), "{wrong}");
+        }
+    }
+
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn a_writer_that_cannot_keep_up_throttles_instead_of_queueing() {
         let dir = tempfile::tempdir().expect("a temp dir");
-        // A router that reads nothing: the writer commits two batches, then waits for it.
+        // A router that reads nothing: the flusher hands it one group of commits, then waits.
         let (live, committed) = tokio_mpsc::channel(1);
         let (starter, _notifications) = crate::provisioning::LocalStarter::new();
         let objects: Arc<dyn busway_core::ports::ObjectStore> = Arc::new(
@@ -393,9 +587,10 @@ mod tests {
         let (log, reader) =
             EventLog::open(&dir.path().join("events.db"), claim_checks, live).expect("opens");
         let log = Arc::new(log);
-        // Two batches go through (one into the channel, one waiting to enter it), then the
-        // writer's queue fills: more than that is refused whatever the timing.
-        let total = WRITER_QUEUE + 2 * MAX_BATCH + 500;
+        // At most six batches go through (two groups of two commits with the flusher, one
+        // waiting for it and one with the writer), then the writer's queue fills: more than
+        // that is refused whatever the timing.
+        let total = WRITER_QUEUE + 6 * MAX_BATCH + 500;
         let throttled = Arc::new(std::sync::atomic::AtomicUsize::new(0));
         let mut puts = tokio::task::JoinSet::new();
         for n in 0..total {

@@ -7,6 +7,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
+use busway_local::eventlog::Fsync;
 use busway_local::objects::FolderObjectStore;
 use busway_local::provisioning::{LocalStarter, Synth};
 use busway_local::retention;
@@ -68,6 +69,11 @@ enum Command {
         /// subscription has not settled yet is kept whatever its age.
         #[arg(long, default_value = "24h", value_parser = parse_log_retention)]
         retention: Duration,
+        /// When an accepted event is flushed to disk: `always` before its 200 (a power loss
+        /// loses no answered event), or `interval=<ms>` at most that long after it (a power loss
+        /// may lose that window; a killed busway loses nothing in either mode).
+        #[arg(long, default_value = "always")]
+        fsync: Fsync,
         /// How long dead letters are kept, as an SQS dead-letter queue's
         /// MessageRetentionPeriod (60s to 14d).
         #[arg(long, default_value = "4d", value_parser = parse_sqs_retention)]
@@ -217,6 +223,7 @@ fn main() -> ExitCode {
             cdk_app,
             synth_timeout,
             retention,
+            fsync,
             dead_letter_retention,
             queue_retention,
             max_event_bytes,
@@ -231,6 +238,7 @@ fn main() -> ExitCode {
             config.delivery.lambda_endpoint = lambda_endpoint;
             config.delivery.sqs_endpoint = sqs_endpoint;
             config.retention.events = retention;
+            config.fsync = fsync;
             config.retention.dead_letters = dead_letter_retention;
             config.retention.queue_messages = queue_retention;
             config.admin_key = std::env::var(ADMIN_KEY).ok().filter(|k| !k.is_empty());

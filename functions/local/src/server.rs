@@ -19,7 +19,7 @@ use tracing::{info, warn};
 
 use crate::claim_checks;
 use crate::delivery::{DeliveryConfig, Router};
-use crate::eventlog::EventLog;
+use crate::eventlog::{EventLog, Fsync};
 use crate::metrics::{self, Metrics, Tasks};
 use crate::migrations::{EVENT_LOG, STORE};
 use crate::objects::{FolderObjectStore, LOCAL_ENV};
@@ -37,6 +37,8 @@ pub struct Config {
     pub scan_interval: Duration,
     pub delivery: DeliveryConfig,
     pub retention: Retention,
+    /// `--fsync`: when the event log's commits are flushed to disk.
+    pub fsync: Fsync,
     /// `--synth`: the build step also synthesizes each deployed document's CDK template.
     pub synth: Option<Synth>,
     /// `--max-event-bytes`: the broker API's body limit.
@@ -67,6 +69,7 @@ impl Config {
             scan_interval: Duration::from_millis(500),
             delivery: DeliveryConfig::default(),
             retention: Retention::default(),
+            fsync: Fsync::Always,
             synth: None,
             max_event_bytes: busway_injector::MAX_EVENT_BYTES,
             max_entry_bytes: claim_check::DEFAULT_MAX_ENTRY_BYTES,
@@ -116,7 +119,7 @@ impl Running {
             max_entry_bytes: config.max_entry_bytes,
         };
         let (live, committed) = tokio::sync::mpsc::channel(crate::eventlog::ROUTER_QUEUE);
-        let (bus, reader) = EventLog::open(&log, claim_checks, live)?;
+        let (bus, reader) = EventLog::open_with(&log, claim_checks, live, config.fsync)?;
         let bus = Arc::new(bus);
         let reader = Arc::new(reader);
         let delivery = DeliveryConfig {

@@ -1,0 +1,467 @@
+//! The broker's ingest and end-to-end delivery against the HTTP limit of this machine, as a user
+//! would measure them: `wrk` (an external load generator, `scripts/setup.sh` installs it) drives
+//! a bare axum reference server and the real `busway up` binary with the same requests, and one
+//! table compares them. Each process is separate: this bench only orchestrates, and hosts the
+//! consumer of the end-to-end runs.
+//!
+//! - reference: this bench re-run as `--reference ADDR`, a bare axum server that parses the
+//!   seed's envelope and answers `{"event_id"}`: what HTTP alone costs here.
+//! - ingest: `POST /scanned_parcel/1` at 32 and 128 keep-alive connections, for both
+//!   `--fsync always` and `--fsync interval=<ms>`; events/s are the 200s per second.
+//! - end to end: 1 or 1,000 HTTPS subscriptions (target units u0..uN-1, events spread over them
+//!   so each event matches one rule among N) to a consumer in this process; events/s are the
+//!   deliveries that arrived within the load window, p50/p99 publish-to-delivery (wrk stamps the
+//!   send time into each event_id).
+//!
+//! `cargo bench -p busway-local --bench load -- --seconds 8 --interval-ms 10 [--only ingest|e2e]`
+
+use std::collections::HashSet;
+use std::fmt::Write as _;
+use std::net::SocketAddr;
+use std::process::Stdio;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use anyhow::{Context, bail, ensure};
+use axum::body::Bytes;
+use serde_json::{Value, json};
+use tokio::net::TcpListener;
+use tokio::process::{Child, Command};
+
+/// The platform-admin key of the benchmarked busway; it registers and publishes.
+const ADMIN_KEY: &str = "bwk_bench_0123456789abcdef0123456789abcdef";
+/// Each subscription's deliveries in flight: the most a subscription may ask for (the default,
+/// 4, caps one subscription near 4 deliveries per round trip).
+const MAX_IN_FLIGHT: u32 = 100;
+const SCRIPT: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/benches/wrk/publish.lua");
+
+fn arg(name: &str) -> Option<String> {
+    let args: Vec<String> = std::env::args().collect();
+    args.iter()
+        .position(|a| a == name)
+        .and_then(|i| args.get(i + 1))
+        .cloned()
+}
+
+fn num(name: &str, default: u64) -> u64 {
+    arg(name).and_then(|v| v.parse().ok()).unwrap_or(default)
+}
+
+fn free_port() -> anyhow::Result<SocketAddr> {
+    Ok(std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?)
+}
+
+async fn answers(addr: SocketAddr) -> anyhow::Result<()> {
+    let started = Instant::now();
+    while tokio::net::TcpStream::connect(addr).await.is_err() {
+        ensure!(
+            started.elapsed() < Duration::from_secs(30),
+            "{addr} does not answer"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    Ok(())
+}
+
+/// The reference: the same route, a JSON parse of the body and an id in the answer, nothing else.
+fn reference(addr: SocketAddr) -> anyhow::Result<()> {
+    let app = axum::Router::new().route(
+        "/{event_type}/{version}",
+        axum::routing::post(|body: Bytes| async move {
+            match serde_json::from_slice::<Value>(&body) {
+                Ok(_) => (
+                    axum::http::StatusCode::OK,
+                    axum::Json(json!({"event_id": uuid::Uuid::new_v4().to_string()})),
+                ),
+                Err(_) => (axum::http::StatusCode::BAD_REQUEST, axum::Json(json!({}))),
+            }
+        }),
+    );
+    tokio::runtime::Runtime::new()?.block_on(async move {
+        axum::serve(TcpListener::bind(addr).await?, app).await?;
+        anyhow::Ok(())
+    })
+}
+
+/// What one wrk run measured.
+struct Load {
+    ok_per_s: f64,
+    p50: Duration,
+    p99: Duration,
+    ok: u64,
+    window: (Instant, Instant),
+}
+
+/// `wrk` with `connections` keep-alive connections for `seconds` against `url`; `units` as in
+/// publish.lua.
+async fn wrk(url: &str, connections: u64, seconds: u64, units: u64) -> anyhow::Result<Load> {
+    let started = Instant::now();
+    let out = Command::new("wrk")
+        .args(["-t1", &format!("-c{connections}"), &format!("-d{seconds}s")])
+        .args(["--timeout", "10s", "-s", SCRIPT, url])
+        .env("BUSWAY_BENCH_KEY", ADMIN_KEY)
+        .env("BUSWAY_BENCH_UNITS", units.to_string())
+        .stdin(Stdio::null())
+        .output()
+        .await
+        .context("running wrk (scripts/setup.sh installs it)")?;
+    let ended = Instant::now();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    ensure!(
+        out.status.success(),
+        "wrk failed: {stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let line = stdout
+        .lines()
+        .find_map(|l| l.strip_prefix("busway-bench "))
+        .with_context(|| format!("no summary from wrk: {stdout}"))?;
+    let field = |name: &str| -> anyhow::Result<u64> {
+        line.split_whitespace()
+            .find_map(|kv| kv.strip_prefix(name)?.strip_prefix('='))
+            .and_then(|v| v.parse().ok())
+            .with_context(|| format!("{name} in {line}"))
+    };
+    let (requests, refused, errors) = (
+        field("requests")?,
+        field("non2xx")?,
+        field("socket_errors")?,
+    );
+    ensure!(
+        errors == 0,
+        "{errors} socket errors against {url}: {stdout}"
+    );
+    let ok = requests - refused;
+    Ok(Load {
+        ok_per_s: ok as f64 / (field("duration_us")? as f64 / 1e6),
+        p50: Duration::from_micros(field("p50_us")?),
+        p99: Duration::from_micros(field("p99_us")?),
+        ok,
+        window: (started, ended),
+    })
+}
+
+struct Busway {
+    child: Child,
+    portal: String,
+    broker: String,
+    http: reqwest::Client,
+    _data: tempfile::TempDir,
+}
+
+impl Busway {
+    /// `busway up --fsync fsync` on a fresh data dir on this machine's disk, with
+    /// `scanned_parcel` v1 deployed.
+    async fn up(fsync: &str) -> anyhow::Result<Self> {
+        let data = tempfile::tempdir()?;
+        let (portal, broker) = (free_port()?, free_port()?);
+        let child = Command::new(env!("CARGO_BIN_EXE_busway"))
+            .arg("up")
+            .arg("--data-dir")
+            .arg(data.path())
+            .args(["--portal-addr", &portal.to_string()])
+            .args(["--broker-addr", &broker.to_string()])
+            .args(["--fsync", fsync])
+            .env("RUST_LOG", "error")
+            .env("BUSWAY_ADMIN_KEY", ADMIN_KEY)
+            .stdout(Stdio::null())
+            .kill_on_drop(true)
+            .spawn()
+            .context("starting busway up")?;
+        answers(portal).await?;
+        let busway = Self {
+            child,
+            portal: format!("http://{portal}"),
+            broker: format!("http://{broker}/scanned_parcel/1"),
+            http: reqwest::Client::builder()
+                .default_headers(reqwest::header::HeaderMap::from_iter([(
+                    reqwest::header::AUTHORIZATION,
+                    format!("Bearer {ADMIN_KEY}").parse()?,
+                )]))
+                .build()?,
+            _data: data,
+        };
+        let created = busway
+            .post(
+                "/events",
+                json!({"application": "demo", "event_type": "scanned_parcel",
+                   "description": "Scanned parcel on the workshop", "connection_type": "HTTPS",
+                   "data": {"type": "object",
+                            "properties": {"dest_postal_code": {"type": "string"}, "dest_house": {"type": "integer"},
+                                           "parcel_weight": {"type": "number"}},
+                            "required": ["dest_postal_code", "dest_house", "parcel_weight"]}}),
+            )
+            .await?;
+        busway.deployed(&created).await?;
+        Ok(busway)
+    }
+
+    async fn post(&self, path: &str, body: Value) -> anyhow::Result<Value> {
+        let answer = self
+            .http
+            .post(format!("{}{path}", self.portal))
+            .json(&body)
+            .send()
+            .await?;
+        ensure!(
+            answer.status().is_success(),
+            "POST {path}: {}",
+            answer.status()
+        );
+        Ok(answer.json().await?)
+    }
+
+    async fn deployed(&self, created: &Value) -> anyhow::Result<()> {
+        let id = created["deployment_id"]
+            .as_str()
+            .context("a deployment id")?;
+        let started = Instant::now();
+        loop {
+            let d: Value = self
+                .http
+                .get(format!("{}/deployments/{id}", self.portal))
+                .send()
+                .await?
+                .json()
+                .await?;
+            match d["status"].as_str() {
+                Some("SUCCEEDED") => return Ok(()),
+                Some("FAILED") => bail!("deployment failed: {d}"),
+                _ => {}
+            }
+            ensure!(
+                started.elapsed() < Duration::from_secs(600),
+                "deployment {id} hangs"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    /// HTTPS subscriptions of units u0..u{n-1} to `consumer`, all deployed.
+    async fn subscribe(&self, n: u64, consumer: SocketAddr) -> anyhow::Result<()> {
+        let mut last = Value::Null;
+        for unit in 0..n {
+            last = self
+                .post(
+                    "/subscriptions",
+                    json!({"event_type": "scanned_parcel", "version": "1", "target_unit": format!("u{unit}"),
+                           "connection_type": "HTTPS", "connection_string": format!("http://{consumer}/events"),
+                           "delivery": {"max_in_flight": MAX_IN_FLIGHT}}),
+                )
+                .await?;
+        }
+        // Deployments run in order: when the last one succeeded, every rule is live.
+        self.deployed(&last).await
+    }
+
+    async fn stop(mut self) {
+        let _ = self.child.kill().await;
+    }
+}
+
+/// Deliveries the consumer received: when, and the publish-to-delivery time of each.
+#[derive(Default)]
+struct Deliveries {
+    ids: HashSet<String>,
+    arrived: Vec<(Instant, Duration)>,
+}
+
+fn unix_micros() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_micros()).unwrap_or(u64::MAX))
+}
+
+/// The subscribers' endpoint; reads the send time wrk put in each event_id (`t<µs>-…`).
+async fn consumer(deliveries: Arc<Mutex<Deliveries>>) -> anyhow::Result<SocketAddr> {
+    let app = axum::Router::new().route(
+        "/events",
+        axum::routing::post(move |body: Bytes| {
+            let deliveries = deliveries.clone();
+            async move {
+                let (now, at) = (unix_micros(), Instant::now());
+                let event: Value = serde_json::from_slice(&body).unwrap_or_default();
+                let id = event["detail"]["metadata"]["event_id"].as_str();
+                let sent =
+                    id.and_then(|id| id.strip_prefix('t')?.split('-').next()?.parse::<u64>().ok());
+                if let (Some(id), Some(sent)) = (id, sent) {
+                    let mut d = deliveries.lock().unwrap_or_else(|p| p.into_inner());
+                    if d.ids.insert(id.to_string()) {
+                        d.arrived
+                            .push((at, Duration::from_micros(now.saturating_sub(sent))));
+                    }
+                }
+                "ok"
+            }
+        }),
+    );
+    let listener = TcpListener::bind("127.0.0.1:0").await?;
+    let addr = listener.local_addr()?;
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    Ok(addr)
+}
+
+fn percentile(sorted: &[Duration], p: f64) -> Duration {
+    let index = ((sorted.len() as f64 - 1.0) * p).round() as usize;
+    sorted.get(index).copied().unwrap_or_default()
+}
+
+struct Row {
+    what: String,
+    reference: f64,
+    /// The reference's own p99 in the same run: what the box alone gives at that load.
+    reference_p99: Duration,
+    busway: f64,
+    p50: Duration,
+    p99: Duration,
+    note: String,
+}
+
+fn ms(d: Duration) -> String {
+    format!("{:.2} ms", d.as_secs_f64() * 1000.0)
+}
+
+fn thousands(n: f64) -> String {
+    let digits = format!("{:.0}", n.max(0.0));
+    let mut out = String::new();
+    for (i, c) in digits.chars().enumerate() {
+        if i > 0 && (digits.len() - i) % 3 == 0 {
+            out.push(',');
+        }
+        out.push(c);
+    }
+    out
+}
+
+async fn ingest(
+    rows: &mut Vec<Row>,
+    fsync: &str,
+    references: &[(u64, Load)],
+    seconds: u64,
+) -> anyhow::Result<()> {
+    let busway = Busway::up(fsync).await?;
+    for (connections, reference) in references {
+        let load = wrk(&busway.broker, *connections, seconds, 0).await?;
+        rows.push(Row {
+            what: format!("ingest, --fsync {fsync}, {connections} connections"),
+            reference: reference.ok_per_s,
+            reference_p99: reference.p99,
+            busway: load.ok_per_s,
+            p50: load.p50,
+            p99: load.p99,
+            note: "ingest latency (wrk)".into(),
+        });
+    }
+    busway.stop().await;
+    Ok(())
+}
+
+async fn end_to_end(
+    rows: &mut Vec<Row>,
+    subscriptions: u64,
+    reference: &Load,
+    seconds: u64,
+) -> anyhow::Result<()> {
+    let deliveries = Arc::new(Mutex::new(Deliveries::default()));
+    let consumer = consumer(deliveries.clone()).await?;
+    let busway = Busway::up("always").await?;
+    busway.subscribe(subscriptions, consumer).await?;
+    let load = wrk(&busway.broker, 32, seconds, subscriptions).await?;
+    // Up to a minute for the backlog, then count those that arrived within the load window.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while Instant::now() < deadline
+        && (deliveries
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .ids
+            .len() as u64)
+            < load.ok
+    {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    busway.stop().await;
+    let d = std::mem::take(&mut *deliveries.lock().unwrap_or_else(|p| p.into_inner()));
+    let (start, end) = load.window;
+    let in_window = d
+        .arrived
+        .iter()
+        .filter(|(at, _)| (start..=end).contains(at))
+        .count();
+    let mut latencies: Vec<Duration> = d.arrived.iter().map(|(_, l)| *l).collect();
+    latencies.sort_unstable();
+    rows.push(Row {
+        what: format!("end to end, {subscriptions} subscription(s), 32 connections"),
+        reference: reference.ok_per_s,
+        reference_p99: reference.p99,
+        busway: in_window as f64 / (end - start).as_secs_f64(),
+        p50: percentile(&latencies, 0.5),
+        p99: percentile(&latencies, 0.99),
+        note: format!(
+            "publish-to-delivery; ingest p99 {}; {} of {} accepted delivered within 60 s of the load's end",
+            ms(load.p99),
+            d.ids.len(),
+            load.ok
+        ),
+    });
+    Ok(())
+}
+
+fn main() -> anyhow::Result<()> {
+    if let Some(addr) = arg("--reference") {
+        return reference(addr.parse()?);
+    }
+    let seconds = num("--seconds", 8);
+    let interval = format!("interval={}", num("--interval-ms", 10));
+    // Setup calls and the consumer: one thread, so the two servers keep the rest of the box.
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()?;
+    let rows = rt.block_on(async {
+        let addr = free_port()?;
+        let mut server = Command::new(std::env::current_exe()?)
+            .args(["--reference", &addr.to_string()])
+            .kill_on_drop(true)
+            .spawn()?;
+        answers(addr).await?;
+        let url = format!("http://{addr}/scanned_parcel/1");
+        let mut references = Vec::new();
+        for connections in [32, 128] {
+            references.push((connections, wrk(&url, connections, seconds, 0).await?));
+        }
+        server.kill().await?;
+        let mut rows = Vec::new();
+        let only = arg("--only");
+        if only.as_deref() != Some("e2e") {
+            for fsync in ["always", interval.as_str()] {
+                ingest(&mut rows, fsync, &references, seconds).await?;
+            }
+        }
+        if only.as_deref() != Some("ingest") {
+            for subscriptions in [1, 1000] {
+                end_to_end(&mut rows, subscriptions, &references[0].1, seconds).await?;
+            }
+        }
+        anyhow::Ok(rows)
+    })?;
+    let mut table = String::from(
+        "| what | reference req/s | busway events/s | ratio | p50 | p99 | p50/p99 of | reference p99 |\n|---|---|---|---|---|---|---|---|\n",
+    );
+    for row in rows {
+        writeln!(
+            table,
+            "| {} | {} | {} | {:.2}x | {} | {} | {} | {} |",
+            row.what,
+            thousands(row.reference),
+            thousands(row.busway),
+            row.busway / row.reference,
+            ms(row.p50),
+            ms(row.p99),
+            row.note,
+            ms(row.reference_p99)
+        )?;
+    }
+    println!("wrk -t1, {seconds} s per run, keep-alive; reference = bare axum, same requests\n");
+    print!("{table}");
+    Ok(())
+}
