@@ -2,6 +2,7 @@
 //! deployment are, the rules they obey, and the ports the hosts implement. Nothing here knows
 //! AWS, axum or Lambda.
 
+pub mod audit;
 pub mod auth;
 pub mod claim_check;
 pub mod deploy;
@@ -19,6 +20,7 @@ pub mod provisioning;
 pub mod registry;
 pub mod schema;
 pub mod subscription;
+pub mod targets;
 pub mod tasks;
 pub mod webhook;
 

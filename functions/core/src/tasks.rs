@@ -54,7 +54,13 @@ pub const TASK_DESCRIBE_BUILD: &str = "describe_build";
 pub const TASKS: &[&str] = &[TASK_VALIDATE, TASK_DESCRIBE_BUILD];
 
 /// The Lambda functions of the platform (binary name = Lambda logical name = `--bin`).
-pub const FUNCTIONS: &[&str] = &["portal", "injector", "injector-sqs", "provisioner"];
+pub const FUNCTIONS: &[&str] = &[
+    "portal",
+    "injector",
+    "injector-sqs",
+    "provisioner",
+    "authorizer",
+];
 
 /// The function the state machine invokes for its tasks.
 pub const PROVISIONER_FUNCTION: &str = "provisioner";

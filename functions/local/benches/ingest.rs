@@ -56,6 +56,7 @@ async fn send(
     method: hyper::Method,
     path: &str,
     body: Bytes,
+    key: &str,
 ) -> anyhow::Result<(u16, Bytes)> {
     sender.ready().await?;
     let request = hyper::Request::builder()
@@ -63,14 +64,15 @@ async fn send(
         .uri(path)
         .header("host", addr.to_string())
         .header("content-type", "application/json")
-        .header("authorization", format!("Bearer {ADMIN_KEY}"))
+        .header("authorization", format!("Bearer {key}"))
         .body(Full::new(body))?;
     let response = sender.send_request(request).await?;
     let status = response.status().as_u16();
     Ok((status, response.into_body().collect().await?.to_bytes()))
 }
 
-/// The platform-admin key the benchmarked busway starts with; it both registers and publishes.
+/// The platform-admin key the benchmarked busway starts with; it registers the event type and
+/// makes the producer key that publishes.
 const ADMIN_KEY: &str = "bwk_bench_0123456789abcdef0123456789abcdef";
 
 fn event(target: &str, event_id: &str) -> Bytes {
@@ -164,7 +166,7 @@ async fn setup(
     broker: SocketAddr,
     subscriptions: u64,
     consumer: Option<SocketAddr>,
-) -> anyhow::Result<()> {
+) -> anyhow::Result<String> {
     let mut admin = connect(portal).await?;
     let (status, body) = send(
         &mut admin,
@@ -172,12 +174,28 @@ async fn setup(
         hyper::Method::POST,
         "/events",
         Bytes::from_static(CREATE.as_bytes()),
+        ADMIN_KEY,
     )
     .await?;
     ensure!(
         status == 201,
         "creating the event type answered {status}: {body:?}"
     );
+    // Only producer keys publish.
+    let new_key = json!({"team": "platform", "role": "producer", "application": "demo"});
+    let (status, made) = send(
+        &mut admin,
+        portal,
+        hyper::Method::POST,
+        "/keys",
+        Bytes::from(new_key.to_string()),
+        ADMIN_KEY,
+    )
+    .await?;
+    ensure!(status == 201, "making the producer key answered {status}");
+    let made: Value = serde_json::from_slice(&made)?;
+    let producer = made["key"].as_str().context("a key")?.to_string();
+    let producer = producer.as_str();
     let mut last = None;
     for unit in 0..subscriptions {
         let consumer = consumer.context("e2e needs a consumer")?;
@@ -189,6 +207,7 @@ async fn setup(
             hyper::Method::POST,
             "/subscriptions",
             Bytes::from(body.to_string()),
+            ADMIN_KEY,
         )
         .await?;
         ensure!(status == 201, "subscribing answered {status}: {answer:?}");
@@ -205,6 +224,7 @@ async fn setup(
                 hyper::Method::GET,
                 &format!("/deployments/{id}"),
                 Bytes::new(),
+                ADMIN_KEY,
             )
             .await?;
             let d: Value = serde_json::from_slice(&body)?;
@@ -226,10 +246,11 @@ async fn setup(
             hyper::Method::POST,
             "/scanned_parcel/1",
             event("probe", &uuid_like()),
+            producer,
         )
         .await?;
         if status == 200 {
-            return Ok(());
+            return Ok(producer.to_string());
         }
         ensure!(Instant::now() < deadline, "the route did not deploy");
         tokio::time::sleep(Duration::from_millis(20)).await;
@@ -258,8 +279,8 @@ fn main() -> anyhow::Result<()> {
         .build()?;
     let deliveries = Arc::new(Mutex::new(Deliveries::default()));
 
-    let (target, running) = if mode == "bare" {
-        (server.block_on(bare())?, None)
+    let (target, running, producer) = if mode == "bare" {
+        (server.block_on(bare())?, None, String::new())
     } else {
         let any = "127.0.0.1:0".parse()?;
         let mut config = Config::new(data.path().to_path_buf(), any, any);
@@ -270,14 +291,15 @@ fn main() -> anyhow::Result<()> {
         } else {
             None
         };
-        client.block_on(setup(
+        let producer = client.block_on(setup(
             running.portal_addr,
             running.broker_addr,
             subscriptions,
             consumer_addr,
         ))?;
-        (running.broker_addr, Some(running))
+        (running.broker_addr, Some(running), producer)
     };
+    let producer = Arc::new(producer);
 
     let d = deliveries.clone();
     let (accepted, mut latencies, elapsed) = client.block_on(async move {
@@ -285,7 +307,7 @@ fn main() -> anyhow::Result<()> {
         let end = start + Duration::from_secs(seconds);
         let mut workers = Vec::new();
         for worker in 0..connections {
-            let d = d.clone();
+            let (d, producer) = (d.clone(), producer.clone());
             workers.push(tokio::spawn(async move {
                 let mut sender = connect(target).await?;
                 let mut latencies = Vec::with_capacity(200_000);
@@ -304,6 +326,7 @@ fn main() -> anyhow::Result<()> {
                         hyper::Method::POST,
                         "/scanned_parcel/1",
                         event(&unit, &id),
+                        &producer,
                     )
                     .await?;
                     latencies.push(sent.elapsed());

@@ -24,13 +24,16 @@ pub struct Migrations {
 /// `busway.db`. Step 1 is the first release's schema, whose files already have these tables;
 /// step 2 makes every deployment record a job's (attempt, execution); step 3 adds the retry
 /// schedule and the queued messages' send times; step 4 adds API keys and
-/// the subscriptions' signing secrets; step 5 the paused subscriptions.
+/// the subscriptions' signing secrets; step 5 the paused subscriptions; step 6 the audit trail; step 7
+/// the teams' target accounts.
 pub const STORE: Migrations = Migrations::new(&[
     include_str!("migrations/store-001.sql"),
     include_str!("migrations/store-002-provisioning-jobs.sql"),
     include_str!("migrations/store-003-delivery.sql"),
     include_str!("migrations/store-004-identity.sql"),
     include_str!("migrations/store-005-paused-subscriptions.sql"),
+    include_str!("migrations/store-006-audit.sql"),
+    include_str!("migrations/store-007-team-targets.sql"),
 ]);
 
 /// `events.db`. Step 1 is the first release's schema, whose files already have these tables.

@@ -156,6 +156,8 @@ impl Running {
             control: Some(router.clone()),
             provisioning: starter.clone(),
             keys: shared.clone(),
+            audit: shared.clone(),
+            targets: shared.clone(),
             secrets: shared.clone(),
             allow_loopback_targets: config.allow_loopback_targets
                 || config.portal_addr.ip().is_loopback(),
@@ -214,13 +216,14 @@ impl Running {
         let limits = (config.request_timeout, config.max_concurrent_requests);
         tasks.spawn(serve(
             portal_listener,
+            // One key layer over every portal route, the local host's own ones included.
             busway_portal::router(portal)
+                .merge(queues::router(store.clone()))
+                .merge(claim_checks::router(folders, store))
                 .layer(axum::middleware::from_fn_with_state(
                     key_auth.clone(),
                     busway_http::auth::key_auth,
-                ))
-                .merge(queues::router(store))
-                .merge(claim_checks::router(folders)),
+                )),
             limits,
             stopped.clone(),
         ));

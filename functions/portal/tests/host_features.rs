@@ -26,6 +26,8 @@ async fn without_a_delivery_store_dead_letters_are_not_available_and_delivery_co
         control: None,
         provisioning: with.provisioning.clone(),
         keys: with.keys.clone(),
+        audit: with.audit.clone(),
+        targets: with.targets.clone(),
         secrets: with.secrets.clone(),
         allow_loopback_targets: false,
     });

@@ -83,6 +83,8 @@ fn setup(codebuild: &[&Rule]) -> Setup {
             buckets: buckets(),
         }),
         keys: Arc::new(store.clone()),
+        audit: Arc::new(store.clone()),
+        targets: Arc::new(store.clone()),
         secrets: Arc::new(store.clone()),
         allow_loopback_targets: false,
     };

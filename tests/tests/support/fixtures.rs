@@ -219,6 +219,8 @@ pub fn lambda_portal(account: &Account, registry_dir: &Path) -> (Host, axum::Rou
         control: None,
         provisioning: Arc::new(provisioning),
         keys: store.clone(),
+        audit: store.clone(),
+        targets: store.clone(),
         secrets: store,
         allow_loopback_targets: false,
     }));

@@ -25,6 +25,8 @@ async fn main() -> Result<(), lambda_http::Error> {
         // A retried deployment's document is provisioned again as its S3 notification would be.
         provisioning: Arc::new(SfnProvisioning::for_host(&host, state_machine_arn)),
         keys: store.clone(),
+        audit: store.clone(),
+        targets: store.clone(),
         secrets: store,
         // A Lambda function reaches no consumer on its own loopback.
         allow_loopback_targets: false,
