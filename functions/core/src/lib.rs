@@ -19,6 +19,7 @@ pub mod ports;
 pub mod provisioning;
 pub mod registry;
 pub mod schema;
+pub mod ssrf;
 pub mod subscription;
 pub mod targets;
 pub mod tasks;
