@@ -73,3 +73,7 @@ const env = process.argv[2];
 console.log(`portal API: ${out[`${env}-self-service-portal`].PortalUrl}`);
 console.log(`broker API: ${out[`${env}-event-broker-api-service`].BrokerUrl}`);
 ' "$outputs" "$env_name"
+# Both APIs take only API keys (the authorizer function): the first platform-admin key of an
+# environment is made with busway-aws on this environment's table; later keys through POST /keys.
+echo "first platform-admin key (shown once, on the last line):"
+echo "  BUSWAY_TABLE_NAME=$env_name-self-service-events-table cargo run --release -p busway-aws --bin busway-aws -- keys create --team platform --role platform-admin"

@@ -20,10 +20,10 @@ if [ ! -x .venv/bin/cargo-lambda ]; then
 fi
 export PATH="$PWD/.venv/bin:$PATH"
 cargo lambda build --profile lambda "${arch[@]}" --output-format zip --locked \
-  -p busway-portal -p busway-injector -p busway-provisioner -p busway-authorizer \
+  -p busway-portal -p busway-injector -p busway-provisioner -p busway-authorizer -p busway-delivery \
   --features busway-portal/lambda,busway-injector/lambda
 printf '%-14s %12s %12s\n' function zip binary
-for f in portal injector injector-sqs provisioner authorizer; do
+for f in portal injector injector-sqs provisioner authorizer delivery; do
   zip=${CARGO_TARGET_DIR:-target}/lambda/$f/bootstrap.zip
   [ -f "$zip" ] || { echo "$zip was not built" >&2; exit 1; }
   binary=$(.venv/bin/python -c 'import sys, zipfile; print(zipfile.ZipFile(sys.argv[1]).getinfo("bootstrap").file_size)' "$zip")

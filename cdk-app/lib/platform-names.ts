@@ -6,6 +6,8 @@ import { createHash } from 'crypto';
 export const PARAMETERS = {
   brokerApiId: 'broker-api/id',
   brokerApiRootResourceId: 'broker-api/root-resource-id',
+  /** The broker API's REQUEST authorizer (the `authorizer` function): every event route uses it. */
+  brokerApiAuthorizerId: 'broker-api/authorizer-id',
   injectorFunctionArn: 'injector/function-arn',
   injectorSqsFunctionArn: 'injector-sqs/function-arn',
   injectorSqsRoleArn: 'injector-sqs/role-arn',

@@ -70,8 +70,10 @@ export class HttpsProducerStack extends Stack {
       restApiId,
       resourceId: resource.ref,
       httpMethod: 'POST',
-      // Producers sign their requests (SigV4); the seed's open route is one of its defects.
-      authorizationType: 'AWS_IAM',
+      // Producers send their key; the platform's authorizer names the key's team and application to
+      // the injector (the seed's open route is one of its defects).
+      authorizationType: 'CUSTOM',
+      authorizerId: platformValue(this, platformEnv, 'brokerApiAuthorizerId'),
       requestValidatorId: validator.ref,
       requestModels: { 'application/json': model.ref },
       integration: {
@@ -82,7 +84,7 @@ export class HttpsProducerStack extends Stack {
     });
     Validations.of(method).acknowledge({
       id: 'AwsSolutions-COG4',
-      reason: 'Producers are services, not users: the route takes SigV4-signed requests (AWS_IAM), not Cognito tokens.',
+      reason: 'Producers are services, not users: the route takes busway API keys checked by the platform\'s Lambda authorizer, not Cognito tokens.',
     });
     new lambda.CfnPermission(this, 'InjectorInvoke', {
       action: 'lambda:InvokeFunction',

@@ -53,7 +53,7 @@ function assertLeastPrivilege(t: Template): void {
   }
 }
 
-test('an HTTPS producer gets a model, a body validator, a signed POST route to the injector and a new stage deployment', () => {
+test('an HTTPS producer gets a model, a body validator, a POST route to the injector behind the platform\'s key authorizer and a new stage deployment', () => {
   const { stacks } = synth('producer-https-v1');
   const t = byName(stacks, 'busway-producer-order-created-v1');
   const doc = raw('producer-https-v1');
@@ -62,7 +62,8 @@ test('an HTTPS producer gets a model, a body validator, a signed POST route to t
   t.hasResourceProperties('AWS::ApiGateway::Resource', { PathPart: '1' });
   t.hasResourceProperties('AWS::ApiGateway::Method', {
     HttpMethod: 'POST',
-    AuthorizationType: 'AWS_IAM',
+    AuthorizationType: 'CUSTOM',
+    AuthorizerId: { Ref: Match.stringLikeRegexp('SsmParameterValue.*brokerapiauthorizerid') },
     RequestValidatorId: { Ref: Match.stringLikeRegexp('BodyValidator') },
     RequestModels: { 'application/json': { Ref: Match.stringLikeRegexp('EventModel') } },
     Integration: Match.objectLike({ Type: 'AWS_PROXY', IntegrationHttpMethod: 'POST' }),
@@ -79,7 +80,7 @@ test('an HTTPS producer gets a model, a body validator, a signed POST route to t
   // The broker API is found through the platform's SSM parameters, never a hand-copied id.
   const params = t.toJSON().Parameters ?? {};
   const defaults = Object.values(params).map((p: any) => p.Default);
-  for (const name of ['/busway/dev/broker-api/id', '/busway/dev/injector/function-arn']) {
+  for (const name of ['/busway/dev/broker-api/id', '/busway/dev/broker-api/authorizer-id', '/busway/dev/injector/function-arn']) {
     assert.ok(defaults.includes(name), `${name} is not read`);
   }
   const types = byName(stacks, 'busway-producer-order-created');

@@ -5,11 +5,12 @@ import { CfnOutput, Duration, Stack, StackProps, Validations } from 'aws-cdk-lib
 import * as apigw from 'aws-cdk-lib/aws-apigateway';
 import * as dynamodb from 'aws-cdk-lib/aws-dynamodb';
 import * as iam from 'aws-cdk-lib/aws-iam';
+import * as lambda from 'aws-cdk-lib/aws-lambda';
 import * as s3 from 'aws-cdk-lib/aws-s3';
 import * as ssm from 'aws-cdk-lib/aws-ssm';
 import { Construct } from 'constructs';
 import { BusStack } from './bus';
-import { stageOptions } from './api';
+import { AUTHORIZER_CACHE, AUTHORIZER_IDENTITY_SOURCE, stageOptions, unauthorizedResponse } from './api';
 import { RustFunction } from './function';
 import { acknowledgeWildcards, objects, tableAndIndexes } from './iam';
 import { ENV_VARS, Names, parameterName, PlatformParameter, STAGES } from './names';
@@ -21,6 +22,8 @@ export interface BrokerApiProps extends StackProps {
   schemaBackup: s3.IBucket;
   publisher: s3.IBucket;
   subscriber: s3.IBucket;
+  /** The authorizer function of the portal stack, shared by both APIs. */
+  authorizer: lambda.IFunction;
 }
 
 export class BrokerApiStack extends Stack {
@@ -45,30 +48,53 @@ export class BrokerApiStack extends Stack {
     }), { authorizationType: apigw.AuthorizationType.NONE, methodResponses: [{ statusCode: '200' }] });
     Validations.of(health).acknowledge({
       id: 'AwsSolutions-APIG4',
-      reason: 'GET /health is a MOCK returning a constant: it reaches no backend and reads no input. Event routes use AWS_IAM (cdk-app/).',
+      reason: 'GET /health is a MOCK returning a constant: it reaches no backend and reads no input. Event routes use the key authorizer (cdk-app/).',
     });
     Validations.of(health).acknowledge({ id: 'AwsSolutions-COG4', reason: 'Same MOCK health check: no caller identity to check.' });
-    // GET /openapi.json: the broker's OpenAPI document, which the injector builds from the event
-    // store's active versions (busway_injector::openapi), signed for as the event routes are.
-    const openapi = api.root.addResource('openapi.json').addMethod('GET', new apigw.LambdaIntegration(injector.fn), {
-      authorizationType: apigw.AuthorizationType.IAM,
-    });
-    Validations.of(openapi).acknowledge({
-      id: 'AwsSolutions-COG4',
-      reason: 'Callers are services and people with IAM credentials: the document is served to SigV4-signed requests (AWS_IAM), not Cognito tokens.',
-    });
     Validations.of(api).acknowledge({
       id: 'AwsSolutions-APIG2',
       reason: 'Each event route gets its own body validator and JSON Schema model from the producer generator (cdk-app/); /health has no input.',
     });
     Validations.of(api).acknowledge({
       id: 'AwsSolutions-APIG3',
-      reason: 'No WAF: producers are SigV4-authenticated and the AWS common rule set blocks bodies over 8 KB, while events go up to 3,000,000 bytes.',
+      reason: 'No WAF: producers send API keys the authorizer checks, and the AWS common rule set blocks bodies over 8 KB, while events go up to 3,000,000 bytes.',
+    });
+
+    // The event routes are the generators' (cdk-app/), so the authorizer is declared here and named
+    // to them by its id; CDK's RequestAuthorizer would refuse to synthesize without a method of
+    // this stack using it.
+    const authorizer = new apigw.CfnAuthorizer(this, 'BrokerAuthorizer', {
+      restApiId: api.restApiId,
+      name: `${names.brokerApiName}-keys`,
+      type: 'REQUEST',
+      identitySource: AUTHORIZER_IDENTITY_SOURCE,
+      authorizerResultTtlInSeconds: AUTHORIZER_CACHE.toSeconds(),
+      authorizerUri: `arn:${this.partition}:apigateway:${this.region}:lambda:path/2015-03-31/functions/${props.authorizer.functionArn}/invocations`,
+    });
+    new lambda.CfnPermission(this, 'AuthorizerInvoke', {
+      action: 'lambda:InvokeFunction',
+      functionName: props.authorizer.functionArn,
+      principal: 'apigateway.amazonaws.com',
+      sourceArn: `arn:${this.partition}:execute-api:${this.region}:${this.account}:${api.restApiId}/authorizers/${authorizer.ref}`,
+    });
+    unauthorizedResponse(api);
+
+    // GET /openapi.json: the broker's OpenAPI document, which the injector builds from the event
+    // store's active versions (busway_injector::openapi), behind the same key authorizer as the
+    // event routes.
+    const openapi = api.root.addResource('openapi.json').addMethod('GET', new apigw.LambdaIntegration(injector.fn), {
+      authorizationType: apigw.AuthorizationType.CUSTOM,
+      authorizer: { authorizerId: authorizer.ref, authorizationType: apigw.AuthorizationType.CUSTOM },
+    });
+    Validations.of(openapi).acknowledge({
+      id: 'AwsSolutions-COG4',
+      reason: 'Callers are teams with busway API keys checked by the Lambda authorizer, not Cognito users.',
     });
 
     const parameters: [PlatformParameter, string][] = [
       ['brokerApiId', api.restApiId],
       ['brokerApiRootResourceId', api.restApiRootResourceId],
+      ['brokerApiAuthorizerId', authorizer.ref],
       ['injectorFunctionArn', injector.fn.functionArn],
       ['injectorSqsFunctionArn', injectorSqs.fn.functionArn],
       // The SQS producer stacks grant this role the consumption of their own queue.
@@ -77,7 +103,7 @@ export class BrokerApiStack extends Stack {
     for (const [p, stringValue] of parameters) {
       new ssm.StringParameter(this, `${p}Parameter`, { parameterName: parameterName(names.env, p), stringValue });
     }
-    new CfnOutput(this, 'BrokerUrl', { value: api.url, description: 'the broker API: POST {url}{event_type}/{version} (SigV4)' });
+    new CfnOutput(this, 'BrokerUrl', { value: api.url, description: 'the broker API: POST {url}{event_type}/{version} (Authorization: Bearer <producer key>)' });
   }
 
   /** An injector: PutEvents on the platform bus, and reads of the event types it routes. */

@@ -32,7 +32,7 @@ export function platform(app: App, env: string, lambdaAssets: string, bus: BusSe
     ...props, lambdaAssets, bus: busStack, schemaBackup: backup.bucket, publisher: storage.publisher, subscriber: storage.subscriber,
   });
   const brokerApi = new BrokerApiStack(app, names, {
-    ...props, lambdaAssets, bus: busStack, table: portal.table,
+    ...props, lambdaAssets, bus: busStack, table: portal.table, authorizer: portal.authorizer.fn,
     schemaBackup: backup.bucket, publisher: storage.publisher, subscriber: storage.subscriber,
   });
   // The portal stack sets API Gateway's account-level logging role, which the broker stage needs.

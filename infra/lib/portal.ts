@@ -6,7 +6,7 @@ import * as eventschemas from 'aws-cdk-lib/aws-eventschemas';
 import * as iam from 'aws-cdk-lib/aws-iam';
 import * as s3 from 'aws-cdk-lib/aws-s3';
 import { Construct } from 'constructs';
-import { stageOptions } from './api';
+import { AUTHORIZER_CACHE, AUTHORIZER_IDENTITY_SOURCE, stageOptions, unauthorizedResponse } from './api';
 import { RustFunction } from './function';
 import { BusStack } from './bus';
 import { acknowledgeWildcards, objects, tableAndIndexes } from './iam';
@@ -23,6 +23,8 @@ export interface PortalProps extends StackProps {
 export class PortalStack extends Stack {
   readonly table: dynamodb.Table;
   readonly registryName: string;
+  /** The REQUEST authorizer of both APIs: an API key to the caller (team, role, application). */
+  readonly authorizer: RustFunction;
 
   constructor(scope: Construct, names: Names, props: PortalProps) {
     super(scope, names.stack('portal'), { ...props, stackName: names.stack('portal') });
@@ -107,33 +109,60 @@ export class PortalStack extends Stack {
     acknowledgeWildcards(portal.role, [...deployJsons, backups].map((o) => o.finding).concat(`Resource::arn:<AWS::Partition>:schemas:<AWS::Region>:<AWS::AccountId>:${schemas}`),
       'Keys and schema names are made at run time from validated names; each wildcard is one key shape (`*/deploy.json`, `*/schema.json`) or busway\'s own registry.');
 
+    // The keys live in this stack's table (functions/aws/src/dynamo/api_keys.rs): one GetItem of
+    // `KEY#{sha256}` per key, and nothing else of the table.
+    this.authorizer = new RustFunction(this, 'Authorizer', {
+      name: 'authorizer',
+      names,
+      lambdaAssets: props.lambdaAssets,
+      timeout: Duration.seconds(5),
+      environment: {
+        [ENV_VARS.tableName]: this.table.tableName,
+        [ENV_VARS.schemaBackupBucket]: props.schemaBackup.bucketName,
+        [ENV_VARS.publisherBucket]: props.publisher.bucketName,
+        [ENV_VARS.subscriberBucket]: props.subscriber.bucketName,
+      },
+    });
+    this.authorizer.role.addToPolicy(new iam.PolicyStatement({
+      actions: ['dynamodb:GetItem'],
+      resources: [this.table.tableArn],
+      conditions: { 'ForAllValues:StringLike': { 'dynamodb:LeadingKeys': ['KEY#*'] } },
+    }));
+    const authorizer = new apigw.RequestAuthorizer(this, 'PortalAuthorizer', {
+      handler: this.authorizer.fn,
+      identitySources: [AUTHORIZER_IDENTITY_SOURCE],
+      resultsCacheTtl: AUTHORIZER_CACHE,
+    });
+
     const api = new apigw.LambdaRestApi(this, 'PortalApi', {
       restApiName: names.portalApiName,
       handler: portal.fn,
       proxy: true,
       endpointTypes: [apigw.EndpointType.REGIONAL],
-      // Callers are IAM principals signing with SigV4; API Gateway hands their identity to the portal.
-      defaultMethodOptions: { authorizationType: apigw.AuthorizationType.IAM },
+      // Callers send `Authorization: Bearer <key>`; the authorizer hands their team, role and
+      // application to the portal in the request context (busway_http::lambda::with_caller).
+      defaultMethodOptions: { authorizationType: apigw.AuthorizationType.CUSTOM, authorizer },
       // API Gateway's account-level logging role: this stack deploys before the broker API's.
       cloudWatchRole: true,
       deployOptions: stageOptions(this, STAGES.portal),
     });
+    unauthorizedResponse(api);
     Validations.of(api).acknowledge({
       id: 'AwsSolutions-APIG2',
       reason: 'The portal validates every body itself and answers with the README\'s JSON error body; an API Gateway validator would answer with another shape.',
     });
     Validations.of(api).acknowledge({
       id: 'AwsSolutions-APIG3',
-      reason: 'No WAF: callers are SigV4-authenticated and the AWS common rule set blocks bodies over 8 KB, below the schemas the portal takes.',
+      reason: 'No WAF: every call carries an API key the authorizer checks, and the AWS common rule set blocks bodies over 8 KB, below the schemas the portal takes.',
     });
     Validations.of(api).acknowledge({
       id: 'AwsSolutions-COG4',
-      reason: 'The portal\'s callers are IAM principals (AWS_IAM authorization), not Cognito users.',
+      reason: 'The portal\'s callers are teams with API keys, checked by busway\'s Lambda REQUEST authorizer, not Cognito users.',
     });
     Validations.of(api).acknowledge({
       id: 'AwsSolutions-IAM4[Policy::arn:<AWS::Partition>:iam::aws:policy/service-role/AmazonAPIGatewayPushToCloudWatchLogs]',
       reason: 'API Gateway\'s account-level CloudWatch role uses AmazonAPIGatewayPushToCloudWatchLogs, the policy AWS documents for it.',
     });
-    new CfnOutput(this, 'PortalUrl', { value: api.url, description: 'the self-service portal API (SigV4)' });
+    new CfnOutput(this, 'PortalUrl', { value: api.url, description: 'the self-service portal API (Authorization: Bearer <key>)' });
   }
 }

@@ -205,6 +205,7 @@ test('every function is a Rust bootstrap on provided.al2023 arm64 with exactly t
     injector: [t.brokerApi, [ENV_VARS.busKind, ENV_VARS.busArn, ENV_VARS.tableName, ...BUCKETS]],
     'injector-sqs': [t.brokerApi, [ENV_VARS.busKind, ENV_VARS.busArn, ENV_VARS.tableName, ...BUCKETS]],
     provisioner: [t.provisioning, [ENV_VARS.tableName, ...BUCKETS, ENV_VARS.stateMachineArn]],
+    authorizer: [t.portal, [ENV_VARS.tableName, ...BUCKETS]],
   };
   assert.deepEqual(Object.keys(expected).sort(), [...FUNCTIONS].sort());
   for (const [name, [tpl, vars]] of Object.entries(expected)) {
@@ -289,6 +290,63 @@ test('the injectors may put events on the platform bus, write claim checks, read
     for (const s of claims) {
       assert.deepEqual(s.Condition, { 'ForAllValues:StringLike': { 'dynamodb:LeadingKeys': ['EVENT_ID#*'] } });
     }
+  }
+});
+
+test('the authorizer may read API keys from the table, one GetItem of a KEY# item, nothing else', () => {
+  assertStatements(statements(t.portal, 'AuthorizerRole'), [
+    [LOGS, [/^<AuthorizerLogs\w+\.Arn>$/]],
+    [['dynamodb:GetItem'], [/^<Events\w+\.Arn>$/]],
+  ]);
+  const reads = Object.values(t.portal.findResources('AWS::IAM::Policy'))
+    .filter((r: any) => r.Properties.Roles.some((x: any) => String(x.Ref).startsWith('AuthorizerRole')))
+    .flatMap((r: any) => r.Properties.PolicyDocument.Statement)
+    .filter((s: any) => [s.Action].flat().includes('dynamodb:GetItem'));
+  assert.equal(reads.length, 1);
+  assert.deepEqual(reads[0].Condition, { 'ForAllValues:StringLike': { 'dynamodb:LeadingKeys': ['KEY#*'] } });
+});
+
+test('both APIs authorize with the key authorizer, cached per Authorization header, and answer 401 with the challenge and busway\'s error body', () => {
+  const authorizerFn = Object.keys(t.portal.findResources('AWS::Lambda::Function', { Properties: { FunctionName: 'dev-busway-authorizer' } }));
+  assert.equal(authorizerFn.length, 1);
+  const invokes = (uri: any) => render(uri);
+  // The portal API: its own REQUEST authorizer on every method.
+  const portalAuthorizers = Object.entries(t.portal.findResources('AWS::ApiGateway::Authorizer')) as [string, any][];
+  assert.equal(portalAuthorizers.length, 1);
+  const [portalAuthorizerId, portalAuthorizer] = portalAuthorizers[0];
+  assert.equal(portalAuthorizer.Properties.Type, 'REQUEST');
+  assert.equal(portalAuthorizer.Properties.IdentitySource, 'method.request.header.Authorization');
+  assert.equal(portalAuthorizer.Properties.AuthorizerResultTtlInSeconds, 300);
+  assert.match(invokes(portalAuthorizer.Properties.AuthorizerUri), new RegExp(`<${authorizerFn[0]}\\.Arn>/invocations$`));
+  for (const m of Object.values(t.portal.findResources('AWS::ApiGateway::Method')) as any[]) {
+    assert.equal(m.Properties.AuthorizationType, 'CUSTOM');
+    assert.deepEqual(m.Properties.AuthorizerId, { Ref: portalAuthorizerId });
+  }
+  t.portal.hasResourceProperties('AWS::Lambda::Permission', {
+    Principal: 'apigateway.amazonaws.com', FunctionName: { 'Fn::GetAtt': [authorizerFn[0], 'Arn'] },
+    SourceArn: Match.objectLike({ 'Fn::Join': Match.arrayWith([Match.arrayWith(['/authorizers/', { Ref: portalAuthorizerId }])]) }),
+  });
+  // The broker API: the same function, named to the generators' routes by its id (cdk-app/).
+  const brokerAuthorizers = Object.entries(t.brokerApi.findResources('AWS::ApiGateway::Authorizer')) as [string, any][];
+  assert.equal(brokerAuthorizers.length, 1);
+  const [brokerAuthorizerId, brokerAuthorizer] = brokerAuthorizers[0];
+  assert.equal(brokerAuthorizer.Properties.Type, 'REQUEST');
+  assert.equal(brokerAuthorizer.Properties.IdentitySource, 'method.request.header.Authorization');
+  assert.equal(brokerAuthorizer.Properties.AuthorizerResultTtlInSeconds, 300);
+  assert.match(invokes(brokerAuthorizer.Properties.AuthorizerUri), /<import:dev-self-service-portal:ExportsOutputFnGetAttAuthorizer\w+Arn\w+>\/invocations$/);
+  t.brokerApi.hasResourceProperties('AWS::Lambda::Permission', {
+    Principal: 'apigateway.amazonaws.com',
+    SourceArn: Match.objectLike({ 'Fn::Join': Match.arrayWith([Match.arrayWith(['/authorizers/', { Ref: brokerAuthorizerId }])]) }),
+  });
+  const parameter = Object.values(t.brokerApi.findResources('AWS::SSM::Parameter', { Properties: { Name: '/busway/dev/broker-api/authorizer-id' } })) as any[];
+  assert.deepEqual(parameter[0].Properties.Value, { Ref: brokerAuthorizerId });
+  for (const tpl of [t.portal, t.brokerApi]) {
+    tpl.hasResourceProperties('AWS::ApiGateway::GatewayResponse', {
+      ResponseType: 'UNAUTHORIZED',
+      StatusCode: '401',
+      ResponseParameters: { 'gatewayresponse.header.WWW-Authenticate': '\'Bearer realm="busway"\'' },
+      ResponseTemplates: { 'application/json': Match.serializedJson({ error: Match.objectLike({ code: 'unauthorized' }) }) },
+    });
   }
 });
 
@@ -508,7 +566,7 @@ test('the platform writes exactly the SSM parameters the generators of cdk-app/ 
   assert.match(value(t.brokerApi, '/busway/dev/injector-sqs/role-arn'), /^<InjectorSqsRole\w+\.Arn>$/);
 });
 
-test('the broker API deploys its stage with a MOCK health check and GET /openapi.json on the injector; the portal API proxies to the portal with SigV4', () => {
+test('the broker API deploys its stage with a MOCK health check and GET /openapi.json on the injector behind the key authorizer; the portal API proxies to the portal behind the key authorizer', () => {
   t.brokerApi.hasResourceProperties('AWS::ApiGateway::RestApi', { Name: 'dev-event-broker-api', EndpointConfiguration: { Types: ['REGIONAL'] } });
   t.brokerApi.hasResourceProperties('AWS::ApiGateway::Stage', {
     StageName: STAGES.broker,
@@ -519,7 +577,7 @@ test('the broker API deploys its stage with a MOCK health check and GET /openapi
   // GET /openapi.json reaches the injector, which serves the broker's document.
   t.brokerApi.hasResourceProperties('AWS::ApiGateway::Resource', { PathPart: 'openapi.json' });
   t.brokerApi.hasResourceProperties('AWS::ApiGateway::Method', {
-    HttpMethod: 'GET', AuthorizationType: 'AWS_IAM',
+    HttpMethod: 'GET', AuthorizationType: 'CUSTOM', AuthorizerId: { Ref: Match.stringLikeRegexp('^BrokerAuthorizer') },
     Integration: Match.objectLike({ Type: 'AWS_PROXY' }),
   });
   t.brokerApi.resourceCountIs('AWS::ApiGateway::Method', 2);
@@ -532,7 +590,7 @@ test('the broker API deploys its stage with a MOCK health check and GET /openapi
   assert.equal(methods.length, 2, 'ANY / and ANY /{proxy+}');
   for (const m of methods) {
     assert.equal(m.Properties.HttpMethod, 'ANY');
-    assert.equal(m.Properties.AuthorizationType, 'AWS_IAM');
+    assert.equal(m.Properties.AuthorizationType, 'CUSTOM');
     assert.equal(m.Properties.Integration.Type, 'AWS_PROXY');
   }
   t.portal.hasResourceProperties('AWS::ApiGateway::Stage', { StageName: STAGES.portal });

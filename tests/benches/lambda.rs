@@ -23,7 +23,7 @@ use busway_core::deploy::producer_key;
 use busway_core::portal::Portal;
 use busway_local::store::SqliteStore;
 use busway_provisioner::STATE_MACHINE_ARN;
-use busway_tests::lambda::{Function as Process, api_gateway_event};
+use busway_tests::lambda::{Function as Process, api_gateway_event, authorized_as};
 use busway_tests::moto::REGION;
 use busway_tests::{seed_event, v1_envelope};
 use emulated::Account;
@@ -188,6 +188,8 @@ async fn main() {
         keys: store.clone(),
         bus_kind: None,
         idempotency: store.clone(),
+        audit: store.clone(),
+        targets: store.clone(),
         secrets: store.clone(),
         allow_loopback_targets: false,
     }));
@@ -231,7 +233,11 @@ async fn main() {
         },
         Function {
             name: "injector",
-            event: apigw("POST", "/scanned_parcel/1", Some(&v1_envelope("u2"))),
+            // Only producer keys publish.
+            event: authorized_as(
+                &apigw("POST", "/scanned_parcel/1", Some(&v1_envelope("u2"))),
+                &busway_tests::producer_caller("demo"),
+            ),
             ok: |b| status_is(b, 200),
         },
         Function {

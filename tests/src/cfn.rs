@@ -186,6 +186,16 @@ impl Templates {
             }
             "Fn::Select" => {
                 let index = arg[0].as_u64().expect("Select's index") as usize;
+                // A part of a split string (CDK takes an ARN's partition and region so).
+                if let Some(split) = arg[1].get("Fn::Split") {
+                    let separator = split[0].as_str().expect("Split's separator");
+                    let text = self.text(stack, &split[1]);
+                    return text
+                        .split(separator)
+                        .nth(index)
+                        .expect("the part Select names")
+                        .to_string();
+                }
                 let list = self.resolve(stack, &arg[1]);
                 list[index].as_str().expect("a string").to_string()
             }

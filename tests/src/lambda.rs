@@ -265,3 +265,17 @@ pub fn api_gateway_event(
     }
     event.to_string()
 }
+
+/// `event` (an API Gateway event) as the key authorizer would hand it on for `caller`: its
+/// context in `requestContext.authorizer` (the fixture's is a platform admin's).
+pub fn authorized_as(event: &str, caller: &busway_core::auth::Caller) -> String {
+    let mut event: serde_json::Value = serde_json::from_str(event).expect("an event");
+    let mut context: serde_json::Map<String, serde_json::Value> = caller
+        .to_context()
+        .into_iter()
+        .map(|(name, value)| (name.to_string(), serde_json::Value::String(value)))
+        .collect();
+    context.insert("principalId".into(), caller.key_id.clone().into());
+    event["requestContext"]["authorizer"] = serde_json::Value::Object(context);
+    event.to_string()
+}

@@ -145,6 +145,17 @@ pub fn admin_caller() -> busway_core::auth::Caller {
     }
 }
 
+/// The caller of a producer key of `application`, as the key layer or the authorizer names it:
+/// only producer keys publish.
+pub fn producer_caller(application: &str) -> busway_core::auth::Caller {
+    busway_core::auth::Caller {
+        key_id: format!("key_test_{application}"),
+        team: "platform".parse().expect("a team"),
+        role: busway_core::auth::Role::Producer,
+        application: Some(application.parse().expect("an application")),
+    }
+}
+
 /// An HTTP answer: the status and the body, which busway always sends as JSON.
 #[derive(Debug, Clone)]
 pub struct Reply {

@@ -15,6 +15,7 @@ use std::sync::Arc;
 use axum::body::Body;
 use axum::http::{Request, StatusCode};
 use busway_aws::host::Host;
+use busway_core::auth::Caller;
 use busway_core::ingest::LiveRoutes;
 use busway_core::portal::Portal;
 use busway_core::ports::{Bucket, EventStore};
@@ -25,16 +26,22 @@ use serde_json::Value;
 use support::emulated::Account;
 use tower::ServiceExt;
 
-async fn call(app: axum::Router, method: &str, path: &str, body: &Value) -> (StatusCode, Value) {
+/// `method path` on `app` as `caller` (the portal's: a platform admin; the broker's: a producer of
+/// demo, the only kind of key that publishes).
+async fn call_as(
+    caller: Caller,
+    app: axum::Router,
+    method: &str,
+    path: &str,
+    body: &Value,
+) -> (StatusCode, Value) {
     let mut request = Request::builder()
         .method(method)
         .uri(path)
         .header("content-type", "application/json")
         .body(Body::from(body.to_string()))
         .expect("a request");
-    request
-        .extensions_mut()
-        .insert(busway_tests::admin_caller());
+    request.extensions_mut().insert(caller);
     let response = app.oneshot(request).await.expect("an answer");
     let status = response.status();
     let bytes = axum::body::to_bytes(response.into_body(), usize::MAX)
@@ -44,6 +51,15 @@ async fn call(app: axum::Router, method: &str, path: &str, body: &Value) -> (Sta
         status,
         serde_json::from_slice(&bytes).unwrap_or(Value::Null),
     )
+}
+
+async fn call(app: axum::Router, method: &str, path: &str, body: &Value) -> (StatusCode, Value) {
+    call_as(busway_tests::admin_caller(), app, method, path, body).await
+}
+
+async fn publish(app: axum::Router, path: &str, body: &Value) -> (StatusCode, Value) {
+    let producer = busway_tests::producer_caller("demo");
+    call_as(producer, app, "POST", path, body).await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -69,6 +85,8 @@ async fn an_event_type_registered_through_the_portal_routes_matching_events_to_t
         keys: store.clone(),
         bus_kind: None,
         idempotency: store.clone(),
+        audit: store.clone(),
+        targets: store.clone(),
         secrets: store.clone(),
         allow_loopback_targets: false,
     }));
@@ -130,13 +148,8 @@ async fn an_event_type_registered_through_the_portal_routes_matching_events_to_t
     );
     let mut published = Vec::new();
     for target in ["u2", "u3", "u2"] {
-        let (status, answer) = call(
-            broker.clone(),
-            "POST",
-            "/scanned_parcel/1",
-            &v1_envelope(target),
-        )
-        .await;
+        let (status, answer) =
+            publish(broker.clone(), "/scanned_parcel/1", &v1_envelope(target)).await;
         assert_eq!(status, StatusCode::OK, "{answer}");
         if target == "u2" {
             published.push(
@@ -150,10 +163,10 @@ async fn an_event_type_registered_through_the_portal_routes_matching_events_to_t
     // A producer's retry of an accepted event_id is answered as a duplicate and not put again.
     let mut retried = v1_envelope("u2");
     retried["metadata"]["event_id"] = Value::String(published[0].clone());
-    let (status, answer) = call(broker.clone(), "POST", "/scanned_parcel/1", &retried).await;
+    let (status, answer) = publish(broker.clone(), "/scanned_parcel/1", &retried).await;
     assert_eq!(status, StatusCode::OK, "{answer}");
     assert_eq!(answer["duplicate"], true, "{answer}");
-    let (status, _) = call(broker, "POST", "/scanned_parcel/2", &v1_envelope("u2")).await;
+    let (status, _) = publish(broker, "/scanned_parcel/2", &v1_envelope("u2")).await;
     assert_eq!(status, StatusCode::NOT_FOUND);
 
     let received = account.drain(&queue, 10).await;
@@ -199,6 +212,8 @@ async fn a_step_failing_after_the_domain_commit_fails_the_job_and_a_retry_writes
         keys: store.clone(),
         bus_kind: None,
         idempotency: store.clone(),
+        audit: store.clone(),
+        targets: store.clone(),
         secrets: store.clone(),
         allow_loopback_targets: false,
     }));

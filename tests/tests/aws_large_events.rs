@@ -44,7 +44,7 @@ fn lambda_request(event: &str) -> lambda_http::Request {
     );
     request
         .extensions_mut()
-        .insert(busway_tests::admin_caller());
+        .insert(busway_tests::producer_caller("demo"));
     request
 }
 
@@ -110,6 +110,8 @@ async fn a_3_mb_api_event_and_a_1_mib_sqs_message_are_claim_checked_in_s3_and_re
         keys: store.clone(),
         bus_kind: None,
         idempotency: store.clone(),
+        audit: store.clone(),
+        targets: store.clone(),
         secrets: store.clone(),
         allow_loopback_targets: false,
     }));

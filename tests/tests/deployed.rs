@@ -1,16 +1,20 @@
-//! The four Lambda functions exactly as infra deploys them. `cdk synth` of infra/ gives the
+//! The five Lambda functions exactly as infra deploys them. `cdk synth` of infra/ gives the
 //! templates; the table, buckets, bus and state machine are made on moto server from the
 //! templates' names, key schemas and definitions; each function's `bootstrap` (the bins of this
 //! workspace, built with `--all-features`) runs under a Lambda Runtime API with only the
 //! variables its template gives it (plus the runtime's own, and the emulator's endpoint); and the
 //! seed's flow is driven with the events API Gateway, S3, Step Functions and SQS send, API Gateway
-//! events carrying each API's stage from the template, and events above the bus entry limit
-//! through both injectors (claim-checked). Every AWS call a function makes goes
+//! events carrying each API's stage from the template and the caller the key authorizer found
+//! (API Gateway's part emulated as the templates attach the authorizer: its identity source, its
+//! cache, its 401 gateway response), who may do what through that path, and events above the
+//! bus entry limit through both injectors (claim-checked). Every AWS call a function makes goes
 //! through a gate that records it and judges it against that function's role in the template.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use aws_sdk_dynamodb::types::{
     AttributeDefinition, BillingMode, GlobalSecondaryIndex, KeySchemaElement, KeyType, Projection,
@@ -20,6 +24,8 @@ use aws_sdk_s3::types::{
     BucketLocationConstraint, BucketVersioningStatus, CreateBucketConfiguration,
     VersioningConfiguration,
 };
+use busway_aws::dynamo::DynamoStore;
+use busway_core::auth::{self, NewKey, Role};
 use busway_tests::cfn::{self, Templates};
 use busway_tests::gate::{self, Record};
 use busway_tests::iam::Policy;
@@ -29,7 +35,13 @@ use busway_tests::{seed_event, v1_envelope};
 use serde_json::{Value, json};
 
 /// The functions infra deploys (busway_core::tasks::FUNCTIONS): binary name = logical name.
-const FUNCTIONS: [&str; 4] = ["portal", "injector", "injector-sqs", "provisioner"];
+const FUNCTIONS: [&str; 5] = [
+    "portal",
+    "injector",
+    "injector-sqs",
+    "provisioner",
+    "authorizer",
+];
 const ENV: &str = "dev";
 
 fn repo() -> PathBuf {
@@ -53,34 +65,202 @@ fn binary(name: &str) -> PathBuf {
     binary
 }
 
-/// A deployed function: its process, its API Gateway stage (HTTP functions) and its name.
+/// A deployed function: its process, its stack and its API Gateway stage (HTTP functions).
 struct Deployed {
     function: Function,
+    stack: String,
     stage: Option<String>,
 }
 
 impl Deployed {
+    async fn invoke(&self, event: &Value) -> Answer {
+        self.function.invoke(&event.to_string()).await
+    }
+}
+
+/// What API Gateway does in front of an API's function, as the templates attach the key
+/// authorizer: a request without the identity source (`Authorization`) is answered by the API's
+/// UNAUTHORIZED gateway response without a call; otherwise the authorizer is invoked with a
+/// REQUEST event (or its answer for that header value is taken from that authorizer's cache, for
+/// the template's TTL: each API's authorizer caches its own answers), "Unauthorized" is that same
+/// 401, and an Allow policy covering the route sends the proxy
+/// event on with the policy's context as `requestContext.authorizer`.
+struct Gateway<'a> {
+    authorizer: &'a Deployed,
+    ttl: Duration,
+    /// By API (its stack) and `Authorization` header.
+    cache: Mutex<HashMap<(String, String), (Instant, Value)>>,
+    /// Authorizer invocations, across both APIs, and the requests that carried a key.
+    lookups: AtomicUsize,
+    keyed: AtomicUsize,
+    /// Per stack: the UNAUTHORIZED gateway response's status, body and `WWW-Authenticate`.
+    unauthorized: HashMap<String, (u64, Value, String)>,
+}
+
+/// An answer through the gateway: status, JSON body and the `WWW-Authenticate` header.
+struct Reply {
+    status: u64,
+    body: Value,
+    challenge: Option<String>,
+}
+
+impl<'a> Gateway<'a> {
+    /// The authorizers of both APIs, read from the templates: the same function, identity source
+    /// and TTL on each; and each API's 401.
+    fn of(t: &Templates, authorizer: &'a Deployed) -> Gateway<'a> {
+        let authorizers: Vec<_> = t.of_kind("AWS::ApiGateway::Authorizer").collect();
+        assert_eq!(authorizers.len(), 2, "one authorizer on each API");
+        let mut ttls = Vec::new();
+        for a in &authorizers {
+            assert_eq!(a.properties["Type"], "REQUEST");
+            assert_eq!(
+                a.properties["IdentitySource"],
+                "method.request.header.Authorization"
+            );
+            let uri = t.string(*a, "AuthorizerUri");
+            assert!(
+                uri.ends_with(&format!(":function:{ENV}-busway-authorizer/invocations")),
+                "{uri}"
+            );
+            ttls.push(
+                a.properties["AuthorizerResultTtlInSeconds"]
+                    .as_u64()
+                    .expect("a TTL"),
+            );
+        }
+        assert!(ttls.windows(2).all(|w| w[0] == w[1]), "{ttls:?}");
+        let unauthorized = t
+            .of_kind("AWS::ApiGateway::GatewayResponse")
+            .filter(|r| r.properties["ResponseType"] == "UNAUTHORIZED")
+            .map(|r| {
+                let p = r.properties;
+                let status = p["StatusCode"]
+                    .as_str()
+                    .and_then(|s| s.parse().ok())
+                    .expect("a status");
+                let body = p["ResponseTemplates"]["application/json"]
+                    .as_str()
+                    .and_then(|b| serde_json::from_str(b).ok())
+                    .expect("a JSON body");
+                // A header mapping is a quoted literal: 'Bearer realm="busway"'.
+                let challenge = p["ResponseParameters"]["gatewayresponse.header.WWW-Authenticate"]
+                    .as_str()
+                    .map(|v| v.trim_matches('\'').to_string())
+                    .expect("a WWW-Authenticate header");
+                (r.stack.to_string(), (status, body, challenge))
+            })
+            .collect::<HashMap<_, _>>();
+        Gateway {
+            authorizer,
+            ttl: Duration::from_secs(ttls[0]),
+            cache: Mutex::default(),
+            lookups: AtomicUsize::new(0),
+            keyed: AtomicUsize::new(0),
+            unauthorized,
+        }
+    }
+
+    fn refused(&self, api: &Deployed) -> Reply {
+        let (status, body, challenge) = self
+            .unauthorized
+            .get(&api.stack)
+            .unwrap_or_else(|| panic!("{} has no UNAUTHORIZED gateway response", api.stack))
+            .clone();
+        Reply {
+            status,
+            body,
+            challenge: Some(challenge),
+        }
+    }
+
+    /// `method path` on `api`'s route `resource`, with `key` as `Authorization: Bearer`.
     async fn call(
         &self,
+        api: &Deployed,
+        key: Option<&str>,
         method: &str,
         resource: &str,
         path: &str,
         body: Option<&Value>,
-    ) -> (u64, Value) {
-        let stage = self.stage.as_deref().expect("an HTTP function");
-        let event = api_gateway_event(stage, method, resource, path, &[], body);
-        let answer = self.function.invoke(&event).await;
-        assert!(answer.ok, "{} failed: {}", self.function.name, answer.body);
+    ) -> Reply {
+        let stage = api.stage.as_deref().expect("an HTTP function");
+        let Some(key) = key else {
+            return self.refused(api);
+        };
+        let header = format!("Bearer {key}");
+        self.keyed.fetch_add(1, Ordering::Relaxed);
+        let cache_key = (api.stack.clone(), header.clone());
+        let method_arn = format!(
+            "arn:aws:execute-api:{REGION}:{}:a1b2c3d4e5/{stage}/{method}{path}",
+            cfn::ACCOUNT
+        );
+        let cached = self
+            .cache
+            .lock()
+            .expect("lock")
+            .get(&cache_key)
+            .filter(|(at, _)| at.elapsed() < self.ttl)
+            .map(|(_, policy)| policy.clone());
+        let policy = match cached {
+            Some(policy) => policy,
+            None => {
+                self.lookups.fetch_add(1, Ordering::Relaxed);
+                let request = json!({
+                    "type": "REQUEST", "methodArn": method_arn, "resource": resource,
+                    "path": path, "httpMethod": method,
+                    "headers": {"Authorization": header}, "queryStringParameters": {},
+                    "pathParameters": {}, "stageVariables": {},
+                    "requestContext": {"accountId": cfn::ACCOUNT, "apiId": "a1b2c3d4e5", "stage": stage},
+                });
+                let answer = self.authorizer.invoke(&request).await;
+                if !answer.ok {
+                    let error: Value = serde_json::from_str(&answer.body).expect("an error");
+                    assert_eq!(
+                        error["errorMessage"],
+                        busway_authorizer::UNAUTHORIZED,
+                        "the authorizer failed: {}",
+                        answer.body
+                    );
+                    return self.refused(api);
+                }
+                let policy: Value = serde_json::from_str(&answer.body).expect("a policy");
+                self.cache
+                    .lock()
+                    .expect("lock")
+                    .insert(cache_key, (Instant::now(), policy.clone()));
+                policy
+            }
+        };
+        // The cached policy must allow this route too: it names the whole stage.
+        let statement = &policy["policyDocument"]["Statement"][0];
+        assert_eq!(statement["Effect"], "Allow", "{policy}");
+        let allowed = statement["Resource"].as_str().expect("a resource");
+        assert!(
+            allowed
+                .strip_suffix('*')
+                .is_some_and(|prefix| method_arn.starts_with(prefix)),
+            "{allowed} does not cover {method_arn}"
+        );
+        let mut event: Value =
+            serde_json::from_str(&api_gateway_event(stage, method, resource, path, &[], body))
+                .expect("JSON");
+        let mut context = policy["context"].clone();
+        context["principalId"] = policy["principalId"].clone();
+        event["requestContext"]["authorizer"] = context;
+        event["headers"]["Authorization"] = json!(header);
+        event["multiValueHeaders"]["Authorization"] = json!([header]);
+        let answer = api.invoke(&event).await;
+        assert!(answer.ok, "{} failed: {}", api.function.name, answer.body);
         let response: Value = serde_json::from_str(&answer.body).expect("a proxy response");
         let status = response["statusCode"].as_u64().expect("a status");
         let body = response["body"]
             .as_str()
             .map_or(Value::Null, |b| serde_json::from_str(b).unwrap_or(json!(b)));
-        (status, body)
-    }
-
-    async fn invoke(&self, event: &Value) -> Answer {
-        self.function.invoke(&event.to_string()).await
+        Reply {
+            status,
+            body,
+            challenge: None,
+        }
     }
 }
 
@@ -257,6 +437,7 @@ async fn start_functions(
             name.to_string(),
             Deployed {
                 function,
+                stack: f.stack.to_string(),
                 stage: stages.into_iter().next(),
             },
         );
@@ -350,21 +531,40 @@ async fn the_functions_as_infra_deploys_them_serve_the_seed_flow_within_their_ro
         &fns["injector-sqs"],
         &fns["provisioner"],
     );
+    let gateway = Gateway::of(&t, &fns["authorizer"]);
+    let keys = Keys::make(&sdk, &variable(&t, "portal", "BUSWAY_TABLE_NAME")).await;
+    let owner = Some(keys.owner());
     let s3 = moto::s3(&sdk);
     let sqs = aws_sdk_sqs::Client::new(&sdk);
     let publisher = variable(&t, "provisioner", "BUSWAY_PUBLISHER_BUCKET");
     let subscriber = variable(&t, "provisioner", "BUSWAY_SUBSCRIBER_BUCKET");
 
     // The seed's event type and a subscription of target unit u2 through an SQS queue.
-    let (status, created) = portal
-        .call("POST", "/{proxy+}", "/events", Some(&seed_event()))
+    let created = gateway
+        .call(
+            portal,
+            owner,
+            "POST",
+            "/{proxy+}",
+            "/events",
+            Some(&seed_event()),
+        )
         .await;
-    assert_eq!(status, 201, "POST /events: {created}");
-    let (status, read) = portal
-        .call("GET", "/{proxy+}", "/events/scanned_parcel", None)
+    assert_eq!(created.status, 201, "POST /events: {}", created.body);
+    let created = created.body;
+    let read = gateway
+        .call(
+            portal,
+            owner,
+            "GET",
+            "/{proxy+}",
+            "/events/scanned_parcel",
+            None,
+        )
         .await;
-    assert_eq!(status, 200, "{read}");
-    assert_eq!(read["versions"][0]["version"], 1, "{read}");
+    assert_eq!(read.status, 200, "{}", read.body);
+    assert_eq!(read.body["versions"][0]["version"], 1, "{}", read.body);
+    assert_eq!(read.body["team"], "logistics", "{}", read.body);
     let queue = sqs
         .create_queue()
         .queue_name("u2-consumer")
@@ -373,22 +573,48 @@ async fn the_functions_as_infra_deploys_them_serve_the_seed_flow_within_their_ro
         .expect("a queue");
     let queue_url = queue.queue_url().expect("a URL").to_string();
     let queue_arn = format!("arn:aws:sqs:{REGION}:{}:u2-consumer", cfn::ACCOUNT);
+    // The team's own targets: a platform admin registers the account its queue is in.
+    let registered = gateway
+        .call(
+            portal,
+            keys.keys[5].as_deref(),
+            "PUT",
+            "/{proxy+}",
+            "/teams/logistics/targets",
+            Some(&json!({"accounts": [cfn::ACCOUNT]})),
+        )
+        .await;
+    assert_eq!(registered.status, 200, "{}", registered.body);
     let subscription = json!({"event_type": "scanned_parcel", "version": "1", "target_unit": "u2",
                               "connection_type": "SQS", "connection_string": queue_arn});
-    let (status, subscribed) = portal
-        .call("POST", "/{proxy+}", "/subscriptions", Some(&subscription))
-        .await;
-    assert_eq!(status, 201, "POST /subscriptions: {subscribed}");
-    let sub_id = subscribed["id"].as_str().expect("a subscription id");
-    let (status, listed) = portal
+    let subscribed = gateway
         .call(
+            portal,
+            owner,
+            "POST",
+            "/{proxy+}",
+            "/subscriptions",
+            Some(&subscription),
+        )
+        .await;
+    assert_eq!(
+        subscribed.status, 201,
+        "POST /subscriptions: {}",
+        subscribed.body
+    );
+    let subscribed = subscribed.body;
+    let sub_id = subscribed["id"].as_str().expect("a subscription id");
+    let listed = gateway
+        .call(
+            portal,
+            owner,
             "GET",
             "/{proxy+}",
             &format!("/subscriptions/{sub_id}"),
             None,
         )
         .await;
-    assert_eq!(status, 200, "{listed}");
+    assert_eq!(listed.status, 200, "{}", listed.body);
 
     // S3 notifies the provisioner of both deploy.json files: one execution each, named for the
     // object; the state machine's validate task then accepts each document.
@@ -502,34 +728,34 @@ async fn the_functions_as_infra_deploys_them_serve_the_seed_flow_within_their_ro
 
     // Producers publish through the broker API's stage: a valid event is on the bus, an invalid
     // one is refused naming its paths.
-    let (status, accepted) = injector
-        .call(
+    let (producer, gw) = (Some(keys.producer.as_str()), &gateway);
+    let publish = move |body: Value| async move {
+        gw.call(
+            injector,
+            producer,
             "POST",
             "/scanned_parcel/1",
             "/scanned_parcel/1",
-            Some(&v1_envelope("u2")),
+            Some(&body),
         )
-        .await;
+        .await
+    };
+    let accepted = publish(v1_envelope("u2")).await;
     assert_eq!(
-        status, 200,
-        "POST /scanned_parcel/1 through stage {:?}: {accepted}",
-        injector.stage
+        accepted.status, 200,
+        "POST /scanned_parcel/1 through stage {:?}: {}",
+        injector.stage, accepted.body
     );
+    let accepted = accepted.body;
     let event_id = accepted["event_id"]
         .as_str()
         .expect("an event id")
         .to_string();
     let invalid = json!({"metadata": {"event_attributes": {"source": "s", "target": "u2"}},
                          "data": {"dest_postal_code": 1234}});
-    let (status, refused) = injector
-        .call(
-            "POST",
-            "/scanned_parcel/1",
-            "/scanned_parcel/1",
-            Some(&invalid),
-        )
-        .await;
-    assert_eq!(status, 400, "{refused}");
+    let refused = publish(invalid.clone()).await;
+    assert_eq!(refused.status, 400, "{}", refused.body);
+    let refused = refused.body;
     assert!(
         refused["error"]["details"]
             .as_array()
@@ -558,15 +784,8 @@ async fn the_functions_as_infra_deploys_them_serve_the_seed_flow_within_their_ro
     // schema backup bucket under the injectors' roles, and the bus carries the link.
     let mut large = v1_envelope("u2");
     large["data"]["note"] = json!("x".repeat(1_500_000));
-    let (status, accepted) = injector
-        .call(
-            "POST",
-            "/scanned_parcel/1",
-            "/scanned_parcel/1",
-            Some(&large),
-        )
-        .await;
-    assert_eq!(status, 200, "a 1.5 MB event: {accepted}");
+    let accepted = publish(large).await;
+    assert_eq!(accepted.status, 200, "a 1.5 MB event: {}", accepted.body);
     // As large as SQS carries (1 MiB): the broker's fields take it above the entry limit.
     let mut queued = v1_envelope("u2");
     queued["data"]["note"] = json!("");
@@ -615,6 +834,18 @@ async fn the_functions_as_infra_deploys_them_serve_the_seed_flow_within_their_ro
             .any(|e| e["detail"]["metadata"]["event_id"] == event_id)
     );
 
+    access_through_the_authorizer(&gateway, portal, injector, &keys).await;
+    // Each API's cache, keyed by the header: a key was looked up once per API whatever the
+    // route (the policy names the whole stage); the other requests were served from the cache.
+    let cached = gateway.cache.lock().expect("lock").len();
+    let lookups = gateway.lookups.load(Ordering::Relaxed);
+    assert_eq!(lookups, cached, "one authorizer call per key and API");
+    assert!(
+        lookups < gateway.keyed.load(Ordering::Relaxed) / 2,
+        "{lookups} lookups for {} requests",
+        gateway.keyed.load(Ordering::Relaxed)
+    );
+
     // Every call each function made was allowed by its role, but the one read that must not be.
     let records = account.records();
     let denied: Vec<&Record> = records.iter().filter(|r| !r.allowed).collect();
@@ -644,6 +875,7 @@ async fn the_functions_as_infra_deploys_them_serve_the_seed_flow_within_their_ro
         ("injector", "s3:PutObject"),
         ("injector-sqs", "events:PutEvents"),
         ("injector-sqs", "s3:PutObject"),
+        ("authorizer", "dynamodb:GetItem"),
     ] {
         assert!(
             records
@@ -652,4 +884,226 @@ async fn the_functions_as_infra_deploys_them_serve_the_seed_flow_within_their_ro
             "{function} made no {action}: {records:#?}"
         );
     }
+}
+
+/// The callers of the access table (tests/tests/access.rs), in its order, with their keys in the
+/// platform table: no key, another team's owner, a reader (another team's consumer), a producer
+/// of another application, the owning team's owner, a platform admin; and the producer of the
+/// event type's application, which publishes the seed's events.
+struct Keys {
+    keys: [Option<String>; 6],
+    producer: String,
+}
+
+const CALLERS: [&str; 6] = [
+    "no key",
+    "wrong team",
+    "reader",
+    "other producer",
+    "owner",
+    "admin",
+];
+
+impl Keys {
+    /// Stored as `busway-aws keys create` stores them: the record under the secret's SHA-256.
+    async fn make(sdk: &aws_config::SdkConfig, table: &str) -> Keys {
+        let store = DynamoStore::new(aws_sdk_dynamodb::Client::new(sdk), table.to_string());
+        let key = |team: &str, role, application: Option<&str>| {
+            let new = NewKey::new(
+                team.parse().expect("a team"),
+                role,
+                application.map(|a| a.parse().expect("an application")),
+            )
+            .expect("a valid key");
+            let store = &store;
+            async move {
+                auth::create_key(store, new)
+                    .await
+                    .expect("the key is stored")
+                    .1
+            }
+        };
+        Keys {
+            keys: [
+                None,
+                Some(key("billing", Role::Owner, None).await),
+                Some(key("billing", Role::Consumer, None).await),
+                Some(key("logistics", Role::Producer, Some("depot")).await),
+                Some(key("logistics", Role::Owner, None).await),
+                Some(key(auth::PLATFORM_TEAM, Role::PlatformAdmin, None).await),
+            ],
+            producer: key("logistics", Role::Producer, Some("demo")).await,
+        }
+    }
+
+    fn owner(&self) -> &str {
+        self.keys[4].as_deref().expect("an owner key")
+    }
+}
+
+/// The rows of the access table whose answers are the same on AWS, through the authorizer and
+/// the API Gateway events: each caller's status, a 401 with the challenge and the error body, a
+/// 403 naming what was missing.
+async fn access_through_the_authorizer(
+    gateway: &Gateway<'_>,
+    portal: &Deployed,
+    injector: &Deployed,
+    keys: &Keys,
+) {
+    let row = |api: &'static str,
+               method: &'static str,
+               path: String,
+               body: Option<Value>,
+               expected: [Option<u64>; 6]| async move {
+        let (function, resource) = match api {
+            "portal" => (portal, "/{proxy+}".to_string()),
+            _ => (injector, path.clone()),
+        };
+        for (i, want) in expected.iter().enumerate() {
+            let Some(want) = *want else { continue };
+            let caller = CALLERS[i].replace(' ', "_");
+            let path = path.replace("{caller}", &caller);
+            let body = body.as_ref().map(|b| {
+                serde_json::from_str::<Value>(&b.to_string().replace("{caller}", &caller))
+                    .expect("JSON")
+            });
+            let reply = gateway
+                .call(
+                    function,
+                    keys.keys[i].as_deref(),
+                    method,
+                    &resource,
+                    &path,
+                    body.as_ref(),
+                )
+                .await;
+            assert_eq!(
+                reply.status, want,
+                "{method} {path} as {}: {}",
+                CALLERS[i], reply.body
+            );
+            match want {
+                401 => {
+                    assert_eq!(
+                        reply.body["error"]["code"], "unauthorized",
+                        "{}",
+                        reply.body
+                    );
+                    assert_eq!(
+                        reply.challenge.as_deref(),
+                        Some("Bearer realm=\"busway\""),
+                        "{method} {path}"
+                    );
+                }
+                403 => {
+                    assert_eq!(reply.body["error"]["code"], "forbidden", "{}", reply.body);
+                    assert!(
+                        reply.body["error"]["message"]
+                            .as_str()
+                            .is_some_and(|m| !m.is_empty()),
+                        "{}",
+                        reply.body
+                    );
+                }
+                _ => {}
+            }
+        }
+    };
+    const S: fn(u64) -> Option<u64> = Some;
+    let all = |status| {
+        [
+            S(401),
+            S(status),
+            S(status),
+            S(status),
+            S(status),
+            S(status),
+        ]
+    };
+    let p = |path: &str| path.to_string();
+
+    row("portal", "GET", p("/events"), None, all(200)).await;
+    row("portal", "GET", p("/events/scanned_parcel"), None, all(200)).await;
+    let mut new_event = seed_event();
+    new_event["event_type"] = json!("parcel_of_{caller}");
+    row(
+        "portal",
+        "POST",
+        p("/events"),
+        Some(new_event),
+        [S(401), S(201), S(403), S(403), S(201), S(201)],
+    )
+    .await;
+    let version =
+        json!({"data": busway_tests::v2_data_schema(), "description": "added by {caller}"});
+    row(
+        "portal",
+        "PUT",
+        p("/events/scanned_parcel"),
+        Some(version),
+        [S(401), S(403), S(403), S(403), S(201), S(201)],
+    )
+    .await;
+    let subscription = json!({"event_type": "scanned_parcel", "version": "1", "target_unit": "unit_of_{caller}",
+        "connection_type": "HTTPS", "connection_string": "https://consumer.example.com/{caller}"});
+    row(
+        "portal",
+        "POST",
+        p("/subscriptions"),
+        Some(subscription),
+        [S(401), S(201), S(201), S(403), S(201), S(201)],
+    )
+    .await;
+    row("portal", "GET", p("/subscriptions"), None, all(200)).await;
+    let admin_only = |ok| [S(401), S(403), S(403), S(403), S(403), S(ok)];
+    row("portal", "GET", p("/keys"), None, admin_only(200)).await;
+    row(
+        "portal",
+        "POST",
+        p("/keys"),
+        Some(json!({"team": "billing", "role": "consumer"})),
+        admin_only(201),
+    )
+    .await;
+    // The audit on the table: owners read their team's entries, platform admins all of them.
+    row(
+        "portal",
+        "GET",
+        p("/audit"),
+        None,
+        [S(401), S(200), S(403), S(403), S(200), S(200)],
+    )
+    .await;
+    let audit = gateway
+        .call(
+            portal,
+            keys.keys[4].as_deref(),
+            "GET",
+            "/{proxy+}",
+            "/audit",
+            None,
+        )
+        .await;
+    assert_eq!(audit.status, 200, "{}", audit.body);
+    let entries = audit.body["entries"].as_array().expect("entries");
+    let created = entries
+        .iter()
+        .find(|e| e["action"] == "event_type.create" && e["resource"] == "scanned_parcel")
+        .unwrap_or_else(|| panic!("the seed's event type is in the audit: {entries:?}"));
+    assert_eq!(created["team"], "logistics");
+    assert_eq!(created["role"], "owner");
+    assert!(
+        entries.iter().all(|e| e["team"] == "logistics"),
+        "an owner reads its team's entries only: {entries:?}"
+    );
+
+    // Publishing: producer keys of the event type's application (or a writer) only.
+    row(
+        "broker",
+        "POST",
+        p("/scanned_parcel/1"),
+        Some(v1_envelope("nobody")),
+        [S(401), S(403), S(403), S(403), S(403), S(403)],
+    )
+    .await;
 }

@@ -39,14 +39,21 @@ async fn publish_text(busway: &Broker, envelope: &Value) -> busway_tests::Reply 
         .await
 }
 
-/// The portal's answer for a claim-check link: status, format header, body.
+/// The portal's answer for a claim-check link to the platform admin: status, format header, body.
 async fn fetch(busway: &Broker, key: &str) -> (u16, Option<String>, Vec<u8>) {
-    let response = busway
-        .http
-        .get(busway.portal_url(&format!("/{key}")))
-        .send()
-        .await
-        .expect("the portal answers");
+    fetch_as(busway, key, Some(&busway.admin_key)).await
+}
+
+async fn fetch_as(
+    busway: &Broker,
+    key: &str,
+    api_key: Option<&str>,
+) -> (u16, Option<String>, Vec<u8>) {
+    let mut request = busway.http.get(busway.portal_url(&format!("/{key}")));
+    if let Some(api_key) = api_key {
+        request = request.bearer_auth(api_key);
+    }
+    let response = request.send().await.expect("the portal answers");
     let status = response.status().as_u16();
     let format = response
         .headers()
@@ -122,6 +129,14 @@ async fn a_600_kb_event_is_delivered_whole_and_a_3_mb_one_as_a_claim_check_whose
         json!({"metadata": metadata, "data": large["data"]}),
         "the event as it would have been delivered whole"
     );
+
+    // Teams that may subscribe read it (every team here: no readers are set); no key is 401 and
+    // a producer key 403, as on AWS only consumers' roles get the reader policy.
+    let reader = busway.create_key("billing", "consumer", None).await;
+    assert_eq!(fetch_as(&busway, &link.key, Some(&reader)).await.2, body);
+    assert_eq!(fetch_as(&busway, &link.key, None).await.0, 401);
+    let producer = busway.producer_key("scanned_parcel").await;
+    assert_eq!(fetch_as(&busway, &link.key, Some(&producer)).await.0, 403);
 
     for not_a_claim_check in [
         "claim-checks/scanned_parcel.1/nope.json".to_string(),

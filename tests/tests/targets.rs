@@ -276,6 +276,7 @@ async fn an_explicitly_acknowledged_queue_message_comes_back_until_deleted_by_it
     let deleted = busway
         .http
         .delete(busway.portal_url(&format!("/queues/orders/messages/{receipt}")))
+        .bearer_auth(&busway.admin_key)
         .send()
         .await
         .expect("the portal answers");
@@ -283,6 +284,7 @@ async fn an_explicitly_acknowledged_queue_message_comes_back_until_deleted_by_it
     let gone = busway
         .http
         .delete(busway.portal_url(&format!("/queues/orders/messages/{receipt}")))
+        .bearer_auth(&busway.admin_key)
         .send()
         .await
         .expect("the portal answers");
@@ -338,5 +340,156 @@ async fn an_https_target_at_a_private_address_is_dead_lettered_without_being_cal
         assert!(error.contains("not a public address"), "{url}: {error}");
     }
     consumer.assert_no_more_than(0, Duration::ZERO).await;
+    busway.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_embedded_queue_is_read_by_the_keys_of_its_subscriptions_team() {
+    let busway = Broker::start().await;
+    busway.create_deployed_event(&seed_event()).await;
+    let consumer = busway.create_key("logistics", "consumer", None).await;
+    busway
+        .put(
+            "/teams/logistics/targets",
+            &json!({"accounts": ["123456789012"]}),
+        )
+        .await
+        .expect(200);
+    let body = subscription("u2", "SQS", "arn:aws:sqs:eu-west-1:123456789012:orders");
+    let request = busway
+        .http
+        .post(busway.portal_url("/subscriptions"))
+        .json(&body);
+    let made = busway.send_as(request, Some(&consumer)).await;
+    busway
+        .deployed(made.expect(201)["deployment_id"].as_str().expect("an id"))
+        .await;
+    let other_team = busway.create_key("billing", "consumer", None).await;
+    let producer = busway
+        .create_key("logistics", "producer", Some("demo"))
+        .await;
+    let b = &busway;
+    let read = |key: Option<String>| {
+        let request = b.http.get(b.portal_url("/queues/orders/messages"));
+        async move { b.send_as(request, key.as_deref()).await }
+    };
+    read(None).await.expect_error(401, "unauthorized");
+    read(Some(other_team)).await.expect_error(403, "forbidden");
+    read(Some(producer)).await.expect_error(403, "forbidden");
+    read(Some(consumer)).await.expect(200);
+    read(Some(busway.admin_key.clone())).await.expect(200);
+    busway.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_teams_lambda_and_sqs_targets_must_be_in_its_registered_accounts_and_prefixes() {
+    let busway = Broker::start().await;
+    busway.create_deployed_event(&seed_event()).await;
+    let owner = busway.create_key("logistics", "owner", None).await;
+    let b = &busway;
+    let subscribe = |unit: &'static str, kind: &'static str, arn: &'static str| {
+        let request = b
+            .http
+            .post(b.portal_url("/subscriptions"))
+            .json(&subscription(unit, kind, arn));
+        let owner = owner.clone();
+        async move { b.send_as(request, Some(&owner)).await }
+    };
+    let ours = "arn:aws:lambda:eu-west-1:123456789012:function:logistics-orders";
+    // No registration: no LAMBDA or SQS target at all; HTTPS is held to the SSRF guard only.
+    let refused = subscribe("u1", "LAMBDA", ours).await;
+    refused.expect_error(403, "forbidden");
+    assert!(
+        refused.body["error"]["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("PUT /teams/logistics/targets")),
+        "{}",
+        refused.body
+    );
+    subscribe("u1", "HTTPS", "https://consumer.example.com/u1")
+        .await
+        .expect(201);
+
+    // Registering is a platform admin's; the team reads its registration, others do not.
+    let registration = json!({"accounts": ["123456789012"], "name_prefixes": ["logistics-"]});
+    let request = busway
+        .http
+        .put(busway.portal_url("/teams/logistics/targets"))
+        .json(&registration);
+    busway
+        .send_as(request, Some(&owner))
+        .await
+        .expect_error(403, "forbidden");
+    let fields = busway
+        .put("/teams/logistics/targets", &json!({"accounts": ["12"]}))
+        .await
+        .expect_error(400, "validation_failed");
+    assert_eq!(fields, ["accounts"]);
+    let registered = busway.put("/teams/logistics/targets", &registration).await;
+    assert_eq!(registered.expect(200)["accounts"], json!(["123456789012"]));
+    let read = busway
+        .send_as(
+            busway
+                .http
+                .get(busway.portal_url("/teams/logistics/targets")),
+            Some(&owner),
+        )
+        .await;
+    assert_eq!(read.expect(200)["name_prefixes"], json!(["logistics-"]));
+    let other = busway.create_key("billing", "owner", None).await;
+    busway
+        .send_as(
+            busway
+                .http
+                .get(busway.portal_url("/teams/logistics/targets")),
+            Some(&other),
+        )
+        .await
+        .expect_error(403, "forbidden");
+
+    // In the account and under a prefix: accepted; another account or name: refused.
+    subscribe("u2", "LAMBDA", ours).await.expect(201);
+    subscribe(
+        "u3",
+        "SQS",
+        "arn:aws:sqs:eu-west-1:123456789012:logistics-inbox",
+    )
+    .await
+    .expect(201);
+    for (unit, kind, arn) in [
+        (
+            "u4",
+            "LAMBDA",
+            "arn:aws:lambda:eu-west-1:210987654321:function:logistics-orders",
+        ),
+        (
+            "u5",
+            "SQS",
+            "arn:aws:sqs:eu-west-1:123456789012:billing-inbox",
+        ),
+    ] {
+        subscribe(unit, kind, arn)
+            .await
+            .expect_error(403, "forbidden");
+    }
+    // A platform admin is not held to a team's registration.
+    busway
+        .post(
+            "/subscriptions",
+            &subscription("u6", "SQS", "arn:aws:sqs:eu-west-1:210987654321:anything"),
+        )
+        .await
+        .expect(201);
+    let audit = busway.get("/audit?team=logistics").await;
+    assert!(
+        audit.expect(200)["entries"]
+            .as_array()
+            .expect("entries")
+            .iter()
+            .any(|e| e["action"] == "team.targets.put"
+                && e["after"]["accounts"] == json!(["123456789012"])),
+        "{}",
+        audit.body
+    );
     busway.stop().await;
 }

@@ -143,21 +143,11 @@ async fn check(fixture: &Path) {
         store: Some(store.clone()),
         bus: host.bus().expect("the bus is configured"),
     });
-    let (status, answer) = call(
-        &broker,
-        "POST",
-        "/scanned_parcel/1",
-        Some(&v1_envelope("u2")),
-    )
-    .await;
+    let (status, answer) =
+        fixtures::publish(&broker, "/scanned_parcel/1", &v1_envelope("u2")).await;
     assert_eq!(status, 200, "{answer}");
-    let (status, answer) = call(
-        &broker,
-        "POST",
-        "/scanned_parcel/2",
-        Some(&v2_envelope("u3")),
-    )
-    .await;
+    let (status, answer) =
+        fixtures::publish(&broker, "/scanned_parcel/2", &v2_envelope("u3")).await;
     assert_eq!(status, 200, "{answer}");
     let received: Vec<Value> = account
         .drain(&queue, 10)

@@ -3,6 +3,7 @@
 //! AWS, axum or Lambda.
 
 pub mod asyncapi;
+pub mod audit;
 pub mod auth;
 pub mod claim_check;
 pub mod deploy;
@@ -21,7 +22,9 @@ pub mod ports;
 pub mod provisioning;
 pub mod registry;
 pub mod schema;
+pub mod ssrf;
 pub mod subscription;
+pub mod targets;
 pub mod tasks;
 pub mod webhook;
 

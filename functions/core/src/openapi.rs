@@ -7,6 +7,7 @@ use utoipa::openapi::{RefOr, Schema};
 use crate::auth::NewKey;
 use crate::portal::{CreateEvent, MAX_DESCRIPTION, NewVersion, Subscribe};
 use crate::subscription::{DeliverySettings, RetryPolicy};
+use crate::targets::{MAX_ENTRIES, TeamTargets};
 
 /// `application`, `event_type`, `target_unit` and team names (`crate::names`).
 pub const NAME_PATTERN: &str = "^[a-z][a-z0-9_]{1,62}$";
@@ -155,6 +156,32 @@ impl utoipa::PartialSchema for NewKey {
 }
 impl utoipa::ToSchema for NewKey {}
 
+fn team_targets() -> Value {
+    json!({
+        "type": "object",
+        "additionalProperties": false,
+        "required": ["accounts"],
+        "properties": {
+            "accounts": {
+                "type": "array", "minItems": 1, "maxItems": MAX_ENTRIES,
+                "items": {"type": "string", "pattern": "^[0-9]{12}$"},
+            },
+            "name_prefixes": {
+                "type": ["array", "null"], "maxItems": MAX_ENTRIES,
+                "items": {"type": "string", "pattern": "^[A-Za-z0-9_-]{1,64}$"},
+            },
+        },
+        "description": "the accounts (and, when given, the name prefixes) of the team's LAMBDA and SQS targets",
+    })
+}
+
+impl utoipa::PartialSchema for TeamTargets {
+    fn schema() -> RefOr<Schema> {
+        schema(team_targets())
+    }
+}
+impl utoipa::ToSchema for TeamTargets {}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -171,5 +198,6 @@ mod tests {
         as_written(NewVersion::schema(), new_version());
         as_written(Subscribe::schema(), subscribe());
         as_written(NewKey::schema(), new_key());
+        as_written(TeamTargets::schema(), team_targets());
     }
 }

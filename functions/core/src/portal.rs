@@ -459,6 +459,10 @@ pub struct Portal {
     /// Starts provisioning a document again, for a retried deployment whose document is written.
     pub provisioning: Arc<dyn ProvisioningStarter>,
     pub keys: Arc<dyn crate::auth::KeyStore>,
+    /// Every change made through the portal (`GET /audit`).
+    pub audit: Arc<dyn crate::audit::AuditLog>,
+    /// Where each team's LAMBDA and SQS targets may be.
+    pub targets: Arc<dyn crate::targets::TeamTargetStore>,
     /// The secrets HTTPS deliveries are signed with.
     pub secrets: Arc<dyn crate::webhook::SigningSecrets>,
     /// The bus consumer stacks are built for, written into each consumer deploy.json (AWS);

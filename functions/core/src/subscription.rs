@@ -38,6 +38,21 @@ impl ConsumerConnection {
         }
     }
 
+    /// The account and the function or queue name of a LAMBDA or SQS target that passed
+    /// `check_connection_string`; `None` for HTTPS.
+    pub fn target_in_account(self, value: &str) -> Option<(&str, &str)> {
+        let arn = match self {
+            Self::Lambda => Arn::parse(value, "lambda").ok()?,
+            Self::Sqs => Arn::parse(value, "sqs").ok()?,
+            Self::Https => return None,
+        };
+        let name = match self {
+            Self::Lambda => arn.resource.split(':').nth(1)?,
+            _ => arn.resource,
+        };
+        Some((arn.account, name))
+    }
+
     /// Checks that `value` is the kind of address this connection type delivers to.
     pub fn check_connection_string(self, value: &str) -> Result<(), String> {
         if value.len() > MAX_CONNECTION_STRING {
@@ -80,6 +95,7 @@ impl ConsumerConnection {
 }
 
 struct Arn<'a> {
+    account: &'a str,
     resource: &'a str,
 }
 
@@ -102,7 +118,7 @@ impl<'a> Arn<'a> {
         if arn != "arn" || !partition_ok || svc != service || !region_ok || !account_ok {
             return Err(expected);
         }
-        Ok(Self { resource })
+        Ok(Self { account, resource })
     }
 }
 

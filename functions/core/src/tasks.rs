@@ -63,7 +63,13 @@ pub const TASK_AWAIT_TURN: &str = "await_turn";
 pub const TASKS: &[&str] = &[TASK_AWAIT_TURN, TASK_VALIDATE, TASK_DESCRIBE_BUILD];
 
 /// The Lambda functions of the platform (binary name = Lambda logical name = `--bin`).
-pub const FUNCTIONS: &[&str] = &["portal", "injector", "injector-sqs", "provisioner"];
+pub const FUNCTIONS: &[&str] = &[
+    "portal",
+    "injector",
+    "injector-sqs",
+    "provisioner",
+    "authorizer",
+];
 
 /// The function the state machine invokes for its tasks.
 pub const PROVISIONER_FUNCTION: &str = "provisioner";

@@ -1,6 +1,6 @@
 //! Serving an API's router from a Lambda function behind API Gateway (REST, proxy integration).
 
-use busway_core::auth::{self, Caller};
+use busway_core::auth::Caller;
 use lambda_http::request::RequestContext;
 use lambda_http::{Request, RequestExt};
 use tower::ServiceBuilder;
@@ -20,13 +20,10 @@ pub async fn run(router: axum::Router) -> Result<(), lambda_http::Error> {
     .await
 }
 
-/// The request with the `Caller` that the API's Lambda authorizer put in its context; a request
-/// without one gets none, and a handler that needs one answers 401.
-///
-/// Until the authorizer is attached to the deployed APIs (they still authorize with `AWS_IAM`),
-/// a request that API Gateway authenticated by SigV4 carries the principal's ARN instead: that
-/// principal acts as a platform admin, as every principal the API's policy lets in did before
-/// keys existed.
+/// The request with the `Caller` that the API's Lambda authorizer (`functions/authorizer`) put in
+/// its context; a request without one gets none, and a handler that needs one answers 401. Both
+/// APIs authorize every route but the broker's `/health` with it, so no other identity (a SigV4
+/// principal, say) ever stands for a caller.
 pub fn with_caller(mut request: Request) -> Request {
     let caller = match request.request_context_ref() {
         Some(RequestContext::ApiGatewayV1(context)) => {
@@ -36,15 +33,6 @@ pub fn with_caller(mut request: Request) -> Request {
                     .get(name)
                     .and_then(|v| v.as_str())
                     .map(str::to_string)
-            })
-            .or_else(|| {
-                let principal = context.identity.user_arn.clone()?;
-                Some(Caller {
-                    key_id: principal,
-                    team: auth::PLATFORM_TEAM.parse().ok()?,
-                    role: auth::Role::PlatformAdmin,
-                    application: None,
-                })
             })
         }
         #[allow(unreachable_patterns)]
@@ -89,6 +77,7 @@ pub fn without_stage(mut request: Request) -> Request {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use busway_core::auth;
     use serde_json::json;
 
     fn event(stage: &str, path: &str, query: Option<(&str, &str)>) -> Request {
@@ -120,22 +109,25 @@ mod tests {
     }
 
     #[test]
-    fn the_caller_comes_from_the_authorizer_context_or_else_from_a_sigv4_principal() {
+    fn the_caller_comes_from_the_authorizer_context_and_from_nothing_else() {
         let mut event = event_json("live", "/events", None);
         let plain = with_caller(from(&event));
         assert!(plain.extensions().get::<Caller>().is_none());
+        // A SigV4-signed request names its principal; that is no caller of busway's.
         event["requestContext"]["identity"]["userArn"] =
             json!("arn:aws:iam::123456789012:user/ops");
         let signed = with_caller(from(&event));
-        let caller = signed.extensions().get::<Caller>().expect("a caller");
-        assert_eq!(caller.role, auth::Role::PlatformAdmin);
-        assert_eq!(caller.key_id, "arn:aws:iam::123456789012:user/ops");
+        assert!(signed.extensions().get::<Caller>().is_none());
         event["requestContext"]["authorizer"] = json!({"principalId": "key_1", "key_id": "key_1",
             "team": "logistics", "role": "producer", "application": "demo"});
         let keyed = with_caller(from(&event));
         let caller = keyed.extensions().get::<Caller>().expect("a caller");
         assert_eq!(caller.role, auth::Role::Producer);
         assert_eq!(caller.team.as_str(), "logistics");
+        assert_eq!(
+            caller.application.as_ref().map(|a| a.as_str()),
+            Some("demo")
+        );
     }
 
     fn from(event: &serde_json::Value) -> Request {

@@ -140,10 +140,10 @@ async fn publish(
     path: Result<Path<(String, String)>, PathRejection>,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Json<Value>, ApiError> {
-    // Producers publish as their key's application; platform admins as the event type's own.
+    // Producers publish as their key's application, and no other key publishes: a platform
+    // admin makes a producer key to publish (Source always names a real writer).
     let publisher = match (caller.role, &caller.application) {
         (Role::Producer, Some(application)) => Some(application),
-        (Role::PlatformAdmin, _) => None,
         _ => {
             return Err(ApiError::forbidden(format!(
                 "a {} key may not publish: producer keys of the event type's writers do",

@@ -54,6 +54,8 @@ struct Busway {
     portal: String,
     broker: String,
     http: reqwest::Client,
+    /// A producer key of `demo`: only producer keys publish.
+    producer: String,
     _data: tempfile::TempDir,
 }
 
@@ -77,18 +79,18 @@ impl Busway {
             .kill_on_drop(true)
             .spawn()
             .context("starting busway up")?;
-        let busway = Self {
+        let mut busway = Self {
             child,
             portal: format!("http://{portal}"),
             broker: format!("http://{broker}"),
-            // The platform-admin key on every call: it manages and publishes as the event type's
-            // own application.
+            // The platform-admin key on every portal call.
             http: reqwest::Client::builder()
                 .default_headers(reqwest::header::HeaderMap::from_iter([(
                     reqwest::header::AUTHORIZATION,
                     format!("Bearer {ADMIN_KEY}").parse()?,
                 )]))
                 .build()?,
+            producer: String::new(),
             _data: data,
         };
         let started = Instant::now();
@@ -99,6 +101,13 @@ impl Busway {
             );
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
+        let made = busway
+            .post(
+                "/keys",
+                json!({"team": "platform", "role": "producer", "application": "demo"}),
+            )
+            .await?;
+        busway.producer = made["key"].as_str().context("a key")?.to_string();
         Ok(busway)
     }
 
@@ -227,9 +236,10 @@ impl Busway {
         let mut publishers = tokio::task::JoinSet::new();
         for worker in 0..PUBLISHERS {
             let (ids, sent) = (ids.clone(), sent.clone());
-            let (http, url) = (
+            let (http, url, producer) = (
                 self.http.clone(),
                 format!("{}/scanned_parcel/1", self.broker),
+                self.producer.clone(),
             );
             publishers.spawn(async move {
                 for (i, id) in ids.iter().enumerate().skip(worker as usize).step_by(PUBLISHERS as usize) {
@@ -241,7 +251,12 @@ impl Busway {
                                       "data": {"n": i}});
                     loop {
                         let at = Instant::now();
-                        let answer = http.post(&url).json(&body).send().await?;
+                        let answer = http
+                            .post(&url)
+                            .bearer_auth(&producer)
+                            .json(&body)
+                            .send()
+                            .await?;
                         match answer.status() {
                             StatusCode::OK => {
                                 sent.lock().unwrap_or_else(|p| p.into_inner()).published(id, at);

@@ -10,22 +10,28 @@ use axum::extract::{Path as UrlPath, State};
 use axum::http::{HeaderName, HeaderValue, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
+use busway_core::EventTypeName;
+use busway_core::auth::Role;
 use busway_core::claim_check::{self, FORMAT_METADATA_KEY};
-use busway_core::ports::{Bucket, ObjectStore};
+use busway_core::ports::{Bucket, EventStore, ObjectStore};
 use busway_http::ApiError;
+use busway_http::auth::Authenticated;
 use tracing::{debug, warn};
 use utoipa::openapi::OpenApiBuilder;
 use utoipa::openapi::path::PathsBuilder;
 use utoipa_axum::router::OpenApiRouter;
 
 use crate::objects::{FolderObjectStore, bucket_dir, metadata_dir};
+use crate::store::SqliteStore;
 
 /// The answer's header with the object's format (S3 answers it as `x-amz-meta-{key}`).
 const FORMAT_HEADER: &str = "x-amz-meta-busway-format-version";
 
 /// `GET /claim-checks/{rest}`: the object at the link's key `claim-checks/{rest}`, with its
-/// format version in a header. Only keys that claim checks have are served from the bucket.
-pub fn api(objects: Arc<FolderObjectStore>) -> OpenApiRouter {
+/// format version in a header. Only keys that claim checks have are served from the bucket, to
+/// the keys of teams that may subscribe to the event type (its readers and its own team) and to
+/// platform admins, as on AWS a consumer's role reads its event version's prefix.
+pub fn api(objects: Arc<FolderObjectStore>, store: SqliteStore) -> OpenApiRouter {
     // A key has several segments, so the route is axum's catch-all, which `routes!` cannot
     // register; the document takes the path from `fetch`'s declaration all the same.
     let document = OpenApiBuilder::new()
@@ -33,25 +39,45 @@ pub fn api(objects: Arc<FolderObjectStore>) -> OpenApiRouter {
         .build();
     OpenApiRouter::with_openapi(document)
         .route("/claim-checks/{*rest}", get(fetch))
-        .with_state(objects)
+        .with_state((objects, store))
 }
 
 #[utoipa::path(
     get,
     path = "/claim-checks/{rest}",
     tag = "local claim checks",
-    security(()),
     params(("rest" = String, Path, description = "the rest of the claim check link's key, after `claim-checks/`")),
     responses((status = 200, description = "the event's `data`, as stored", content_type = "application/json", body = Object))
 )]
 async fn fetch(
-    State(objects): State<Arc<FolderObjectStore>>,
+    State((objects, store)): State<(Arc<FolderObjectStore>, SqliteStore)>,
+    Authenticated(caller): Authenticated,
     UrlPath(rest): UrlPath<String>,
 ) -> Result<Response, ApiError> {
     let key = format!("{}{rest}", claim_check::PREFIX);
     let missing = || ApiError::not_found(format!("no claim check at {key}"));
     if !claim_check::is_key(&key) {
         return Err(missing());
+    }
+    // `claim-checks/{event_type}.{version}/...`
+    let event_type = rest
+        .split('/')
+        .next()
+        .and_then(|v| v.split_once('.'))
+        .and_then(|(name, _)| name.parse::<EventTypeName>().ok())
+        .ok_or_else(missing)?;
+    if !caller.is_admin() {
+        let event = store
+            .get_event_type(&event_type)
+            .await
+            .map_err(|e| ApiError::internal(e.to_string()))?
+            .ok_or_else(missing)?;
+        if caller.role == Role::Producer || !event.is_reader(&caller.team) {
+            return Err(ApiError::forbidden(format!(
+                "a {} key of team {} may not read the claim checks of {event_type}: its readers' keys do",
+                caller.role, caller.team
+            )));
+        }
     }
     let metadata = objects
         .object_metadata(Bucket::SchemaBackup, &key)

@@ -171,6 +171,9 @@ enum QueueCommand {
         /// At most this many messages (1 to 100).
         #[arg(long, default_value_t = 10)]
         max: u32,
+        /// A key of the team whose subscription delivers into the queue (or a platform admin's).
+        #[arg(long)]
+        key: String,
     },
 }
 
@@ -249,9 +252,12 @@ fn main() -> ExitCode {
             });
             report(runtime().and_then(|rt| rt.block_on(up(config))))
         }
-        Command::Queue(QueueCommand::Receive { name, portal, max }) => {
-            report(runtime().and_then(|rt| rt.block_on(receive(&portal, &name, max))))
-        }
+        Command::Queue(QueueCommand::Receive {
+            name,
+            portal,
+            max,
+            key,
+        }) => report(runtime().and_then(|rt| rt.block_on(receive(&portal, &name, max, &key)))),
         Command::Demo => report(runtime().and_then(|rt| rt.block_on(busway_local::demo::run()))),
         Command::Pattern(PatternCommand::Test { pattern, event }) => {
             let outcome = busway_pattern::test_files(&pattern, &event);
@@ -340,12 +346,15 @@ async fn up(config: Config) -> anyhow::Result<()> {
     running.wait_for_signal().await
 }
 
-async fn receive(portal: &str, name: &str, max: u32) -> anyhow::Result<()> {
+async fn receive(portal: &str, name: &str, max: u32, key: &str) -> anyhow::Result<()> {
     let url = format!(
         "{}/queues/{name}/messages?max={max}",
         portal.trim_end_matches('/')
     );
-    let response = reqwest::get(&url)
+    let response = reqwest::Client::new()
+        .get(&url)
+        .bearer_auth(key)
+        .send()
         .await
         .with_context(|| format!("reaching busway at {portal}"))?;
     let status = response.status();

@@ -25,7 +25,7 @@ pub struct Migrations {
 /// step 2 makes every deployment record a job's (attempt, execution); step 3 adds the retry
 /// schedule and the queued messages' send times; step 4 adds API keys and
 /// the subscriptions' signing secrets; step 5 the paused subscriptions; step 6 the answers kept
-/// for the portal's `Idempotency-Key`s.
+/// for the portal's `Idempotency-Key`s; step 7 the audit trail; step 8 the teams' target accounts.
 pub const STORE: Migrations = Migrations::new(&[
     include_str!("migrations/store-001.sql"),
     include_str!("migrations/store-002-provisioning-jobs.sql"),
@@ -33,6 +33,8 @@ pub const STORE: Migrations = Migrations::new(&[
     include_str!("migrations/store-004-identity.sql"),
     include_str!("migrations/store-005-paused-subscriptions.sql"),
     include_str!("migrations/store-006-idempotency.sql"),
+    include_str!("migrations/store-007-audit.sql"),
+    include_str!("migrations/store-008-team-targets.sql"),
 ]);
 
 /// `events.db`. Step 1 is the first release's schema, whose files already have these tables.

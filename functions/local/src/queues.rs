@@ -1,5 +1,7 @@
 //! The embedded SQS stand-in's HTTP face: SQS-target subscriptions deliver into named queues
-//! that a developer reads here (or with `busway queue receive`).
+//! that a developer reads here (or with `busway queue receive`). A queue is read by the keys of
+//! the teams whose SQS subscriptions deliver into it (not their producer keys) and by platform
+//! admins, as on AWS only the team's role reads its queue.
 
 use std::collections::HashMap;
 use std::time::Duration;
@@ -7,7 +9,11 @@ use std::time::Duration;
 use axum::Json;
 use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
+use busway_core::auth::{Caller, Role};
+use busway_core::ports::EventStore;
+use busway_core::subscription::{ConsumerConnection, SubscriptionFilter};
 use busway_http::ApiError;
+use busway_http::auth::Authenticated;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
@@ -29,6 +35,33 @@ pub fn api(store: SqliteStore) -> OpenApiRouter {
         .with_state(store)
 }
 
+/// 403 unless `caller` is a platform admin or a non-producer key of a team whose SQS
+/// subscription delivers into queue `name` (the last part of its ARN, as delivery names it).
+async fn may_read(store: &SqliteStore, caller: &Caller, name: &str) -> Result<(), ApiError> {
+    if caller.is_admin() {
+        return Ok(());
+    }
+    let teams_queue = caller.role != Role::Producer
+        && store
+            .list_subscriptions(&SubscriptionFilter::default())
+            .await
+            .map_err(|e| ApiError::internal(e.to_string()))?
+            .iter()
+            .any(|s| {
+                s.connection_type == ConsumerConnection::Sqs
+                    && s.team.as_ref() == Some(&caller.team)
+                    && s.connection_string.rsplit(':').next() == Some(name)
+            });
+    if teams_queue {
+        Ok(())
+    } else {
+        Err(ApiError::forbidden(format!(
+            "a {} key of team {} may not read queue {name}: the keys of the teams whose subscriptions deliver into it do",
+            caller.role, caller.team
+        )))
+    }
+}
+
 fn bad(field: &str, message: &str) -> ApiError {
     ApiError::validation(
         "query is invalid",
@@ -42,7 +75,6 @@ fn bad(field: &str, message: &str) -> ApiError {
     get,
     path = "/queues/{name}/messages",
     tag = "local queues",
-    security(()),
     params(
         ("name" = String, Path, description = "the SQS target's queue name"),
         ("max" = Option<u32>, Query, minimum = 1, maximum = 100, description = "messages at most (default 10)"),
@@ -53,9 +85,11 @@ fn bad(field: &str, message: &str) -> ApiError {
 )]
 async fn receive(
     State(store): State<SqliteStore>,
+    Authenticated(caller): Authenticated,
     Path(name): Path<String>,
     Query(params): Query<HashMap<String, String>>,
 ) -> Result<Json<Messages>, ApiError> {
+    may_read(&store, &caller, &name).await?;
     for key in params.keys() {
         if !["max", "ack", "visibility_timeout"].contains(&key.as_str()) {
             return Err(bad(
@@ -98,7 +132,6 @@ async fn receive(
     delete,
     path = "/queues/{name}/messages/{receipt}",
     tag = "local queues",
-    security(()),
     params(
         ("name" = String, Path, description = "the queue's name"),
         ("receipt" = String, Path, description = "the receipt of an `explicit` receive"),
@@ -107,8 +140,10 @@ async fn receive(
 )]
 async fn acknowledge(
     State(store): State<SqliteStore>,
+    Authenticated(caller): Authenticated,
     Path((name, receipt)): Path<(String, String)>,
 ) -> Result<StatusCode, ApiError> {
+    may_read(&store, &caller, &name).await?;
     if store
         .delete_message(&name, &receipt)
         .await

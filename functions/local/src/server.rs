@@ -162,6 +162,8 @@ impl Running {
             keys: shared.clone(),
             bus_kind: None,
             idempotency: shared.clone(),
+            audit: shared.clone(),
+            targets: shared.clone(),
             secrets: shared.clone(),
             allow_loopback_targets: config.allow_loopback_targets
                 || config.portal_addr.ip().is_loopback(),
@@ -231,8 +233,8 @@ impl Running {
         let limits = (config.request_timeout, config.max_concurrent_requests);
         tasks.spawn(serve(
             portal_listener,
-            // One document for everything this server routes; the local stand-ins for SQS and
-            // S3 take no key, as on AWS consumers read their own queue and bucket.
+            // One document and one key layer for every portal route, the local host's own ones
+            // included; the probes and the catalog page's sign-in take no key.
             busway_http::with_fallbacks(
                 busway_http::openapi::documented(
                     busway_portal::api(portal)
@@ -240,7 +242,7 @@ impl Running {
                             &format!("http://{broker_addr}"),
                         )?)))
                         .merge(queues::api(store.clone()))
-                        .merge(claim_checks::api(folders)),
+                        .merge(claim_checks::api(folders, store.clone())),
                 )
                 .layer(axum::middleware::from_fn_with_state(
                     key_auth.clone(),

@@ -22,6 +22,7 @@ use serde_json::Value;
 
 use crate::migrations::STORE;
 
+mod audit;
 mod control;
 mod idempotency;
 mod keys;

@@ -4,7 +4,6 @@
 //! refused the connection or asked to slow down), which its subscription's flow control reads.
 
 use std::collections::HashMap;
-use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -261,66 +260,14 @@ impl AttemptError {
     }
 }
 
-/// HTTPS targets must not reach this machine's or its network's private addresses: plain
-/// `http://` is allowed only to loopback (checked when subscribing), `https://` only to public ones.
+/// The shared SSRF guard (`busway_core::ssrf`), as an attempt's outcome.
 async fn check_ssrf(url: &reqwest::Url) -> Result<(), AttemptError> {
-    let host = url
-        .host_str()
-        .ok_or_else(|| AttemptError::fatal("URL has no host"))?;
-    let port = url.port_or_known_default().unwrap_or(443);
-    if url.scheme() == "http" {
-        let loopback = host == "localhost"
-            || host
-                .trim_matches(|c| c == '[' || c == ']')
-                .parse::<IpAddr>()
-                .is_ok_and(|ip| ip.is_loopback());
-        return if loopback {
-            Ok(())
-        } else {
-            Err(AttemptError::fatal(
-                "http:// is allowed only for loopback hosts",
-            ))
-        };
-    }
-    let addrs = tokio::net::lookup_host((host.trim_matches(|c| c == '[' || c == ']'), port))
+    busway_core::ssrf::check(url)
         .await
-        .map_err(|e| AttemptError::retryable(format!("cannot resolve {host}: {e}")))?;
-    for addr in addrs {
-        if !is_public(addr.ip()) {
-            return Err(AttemptError::fatal(format!(
-                "{host} resolves to {} which is not a public address",
-                addr.ip()
-            )));
-        }
-    }
-    Ok(())
-}
-
-fn is_public(ip: IpAddr) -> bool {
-    match ip {
-        IpAddr::V4(v4) => {
-            let [a, b, ..] = v4.octets();
-            !(v4.is_private()
-                || v4.is_loopback()
-                || v4.is_link_local()
-                || v4.is_unspecified()
-                || v4.is_broadcast()
-                || v4.is_multicast()
-                || v4.is_documentation()
-                || (a == 100 && (64..128).contains(&b)))
-        }
-        IpAddr::V6(v6) => {
-            if let Some(v4) = v6.to_ipv4_mapped() {
-                return is_public(IpAddr::V4(v4));
-            }
-            let first = v6.segments()[0];
-            !(v6.is_loopback()
-                || v6.is_unspecified()
-                || v6.is_multicast()
-                || (first & 0xfe00) == 0xfc00
-                || (first & 0xffc0) == 0xfe80)
-        }
-    }
+        .map_err(|refused| match refused {
+            busway_core::ssrf::Refused::Never(why) => AttemptError::fatal(why),
+            busway_core::ssrf::Refused::NotNow(why) => AttemptError::retryable(why),
+        })
 }
 
 fn classify(
@@ -500,28 +447,6 @@ mod tests {
             "Wed, 21 Oct 2015 07:28:00 GMT".parse().expect("a value"),
         );
         assert_eq!(retry_after(&headers), None);
-    }
-
-    #[test]
-    fn only_public_addresses_pass_the_ssrf_guard() {
-        for private in [
-            "10.0.0.1",
-            "172.16.0.1",
-            "192.168.1.1",
-            "127.0.0.1",
-            "169.254.169.254",
-            "100.64.0.1",
-            "0.0.0.0",
-            "::1",
-            "fd00::1",
-            "fe80::1",
-            "::ffff:10.0.0.1",
-        ] {
-            assert!(!is_public(private.parse().expect("ip")), "{private}");
-        }
-        for public in ["8.8.8.8", "2606:4700::1111"] {
-            assert!(is_public(public.parse().expect("ip")), "{public}");
-        }
     }
 
     #[test]

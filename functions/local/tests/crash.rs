@@ -261,16 +261,32 @@ async fn deploy_subscription(http: &reqwest::Client, busway: &Busway, subscriber
     deployed(http, busway, &created).await;
 }
 
-/// The platform-admin key busway runs with; it registers and publishes.
+/// The platform-admin key busway runs with; it registers, and makes the producer key that
+/// publishes.
 const ADMIN_KEY: &str = "bwk_crash_test_0123456789abcdef0123456789";
 
 fn http_client() -> reqwest::Client {
+    client_with(ADMIN_KEY)
+}
+
+/// A client sending a new producer key of `demo` (kept in the data dir across restarts).
+async fn producer_client(admin: &reqwest::Client, busway: &Busway) -> reqwest::Client {
+    let body = json!({"team": "platform", "role": "producer", "application": "demo"});
+    let made = call(
+        admin,
+        reqwest::Method::POST,
+        format!("{}/keys", busway.portal),
+        &body,
+    )
+    .await;
+    client_with(made["key"].as_str().expect("a key"))
+}
+
+fn client_with(key: &str) -> reqwest::Client {
     let mut headers = reqwest::header::HeaderMap::new();
     headers.insert(
         reqwest::header::AUTHORIZATION,
-        format!("Bearer {ADMIN_KEY}")
-            .parse()
-            .expect("a header value"),
+        format!("Bearer {key}").parse().expect("a header value"),
     );
     reqwest::Client::builder()
         .default_headers(headers)
@@ -299,10 +315,11 @@ async fn sigkill_under_load(fsync: &str) {
     let http = http_client();
     let mut busway = Busway::up_with(data.path(), logs.path().join("first.log"), fsync);
     deploy_subscription(&http, &busway, &subscriber).await;
+    let producer = producer_client(&http, &busway).await;
 
     let url = format!("{}/scanned_parcel/1", busway.broker);
     let publishers: Vec<_> = (0..PUBLISHERS)
-        .map(|_| tokio::spawn(publisher(http.clone(), url.clone())))
+        .map(|_| tokio::spawn(publisher(producer.clone(), url.clone())))
         .collect();
     tokio::time::sleep(LOAD_FOR / 2).await;
     // The subscriber fails from here on, so the kill finds a backlog of events being retried.
@@ -404,14 +421,21 @@ async fn scheduled_retries_survive_a_sigkill_and_resume_after_the_restart() {
     let http = http_client();
     let mut busway = Busway::up(data.path(), logs.path().join("first.log"));
     deploy_subscription(&http, &busway, &subscriber).await;
+    let producer = producer_client(&http, &busway).await;
 
     let url = format!("{}/scanned_parcel/1", busway.broker);
     let mut poisoned = envelope("u2");
     poisoned["metadata"]["event_id"] = json!("poisoned");
-    call(&http, reqwest::Method::POST, url.clone(), &poisoned).await;
+    call(&producer, reqwest::Method::POST, url.clone(), &poisoned).await;
     let mut good = HashSet::new();
     for _ in 0..20 {
-        let answer = call(&http, reqwest::Method::POST, url.clone(), &envelope("u2")).await;
+        let answer = call(
+            &producer,
+            reqwest::Method::POST,
+            url.clone(),
+            &envelope("u2"),
+        )
+        .await;
         good.insert(
             answer["event_id"]
                 .as_str()

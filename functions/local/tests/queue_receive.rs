@@ -9,12 +9,16 @@ use serde_json::{Value, json};
 
 const TIMEOUT: Duration = Duration::from_secs(15);
 
-/// A client that sends the platform-admin key busway made at its first start.
-fn admin_client(busway: &Running) -> reqwest::Client {
-    let key = busway
+/// The platform-admin key busway made at its first start.
+fn admin_key(busway: &Running) -> &str {
+    busway
         .new_admin_key
         .as_deref()
-        .expect("a new data dir gets a platform-admin key");
+        .expect("a new data dir gets a platform-admin key")
+}
+
+/// A client that sends `key`.
+fn client_with(key: &str) -> reqwest::Client {
     let mut headers = reqwest::header::HeaderMap::new();
     headers.insert(
         reqwest::header::AUTHORIZATION,
@@ -70,7 +74,7 @@ async fn queue_with_two_events() -> (Running, tempfile::TempDir, Vec<String>) {
         .await
         .expect("busway starts");
     let portal = format!("http://{}", busway.portal_addr);
-    let http = admin_client(&busway);
+    let http = client_with(admin_key(&busway));
     let created = call(
         &http,
         format!("{portal}/events"),
@@ -92,10 +96,18 @@ async fn queue_with_two_events() -> (Running, tempfile::TempDir, Vec<String>) {
     )
     .await;
     deployed(&http, &portal, &created).await;
+    // Only producer keys publish.
+    let made = call(
+        &http,
+        format!("{portal}/keys"),
+        &json!({"team": "platform", "role": "producer", "application": "demo"}),
+    )
+    .await;
+    let producer = client_with(made["key"].as_str().expect("a key"));
     let mut ids = Vec::new();
     for house in [1, 2] {
         let answer = call(
-            &http,
+            &producer,
             format!("http://{}/scanned_parcel/1", busway.broker_addr),
             &json!({
                 "metadata": {"event_attributes": {"source": "scanner", "target": "u2"}},
@@ -113,16 +125,16 @@ async fn queue_with_two_events() -> (Running, tempfile::TempDir, Vec<String>) {
     (busway, data, ids)
 }
 
-/// Runs `busway queue receive orders` until it printed `n` lines.
-async fn receive_lines(portal: String, n: usize) -> Vec<String> {
+/// Runs `busway queue receive orders` with `key` until it printed `n` lines.
+async fn receive_lines(portal: String, key: &str, n: usize) -> Vec<String> {
     let started = Instant::now();
     let mut lines = Vec::new();
     while lines.len() < n {
-        let portal = portal.clone();
+        let (portal, key) = (portal.clone(), key.to_string());
         let output = tokio::task::spawn_blocking(move || {
             Command::new(env!("CARGO_BIN_EXE_busway"))
                 .args([
-                    "queue", "receive", "orders", "--portal", &portal, "--max", "10",
+                    "queue", "receive", "orders", "--portal", &portal, "--max", "10", "--key", &key,
                 ])
                 .output()
                 .expect("busway runs")
@@ -149,7 +161,7 @@ async fn receive_lines(portal: String, n: usize) -> Vec<String> {
 async fn queue_receive_prints_each_delivered_event_once_as_a_json_line() {
     let (busway, _data, ids) = queue_with_two_events().await;
     let portal = format!("http://{}", busway.portal_addr);
-    let lines = receive_lines(portal.clone(), 2).await;
+    let lines = receive_lines(portal.clone(), admin_key(&busway), 2).await;
     assert_eq!(lines.len(), 2, "{lines:?}");
     let received: Vec<Value> = lines
         .iter()
@@ -167,9 +179,22 @@ async fn queue_receive_prints_each_delivered_event_once_as_a_json_line() {
     }
     let output = Command::new(env!("CARGO_BIN_EXE_busway"))
         .args(["queue", "receive", "orders", "--portal", &portal])
+        .args(["--key", admin_key(&busway)])
         .output()
         .expect("busway runs");
     assert!(output.status.success());
+    // Without a key of the queue's team, nothing is read: the portal answers 401.
+    let refused = Command::new(env!("CARGO_BIN_EXE_busway"))
+        .args(["queue", "receive", "orders", "--portal", &portal])
+        .args(["--key", "bwk_unknown"])
+        .output()
+        .expect("busway runs");
+    assert!(!refused.status.success());
+    assert!(
+        String::from_utf8_lossy(&refused.stderr).contains("401"),
+        "{}",
+        String::from_utf8_lossy(&refused.stderr)
+    );
     assert_eq!(
         String::from_utf8_lossy(&output.stdout),
         "",
@@ -181,7 +206,12 @@ async fn queue_receive_prints_each_delivered_event_once_as_a_json_line() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn queue_receive_prints_the_event_in_the_order_eventbridge_writes_it() {
     let (busway, _data, _) = queue_with_two_events().await;
-    let lines = receive_lines(format!("http://{}", busway.portal_addr), 1).await;
+    let lines = receive_lines(
+        format!("http://{}", busway.portal_addr),
+        admin_key(&busway),
+        1,
+    )
+    .await;
     assert!(
         lines[0].starts_with(r#"{"version":"0","id":"#),
         "{}",

@@ -32,10 +32,15 @@ impl Drop for Moto {
 
 /// A client that sends the platform-admin key busway made at its first start.
 fn admin_client(busway: &Running) -> reqwest::Client {
-    let key = busway
-        .new_admin_key
-        .as_deref()
-        .expect("a new data dir gets a platform-admin key");
+    client_with(
+        busway
+            .new_admin_key
+            .as_deref()
+            .expect("a new data dir gets a platform-admin key"),
+    )
+}
+
+fn client_with(key: &str) -> reqwest::Client {
     let mut headers = reqwest::header::HeaderMap::new();
     headers.insert(
         reqwest::header::AUTHORIZATION,
@@ -179,12 +184,22 @@ async fn sqs_subscriptions_send_matching_events_to_an_sqs_api_server() {
     .await;
     assert_eq!(status, 201, "{sub}");
     deployed(&http, &portal, sub["deployment_id"].as_str().expect("id")).await;
+    // Only producer keys publish.
+    let (status, made) = call(
+        &http,
+        reqwest::Method::POST,
+        format!("{portal}/keys"),
+        json!({"team": "platform", "role": "producer", "application": "demo"}),
+    )
+    .await;
+    assert_eq!(status, 201, "{made}");
+    let producer = client_with(made["key"].as_str().expect("a key"));
 
     let mut expected = Vec::new();
     for (n, target) in [(1, "u2"), (2, "u3"), (3, "u2")] {
         let body = json!({"metadata": {"event_attributes": {"source": "s", "target": target}}, "data": {"n": n}});
         let (status, answer) = call(
-            &http,
+            &producer,
             reqwest::Method::POST,
             format!("{broker}/scanned_parcel/1"),
             body,

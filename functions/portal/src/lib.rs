@@ -10,15 +10,18 @@ use axum::extract::{DefaultBodyLimit, Path, Query, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::{Json, Router};
+use busway_core::audit::{AuditEntry, AuditFilter};
 use busway_core::auth::{self, Caller, NewKey, Role};
 use busway_core::deployment::Deployment;
 use busway_core::page::{self, Page, PageRequest};
 use busway_core::portal::{
-    CreateEvent, NewVersion, Portal, PortalError, Subscribe, SubscriptionView,
+    CreateEvent, EventTypeView, NewVersion, Portal, PortalError, Subscribe, SubscriptionView,
 };
+use busway_core::ports::RunState;
 use busway_core::subscription::Subscription;
 use busway_core::subscription::SubscriptionFilter;
-use busway_core::{Application, EventTypeName, FieldError, Version};
+use busway_core::targets::TeamTargets;
+use busway_core::{Application, EventTypeName, FieldError, Team, Version};
 use busway_http::auth::Authenticated;
 use busway_http::{ApiError, JsonBody, MAX_BODY_BYTES};
 use serde::Serialize;
@@ -64,6 +67,8 @@ pub fn api(portal: Arc<Portal>) -> OpenApiRouter {
         .routes(routes!(revoke_key))
         .routes(routes!(rotate_key))
         .routes(routes!(asyncapi))
+        .routes(routes!(list_audit))
+        .routes(routes!(get_team_targets, put_team_targets))
         .route_layer(once)
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
         .with_state(portal)
@@ -208,6 +213,15 @@ async fn create_event(
     let mut req = CreateEvent::from_json(&body)?;
     req.team = Some(caller.team.clone());
     let (event, deployment) = portal.create_event(req).await?;
+    let entry = AuditEntry::new(
+        &caller,
+        "event_type.create",
+        event.event.event_type.as_str(),
+    )
+    .of_team(event.event.team.as_ref())
+    .of_event_type(&event.event.event_type)
+    .change(Value::Null, &event.event);
+    audit(&portal, entry).await;
     Ok((
         StatusCode::CREATED,
         Json(with_deployment(event, &deployment)),
@@ -298,9 +312,18 @@ async fn add_version(
     JsonBody(body): JsonBody,
 ) -> Result<(StatusCode, Json<Value>)> {
     let name = event_type(&path(p)?)?;
-    manage_event(&portal, &caller, &name).await?;
+    let before = manage_event(&portal, &caller, &name).await?;
     let req = NewVersion::from_json(&body)?;
     let (version, deployment) = portal.add_version(&name, req).await?;
+    let entry = AuditEntry::new(
+        &caller,
+        "version.create",
+        format!("{name}/{}", version.version),
+    )
+    .of_team(before.event.team.as_ref())
+    .of_event_type(&name)
+    .change(&before.event, &version);
+    audit(&portal, entry).await;
     Ok((
         StatusCode::CREATED,
         Json(with_deployment(version, &deployment)),
@@ -349,9 +372,15 @@ async fn delete_version(
 ) -> Result<(StatusCode, Json<Value>)> {
     let (name, raw_version) = path(p)?;
     let name = event_type(&name)?;
-    manage_event(&portal, &caller, &name).await?;
+    let event = manage_event(&portal, &caller, &name).await?;
     let v = version(&name, &raw_version)?;
+    let before = portal.get_version(&name, v).await?;
     let deployment = portal.delete_version(&name, v).await?;
+    let entry = AuditEntry::new(&caller, "version.delete", format!("{name}/{v}"))
+        .of_team(event.event.team.as_ref())
+        .of_event_type(&name)
+        .change(&before, Value::Null);
+    audit(&portal, entry).await;
     Ok((
         StatusCode::ACCEPTED,
         Json(json!({"deployment_id": deployment.id})),
@@ -387,9 +416,18 @@ async fn subscribe(
             )
         },
     )?;
+    if !caller.is_admin() {
+        own_target(&portal, &caller, &req).await?;
+    }
     req.team = Some(caller.team.clone());
     let (subscription, deployment) = portal.subscribe(req).await?;
     let secret = portal.issue_secret(&subscription).await?;
+    audit(
+        &portal,
+        subscription_entry(&caller, "subscription.create", &subscription)
+            .change(Value::Null, &subscription),
+    )
+    .await;
     let mut answer = with_deployment(subscription, &deployment);
     if let Some(secret) = secret {
         // Shown here only: deliveries are signed with it (Standard Webhooks).
@@ -531,8 +569,11 @@ async fn redrive(
     p: std::result::Result<Path<String>, PathRejection>,
 ) -> Result<(StatusCode, Json<Value>)> {
     let id = path(p)?;
-    act_for_subscription(&portal, &caller, &id, "redrive").await?;
+    let subscription = act_for_subscription(&portal, &caller, &id, "redrive").await?;
     let count = portal.redrive(&id).await?;
+    let entry = subscription_entry(&caller, "subscription.redrive", &subscription)
+        .change(Value::Null, json!({"redriving": count}));
+    audit(&portal, entry).await;
     Ok((StatusCode::ACCEPTED, Json(json!({"redriving": count}))))
 }
 
@@ -549,8 +590,14 @@ async fn pause(
     p: std::result::Result<Path<String>, PathRejection>,
 ) -> Result<Json<Value>> {
     let id = path(p)?;
-    act_for_subscription(&portal, &caller, &id, "pause").await?;
+    let subscription = act_for_subscription(&portal, &caller, &id, "pause").await?;
     let state = portal.pause_subscription(&id).await?;
+    // Pausing succeeds only from running (409 otherwise), and resuming only from paused.
+    let entry = subscription_entry(&caller, "subscription.pause", &subscription).change(
+        json!({"delivery_state": RunState::Running}),
+        json!({"delivery_state": state}),
+    );
+    audit(&portal, entry).await;
     Ok(Json(json!({"id": id, "delivery_state": state})))
 }
 
@@ -567,8 +614,13 @@ async fn resume(
     p: std::result::Result<Path<String>, PathRejection>,
 ) -> Result<Json<Value>> {
     let id = path(p)?;
-    act_for_subscription(&portal, &caller, &id, "resume").await?;
+    let subscription = act_for_subscription(&portal, &caller, &id, "resume").await?;
     let state = portal.resume_subscription(&id).await?;
+    let entry = subscription_entry(&caller, "subscription.resume", &subscription).change(
+        json!({"delivery_state": RunState::Paused}),
+        json!({"delivery_state": state}),
+    );
+    audit(&portal, entry).await;
     Ok(Json(json!({"id": id, "delivery_state": state})))
 }
 
@@ -587,8 +639,13 @@ async fn replay(
     JsonBody(body): JsonBody,
 ) -> Result<(StatusCode, Json<Value>)> {
     let id = path(p)?;
-    act_for_subscription(&portal, &caller, &id, "replay").await?;
+    let subscription = act_for_subscription(&portal, &caller, &id, "replay").await?;
     let start = portal.replay_subscription(&id, &body).await?;
+    let entry = subscription_entry(&caller, "subscription.replay", &subscription).change(
+        Value::Null,
+        json!({"replaying_from": busway_core::envelope::eventbridge_time(start)}),
+    );
+    audit(&portal, entry).await;
     Ok((
         StatusCode::ACCEPTED,
         Json(json!({"id": id, "replaying_from": busway_core::envelope::eventbridge_time(start)})),
@@ -610,8 +667,11 @@ async fn rotate_secret(
     p: std::result::Result<Path<String>, PathRejection>,
 ) -> Result<(StatusCode, Json<Value>)> {
     let id = path(p)?;
-    act_for_subscription(&portal, &caller, &id, "rotate the secret of").await?;
+    let subscription = act_for_subscription(&portal, &caller, &id, "rotate the secret of").await?;
     let secret = portal.rotate_secret(&id).await?;
+    // Never the secrets: that it changed is the entry.
+    let entry = subscription_entry(&caller, "subscription.secret.rotate", &subscription);
+    audit(&portal, entry).await;
     Ok((StatusCode::CREATED, Json(json!({"secret": secret}))))
 }
 
@@ -630,8 +690,11 @@ async fn unsubscribe(
     p: std::result::Result<Path<String>, PathRejection>,
 ) -> Result<(StatusCode, Json<Value>)> {
     let id = path(p)?;
-    act_for_subscription(&portal, &caller, &id, "delete").await?;
+    let subscription = act_for_subscription(&portal, &caller, &id, "delete").await?;
     let deployment = portal.unsubscribe(&id).await?;
+    let entry = subscription_entry(&caller, "subscription.delete", &subscription)
+        .change(&subscription, Value::Null);
+    audit(&portal, entry).await;
     Ok((
         StatusCode::ACCEPTED,
         Json(json!({"deployment_id": deployment.id})),
@@ -671,17 +734,28 @@ async fn retry_deployment(
     p: std::result::Result<Path<String>, PathRejection>,
 ) -> Result<(StatusCode, Json<Value>)> {
     let id = path(p)?;
-    let deployment = portal.deployment(&id).await?;
-    match (&deployment.subscription_id, &deployment.event_type) {
+    let before = portal.deployment(&id).await?;
+    let team = match (&before.subscription_id, &before.event_type) {
         (Some(subscription), _) => {
-            act_for_subscription(&portal, &caller, subscription, "retry deployments of").await?;
+            act_for_subscription(&portal, &caller, subscription, "retry deployments of")
+                .await?
+                .team
         }
-        (None, Some(name)) => manage_event(&portal, &caller, name).await?,
-        (None, None) => caller.require(caller.is_admin(), || {
-            format!("retry deployment {id}, which names no event type")
-        })?,
-    }
+        (None, Some(name)) => manage_event(&portal, &caller, name).await?.event.team,
+        (None, None) => {
+            caller.require(caller.is_admin(), || {
+                format!("retry deployment {id}, which names no event type")
+            })?;
+            None
+        }
+    };
     let deployment = portal.retry_deployment(&id).await?;
+    let mut entry =
+        AuditEntry::new(&caller, "deployment.retry", id.as_str()).of_team(team.as_ref());
+    if let Some(name) = &before.event_type {
+        entry = entry.of_event_type(name);
+    }
+    audit(&portal, entry.change(&before, &deployment)).await;
     Ok((StatusCode::ACCEPTED, Json(json!(deployment))))
 }
 
@@ -714,13 +788,184 @@ async fn list_deployments(
     )))
 }
 
-/// Owners of the event type's team and platform admins change it and its versions.
-async fn manage_event(portal: &Portal, caller: &Caller, name: &EventTypeName) -> Result<()> {
+/// Owners of the event type's team and platform admins change it and its versions; the event
+/// type as it is.
+async fn manage_event(
+    portal: &Portal,
+    caller: &Caller,
+    name: &EventTypeName,
+) -> Result<EventTypeView> {
     let event = portal.get_event_type(name).await?;
     caller.require(caller.manages(event.event.team.as_ref()), || {
         format!("change event type {name}: its owning team's owner keys do")
     })?;
-    Ok(())
+    Ok(event)
+}
+
+/// Records a change made through the portal. The change is made by then: a failed write is
+/// logged as an error rather than answered as the change's failure.
+async fn audit(portal: &Portal, entry: AuditEntry) {
+    if let Err(e) = portal.audit.record(&entry).await {
+        tracing::error!(error = %e, action = %entry.action, resource = %entry.resource,
+            "a change was made but its audit entry was not recorded");
+    }
+}
+
+/// The entry of a change to a subscription, which its team owns.
+fn subscription_entry(caller: &Caller, action: &str, subscription: &Subscription) -> AuditEntry {
+    AuditEntry::new(caller, action, subscription.id.as_str())
+        .of_team(subscription.team.as_ref())
+        .of_event_type(&subscription.event_type)
+}
+
+/// A team's LAMBDA and SQS targets must be in the accounts (and under the name prefixes)
+/// registered for it; a team without a registration has none. Platform admins are not held to
+/// it. HTTPS targets are held to the SSRF guard instead.
+async fn own_target(portal: &Portal, caller: &Caller, req: &Subscribe) -> Result<()> {
+    if req
+        .connection_type
+        .target_in_account(&req.connection_string)
+        .is_none()
+    {
+        return Ok(());
+    }
+    let registered = portal
+        .targets
+        .team_targets(&caller.team)
+        .await
+        .map_err(PortalError::from)?;
+    let refused = match registered {
+        None => Some(format!(
+            "team {} has no registered target accounts (a platform admin registers them: PUT /teams/{}/targets)",
+            caller.team, caller.team
+        )),
+        Some(targets) => targets.refuses(req.connection_type, &req.connection_string),
+    };
+    match refused {
+        Some(why) => Err(ApiError::forbidden(format!(
+            "connection_string: a {} target outside the team's own: {why}",
+            req.connection_type.as_str()
+        ))
+        .into()),
+        None => Ok(()),
+    }
+}
+
+fn team(raw: &str) -> Result<Team> {
+    raw.parse()
+        .map_err(|_| ApiError::not_found(format!("team {raw:?} not found")).into())
+}
+
+/// `GET /teams/{team}/targets`: the team's keys and platform admins read its registration.
+#[utoipa::path(
+    get,
+    path = "/teams/{team}/targets",
+    tag = "teams",
+    params(("team" = String, Path, pattern = "^[a-z][a-z0-9_]{1,62}$", description = "the team's name")),
+    responses(
+        (status = 200, description = "the team's registration: `{\"team\", \"accounts\", \"name_prefixes\", \"updated_at\"}`", body = Object),
+    ),
+)]
+async fn get_team_targets(
+    State(portal): Portal_,
+    Authenticated(caller): Authenticated,
+    p: std::result::Result<Path<String>, PathRejection>,
+) -> Result<Json<Value>> {
+    let team = team(&path(p)?)?;
+    caller.require(caller.belongs_to(Some(&team)), || {
+        format!("read the target accounts of team {team}")
+    })?;
+    let targets = portal
+        .targets
+        .team_targets(&team)
+        .await
+        .map_err(PortalError::from)?
+        .ok_or_else(|| ApiError::not_found(format!("no target accounts of team {team}")))?;
+    Ok(Json(json!(targets)))
+}
+
+/// `PUT /teams/{team}/targets` `{"accounts": [...], "name_prefixes": [...]}`: platform admins
+/// register where a team's LAMBDA and SQS targets may be.
+#[utoipa::path(
+    put,
+    path = "/teams/{team}/targets",
+    tag = "teams",
+    params(("team" = String, Path, pattern = "^[a-z][a-z0-9_]{1,62}$", description = "the team's name")),
+    request_body = TeamTargets,
+    responses(
+        (status = 200, description = "the team's registration as stored", body = Object),
+    ),
+)]
+async fn put_team_targets(
+    State(portal): Portal_,
+    Authenticated(caller): Authenticated,
+    p: std::result::Result<Path<String>, PathRejection>,
+    JsonBody(body): JsonBody,
+) -> Result<Json<Value>> {
+    let team = team(&path(p)?)?;
+    caller.require(caller.is_admin(), || {
+        format!("register the target accounts of team {team} (platform-admin keys do)")
+    })?;
+    let targets = TeamTargets::from_json(team.clone(), &body)?;
+    let before = portal
+        .targets
+        .team_targets(&team)
+        .await
+        .map_err(PortalError::from)?;
+    portal
+        .targets
+        .put_team_targets(&targets)
+        .await
+        .map_err(PortalError::from)?;
+    let entry = AuditEntry::new(&caller, "team.targets.put", team.as_str())
+        .of_team(Some(&team))
+        .change(before, &targets);
+    audit(&portal, entry).await;
+    Ok(Json(json!(targets)))
+}
+
+/// `GET /audit?event_type=&team=`: platform admins read every entry, owners their team's.
+#[utoipa::path(
+    get,
+    path = "/audit",
+    tag = "audit",
+    params(
+        ("event_type" = Option<String>, Query, pattern = "^[a-z][a-z0-9_]{1,62}$"),
+        ("team" = Option<String>, Query, pattern = "^[a-z][a-z0-9_]{1,62}$"),
+        ("limit" = Option<u32>, Query, minimum = 1, maximum = 100, description = "items per page (default 50)"),
+        ("next_token" = Option<String>, Query, pattern = "^([0-7][0-9a-f])+$", description = "the `next_token` of the previous page"),
+    ),
+    responses(
+        (status = 200, description = "a page of audit entries, newest first: `{\"entries\": [...], \"next_token\"}`", body = Object),
+    ),
+)]
+async fn list_audit(
+    State(portal): Portal_,
+    Authenticated(caller): Authenticated,
+    q: std::result::Result<Query<HashMap<String, String>>, QueryRejection>,
+) -> Result<Json<Value>> {
+    let params = query(q, &["event_type", "team", "limit", "next_token"])?;
+    let mut errors = busway_core::ValidationErrors::default();
+    let filter = AuditFilter {
+        event_type: parse_param(&params, "event_type", &mut errors),
+        team: parse_param(&params, "team", &mut errors),
+    };
+    let page = page_of(&params, &mut errors);
+    let mut filter = errors.into_result(filter)?;
+    if !caller.is_admin() {
+        let own = filter.team.as_ref().is_none_or(|t| *t == caller.team);
+        caller.require(caller.role == Role::Owner && own, || {
+            "read this audit (owner keys read their team's, platform-admin keys every team's)"
+                .into()
+        })?;
+        filter.team = Some(caller.team.clone());
+    }
+    let entries = portal
+        .audit
+        .page_audit(&filter, &page)
+        .await
+        .map_err(PortalError::from)?;
+    Ok(Json(paged("entries", entries)))
 }
 
 /// The subscription's team (any key of it but a producer's) and platform admins act for it.
@@ -798,6 +1043,10 @@ async fn create_key(
     admin(&caller)?;
     let new = NewKey::from_json(&body)?;
     let (key, secret) = auth::create_key(portal.keys.as_ref(), new).await?;
+    let entry = AuditEntry::new(&caller, "key.create", key.id.as_str())
+        .of_team(Some(&key.team))
+        .change(Value::Null, &key);
+    audit(&portal, entry).await;
     Ok((StatusCode::CREATED, Json(with_secret(&key, secret))))
 }
 
@@ -815,9 +1064,13 @@ async fn revoke_key(
 ) -> Result<Json<Value>> {
     admin(&caller)?;
     let id = path(p)?;
-    Ok(Json(json!(
-        auth::revoke_key(portal.keys.as_ref(), &id).await?
-    )))
+    let before = portal.keys.get_key(&id).await.map_err(PortalError::from)?;
+    let key = auth::revoke_key(portal.keys.as_ref(), &id).await?;
+    let entry = AuditEntry::new(&caller, "key.revoke", id.as_str())
+        .of_team(Some(&key.team))
+        .change(before, &key);
+    audit(&portal, entry).await;
+    Ok(Json(json!(key)))
 }
 
 #[utoipa::path(
@@ -836,7 +1089,12 @@ async fn rotate_key(
 ) -> Result<(StatusCode, Json<Value>)> {
     admin(&caller)?;
     let id = path(p)?;
+    let before = portal.keys.get_key(&id).await.map_err(PortalError::from)?;
     let (key, secret) = auth::rotate_key(portal.keys.as_ref(), &id, auth::ROTATION_OVERLAP).await?;
+    let entry = AuditEntry::new(&caller, "key.rotate", id.as_str())
+        .of_team(Some(&key.team))
+        .change(before, &key);
+    audit(&portal, entry).await;
     Ok((StatusCode::CREATED, Json(with_secret(&key, secret))))
 }
 

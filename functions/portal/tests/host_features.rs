@@ -30,6 +30,8 @@ async fn without_a_delivery_store_dead_letters_are_not_available_and_delivery_co
         keys: with.keys.clone(),
         bus_kind: with.bus_kind,
         idempotency: with.idempotency.clone(),
+        audit: with.audit.clone(),
+        targets: with.targets.clone(),
         secrets: with.secrets.clone(),
         allow_loopback_targets: false,
     });
@@ -108,6 +110,8 @@ async fn consumer_documents_name_the_bus_kind_of_the_portal() {
             keys: with.keys.clone(),
             bus_kind: kind,
             idempotency: with.idempotency.clone(),
+            audit: with.audit.clone(),
+            targets: with.targets.clone(),
             secrets: with.secrets.clone(),
             allow_loopback_targets: false,
         });

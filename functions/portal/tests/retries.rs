@@ -164,6 +164,8 @@ async fn a_step_that_failed_after_its_write_landed_leaves_the_job_to_its_executi
         keys: with.keys.clone(),
         bus_kind: with.bus_kind,
         idempotency: with.idempotency.clone(),
+        audit: with.audit.clone(),
+        targets: with.targets.clone(),
         secrets: with.secrets.clone(),
         allow_loopback_targets: false,
     });

@@ -85,6 +85,8 @@ fn setup(codebuild: &[&Rule]) -> Setup {
         keys: Arc::new(store.clone()),
         bus_kind: None,
         idempotency: Arc::new(store.clone()),
+        audit: Arc::new(store.clone()),
+        targets: Arc::new(store.clone()),
         secrets: Arc::new(store.clone()),
         allow_loopback_targets: false,
     };

@@ -171,10 +171,26 @@ fn attribute_from_json(value: &Value) -> AttributeValue {
     }
 }
 
-/// One request to a router, as its Lambda function or local server would pass it: the status
-/// and the JSON body (null when there is none).
+/// One request to a router as a platform admin, as its Lambda function or local server would
+/// pass it: the status and the JSON body (null when there is none).
 pub async fn call(
     app: &axum::Router,
+    method: &str,
+    path: &str,
+    body: Option<&Value>,
+) -> (u16, Value) {
+    call_as(app, busway_tests::admin_caller(), method, path, body).await
+}
+
+/// One publish to the broker's router by a producer of `demo` (only producer keys publish).
+pub async fn publish(app: &axum::Router, path: &str, body: &Value) -> (u16, Value) {
+    let producer = busway_tests::producer_caller("demo");
+    call_as(app, producer, "POST", path, Some(body)).await
+}
+
+async fn call_as(
+    app: &axum::Router,
+    caller: busway_core::auth::Caller,
     method: &str,
     path: &str,
     body: Option<&Value>,
@@ -185,9 +201,7 @@ pub async fn call(
         .header("content-type", "application/json")
         .body(body.map_or_else(Body::empty, |b| Body::from(b.to_string())))
         .expect("a request");
-    request
-        .extensions_mut()
-        .insert(busway_tests::admin_caller());
+    request.extensions_mut().insert(caller);
     let response = app.clone().oneshot(request).await.expect("an answer");
     let status = response.status().as_u16();
     let bytes = axum::body::to_bytes(response.into_body(), usize::MAX)
@@ -221,6 +235,8 @@ pub fn lambda_portal(account: &Account, registry_dir: &Path) -> (Host, axum::Rou
         keys: store.clone(),
         bus_kind: Some(host.bus_kind().expect("a bus kind")),
         idempotency: store.clone(),
+        audit: store.clone(),
+        targets: store.clone(),
         secrets: store,
         allow_loopback_targets: false,
     }));

@@ -7,6 +7,7 @@
 //! reads what is there (strongly consistent) to say why, as the embedded store does.
 
 mod api_keys;
+mod audit;
 mod idempotency;
 mod item;
 mod keys;

@@ -27,6 +27,8 @@ async fn main() -> Result<(), lambda_http::Error> {
         keys: store.clone(),
         bus_kind: Some(host.bus_kind()?),
         idempotency: store.clone(),
+        audit: store.clone(),
+        targets: store.clone(),
         secrets: store,
         // A Lambda function reaches no consumer on its own loopback.
         allow_loopback_targets: false,

@@ -7,6 +7,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use async_trait::async_trait;
 use axum::body::Body;
 use axum::http::{Request, StatusCode};
+use busway_core::audit::{AuditEntry, AuditFilter, AuditLog};
 use busway_core::auth::{ApiKey, Caller, KeyStore, Role};
 use busway_core::deployment::Deployment;
 use busway_core::event::{EventType, EventVersion, VersionState};
@@ -18,8 +19,9 @@ use busway_core::ports::{
     ProvisioningStarter, SchemaRegistry, StoreError,
 };
 use busway_core::subscription::{Subscription, SubscriptionFilter, SubscriptionState};
+use busway_core::targets::{TeamTargetStore, TeamTargets};
 use busway_core::webhook::{SigningSecret, SigningSecrets};
-use busway_core::{EventTypeName, Version};
+use busway_core::{EventTypeName, Team, Version};
 use serde_json::Value;
 use tower::ServiceExt;
 
@@ -38,6 +40,9 @@ struct State {
     keys: Vec<(String, ApiKey)>,
     signing_secrets: HashMap<String, Vec<SigningSecret>>,
     idempotency: HashMap<String, idempotency::Record>,
+    /// Oldest first.
+    audit: Vec<AuditEntry>,
+    targets: HashMap<Team, TeamTargets>,
 }
 
 /// Every port in one place: one lock makes each multi-record write all-or-nothing, as the
@@ -96,6 +101,8 @@ pub fn portal() -> (Arc<Portal>, Arc<Memory>) {
         keys: memory.clone(),
         bus_kind: None,
         idempotency: memory.clone(),
+        audit: memory.clone(),
+        targets: memory.clone(),
         secrets: memory.clone(),
         allow_loopback_targets: false,
     };
@@ -509,6 +516,58 @@ pub async fn call(
         status,
         serde_json::from_slice(&bytes).unwrap_or(Value::Null),
     )
+}
+
+#[async_trait]
+impl TeamTargetStore for Memory {
+    async fn team_targets(&self, team: &Team) -> Result<Option<TeamTargets>, StoreError> {
+        Ok(self.state().targets.get(team).cloned())
+    }
+
+    async fn put_team_targets(&self, targets: &TeamTargets) -> Result<(), StoreError> {
+        self.state()
+            .targets
+            .insert(targets.team.clone(), targets.clone());
+        Ok(())
+    }
+}
+
+#[async_trait]
+impl AuditLog for Memory {
+    async fn record(&self, entry: &AuditEntry) -> Result<(), StoreError> {
+        self.state().audit.push(entry.clone());
+        Ok(())
+    }
+
+    /// Positions are indexes from the newest entry.
+    async fn page_audit(
+        &self,
+        filter: &AuditFilter,
+        page: &PageRequest,
+    ) -> Result<Page<AuditEntry>, StoreError> {
+        let skip = page
+            .after
+            .as_deref()
+            .map(|a| a.parse::<usize>())
+            .transpose()
+            .map_err(|_| StoreError::BadPosition("not a position of this list".into()))?
+            .unwrap_or(0);
+        let state = self.state();
+        let newest_first: Vec<&AuditEntry> = state.audit.iter().rev().collect();
+        let mut items = Vec::new();
+        let mut at = skip;
+        while let Some(entry) = newest_first.get(at) {
+            at += 1;
+            if filter.accepts(entry) {
+                items.push((*entry).clone());
+                if items.len() == page.limit {
+                    break;
+                }
+            }
+        }
+        let next = (at < newest_first.len()).then(|| at.to_string());
+        Ok(Page { items, next })
+    }
 }
 
 #[async_trait]
