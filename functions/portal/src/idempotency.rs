@@ -26,12 +26,19 @@ const CREATES: [(Method, &str); 3] = [
 /// Runs a create request once per key: see the module. Other routes, requests without the header,
 /// and callers the handler will refuse (no key), pass through as they are.
 pub async fn layer(State(portal): State<Arc<Portal>>, request: Request, next: Next) -> Response {
-    let create = request.extensions().get::<MatchedPath>().is_some_and(|path| {
-        CREATES
-            .iter()
-            .any(|(method, route)| request.method() == method && path.as_str() == *route)
-    });
-    let Some(raw) = request.headers().get(idempotency::HEADER).filter(|_| create) else {
+    let create = request
+        .extensions()
+        .get::<MatchedPath>()
+        .is_some_and(|path| {
+            CREATES
+                .iter()
+                .any(|(method, route)| request.method() == method && path.as_str() == *route)
+        });
+    let Some(raw) = request
+        .headers()
+        .get(idempotency::HEADER)
+        .filter(|_| create)
+    else {
         return next.run(request).await;
     };
     let Some(caller) = request.extensions().get::<Caller>().cloned() else {
