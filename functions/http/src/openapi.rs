@@ -61,8 +61,8 @@ async fn document(
 }
 
 /// Adds the shared parts to a generated document: the bearer key required by every operation
-/// that does not say otherwise, the `x-request-id` header both ways, the error body's schema,
-/// and the error answers of [`ERRORS`].
+/// that does not say otherwise, the `x-request-id` header both ways, the error body's schema (also
+/// on each operation's own error statuses), and the error answers of [`ERRORS`].
 pub fn finish(mut document: Value) -> Value {
     let components = &mut document["components"];
     if !components.is_object() {
@@ -102,11 +102,15 @@ pub fn finish(mut document: Value) -> Value {
                     responses[status] = error_response(description);
                 }
             }
-            for response in responses
+            for (status, response) in responses
                 .as_object_mut()
                 .into_iter()
-                .flat_map(|r| r.values_mut())
+                .flat_map(|r| r.iter_mut())
             {
+                // An operation's own error statuses answer with the error body too.
+                if status.starts_with(['4', '5']) && response.get("content").is_none() {
+                    response["content"] = error_response("")["content"].take();
+                }
                 response["headers"]["x-request-id"] = json!({
                     "description": "the request's id (`crate::request_id`)",
                     "required": true,

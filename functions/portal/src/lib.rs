@@ -195,10 +195,11 @@ fn parse_param<T: std::str::FromStr<Err = E>, E: std::fmt::Display>(
     post,
     path = "/events",
     tag = "events",
-    params(("Idempotency-Key" = Option<String>, Header, description = "a retry with the same key and body gets the first answer again (24 h)")),
+    params(("Idempotency-Key" = Option<String>, Header, pattern = "^[!-~]{1,255}$", description = "a retry with the same key and body gets the first answer again (24 h); the same key with another request is answered 422")),
     request_body = CreateEvent,
     responses(
         (status = 201, description = "the event type with its first version and the `deployment_id` that builds its route", body = Object),
+        (status = 422, description = "this `Idempotency-Key` came with another request (method, path or body)"),
     ),
 )]
 async fn create_event(
@@ -298,11 +299,12 @@ async fn get_event(
     tag = "events",
     params(
         ("event_type" = String, Path, description = "the event type's name"),
-        ("Idempotency-Key" = Option<String>, Header, description = "a retry with the same key and body gets the first answer again (24 h)"),
+        ("Idempotency-Key" = Option<String>, Header, pattern = "^[!-~]{1,255}$", description = "a retry with the same key and body gets the first answer again (24 h); the same key with another request is answered 422"),
     ),
     request_body = NewVersion,
     responses(
         (status = 201, description = "the new version and the `deployment_id` that builds its route", body = Object),
+        (status = 422, description = "this `Idempotency-Key` came with another request (method, path or body)"),
     ),
 )]
 async fn add_version(
@@ -391,10 +393,11 @@ async fn delete_version(
     post,
     path = "/subscriptions",
     tag = "subscriptions",
-    params(("Idempotency-Key" = Option<String>, Header, description = "a retry with the same key and body gets the first answer again (24 h)")),
+    params(("Idempotency-Key" = Option<String>, Header, pattern = "^[!-~]{1,255}$", description = "a retry with the same key and body gets the first answer again (24 h); the same key with another request is answered 422")),
     request_body = Subscribe,
     responses(
         (status = 201, description = "the subscription, the `deployment_id` that builds it and, for HTTPS targets, the signing `secret` (shown only here)", body = Object),
+        (status = 422, description = "this `Idempotency-Key` came with another request (method, path or body)"),
     ),
 )]
 async fn subscribe(
