@@ -251,12 +251,17 @@ class Catalog(unittest.TestCase):
                 self.assertLess(time.monotonic(), deadline, f"subscription {sub} never went live")
                 time.sleep(0.1)
 
-        # 4. Publish two events to version 1 on the broker.
+        # 4. Publish two events to version 1 on the broker, with a producer key of its application
+        # (a platform-admin key may not publish).
+        status, producer = self.call("POST", self.portal + "/keys", {
+            "team": "logistics", "role": "producer", "application": "demo",
+        }, key=self.admin)
+        self.assertEqual(status, 201, producer)
         for _ in range(2):
             status, body = self.call("POST", self.broker + "/scanned_parcel/1", {
                 "metadata": {"event_attributes": {"source": "scanner-17", "target": "u2"}},
                 "data": {"dest_postal_code": "1234AB", "dest_house": 7, "parcel_weight": 1.5},
-            }, key=self.admin)
+            }, key=producer["key"])
             self.assertEqual(status, 200, body)
 
         # The subscriptions per target unit, then the good one's delivery health.
