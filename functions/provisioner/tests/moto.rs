@@ -144,17 +144,19 @@ impl Platform {
     }
 
     async fn versioned(&self) {
-        self.s3
-            .put_bucket_versioning()
-            .bucket(buckets().publisher)
-            .versioning_configuration(
-                aws_sdk_s3::types::VersioningConfiguration::builder()
-                    .status(aws_sdk_s3::types::BucketVersioningStatus::Enabled)
-                    .build(),
-            )
-            .send()
-            .await
-            .expect("versioning on");
+        for bucket in [buckets().publisher, buckets().subscriber] {
+            self.s3
+                .put_bucket_versioning()
+                .bucket(bucket)
+                .versioning_configuration(
+                    aws_sdk_s3::types::VersioningConfiguration::builder()
+                        .status(aws_sdk_s3::types::BucketVersioningStatus::Enabled)
+                        .build(),
+                )
+                .send()
+                .await
+                .expect("versioning on");
+        }
     }
 
     /// What the portal does for one change of the version at `KEY`: commits its PENDING job,
@@ -174,6 +176,42 @@ impl Platform {
         let version = self
             .write(json!({"deployment_id": job.id, "action": action}))
             .await
+            .expect("a version id");
+        (job, version)
+    }
+
+    /// What the portal does for one change of subscription `id` (a UUID, as the portal makes):
+    /// commits its PENDING job, then writes the document at the subscription's own key. Returns the job and the version id.
+    async fn subscription_change(&self, id: &str, action: DeployAction) -> (Deployment, String) {
+        let key = subscription_key(id);
+        let mut job = Deployment::pending(
+            busway_core::deployment::new_id(),
+            DeployKind::Consumer,
+            Bucket::Subscriber.base_name().into(),
+            key.clone(),
+            busway_core::now(),
+        );
+        job.action = Some(action);
+        job.event_type = Some("order_created".parse().expect("a name"));
+        job.version = Some(busway_core::Version::FIRST);
+        job.subscription_id = Some(id.into());
+        self.store.put_deployment(&job).await.expect("the job");
+        let version = self
+            .s3
+            .put_object()
+            .bucket(buckets().subscriber)
+            .key(&key)
+            .body(
+                json!({"deployment_id": job.id, "action": action})
+                    .to_string()
+                    .into_bytes()
+                    .into(),
+            )
+            .send()
+            .await
+            .expect("object written")
+            .version_id()
+            .map(str::to_string)
             .expect("a version id");
         (job, version)
     }
@@ -455,6 +493,72 @@ async fn a_deploy_then_its_destroy_at_once_starts_only_the_destroy_when_notified
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_deploy_then_its_destroy_at_once_starts_only_the_destroy_when_notified_out_of_order() {
     a_deploy_then_its_destroy_at_once_starts_only_the_destroy(true).await;
+}
+
+fn subscription_key(id: &str) -> String {
+    format!("order_created/1/u2/{id}/deploy.json")
+}
+
+/// Create, delete and create again of a subscription to one target (the second create is a new
+/// subscription, with a document of its own): whatever the order of the notifications, and each
+/// twice, the first document starts only its destroy (its deploy SUPERSEDED, never run) and the
+/// second its deploy, so exactly one subscriber stack is left.
+async fn create_delete_create_starts_one_destroy_and_exactly_one_deploy(reversed: bool) {
+    let p = platform().await;
+    p.versioned().await;
+    let (first, second) = (
+        busway_core::deployment::new_id(),
+        busway_core::deployment::new_id(),
+    );
+    let (deploy, v1) = p.subscription_change(&first, DeployAction::Deploy).await;
+    let (destroy, v2) = p.subscription_change(&first, DeployAction::Destroy).await;
+    let (again, v3) = p.subscription_change(&second, DeployAction::Deploy).await;
+    let mut notifications = [
+        (subscription_key(&first), v1),
+        (subscription_key(&first), v2),
+        (subscription_key(&second), v3),
+    ];
+    if reversed {
+        notifications.reverse();
+    }
+    for (key, version) in notifications.iter().chain(notifications.iter()) {
+        p.handler
+            .handle(s3_notification_of(
+                &buckets().subscriber,
+                key,
+                Some(version),
+            ))
+            .await
+            .expect("handled");
+    }
+
+    let inputs = p.executions().await;
+    let mut started: Vec<&str> = inputs
+        .iter()
+        .filter_map(|i| i["deployment_id"].as_str())
+        .collect();
+    started.sort_unstable();
+    let mut expected = [destroy.id.as_str(), again.id.as_str()];
+    expected.sort_unstable();
+    assert_eq!(started, expected, "{inputs:?}");
+    let deploy = p
+        .store
+        .get_deployment(&deploy.id)
+        .await
+        .expect("read")
+        .expect("the job");
+    assert_eq!(deploy.status, DeploymentStatus::Superseded, "{deploy:?}");
+    assert_eq!(deploy.execution, None, "never started");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn create_delete_create_starts_one_destroy_and_exactly_one_deploy_in_order() {
+    create_delete_create_starts_one_destroy_and_exactly_one_deploy(false).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn create_delete_create_starts_one_destroy_and_exactly_one_deploy_out_of_order() {
+    create_delete_create_starts_one_destroy_and_exactly_one_deploy(true).await;
 }
 
 /// A hand edit reverted: the reverted document is provisioned again as a job of its own, under an
