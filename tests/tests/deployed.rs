@@ -35,12 +35,13 @@ use busway_tests::{seed_event, v1_envelope};
 use serde_json::{Value, json};
 
 /// The functions infra deploys (busway_core::tasks::FUNCTIONS): binary name = logical name.
-const FUNCTIONS: [&str; 5] = [
+const FUNCTIONS: [&str; 6] = [
     "portal",
     "injector",
     "injector-sqs",
     "provisioner",
     "authorizer",
+    "delivery",
 ];
 const ENV: &str = "dev";
 
