@@ -18,6 +18,9 @@ import { ENV_VARS, Names, parameterName, PlatformParameter, STAGES } from './nam
 /** The consumer stacks' dead-letter queues (`{rule_name}-dlq`, rule names `busway-{subscription_id}`). */
 export const DEAD_LETTER_QUEUES = 'busway-*-dlq';
 
+/** The default usage plan's throttle per key: API Gateway's account defaults (a key without a limit is limited by the account only). */
+export const DEFAULT_PRODUCER_THROTTLE = { rateLimit: 10000, burstLimit: 5000 };
+
 export interface BrokerApiProps extends StackProps {
   lambdaAssets: string;
   bus: BusStack;
@@ -42,6 +45,18 @@ export class BrokerApiStack extends Stack {
       endpointTypes: [apigw.EndpointType.REGIONAL],
       cloudWatchRole: false,
       deployOptions: stageOptions(this, STAGES.broker),
+      // The usage plans identify a caller by the busway key the authorizer found
+      // (`usageIdentifierKey`, functions/authorizer), never by an x-api-key header.
+      apiKeySourceType: apigw.ApiKeySourceType.AUTHORIZER,
+    });
+    // A producer key's limit on AWS is the throttle of the usage plan its API Gateway key is in
+    // (a key of the busway key id's value). This plan is the broker stage's default one; the
+    // plans and API Gateway keys per busway key are not made yet (infra/README.md: "Rate limits").
+    const plan = api.addUsagePlan('DefaultProducerPlan', {
+      name: `${names.brokerApiName}-default`,
+      description: 'busway producer keys without a rate limit of their own',
+      throttle: DEFAULT_PRODUCER_THROTTLE,
+      apiStages: [{ api, stage: api.deploymentStage }],
     });
     // A REST API deploys only with a method; this one also answers load balancers and smoke tests.
     const health = api.root.addResource('health').addMethod('GET', new apigw.MockIntegration({
@@ -110,6 +125,7 @@ export class BrokerApiStack extends Stack {
     for (const [p, stringValue] of parameters) {
       new ssm.StringParameter(this, `${p}Parameter`, { parameterName: parameterName(names.env, p), stringValue });
     }
+    new CfnOutput(this, 'DefaultProducerUsagePlanId', { value: plan.usagePlanId, description: 'the broker stage\'s default usage plan (producer keys without a rate limit)' });
     new CfnOutput(this, 'BrokerUrl', { value: api.url, description: 'the broker API: POST {url}{event_type}/{version} (Authorization: Bearer <producer key>)' });
   }
 

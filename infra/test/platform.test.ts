@@ -10,6 +10,7 @@ import { App } from 'aws-cdk-lib';
 import { Match, Template } from 'aws-cdk-lib/assertions';
 import * as s3 from 'aws-cdk-lib/aws-s3';
 import * as s3assets from 'aws-cdk-lib/aws-s3-assets';
+import { DEFAULT_PRODUCER_THROTTLE } from '../lib/broker-api';
 import { BusSettings, DEFAULT_RETENTION_DAYS } from '../lib/bus';
 import { DEFAULT_BUS_KIND, ENV_VARS, FUNCTIONS, PARAMETERS, parameterName, PlatformParameter, STAGES } from '../lib/names';
 import { platform } from '../lib/platform';
@@ -589,6 +590,23 @@ test('the platform writes exactly the SSM parameters the generators of cdk-app/ 
   assert.match(value(t.brokerApi, '/busway/dev/injector-sqs/function-arn'), /^<InjectorSqsFunction\w+\.Arn>$/);
   assert.match(value(t.brokerApi, '/busway/dev/injector-sqs/role-arn'), /^<InjectorSqsRole\w+\.Arn>$/);
   assert.match(value(t.brokerApi, '/busway/dev/delivery/function-arn'), /^<DeliveryFunction\w+\.Arn>$/);
+});
+
+test('the broker API takes its API key from the authorizer and has a default usage plan on its stage', () => {
+  for (const tpl of [t.brokerApi, classic.brokerApi]) {
+    tpl.hasResourceProperties('AWS::ApiGateway::RestApi', { Name: 'dev-event-broker-api', ApiKeySourceType: 'AUTHORIZER' });
+    tpl.resourceCountIs('AWS::ApiGateway::UsagePlan', 1);
+    const plan = Object.values(tpl.findResources('AWS::ApiGateway::UsagePlan'))[0] as any;
+    assert.equal(plan.Properties.UsagePlanName, 'dev-event-broker-api-default');
+    assert.deepEqual(plan.Properties.Throttle, { RateLimit: DEFAULT_PRODUCER_THROTTLE.rateLimit, BurstLimit: DEFAULT_PRODUCER_THROTTLE.burstLimit });
+    assert.equal(plan.Properties.ApiStages.length, 1);
+    assert.match(render(plan.Properties.ApiStages[0].ApiId), /^<BrokerApi\w+>$/);
+    assert.match(render(plan.Properties.ApiStages[0].Stage), /^<BrokerApiDeploymentStage\w+>$/);
+    // No API Gateway key is made by infra: per-key plans are not built yet.
+    tpl.resourceCountIs('AWS::ApiGateway::ApiKey', 0);
+  }
+  // The portal API limits nothing per key.
+  t.portal.resourceCountIs('AWS::ApiGateway::UsagePlan', 0);
 });
 
 test('the broker API deploys its stage with a MOCK health check and GET /openapi.json on the injector behind the key authorizer; the portal API proxies to the portal behind the key authorizer', () => {
