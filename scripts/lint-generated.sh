@@ -20,7 +20,7 @@ templates=("$out"/generated/*/*.template.json)
 .venv/bin/cfn-lint --ignore-checks W3005 -- "${templates[@]}"
 echo "cfn-lint: ${#templates[@]} generator templates clean"
 
-for fn in portal injector injector-sqs provisioner authorizer; do
+for fn in portal injector injector-sqs provisioner authorizer delivery; do
   mkdir -p "$out/lambda/$fn" && printf '#!/bin/sh\n' >"$out/lambda/$fn/bootstrap"
 done
 for kind in "${kinds[@]}"; do

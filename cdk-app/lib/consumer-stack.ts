@@ -80,11 +80,12 @@ export class ConsumerStack extends Stack {
       conditions: { ArnEquals: { 'aws:SourceArn': ruleArn } },
     }));
 
-    const { arn, roleArn } = this.target(doc, ruleArn);
+    const { arn, roleArn, inputTransformer } = this.target(doc, platformEnv, ruleArn, dlq);
     const target: events.CfnRule.TargetProperty = {
       id: 'Target',
       arn,
       roleArn,
+      inputTransformer,
       retryPolicy: {
         maximumRetryAttempts: doc.retry_policy.maximum_retry_attempts,
         maximumEventAgeInSeconds: doc.retry_policy.maximum_event_age_seconds,
@@ -110,7 +111,7 @@ export class ConsumerStack extends Stack {
       assumedBy: new iam.ServicePrincipal('events.amazonaws.com', { conditions: { StringEquals: { 'aws:SourceAccount': this.account } } }),
       description: `delivers busway subscription ${doc.subscription_id} to its one target`,
     });
-    const target = this.subscriberTarget(doc);
+    const target = this.subscriberTarget(doc, platformEnv);
     role.addToPolicy(new iam.PolicyStatement({ actions: [target.action], resources: [target.arn] }));
     role.addToPolicy(new iam.PolicyStatement({ actions: ['sqs:SendMessage'], resources: [dlq.queueArn] }));
     new eventsv2.CfnSubscriber(this, 'Subscriber', {
@@ -125,22 +126,30 @@ export class ConsumerStack extends Stack {
       },
       onFailureConfiguration: { arn: dlq.queueArn },
       // The event with its envelope, as the Classic bus delivers it, not the bare payload.
-      transformer: { type: 'WITH_METADATA' },
+      transformer: target.transformer ?? { type: 'WITH_METADATA' },
       state: 'RUNNING',
     });
   }
 
   /** The subscriber's target and the one action its delivery role may take on it. */
-  private subscriberTarget(doc: ConsumerDeploy): { arn: string; action: string; parameters: Partial<eventsv2.CfnSubscriber.InvokeConfigurationProperty> } {
+  private subscriberTarget(doc: ConsumerDeploy, platformEnv: string): {
+    arn: string; action: string; parameters: Partial<eventsv2.CfnSubscriber.InvokeConfigurationProperty>; transformer?: eventsv2.CfnSubscriber.TransformerProperty;
+  } {
     switch (doc.connection_type) {
       case 'LAMBDA':
         return { arn: doc.connection_string, action: 'lambda:InvokeFunction', parameters: { lambdaParameters: { invocationType: 'EVENT' } } };
       case 'SQS':
         return { arn: doc.connection_string, action: 'sqs:SendMessage', parameters: {} };
-      case 'HTTPS': {
-        const destination = this.apiDestination(doc);
-        return { arn: destination.attrArn, action: 'events:InvokeApiDestination', parameters: { httpParameters: {} } };
-      }
+      case 'HTTPS':
+        // The platform's delivery function signs and posts. Invoked synchronously, so that a
+        // retryable answer (the function fails) is retried by this subscriber's retry policy and
+        // ends in its dead-letter queue, as any target's failure does.
+        return {
+          arn: platformValue(this, platformEnv, 'deliveryFunctionArn'),
+          action: 'lambda:InvokeFunction',
+          parameters: { lambdaParameters: { invocationType: 'REQUEST_RESPONSE' } },
+          transformer: { type: 'JSONATA', jsonataConfiguration: { expression: `{% {"subscription_id": ${JSON.stringify(doc.subscription_id)}, "event": $} %}` } },
+        };
     }
   }
 
@@ -165,27 +174,37 @@ export class ConsumerStack extends Stack {
     new CfnOutput(this, 'ClaimCheckReaderPolicyArn', { value: policy.managedPolicyArn });
   }
 
-  /** The API destination of an HTTPS subscription, on either bus. */
-  private apiDestination(doc: ConsumerDeploy): events.CfnApiDestination {
-    const connection = new events.CfnConnection(this, 'Connection', {
+  /**
+   * Classic: a rule invokes Lambda asynchronously, so its retry policy covers the invocation only;
+   * a failed delivery (the function fails on a retryable answer) is retried by Lambda. This
+   * subscription's alias of the shared delivery function carries that retry policy (as far as
+   * Lambda allows: at most 2 retries and 6 h of age) and sends what is given up to this
+   * subscription's dead-letter queue, as a Lambda invocation record whose requestPayload is the
+   * `{subscription_id, event}` input.
+   */
+  private deliveryAlias(doc: ConsumerDeploy, platformEnv: string, dlq: sqs.Queue): lambda.CfnAlias {
+    const functionName = platformValue(this, platformEnv, 'deliveryFunctionArn');
+    const alias = new lambda.CfnAlias(this, 'DeliveryAlias', {
+      functionName,
+      functionVersion: '$LATEST',
       name: doc.rule_name,
-      description: `busway subscription ${doc.subscription_id}`,
-      authorizationType: 'API_KEY',
-      // EventBridge requires an authorization; the subscription id tells the consumer which
-      // subscription calls it. Consumer secrets are not part of the deploy.json contract yet.
-      authParameters: { apiKeyAuthParameters: { apiKeyName: 'x-busway-subscription', apiKeyValue: doc.subscription_id } },
+      description: `busway subscription ${doc.subscription_id}: its retries and dead-letter queue`,
     });
-    return new events.CfnApiDestination(this, 'ApiDestination', {
-      name: doc.rule_name,
-      connectionArn: connection.attrArn,
-      invocationEndpoint: doc.connection_string,
-      httpMethod: 'POST',
-      invocationRateLimitPerSecond: 100,
+    const config = new lambda.CfnEventInvokeConfig(this, 'DeliveryRetries', {
+      functionName,
+      qualifier: doc.rule_name,
+      maximumRetryAttempts: Math.min(doc.retry_policy.maximum_retry_attempts, ASYNC_MAX_RETRIES),
+      maximumEventAgeInSeconds: Math.min(doc.retry_policy.maximum_event_age_seconds, ASYNC_MAX_EVENT_AGE_SECONDS),
+      destinationConfig: { onFailure: { destination: dlq.queueArn } },
     });
+    config.addResourceDependency(alias);
+    return alias;
   }
 
   /** The target's ARN, with the permission that lets the rule reach it. */
-  private target(doc: ConsumerDeploy, ruleArn: string): { arn: string; roleArn?: string } {
+  private target(doc: ConsumerDeploy, platformEnv: string, ruleArn: string, dlq: sqs.Queue): {
+    arn: string; roleArn?: string; inputTransformer?: events.CfnRule.InputTransformerProperty;
+  } {
     switch (doc.connection_type) {
       case 'LAMBDA':
         new lambda.CfnPermission(this, 'RuleInvoke', {
@@ -213,20 +232,29 @@ export class ConsumerStack extends Stack {
         return { arn: doc.connection_string };
       }
       case 'HTTPS': {
-        const destination = this.apiDestination(doc);
-        const role = new iam.Role(this, 'InvokeApiDestination', {
-          assumedBy: new iam.ServicePrincipal('events.amazonaws.com'),
-          description: `lets rule ${doc.rule_name} call its API destination, and nothing else`,
+        const alias = this.deliveryAlias(doc, platformEnv, dlq);
+        new lambda.CfnPermission(this, 'RuleInvoke', {
+          action: 'lambda:InvokeFunction',
+          functionName: alias.ref,
+          principal: 'events.amazonaws.com',
+          sourceArn: ruleArn,
         });
-        role.addToPolicy(new iam.PolicyStatement({
-          actions: ['events:InvokeApiDestination'],
-          resources: [destination.attrArn],
-        }));
-        return { arn: destination.attrArn, roleArn: role.roleArn };
+        // `{subscription_id, event}`: the delivery function's input, the event with its envelope.
+        return {
+          arn: alias.ref,
+          inputTransformer: { inputPathsMap: {}, inputTemplate: `{"subscription_id": ${JSON.stringify(doc.subscription_id)}, "event": <aws.events.event.json>}` },
+        };
       }
     }
   }
 }
+
+/**
+ * Lambda's bounds on an asynchronous invocation's retries and event age (its minimum age, 60 s,
+ * is the subscription's too).
+ */
+const ASYNC_MAX_RETRIES = 2;
+const ASYNC_MAX_EVENT_AGE_SECONDS = 21600;
 
 /**
  * The consumer rule pattern's `detail`, with its `source` and `detail-type` as the envelope

@@ -11,6 +11,8 @@ export const PARAMETERS = {
   injectorFunctionArn: 'injector/function-arn',
   injectorSqsFunctionArn: 'injector-sqs/function-arn',
   injectorSqsRoleArn: 'injector-sqs/role-arn',
+  /** The delivery function (functions/delivery): every HTTPS subscription's target, on both buses. */
+  deliveryFunctionArn: 'delivery/function-arn',
   busName: 'bus/name',
   busArn: 'bus/arn',
   busKind: 'bus/kind',

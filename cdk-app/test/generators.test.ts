@@ -203,22 +203,55 @@ test('two subscriptions on one queue each add their own statement by their own S
   assert.notEqual(sids[0], sids[1]);
 });
 
-test('an HTTPS consumer gets a connection, an API destination and a role that may invoke only that destination', () => {
+test('an HTTPS consumer on the Classic bus targets its own alias of the delivery function with {subscription_id, event}, its retries and DLQ', () => {
   const { stacks } = synth('consumer-https');
   const doc = raw('consumer-https');
   const t = byName(stacks, doc.stack_name);
   assertRule(t, 'consumer-https');
-  t.hasResourceProperties('AWS::Events::Connection', { AuthorizationType: 'API_KEY' });
-  t.hasResourceProperties('AWS::Events::ApiDestination', { InvocationEndpoint: doc.connection_string, HttpMethod: 'POST' });
-  t.hasResourceProperties('AWS::Events::Rule', {
-    Targets: [Match.objectLike({
-      Arn: { 'Fn::GetAtt': [Match.stringLikeRegexp('ApiDestination'), 'Arn'] },
-      RoleArn: { 'Fn::GetAtt': [Match.stringLikeRegexp('InvokeApiDestination'), 'Arn'] },
-    })],
+  t.resourceCountIs('AWS::Events::Connection', 0);
+  t.resourceCountIs('AWS::Events::ApiDestination', 0);
+  t.resourceCountIs('AWS::IAM::Role', 0);
+  const deliveryArn = { Ref: Match.stringLikeRegexp('SsmParameterValue.*deliveryfunctionarn') };
+  t.hasParameter('*', { Type: 'AWS::SSM::Parameter::Value<String>', Default: '/busway/dev/delivery/function-arn' });
+  t.hasResourceProperties('AWS::Lambda::Alias', { FunctionName: deliveryArn, FunctionVersion: '$LATEST', Name: doc.rule_name });
+  const alias = Object.keys(t.findResources('AWS::Lambda::Alias'))[0];
+  // The rule's input is the delivery function's: the subscription and the whole event.
+  const rule = Object.values(t.findResources('AWS::Events::Rule'))[0] as any;
+  const target = rule.Properties.Targets[0];
+  assert.deepEqual(target.Arn, { Ref: alias });
+  assert.equal(target.RoleArn, undefined);
+  assert.deepEqual(target.InputTransformer.InputPathsMap, {});
+  const template = target.InputTransformer.InputTemplate as string;
+  assert.equal(template, `{"subscription_id": "${doc.subscription_id}", "event": <aws.events.event.json>}`);
+  assert.deepEqual(JSON.parse(template.replace('<aws.events.event.json>', '{"id": "e1"}')), { subscription_id: doc.subscription_id, event: { id: 'e1' } });
+  // The rule's retry policy and DLQ cover the invocation; the alias's cover a failed delivery.
+  assert.deepEqual(target.RetryPolicy, { MaximumRetryAttempts: doc.retry_policy.maximum_retry_attempts, MaximumEventAgeInSeconds: doc.retry_policy.maximum_event_age_seconds });
+  const dlq = { 'Fn::GetAtt': [Match.stringLikeRegexp('^DeadLetters'), 'Arn'] };
+  t.hasResourceProperties('AWS::Lambda::EventInvokeConfig', {
+    FunctionName: deliveryArn,
+    Qualifier: doc.rule_name,
+    MaximumRetryAttempts: Math.min(doc.retry_policy.maximum_retry_attempts, 2),
+    MaximumEventAgeInSeconds: Math.min(doc.retry_policy.maximum_event_age_seconds, 21600),
+    DestinationConfig: { OnFailure: { Destination: dlq } },
   });
-  t.hasResourceProperties('AWS::IAM::Policy', {
-    PolicyDocument: { Statement: [{ Action: 'events:InvokeApiDestination', Effect: 'Allow', Resource: { 'Fn::GetAtt': [Match.stringLikeRegexp('ApiDestination'), 'Arn'] } }] },
+  const config = Object.values(t.findResources('AWS::Lambda::EventInvokeConfig'))[0] as any;
+  assert.deepEqual(config.DependsOn, [alias]);
+  // Only this rule may invoke only this alias.
+  t.resourceCountIs('AWS::Lambda::Permission', 1);
+  t.hasResourceProperties('AWS::Lambda::Permission', {
+    FunctionName: { Ref: alias }, Principal: 'events.amazonaws.com', SourceArn: Match.objectLike({ 'Fn::Join': Match.anyValue() }),
   });
+  assertLeastPrivilege(t);
+});
+
+test('the Classic alias keeps the retry policy within what Lambda allows', () => {
+  for (const [retries, age, expected] of [[0, 60, [0, 60]], [185, 86400, [2, 21600]], [1, 600, [1, 600]]] as [number, number, [number, number]][]) {
+    const app = newApp();
+    const doc = fixture('consumer-https') as any;
+    doc.retry_policy = { maximum_retry_attempts: retries, maximum_event_age_seconds: age };
+    const t = Template.fromStack(generate(app, doc, 'dev')[0]);
+    t.hasResourceProperties('AWS::Lambda::EventInvokeConfig', { MaximumRetryAttempts: expected[0], MaximumEventAgeInSeconds: expected[1] });
+  }
 });
 
 test('every consumer stack offers a policy that reads the claim checks of its event version only', () => {
@@ -337,7 +370,7 @@ test('a subscriber\'s delivery role may reach exactly its one target and its DLQ
   const cases: [string, string, RegExp | string, Record<string, unknown>][] = [
     ['consumer-lambda', 'lambda:InvokeFunction', raw('consumer-lambda').connection_string, { LambdaParameters: { InvocationType: 'EVENT' } }],
     ['consumer-sqs', 'sqs:SendMessage', raw('consumer-sqs').connection_string, {}],
-    ['consumer-https', 'events:InvokeApiDestination', /ApiDestination/, { HttpParameters: {} }],
+    ['consumer-https', 'lambda:InvokeFunction', /deliveryfunctionarn/, { LambdaParameters: { InvocationType: 'REQUEST_RESPONSE' } }],
   ];
   for (const [name, action, target, parameters] of cases) {
     const t = subscriberStack(name);
@@ -361,6 +394,23 @@ test('a subscriber\'s delivery role may reach exactly its one target and its DLQ
     });
     assertLeastPrivilege(t);
   }
+});
+
+test('an HTTPS consumer on the Custom Event Bus: its subscriber invokes the delivery function synchronously with {subscription_id, event}', () => {
+  const doc = raw('consumer-https');
+  const t = subscriberStack('consumer-https');
+  const subscriber = Object.values(t.findResources('AWS::EventsV2::Subscriber'))[0] as any;
+  const props = subscriber.Properties;
+  assert.match(JSON.stringify(props.InvokeConfiguration.TargetArn), /deliveryfunctionarn/);
+  // Synchronous: a failed delivery fails the invocation, retried by the subscriber's policy, then its DLQ.
+  assert.deepEqual(props.InvokeConfiguration.LambdaParameters, { InvocationType: 'REQUEST_RESPONSE' });
+  assert.deepEqual(props.RetryPolicy, { MaxRetryAttempts: doc.retry_policy.maximum_retry_attempts, MaxEventAgeInSeconds: doc.retry_policy.maximum_event_age_seconds });
+  assert.match(props.OnFailureConfiguration.Arn['Fn::GetAtt'][0], /^DeadLetters/);
+  assert.equal(props.Transformer.Type, 'JSONATA');
+  assert.equal(props.Transformer.JsonataConfiguration.Expression, `{% {"subscription_id": "${doc.subscription_id}", "event": $} %}`);
+  t.resourceCountIs('AWS::Lambda::Alias', 0);
+  t.resourceCountIs('AWS::Lambda::EventInvokeConfig', 0);
+  t.resourceCountIs('AWS::Events::ApiDestination', 0);
 });
 
 test('a consumer deploy.json that names its bus is built for that bus, whatever the platform\'s', () => {
@@ -395,8 +445,8 @@ test('every generated stack deploys through the generators\' own bootstrap, and 
         `arn:<{"Ref":"AWS::Partition"}>:iam::<{"Ref":"AWS::AccountId"}>:policy/${generatedRolesBoundaryName('dev')}`, `${s.stackName} ${id}`);
     }
   }
-  // The SQS consumer's statement handler and the HTTPS consumer's API destination invoker.
-  assert.equal(roles, 2);
+  // The SQS consumer's statement handler (the HTTPS consumer's rule invokes the delivery function by its permission).
+  assert.equal(roles, 1);
 });
 
 test('an unacknowledged cdk-nag finding fails the synth', () => {

@@ -15,6 +15,12 @@ import { RustFunction } from './function';
 import { acknowledgeWildcards, objects, tableAndIndexes } from './iam';
 import { ENV_VARS, Names, parameterName, PlatformParameter, STAGES } from './names';
 
+/** The consumer stacks' dead-letter queues (`{rule_name}-dlq`, rule names `busway-{subscription_id}`). */
+export const DEAD_LETTER_QUEUES = 'busway-*-dlq';
+
+/** The default usage plan's throttle per key: API Gateway's account defaults (a key without a limit is limited by the account only). */
+export const DEFAULT_PRODUCER_THROTTLE = { rateLimit: 10000, burstLimit: 5000 };
+
 export interface BrokerApiProps extends StackProps {
   lambdaAssets: string;
   bus: BusStack;
@@ -39,6 +45,18 @@ export class BrokerApiStack extends Stack {
       endpointTypes: [apigw.EndpointType.REGIONAL],
       cloudWatchRole: false,
       deployOptions: stageOptions(this, STAGES.broker),
+      // The usage plans identify a caller by the busway key the authorizer found
+      // (`usageIdentifierKey`, functions/authorizer), never by an x-api-key header.
+      apiKeySourceType: apigw.ApiKeySourceType.AUTHORIZER,
+    });
+    // A producer key's limit on AWS is the throttle of the usage plan its API Gateway key is in
+    // (a key of the busway key id's value). This plan is the broker stage's default one; the
+    // plans and API Gateway keys per busway key are not made yet (infra/README.md: "Rate limits").
+    const plan = api.addUsagePlan('DefaultProducerPlan', {
+      name: `${names.brokerApiName}-default`,
+      description: 'busway producer keys without a rate limit of their own',
+      throttle: DEFAULT_PRODUCER_THROTTLE,
+      apiStages: [{ api, stage: api.deploymentStage }],
     });
     // A REST API deploys only with a method; this one also answers load balancers and smoke tests.
     const health = api.root.addResource('health').addMethod('GET', new apigw.MockIntegration({
@@ -91,6 +109,8 @@ export class BrokerApiStack extends Stack {
       reason: 'Callers are teams with busway API keys checked by the Lambda authorizer, not Cognito users.',
     });
 
+    const delivery = this.delivery(names, props);
+
     const parameters: [PlatformParameter, string][] = [
       ['brokerApiId', api.restApiId],
       ['brokerApiRootResourceId', api.restApiRootResourceId],
@@ -99,11 +119,48 @@ export class BrokerApiStack extends Stack {
       ['injectorSqsFunctionArn', injectorSqs.fn.functionArn],
       // The SQS producer stacks grant this role the consumption of their own queue.
       ['injectorSqsRoleArn', injectorSqs.role.roleArn],
+      // Every HTTPS subscription's rule or subscriber targets it (cdk-app/ consumer stacks).
+      ['deliveryFunctionArn', delivery.fn.functionArn],
     ];
     for (const [p, stringValue] of parameters) {
       new ssm.StringParameter(this, `${p}Parameter`, { parameterName: parameterName(names.env, p), stringValue });
     }
+    new CfnOutput(this, 'DefaultProducerUsagePlanId', { value: plan.usagePlanId, description: 'the broker stage\'s default usage plan (producer keys without a rate limit)' });
     new CfnOutput(this, 'BrokerUrl', { value: api.url, description: 'the broker API: POST {url}{event_type}/{version} (Authorization: Bearer <producer key>)' });
+  }
+
+  /**
+   * The delivery function of HTTPS subscriptions (functions/delivery): it signs with the
+   * subscription's secrets and posts. It reads a subscription's record and its signing secrets
+   * (both under `SUBSCRIPTION#{id}`), nothing else of the table, and on the Classic bus it sends
+   * the events it gave up on to the subscription's dead-letter queue (the on-failure destination
+   * of the subscription's alias, cdk-app/ consumer stacks): `busway-{id}-dlq`.
+   */
+  private delivery(names: Names, props: BrokerApiProps): RustFunction {
+    const f = new RustFunction(this, 'Delivery', {
+      name: 'delivery',
+      names,
+      lambdaAssets: props.lambdaAssets,
+      // The target has 5 s (busway_delivery::TIMEOUT), after the table reads and the DNS check.
+      timeout: Duration.seconds(10),
+      environment: {
+        [ENV_VARS.tableName]: props.table.tableName,
+        // The AWS host's configuration names all three buckets; the role touches none.
+        [ENV_VARS.schemaBackupBucket]: props.schemaBackup.bucketName,
+        [ENV_VARS.publisherBucket]: props.publisher.bucketName,
+        [ENV_VARS.subscriberBucket]: props.subscriber.bucketName,
+      },
+    });
+    f.role.addToPolicy(new iam.PolicyStatement({
+      actions: ['dynamodb:GetItem'],
+      resources: [props.table.tableArn],
+      conditions: { 'ForAllValues:StringLike': { 'dynamodb:LeadingKeys': ['SUBSCRIPTION#*'] } },
+    }));
+    const deadLetters = `arn:${this.partition}:sqs:${this.region}:${this.account}:${DEAD_LETTER_QUEUES}`;
+    f.role.addToPolicy(new iam.PolicyStatement({ actions: ['sqs:SendMessage'], resources: [deadLetters] }));
+    acknowledgeWildcards(f.role, [`Resource::arn:<AWS::Partition>:sqs:<AWS::Region>:<AWS::AccountId>:${DEAD_LETTER_QUEUES}`],
+      'Lambda sends a Classic subscription\'s failed deliveries to its dead-letter queue with this role; the queues are made per subscription by the consumer stacks, named busway-{id}-dlq.');
+    return f;
   }
 
   /** An injector: PutEvents on the platform bus, and reads of the event types it routes. */

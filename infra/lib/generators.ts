@@ -52,6 +52,7 @@ export class GeneratorPermissions extends Construct {
     const functions = arn('lambda', 'function', '*', ArnFormat.COLON_RESOURCE_NAME);
     const ownFunctions = arn('lambda', 'function', `${CONSUMER_STACKS}*`, ArnFormat.COLON_RESOURCE_NAME);
     const injectorSqs = arn('lambda', 'function', names.function('injector-sqs'), ArnFormat.COLON_RESOURCE_NAME);
+    const delivery = arn('lambda', 'function', names.function('delivery'), ArnFormat.COLON_RESOURCE_NAME);
     const mappings = arn('lambda', 'event-source-mapping', '*', ArnFormat.COLON_RESOURCE_NAME);
     // The broker API (its routes and stage: the producer stacks) and the SQS injector's role (each
     // SQS producer stack grants it the consumption of its own queue), as the broker API stack
@@ -74,6 +75,8 @@ export class GeneratorPermissions extends Construct {
           'events:TagResource', 'events:UntagResource'],
         resources: [arn('events', 'event-busv2', `${names.busName}/*`)],
       }),
+      // HTTPS subscriptions now target the delivery function; a consumer stack made before it
+      // removes its connection and API destination when built again.
       new iam.PolicyStatement({
         sid: 'HttpsTargets',
         actions: ['events:CreateConnection', 'events:UpdateConnection', 'events:DeleteConnection', 'events:DescribeConnection',
@@ -99,6 +102,15 @@ export class GeneratorPermissions extends Construct {
         actions: ['lambda:AddPermission', 'lambda:RemovePermission'],
         resources: [functions],
         conditions: { StringEquals: { 'lambda:Principal': ['events.amazonaws.com', 'apigateway.amazonaws.com'] } },
+      }),
+      // An HTTPS subscription on the Classic bus gives the delivery function an alias of its own
+      // with its retries and dead-letter queue (cdk-app/ consumer stacks); nothing else of it.
+      new iam.PolicyStatement({
+        sid: 'DeliveryAliases',
+        actions: ['lambda:CreateAlias', 'lambda:UpdateAlias', 'lambda:DeleteAlias', 'lambda:GetAlias',
+          'lambda:PutFunctionEventInvokeConfig', 'lambda:UpdateFunctionEventInvokeConfig', 'lambda:DeleteFunctionEventInvokeConfig',
+          'lambda:GetFunctionEventInvokeConfig'],
+        resources: [delivery, `${delivery}:${GENERATED}*`],
       }),
       // An SQS producer's queue feeds the SQS injector, and no other function.
       new iam.PolicyStatement({
@@ -191,6 +203,7 @@ export class GeneratorPermissions extends Construct {
       finding(`secretsmanager:${here}:secret:events!connection/${GENERATED}*`),
       finding(`sqs:${here}:${GENERATED}*`),
       finding(`lambda:${here}:function:${CONSUMER_STACKS}*`),
+      finding(`lambda:${here}:function:${names.function('delivery')}:${GENERATED}*`),
       finding(`logs:${here}:log-group:${CONSUMER_STACKS}*`),
       finding(`iam::<AWS::AccountId>:role/${CONSUMER_STACKS}*`),
       finding(`iam::<AWS::AccountId>:policy/${GENERATED}*-claim-checks`),

@@ -6,7 +6,7 @@ export { BUS_KINDS, busKind, DEFAULT_BUS_KIND, ENV_PATTERN, PARAMETERS, paramete
 export type { BusKind, PlatformParameter } from '../../cdk-app/lib/platform-names';
 
 /** The Lambda functions (busway_core::tasks::FUNCTIONS): binary name = logical name = `--bin`. */
-export const FUNCTIONS = ['portal', 'injector', 'injector-sqs', 'provisioner', 'authorizer'] as const;
+export const FUNCTIONS = ['portal', 'injector', 'injector-sqs', 'provisioner', 'authorizer', 'delivery'] as const;
 export type FunctionName = (typeof FUNCTIONS)[number];
 
 /** Environment variables the functions read (`Config::from_env()` of the AWS host). */

@@ -10,6 +10,7 @@ import { App } from 'aws-cdk-lib';
 import { Match, Template } from 'aws-cdk-lib/assertions';
 import * as s3 from 'aws-cdk-lib/aws-s3';
 import * as s3assets from 'aws-cdk-lib/aws-s3-assets';
+import { DEFAULT_PRODUCER_THROTTLE } from '../lib/broker-api';
 import { BusSettings, DEFAULT_RETENTION_DAYS } from '../lib/bus';
 import { DEFAULT_BUS_KIND, ENV_VARS, FUNCTIONS, PARAMETERS, parameterName, PlatformParameter, STAGES } from '../lib/names';
 import { platform } from '../lib/platform';
@@ -206,6 +207,7 @@ test('every function is a Rust bootstrap on provided.al2023 arm64 with exactly t
     'injector-sqs': [t.brokerApi, [ENV_VARS.busKind, ENV_VARS.busArn, ENV_VARS.tableName, ...BUCKETS]],
     provisioner: [t.provisioning, [ENV_VARS.tableName, ...BUCKETS, ENV_VARS.stateMachineArn]],
     authorizer: [t.portal, [ENV_VARS.tableName, ...BUCKETS]],
+    delivery: [t.brokerApi, [ENV_VARS.tableName, ...BUCKETS]],
   };
   assert.deepEqual(Object.keys(expected).sort(), [...FUNCTIONS].sort());
   for (const [name, [tpl, vars]] of Object.entries(expected)) {
@@ -304,6 +306,23 @@ test('the authorizer may read API keys from the table, one GetItem of a KEY# ite
     .filter((s: any) => [s.Action].flat().includes('dynamodb:GetItem'));
   assert.equal(reads.length, 1);
   assert.deepEqual(reads[0].Condition, { 'ForAllValues:StringLike': { 'dynamodb:LeadingKeys': ['KEY#*'] } });
+});
+
+test('the delivery function may read subscriptions and their signing secrets, one GetItem of a SUBSCRIPTION# item, and send to the consumer stacks\' DLQs, nothing else', () => {
+  for (const tpl of [t.brokerApi, classic.brokerApi]) {
+    assertStatements(statements(tpl, 'DeliveryRole'), [
+      [LOGS, [/^<DeliveryLogs\w+\.Arn>$/]],
+      [['dynamodb:GetItem'], [TABLE]],
+      [['sqs:SendMessage'], [ARN('sqs', 'busway-\\*-dlq')]],
+    ]);
+    const reads = Object.values(tpl.findResources('AWS::IAM::Policy'))
+      .filter((r: any) => r.Properties.Roles.some((x: any) => String(x.Ref).startsWith('DeliveryRole')))
+      .flatMap((r: any) => r.Properties.PolicyDocument.Statement)
+      .filter((s: any) => [s.Action].flat().includes('dynamodb:GetItem'));
+    assert.equal(reads.length, 1);
+    // busway_aws's subscription_pk: the subscription record and its SIGNING_SECRETS item.
+    assert.deepEqual(reads[0].Condition, { 'ForAllValues:StringLike': { 'dynamodb:LeadingKeys': ['SUBSCRIPTION#*'] } });
+  }
 });
 
 test('both APIs authorize with the key authorizer, cached per Authorization header, and answer 401 with the challenge and busway\'s error body', () => {
@@ -420,6 +439,12 @@ test('the generators deploy with an execution policy limited to what they create
   assert.deepEqual(bySid.InvokePermissions.conditions, { StringEquals: { 'lambda:Principal': ['events.amazonaws.com', 'apigateway.amazonaws.com'] } });
   assert.deepEqual(bySid.ConsumerRules.resources, ['arn:<AWS::Partition>:events:<AWS::Region>:<AWS::AccountId>:rule/dev.custom.events.bus/busway-*']);
   assert.deepEqual(bySid.ConsumerSubscribers.resources, ['arn:<AWS::Partition>:events:<AWS::Region>:<AWS::AccountId>:event-busv2/dev.custom.events.bus/*']);
+  // The delivery function's aliases (one per Classic HTTPS subscription), never its code or configuration.
+  assert.deepEqual(bySid.DeliveryAliases.resources, [
+    'arn:<AWS::Partition>:lambda:<AWS::Region>:<AWS::AccountId>:function:dev-busway-delivery',
+    'arn:<AWS::Partition>:lambda:<AWS::Region>:<AWS::AccountId>:function:dev-busway-delivery:busway-*',
+  ]);
+  assert.ok(bySid.DeliveryAliases.actions.every((a: string) => /Alias$|EventInvokeConfig$/.test(a)));
   assert.match(bySid.BrokerRoutes.resources[1], /^arn:<AWS::Partition>:apigateway:<AWS::Region>::\/restapis\/<SsmParameterValuebuswaydevbrokerapiid\w+>\/\*$/);
   // Every action that makes a role or widens one requires the boundary; the rest only reads or deletes.
   const roleWrites = ['iam:CreateRole', 'iam:PutRolePolicy', 'iam:AttachRolePolicy', 'iam:DetachRolePolicy', 'iam:PutRolePermissionsBoundary'];
@@ -564,6 +589,24 @@ test('the platform writes exactly the SSM parameters the generators of cdk-app/ 
   assert.match(value(t.brokerApi, '/busway/dev/injector/function-arn'), /^<InjectorFunction\w+\.Arn>$/);
   assert.match(value(t.brokerApi, '/busway/dev/injector-sqs/function-arn'), /^<InjectorSqsFunction\w+\.Arn>$/);
   assert.match(value(t.brokerApi, '/busway/dev/injector-sqs/role-arn'), /^<InjectorSqsRole\w+\.Arn>$/);
+  assert.match(value(t.brokerApi, '/busway/dev/delivery/function-arn'), /^<DeliveryFunction\w+\.Arn>$/);
+});
+
+test('the broker API takes its API key from the authorizer and has a default usage plan on its stage', () => {
+  for (const tpl of [t.brokerApi, classic.brokerApi]) {
+    tpl.hasResourceProperties('AWS::ApiGateway::RestApi', { Name: 'dev-event-broker-api', ApiKeySourceType: 'AUTHORIZER' });
+    tpl.resourceCountIs('AWS::ApiGateway::UsagePlan', 1);
+    const plan = Object.values(tpl.findResources('AWS::ApiGateway::UsagePlan'))[0] as any;
+    assert.equal(plan.Properties.UsagePlanName, 'dev-event-broker-api-default');
+    assert.deepEqual(plan.Properties.Throttle, { RateLimit: DEFAULT_PRODUCER_THROTTLE.rateLimit, BurstLimit: DEFAULT_PRODUCER_THROTTLE.burstLimit });
+    assert.equal(plan.Properties.ApiStages.length, 1);
+    assert.match(render(plan.Properties.ApiStages[0].ApiId), /^<BrokerApi\w+>$/);
+    assert.match(render(plan.Properties.ApiStages[0].Stage), /^<BrokerApiDeploymentStage\w+>$/);
+    // No API Gateway key is made by infra: per-key plans are not built yet.
+    tpl.resourceCountIs('AWS::ApiGateway::ApiKey', 0);
+  }
+  // The portal API limits nothing per key.
+  t.portal.resourceCountIs('AWS::ApiGateway::UsagePlan', 0);
 });
 
 test('the broker API deploys its stage with a MOCK health check and GET /openapi.json on the injector behind the key authorizer; the portal API proxies to the portal behind the key authorizer', () => {

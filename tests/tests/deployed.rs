@@ -1,4 +1,4 @@
-//! The five Lambda functions exactly as infra deploys them. `cdk synth` of infra/ gives the
+//! The six Lambda functions exactly as infra deploys them. `cdk synth` of infra/ gives the
 //! templates; the table, buckets, bus and state machine are made on moto server from the
 //! templates' names, key schemas and definitions; each function's `bootstrap` (the bins of this
 //! workspace, built with `--all-features`) runs under a Lambda Runtime API with only the
@@ -35,12 +35,13 @@ use busway_tests::{seed_event, v1_envelope};
 use serde_json::{Value, json};
 
 /// The functions infra deploys (busway_core::tasks::FUNCTIONS): binary name = logical name.
-const FUNCTIONS: [&str; 5] = [
+const FUNCTIONS: [&str; 6] = [
     "portal",
     "injector",
     "injector-sqs",
     "provisioner",
     "authorizer",
+    "delivery",
 ];
 const ENV: &str = "dev";
 
@@ -834,6 +835,19 @@ async fn the_functions_as_infra_deploys_them_serve_the_seed_flow_within_their_ro
             .any(|e| e["detail"]["metadata"]["event_id"] == event_id)
     );
 
+    // The delivery function, as a rule or subscriber invokes it, reads the subscription under
+    // its role (SUBSCRIPTION# items only) and posts nothing for one that is not HTTPS.
+    let delivered = fns["delivery"]
+        .invoke(&json!({"subscription_id": sub_id, "event": received[0]}))
+        .await;
+    assert!(delivered.ok, "{}", delivered.body);
+    let delivered: Value = serde_json::from_str(&delivered.body).expect("JSON");
+    assert_eq!(delivered["delivered"], false, "{delivered}");
+    assert_eq!(
+        delivered["reason"],
+        format!("subscription {sub_id} is not an HTTPS subscription")
+    );
+
     access_through_the_authorizer(&gateway, portal, injector, &keys).await;
     // Each API's cache, keyed by the header: a key was looked up once per API whatever the
     // route (the policy names the whole stage); the other requests were served from the cache.
@@ -876,6 +890,7 @@ async fn the_functions_as_infra_deploys_them_serve_the_seed_flow_within_their_ro
         ("injector-sqs", "events:PutEvents"),
         ("injector-sqs", "s3:PutObject"),
         ("authorizer", "dynamodb:GetItem"),
+        ("delivery", "dynamodb:GetItem"),
     ] {
         assert!(
             records

@@ -3,6 +3,10 @@
 //! whole API with the caller (`busway_core::auth::Caller::to_context`) as its context, which
 //! API Gateway caches per key and hands to the function behind the route. No, an unknown, a
 //! revoked or an expired key is "Unauthorized", which API Gateway answers with 401.
+//!
+//! The answer also names the key as `usageIdentifierKey`: the broker API takes its API key from
+//! the authorizer (`apiKeySource: AUTHORIZER`), so a usage plan holding an API Gateway key of that
+//! value limits that busway key (infra/README.md: "Rate limits").
 
 use busway_core::auth::{self, KeyStore};
 use serde_json::{Map, Value, json};
@@ -75,12 +79,14 @@ pub async fn authorize(keys: &dyn KeyStore, event: &Value) -> Result<Value, Deni
             }],
         },
         "context": context,
+        "usageIdentifierKey": caller.key_id,
     }))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use busway_core::ports::StoreError;
 
     #[test]
     fn the_policy_covers_every_route_of_the_stage() {
@@ -88,6 +94,50 @@ mod tests {
             whole_api("arn:aws:execute-api:eu-west-1:123456789012:abc123/live/POST/events"),
             "arn:aws:execute-api:eu-west-1:123456789012:abc123/live/*"
         );
+    }
+
+    /// One valid producer key, found by its hash.
+    struct OneKey(auth::ApiKey, String);
+
+    #[async_trait::async_trait]
+    impl KeyStore for OneKey {
+        async fn put_key(&self, _: &auth::ApiKey, _: &str) -> Result<(), StoreError> {
+            unreachable!("the authorizer writes no key")
+        }
+        async fn key_by_hash(&self, hash: &str) -> Result<Option<auth::ApiKey>, StoreError> {
+            Ok((hash == self.1).then(|| self.0.clone()))
+        }
+        async fn get_key(&self, _: &str) -> Result<Option<auth::ApiKey>, StoreError> {
+            unreachable!("the authorizer reads keys by hash")
+        }
+        async fn list_keys(&self) -> Result<Vec<auth::ApiKey>, StoreError> {
+            unreachable!("the authorizer lists no key")
+        }
+        async fn update_key(&self, _: &auth::ApiKey) -> Result<(), StoreError> {
+            unreachable!("the authorizer writes no key")
+        }
+    }
+
+    #[tokio::test]
+    async fn the_answer_names_the_key_as_its_usage_identifier() {
+        let key: auth::ApiKey = serde_json::from_value(json!({
+            "id": "key_0123456789abcdef", "team": "logistics", "role": "producer",
+            "application": "demo", "created_at": "2026-01-01T00:00:00Z",
+        }))
+        .expect("a key record");
+        let store = OneKey(key, auth::hash_key("bwk_secret"));
+        let event = json!({
+            "headers": {"Authorization": "Bearer bwk_secret"},
+            "methodArn": "arn:aws:execute-api:eu-west-1:123456789012:abc123/live/POST/orders/1",
+        });
+        let answer = authorize(&store, &event).await.expect("allowed");
+        assert_eq!(answer["usageIdentifierKey"], "key_0123456789abcdef");
+        assert_eq!(answer["principalId"], "key_0123456789abcdef");
+        let unknown = json!({"headers": {"Authorization": "Bearer bwk_other"}});
+        assert!(matches!(
+            authorize(&store, &unknown).await,
+            Err(Denied::Unauthorized)
+        ));
     }
 
     #[test]

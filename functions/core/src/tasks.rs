@@ -69,6 +69,7 @@ pub const FUNCTIONS: &[&str] = &[
     "injector-sqs",
     "provisioner",
     "authorizer",
+    "delivery",
 ];
 
 /// The function the state machine invokes for its tasks.
