@@ -34,6 +34,7 @@ export class ConsumerStack extends Stack {
     });
     Validations.of(dlq).acknowledge({ id: 'AwsSolutions-SQS3', reason: 'This queue is the dead-letter queue of the subscription rule target.' });
     if (busKind === 'custom') this.subscriber(doc, platformEnv, dlq);
+    else if (doc.replay_from !== undefined) throw new Error(`deploy.json of ${doc.subscription_id} replays from ${doc.replay_from}: only a Custom Event Bus subscriber starts at a point in time`);
     else this.rule(doc, platformEnv, dlq);
     this.alarms(doc, platformEnv, busKind, dlq);
     new CfnOutput(this, 'BusKind', { value: busKind, description: 'the EventBridge bus this stack is built for' });
@@ -105,6 +106,9 @@ export class ConsumerStack extends Stack {
   /**
    * Custom Event Bus: a subscriber that delivers through its own role, which may reach exactly
    * its one target and its dead-letter queue, so no team's queue or function policy is edited.
+   * After a replay (`replay_from`) it is a new subscriber, `{rule_name}-r{unix seconds}`, that
+   * starts at that point in time: a subscriber's starting position is set only when it is made,
+   * and the new name has CloudFormation make it before it deletes the one it replaces.
    */
   private subscriber(doc: ConsumerDeploy, platformEnv: string, dlq: sqs.Queue): void {
     const role = new iam.Role(this, 'DeliveryRole', {
@@ -114,8 +118,13 @@ export class ConsumerStack extends Stack {
     const target = this.subscriberTarget(doc, platformEnv);
     role.addToPolicy(new iam.PolicyStatement({ actions: [target.action], resources: [target.arn] }));
     role.addToPolicy(new iam.PolicyStatement({ actions: ['sqs:SendMessage'], resources: [dlq.queueArn] }));
+    const replay = doc.replay_from === undefined ? {} : {
+      startingPosition: 'POINT_IN_TIME',
+      pointInTimeConfiguration: { pointType: 'TIMESTAMP', startingPoint: doc.replay_from },
+    };
     new eventsv2.CfnSubscriber(this, 'Subscriber', {
-      name: doc.rule_name,
+      name: subscriberName(doc),
+      ...replay,
       eventBusArn: platformValue(this, platformEnv, 'busArn'),
       description: `${doc.event_type} v${doc.version} to ${doc.target_unit} (${doc.subscription_id})`,
       filterConfiguration: { filters: [{ scope: 'DATA', pattern: JSON.stringify(dataFilter(doc)) }] },
@@ -247,6 +256,11 @@ export class ConsumerStack extends Stack {
       }
     }
   }
+}
+
+/** The subscriber's name: the rule name, and after a replay the second it starts from. */
+export function subscriberName(doc: ConsumerDeploy): string {
+  return doc.replay_from === undefined ? doc.rule_name : `${doc.rule_name}-r${doc.replay_from}`;
 }
 
 /**

@@ -42,6 +42,11 @@ export interface ConsumerDeploy {
   retry_policy: { maximum_retry_attempts: number; maximum_event_age_seconds: number };
   /** The bus the stack is built for; absent, the platform's (the consumer build's `busKind`). */
   bus_kind?: 'custom' | 'classic';
+  /**
+   * Unix seconds: the subscription's latest replay start (format 3), where its Custom Event Bus
+   * subscriber starts; absent, it starts at the newest event.
+   */
+  replay_from?: number;
   /** The local host's flow control (format 2); EventBridge targets do not read it. */
   delivery?: { max_in_flight: number; invocation_rate_limit_per_second?: number };
   source: string;
@@ -130,6 +135,7 @@ export function parseDeployJson(text: string): DeployDoc {
     if (kind === 'consumer') {
       if (doc.stack_name !== `busway-consumer-${doc.subscription_id}`) errors.push('$.stack_name: must be busway-consumer-{subscription_id}');
       if (doc.rule_name !== `busway-${doc.subscription_id}`) errors.push('$.rule_name: must be busway-{subscription_id}');
+      if (doc.replay_from !== undefined && doc.bus_kind === 'classic') errors.push('$.replay_from: only a Custom Event Bus subscriber starts at a point in time');
       const expected = {
         source: [doc.source],
         'detail-type': [doc.detail_type],

@@ -413,6 +413,31 @@ test('an HTTPS consumer on the Custom Event Bus: its subscriber invokes the deli
   t.resourceCountIs('AWS::Events::ApiDestination', 0);
 });
 
+test('after a replay the subscriber is a new one, named for its start, that starts at that point in time', () => {
+  const doc = raw('consumer-lambda');
+  const replayed = subscriberStack('consumer-lambda', (d) => { d.format_version = 3; d.replay_from = 1790000000; });
+  replayed.resourceCountIs('AWS::EventsV2::Subscriber', 1);
+  replayed.hasResourceProperties('AWS::EventsV2::Subscriber', {
+    Name: `${doc.rule_name}-r1790000000`,
+    StartingPosition: 'POINT_IN_TIME',
+    PointInTimeConfiguration: { PointType: 'TIMESTAMP', StartingPoint: 1790000000 },
+    RetryPolicy: { MaxRetryAttempts: 7, MaxEventAgeInSeconds: 3600 },
+    State: 'RUNNING',
+  });
+  // Its dead-letter queue and alarms keep the subscription's names: only the subscriber is replaced.
+  replayed.hasResourceProperties('AWS::SQS::Queue', { QueueName: `${doc.rule_name}-dlq` });
+  replayed.hasResourceProperties('AWS::CloudWatch::Alarm', { AlarmName: `${doc.rule_name}-dead-letters` });
+  // Never replayed: the subscription's own name, from the newest event (EventBridge's default).
+  const subscriber = Object.values(subscriberStack('consumer-lambda').findResources('AWS::EventsV2::Subscriber'))[0] as any;
+  assert.equal(subscriber.Properties.Name, doc.rule_name);
+  assert.equal('StartingPosition' in subscriber.Properties, false);
+  assert.equal('PointInTimeConfiguration' in subscriber.Properties, false);
+  // A Classic rule has no point in time to start from: refused, whichever way the bus is named.
+  assert.throws(() => subscriberStack('consumer-lambda', (d) => { d.bus_kind = 'classic'; d.replay_from = 1790000000; }), /\$\.replay_from: only a Custom Event Bus subscriber/);
+  assert.throws(() => subscriberStack('consumer-lambda', (d) => { d.replay_from = 1790000000; }, 'classic'), /only a Custom Event Bus subscriber starts at a point in time/);
+  assert.throws(() => subscriberStack('consumer-lambda', (d) => { d.replay_from = -1; }), /\$\.replay_from: below 0/);
+});
+
 test('a consumer deploy.json that names its bus is built for that bus, whatever the platform\'s', () => {
   const classic = subscriberStack('consumer-lambda', (doc) => { doc.bus_kind = 'classic'; }, 'custom');
   classic.resourceCountIs('AWS::EventsV2::Subscriber', 0);

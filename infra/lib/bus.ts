@@ -21,6 +21,8 @@ export class BusStack extends Stack {
   readonly kind: BusKind;
   readonly busName: string;
   readonly busArn: string;
+  /** Days the Custom Event Bus keeps every event (the portal's ENV_VARS.busRetentionDays); undefined on Classic. */
+  readonly retentionDays?: number;
 
   constructor(scope: Construct, names: Names, settings: BusSettings, props: StackProps = {}) {
     super(scope, names.stack('bus'), { ...props, stackName: names.stack('bus') });
@@ -35,6 +37,7 @@ export class BusStack extends Stack {
       });
       this.busName = names.busName;
       this.busArn = bus.attrEventBusArn;
+      this.retentionDays = days;
     } else {
       const bus = new events.EventBus(this, 'Bus', { eventBusName: names.busName });
       bus.archive('Archive', {

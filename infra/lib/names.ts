@@ -19,6 +19,8 @@ export const ENV_VARS = {
   busKind: 'BUSWAY_BUS_KIND',
   busName: 'BUSWAY_BUS_NAME',
   busArn: 'BUSWAY_BUS_ARN',
+  /** busway_aws::host::BUS_RETENTION_DAYS: how far back a replay on the Custom Event Bus may start. */
+  busRetentionDays: 'BUSWAY_BUS_RETENTION_DAYS',
   stateMachineArn: 'BUSWAY_STATE_MACHINE_ARN',
   metricsNamespace: 'BUSWAY_METRICS_NAMESPACE',
 } as const;

@@ -71,7 +71,10 @@ export class PortalStack extends Stack {
         [ENV_VARS.stateMachineArn]: stateMachineArn,
         // Pause and resume reach the Custom Event Bus's subscribers; the Classic bus has none.
         [ENV_VARS.busKind]: props.bus.kind,
-        ...(props.bus.kind === 'custom' ? { [ENV_VARS.busArn]: props.bus.busArn } : {}),
+        // A replay starts within what the Custom Event Bus keeps.
+        ...(props.bus.kind === 'custom'
+          ? { [ENV_VARS.busArn]: props.bus.busArn, [ENV_VARS.busRetentionDays]: String(props.bus.retentionDays) }
+          : {}),
       },
     });
     portal.role.addToPolicy(new iam.PolicyStatement({

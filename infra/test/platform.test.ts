@@ -202,7 +202,7 @@ const BUCKETS = [ENV_VARS.schemaBackupBucket, ENV_VARS.publisherBucket, ENV_VARS
 
 test('every function is a Rust bootstrap on provided.al2023 arm64 with exactly the environment it reads', () => {
   const expected: Record<string, [Template, string[]]> = {
-    portal: [t.portal, [ENV_VARS.tableName, ...BUCKETS, ENV_VARS.registryName, ENV_VARS.stateMachineArn, ENV_VARS.busKind, ENV_VARS.busArn]],
+    portal: [t.portal, [ENV_VARS.tableName, ...BUCKETS, ENV_VARS.registryName, ENV_VARS.stateMachineArn, ENV_VARS.busKind, ENV_VARS.busArn, ENV_VARS.busRetentionDays]],
     injector: [t.brokerApi, [ENV_VARS.busKind, ENV_VARS.busArn, ENV_VARS.tableName, ...BUCKETS]],
     'injector-sqs': [t.brokerApi, [ENV_VARS.busKind, ENV_VARS.busArn, ENV_VARS.tableName, ...BUCKETS]],
     provisioner: [t.provisioning, [ENV_VARS.tableName, ...BUCKETS, ENV_VARS.stateMachineArn]],

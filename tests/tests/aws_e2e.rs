@@ -301,3 +301,119 @@ async fn a_step_failing_after_the_domain_commit_fails_the_job_and_a_retry_writes
     let (status, refused) = call(portal, "POST", &retry, &serde_json::json!({})).await;
     assert_eq!(status, StatusCode::CONFLICT, "{refused}");
 }
+
+/// A replay on the Custom Event Bus, on the AWS adapters as the portal Lambda function gets them
+/// from its environment: the start is checked against the bus retention, recorded on the
+/// subscription in the table with a new job, and the consumer deploy.json is written again with
+/// `replay_from`, so the consumer stack makes the subscriber that starts there. The subscription's
+/// `provisioning` is that job. (No emulator serves `eventbridgev2`: the replay calls none of it.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_replay_on_the_custom_event_bus_records_its_start_with_a_job_and_a_new_deploy_json() {
+    let account = Account::new().await;
+    let registry_dir = tempfile::tempdir().expect("a temp dir");
+    let registry = SqliteStore::open(&registry_dir.path().join("registry.db")).expect("a registry");
+    let mut env = account.lambda_env();
+    env.extend([
+        ("BUSWAY_BUS_KIND", "custom".to_string()),
+        (
+            "BUSWAY_BUS_ARN",
+            "arn:aws:events:eu-west-1:123456789012:event-busv2/busway/b-0123".to_string(),
+        ),
+        ("BUSWAY_BUS_RETENTION_DAYS", "3".to_string()),
+    ]);
+    let host =
+        Host::for_lambda_from(|name| env.iter().find(|(n, _)| *n == name).map(|(_, v)| v.clone()))
+            .expect("the Lambda environment is complete");
+    let store = host.store();
+    let core = Arc::new(Portal {
+        store: store.clone(),
+        deployments: store.clone(),
+        registry: Arc::new(registry),
+        objects: host.objects(),
+        deliveries: None,
+        control: host.subscriber_control().expect("a subscriber control"),
+        provisioning: Arc::new(account.provisioning().await),
+        keys: store.clone(),
+        bus_kind: Some(host.bus_kind().expect("a bus kind")),
+        idempotency: store.clone(),
+        audit: store.clone(),
+        targets: store.clone(),
+        secrets: store.clone(),
+        allow_loopback_targets: false,
+    });
+    let portal = busway_portal::router(core.clone());
+    let (status, created) = call(portal.clone(), "POST", "/events", &seed_event()).await;
+    assert_eq!(status, StatusCode::CREATED, "{created}");
+    let (status, subscription) = call(
+        portal.clone(),
+        "POST",
+        "/subscriptions",
+        &seed_subscription(),
+    )
+    .await;
+    assert_eq!(status, StatusCode::CREATED, "{subscription}");
+    let id = subscription["id"].as_str().expect("an id");
+    let key = format!("scanned_parcel/1/u2/{id}/deploy.json");
+    let document = |bytes: Option<Vec<u8>>| -> Value {
+        serde_json::from_slice(&bytes.expect("the consumer deploy.json is in S3")).expect("JSON")
+    };
+    assert_eq!(
+        document(account.object(Bucket::Subscriber, &key).await).get("replay_from"),
+        None
+    );
+
+    let replay = format!("/subscriptions/{id}/replay");
+    let now = busway_core::now();
+    let rfc3339 = |t: time::OffsetDateTime| {
+        t.format(&time::format_description::well_known::Rfc3339)
+            .expect("a time")
+    };
+    for (refused, why) in [
+        (now - time::Duration::days(4), "retention"),
+        (now + time::Duration::hours(1), "future"),
+    ] {
+        let body = serde_json::json!({"start_time": rfc3339(refused)});
+        let (status, answer) = call(portal.clone(), "POST", &replay, &body).await;
+        assert_eq!(status, StatusCode::BAD_REQUEST, "{answer}");
+        let text = answer.to_string();
+        assert!(
+            text.contains("start_time") && text.contains(why),
+            "{answer}"
+        );
+    }
+    let start = (now - time::Duration::days(2))
+        .replace_nanosecond(0)
+        .expect("a time");
+    let body = serde_json::json!({"start_time": rfc3339(start)});
+    let (status, answer) = call(portal.clone(), "POST", &replay, &body).await;
+    assert_eq!(status, StatusCode::ACCEPTED, "{answer}");
+    let job = answer["deployment_id"].as_str().expect("a job").to_string();
+    assert_ne!(
+        job,
+        subscription["deployment_id"]
+            .as_str()
+            .expect("the first job")
+    );
+
+    let stored = store
+        .get_subscription(id)
+        .await
+        .expect("the table answers")
+        .expect("the subscription is in the table");
+    assert_eq!(stored.replay_from, Some(start));
+    let written = document(account.object(Bucket::Subscriber, &key).await);
+    assert_eq!(written["deployment_id"], job.as_str());
+    assert_eq!(written["replay_from"], start.unix_timestamp());
+    assert_eq!(written["bus_kind"], "custom");
+    assert_eq!(
+        written["format_version"],
+        busway_core::format::DEPLOY_FORMAT
+    );
+    let view = core.subscription_view(id).await.expect("a view");
+    let provisioning = view.provisioning.expect("its provisioning");
+    assert_eq!(provisioning.deployment_id, job);
+    let (status, deployment) =
+        call(portal, "GET", &format!("/deployments/{job}"), &Value::Null).await;
+    assert_eq!(status, StatusCode::OK, "{deployment}");
+    assert_eq!(deployment["subscription_id"], id, "{deployment}");
+}

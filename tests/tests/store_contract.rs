@@ -88,6 +88,7 @@ fn subscription(event: &EventTypeName, version: u32, target: &str, url: &str) ->
         state: SubscriptionState::Active,
         created_at: now(),
         team: Some("logistics".parse().expect("a team")),
+        replay_from: None,
     }
 }
 
@@ -310,6 +311,36 @@ async fn event_store_contract<S: EventStore + DeploymentStore>(store: &S) {
         matches!(&busy, Err(StoreError::Conflict(m)) if m.contains(&a.id) && m.contains(&b.id)),
         "{busy:?}"
     );
+
+    // A replay's start is recorded on the subscription with its job, in whole seconds as
+    // written, and changes nothing else of it.
+    let from = time::OffsetDateTime::from_unix_timestamp(1_790_000_000).expect("a time");
+    let replaying = deployment(Some(&parcel));
+    store
+        .replay_subscription(&a.id, from, &replaying)
+        .await
+        .expect("replayed");
+    let replayed = store.get_subscription(&a.id).await.expect("read");
+    assert_eq!(
+        replayed,
+        Some(Subscription {
+            replay_from: Some(from),
+            ..a.clone()
+        })
+    );
+    assert_eq!(
+        store.get_deployment(&replaying.id).await.expect("read"),
+        Some(replaying)
+    );
+    let unknown = deployment(Some(&parcel));
+    let refused = store
+        .replay_subscription("no-such-subscription", from, &unknown)
+        .await;
+    assert!(
+        matches!(refused, Err(StoreError::NotFound(_))),
+        "{refused:?}"
+    );
+    assert_eq!(store.get_deployment(&unknown.id).await.expect("read"), None);
 
     store
         .delete_subscription(&a.id, &deployment(Some(&parcel)))

@@ -32,6 +32,10 @@ pub const BUS_NAME: &str = "BUSWAY_BUS_NAME";
 /// on `BUSWAY_BUS_NAME`). Unset is `classic`, as every install before the choice existed.
 pub const BUS_KIND: &str = "BUSWAY_BUS_KIND";
 pub const BUS_ARN: &str = "BUSWAY_BUS_ARN";
+/// How many days the Custom Event Bus keeps every event (its `RetentionPeriodInDays`): how far
+/// back a replay may start. Unset is the infra default, 7.
+pub const BUS_RETENTION_DAYS: &str = "BUSWAY_BUS_RETENTION_DAYS";
+const DEFAULT_BUS_RETENTION_DAYS: u16 = 7;
 /// The bus entry limit in bytes, above which events are claim-checked; unset is
 /// `busway_core::claim_check::DEFAULT_MAX_ENTRY_BYTES` (1 MB). 262144 where EventBridge still
 /// enforces 256 KB.
@@ -47,6 +51,7 @@ pub struct Host {
     bus_kind: Option<String>,
     bus_name: Option<String>,
     bus_arn: Option<String>,
+    bus_retention_days: Option<String>,
     registry_name: Option<String>,
     max_entry_bytes: Option<String>,
     dedup_window: Option<String>,
@@ -74,6 +79,7 @@ impl Host {
             bus_kind: env(BUS_KIND),
             bus_name: env(BUS_NAME),
             bus_arn: env(BUS_ARN),
+            bus_retention_days: env(BUS_RETENTION_DAYS),
             registry_name: env(REGISTRY_NAME),
             max_entry_bytes: env(MAX_ENTRY_BYTES),
             dedup_window: env(DEDUP_WINDOW_SECONDS),
@@ -113,6 +119,7 @@ impl Host {
             bus_kind: lookup(BUS_KIND),
             bus_name: lookup(BUS_NAME),
             bus_arn: lookup(BUS_ARN),
+            bus_retention_days: lookup(BUS_RETENTION_DAYS),
             registry_name: lookup(REGISTRY_NAME),
             max_entry_bytes: lookup(MAX_ENTRY_BYTES),
             dedup_window: lookup(DEDUP_WINDOW_SECONDS),
@@ -196,10 +203,23 @@ impl Host {
     pub fn subscriber_control(&self) -> anyhow::Result<Option<Arc<dyn SubscriberControl>>> {
         match self.bus_kind.as_deref() {
             None | Some("classic") => Ok(None),
-            Some("custom") => Ok(Some(Arc::new(CustomBusSubscribers::new(
-                aws_sdk_eventbridgev2::Client::new(&self.sdk),
-                required(BUS_ARN, &self.bus_arn)?,
-            )))),
+            Some("custom") => {
+                let days = match &self.bus_retention_days {
+                    None => DEFAULT_BUS_RETENTION_DAYS,
+                    Some(value) => value
+                        .parse()
+                        .ok()
+                        .filter(|d| (1..=365).contains(d))
+                        .with_context(|| {
+                            format!("{BUS_RETENTION_DAYS} must be 1 to 365 days, not {value:?}")
+                        })?,
+                };
+                Ok(Some(Arc::new(CustomBusSubscribers::new(
+                    aws_sdk_eventbridgev2::Client::new(&self.sdk),
+                    required(BUS_ARN, &self.bus_arn)?,
+                    time::Duration::days(days.into()),
+                ))))
+            }
             Some(other) => anyhow::bail!("{BUS_KIND} must be custom or classic, not {other:?}"),
         }
     }

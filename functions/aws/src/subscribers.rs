@@ -1,9 +1,10 @@
 //! Pause and resume of a subscription on the Custom Event Bus: its subscriber (named
-//! `deploy::rule_name`, made by its consumer stack) is STOPPED, and RUNNING again from where it
-//! stopped (`ResumePosition` `LAST_PROCESSED`), so what the bus took meanwhile (it keeps every
-//! event for its retention) is delivered after the resume. A replay is not offered here:
-//! `UpdateSubscriber` sets only the state and the resume position; a subscriber's starting
-//! position and point in time are set when it is created, and its consumer stack owns it.
+//! `deploy::rule_name`, or `{rule_name}-r{unix seconds}` after a replay; made by its consumer
+//! stack) is STOPPED, and RUNNING again from where it stopped (`ResumePosition`
+//! `LAST_PROCESSED`), so what the bus took meanwhile (it keeps every event for its retention) is
+//! delivered after the resume. A replay is only checked here: `UpdateSubscriber` sets only the
+//! state and the resume position, a subscriber's point in time is set when it is created, so the
+//! portal has the consumer stack make a new subscriber that starts there.
 
 use anyhow::anyhow;
 use async_trait::async_trait;
@@ -11,28 +12,44 @@ use aws_sdk_eventbridgev2::Client;
 use aws_sdk_eventbridgev2::error::DisplayErrorContext;
 use aws_sdk_eventbridgev2::types::{ResumePosition, SubscriberState};
 use busway_core::deploy::rule_name;
-use busway_core::ports::{ControlError, RunState, SubscriberControl};
+use busway_core::envelope::eventbridge_time;
+use busway_core::ports::{ControlError, Replay, RunState, SubscriberControl};
 
 pub struct CustomBusSubscribers {
     client: Client,
     bus_arn: String,
+    /// How long the bus keeps every event: how far back a replay may start.
+    retention: time::Duration,
+}
+
+/// Which of a subscription's subscribers is its current one: `name` itself, or a replay's
+/// `{name}-r{unix seconds}`, the latest replay winning (while CloudFormation replaces one with
+/// the next, both exist for a moment).
+fn generation(name: &str, rule_name: &str) -> Option<i64> {
+    match name.strip_prefix(rule_name)? {
+        "" => Some(0),
+        rest => rest.strip_prefix("-r")?.parse().ok(),
+    }
 }
 
 impl CustomBusSubscribers {
-    pub fn new(client: Client, bus_arn: impl Into<String>) -> Self {
+    pub fn new(client: Client, bus_arn: impl Into<String>, retention: time::Duration) -> Self {
         Self {
             client,
             bus_arn: bus_arn.into(),
+            retention,
         }
     }
 
-    /// The subscription's subscriber: its ARN and state; `None` before its consumer stack made it.
+    /// The subscription's current subscriber: its ARN and state; `None` before its consumer
+    /// stack made it.
     async fn find(
         &self,
         subscription_id: &str,
     ) -> Result<Option<(String, SubscriberState)>, ControlError> {
         let name = rule_name(subscription_id);
         let mut next_token = None;
+        let mut current: Option<(i64, String, SubscriberState)> = None;
         loop {
             let page = self
                 .client
@@ -43,20 +60,22 @@ impl CustomBusSubscribers {
                 .send()
                 .await
                 .map_err(|e| anyhow!("listing subscribers: {}", DisplayErrorContext(e)))?;
-            let found = page
-                .subscribers()
-                .iter()
-                .find(|s| s.name() == Some(name.as_str()));
-            if let Some(s) = found {
+            for s in page.subscribers() {
+                let Some(generation) = s.name().and_then(|n| generation(n, &name)) else {
+                    continue;
+                };
+                if current.as_ref().is_some_and(|(g, ..)| *g >= generation) {
+                    continue;
+                }
                 let arn = s
                     .subscriber_arn()
                     .ok_or_else(|| anyhow!("subscriber {name} has no ARN"))?;
                 let state = s.state().cloned().unwrap_or(SubscriberState::Running);
-                return Ok(Some((arn.to_string(), state)));
+                current = Some((generation, arn.to_string(), state));
             }
             match page.next_token() {
                 Some(token) => next_token = Some(token.to_string()),
-                None => return Ok(None),
+                None => return Ok(current.map(|(_, arn, state)| (arn, state))),
             }
         }
     }
@@ -132,13 +151,40 @@ impl SubscriberControl for CustomBusSubscribers {
         .await
     }
 
+    /// A start the bus still keeps; the consumer stack makes the subscriber that starts there.
     async fn replay(
         &self,
         _subscription_id: &str,
-        _start: time::OffsetDateTime,
-    ) -> Result<(), ControlError> {
-        Err(ControlError::NotAvailable(
-            "the Custom Event Bus sets a subscriber's point in time only when the subscriber is created, and its consumer stack owns it; replay is not available on AWS yet".into(),
-        ))
+        start: time::OffsetDateTime,
+    ) -> Result<Replay, ControlError> {
+        let earliest = busway_core::now() - self.retention;
+        if start < earliest {
+            return Err(ControlError::BadStart(format!(
+                "is before the bus's retention: the earliest start is {}",
+                eventbridge_time(earliest)
+            )));
+        }
+        Ok(Replay::NewSubscriber)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::generation;
+
+    #[test]
+    fn the_latest_replay_names_the_current_subscriber() {
+        let rule = "busway-0b8f5a52-1c1e-4a5e-9a55-6a3c2b1d0e9f";
+        assert_eq!(generation(rule, rule), Some(0));
+        assert_eq!(
+            generation(&format!("{rule}-r1790000000"), rule),
+            Some(1_790_000_000)
+        );
+        assert_eq!(
+            generation(&format!("{rule}0"), rule),
+            None,
+            "another subscription's"
+        );
+        assert_eq!(generation(&format!("{rule}-rx"), rule), None);
     }
 }

@@ -71,6 +71,7 @@ async fn the_consumer_rule_delivers_exactly_the_matching_events_to_its_queue() {
         state: SubscriptionState::Active,
         created_at: busway_core::now(),
         team: None,
+        replay_from: None,
     };
     let pattern = busway_core::deploy::event_pattern(&application, &subscription);
     eb.put_rule()

@@ -1,6 +1,6 @@
 //! Pause and resume on the Custom Event Bus (`eventbridgev2`) against the real SDK client with
-//! mocked answers: the subscription's subscriber is found by its exact name on the platform's
-//! bus, STOPPED to pause, RUNNING from its last processed event to resume. No emulator serves
+//! mocked answers: the subscription's subscriber is found by its name (or its latest replay's)
+//! on the platform's bus, STOPPED to pause, RUNNING from its last processed event to resume. No emulator serves
 //! this API, so these mocks and the client's own serialization are what verifies the adapter.
 
 use std::sync::{Arc, Mutex};
@@ -11,7 +11,7 @@ use aws_sdk_eventbridgev2::operation::update_subscriber::UpdateSubscriberOutput;
 use aws_sdk_eventbridgev2::types::{ResumePosition, SubscriberState, SubscriberSummary};
 use aws_smithy_mocks::{RuleMode, mock, mock_client};
 use busway_aws::subscribers::CustomBusSubscribers;
-use busway_core::ports::{ControlError, RunState, SubscriberControl};
+use busway_core::ports::{ControlError, Replay, RunState, SubscriberControl};
 
 const BUS_ARN: &str = "arn:aws:events:eu-west-1:111111111111:event-busv2/test-busway/b-0123";
 const ID: &str = "0d5a3c1e-8f7b-4b7e-9a55-2f1c6d0e9a11";
@@ -71,7 +71,10 @@ fn control(pages: Vec<Vec<SubscriberSummary>>) -> (CustomBusSubscribers, Calls) 
         aws_smithy_mocks::MockResponse::Output(UpdateSubscriberOutput::builder().build())
     });
     let client = mock_client!(aws_sdk_eventbridgev2, RuleMode::MatchAny, &[&list, &update]);
-    (CustomBusSubscribers::new(client, BUS_ARN), calls)
+    (
+        CustomBusSubscribers::new(client, BUS_ARN, time::Duration::days(7)),
+        calls,
+    )
 }
 
 fn name() -> String {
@@ -160,13 +163,40 @@ async fn a_subscriber_already_in_the_asked_state_or_not_made_yet_is_a_conflict_a
 }
 
 #[tokio::test]
-async fn replay_is_not_available_and_calls_nothing() {
+async fn a_replay_within_the_retention_is_left_to_a_new_subscriber_and_calls_nothing() {
     let (control, calls) = control(vec![vec![summary(&name(), SubscriberState::Running)]]);
-    let replayed = control.replay(ID, busway_core::now()).await;
+    let within = busway_core::now() - time::Duration::days(6);
+    assert!(matches!(
+        control.replay(ID, within).await,
+        Ok(Replay::NewSubscriber)
+    ));
+    let before = busway_core::now() - time::Duration::days(8);
+    let refused = control.replay(ID, before).await;
     assert!(
-        matches!(&replayed, Err(ControlError::NotAvailable(why)) if why.contains("point in time")),
-        "{replayed:?}"
+        matches!(&refused, Err(ControlError::BadStart(why)) if why.contains("retention")),
+        "{refused:?}"
     );
     assert!(calls.lists.lock().expect("lock").is_empty());
     assert!(calls.updates.lock().expect("lock").is_empty());
+}
+
+#[tokio::test]
+async fn pause_stops_the_latest_replays_subscriber_while_the_old_one_is_replaced() {
+    let replayed = format!("{}-r1790000000", name());
+    let (control, calls) = control(vec![
+        vec![summary(&replayed, SubscriberState::Running)],
+        vec![
+            summary(&format!("{}-r1780000000", name()), SubscriberState::Stopped),
+            summary(&name(), SubscriberState::Stopped),
+        ],
+    ]);
+    assert_eq!(
+        control.state(ID).await.expect("a state"),
+        Some(RunState::Running)
+    );
+    control.pause(ID).await.expect("paused");
+    assert_eq!(
+        *calls.updates.lock().expect("lock"),
+        [(arn(&replayed), SubscriberState::Stopped, None)]
+    );
 }

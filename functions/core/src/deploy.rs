@@ -105,6 +105,10 @@ pub struct ConsumerDeploy {
     /// Absent: the platform's bus, as the consumer build gives it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub bus_kind: Option<BusKind>,
+    /// Unix seconds: the subscription's latest replay start, where its Custom Event Bus
+    /// subscriber starts (`POINT_IN_TIME`). Absent: it starts at the newest event.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub replay_from: Option<i64>,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -274,6 +278,7 @@ pub fn consumer_deploy(
         rule_name: rule_name(&s.id),
         stack_name: consumer_stack_name(&s.id),
         bus_kind,
+        replay_from: s.replay_from.map(time::OffsetDateTime::unix_timestamp),
     }
 }
 
@@ -392,6 +397,7 @@ mod tests {
             state: SubscriptionState::Active,
             created_at: crate::now(),
             team: None,
+            replay_from: None,
         }
     }
 
@@ -468,6 +474,43 @@ mod tests {
             .expect_err("a newer format is refused")
             .0;
         assert_eq!(errors[0].field, "/format_version", "{errors:?}");
+    }
+
+    #[test]
+    fn a_replayed_subscription_carries_its_start_in_unix_seconds() {
+        let app: Application = "demo".parse().expect("app");
+        let start = time::OffsetDateTime::from_unix_timestamp(1_790_000_000).expect("a time");
+        let s = Subscription {
+            replay_from: Some(start),
+            ..subscription()
+        };
+        let doc = consumer_deploy(
+            DeployAction::Deploy,
+            "6f1c1f5e-7b1a-4f59-8f0e-2b2f1f0e4c11",
+            &app,
+            &s,
+            Some(BusKind::Custom),
+        );
+        let text = DeployDoc::Consumer(doc.clone()).to_json();
+        let value: Value = serde_json::from_slice(&text).expect("json");
+        assert_eq!(value["replay_from"], json!(1_790_000_000));
+        assert_eq!(
+            parse(DeployKind::Consumer, &text).expect("valid"),
+            DeployDoc::Consumer(doc)
+        );
+        let never = consumer_deploy(
+            DeployAction::Deploy,
+            "6f1c1f5e-7b1a-4f59-8f0e-2b2f1f0e4c11",
+            &app,
+            &subscription(),
+            None,
+        );
+        assert!(
+            serde_json::to_value(&never)
+                .expect("json")
+                .get("replay_from")
+                .is_none()
+        );
     }
 
     #[test]

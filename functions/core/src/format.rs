@@ -19,13 +19,15 @@ pub const FORMAT_FIELD: &str = "format_version";
 /// `delivery` to subscriptions (absent before: the defaults); 4 added the owning `team` to event
 /// types and subscriptions and `writers`, `readers` to event types (absent before: no owning
 /// team, so only platform admins change them; only the owning application writes; every team
-/// reads).
-pub const RECORD_FORMAT: u32 = 4;
+/// reads); 5 added `replay_from` to subscriptions (absent before: never replayed on the Custom
+/// Event Bus).
+pub const RECORD_FORMAT: u32 = 5;
 
 /// The format of deploy.json documents that this release writes; the `maximum` of
 /// `format_version` in both schemas of `functions/core/schemas/`. 2: consumer documents carry
-/// `delivery` (absent in format 1: the defaults).
-pub const DEPLOY_FORMAT: u32 = 2;
+/// `delivery` (absent in format 1: the defaults); 3: consumer documents carry `replay_from`
+/// (absent before: the subscriber starts at the newest event).
+pub const DEPLOY_FORMAT: u32 = 3;
 
 /// What a record or document without `format_version` is: the first release's format.
 pub const FIRST_FORMAT: u32 = 1;

@@ -16,8 +16,8 @@ use crate::format::DEPLOY_FORMAT;
 use crate::page::{Page, PageRequest};
 use crate::ports::{
     Bucket, ControlError, DeadLetter, Deliveries, DeliveryStats, DeploymentStore, EventStore,
-    ObjectStore, ProvisioningStarter, RunState, SchemaRegistry, StoreError, SubscriberControl,
-    schema_backup_key,
+    ObjectStore, ProvisioningStarter, Replay, RunState, SchemaRegistry, StoreError,
+    SubscriberControl, schema_backup_key,
 };
 use crate::schema;
 use crate::subscription::{
@@ -704,6 +704,7 @@ impl Portal {
             state: SubscriptionState::Active,
             created_at: crate::now(),
             team: req.team.clone(),
+            replay_from: None,
         };
         let deployment = self.consumer_deployment(&subscription, DeployAction::Deploy);
         match self
@@ -891,16 +892,37 @@ impl Portal {
     }
 
     /// `POST /subscriptions/{id}/replay` with `{"start_time": "<RFC 3339>"}`: not in the future,
-    /// and within what the bus keeps (the adapter says).
+    /// and within what the bus keeps (the adapter says). Where a replay needs a new subscriber,
+    /// the start is recorded on the subscription with the job that deploys its consumer stack
+    /// again, which is returned.
     pub async fn replay_subscription(
         &self,
         id: &str,
         body: &Value,
-    ) -> Result<time::OffsetDateTime, PortalError> {
+    ) -> Result<(time::OffsetDateTime, Option<Deployment>), PortalError> {
         let start = replay_start(body)?;
-        self.subscription(id).await?;
-        self.control()?.replay(id, start).await?;
-        Ok(start)
+        let mut subscription = self.subscription(id).await?;
+        match self.control()?.replay(id, start).await? {
+            Replay::Started => Ok((start, None)),
+            Replay::NewSubscriber => {
+                // The subscriber's name carries whole seconds.
+                let start = start.replace_nanosecond(0).unwrap_or(start);
+                let event = self.event_type(&subscription.event_type).await?;
+                let deployment = self.consumer_deployment(&subscription, DeployAction::Deploy);
+                self.store
+                    .replay_subscription(id, start, &deployment)
+                    .await?;
+                subscription.replay_from = Some(start);
+                self.write_consumer_deploy(
+                    &event,
+                    &subscription,
+                    &deployment,
+                    DeployAction::Deploy,
+                )
+                .await?;
+                Ok((start, Some(deployment)))
+            }
+        }
     }
 
     fn control(&self) -> Result<&dyn SubscriberControl, PortalError> {

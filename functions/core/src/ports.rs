@@ -97,6 +97,15 @@ pub trait EventStore: Send + Sync + 'static {
         page: &PageRequest,
     ) -> Result<Page<Subscription>, StoreError>;
 
+    /// Records `from` as an active subscription's `replay_from`, with the job that makes its
+    /// new subscriber; `NotFound` when it is not active.
+    async fn replay_subscription(
+        &self,
+        id: &str,
+        from: crate::Timestamp,
+        deployment: &Deployment,
+    ) -> Result<(), StoreError>;
+
     /// Marks an active subscription deleted; `NotFound` when it is not active.
     async fn delete_subscription(
         &self,
@@ -402,5 +411,15 @@ pub trait SubscriberControl: Send + Sync + 'static {
         &self,
         subscription_id: &str,
         start: time::OffsetDateTime,
-    ) -> Result<(), ControlError>;
+    ) -> Result<Replay, ControlError>;
+}
+
+/// How a replay the bus accepted goes on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Replay {
+    /// Under way: the subscription's cursor moved back (the local log).
+    Started,
+    /// Only a new subscriber starts at a point in time (the Custom Event Bus): the portal
+    /// records the start and its consumer stack is deployed again to make it.
+    NewSubscriber,
 }

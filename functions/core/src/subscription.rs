@@ -289,6 +289,14 @@ pub struct Subscription {
     /// platform admins manage.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub team: Option<Team>,
+    /// Where its latest replay on the Custom Event Bus starts: its consumer stack's subscriber
+    /// starts there. `None` when never replayed there (the local host replays with its cursor).
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        with = "time::serde::rfc3339::option"
+    )]
+    pub replay_from: Option<Timestamp>,
 }
 
 impl Subscription {

@@ -29,7 +29,7 @@ use busway_core::deploy::ConsumerDeploy;
 use busway_core::envelope::eventbridge_time;
 use busway_core::page::{Page, PageRequest};
 use busway_core::ports::{
-    ControlError, DeadLetter, Deliveries, DeliveryStats, Lag, RunState, StoreError,
+    ControlError, DeadLetter, Deliveries, DeliveryStats, Lag, Replay, RunState, StoreError,
     SubscriberControl,
 };
 use busway_pattern::{Pattern, PatternOptions};
@@ -519,7 +519,7 @@ impl SubscriberControl for Router {
         &self,
         subscription_id: &str,
         start: time::OffsetDateTime,
-    ) -> Result<(), ControlError> {
+    ) -> Result<Replay, ControlError> {
         let earliest = busway_core::now() - self.shared.config.replay_window;
         if start < earliest {
             return Err(ControlError::BadStart(format!(
@@ -550,7 +550,7 @@ impl SubscriberControl for Router {
         .await;
         // A paused subscription replays when resumed.
         self.restart(subscription_id).await?;
-        replayed
+        replayed.map(|()| Replay::Started)
     }
 }
 

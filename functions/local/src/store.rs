@@ -736,6 +736,28 @@ impl EventStore for SqliteStore {
         .await
     }
 
+    async fn replay_subscription(
+        &self,
+        id: &str,
+        from: busway_core::Timestamp,
+        deployment: &Deployment,
+    ) -> Result<(), StoreError> {
+        let (id, deployment) = (id.to_string(), deployment.clone());
+        self.transaction(move |tx| {
+            let mut s = load_subscription(tx, &id)?
+                .filter(|s| s.state == SubscriptionState::Active)
+                .ok_or_else(|| StoreError::NotFound(format!("subscription {id}")))?;
+            s.replay_from = Some(from);
+            tx.execute(
+                "UPDATE subscriptions SET doc = ?2 WHERE id = ?1",
+                params![id, to_json(&s)?],
+            )
+            .map_err(sql)?;
+            insert_deployment(tx, &deployment)
+        })
+        .await
+    }
+
     async fn delete_subscription(
         &self,
         id: &str,

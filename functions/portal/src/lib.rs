@@ -633,7 +633,7 @@ async fn resume(
     tag = "subscriptions",
     params(("id" = String, Path, description = "the resource's id")),
     request_body(content = Object, description = "`{\"start_time\": \"<RFC 3339, not in the future>\"}`"),
-    responses((status = 202, description = "`{\"id\", \"replaying_from\"}`", body = Object)),
+    responses((status = 202, description = "`{\"id\", \"replaying_from\"}`, and `deployment_id` where the replay is a new subscriber its consumer stack makes (Custom Event Bus)", body = Object)),
 )]
 async fn replay(
     State(portal): Portal_,
@@ -643,16 +643,16 @@ async fn replay(
 ) -> Result<(StatusCode, Json<Value>)> {
     let id = path(p)?;
     let subscription = act_for_subscription(&portal, &caller, &id, "replay").await?;
-    let start = portal.replay_subscription(&id, &body).await?;
-    let entry = subscription_entry(&caller, "subscription.replay", &subscription).change(
-        Value::Null,
-        json!({"replaying_from": busway_core::envelope::eventbridge_time(start)}),
-    );
+    let (start, deployment) = portal.replay_subscription(&id, &body).await?;
+    let from = busway_core::envelope::eventbridge_time(start);
+    let entry = subscription_entry(&caller, "subscription.replay", &subscription)
+        .change(Value::Null, json!({"replaying_from": from}));
     audit(&portal, entry).await;
-    Ok((
-        StatusCode::ACCEPTED,
-        Json(json!({"id": id, "replaying_from": busway_core::envelope::eventbridge_time(start)})),
-    ))
+    let mut answer = json!({"id": id, "replaying_from": from});
+    if let Some(d) = deployment {
+        answer["deployment_id"] = json!(d.id);
+    }
+    Ok((StatusCode::ACCEPTED, Json(answer)))
 }
 
 #[utoipa::path(

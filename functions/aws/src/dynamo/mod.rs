@@ -756,6 +756,36 @@ impl EventStore for DynamoStore {
     }
 
     #[instrument(skip_all, fields(subscription = %id))]
+    async fn replay_subscription(
+        &self,
+        id: &str,
+        from: busway_core::Timestamp,
+        deployment: &Deployment,
+    ) -> Result<(), StoreError> {
+        let from = from
+            .format(&time::format_description::well_known::Rfc3339)
+            .context("formatting the replay start")?;
+        // The record is of this release's format once it has a field only this format knows.
+        let mark = UpdateOf::new(
+            subscription_pk(id),
+            SUBSCRIPTION_SK,
+            "SET #from = :from, #format = :format",
+        )
+        .condition("#state = :active")
+        .name("#from", "replay_from")
+        .name("#format", FORMAT_FIELD)
+        .name("#state", "state")
+        .value(":from", s(from))
+        .value(":format", n(RECORD_FORMAT))
+        .value(":active", variant(&SubscriptionState::Active)?);
+        let writes = vec![self.update(mark)?, self.record_deployment(deployment)?];
+        match self.transact("replaying", writes).await? {
+            Ok(()) => Ok(()),
+            Err(_) => Err(StoreError::NotFound(format!("subscription {id}"))),
+        }
+    }
+
+    #[instrument(skip_all, fields(subscription = %id))]
     async fn delete_subscription(
         &self,
         id: &str,

@@ -279,6 +279,23 @@ impl EventStore for Memory {
         Ok(page_in_memory(all, page))
     }
 
+    async fn replay_subscription(
+        &self,
+        id: &str,
+        from: busway_core::Timestamp,
+        deployment: &Deployment,
+    ) -> Result<(), StoreError> {
+        let mut state = self.state();
+        let subscription = state
+            .subscriptions
+            .iter_mut()
+            .find(|s| s.id == id && s.state == SubscriptionState::Active)
+            .ok_or_else(|| StoreError::NotFound(format!("subscription {id}")))?;
+        subscription.replay_from = Some(from);
+        Self::record(&mut state, deployment);
+        Ok(())
+    }
+
     async fn delete_subscription(
         &self,
         id: &str,
