@@ -145,6 +145,11 @@ async fn check(fixture: &Path) {
         received.extend(messages.iter().map(|m| event_id(&m["body"])));
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
+    // The kept messages in the order the queue holds them, which need not be their publish order
+    // (the manifest's), then the new one.
+    let kept = expected.len() - 1;
+    received[..kept].sort_unstable();
+    expected[..kept].sort_unstable();
     assert_eq!(received, expected, "the kept messages, then the new one");
 
     let dead = strings(&manifest["dead_letter_event_ids"]);
