@@ -16,7 +16,8 @@ export BUSWAY_ADMIN_KEY=bwk_fuzz_0123456789abcdefghijklmnopqrstuvwxyz
 AUTH="Authorization: Bearer $BUSWAY_ADMIN_KEY"
 
 data=$(mktemp -d)
-$CARGO build -q --locked -p busway-local
+# The features `make unit` built with, so nothing is compiled again.
+$CARGO build -q --workspace --all-features --locked --bin busway
 bin="$($CARGO metadata --format-version 1 --no-deps | python3 -c 'import json,sys; print(json.load(sys.stdin)["target_directory"])')/debug/busway"
 "$bin" up --data-dir "$data" --portal-addr "$PORTAL" --broker-addr "$BROKER" >"$data/busway.log" 2>&1 &
 busway=$!
