@@ -858,24 +858,13 @@ impl DeploymentStore for SqliteStore {
         let (event_type, limit) = (event_type.map(|e| e.to_string()), page.limit);
         let before = row_position(page.after.as_deref())?.max(0);
         self.run(move |conn| {
-            let mut stmt = conn
-                .prepare(
-                    "SELECT rowid, doc FROM deployments WHERE (?1 IS NULL OR event_type = ?1)
-                     AND (?2 = 0 OR rowid < ?2) ORDER BY rowid DESC LIMIT ?3",
-                )
-                .map_err(sql)?;
-            let rows = stmt
-                .query_map(params![event_type, before, page_limit(limit)], |r| {
-                    Ok((
-                        r.get::<_, i64>(0)?.to_string(),
-                        from_json(&r.get::<_, String>(1)?)?,
-                    ))
-                })
-                .map_err(sql)?;
-            Ok(into_page(
-                rows.collect::<Result<_, _>>().map_err(sql)?,
+            rows_page(
+                conn,
+                "SELECT rowid, doc FROM deployments WHERE (?1 IS NULL OR event_type = ?1)
+                 AND (?2 = 0 OR rowid < ?2) ORDER BY rowid DESC LIMIT ?3",
+                params![event_type, before, page_limit(limit)],
                 limit,
-            ))
+            )
         })
         .await
     }
@@ -887,6 +876,29 @@ fn page_limit(limit: usize) -> i64 {
 }
 
 /// A page of up to `limit` of `found` (read with `page_limit`), each with its position.
+/// The page of `(rowid, doc)` rows that `query` selects (one more than `limit`, to learn whether
+/// another page follows), each row's position its rowid.
+fn rows_page<T: DeserializeOwned>(
+    conn: &Connection,
+    query: &str,
+    params: impl rusqlite::Params,
+    limit: usize,
+) -> Result<Page<T>, StoreError> {
+    let mut stmt = conn.prepare(query).map_err(sql)?;
+    let rows = stmt
+        .query_map(params, |r| {
+            Ok((
+                r.get::<_, i64>(0)?.to_string(),
+                from_json(&r.get::<_, String>(1)?)?,
+            ))
+        })
+        .map_err(sql)?;
+    Ok(into_page(
+        rows.collect::<Result<_, _>>().map_err(sql)?,
+        limit,
+    ))
+}
+
 fn into_page<T>(mut found: Vec<(String, T)>, limit: usize) -> Page<T> {
     let more = found.len() > limit;
     found.truncate(limit);

@@ -592,16 +592,7 @@ async fn pause(
     Authenticated(caller): Authenticated,
     p: std::result::Result<Path<String>, PathRejection>,
 ) -> Result<Json<Value>> {
-    let id = path(p)?;
-    let subscription = act_for_subscription(&portal, &caller, &id, "pause").await?;
-    let state = portal.pause_subscription(&id).await?;
-    // Pausing succeeds only from running (409 otherwise), and resuming only from paused.
-    let entry = subscription_entry(&caller, "subscription.pause", &subscription).change(
-        json!({"delivery_state": RunState::Running}),
-        json!({"delivery_state": state}),
-    );
-    audit(&portal, entry).await;
-    Ok(Json(json!({"id": id, "delivery_state": state})))
+    switch_delivery(&portal, &caller, p, RunState::Running).await
 }
 
 #[utoipa::path(
@@ -616,14 +607,32 @@ async fn resume(
     Authenticated(caller): Authenticated,
     p: std::result::Result<Path<String>, PathRejection>,
 ) -> Result<Json<Value>> {
+    switch_delivery(&portal, &caller, p, RunState::Paused).await
+}
+
+/// Pauses a running subscription's delivery or resumes a paused one (409 from any other state),
+/// and records the change.
+async fn switch_delivery(
+    portal: &Portal,
+    caller: &Caller,
+    p: std::result::Result<Path<String>, PathRejection>,
+    from: RunState,
+) -> Result<Json<Value>> {
     let id = path(p)?;
-    let subscription = act_for_subscription(&portal, &caller, &id, "resume").await?;
-    let state = portal.resume_subscription(&id).await?;
-    let entry = subscription_entry(&caller, "subscription.resume", &subscription).change(
-        json!({"delivery_state": RunState::Paused}),
-        json!({"delivery_state": state}),
-    );
-    audit(&portal, entry).await;
+    let pause = from == RunState::Running;
+    let action = if pause { "pause" } else { "resume" };
+    let subscription = act_for_subscription(portal, caller, &id, action).await?;
+    let state = if pause {
+        portal.pause_subscription(&id).await?
+    } else {
+        portal.resume_subscription(&id).await?
+    };
+    let entry = subscription_entry(caller, &format!("subscription.{action}"), &subscription)
+        .change(
+            json!({"delivery_state": from}),
+            json!({"delivery_state": state}),
+        );
+    audit(portal, entry).await;
     Ok(Json(json!({"id": id, "delivery_state": state})))
 }
 

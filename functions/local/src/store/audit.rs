@@ -9,7 +9,7 @@ use busway_core::ports::StoreError;
 use busway_core::targets::{TeamTargetStore, TeamTargets};
 use rusqlite::{OptionalExtension, params};
 
-use super::{SqliteStore, from_json, into_page, page_limit, row_position, sql, to_json};
+use super::{SqliteStore, from_json, page_limit, row_position, rows_page, sql, to_json};
 
 #[async_trait]
 impl AuditLog for SqliteStore {
@@ -43,25 +43,14 @@ impl AuditLog for SqliteStore {
         );
         let before = row_position(page.after.as_deref())?.max(0);
         self.run(move |conn| {
-            let mut stmt = conn
-                .prepare(
-                    "SELECT rowid, doc FROM audit WHERE (?1 IS NULL OR team = ?1)
-                     AND (?2 IS NULL OR event_type = ?2) AND (?3 = 0 OR rowid < ?3)
-                     ORDER BY rowid DESC LIMIT ?4",
-                )
-                .map_err(sql)?;
-            let rows = stmt
-                .query_map(params![team, event_type, before, page_limit(limit)], |r| {
-                    Ok((
-                        r.get::<_, i64>(0)?.to_string(),
-                        from_json(&r.get::<_, String>(1)?)?,
-                    ))
-                })
-                .map_err(sql)?;
-            Ok(into_page(
-                rows.collect::<Result<_, _>>().map_err(sql)?,
+            rows_page(
+                conn,
+                "SELECT rowid, doc FROM audit WHERE (?1 IS NULL OR team = ?1)
+                 AND (?2 IS NULL OR event_type = ?2) AND (?3 = 0 OR rowid < ?3)
+                 ORDER BY rowid DESC LIMIT ?4",
+                params![team, event_type, before, page_limit(limit)],
                 limit,
-            ))
+            )
         })
         .await
     }
