@@ -16,6 +16,8 @@
 //!
 //! `cargo bench -p busway-local --bench delivery -- --scenario outage --events 50000 --down-seconds 30`
 
+mod support;
+
 use std::collections::HashSet;
 use std::net::SocketAddr;
 use std::path::Path;
@@ -28,20 +30,9 @@ use anyhow::{Context, ensure};
 use axum::body::Bytes;
 use axum::http::StatusCode;
 use serde_json::{Value, json};
+use support::{arg, free_port, num, percentile};
 use tokio::net::TcpListener;
 use tokio::process::{Child, Command};
-
-fn arg(name: &str) -> Option<String> {
-    let args: Vec<String> = std::env::args().collect();
-    args.iter()
-        .position(|a| a == name)
-        .and_then(|i| args.get(i + 1))
-        .cloned()
-}
-
-fn num(name: &str, default: u64) -> u64 {
-    arg(name).and_then(|v| v.parse().ok()).unwrap_or(default)
-}
 
 const PUBLISHERS: u64 = 8;
 const POISON: &str = "poison";
@@ -57,10 +48,6 @@ struct Busway {
     /// A producer key of `demo`: only producer keys publish.
     producer: String,
     _data: tempfile::TempDir,
-}
-
-fn free_port() -> anyhow::Result<SocketAddr> {
-    Ok(std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?)
 }
 
 impl Busway {
@@ -126,18 +113,7 @@ impl Busway {
     }
 
     async fn post(&self, path: &str, body: Value) -> anyhow::Result<Value> {
-        let answer = self
-            .http
-            .post(format!("{}{path}", self.portal))
-            .json(&body)
-            .send()
-            .await?;
-        ensure!(
-            answer.status().is_success(),
-            "POST {path}: {}",
-            answer.status()
-        );
-        Ok(answer.json().await?)
+        support::post(&self.http, &self.portal, path, body).await
     }
 
     /// The broker's resident memory and its peak, in bytes.
@@ -361,11 +337,6 @@ fn consumer(listener: TcpListener, sent: Arc<Mutex<Sent>>, behaviour: Behaviour)
 
 fn ids(n: u64) -> Vec<String> {
     (0..n).map(|i| format!("e{i}")).collect()
-}
-
-fn percentile(sorted: &[Duration], p: f64) -> Duration {
-    let index = ((sorted.len() as f64 - 1.0) * p).round() as usize;
-    sorted.get(index).copied().unwrap_or_default()
 }
 
 fn ms(d: Duration) -> String {

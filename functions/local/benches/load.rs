@@ -15,6 +15,8 @@
 //!
 //! `cargo bench -p busway-local --bench load -- --seconds 8 --interval-ms 10 [--only ingest|e2e]`
 
+mod support;
+
 use std::collections::HashSet;
 use std::fmt::Write as _;
 use std::net::SocketAddr;
@@ -25,6 +27,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use anyhow::{Context, bail, ensure};
 use axum::body::Bytes;
 use serde_json::{Value, json};
+use support::{arg, free_port, num, percentile};
 use tokio::net::TcpListener;
 use tokio::process::{Child, Command};
 
@@ -34,22 +37,6 @@ const ADMIN_KEY: &str = "bwk_bench_0123456789abcdef0123456789abcdef";
 /// 4, caps one subscription near 4 deliveries per round trip).
 const MAX_IN_FLIGHT: u32 = 100;
 const SCRIPT: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/benches/wrk/publish.lua");
-
-fn arg(name: &str) -> Option<String> {
-    let args: Vec<String> = std::env::args().collect();
-    args.iter()
-        .position(|a| a == name)
-        .and_then(|i| args.get(i + 1))
-        .cloned()
-}
-
-fn num(name: &str, default: u64) -> u64 {
-    arg(name).and_then(|v| v.parse().ok()).unwrap_or(default)
-}
-
-fn free_port() -> anyhow::Result<SocketAddr> {
-    Ok(std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?)
-}
 
 async fn answers(addr: SocketAddr) -> anyhow::Result<()> {
     let started = Instant::now();
@@ -197,18 +184,7 @@ impl Busway {
     }
 
     async fn post(&self, path: &str, body: Value) -> anyhow::Result<Value> {
-        let answer = self
-            .http
-            .post(format!("{}{path}", self.portal))
-            .json(&body)
-            .send()
-            .await?;
-        ensure!(
-            answer.status().is_success(),
-            "POST {path}: {}",
-            answer.status()
-        );
-        Ok(answer.json().await?)
+        support::post(&self.http, &self.portal, path, body).await
     }
 
     async fn deployed(&self, created: &Value) -> anyhow::Result<()> {
@@ -299,11 +275,6 @@ async fn consumer(deliveries: Arc<Mutex<Deliveries>>) -> anyhow::Result<SocketAd
     let addr = listener.local_addr()?;
     tokio::spawn(async move { axum::serve(listener, app).await });
     Ok(addr)
-}
-
-fn percentile(sorted: &[Duration], p: f64) -> Duration {
-    let index = ((sorted.len() as f64 - 1.0) * p).round() as usize;
-    sorted.get(index).copied().unwrap_or_default()
 }
 
 struct Row {
