@@ -127,15 +127,16 @@ export class ConsumerStack extends Stack {
       ...replay,
       eventBusArn: platformValue(this, platformEnv, 'busArn'),
       description: `${doc.event_type} v${doc.version} to ${doc.target_unit} (${doc.subscription_id})`,
-      filterConfiguration: { filters: [{ scope: 'DATA', pattern: JSON.stringify(dataFilter(doc)) }] },
+      filterConfiguration: { filters: [{ scope: 'DATA', pattern: JSON.stringify(doc.event_pattern) }] },
       invokeConfiguration: { targetArn: target.arn, roleArn: role.roleArn, ...target.parameters },
       retryPolicy: {
         maxRetryAttempts: doc.retry_policy.maximum_retry_attempts,
         maxEventAgeInSeconds: doc.retry_policy.maximum_event_age_seconds,
       },
       onFailureConfiguration: { arn: dlq.queueArn },
-      // The event with its envelope, as the Classic bus delivers it, not the bare payload.
-      transformer: target.transformer ?? { type: 'WITH_METADATA' },
+      // RAW delivers an event's data, which for an event put with PutEvents is its whole
+      // envelope: what a Classic rule delivers (WITH_METADATA would wrap it in `Data`).
+      transformer: target.transformer ?? { type: 'RAW' },
       state: 'RUNNING',
     });
   }
@@ -152,12 +153,13 @@ export class ConsumerStack extends Stack {
       case 'HTTPS':
         // The platform's delivery function signs and posts. Invoked synchronously, so that a
         // retryable answer (the function fails) is retried by this subscriber's retry policy and
-        // ends in its dead-letter queue, as any target's failure does.
+        // ends in its dead-letter queue, as any target's failure does. A JSONata expression sees
+        // the event as `$events`; its `Data` is the envelope PutEvents published.
         return {
           arn: platformValue(this, platformEnv, 'deliveryFunctionArn'),
           action: 'lambda:InvokeFunction',
           parameters: { lambdaParameters: { invocationType: 'REQUEST_RESPONSE' } },
-          transformer: { type: 'JSONATA', jsonataConfiguration: { expression: `{% {"subscription_id": ${JSON.stringify(doc.subscription_id)}, "event": $} %}` } },
+          transformer: { type: 'JSONATA', jsonataConfiguration: { expression: `{% {"subscription_id": ${JSON.stringify(doc.subscription_id)}, "event": $events.Data} %}` } },
         };
     }
   }
@@ -269,19 +271,6 @@ export function subscriberName(doc: ConsumerDeploy): string {
  */
 const ASYNC_MAX_RETRIES = 2;
 const ASYNC_MAX_EVENT_AGE_SECONDS = 21600;
-
-/**
- * The consumer rule pattern's `detail`, with its `source` and `detail-type` as the envelope
- * metadata the broker sets from the registration (never from the payload): the Custom Event Bus
- * filters the event's data, where these are.
- */
-export function dataFilter(doc: ConsumerDeploy): Record<string, unknown> {
-  const detail = doc.event_pattern.detail as { metadata: Record<string, unknown> };
-  return {
-    ...detail,
-    metadata: { ...detail.metadata, application: [doc.application], event_type: [doc.event_type], version: [doc.version] },
-  };
-}
 
 export function addConsumerStack(scope: Construct, doc: ConsumerDeploy, platformEnv: string, busKind: BusKind, props: StackProps = {}): ConsumerStack {
   return new ConsumerStack(scope, doc.stack_name, generatedStackProps(platformEnv, { ...props, stackName: doc.stack_name, doc, platformEnv, busKind }));

@@ -351,17 +351,15 @@ test('on the Custom Event Bus a consumer gets a subscriber: the pattern as its D
     EventBusArn: { Ref: Match.stringLikeRegexp('busarn') },
     RetryPolicy: { MaxRetryAttempts: 7, MaxEventAgeInSeconds: 3600 },
     OnFailureConfiguration: { Arn: { 'Fn::GetAtt': [Match.stringLikeRegexp('^DeadLetters'), 'Arn'] } },
-    Transformer: { Type: 'WITH_METADATA' },
+    Transformer: { Type: 'RAW' },
     State: 'RUNNING',
   });
   const subscriber = Object.values(t.findResources('AWS::EventsV2::Subscriber'))[0] as any;
   const filters = subscriber.Properties.FilterConfiguration.Filters;
   assert.equal(filters.length, 1);
   assert.equal(filters[0].Scope, 'DATA');
-  // The rule pattern's detail, with its source and detail-type as the broker's own metadata.
-  assert.deepEqual(JSON.parse(filters[0].Pattern), {
-    metadata: { event_attributes: { target: ['billing'] }, application: ['shop'], event_type: ['order_created'], version: [1] },
-  });
+  // The DATA scope of an event put with PutEvents is its envelope: the Classic rule's own pattern.
+  assert.deepEqual(JSON.parse(filters[0].Pattern), doc.event_pattern);
   t.hasParameter('*', { Type: 'AWS::SSM::Parameter::Value<String>', Default: '/busway/dev/bus/arn' });
   t.hasOutput('BusKind', { Value: 'custom' });
 });
@@ -407,7 +405,7 @@ test('an HTTPS consumer on the Custom Event Bus: its subscriber invokes the deli
   assert.deepEqual(props.RetryPolicy, { MaxRetryAttempts: doc.retry_policy.maximum_retry_attempts, MaxEventAgeInSeconds: doc.retry_policy.maximum_event_age_seconds });
   assert.match(props.OnFailureConfiguration.Arn['Fn::GetAtt'][0], /^DeadLetters/);
   assert.equal(props.Transformer.Type, 'JSONATA');
-  assert.equal(props.Transformer.JsonataConfiguration.Expression, `{% {"subscription_id": "${doc.subscription_id}", "event": $} %}`);
+  assert.equal(props.Transformer.JsonataConfiguration.Expression, `{% {"subscription_id": "${doc.subscription_id}", "event": $events.Data} %}`);
   t.resourceCountIs('AWS::Lambda::Alias', 0);
   t.resourceCountIs('AWS::Lambda::EventInvokeConfig', 0);
   t.resourceCountIs('AWS::Events::ApiDestination', 0);
