@@ -1038,6 +1038,58 @@ async fn the_functions_as_infra_deploys_them_serve_the_seed_flow_within_their_ro
         .await;
     assert_eq!(unplanned.status, 403, "{}", unplanned.body);
     assert_eq!(unplanned.body, json!({"message": "Forbidden"}));
+
+    // A platform admin makes a producer key with a limit through the portal: its API Gateway
+    // key is in the plan of that limit, made on the broker's stage; revoking it deletes the key.
+    let admin = keys.keys[5].as_deref();
+    let limited = json!({"team": "logistics", "role": "producer", "application": "demo",
+                         "rate_limit": {"per_second": 3, "burst": 6}});
+    let made = gateway
+        .call(portal, admin, "POST", "/{proxy+}", "/keys", Some(&limited))
+        .await;
+    assert_eq!(made.status, 201, "{}", made.body);
+    let id = made.body["id"].as_str().expect("a key id").to_string();
+    let plan = format!(
+        "{}-rate-3-6",
+        variable(&t, "portal", "BUSWAY_BROKER_USAGE_PLAN")
+    );
+    let broker_stage = injector.stage.as_deref().expect("the broker stage");
+    let in_plan = |value: String| {
+        let gateway = &gateway;
+        async move { gateway.api_key_in_a_plan(&value, broker_stage).await }
+    };
+    assert!(
+        in_plan(auth::usage_identifier(&id)).await,
+        "{id} is in {plan}"
+    );
+    let plans = gateway
+        .api_keys
+        .get_usage_plans()
+        .send()
+        .await
+        .expect("the plans");
+    let throttle = plans
+        .items()
+        .iter()
+        .find(|p| p.name() == Some(plan.as_str()))
+        .and_then(|p| p.throttle())
+        .unwrap_or_else(|| panic!("{plan} with a throttle"));
+    assert_eq!((throttle.rate_limit(), throttle.burst_limit()), (3.0, 6));
+    let revoked = gateway
+        .call(
+            portal,
+            admin,
+            "POST",
+            "/{proxy+}",
+            &format!("/keys/{id}/revoke"),
+            None,
+        )
+        .await;
+    assert_eq!(revoked.status, 200, "{}", revoked.body);
+    assert!(
+        !in_plan(auth::usage_identifier(&id)).await,
+        "{id} is deleted"
+    );
     // Each API's cache, keyed by the header: a key was looked up once per API whatever the
     // route (the policy names the whole stage); the other requests were served from the cache.
     let cached = gateway.cache.lock().expect("lock").len();
@@ -1080,8 +1132,10 @@ async fn the_functions_as_infra_deploys_them_serve_the_seed_flow_within_their_ro
         ("injector-sqs", "s3:PutObject"),
         ("authorizer", "dynamodb:GetItem"),
         ("delivery", "dynamodb:GetItem"),
-        // POST /keys: the new key's API Gateway key and its place in a usage plan.
+        // POST /keys: the new key's API Gateway key and its place in a usage plan; revocation
+        // deletes them.
         ("portal", "apigateway:POST"),
+        ("portal", "apigateway:DELETE"),
     ] {
         assert!(
             records

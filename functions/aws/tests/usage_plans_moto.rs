@@ -192,10 +192,7 @@ async fn a_key_has_an_api_gateway_key_in_the_plan_of_its_limit_until_it_is_revok
     let mut expected = vec![api_key.id.clone(), same_key.id.clone()];
     expected.sort();
     assert_eq!(in_rate_plan, expected);
-    assert_eq!(
-        gateway.keys_in(DEFAULT_PLAN).await,
-        [unlimited_key.id.clone()]
-    );
+    assert_eq!(gateway.keys_in(DEFAULT_PLAN).await, [unlimited_key.id]);
     assert_eq!(
         gateway.plan_names().await,
         [
@@ -289,7 +286,7 @@ async fn sync_gives_older_keys_their_api_gateway_key_and_deletes_those_of_ended_
     let mut expected = vec![older.id.clone(), admin.id.clone()];
     expected.sort();
     assert_eq!(made, expected);
-    assert_eq!(synced.deleted, [ended.id.clone()]);
+    assert_eq!(synced.deleted, [ended.id.as_str()]);
     let older_key = gateway.key(&older.id).await.expect("made");
     assert_eq!(
         gateway.plans_of(&older_key.id).await[0].0,
