@@ -303,3 +303,95 @@ async fn sync_gives_older_keys_their_api_gateway_key_and_deletes_those_of_ended_
         .expect("synced");
     assert_eq!(again, Default::default());
 }
+
+fn busway_aws(endpoint: &str, args: &[&str]) -> std::process::Output {
+    std::process::Command::new(env!("CARGO_BIN_EXE_busway-aws"))
+        .args(args)
+        .env_clear()
+        .envs([
+            ("AWS_ENDPOINT_URL", endpoint),
+            ("AWS_REGION", moto::REGION),
+            ("AWS_ACCESS_KEY_ID", "test"),
+            ("AWS_SECRET_ACCESS_KEY", "test"),
+            ("BUSWAY_TABLE_NAME", "keys"),
+            ("BUSWAY_BROKER_USAGE_PLAN", DEFAULT_PLAN),
+        ])
+        .output()
+        .expect("busway-aws runs")
+}
+
+#[tokio::test]
+async fn busway_aws_keys_create_makes_the_api_gateway_key_of_its_limit_and_keys_sync_reports() {
+    let moto = Moto::start().await;
+    let sdk = moto::sdk(&moto.endpoint).await;
+    let client = aws_sdk_apigateway::Client::new(&sdk);
+    broker(&client).await;
+    DynamoStore::create_table(&aws_sdk_dynamodb::Client::new(&sdk), "keys")
+        .await
+        .expect("the table");
+    let gateway = Gateway { client };
+
+    let made = busway_aws(
+        &moto.endpoint,
+        &[
+            "keys",
+            "create",
+            "--team",
+            "logistics",
+            "--role",
+            "producer",
+            "--application",
+            "demo",
+            "--rate-limit",
+            "4",
+            "--burst",
+            "8",
+        ],
+    );
+    let stdout = String::from_utf8_lossy(&made.stdout);
+    assert!(
+        made.status.success(),
+        "{}",
+        String::from_utf8_lossy(&made.stderr)
+    );
+    let secret = stdout.lines().last().expect("the key on the last line");
+    assert!(secret.starts_with(auth::KEY_PREFIX), "{stdout}");
+    let record: serde_json::Value =
+        serde_json::from_str(&stdout[..stdout.len() - secret.len() - 1]).expect("the record");
+    assert_eq!(
+        record["rate_limit"],
+        serde_json::json!({"per_second": 4, "burst": 8})
+    );
+    let id = record["id"].as_str().expect("an id");
+    let api_key = gateway.key(id).await.expect("its API Gateway key");
+    assert_eq!(
+        gateway.plans_of(&api_key.id).await[0].0,
+        format!("{DEFAULT_PLAN}-rate-4-8")
+    );
+
+    // Nothing is missing: sync says so.
+    let synced = busway_aws(&moto.endpoint, &["keys", "sync"]);
+    assert!(
+        synced.status.success(),
+        "{}",
+        String::from_utf8_lossy(&synced.stderr)
+    );
+    let synced: serde_json::Value = serde_json::from_slice(&synced.stdout).expect("JSON");
+    assert_eq!(synced, serde_json::json!({"made": [], "deleted": []}));
+
+    // A burst needs a rate.
+    let usage = busway_aws(
+        &moto.endpoint,
+        &[
+            "keys",
+            "create",
+            "--team",
+            "logistics",
+            "--role",
+            "owner",
+            "--burst",
+            "3",
+        ],
+    );
+    assert_eq!(usage.status.code(), Some(2));
+}
