@@ -76,4 +76,8 @@ console.log(`broker API: ${out[`${env}-event-broker-api-service`].BrokerUrl}`);
 # Both APIs take only API keys (the authorizer function): the first platform-admin key of an
 # environment is made with busway-aws on this environment's table; later keys through POST /keys.
 echo "first platform-admin key (shown once, on the last line):"
-echo "  BUSWAY_TABLE_NAME=$env_name-self-service-events-table cargo run --release -p busway-aws --bin busway-aws -- keys create --team platform --role platform-admin"
+echo "  BUSWAY_TABLE_NAME=$env_name-self-service-events-table BUSWAY_BROKER_USAGE_PLAN=$env_name-event-broker-api-default cargo run --release -p busway-aws --bin busway-aws -- keys create --team platform --role platform-admin"
+# Every key has an API Gateway key in a usage plan of the broker stage (infra/README.md: "Rate
+# limits"); keys made before that get theirs, and revoked keys lose theirs, with keys sync.
+echo "keys made before API Gateway keys (once, after upgrading; then rebuild the producer stacks):"
+echo "  BUSWAY_TABLE_NAME=$env_name-self-service-events-table BUSWAY_BROKER_USAGE_PLAN=$env_name-event-broker-api-default cargo run --release -p busway-aws --bin busway-aws -- keys sync"

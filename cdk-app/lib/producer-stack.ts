@@ -74,6 +74,10 @@ export class HttpsProducerStack extends Stack {
       // the injector (the seed's open route is one of its defects).
       authorizationType: 'CUSTOM',
       authorizerId: platformValue(this, platformEnv, 'brokerApiAuthorizerId'),
+      // The API key is the one the authorizer names for the caller's key (the broker API's
+      // apiKeySource is AUTHORIZER), so API Gateway applies the throttle of that key's usage plan
+      // (infra/README.md: "Rate limits"); a key without an API Gateway key is refused here.
+      apiKeyRequired: true,
       requestValidatorId: validator.ref,
       requestModels: { 'application/json': model.ref },
       integration: {
@@ -95,7 +99,8 @@ export class HttpsProducerStack extends Stack {
     // A new deployment of the stage makes the new route live; its logical id changes with the route's
     // definition so that CloudFormation deploys the stage again whenever the route changes.
     const fingerprint = createHash('sha256')
-      .update(JSON.stringify({ schema: doc.schema, version: doc.version, event_type: doc.event_type }))
+      // apiKeyRequired: a route built before it gets a new deployment, which makes it live.
+      .update(JSON.stringify({ schema: doc.schema, version: doc.version, event_type: doc.event_type, apiKeyRequired: true }))
       .digest('hex')
       .slice(0, 8);
     const deployment = new apigw.CfnDeployment(this, `StageDeployment${fingerprint}`, {

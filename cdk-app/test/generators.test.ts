@@ -53,7 +53,7 @@ function assertLeastPrivilege(t: Template): void {
   }
 }
 
-test('an HTTPS producer gets a model, a body validator, a POST route to the injector behind the platform\'s key authorizer and a new stage deployment', () => {
+test('an HTTPS producer gets a model, a body validator, a POST route to the injector behind the platform\'s key authorizer, requiring the API key the authorizer names, and a new stage deployment', () => {
   const { stacks } = synth('producer-https-v1');
   const t = byName(stacks, 'busway-producer-order-created-v1');
   const doc = raw('producer-https-v1');
@@ -64,6 +64,8 @@ test('an HTTPS producer gets a model, a body validator, a POST route to the inje
     HttpMethod: 'POST',
     AuthorizationType: 'CUSTOM',
     AuthorizerId: { Ref: Match.stringLikeRegexp('SsmParameterValue.*brokerapiauthorizerid') },
+    // The usage plan of the caller's key applies (infra/README.md: "Rate limits").
+    ApiKeyRequired: true,
     RequestValidatorId: { Ref: Match.stringLikeRegexp('BodyValidator') },
     RequestModels: { 'application/json': { Ref: Match.stringLikeRegexp('EventModel') } },
     Integration: Match.objectLike({ Type: 'AWS_PROXY', IntegrationHttpMethod: 'POST' }),

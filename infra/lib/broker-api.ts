@@ -49,11 +49,13 @@ export class BrokerApiStack extends Stack {
       // (`usageIdentifierKey`, functions/authorizer), never by an x-api-key header.
       apiKeySourceType: apigw.ApiKeySourceType.AUTHORIZER,
     });
-    // A producer key's limit on AWS is the throttle of the usage plan its API Gateway key is in
-    // (a key of the busway key id's value). This plan is the broker stage's default one; the
-    // plans and API Gateway keys per busway key are not made yet (infra/README.md: "Rate limits").
+    // A producer key's limit on AWS is the throttle of the usage plan its API Gateway key is in.
+    // This plan is the broker stage's default one, of every key without a limit; the portal and
+    // `busway-aws keys` make each busway key's API Gateway key in it, or in the plan of the key's
+    // limit that they make from it (functions/aws/src/usage_plans.rs; infra/README.md: "Rate
+    // limits"). The event routes require an API key (cdk-app/ producer stacks).
     const plan = api.addUsagePlan('DefaultProducerPlan', {
-      name: `${names.brokerApiName}-default`,
+      name: names.brokerUsagePlanName,
       description: 'busway producer keys without a rate limit of their own',
       throttle: DEFAULT_PRODUCER_THROTTLE,
       apiStages: [{ api, stage: api.deploymentStage }],

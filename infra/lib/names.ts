@@ -22,6 +22,8 @@ export const ENV_VARS = {
   /** busway_aws::host::BUS_RETENTION_DAYS: how far back a replay on the Custom Event Bus may start. */
   busRetentionDays: 'BUSWAY_BUS_RETENTION_DAYS',
   stateMachineArn: 'BUSWAY_STATE_MACHINE_ARN',
+  /** busway_aws::usage_plans::USAGE_PLAN: the broker stage's default usage plan, by name. */
+  brokerUsagePlan: 'BUSWAY_BROKER_USAGE_PLAN',
   metricsNamespace: 'BUSWAY_METRICS_NAMESPACE',
 } as const;
 
@@ -63,6 +65,8 @@ export class Names {
 
   get busName(): string { return `${this.env}.custom.events.bus`; }
   get brokerApiName(): string { return `${this.env}-event-broker-api`; }
+  /** The broker stage's default usage plan; the plans of rate limits are named after it (busway_aws::usage_plans). */
+  get brokerUsagePlanName(): string { return `${this.brokerApiName}-default`; }
   get portalApiName(): string { return `${this.env}-self-service-portal-api`; }
   get tableName(): string { return `${this.env}-self-service-events-table`; }
   get registryName(): string { return `${this.env}.busway.schemas`; }

@@ -69,6 +69,9 @@ export class PortalStack extends Stack {
         [ENV_VARS.subscriberBucket]: props.subscriber.bucketName,
         [ENV_VARS.registryName]: this.registryName,
         [ENV_VARS.stateMachineArn]: stateMachineArn,
+        // Each key's API Gateway key goes into this plan or one made from it. By name: the broker
+        // API stack deploys after this one.
+        [ENV_VARS.brokerUsagePlan]: names.brokerUsagePlanName,
         // Pause and resume reach the Custom Event Bus's subscribers; the Classic bus has none.
         [ENV_VARS.busKind]: props.bus.kind,
         // A replay starts within what the Custom Event Bus keeps.
@@ -109,6 +112,25 @@ export class PortalStack extends Stack {
       acknowledgeWildcards(portal.role, [`Resource::arn:<AWS::Partition>:events:<AWS::Region>:<AWS::AccountId>:${subscribers}`],
         'A subscriber\'s ARN is made by the bus when its consumer stack creates it; the wildcard is the platform bus\'s own subscribers.');
     }
+    // Keys made, rotated and revoked through the portal have their API Gateway key in a usage plan
+    // of the broker stage (functions/aws/src/usage_plans.rs): plans are listed (also by key) and
+    // made, keys listed, made, put in a plan, taken out of it and deleted. API Gateway's IAM
+    // resources are paths; its key and plan ids are made by API Gateway.
+    const apigateway = (path: string) => `arn:${this.partition}:apigateway:${this.region}::${path}`;
+    portal.role.addToPolicy(new iam.PolicyStatement({
+      actions: ['apigateway:GET'],
+      resources: [apigateway('/usageplans'), apigateway('/usageplans/*/keys'), apigateway('/apikeys')],
+    }));
+    portal.role.addToPolicy(new iam.PolicyStatement({
+      actions: ['apigateway:POST'],
+      resources: [apigateway('/usageplans'), apigateway('/usageplans/*/keys'), apigateway('/apikeys')],
+    }));
+    portal.role.addToPolicy(new iam.PolicyStatement({
+      actions: ['apigateway:DELETE'],
+      resources: [apigateway('/usageplans/*/keys/*'), apigateway('/apikeys/*')],
+    }));
+    acknowledgeWildcards(portal.role, ['/usageplans/*/keys', '/usageplans/*/keys/*', '/apikeys/*'].map((path) => `Resource::arn:<AWS::Partition>:apigateway:<AWS::Region>::${path}`),
+      'API Gateway names usage plans and API keys by ids it makes when the portal creates them; each wildcard is one kind of resource (a plan\'s keys, an API key).');
     acknowledgeWildcards(portal.role, [...deployJsons, backups].map((o) => o.finding).concat(`Resource::arn:<AWS::Partition>:schemas:<AWS::Region>:<AWS::AccountId>:${schemas}`),
       'Keys and schema names are made at run time from validated names; each wildcard is one key shape (`*/deploy.json`, `*/schema.json`) or busway\'s own registry.');
 

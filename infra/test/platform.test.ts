@@ -97,6 +97,7 @@ const TABLE = /^<import:dev-self-service-portal:ExportsOutputFnGetAttEvents\w+Ar
 const INDEX = (i: string) => new RegExp(`^<import:dev-self-service-portal:ExportsOutputFnGetAttEvents\\w+Arn\\w+>/index/${i}$`);
 const TABLE_AND_INDEXES = [TABLE, INDEX('GSI1'), INDEX('GSI2')];
 const ARN = (service: string, rest: string) => new RegExp(`^arn:<AWS::Partition>:${service}:<AWS::Region>:<AWS::AccountId>:${rest}$`);
+const APIGW = (path: string) => new RegExp(`^arn:<AWS::Partition>:apigateway:<AWS::Region>::${path.replace(/[*]/g, '\\$&')}$`);
 const OBJECTS = (bucket: string, keys: string) => new RegExp(`^arn:<AWS::Partition>:s3:::dev-${bucket}-<AWS::AccountId>/${keys.replace(/[.*]/g, '\\$&')}$`);
 
 test('the three buckets are versioned, SSE-S3 encrypted, private, TLS only and log their access', () => {
@@ -202,7 +203,7 @@ const BUCKETS = [ENV_VARS.schemaBackupBucket, ENV_VARS.publisherBucket, ENV_VARS
 
 test('every function is a Rust bootstrap on provided.al2023 arm64 with exactly the environment it reads', () => {
   const expected: Record<string, [Template, string[]]> = {
-    portal: [t.portal, [ENV_VARS.tableName, ...BUCKETS, ENV_VARS.registryName, ENV_VARS.stateMachineArn, ENV_VARS.busKind, ENV_VARS.busArn, ENV_VARS.busRetentionDays]],
+    portal: [t.portal, [ENV_VARS.tableName, ...BUCKETS, ENV_VARS.registryName, ENV_VARS.stateMachineArn, ENV_VARS.brokerUsagePlan, ENV_VARS.busKind, ENV_VARS.busArn, ENV_VARS.busRetentionDays]],
     injector: [t.brokerApi, [ENV_VARS.busKind, ENV_VARS.busArn, ENV_VARS.tableName, ...BUCKETS]],
     'injector-sqs': [t.brokerApi, [ENV_VARS.busKind, ENV_VARS.busArn, ENV_VARS.tableName, ...BUCKETS]],
     provisioner: [t.provisioning, [ENV_VARS.tableName, ...BUCKETS, ENV_VARS.stateMachineArn]],
@@ -234,7 +235,7 @@ test('every function is a Rust bootstrap on provided.al2023 arm64 with exactly t
   });
   const classicPortal = Object.values(classic.portal.findResources('AWS::Lambda::Function', { Properties: { FunctionName: 'dev-busway-portal' } }))[0] as any;
   assert.deepEqual(Object.keys(classicPortal.Properties.Environment.Variables).sort(),
-    [ENV_VARS.tableName, ...BUCKETS, ENV_VARS.registryName, ENV_VARS.stateMachineArn, ENV_VARS.busKind, 'RUST_LOG', ENV_VARS.metricsNamespace].sort());
+    [ENV_VARS.tableName, ...BUCKETS, ENV_VARS.registryName, ENV_VARS.stateMachineArn, ENV_VARS.brokerUsagePlan, ENV_VARS.busKind, 'RUST_LOG', ENV_VARS.metricsNamespace].sort());
   assert.equal(classicPortal.Properties.Environment.Variables[ENV_VARS.busKind], 'classic');
   for (const name of ['injector', 'injector-sqs']) {
     t.brokerApi.hasResourceProperties('AWS::Lambda::Function', {
@@ -253,7 +254,7 @@ test('every function is a Rust bootstrap on provided.al2023 arm64 with exactly t
   });
 });
 
-test('the portal may read and write the table, put deploy.json files and schema backups, manage the registry\'s schemas, provision a retried deployment and pause its bus\'s subscribers only', () => {
+test('the portal may read and write the table, put deploy.json files and schema backups, manage the registry\'s schemas, provision a retried deployment, pause its bus\'s subscribers and manage API Gateway keys and usage plans only', () => {
   const common: [string[], RegExp[]][] = [
     [LOGS, [/^<PortalLogs\w+\.Arn>$/]],
     [['dynamodb:GetItem', 'dynamodb:Query', 'dynamodb:PutItem', 'dynamodb:UpdateItem', 'dynamodb:DeleteItem', 'dynamodb:ConditionCheckItem'], [/^<Events\w+\.Arn>$/, /^<Events\w+\.Arn>\/index\/GSI1$/, /^<Events\w+\.Arn>\/index\/GSI2$/]],
@@ -263,12 +264,20 @@ test('the portal may read and write the table, put deploy.json files and schema 
     [['states:StartExecution'], [ARN('states', 'stateMachine:dev-busway-provisioning')]],
     [['schemas:CreateSchema', 'schemas:UpdateSchema', 'schemas:DescribeSchema', 'schemas:ListSchemaVersions'], [ARN('schemas', 'schema/dev\\.busway\\.schemas/\\*')]],
   ];
+  // The API Gateway key of each key in a usage plan of the broker stage (functions/aws/src/usage_plans.rs):
+  // GET, POST and DELETE on API keys, usage plans and their keys, nothing else of API Gateway.
+  const gateway: [string[], RegExp[]][] = [
+    [['apigateway:GET'], [APIGW('/usageplans'), APIGW('/usageplans/*/keys'), APIGW('/apikeys')]],
+    [['apigateway:POST'], [APIGW('/usageplans'), APIGW('/usageplans/*/keys'), APIGW('/apikeys')]],
+    [['apigateway:DELETE'], [APIGW('/usageplans/*/keys/*'), APIGW('/apikeys/*')]],
+  ];
   assertStatements(statements(t.portal, 'PortalRole'), [
     ...common,
     [['events:ListSubscribers'], [/^<import:dev-event-broker-bus:ExportsOutputFnGetAttBusEventBusArn\w+>$/]],
     [['events:UpdateSubscriber'], [ARN('events', 'event-busv2/dev\\.custom\\.events\\.bus/\\*')]],
+    ...gateway,
   ]);
-  assertStatements(statements(classic.portal, 'PortalRole'), common);
+  assertStatements(statements(classic.portal, 'PortalRole'), [...common, ...gateway]);
 });
 
 test('the injectors may put events on the platform bus, write claim checks, read the event store and claim event ids, nothing else', () => {
@@ -592,7 +601,7 @@ test('the platform writes exactly the SSM parameters the generators of cdk-app/ 
   assert.match(value(t.brokerApi, '/busway/dev/delivery/function-arn'), /^<DeliveryFunction\w+\.Arn>$/);
 });
 
-test('the broker API takes its API key from the authorizer and has a default usage plan on its stage', () => {
+test('the broker API takes its API key from the authorizer and has a default usage plan on its stage, which the portal finds by name', () => {
   for (const tpl of [t.brokerApi, classic.brokerApi]) {
     tpl.hasResourceProperties('AWS::ApiGateway::RestApi', { Name: 'dev-event-broker-api', ApiKeySourceType: 'AUTHORIZER' });
     tpl.resourceCountIs('AWS::ApiGateway::UsagePlan', 1);
@@ -602,8 +611,15 @@ test('the broker API takes its API key from the authorizer and has a default usa
     assert.equal(plan.Properties.ApiStages.length, 1);
     assert.match(render(plan.Properties.ApiStages[0].ApiId), /^<BrokerApi\w+>$/);
     assert.match(render(plan.Properties.ApiStages[0].Stage), /^<BrokerApiDeploymentStage\w+>$/);
-    // No API Gateway key is made by infra: per-key plans are not built yet.
+    // API Gateway keys, and the plans of rate limits, are made with the busway keys
+    // (functions/aws/src/usage_plans.rs), which find this plan by the name the portal is given.
     tpl.resourceCountIs('AWS::ApiGateway::ApiKey', 0);
+  }
+  for (const portal of [t.portal, classic.portal]) {
+    portal.hasResourceProperties('AWS::Lambda::Function', {
+      FunctionName: 'dev-busway-portal',
+      Environment: { Variables: Match.objectLike({ [ENV_VARS.brokerUsagePlan]: 'dev-event-broker-api-default' }) },
+    });
   }
   // The portal API limits nothing per key.
   t.portal.resourceCountIs('AWS::ApiGateway::UsagePlan', 0);

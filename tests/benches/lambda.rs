@@ -265,6 +265,11 @@ async fn main() {
         STATE_MACHINE_ARN.to_string(),
         format!("arn:aws:states:{REGION}:123456789012:stateMachine:unused"),
     ));
+    // The portal reads it at start; GET /events makes no API Gateway call.
+    env.push((
+        busway_aws::usage_plans::USAGE_PLAN.to_string(),
+        "unused-event-broker-api-default".to_string(),
+    ));
     env.push(("RUST_LOG".to_string(), "warn".to_string()));
     println!(
         "| function | zip (bytes) | binary (bytes) | cold start p50 / max (ms) | warm p50 / p99 (ms) | CPU per warm invocation (ms) | peak RSS (MiB) |"

@@ -247,6 +247,12 @@ impl Request<'_> {
                 .collect(),
             "schemas" => vec![self.schemas_call(region)],
             "s3" => vec![self.s3_call()],
+            // API Gateway's IAM actions are HTTP methods on resources that are its paths.
+            "apigateway" => vec![Call {
+                action: format!("apigateway:{}", self.method),
+                resource: format!("arn:aws:apigateway:{region}::{}", self.path),
+                ..Call::default()
+            }],
             other => panic!(
                 "a call to {other:?} ({} {}) is not known to this test",
                 self.method, self.path

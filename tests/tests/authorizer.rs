@@ -97,8 +97,12 @@ async fn the_authorizer_allows_valid_keys_with_their_caller_and_refuses_the_othe
     assert!(allowed.ok, "{}", allowed.body);
     let policy: Value = serde_json::from_str(&allowed.body).expect("a policy");
     assert_eq!(policy["principalId"], producer.id);
-    // The broker API's usage plans identify the key by it (apiKeySource AUTHORIZER).
-    assert_eq!(policy["usageIdentifierKey"], producer.id);
+    // The broker API's usage plans identify the key by the value of its API Gateway key
+    // (apiKeySource AUTHORIZER): the key id's letters and digits after `busway`.
+    assert_eq!(
+        policy["usageIdentifierKey"],
+        format!("busway{}", producer.id.replace('_', ""))
+    );
     let statement = &policy["policyDocument"]["Statement"][0];
     assert_eq!(statement["Effect"], "Allow");
     assert_eq!(

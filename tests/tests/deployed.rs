@@ -6,11 +6,13 @@
 //! seed's flow is driven with the events API Gateway, S3, Step Functions and SQS send, API Gateway
 //! events carrying each API's stage from the template and the caller the key authorizer found
 //! (API Gateway's part emulated as the templates attach the authorizer: its identity source, its
-//! cache, its 401 gateway response), who may do what through that path, and events above the
+//! cache, its 401 gateway response, and the API key that the routes of the generated producer
+//! stack require, taken from the authorizer's answer and looked up in moto's API Gateway keys and
+//! usage plans as the portal makes them), who may do what through that path, and events above the
 //! bus entry limit through both injectors (claim-checked). Every AWS call a function makes goes
 //! through a gate that records it and judges it against that function's role in the template.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
@@ -25,7 +27,8 @@ use aws_sdk_s3::types::{
     VersioningConfiguration,
 };
 use busway_aws::dynamo::DynamoStore;
-use busway_core::auth::{self, NewKey, Role};
+use busway_aws::usage_plans::{GatewayKeys, UsagePlans};
+use busway_core::auth::{self, KeyStore, NewKey, Role};
 use busway_tests::cfn::{self, Templates};
 use busway_tests::gate::{self, Record};
 use busway_tests::iam::Policy;
@@ -96,6 +99,13 @@ struct Gateway<'a> {
     keyed: AtomicUsize,
     /// Per stack: the UNAUTHORIZED gateway response's status, body and `WWW-Authenticate`.
     unauthorized: HashMap<String, (u64, Value, String)>,
+    /// The stacks whose API takes its API key from the authorizer (`apiKeySource: AUTHORIZER`).
+    key_from_authorizer: HashSet<String>,
+    /// The routes (stack, method, resource) that require an API key, from the templates of the
+    /// stacks that add them (the generated producer stacks).
+    key_required: Mutex<HashSet<(String, String, String)>>,
+    /// Where API Gateway keeps its API keys and usage plans (moto).
+    api_keys: aws_sdk_apigateway::Client,
 }
 
 /// An answer through the gateway: status, JSON body and the `WWW-Authenticate` header.
@@ -108,7 +118,11 @@ struct Reply {
 impl<'a> Gateway<'a> {
     /// The authorizers of both APIs, read from the templates: the same function, identity source
     /// and TTL on each; and each API's 401.
-    fn of(t: &Templates, authorizer: &'a Deployed) -> Gateway<'a> {
+    fn of(
+        t: &Templates,
+        authorizer: &'a Deployed,
+        api_keys: aws_sdk_apigateway::Client,
+    ) -> Gateway<'a> {
         let authorizers: Vec<_> = t.of_kind("AWS::ApiGateway::Authorizer").collect();
         assert_eq!(authorizers.len(), 2, "one authorizer on each API");
         let mut ttls = Vec::new();
@@ -151,6 +165,11 @@ impl<'a> Gateway<'a> {
                 (r.stack.to_string(), (status, body, challenge))
             })
             .collect::<HashMap<_, _>>();
+        let key_from_authorizer = t
+            .of_kind("AWS::ApiGateway::RestApi")
+            .filter(|api| api.properties["ApiKeySourceType"] == "AUTHORIZER")
+            .map(|api| api.stack.to_string())
+            .collect();
         Gateway {
             authorizer,
             ttl: Duration::from_secs(ttls[0]),
@@ -158,7 +177,63 @@ impl<'a> Gateway<'a> {
             lookups: AtomicUsize::new(0),
             keyed: AtomicUsize::new(0),
             unauthorized,
+            key_from_authorizer,
+            key_required: Mutex::default(),
+            api_keys,
         }
+    }
+
+    /// The routes of a generated producer stack that require an API key, on `api`'s stack:
+    /// its methods with `ApiKeyRequired`, at `/{event_type}/{version}`.
+    fn add_routes(&self, api: &Deployed, producer: &Templates, event_type: &str) -> usize {
+        let mut routes = self.key_required.lock().expect("lock");
+        let before = routes.len();
+        for method in producer.of_kind("AWS::ApiGateway::Method") {
+            if method.properties["ApiKeyRequired"] != true {
+                continue;
+            }
+            let resource = method.properties["ResourceId"]["Ref"]
+                .as_str()
+                .expect("the route's resource");
+            let version = producer.string(producer.get(method.stack, resource), "PathPart");
+            routes.insert((
+                api.stack.clone(),
+                producer.string(method, "HttpMethod"),
+                format!("/{event_type}/{version}"),
+            ));
+        }
+        routes.len() - before
+    }
+
+    /// Whether API Gateway finds the API key `value` (the authorizer's `usageIdentifierKey`)
+    /// enabled and in a usage plan of `stage`.
+    async fn api_key_in_a_plan(&self, value: &str, stage: &str) -> bool {
+        let keys = self
+            .api_keys
+            .get_api_keys()
+            .include_values(true)
+            .send()
+            .await
+            .expect("the API keys");
+        let Some(id) = keys
+            .items()
+            .iter()
+            .find(|k| k.value() == Some(value) && k.enabled())
+            .and_then(|k| k.id())
+        else {
+            return false;
+        };
+        let plans = self
+            .api_keys
+            .get_usage_plans()
+            .key_id(id)
+            .send()
+            .await
+            .expect("the key's usage plans");
+        plans
+            .items()
+            .iter()
+            .any(|p| p.api_stages().iter().any(|s| s.stage() == Some(stage)))
     }
 
     fn refused(&self, api: &Deployed) -> Reply {
@@ -232,6 +307,25 @@ impl<'a> Gateway<'a> {
                 policy
             }
         };
+        // A route that requires an API key takes it from the authorizer's answer on an API whose
+        // key source is the authorizer; without one in a usage plan of the stage, API Gateway
+        // answers its INVALID_API_KEY response (no template changes it: 403, its own body).
+        let route = (api.stack.clone(), method.to_string(), resource.to_string());
+        if self.key_required.lock().expect("lock").contains(&route) {
+            assert!(
+                self.key_from_authorizer.contains(&api.stack),
+                "{} requires an API key but does not take it from the authorizer",
+                api.stack
+            );
+            let value = policy["usageIdentifierKey"].as_str().unwrap_or_default();
+            if !self.api_key_in_a_plan(value, stage).await {
+                return Reply {
+                    status: 403,
+                    body: json!({"message": "Forbidden"}),
+                    challenge: None,
+                };
+            }
+        }
         // The cached policy must allow this route too: it names the whole stage.
         let statement = &policy["policyDocument"]["Statement"][0];
         assert_eq!(statement["Effect"], "Allow", "{policy}");
@@ -358,6 +452,46 @@ async fn provision(t: &Templates, sdk: &aws_config::SdkConfig) {
             .send()
             .await
             .expect("the bus is created");
+    }
+    // The usage plans of the APIs, on a REST API of the template's name and its stage: the
+    // portal makes each key's API Gateway key in one of them (busway_aws::usage_plans).
+    let apigateway = aws_sdk_apigateway::Client::new(sdk);
+    for plan in t.of_kind("AWS::ApiGateway::UsagePlan") {
+        let of_stack = |kind: &str, name: &str| {
+            let resources: Vec<_> = t.of_kind(kind).filter(|r| r.stack == plan.stack).collect();
+            assert_eq!(resources.len(), 1, "one {kind} in {}", plan.stack);
+            t.string(resources[0], name)
+        };
+        let api = apigateway
+            .create_rest_api()
+            .name(of_stack("AWS::ApiGateway::RestApi", "Name"))
+            .send()
+            .await
+            .expect("the REST API");
+        let throttle = t.property(plan, "Throttle");
+        apigateway
+            .create_usage_plan()
+            .name(t.string(plan, "UsagePlanName"))
+            .throttle(
+                aws_sdk_apigateway::types::ThrottleSettings::builder()
+                    .rate_limit(throttle["RateLimit"].as_f64().expect("a rate"))
+                    .burst_limit(
+                        throttle["BurstLimit"]
+                            .as_i64()
+                            .and_then(|b| i32::try_from(b).ok())
+                            .expect("a burst"),
+                    )
+                    .build(),
+            )
+            .api_stages(
+                aws_sdk_apigateway::types::ApiStage::builder()
+                    .api_id(api.id().expect("an id"))
+                    .stage(of_stack("AWS::ApiGateway::Stage", "StageName"))
+                    .build(),
+            )
+            .send()
+            .await
+            .expect("the usage plan");
     }
     let sfn = aws_sdk_sfn::Client::new(sdk);
     for machine in t.of_kind("AWS::StepFunctions::StateMachine") {
@@ -532,8 +666,17 @@ async fn the_functions_as_infra_deploys_them_serve_the_seed_flow_within_their_ro
         &fns["injector-sqs"],
         &fns["provisioner"],
     );
-    let gateway = Gateway::of(&t, &fns["authorizer"]);
-    let keys = Keys::make(&sdk, &variable(&t, "portal", "BUSWAY_TABLE_NAME")).await;
+    let gateway = Gateway::of(
+        &t,
+        &fns["authorizer"],
+        aws_sdk_apigateway::Client::new(&sdk),
+    );
+    let keys = Keys::make(
+        &sdk,
+        &variable(&t, "portal", "BUSWAY_TABLE_NAME"),
+        &variable(&t, "portal", "BUSWAY_BROKER_USAGE_PLAN"),
+    )
+    .await;
     let owner = Some(keys.owner());
     let s3 = moto::s3(&sdk);
     let sqs = aws_sdk_sqs::Client::new(&sdk);
@@ -727,6 +870,38 @@ async fn the_functions_as_infra_deploys_them_serve_the_seed_flow_within_their_ro
         .await
         .expect("the target");
 
+    // The route the producer stack of that deploy.json adds to the broker API, as cdk-app/
+    // generates it: it requires an API key.
+    let producer_doc = s3
+        .get_object()
+        .bucket(&publisher)
+        .key(&producer_key)
+        .send()
+        .await
+        .expect("the producer deploy.json")
+        .body
+        .collect()
+        .await
+        .expect("its body")
+        .into_bytes();
+    let producer_json = scratch.path().join("producer-deploy.json");
+    std::fs::write(&producer_json, &producer_doc).expect("written");
+    let producer_out = scratch.path().join("producer.out");
+    cfn::synth(
+        &repo().join("cdk-app"),
+        &producer_out,
+        &[
+            ("deployJson", producer_json.to_str().expect("a UTF-8 path")),
+            ("platformEnv", ENV),
+        ],
+    );
+    let routes = gateway.add_routes(
+        injector,
+        &Templates::load(&producer_out, REGION),
+        "scanned_parcel",
+    );
+    assert_eq!(routes, 1, "POST /scanned_parcel/1 requires an API key");
+
     // Producers publish through the broker API's stage: a valid event is on the bus, an invalid
     // one is refused naming its paths.
     let (producer, gw) = (Some(keys.producer.as_str()), &gateway);
@@ -849,6 +1024,72 @@ async fn the_functions_as_infra_deploys_them_serve_the_seed_flow_within_their_ro
     );
 
     access_through_the_authorizer(&gateway, portal, injector, &keys).await;
+    // A producer key stored without its API Gateway key (made before they were, and not synced)
+    // passes the authorizer, and API Gateway refuses it for want of an API key.
+    let unplanned = gateway
+        .call(
+            injector,
+            Some(&keys.unplanned),
+            "POST",
+            "/scanned_parcel/1",
+            "/scanned_parcel/1",
+            Some(&v1_envelope("u2")),
+        )
+        .await;
+    assert_eq!(unplanned.status, 403, "{}", unplanned.body);
+    assert_eq!(unplanned.body, json!({"message": "Forbidden"}));
+
+    // A platform admin makes a producer key with a limit through the portal: its API Gateway
+    // key is in the plan of that limit, made on the broker's stage; revoking it deletes the key.
+    let admin = keys.keys[5].as_deref();
+    let limited = json!({"team": "logistics", "role": "producer", "application": "demo",
+                         "rate_limit": {"per_second": 3, "burst": 6}});
+    let made = gateway
+        .call(portal, admin, "POST", "/{proxy+}", "/keys", Some(&limited))
+        .await;
+    assert_eq!(made.status, 201, "{}", made.body);
+    let id = made.body["id"].as_str().expect("a key id").to_string();
+    let plan = format!(
+        "{}-rate-3-6",
+        variable(&t, "portal", "BUSWAY_BROKER_USAGE_PLAN")
+    );
+    let broker_stage = injector.stage.as_deref().expect("the broker stage");
+    let in_plan = |value: String| {
+        let gateway = &gateway;
+        async move { gateway.api_key_in_a_plan(&value, broker_stage).await }
+    };
+    assert!(
+        in_plan(auth::usage_identifier(&id)).await,
+        "{id} is in {plan}"
+    );
+    let plans = gateway
+        .api_keys
+        .get_usage_plans()
+        .send()
+        .await
+        .expect("the plans");
+    let throttle = plans
+        .items()
+        .iter()
+        .find(|p| p.name() == Some(plan.as_str()))
+        .and_then(|p| p.throttle())
+        .unwrap_or_else(|| panic!("{plan} with a throttle"));
+    assert_eq!((throttle.rate_limit(), throttle.burst_limit()), (3.0, 6));
+    let revoked = gateway
+        .call(
+            portal,
+            admin,
+            "POST",
+            "/{proxy+}",
+            &format!("/keys/{id}/revoke"),
+            None,
+        )
+        .await;
+    assert_eq!(revoked.status, 200, "{}", revoked.body);
+    assert!(
+        !in_plan(auth::usage_identifier(&id)).await,
+        "{id} is deleted"
+    );
     // Each API's cache, keyed by the header: a key was looked up once per API whatever the
     // route (the policy names the whole stage); the other requests were served from the cache.
     let cached = gateway.cache.lock().expect("lock").len();
@@ -891,6 +1132,10 @@ async fn the_functions_as_infra_deploys_them_serve_the_seed_flow_within_their_ro
         ("injector-sqs", "s3:PutObject"),
         ("authorizer", "dynamodb:GetItem"),
         ("delivery", "dynamodb:GetItem"),
+        // POST /keys: the new key's API Gateway key and its place in a usage plan; revocation
+        // deletes them.
+        ("portal", "apigateway:POST"),
+        ("portal", "apigateway:DELETE"),
     ] {
         assert!(
             records
@@ -908,6 +1153,8 @@ async fn the_functions_as_infra_deploys_them_serve_the_seed_flow_within_their_ro
 struct Keys {
     keys: [Option<String>; 6],
     producer: String,
+    /// A producer key of the event type's application stored on the table alone.
+    unplanned: String,
 }
 
 const CALLERS: [&str; 6] = [
@@ -920,9 +1167,27 @@ const CALLERS: [&str; 6] = [
 ];
 
 impl Keys {
-    /// Stored as `busway-aws keys create` stores them: the record under the secret's SHA-256.
-    async fn make(sdk: &aws_config::SdkConfig, table: &str) -> Keys {
-        let store = DynamoStore::new(aws_sdk_dynamodb::Client::new(sdk), table.to_string());
+    /// Stored as `busway-aws keys create` stores them: the record under the secret's SHA-256,
+    /// with its API Gateway key in the broker stage's default usage plan (`plan`).
+    async fn make(sdk: &aws_config::SdkConfig, table: &str, plan: &str) -> Keys {
+        let table: Arc<dyn KeyStore> = Arc::new(DynamoStore::new(
+            aws_sdk_dynamodb::Client::new(sdk),
+            table.to_string(),
+        ));
+        let store = GatewayKeys::new(
+            table.clone(),
+            UsagePlans::new(aws_sdk_apigateway::Client::new(sdk), plan),
+        );
+        let unplanned = NewKey::new(
+            "logistics".parse().expect("a team"),
+            Role::Producer,
+            Some("demo".parse().expect("an application")),
+        )
+        .expect("a valid key");
+        let unplanned = auth::create_key(table.as_ref(), unplanned)
+            .await
+            .expect("the key is stored")
+            .1;
         let key = |team: &str, role, application: Option<&str>| {
             let new = NewKey::new(
                 team.parse().expect("a team"),
@@ -948,6 +1213,7 @@ impl Keys {
                 Some(key(auth::PLATFORM_TEAM, Role::PlatformAdmin, None).await),
             ],
             producer: key("logistics", Role::Producer, Some("demo")).await,
+            unplanned,
         }
     }
 

@@ -4,9 +4,10 @@
 //! API Gateway caches per key and hands to the function behind the route. No, an unknown, a
 //! revoked or an expired key is "Unauthorized", which API Gateway answers with 401.
 //!
-//! The answer also names the key as `usageIdentifierKey`: the broker API takes its API key from
-//! the authorizer (`apiKeySource: AUTHORIZER`), so a usage plan holding an API Gateway key of that
-//! value limits that busway key (infra/README.md: "Rate limits").
+//! The answer also names the key's `usageIdentifierKey` (`auth::usage_identifier`): the broker
+//! API takes its API key from the authorizer (`apiKeySource: AUTHORIZER`), so the API Gateway key
+//! of that value, made with the busway key (busway_aws::usage_plans), and its usage plan's
+//! throttle limit that busway key (infra/README.md: "Rate limits").
 
 use busway_core::auth::{self, KeyStore};
 use serde_json::{Map, Value, json};
@@ -79,7 +80,7 @@ pub async fn authorize(keys: &dyn KeyStore, event: &Value) -> Result<Value, Deni
             }],
         },
         "context": context,
-        "usageIdentifierKey": caller.key_id,
+        "usageIdentifierKey": auth::usage_identifier(&caller.key_id),
     }))
 }
 
@@ -131,7 +132,7 @@ mod tests {
             "methodArn": "arn:aws:execute-api:eu-west-1:123456789012:abc123/live/POST/orders/1",
         });
         let answer = authorize(&store, &event).await.expect("allowed");
-        assert_eq!(answer["usageIdentifierKey"], "key_0123456789abcdef");
+        assert_eq!(answer["usageIdentifierKey"], "buswaykey0123456789abcdef");
         assert_eq!(answer["principalId"], "key_0123456789abcdef");
         let unknown = json!({"headers": {"Authorization": "Bearer bwk_other"}});
         assert!(matches!(

@@ -7,7 +7,7 @@ use aws_sdk_dynamodb::config::http::HttpResponse;
 use aws_sdk_dynamodb::error::{DisplayErrorContext, ProvideErrorMetadata, SdkError};
 use busway_core::ports::StoreError;
 
-/// Error codes of DynamoDB and S3 that say "not now" rather than "never".
+/// Error codes of DynamoDB, S3 and API Gateway that say "not now" rather than "never".
 const TRANSIENT_CODES: &[&str] = &[
     "ThrottlingException",
     "ProvisionedThroughputExceededException",
@@ -19,6 +19,8 @@ const TRANSIENT_CODES: &[&str] = &[
     "SlowDown",
     "RequestTimeout",
     "InternalError",
+    // API Gateway's throttling.
+    "TooManyRequestsException",
 ];
 
 /// Why a transaction was cancelled, when trying again later may succeed (the

@@ -22,6 +22,7 @@ use crate::dedup::DeduplicatedBus;
 use crate::eventbridge::EventBridgeBus;
 use crate::schemas::EventBridgeSchemaRegistry;
 use crate::subscribers::CustomBusSubscribers;
+use crate::usage_plans::{GatewayKeys, USAGE_PLAN, UsagePlans};
 use crate::{DynamoStore, S3ObjectStore};
 
 /// Environment variables beyond `Config`'s, named as infra/lib/names.ts `ENV_VARS` names them.
@@ -55,6 +56,7 @@ pub struct Host {
     registry_name: Option<String>,
     max_entry_bytes: Option<String>,
     dedup_window: Option<String>,
+    usage_plan: Option<String>,
 }
 
 fn env(name: &str) -> Option<String> {
@@ -83,6 +85,7 @@ impl Host {
             registry_name: env(REGISTRY_NAME),
             max_entry_bytes: env(MAX_ENTRY_BYTES),
             dedup_window: env(DEDUP_WINDOW_SECONDS),
+            usage_plan: env(USAGE_PLAN),
         })
     }
 
@@ -123,6 +126,7 @@ impl Host {
             registry_name: lookup(REGISTRY_NAME),
             max_entry_bytes: lookup(MAX_ENTRY_BYTES),
             dedup_window: lookup(DEDUP_WINDOW_SECONDS),
+            usage_plan: lookup(USAGE_PLAN),
         })
     }
 
@@ -136,6 +140,18 @@ impl Host {
             aws_sdk_dynamodb::Client::new(&self.sdk),
             self.config.table_name.clone(),
         ))
+    }
+
+    /// The platform's API keys, each with its API Gateway key in the broker stage's usage plan
+    /// of its rate limit (`usage_plans`; the default plan named by `BUSWAY_BROKER_USAGE_PLAN`).
+    pub fn keys(&self) -> anyhow::Result<Arc<GatewayKeys>> {
+        Ok(Arc::new(GatewayKeys::new(
+            self.store(),
+            UsagePlans::new(
+                aws_sdk_apigateway::Client::new(&self.sdk),
+                required(USAGE_PLAN, &self.usage_plan)?,
+            ),
+        )))
     }
 
     pub fn objects(&self) -> Arc<S3ObjectStore> {

@@ -23,3 +23,4 @@ mod put_events;
 pub mod schemas;
 pub mod sfn;
 pub mod subscribers;
+pub mod usage_plans;

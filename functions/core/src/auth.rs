@@ -198,6 +198,15 @@ impl ApiKey {
     }
 }
 
+/// The value of the API Gateway key that stands for busway key `key_id` on AWS, and what the
+/// authorizer names as the request's `usageIdentifierKey`: API Gateway takes key values of 20 to
+/// 128 alphanumeric characters, and a key id (`key_` and 16 hex digits) has an underscore. It is
+/// no secret: the broker API takes its API key from the authorizer only, never from a header.
+pub fn usage_identifier(key_id: &str) -> String {
+    let digits: String = key_id.chars().filter(char::is_ascii_alphanumeric).collect();
+    format!("busway{digits}")
+}
+
 /// Keys begin with it, so a leaked one is recognisable (secret scanners, logs).
 pub const KEY_PREFIX: &str = "bwk_";
 
@@ -488,6 +497,14 @@ mod tests {
         assert!(NewKey::new(team.clone(), Role::Producer, Some(app.clone())).is_ok());
         assert!(NewKey::new(team.clone(), Role::Owner, Some(app)).is_err());
         assert!(NewKey::new(team, Role::Consumer, None).is_ok());
+    }
+
+    #[test]
+    fn a_usage_identifier_is_an_api_gateway_key_value() {
+        let value = usage_identifier("key_0123456789abcdef");
+        assert_eq!(value, "buswaykey0123456789abcdef");
+        assert!((20..=128).contains(&value.len()));
+        assert!(value.chars().all(|c| c.is_ascii_alphanumeric()));
     }
 
     #[test]

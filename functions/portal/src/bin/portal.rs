@@ -24,7 +24,8 @@ async fn main() -> Result<(), lambda_http::Error> {
         control: host.subscriber_control()?,
         // A retried deployment's document is provisioned again as its S3 notification would be.
         provisioning: Arc::new(SfnProvisioning::for_host(&host, state_machine_arn)),
-        keys: store.clone(),
+        // Each key with its API Gateway key and usage plan on the broker stage.
+        keys: host.keys()?,
         bus_kind: Some(host.bus_kind()?),
         idempotency: store.clone(),
         audit: store.clone(),
