@@ -98,12 +98,11 @@ impl Fanout {
         loop {
             let head = lock(&self.state).head;
             let (reader, detail_type) = (self.reader.clone(), self.detail_type.clone());
-            let page = tokio::task::spawn_blocking(move || {
-                reader.after(head, Some(&detail_type), PAGE)
-            })
-            .await
-            .map_err(anyhow::Error::from)
-            .and_then(|page| page);
+            let page =
+                tokio::task::spawn_blocking(move || reader.after(head, Some(&detail_type), PAGE))
+                    .await
+                    .map_err(anyhow::Error::from)
+                    .and_then(|page| page);
             match page {
                 Ok(page) if page.is_empty() => self.wake.notified().await,
                 Ok(page) => self.hand_out(page),
