@@ -96,22 +96,29 @@ impl Fanout {
     /// Reads each new page once and hands the members their matches, for as long as it runs.
     pub async fn run(self: Arc<Self>) {
         loop {
-            let head = lock(&self.state).head;
-            let (reader, detail_type) = (self.reader.clone(), self.detail_type.clone());
-            let page =
-                tokio::task::spawn_blocking(move || reader.after(head, Some(&detail_type), PAGE))
-                    .await
-                    .map_err(anyhow::Error::from)
-                    .and_then(|page| page);
-            match page {
-                Ok(page) if page.is_empty() => self.wake.notified().await,
-                Ok(page) => self.hand_out(page),
+            match self.step().await {
+                Ok(true) => {}
+                Ok(false) => self.wake.notified().await,
                 Err(e) => {
                     warn!(detail_type = %self.detail_type, error = %format!("{e:#}"), "reading the log failed; trying again");
                     tokio::time::sleep(Duration::from_secs(1)).await;
                 }
             }
         }
+    }
+
+    /// Reads the page after the reader's position and hands it out; false at the log's end.
+    async fn step(&self) -> anyhow::Result<bool> {
+        let head = lock(&self.state).head;
+        let (reader, detail_type) = (self.reader.clone(), self.detail_type.clone());
+        let page =
+            tokio::task::spawn_blocking(move || reader.after(head, Some(&detail_type), PAGE))
+                .await??;
+        if page.is_empty() {
+            return Ok(false);
+        }
+        self.hand_out(page);
+        Ok(true)
     }
 
     /// Matches the page once against every member's pattern and fills their inboxes.
@@ -259,5 +266,142 @@ impl Feed {
             state.rules.remove(&self.id);
         }
         *lock(&self.member.inbox) = Inbox::default();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use busway_core::claim_check::ClaimChecks;
+    use busway_core::envelope::BusEvent;
+    use busway_core::ports::Bus;
+
+    use crate::eventlog::EventLog;
+
+    const TYPE: &str = "scanned_parcel.1";
+
+    async fn log(dir: &std::path::Path) -> (EventLog, Arc<LogReader>) {
+        let (live, mut committed) = tokio::sync::mpsc::channel(64);
+        tokio::spawn(async move { while committed.recv().await.is_some() {} });
+        let (starter, _notifications) = crate::provisioning::LocalStarter::new();
+        let objects: Arc<dyn busway_core::ports::ObjectStore> = Arc::new(
+            crate::objects::FolderObjectStore::new(dir.join("buckets"), Arc::new(starter))
+                .expect("the folders"),
+        );
+        let claim_checks = ClaimChecks {
+            objects,
+            bucket_name: "local-event-schemas-backup-bucket".into(),
+            max_entry_bytes: busway_core::claim_check::DEFAULT_MAX_ENTRY_BYTES,
+        };
+        let (log, reader) =
+            EventLog::open(&dir.join("events.db"), claim_checks, live).expect("opens");
+        (log, Arc::new(reader))
+    }
+
+    async fn publish(log: &EventLog, units: impl Iterator<Item = usize>) {
+        let events = units
+            .enumerate()
+            .map(|(n, unit)| BusEvent {
+                id: uuid::Uuid::new_v4().to_string(),
+                event_id: uuid::Uuid::new_v4().to_string(),
+                source: "busway.demo".into(),
+                detail_type: TYPE.into(),
+                time: busway_core::now(),
+                detail: serde_json::json!({"unit": format!("u{unit}"), "n": n}),
+            })
+            .collect();
+        let stored = log.put_events(events).await.expect("stored");
+        assert!(stored.iter().all(Result::is_ok));
+    }
+
+    fn member(fanout: &Arc<Fanout>, id: u64, unit: usize) -> (Feed, Arc<Mutex<i64>>) {
+        let pattern = Pattern::parse(&format!(r#"{{"detail": {{"unit": ["u{unit}"]}}}}"#))
+            .expect("a pattern");
+        let moved = Arc::new(Mutex::new(0));
+        let cursor = moved.clone();
+        let feed = Feed::new(
+            fanout.clone(),
+            id,
+            pattern,
+            Arc::new(Notify::new()),
+            Arc::new(move |at| *lock(&cursor) = at),
+        );
+        (feed, moved)
+    }
+
+    async fn read_all(fanout: &Fanout) {
+        while fanout.step().await.expect("the log reads") {}
+    }
+
+    fn units(events: &[Logged]) -> Vec<String> {
+        events
+            .iter()
+            .map(|e| {
+                let v: serde_json::Value = serde_json::from_str(&e.json).expect("JSON");
+                v["detail"]["unit"].as_str().expect("a unit").to_string()
+            })
+            .collect()
+    }
+
+    #[tokio::test]
+    async fn each_member_is_handed_only_its_matches_from_one_read_of_each_page() {
+        let dir = tempfile::tempdir().expect("a temp dir");
+        let (log, reader) = log(dir.path()).await;
+        let fanout = Fanout::new(TYPE.into(), reader.clone(), 0);
+        let members: Vec<_> = (0..50)
+            .map(|unit| member(&fanout, unit as u64, unit))
+            .collect();
+        for (feed, _) in &members {
+            feed.join(0);
+        }
+        // Member 49 has nothing unsettled: the reader may move it on without handing it events.
+        assert_eq!(members[49].0.rest(0), 0);
+        publish(&log, (0..1000).map(|n| n % 49)).await;
+        read_all(&fanout).await;
+        let last = reader.last_seq().expect("the log reads");
+        for (unit, (feed, _)) in members.iter().enumerate().take(49) {
+            let Next::Page(to, events) = feed.next(0) else {
+                panic!("member {unit} has its page");
+            };
+            assert_eq!(to, last, "member {unit} has read the whole log");
+            let expected = (0..1000).filter(|n| n % 49 == unit).count();
+            assert_eq!(units(&events), vec![format!("u{unit}"); expected]);
+            assert!(events.windows(2).all(|w| w[0].seq < w[1].seq), "in order");
+            assert!(matches!(feed.next(to), Next::Nothing));
+        }
+        assert_eq!(
+            *lock(&members[49].1),
+            last,
+            "the idle member's cursor moved on"
+        );
+        assert!(
+            matches!(members[49].0.next(0), Next::Page(to, ref e) if to == last && e.is_empty())
+        );
+    }
+
+    #[tokio::test]
+    async fn a_member_too_slow_for_a_page_reads_by_itself_and_one_behind_catches_up_first() {
+        let dir = tempfile::tempdir().expect("a temp dir");
+        let (log, reader) = log(dir.path()).await;
+        let fanout = Fanout::new(TYPE.into(), reader.clone(), 0);
+        let (slow, _) = member(&fanout, 1, 0);
+        slow.join(0);
+        publish(&log, std::iter::repeat_n(0, PAGE + 10)).await;
+        read_all(&fanout).await;
+        // Its inbox would have passed a page: it left the reader, nothing is held for it.
+        assert!(matches!(slow.next(0), Next::Read(None)));
+        assert!(lock(&fanout.state).members.is_empty());
+        // A member joining behind the reader reads up to the reader's position by itself.
+        let head = reader.last_seq().expect("the log reads");
+        let (behind, _) = member(&fanout, 2, 0);
+        behind.join(3);
+        assert!(matches!(behind.next(3), Next::Read(Some(at)) if at == head));
+        publish(&log, [0, 1].into_iter()).await;
+        read_all(&fanout).await;
+        let Next::Page(to, events) = behind.next(head) else {
+            panic!("the events after the reader's position are in the inbox");
+        };
+        assert_eq!(to, head + 2);
+        assert_eq!(units(&events), ["u0"]);
     }
 }
