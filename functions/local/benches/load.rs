@@ -8,7 +8,7 @@
 //!   seed's envelope and answers `{"event_id"}`: what HTTP alone costs here.
 //! - ingest: `POST /scanned_parcel/1` at 32 and 128 keep-alive connections, for both
 //!   `--fsync always` and `--fsync interval=<ms>`; events/s are the 200s per second.
-//! - end to end: 1 or 1,000 HTTPS subscriptions (target units u0..uN-1, events spread over them
+//! - end to end, in both fsync modes: 1 or 1,000 HTTPS subscriptions (target units u0..uN-1, events spread over them
 //!   so each event matches one rule among N) to a consumer in this process; events/s are the
 //!   deliveries that arrived within the load window, p50/p99 publish-to-delivery (wrk stamps the
 //!   send time into each event_id).
@@ -345,13 +345,14 @@ async fn ingest(
 
 async fn end_to_end(
     rows: &mut Vec<Row>,
+    fsync: &str,
     subscriptions: u64,
     reference: &Load,
     seconds: u64,
 ) -> anyhow::Result<()> {
     let deliveries = Arc::new(Mutex::new(Deliveries::default()));
     let consumer = consumer(deliveries.clone()).await?;
-    let busway = Busway::up("always").await?;
+    let busway = Busway::up(fsync).await?;
     busway.subscribe(subscriptions, consumer).await?;
     let load = wrk(&busway.broker, &busway.producer, 32, seconds, subscriptions).await?;
     // Up to a minute for the backlog, then count those that arrived within the load window.
@@ -377,7 +378,7 @@ async fn end_to_end(
     let mut latencies: Vec<Duration> = d.arrived.iter().map(|(_, l)| *l).collect();
     latencies.sort_unstable();
     rows.push(Row {
-        what: format!("end to end, {subscriptions} subscription(s), 32 connections"),
+        what: format!("end to end, --fsync {fsync}, {subscriptions} subscription(s), 32 connections"),
         reference: reference.ok_per_s,
         reference_p99: reference.p99,
         busway: in_window as f64 / (end - start).as_secs_f64(),
@@ -425,8 +426,10 @@ fn main() -> anyhow::Result<()> {
             }
         }
         if only.as_deref() != Some("ingest") {
-            for subscriptions in [1, 1000] {
-                end_to_end(&mut rows, subscriptions, &references[0].1, seconds).await?;
+            for fsync in ["always", interval.as_str()] {
+                for subscriptions in [1, 1000] {
+                    end_to_end(&mut rows, fsync, subscriptions, &references[0].1, seconds).await?;
+                }
             }
         }
         anyhow::Ok(rows)
