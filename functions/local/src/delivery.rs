@@ -776,11 +776,16 @@ impl WorkerRun {
                 Next::Read(until) => until,
             };
             match self.read_page(reading.read_to, until).await {
-                Ok((Some(last), matching)) => {
+                Ok((Some(last), matching, full)) => {
                     reading.read_to = last;
                     reading.pending.extend(matching);
+                    // A page short of full reached the log's end as it read: the shared reader
+                    // takes over, as a log that keeps growing may never be found at its end.
+                    if until.is_none() && !full {
+                        self.feed.join(last);
+                    }
                 }
-                Ok((None, _)) => match until {
+                Ok((None, _, _)) => match until {
                     // Nothing of this type up to the shared reader's position.
                     Some(until) => reading.read_to = until,
                     // The end of the log: the shared reader takes over from here.
@@ -795,17 +800,18 @@ impl WorkerRun {
         }
     }
 
-    /// This rule's events after `from`, up to `until` when given: the last position read, and
-    /// those that match.
+    /// This rule's events after `from`, up to `until` when given: the last position read, those
+    /// that match, and whether the page was full (more may follow at once).
     async fn read_page(
         &self,
         from: i64,
         until: Option<i64>,
-    ) -> anyhow::Result<(Option<i64>, Vec<Logged>)> {
+    ) -> anyhow::Result<(Option<i64>, Vec<Logged>, bool)> {
         let (reader, detail_type) = (self.shared.reader.clone(), self.doc.detail_type.clone());
         let mut page =
             tokio::task::spawn_blocking(move || reader.after(from, Some(&detail_type), PAGE))
                 .await??;
+        let full = page.len() == PAGE;
         let mut last = page.last().map(|e| e.seq);
         if let Some(until) = until
             && last.is_some_and(|last| last > until)
@@ -817,7 +823,7 @@ impl WorkerRun {
             .into_iter()
             .filter(|e| self.pattern.matches_text(&e.json).unwrap_or(false))
             .collect();
-        Ok((last, matching))
+        Ok((last, matching, full))
     }
 
     /// An attempt, and its bookkeeping in the store: done in the attempt's own task, so a
