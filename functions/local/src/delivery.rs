@@ -138,6 +138,7 @@ impl Progress {
 }
 
 struct Worker {
+    doc: Arc<ConsumerDeploy>,
     /// Redriven dead letters are in the retry schedule.
     redriven: Arc<Notify>,
     progress: Arc<Mutex<Progress>>,
@@ -241,6 +242,19 @@ impl Router {
             .store
             .put_rule(&id, &serde_json::to_value(&doc)?)
             .await?;
+        // Another deployment of an unchanged rule: its worker goes on where it is.
+        let unchanged = self
+            .workers
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(&id)
+            .is_some_and(|w| same_rule(&w.doc, &doc));
+        if unchanged {
+            info!(subscription = %id, "rule deployed, unchanged");
+            return Ok(());
+        }
+        // A changed rule's worker stops where it is, and its successor starts from there.
+        self.stop_saving(&id).await?;
         let (cursor, stats) = match self.shared.store.progress(&id).await? {
             // A power loss can take the log's last events, not yet flushed, after they were
             // delivered: the positions they had are given again, and must be read.
@@ -254,7 +268,6 @@ impl Router {
                 (start, DeliveryStats::default())
             }
         };
-        self.remove_worker(&id);
         if self.shared.store.is_paused(&id).await? {
             info!(subscription = %id, "rule deployed, paused");
             return Ok(());
@@ -279,9 +292,10 @@ impl Router {
                     .advance(cursor)
             }),
         ));
+        let doc = Arc::new(doc);
         let run = WorkerRun {
             shared: self.shared.clone(),
-            doc: Arc::new(doc),
+            doc: doc.clone(),
             pattern,
             target,
             progress: progress.clone(),
@@ -296,6 +310,7 @@ impl Router {
             .insert(
                 id.clone(),
                 Worker {
+                    doc,
                     redriven,
                     progress,
                     task,
@@ -957,6 +972,16 @@ fn log_attempt(
             info!(%subscription, event_id, request_id, attempt, error = %e.message, "delivery attempt failed")
         }
     }
+}
+
+/// Whether two deployed documents describe the same rule: they differ at most in the
+/// deployment that wrote them.
+fn same_rule(running: &ConsumerDeploy, deployed: &ConsumerDeploy) -> bool {
+    let running = ConsumerDeploy {
+        deployment_id: deployed.deployment_id.clone(),
+        ..running.clone()
+    };
+    running == *deployed
 }
 
 /// After `made` failed attempts: another one, unless the error is final or the policy is spent
