@@ -242,13 +242,13 @@ impl Router {
             .store
             .put_rule(&id, &serde_json::to_value(&doc)?)
             .await?;
-        // Another deployment of an unchanged rule: its worker goes on where it is.
+        // Another deployment of an unchanged rule: its running worker goes on where it is.
         let unchanged = self
             .workers
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .get(&id)
-            .is_some_and(|w| same_rule(&w.doc, &doc));
+            .is_some_and(|w| !w.task.is_finished() && same_rule(&w.doc, &doc));
         if unchanged {
             info!(subscription = %id, "rule deployed, unchanged");
             return Ok(());
