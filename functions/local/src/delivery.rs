@@ -224,9 +224,10 @@ impl Router {
             .spawn(fut)
     }
 
-    /// Deploys a rule: compiles its pattern, checks its target, persists it, starts its worker.
-    /// A new rule sees events committed from now on, as an EventBridge rule does. A paused
-    /// subscription's rule is kept without a worker until it is resumed.
+    /// Deploys a rule: compiles its pattern, checks its target, persists it, starts its worker
+    /// (or keeps the running one of an unchanged rule). A new rule sees events committed from
+    /// now on, as an EventBridge rule does. A paused subscription's rule is kept without a
+    /// worker until it is resumed.
     pub async fn add_rule(&self, doc: ConsumerDeploy) -> anyhow::Result<()> {
         let _saving = self.saving.lock().await;
         self.deploy(doc).await
