@@ -8,7 +8,7 @@
 //!   seed's envelope and answers `{"event_id"}`: what HTTP alone costs here.
 //! - ingest: `POST /scanned_parcel/1` at 32 and 128 keep-alive connections, for both
 //!   `--fsync always` and `--fsync interval=<ms>`; events/s are the 200s per second.
-//! - end to end: 1 or 1,000 HTTPS subscriptions (target units u0..uN-1, events spread over them
+//! - end to end, in both fsync modes: 1 or 1,000 HTTPS subscriptions (target units u0..uN-1, events spread over them
 //!   so each event matches one rule among N) to a consumer in this process; events/s are the
 //!   deliveries that arrived within the load window, p50/p99 publish-to-delivery (wrk stamps the
 //!   send time into each event_id).
@@ -31,7 +31,7 @@ use support::{arg, free_port, num, percentile};
 use tokio::net::TcpListener;
 use tokio::process::{Child, Command};
 
-/// The platform-admin key of the benchmarked busway; it registers and publishes.
+/// The platform-admin key of the benchmarked busway: it registers and makes the producer key.
 const ADMIN_KEY: &str = "bwk_bench_0123456789abcdef0123456789abcdef";
 /// Each subscription's deliveries in flight: the most a subscription may ask for (the default,
 /// 4, caps one subscription near 4 deliveries per round trip).
@@ -79,14 +79,20 @@ struct Load {
     window: (Instant, Instant),
 }
 
-/// `wrk` with `connections` keep-alive connections for `seconds` against `url`; `units` as in
-/// publish.lua.
-async fn wrk(url: &str, connections: u64, seconds: u64, units: u64) -> anyhow::Result<Load> {
+/// `wrk` with `connections` keep-alive connections for `seconds` against `url`, sending `key`;
+/// `units` as in publish.lua.
+async fn wrk(
+    url: &str,
+    key: &str,
+    connections: u64,
+    seconds: u64,
+    units: u64,
+) -> anyhow::Result<Load> {
     let started = Instant::now();
     let out = Command::new("wrk")
         .args(["-t1", &format!("-c{connections}"), &format!("-d{seconds}s")])
         .args(["--timeout", "10s", "-s", SCRIPT, url])
-        .env("BUSWAY_BENCH_KEY", ADMIN_KEY)
+        .env("BUSWAY_BENCH_KEY", key)
         .env("BUSWAY_BENCH_UNITS", units.to_string())
         .stdin(Stdio::null())
         .output()
@@ -133,6 +139,8 @@ struct Busway {
     portal: String,
     broker: String,
     http: reqwest::Client,
+    /// A producer key of `demo`: only producer keys publish.
+    producer: String,
     _data: tempfile::TempDir,
 }
 
@@ -156,7 +164,7 @@ impl Busway {
             .spawn()
             .context("starting busway up")?;
         answers(portal).await?;
-        let busway = Self {
+        let mut busway = Self {
             child,
             portal: format!("http://{portal}"),
             broker: format!("http://{broker}/scanned_parcel/1"),
@@ -166,8 +174,16 @@ impl Busway {
                     format!("Bearer {ADMIN_KEY}").parse()?,
                 )]))
                 .build()?,
+            producer: String::new(),
             _data: data,
         };
+        let made = busway
+            .post(
+                "/keys",
+                json!({"team": "platform", "role": "producer", "application": "demo"}),
+            )
+            .await?;
+        busway.producer = made["key"].as_str().context("a key")?.to_string();
         let created = busway
             .post(
                 "/events",
@@ -312,7 +328,7 @@ async fn ingest(
 ) -> anyhow::Result<()> {
     let busway = Busway::up(fsync).await?;
     for (connections, reference) in references {
-        let load = wrk(&busway.broker, *connections, seconds, 0).await?;
+        let load = wrk(&busway.broker, &busway.producer, *connections, seconds, 0).await?;
         rows.push(Row {
             what: format!("ingest, --fsync {fsync}, {connections} connections"),
             reference: reference.ok_per_s,
@@ -329,15 +345,16 @@ async fn ingest(
 
 async fn end_to_end(
     rows: &mut Vec<Row>,
+    fsync: &str,
     subscriptions: u64,
     reference: &Load,
     seconds: u64,
 ) -> anyhow::Result<()> {
     let deliveries = Arc::new(Mutex::new(Deliveries::default()));
     let consumer = consumer(deliveries.clone()).await?;
-    let busway = Busway::up("always").await?;
+    let busway = Busway::up(fsync).await?;
     busway.subscribe(subscriptions, consumer).await?;
-    let load = wrk(&busway.broker, 32, seconds, subscriptions).await?;
+    let load = wrk(&busway.broker, &busway.producer, 32, seconds, subscriptions).await?;
     // Up to a minute for the backlog, then count those that arrived within the load window.
     let deadline = Instant::now() + Duration::from_secs(60);
     while Instant::now() < deadline
@@ -361,7 +378,7 @@ async fn end_to_end(
     let mut latencies: Vec<Duration> = d.arrived.iter().map(|(_, l)| *l).collect();
     latencies.sort_unstable();
     rows.push(Row {
-        what: format!("end to end, {subscriptions} subscription(s), 32 connections"),
+        what: format!("end to end, --fsync {fsync}, {subscriptions} subscription(s), 32 connections"),
         reference: reference.ok_per_s,
         reference_p99: reference.p99,
         busway: in_window as f64 / (end - start).as_secs_f64(),
@@ -398,7 +415,7 @@ fn main() -> anyhow::Result<()> {
         let url = format!("http://{addr}/scanned_parcel/1");
         let mut references = Vec::new();
         for connections in [32, 128] {
-            references.push((connections, wrk(&url, connections, seconds, 0).await?));
+            references.push((connections, wrk(&url, "", connections, seconds, 0).await?));
         }
         server.kill().await?;
         let mut rows = Vec::new();
@@ -409,8 +426,10 @@ fn main() -> anyhow::Result<()> {
             }
         }
         if only.as_deref() != Some("ingest") {
-            for subscriptions in [1, 1000] {
-                end_to_end(&mut rows, subscriptions, &references[0].1, seconds).await?;
+            for fsync in ["always", interval.as_str()] {
+                for subscriptions in [1, 1000] {
+                    end_to_end(&mut rows, fsync, subscriptions, &references[0].1, seconds).await?;
+                }
             }
         }
         anyhow::Ok(rows)

@@ -1,6 +1,9 @@
-//! Routing and delivery: each deployed rule has a worker that reads its events from the log
-//! after its cursor, matches them with the EventBridge matcher and delivers each one at least
-//! once to its target (`target`), within its subscription's flow control (`flow`).
+//! Routing and delivery: each deployed rule has a worker that takes its events from the log
+//! after its cursor and delivers each one at least once to its target (`target`), within its
+//! subscription's flow control (`flow`). A worker at the log's end is fed by its event type's
+//! shared reader, which reads each new page once and matches it against every rule of the type
+//! at once (`feed`); a worker behind it (resumed, replaying, or too slow to keep up) reads the
+//! log and matches by itself until it reaches the end, then joins the shared reader again.
 //!
 //! Each event is retried on its own, as EventBridge does: a failed attempt goes into the
 //! subscription's durable retry schedule (`store::retries`) with exponential backoff and full
@@ -9,9 +12,9 @@
 //! attempts made and the last error. Order is not promised.
 //!
 //! The cursor is the position below which every event is settled (delivered, scheduled for a
-//! retry, or dead-lettered). Workers hold at most a page of the log in memory, so a backlog of
-//! any size costs disk, not memory; the router only wakes the workers of the event types a
-//! committed batch holds.
+//! retry, or dead-lettered). A worker holds at most a page of the log in memory, and its inbox
+//! at the shared reader at most another, so a backlog of any size costs disk, not memory; the
+//! router only wakes the readers of the event types a committed batch holds.
 //!
 //! A paused subscription has no worker: its cursor and its retry schedule wait where they are,
 //! and the log keeps every event after its cursor. A replay moves its cursor back to just before
@@ -20,6 +23,7 @@
 //! delivered twice: at least once).
 
 use std::collections::{BTreeSet, HashMap, VecDeque};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -38,12 +42,11 @@ use tokio::task::JoinSet;
 use tracing::{info, warn};
 
 use crate::eventlog::{LogReader, Logged};
+use crate::feed::{Fanout, Feed, Next, PAGE};
 use crate::flow::Flow;
 use crate::store::{Failed, Failure, ScheduledRetry, SqliteStore};
 use crate::target::{AttemptError, Client, Target};
 
-/// Events a worker reads from the log at once: the most it holds in memory.
-const PAGE: usize = 512;
 /// The longest pause of a subscription whose target keeps struggling, so it is tried again
 /// soon after it recovers.
 const PAUSE_CAP: Duration = Duration::from_secs(10);
@@ -119,6 +122,14 @@ struct Progress {
 }
 
 impl Progress {
+    /// Every event up to `cursor` is settled.
+    fn advance(&mut self, cursor: i64) {
+        if cursor > self.cursor {
+            self.cursor = cursor;
+            self.dirty = true;
+        }
+    }
+
     fn failed(&mut self, error: &str) {
         self.stats.last_error = Some(error.to_string());
         self.stats.last_error_at = Some(now_text());
@@ -127,12 +138,12 @@ impl Progress {
 }
 
 struct Worker {
-    /// New events are in the log.
-    wake: Arc<Notify>,
+    doc: Arc<ConsumerDeploy>,
     /// Redriven dead letters are in the retry schedule.
     redriven: Arc<Notify>,
     progress: Arc<Mutex<Progress>>,
     task: tokio::task::AbortHandle,
+    feed: Arc<Feed>,
     detail_type: String,
 }
 
@@ -140,6 +151,10 @@ struct Worker {
 pub struct Router {
     shared: Arc<Shared>,
     workers: Mutex<HashMap<String, Worker>>,
+    /// The shared reader of each event type with a deployed rule.
+    fanouts: Mutex<HashMap<String, Arc<Fanout>>>,
+    /// Tells workers' memberships of a shared reader apart.
+    members: AtomicU64,
     tasks: Mutex<JoinSet<()>>,
     /// Held while cursors are written, so a pause or replay never races a flush of the cursor
     /// it replaces.
@@ -160,13 +175,15 @@ impl Router {
                 config,
             }),
             workers: Mutex::new(HashMap::new()),
+            fanouts: Mutex::new(HashMap::new()),
+            members: AtomicU64::new(0),
             tasks: Mutex::new(JoinSet::new()),
             saving: tokio::sync::Mutex::new(()),
         }))
     }
 
-    /// Starts the workers of every deployed rule, then wakes the workers of the event types of
-    /// each commit until `live` ends.
+    /// Starts the workers of every deployed rule, then wakes the shared readers of the event
+    /// types of each commit until `live` ends.
     pub async fn run(self: Arc<Self>, mut live: mpsc::Receiver<Vec<String>>) {
         match self.shared.store.rules().await {
             Ok(rules) => {
@@ -188,10 +205,10 @@ impl Router {
         let flusher = self.clone();
         self.spawn(async move { flusher.flush_loop().await });
         while let Some(types) = live.recv().await {
-            let workers = self.workers.lock().unwrap_or_else(|p| p.into_inner());
-            for worker in workers.values() {
-                if types.contains(&worker.detail_type) {
-                    worker.wake.notify_one();
+            let fanouts = self.fanouts.lock().unwrap_or_else(|p| p.into_inner());
+            for detail_type in &types {
+                if let Some(fanout) = fanouts.get(detail_type) {
+                    fanout.notify();
                 }
             }
         }
@@ -207,9 +224,10 @@ impl Router {
             .spawn(fut)
     }
 
-    /// Deploys a rule: compiles its pattern, checks its target, persists it, starts its worker.
-    /// A new rule sees events committed from now on, as an EventBridge rule does. A paused
-    /// subscription's rule is kept without a worker until it is resumed.
+    /// Deploys a rule: compiles its pattern, checks its target, persists it, starts its worker
+    /// (or keeps the running one of an unchanged rule). A new rule sees events committed from
+    /// now on, as an EventBridge rule does. A paused subscription's rule is kept without a
+    /// worker until it is resumed.
     pub async fn add_rule(&self, doc: ConsumerDeploy) -> anyhow::Result<()> {
         let _saving = self.saving.lock().await;
         self.deploy(doc).await
@@ -225,6 +243,19 @@ impl Router {
             .store
             .put_rule(&id, &serde_json::to_value(&doc)?)
             .await?;
+        // Another deployment of an unchanged rule: its running worker goes on where it is.
+        let unchanged = self
+            .workers
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(&id)
+            .is_some_and(|w| !w.task.is_finished() && same_rule(&w.doc, &doc));
+        if unchanged {
+            info!(subscription = %id, "rule deployed, unchanged");
+            return Ok(());
+        }
+        // A changed rule's worker stops where it is, and its successor starts from there.
+        self.stop_saving(&id).await?;
         let (cursor, stats) = match self.shared.store.progress(&id).await? {
             // A power loss can take the log's last events, not yet flushed, after they were
             // delivered: the positions they had are given again, and must be read.
@@ -238,7 +269,6 @@ impl Router {
                 (start, DeliveryStats::default())
             }
         };
-        self.remove_worker(&id);
         if self.shared.store.is_paused(&id).await? {
             info!(subscription = %id, "rule deployed, paused");
             return Ok(());
@@ -250,12 +280,27 @@ impl Router {
         }));
         let (wake, redriven) = (Arc::new(Notify::new()), Arc::new(Notify::new()));
         let detail_type = doc.detail_type.clone();
+        let moved = progress.clone();
+        let feed = Arc::new(Feed::new(
+            self.fanout(&detail_type)?,
+            self.members.fetch_add(1, Ordering::Relaxed),
+            pattern.clone(),
+            wake.clone(),
+            Arc::new(move |cursor| {
+                moved
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .advance(cursor)
+            }),
+        ));
+        let doc = Arc::new(doc);
         let run = WorkerRun {
             shared: self.shared.clone(),
-            doc: Arc::new(doc),
+            doc: doc.clone(),
             pattern,
             target,
             progress: progress.clone(),
+            feed: feed.clone(),
             wake: wake.clone(),
             redriven: redriven.clone(),
         };
@@ -266,10 +311,11 @@ impl Router {
             .insert(
                 id.clone(),
                 Worker {
-                    wake,
+                    doc,
                     redriven,
                     progress,
                     task,
+                    feed,
                     detail_type,
                 },
             );
@@ -293,7 +339,24 @@ impl Router {
             .unwrap_or_else(|p| p.into_inner())
             .remove(id)?;
         worker.task.abort();
+        worker.feed.leave();
         Some(worker)
+    }
+
+    /// The shared reader of `detail_type`, started at the log's end when it is new.
+    fn fanout(&self, detail_type: &str) -> anyhow::Result<Arc<Fanout>> {
+        let mut fanouts = self.fanouts.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(fanout) = fanouts.get(detail_type) {
+            return Ok(fanout.clone());
+        }
+        let fanout = Fanout::new(
+            detail_type.to_string(),
+            self.shared.reader.clone(),
+            self.shared.reader.last_seq()?,
+        );
+        fanouts.insert(detail_type.to_string(), fanout.clone());
+        self.spawn(fanout.clone().run());
+        Ok(fanout)
     }
 
     /// Stops a subscription's worker and saves where it was: every event below its cursor is
@@ -577,6 +640,7 @@ struct WorkerRun {
     pattern: Pattern,
     target: Target,
     progress: Arc<Mutex<Progress>>,
+    feed: Arc<Feed>,
     wake: Arc<Notify>,
     redriven: Arc<Notify>,
 }
@@ -589,7 +653,7 @@ struct Reading {
     pending: VecDeque<Logged>,
     /// First attempts in flight, by position.
     in_flight: BTreeSet<i64>,
-    /// The last read found the end of the log; a wake says there is more.
+    /// The last read found nothing new; a wake says there is more.
     at_end: bool,
 }
 
@@ -636,6 +700,9 @@ impl WorkerRun {
         loop {
             self.start_attempts(&mut flow, &mut reading, &mut retry_due, &mut attempts)
                 .await;
+            if reading.at_end && reading.pending.is_empty() && reading.in_flight.is_empty() {
+                reading.read_to = self.feed.rest(reading.read_to);
+            }
             self.set_cursor(reading.cursor());
             let now = Instant::now();
             let has_work = !reading.pending.is_empty()
@@ -712,13 +779,33 @@ impl WorkerRun {
             if reading.at_end {
                 return;
             }
-            match self.read_page(reading.read_to).await {
-                Ok((last, matching)) => match last {
-                    Some(last) => {
-                        reading.read_to = last;
-                        reading.pending.extend(matching);
+            let until = match self.feed.next(reading.read_to) {
+                Next::Page(to, matching) => {
+                    reading.read_to = to;
+                    reading.pending.extend(matching);
+                    continue;
+                }
+                Next::Nothing => {
+                    reading.at_end = true;
+                    continue;
+                }
+                Next::Read(until) => until,
+            };
+            match self.read_page(reading.read_to, until).await {
+                Ok((Some(last), matching, full)) => {
+                    reading.read_to = last;
+                    reading.pending.extend(matching);
+                    // A page short of full reached the log's end as it read: the shared reader
+                    // takes over, as a log that keeps growing may never be found at its end.
+                    if until.is_none() && !full {
+                        self.feed.join(last);
                     }
-                    None => reading.at_end = true,
+                }
+                Ok((None, _, _)) => match until {
+                    // Nothing of this type up to the shared reader's position.
+                    Some(until) => reading.read_to = until,
+                    // The end of the log: the shared reader takes over from here.
+                    None => self.feed.join(reading.read_to),
                 },
                 Err(e) => {
                     warn!(subscription = %self.id(), error = %format!("{e:#}"), "reading the log failed; trying again");
@@ -729,18 +816,30 @@ impl WorkerRun {
         }
     }
 
-    /// This rule's events after `from`: the last position read, and those that match.
-    async fn read_page(&self, from: i64) -> anyhow::Result<(Option<i64>, Vec<Logged>)> {
+    /// This rule's events after `from`, up to `until` when given: the last position read, those
+    /// that match, and whether the page was full (more may follow at once).
+    async fn read_page(
+        &self,
+        from: i64,
+        until: Option<i64>,
+    ) -> anyhow::Result<(Option<i64>, Vec<Logged>, bool)> {
         let (reader, detail_type) = (self.shared.reader.clone(), self.doc.detail_type.clone());
-        let page =
+        let mut page =
             tokio::task::spawn_blocking(move || reader.after(from, Some(&detail_type), PAGE))
                 .await??;
-        let last = page.last().map(|e| e.seq);
+        let full = page.len() == PAGE;
+        let mut last = page.last().map(|e| e.seq);
+        if let Some(until) = until
+            && last.is_some_and(|last| last > until)
+        {
+            page.retain(|e| e.seq <= until);
+            last = Some(until);
+        }
         let matching = page
             .into_iter()
             .filter(|e| self.pattern.matches_text(&e.json).unwrap_or(false))
             .collect();
-        Ok((last, matching))
+        Ok((last, matching, full))
     }
 
     /// An attempt, and its bookkeeping in the store: done in the attempt's own task, so a
@@ -795,11 +894,10 @@ impl WorkerRun {
     }
 
     fn set_cursor(&self, cursor: i64) {
-        let mut p = self.progress.lock().unwrap_or_else(|p| p.into_inner());
-        if cursor > p.cursor {
-            p.cursor = cursor;
-            p.dirty = true;
-        }
+        self.progress
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .advance(cursor);
     }
 
     /// Counts a delivery, or schedules the next attempt, or dead-letters the event: durably
@@ -875,6 +973,16 @@ fn log_attempt(
             info!(%subscription, event_id, request_id, attempt, error = %e.message, "delivery attempt failed")
         }
     }
+}
+
+/// Whether two deployed documents describe the same rule: they differ at most in the
+/// deployment that wrote them.
+fn same_rule(running: &ConsumerDeploy, deployed: &ConsumerDeploy) -> bool {
+    let running = ConsumerDeploy {
+        deployment_id: deployed.deployment_id.clone(),
+        ..running.clone()
+    };
+    running == *deployed
 }
 
 /// After `made` failed attempts: another one, unless the error is final or the policy is spent

@@ -5,6 +5,7 @@ pub mod claim_checks;
 pub mod delivery;
 pub mod demo;
 pub mod eventlog;
+pub mod feed;
 pub mod flow;
 pub mod metrics;
 pub mod migrations;

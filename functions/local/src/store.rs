@@ -2,6 +2,7 @@
 //! the local broker's live routes, in one SQLite file. Records are JSON documents with the
 //! columns the queries need beside them; every multi-record write is one transaction.
 
+use std::collections::HashMap;
 use std::path::Path;
 use std::sync::{Arc, Mutex};
 
@@ -14,6 +15,7 @@ use busway_core::ports::{
     DeadLetter, DeliveryStats, DeploymentStore, EventStore, SchemaRegistry, StoreError,
 };
 use busway_core::subscription::{Subscription, SubscriptionFilter, SubscriptionState};
+use busway_core::webhook::SigningSecret;
 use busway_core::{EventTypeName, Version};
 use rusqlite::{Connection, OptionalExtension, Transaction, params};
 use serde::Serialize;
@@ -34,6 +36,9 @@ pub use retries::{Failed, Failure, ScheduledRetry};
 #[derive(Clone)]
 pub struct SqliteStore {
     conn: Arc<Mutex<Connection>>,
+    /// The subscriptions' signing secrets as stored, read on every signed delivery: filled and
+    /// replaced only with the connection held, so it never keeps a replaced value.
+    signing: Arc<Mutex<HashMap<String, Vec<SigningSecret>>>>,
 }
 
 fn to_json<T: Serialize>(value: &T) -> Result<String, StoreError> {
@@ -80,6 +85,7 @@ impl SqliteStore {
         conn.pragma_update(None, "synchronous", "FULL")?;
         Ok(Self {
             conn: Arc::new(Mutex::new(conn)),
+            signing: Arc::default(),
         })
     }
 

@@ -9,6 +9,10 @@ use rusqlite::{OptionalExtension, params};
 
 use super::{SqliteStore, docs, from_json, is_unique_violation, sql, to_json};
 
+fn lock<T>(m: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
 impl SqliteStore {
     /// The writers of an event type besides its application; none for an unknown one.
     pub async fn writers(&self, name: &EventTypeName) -> Result<Vec<Application>, StoreError> {
@@ -93,16 +97,22 @@ impl SigningSecrets for SqliteStore {
         &self,
         subscription_id: &str,
     ) -> Result<Vec<SigningSecret>, StoreError> {
-        let id = subscription_id.to_string();
+        if let Some(known) = lock(&self.signing).get(subscription_id) {
+            return Ok(known.clone());
+        }
+        let (id, signing) = (subscription_id.to_string(), self.signing.clone());
         self.run(move |conn| {
-            conn.query_row(
-                "SELECT doc FROM signing_secrets WHERE subscription_id = ?1",
-                params![id],
-                |r| from_json(&r.get::<_, String>(0)?),
-            )
-            .optional()
-            .map(Option::unwrap_or_default)
-            .map_err(sql)
+            let secrets: Vec<SigningSecret> = conn
+                .query_row(
+                    "SELECT doc FROM signing_secrets WHERE subscription_id = ?1",
+                    params![id],
+                    |r| from_json(&r.get::<_, String>(0)?),
+                )
+                .optional()
+                .map(Option::unwrap_or_default)
+                .map_err(sql)?;
+            lock(&signing).insert(id, secrets.clone());
+            Ok(secrets)
         })
         .await
     }
@@ -113,14 +123,16 @@ impl SigningSecrets for SqliteStore {
         secrets: &[SigningSecret],
     ) -> Result<(), StoreError> {
         let (id, doc) = (subscription_id.to_string(), to_json(&secrets)?);
+        let (secrets, signing) = (secrets.to_vec(), self.signing.clone());
         self.run(move |conn| {
             conn.execute(
                 "INSERT INTO signing_secrets (subscription_id, doc) VALUES (?1, ?2)
                  ON CONFLICT (subscription_id) DO UPDATE SET doc = excluded.doc",
                 params![id, doc],
             )
-            .map(drop)
-            .map_err(sql)
+            .map_err(sql)?;
+            lock(&signing).insert(id, secrets);
+            Ok(())
         })
         .await
     }
