@@ -69,7 +69,7 @@ struct Figures {
 }
 
 fn bootstrap(dir: &Path, name: &str) -> PathBuf {
-    let zip = repo().join(format!("target/lambda/{name}/bootstrap.zip"));
+    let zip = zip_path(name);
     assert!(
         zip.exists(),
         "{} is missing: run scripts/build-lambdas.sh first",
@@ -90,6 +90,14 @@ fn bootstrap(dir: &Path, name: &str) -> PathBuf {
 
 fn repo() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
+}
+
+/// Where scripts/build-lambdas.sh put the function's zip: under `CARGO_TARGET_DIR` when set (a
+/// relative one is the repository's, where the script runs), else the repository's target/.
+fn zip_path(name: &str) -> PathBuf {
+    let target = std::env::var_os("CARGO_TARGET_DIR")
+        .map_or_else(|| repo().join("target"), |dir| repo().join(dir));
+    target.join(format!("lambda/{name}/bootstrap.zip"))
 }
 
 async fn measure(
@@ -272,9 +280,7 @@ async fn main() {
     println!("|---|---|---|---|---|---|---|");
     for f in &functions {
         let binary = bootstrap(scratch.path(), f.name);
-        let zip = std::fs::metadata(repo().join(format!("target/lambda/{}/bootstrap.zip", f.name)))
-            .expect("the zip")
-            .len();
+        let zip = std::fs::metadata(zip_path(f.name)).expect("the zip").len();
         let size = std::fs::metadata(&binary).expect("the binary").len();
         let mut m = measure(f, &binary, &env, runs, warm).await;
         let cold_max = *m.cold.iter().max().expect("a run");
