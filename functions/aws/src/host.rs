@@ -15,7 +15,6 @@ use aws_smithy_runtime_api::client::http::SharedHttpClient;
 use busway_core::claim_check::{ClaimChecks, DEFAULT_MAX_ENTRY_BYTES};
 use busway_core::deploy::BusKind;
 use busway_core::ports::{Bus, SubscriberControl};
-use tracing_subscriber::filter::{LevelFilter, Targets};
 
 use crate::config::Config;
 use crate::custom_bus::CustomBus;
@@ -272,23 +271,15 @@ pub fn https_client() -> SharedHttpClient {
         .build_https()
 }
 
-/// Logs for CloudWatch: no colours, no timestamps (Lambda adds them), `RUST_LOG` filters by
-/// level and target (`info,busway_aws=warn`; default info). A `Targets` filter rather than an
-/// `EnvFilter`, whose span and field directives would link a second DFA regex engine into every
-/// function for a syntax nobody sets on them.
+/// Logs for CloudWatch: no colours, no timestamps (Lambda adds them), `RUST_LOG` filters
+/// (default info).
 pub fn init_logging() {
-    use tracing_subscriber::layer::SubscriberExt;
-    use tracing_subscriber::util::SubscriberInitExt;
-    let filter = std::env::var("RUST_LOG")
-        .ok()
-        .and_then(|directives| directives.parse::<Targets>().ok())
-        .unwrap_or_else(|| Targets::new().with_default(LevelFilter::INFO));
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
     tracing_subscriber::fmt()
-        .with_max_level(LevelFilter::TRACE)
+        .with_env_filter(filter)
         .with_ansi(false)
         .without_time()
-        .finish()
-        .with(filter)
         .init();
 }
 
