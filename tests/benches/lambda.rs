@@ -21,6 +21,7 @@ use axum::http::StatusCode;
 use busway_core::Version;
 use busway_core::deploy::producer_key;
 use busway_core::portal::Portal;
+use busway_core::ports::{Bucket, ObjectStore};
 use busway_local::store::SqliteStore;
 use busway_provisioner::STATE_MACHINE_ARN;
 use busway_tests::lambda::{Function as Process, api_gateway_event, authorized_as};
@@ -69,7 +70,7 @@ struct Figures {
 }
 
 fn bootstrap(dir: &Path, name: &str) -> PathBuf {
-    let zip = repo().join(format!("target/lambda/{name}/bootstrap.zip"));
+    let zip = zip_path(name);
     assert!(
         zip.exists(),
         "{} is missing: run scripts/build-lambdas.sh first",
@@ -90,6 +91,14 @@ fn bootstrap(dir: &Path, name: &str) -> PathBuf {
 
 fn repo() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
+}
+
+/// Where scripts/build-lambdas.sh put the function's zip: under `CARGO_TARGET_DIR` when set (a
+/// relative one is the repository's, where the script runs), else the repository's target/.
+fn zip_path(name: &str) -> PathBuf {
+    let target = std::env::var_os("CARGO_TARGET_DIR")
+        .map_or_else(|| repo().join("target"), |dir| repo().join(dir));
+    target.join(format!("lambda/{name}/bootstrap.zip"))
 }
 
 async fn measure(
@@ -197,6 +206,7 @@ async fn main() {
         .oneshot(
             axum::http::Request::post("/events")
                 .header("content-type", "application/json")
+                .extension(busway_tests::admin_caller())
                 .body(axum::body::Body::from(seed_event().to_string()))
                 .expect("a request"),
         )
@@ -211,11 +221,21 @@ async fn main() {
     .expect("a JSON answer");
     // The state machine's first task on the producer deploy.json the portal just wrote: reads
     // it from S3, reads and updates the deployment in DynamoDB.
+    // The state machine names the exact object version the S3 notification named.
+    let key = producer_key(&"scanned_parcel".parse().expect("a name"), Version::FIRST);
+    let object_version = account
+        .objects()
+        .get_object_version(Bucket::Publisher, &key, None)
+        .await
+        .expect("reading the deploy.json")
+        .expect("the portal wrote the deploy.json")
+        .version;
     let validate = json!({
         "task": "validate",
         "deployment_id": created["deployment_id"],
         "bucket": account.buckets.publisher,
-        "key": producer_key(&"scanned_parcel".parse().expect("a name"), Version::FIRST),
+        "key": key,
+        "object_version": object_version,
     })
     .to_string();
 
@@ -228,7 +248,11 @@ async fn main() {
     let functions = [
         Function {
             name: "portal",
-            event: apigw("GET", "/events/scanned_parcel", None),
+            // Every route of both APIs needs the caller the key authorizer names.
+            event: authorized_as(
+                &apigw("GET", "/events/scanned_parcel", None),
+                &busway_tests::admin_caller(),
+            ),
             ok: |b| status_is(b, 200),
         },
         Function {
@@ -277,9 +301,7 @@ async fn main() {
     println!("|---|---|---|---|---|---|---|");
     for f in &functions {
         let binary = bootstrap(scratch.path(), f.name);
-        let zip = std::fs::metadata(repo().join(format!("target/lambda/{}/bootstrap.zip", f.name)))
-            .expect("the zip")
-            .len();
+        let zip = std::fs::metadata(zip_path(f.name)).expect("the zip").len();
         let size = std::fs::metadata(&binary).expect("the binary").len();
         let mut m = measure(f, &binary, &env, runs, warm).await;
         let cold_max = *m.cold.iter().max().expect("a run");

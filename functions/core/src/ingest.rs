@@ -7,7 +7,7 @@ use std::sync::{Arc, RwLock};
 use serde_json::Value;
 
 use crate::envelope::{BusEvent, enrich};
-use crate::ports::{Accepted, Bus, EventStore};
+use crate::ports::{Accepted, Bus, EventCatalog};
 use crate::schema::{self, CompiledSchema};
 use crate::{Application, EventTypeName, ValidationErrors, Version};
 
@@ -70,7 +70,7 @@ impl LiveRoutes {
     /// first use and keeps it for the container's life.
     pub async fn resolve(
         &self,
-        store: Option<&dyn EventStore>,
+        store: Option<&dyn EventCatalog>,
         event_type: &EventTypeName,
         version: Version,
     ) -> anyhow::Result<Option<Arc<Route>>> {
@@ -172,7 +172,7 @@ impl Route {
 )]
 pub async fn publish(
     routes: &LiveRoutes,
-    store: Option<&dyn EventStore>,
+    store: Option<&dyn EventCatalog>,
     bus: &dyn Bus,
     publisher: Option<&Application>,
     request_id: Option<&str>,

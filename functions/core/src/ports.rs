@@ -115,6 +115,42 @@ pub trait EventStore: Send + Sync + 'static {
 }
 
 /// Deployment status records.
+/// The reads of `EventStore` a broker makes: the event types and versions it routes, with their
+/// schemas. Every event store is one. A broker holds its store as this narrower port so that an
+/// injector binary links only these four reads of the store's adapter, not every write of the
+/// portal's that a `dyn EventStore` would bring along.
+#[async_trait]
+pub trait EventCatalog: Send + Sync + 'static {
+    async fn get_event_type(&self, name: &EventTypeName) -> Result<Option<EventType>, StoreError>;
+    async fn list_event_types(&self) -> Result<Vec<EventType>, StoreError>;
+    async fn list_versions(&self, name: &EventTypeName) -> Result<Vec<EventVersion>, StoreError>;
+    async fn get_version(
+        &self,
+        name: &EventTypeName,
+        version: Version,
+    ) -> Result<Option<EventVersion>, StoreError>;
+}
+
+#[async_trait]
+impl<S: EventStore + ?Sized> EventCatalog for S {
+    async fn get_event_type(&self, name: &EventTypeName) -> Result<Option<EventType>, StoreError> {
+        EventStore::get_event_type(self, name).await
+    }
+    async fn list_event_types(&self) -> Result<Vec<EventType>, StoreError> {
+        EventStore::list_event_types(self).await
+    }
+    async fn list_versions(&self, name: &EventTypeName) -> Result<Vec<EventVersion>, StoreError> {
+        EventStore::list_versions(self, name).await
+    }
+    async fn get_version(
+        &self,
+        name: &EventTypeName,
+        version: Version,
+    ) -> Result<Option<EventVersion>, StoreError> {
+        EventStore::get_version(self, name, version).await
+    }
+}
+
 #[async_trait]
 pub trait DeploymentStore: Send + Sync + 'static {
     /// Inserts or replaces the record with this id.

@@ -1,23 +1,95 @@
 //! Serving an API's router from a Lambda function behind API Gateway (REST, proxy integration).
 
+use axum::http::header::{CONTENT_ENCODING, CONTENT_TYPE};
+use axum::http::{HeaderMap, HeaderValue};
 use busway_core::auth::Caller;
-use lambda_http::request::RequestContext;
-use lambda_http::{Request, RequestExt};
-use tower::ServiceBuilder;
+use lambda_http::aws_lambda_events::apigw::ApiGatewayProxyResponse;
+use lambda_http::request::{LambdaRequest, RequestContext};
+use lambda_http::{Body, LambdaEvent, Request, RequestExt};
+use tower::{ServiceBuilder, ServiceExt};
 
 /// Runs `router` as the function's handler, routing on the path the API's routes are written
 /// for whatever the stage is called. `lambda_http` puts the stage in front of the path unless the
 /// function runs with `AWS_LAMBDA_HTTP_IGNORE_STAGE_IN_PATH`; a route that depends on a variable
 /// someone must remember to set answers 404 to everything the day it is missing, so the stage
 /// is taken off here, with or without that variable.
+///
+/// The event becomes a request as `lambda_http::run` makes it; the answer becomes API Gateway's
+/// proxy response here (`api_gateway_response`), not through `lambda_http`'s, which decodes a
+/// text body by its declared charset with `encoding_rs` and its tables of every legacy encoding
+/// (150 KB of each binary) where busway's routers only ever answer UTF-8.
 pub async fn run(router: axum::Router) -> Result<(), lambda_http::Error> {
-    lambda_http::run(
-        ServiceBuilder::new()
-            .map_request(without_stage)
-            .map_request(with_caller)
-            .service(router.layer(axum::middleware::from_fn(crate::request_id::layer))),
-    )
+    let app = ServiceBuilder::new()
+        .map_request(without_stage)
+        .map_request(with_caller)
+        .service(router.layer(axum::middleware::from_fn(crate::request_id::layer)));
+    lambda_http::lambda_runtime::run(lambda_http::service_fn(
+        move |event: LambdaEvent<LambdaRequest>| {
+            let app = app.clone();
+            async move {
+                let LambdaEvent { payload, context } = event;
+                let mut request: Request = payload.into();
+                if let Some(trace_id) = context
+                    .xray_trace_id
+                    .as_deref()
+                    .and_then(|id| HeaderValue::from_str(id).ok())
+                {
+                    request.headers_mut().insert("x-amzn-trace-id", trace_id);
+                }
+                let response = app.oneshot(request.with_lambda_context(context)).await?;
+                api_gateway_response(response).await
+            }
+        },
+    ))
     .await
+}
+
+/// Content types whose body API Gateway gets as text, as `lambda_http` decides; any other (or a
+/// `content-encoding`) goes as base64 binary.
+const TEXT_PREFIXES: [&str; 5] = [
+    "text",
+    "application/json",
+    "application/javascript",
+    "application/xml",
+    "application/yaml",
+];
+const TEXT_SUFFIXES: [&str; 3] = ["+xml", "+yaml", "+json"];
+
+fn is_text(headers: &HeaderMap) -> bool {
+    if headers.contains_key(CONTENT_ENCODING) {
+        return false;
+    }
+    let Some(content_type) = headers.get(CONTENT_TYPE) else {
+        return true;
+    };
+    let content_type = content_type.to_str().unwrap_or_default();
+    let mime_type = content_type.trim().split(';').next().unwrap_or_default();
+    TEXT_PREFIXES.iter().any(|p| content_type.starts_with(p))
+        || TEXT_SUFFIXES.iter().any(|s| mime_type.ends_with(s))
+        || headers
+            .get("x-lambda-http-content-encoding")
+            .is_some_and(|v| v == "text")
+}
+
+/// The REST API proxy response `lambda_http` would send for `response`: the headers as
+/// `multiValueHeaders` only (API Gateway merges both fields, which would repeat each header), a
+/// text body as the UTF-8 it is, any other base64-encoded.
+pub async fn api_gateway_response(
+    response: axum::response::Response,
+) -> Result<ApiGatewayProxyResponse, lambda_http::Error> {
+    let (parts, body) = response.into_parts();
+    let bytes = axum::body::to_bytes(body, usize::MAX).await?;
+    let text = is_text(&parts.headers);
+    let mut answer = ApiGatewayProxyResponse::default();
+    answer.status_code = parts.status.as_u16().into();
+    answer.is_base64_encoded = !text;
+    answer.body = Some(if text {
+        Body::Text(String::from_utf8_lossy(&bytes).into_owned())
+    } else {
+        Body::Binary(bytes.to_vec())
+    });
+    answer.multi_value_headers = parts.headers;
+    Ok(answer)
 }
 
 /// The request with the `Caller` that the API's Lambda authorizer (`functions/authorizer`) put in
@@ -132,6 +204,65 @@ mod tests {
 
     fn from(event: &serde_json::Value) -> Request {
         lambda_http::request::from_str(&event.to_string()).expect("an API Gateway REST event")
+    }
+
+    /// What `lambda_http::run` answers API Gateway for `response`, through its own adapter.
+    async fn lambda_http_answer(response: axum::response::Response) -> serde_json::Value {
+        use tower::Service;
+        let response = std::sync::Mutex::new(Some(response));
+        let mut adapter = lambda_http::Adapter::from(tower::service_fn(|_: Request| {
+            let response = response.lock().expect("a lock").take().expect("one call");
+            async move { Ok::<_, std::convert::Infallible>(response) }
+        }));
+        let event: LambdaRequest =
+            serde_json::from_value(event_json("live", "/x", None)).expect("a REST event");
+        let answer = adapter
+            .call(LambdaEvent::new(event, lambda_http::Context::default()))
+            .await
+            .expect("an answer");
+        serde_json::to_value(answer).expect("JSON")
+    }
+
+    #[tokio::test]
+    async fn every_answer_reaches_api_gateway_as_lambda_http_would_send_it() {
+        use axum::response::IntoResponse;
+        let typed = |content_type: &'static str, body: &'static [u8]| {
+            let mut response = (axum::http::StatusCode::CREATED, body).into_response();
+            response
+                .headers_mut()
+                .insert(CONTENT_TYPE, HeaderValue::from_static(content_type));
+            response
+        };
+        let answers = || {
+            let mut gzipped = typed("application/json", b"\x1f\x8b\x08");
+            gzipped
+                .headers_mut()
+                .insert(CONTENT_ENCODING, HeaderValue::from_static("gzip"));
+            let mut untyped = axum::response::Response::new(axum::body::Body::from("plain"));
+            *untyped.status_mut() = axum::http::StatusCode::NO_CONTENT;
+            let mut repeated = typed("text/plain", b"");
+            repeated
+                .headers_mut()
+                .append("x-seen", HeaderValue::from_static("a"));
+            repeated
+                .headers_mut()
+                .append("x-seen", HeaderValue::from_static("b"));
+            vec![
+                axum::Json(serde_json::json!({"event_id": "\u{e9}v\u{e8}nement"})).into_response(),
+                typed("application/problem+json; charset=utf-8", b"{\"detail\":1}"),
+                typed("text/html; charset=utf-8", "<p>caf\u{e9}</p>".as_bytes()),
+                typed("application/octet-stream", &[0, 159, 146, 150]),
+                typed("image/png", b"\x89PNG"),
+                gzipped,
+                untyped,
+                repeated,
+            ]
+        };
+        for (ours, theirs) in answers().into_iter().zip(answers()) {
+            let ours = serde_json::to_value(api_gateway_response(ours).await.expect("an answer"))
+                .expect("JSON");
+            assert_eq!(ours, lambda_http_answer(theirs).await);
+        }
     }
 
     #[test]

@@ -16,7 +16,7 @@ use axum::http::StatusCode;
 use axum::{Extension, Json, Router};
 use busway_core::auth::Role;
 use busway_core::ingest::{self, IngestError, LiveRoutes};
-use busway_core::ports::{Bus, EventStore};
+use busway_core::ports::{Bus, EventCatalog};
 use busway_core::{EventTypeName, Version};
 use busway_http::ApiError;
 use busway_http::auth::Authenticated;
@@ -30,7 +30,7 @@ use utoipa_axum::routes;
 pub struct Broker {
     pub routes: Arc<LiveRoutes>,
     /// Where a route missing from `routes` is learned (`LiveRoutes::resolve`): none locally.
-    pub store: Option<Arc<dyn EventStore>>,
+    pub store: Option<Arc<dyn EventCatalog>>,
     pub bus: Arc<dyn Bus>,
 }
 

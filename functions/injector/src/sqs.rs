@@ -7,7 +7,7 @@
 
 use busway_core::deploy::parse_producer_queue_name;
 use busway_core::ingest::{self, LiveRoutes};
-use busway_core::ports::EventStore;
+use busway_core::ports::EventCatalog;
 use tracing::warn;
 
 use crate::Broker;
@@ -67,7 +67,7 @@ pub async fn handle_batch(broker: &Broker, messages: Vec<Message>) -> Vec<String
 
 async fn prepare(
     routes: &LiveRoutes,
-    store: Option<&dyn EventStore>,
+    store: Option<&dyn EventCatalog>,
     m: &Message,
 ) -> Result<busway_core::envelope::BusEvent, String> {
     let queue = m.source_arn.rsplit(':').next().unwrap_or_default();
