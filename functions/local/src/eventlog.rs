@@ -24,6 +24,7 @@ use busway_core::claim_check::ClaimChecks;
 use busway_core::envelope::{BusEvent, eventbridge_json, eventbridge_time};
 use busway_core::ingest::THROTTLED;
 use busway_core::ports::{Accepted, Bus, EntryFailure};
+use rusqlite::config::DbConfig;
 use rusqlite::{Connection, OptionalExtension, params};
 use tokio::sync::{mpsc as tokio_mpsc, oneshot};
 
@@ -147,6 +148,9 @@ fn open(path: &Path) -> anyhow::Result<Connection> {
     EVENT_LOG.check(path)?;
     let mut conn = Connection::open(path).with_context(|| format!("opening {}", path.display()))?;
     conn.busy_timeout(Duration::from_secs(5))?;
+    // Plans that never depend on bound values: otherwise a statement with `LIMIT ?` is prepared
+    // again on every use of the cache, which clears its bindings (SQLite's `sqlite3ExprIsInteger`).
+    conn.set_db_config(DbConfig::SQLITE_DBCONFIG_ENABLE_QPSG, true)?;
     EVENT_LOG.apply(&mut conn, path)?;
     conn.pragma_update(None, "journal_mode", "WAL")?;
     // NORMAL: a commit is written to the WAL without waiting for the disk, so the next batch
@@ -438,6 +442,12 @@ impl Bus for EventLog {
     }
 }
 
+/// A page of one event type's events after a position, and of all events.
+const AFTER_OF_TYPE: &str = "SELECT seq, id, detail_type, source, time, detail FROM events
+    WHERE detail_type = ?1 AND seq > ?2 ORDER BY seq LIMIT ?3";
+const AFTER: &str = "SELECT seq, id, detail_type, source, time, detail FROM events
+    WHERE seq > ?1 ORDER BY seq LIMIT ?2";
+
 impl LogReader {
     /// Up to `limit` events after `seq`, of one detail type when given, oldest first.
     pub fn after(
@@ -450,12 +460,7 @@ impl LogReader {
             .conn
             .lock()
             .map_err(|_| anyhow::anyhow!("log reader lock poisoned"))?;
-        let mut stmt = conn.prepare_cached(
-            "SELECT seq, id, detail_type, source, time, detail FROM events
-             WHERE seq > ?1 AND (?2 IS NULL OR detail_type = ?2) ORDER BY seq LIMIT ?3",
-        )?;
-        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
-        let rows = stmt.query_map(params![seq, detail_type, limit], |r| {
+        let read = |r: &rusqlite::Row<'_>| {
             let row = Row {
                 id: r.get(1)?,
                 event_id: String::new(),
@@ -465,8 +470,20 @@ impl LogReader {
                 detail: r.get(5)?,
             };
             Ok(row.logged(r.get(0)?))
-        })?;
-        Ok(rows.collect::<Result<_, _>>()?)
+        };
+        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+        // A statement per case, so that a type's reads walk its index whatever the binding.
+        let rows = match detail_type {
+            Some(detail_type) => conn
+                .prepare_cached(AFTER_OF_TYPE)?
+                .query_map(params![detail_type, seq, limit], read)?
+                .collect::<Result<_, _>>(),
+            None => conn
+                .prepare_cached(AFTER)?
+                .query_map(params![seq, limit], read)?
+                .collect::<Result<_, _>>(),
+        };
+        Ok(rows?)
     }
 
     /// Deletes up to `limit` of the oldest events at or before `through` whose `time` is
@@ -569,6 +586,29 @@ mod tests {
         }
     }
 
+    #[test]
+    fn reading_the_log_again_reuses_its_prepared_statements() {
+        let dir = tempfile::tempdir().expect("a temp dir");
+        let reader = LogReader {
+            conn: Mutex::new(open(&dir.path().join("events.db")).expect("the log opens")),
+        };
+        for from in [0, 7, 0] {
+            reader.after(from, Some("a.1"), 10).expect("reads");
+            reader.after(from, None, 10).expect("reads");
+        }
+        let conn = reader.conn.lock().expect("the connection");
+        for sql in [AFTER_OF_TYPE, AFTER] {
+            let statement = conn.prepare_cached(sql).expect("cached");
+            // Each read rebinds `LIMIT ?`, which SQLite would take as a reason to prepare the
+            // statement again, were plans allowed to depend on bound values.
+            assert_eq!(
+                statement.get_status(rusqlite::StatementStatus::RePrepare),
+                0,
+                "{sql}"
+            );
+            assert_eq!(statement.get_status(rusqlite::StatementStatus::Run), 3);
+        }
+    }
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn a_writer_that_cannot_keep_up_throttles_instead_of_queueing() {
         let dir = tempfile::tempdir().expect("a temp dir");
