@@ -298,9 +298,14 @@ async fn an_https_target_at_a_private_address_is_dead_lettered_without_being_cal
     busway.create_deployed_event(&seed_event()).await;
     let consumer = Consumer::start().await;
     let loopback_https = consumer.url("/hook").replacen("http://", "https://", 1);
+    // This machine's own name resolves (through /etc/hosts) to loopback or a private address:
+    // refused by the client's resolver on the address it would connect to.
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname").expect("a host name");
+    let by_name = loopback_https.replacen("127.0.0.1", host.trim(), 1);
     let mut ids = Vec::new();
     for (unit, url) in [
         ("u2", loopback_https.as_str()),
+        ("u5", by_name.as_str()),
         ("u3", "https://169.254.169.254/latest/meta-data"),
         ("u4", "https://10.0.0.1/hook"),
     ] {

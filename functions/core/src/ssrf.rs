@@ -1,10 +1,15 @@
 //! The SSRF guard of HTTPS deliveries, the same on both hosts (the local delivery workers and
 //! the AWS delivery function): a target must not reach the machine's or its network's private
 //! addresses. Plain `http://` is allowed only to loopback (which the portal accepts only when it
-//! listens on loopback itself, or when asked), `https://` only to hosts that resolve to public
-//! addresses.
+//! listens on loopback itself, or when asked), `https://` only to public addresses.
+//!
+//! [`check`] holds a URL to that before a delivery, without resolving its host. A host name is
+//! held to it by [`PublicResolver`], the delivery client's resolver, on the very addresses the
+//! connection is made to: a name that resolved to a public address when checked and to a private
+//! one when connected (DNS rebinding) cannot slip through, and a delivery over a kept-alive
+//! connection costs no lookup.
 
-use std::net::IpAddr;
+use std::net::{IpAddr, SocketAddr};
 
 /// Why a target is not called.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -17,36 +22,87 @@ pub enum Refused {
     NotNow(String),
 }
 
-/// Checks `url` before a delivery to it.
-pub async fn check(url: &url::Url) -> Result<(), Refused> {
+/// Checks `url` before a delivery to it; its host's addresses are checked when it is resolved.
+pub fn check(url: &url::Url) -> Result<(), Refused> {
     let host = url
-        .host_str()
+        .host()
         .ok_or_else(|| Refused::Never("URL has no host".into()))?;
-    let bare = host.trim_matches(|c| c == '[' || c == ']');
-    let port = url.port_or_known_default().unwrap_or(443);
-    if url.scheme() == "http" {
-        let loopback =
-            host == "localhost" || bare.parse::<IpAddr>().is_ok_and(|ip| ip.is_loopback());
-        return if loopback {
-            Ok(())
-        } else {
-            Err(Refused::Never(
-                "http:// is allowed only for loopback hosts".into(),
-            ))
-        };
+    let ip = match host {
+        url::Host::Ipv4(ip) => Some(IpAddr::V4(ip)),
+        url::Host::Ipv6(ip) => Some(IpAddr::V6(ip)),
+        url::Host::Domain(_) => None,
+    };
+    let localhost = matches!(host, url::Host::Domain(name) if is_localhost(name));
+    let not_public = || {
+        Refused::Never(format!(
+            "{host} is not a public address: https:// targets must be public"
+        ))
+    };
+    match (url.scheme(), ip) {
+        ("http", _) if localhost || ip.is_some_and(|ip| ip.is_loopback()) => Ok(()),
+        ("http", _) => Err(Refused::Never(
+            "http:// is allowed only for loopback hosts".into(),
+        )),
+        (_, Some(ip)) if !is_public(ip) => Err(not_public()),
+        _ if localhost => Err(not_public()),
+        _ => Ok(()),
     }
-    let addrs = tokio::net::lookup_host((bare, port))
-        .await
-        .map_err(|e| Refused::NotNow(format!("cannot resolve {host}: {e}")))?;
-    for addr in addrs {
-        if !is_public(addr.ip()) {
-            return Err(Refused::Never(format!(
-                "{host} resolves to {} which is not a public address",
-                addr.ip()
-            )));
+}
+
+fn is_localhost(name: &str) -> bool {
+    name.eq_ignore_ascii_case("localhost")
+}
+
+/// The addresses of `host` a delivery may connect to: all of them public, except `localhost`'s
+/// loopback ones (plain `http://` may reach loopback, and [`check`] refuses `https://localhost`).
+pub fn callable(
+    host: &str,
+    found: impl IntoIterator<Item = SocketAddr>,
+) -> Result<Vec<SocketAddr>, Refused> {
+    let found: Vec<SocketAddr> = found.into_iter().collect();
+    let allowed = |ip: IpAddr| is_public(ip) || (is_localhost(host) && ip.is_loopback());
+    if let Some(private) = found.iter().find(|a| !allowed(a.ip())) {
+        return Err(Refused::Never(format!(
+            "{host} resolves to {} which is not a public address",
+            private.ip()
+        )));
+    }
+    if found.is_empty() {
+        return Err(Refused::NotNow(format!("{host} resolves to no address")));
+    }
+    Ok(found)
+}
+
+/// The guard's refusal behind a failed request, when that is why it failed.
+pub fn refusal<'a>(error: &'a (dyn std::error::Error + 'static)) -> Option<&'a Refused> {
+    let mut next = Some(error);
+    while let Some(error) = next {
+        if let Some(refused) = error.downcast_ref::<Refused>() {
+            return Some(refused);
         }
+        next = error.source();
     }
-    Ok(())
+    None
+}
+
+/// The delivery clients' resolver: a name resolves only to addresses [`callable`] allows, and
+/// a request to any other fails with the [`Refused`] that [`refusal`] finds.
+#[cfg(feature = "reqwest")]
+#[derive(Debug, Clone, Copy, Default)]
+pub struct PublicResolver;
+
+#[cfg(feature = "reqwest")]
+impl reqwest::dns::Resolve for PublicResolver {
+    fn resolve(&self, name: reqwest::dns::Name) -> reqwest::dns::Resolving {
+        let host = name.as_str().to_owned();
+        Box::pin(async move {
+            let found = tokio::net::lookup_host((host.as_str(), 0))
+                .await
+                .map_err(|e| Refused::NotNow(format!("cannot resolve {host}: {e}")))?;
+            let addrs: reqwest::dns::Addrs = Box::new(callable(&host, found)?.into_iter());
+            Ok(addrs)
+        })
+    }
 }
 
 pub fn is_public(ip: IpAddr) -> bool {
@@ -102,17 +158,74 @@ mod tests {
         }
     }
 
-    #[tokio::test]
-    async fn plain_http_reaches_loopback_only_and_https_public_hosts_only() {
+    #[test]
+    fn plain_http_reaches_loopback_only_and_https_public_hosts_only() {
         let url = |u: &str| url::Url::parse(u).expect("a URL");
-        assert_eq!(check(&url("http://127.0.0.1:9/x")).await, Ok(()));
+        for allowed in [
+            "http://127.0.0.1:9/x",
+            "http://localhost:9/x",
+            "http://[::1]:9/x",
+            "https://consumer.example.com/x",
+            "https://8.8.8.8/x",
+        ] {
+            assert_eq!(check(&url(allowed)), Ok(()), "{allowed}");
+        }
+        for refused in [
+            "http://10.0.0.1/x",
+            "http://consumer.example.com/x",
+            "https://127.0.0.1/x",
+            "https://[::1]/x",
+            "https://localhost/x",
+            "https://169.254.169.254/latest/meta-data",
+        ] {
+            assert!(
+                matches!(check(&url(refused)), Err(Refused::Never(_))),
+                "{refused}"
+            );
+        }
+    }
+
+    #[test]
+    fn a_name_is_callable_only_on_public_addresses() {
+        let at = |ip: &str| SocketAddr::new(ip.parse().expect("an address"), 0);
+        assert_eq!(
+            callable(
+                "consumer.example.com",
+                [at("8.8.8.8"), at("2606:4700::1111")]
+            ),
+            Ok(vec![at("8.8.8.8"), at("2606:4700::1111")])
+        );
+        // One private address among public ones is enough to refuse the name.
         assert!(matches!(
-            check(&url("http://10.0.0.1/x")).await,
+            callable("rebound.example.com", [at("8.8.8.8"), at("10.0.0.1")]),
+            Err(Refused::Never(why)) if why.contains("10.0.0.1 which is not a public address")
+        ));
+        assert!(matches!(
+            callable("consumer.example.com", [at("127.0.0.1")]),
+            Err(Refused::Never(_))
+        ));
+        assert_eq!(
+            callable("localhost", [at("127.0.0.1"), at("::1")]),
+            Ok(vec![at("127.0.0.1"), at("::1")])
+        );
+        assert!(matches!(
+            callable("localhost", [at("10.0.0.1")]),
             Err(Refused::Never(_))
         ));
         assert!(matches!(
-            check(&url("https://127.0.0.1/x")).await,
-            Err(Refused::Never(_))
+            callable("nothing.example.com", []),
+            Err(Refused::NotNow(_))
         ));
+    }
+
+    #[test]
+    fn a_refusal_is_found_behind_the_errors_that_carry_it() {
+        #[derive(Debug, thiserror::Error)]
+        #[error("connect failed")]
+        struct Wrapper(#[source] Box<dyn std::error::Error + Send + Sync>);
+        let refused = Refused::Never("rebound".into());
+        let wrapped = Wrapper(Box::new(refused.clone()));
+        assert_eq!(refusal(&wrapped), Some(&refused));
+        assert_eq!(refusal(&Wrapper("other".into())), None);
     }
 }

@@ -12,6 +12,7 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use busway_core::ports::{EventStore, StoreError};
+use busway_core::ssrf::{PublicResolver, Refused};
 use busway_core::subscription::{ConsumerConnection, Subscription, SubscriptionState};
 use busway_core::webhook::{self, SigningSecret, SigningSecrets};
 use serde_json::Value;
@@ -86,10 +87,8 @@ pub async fn deliver(
     let Ok(url) = reqwest::Url::parse(&subscription.connection_string) else {
         return Ok(Delivered::Dropped(format!("subscription {id} has no URL")));
     };
-    match busway_core::ssrf::check(&url).await {
-        Ok(()) => {}
-        Err(busway_core::ssrf::Refused::Never(why)) => return Ok(Delivered::Dropped(why)),
-        Err(busway_core::ssrf::Refused::NotNow(why)) => return Err(Retry::Target(why)),
+    if let Err(refused) = busway_core::ssrf::check(&url) {
+        return refused_outcome(refused);
     }
     // The event's id is the delivery's, the same on every retry.
     let message_id = event
@@ -113,7 +112,12 @@ pub async fn deliver(
     }
     let status = match request.body(body).send().await {
         Ok(response) => response.status(),
-        Err(e) => return Err(Retry::Target(e.to_string())),
+        Err(e) => {
+            return match busway_core::ssrf::refusal(&e) {
+                Some(refused) => refused_outcome(refused.clone()),
+                None => Err(Retry::Target(e.to_string())),
+            };
+        }
     };
     if status.is_success() {
         Ok(Delivered::Accepted)
@@ -122,4 +126,21 @@ pub async fn deliver(
     } else {
         Ok(Delivered::Dropped(format!("the target answered {status}")))
     }
+}
+
+/// A target the SSRF guard refused: dropped, or retried when its host did not resolve.
+fn refused_outcome(refused: Refused) -> Result<Delivered, Retry> {
+    match refused {
+        Refused::Never(why) => Ok(Delivered::Dropped(why)),
+        Refused::NotNow(why) => Err(Retry::Target(why)),
+    }
+}
+
+/// The delivery client: no redirects, and host names resolved only to public addresses
+/// (`ssrf::PublicResolver`).
+pub fn http_client() -> reqwest::Result<reqwest::Client> {
+    reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .dns_resolver(std::sync::Arc::new(PublicResolver))
+        .build()
 }

@@ -101,7 +101,7 @@ async fn a_delivery_is_signed_with_every_secret_of_its_subscription() {
         subscription: subscription(&url),
         secrets: vec![secret(&new), secret(&old)],
     };
-    let http = reqwest::Client::new();
+    let http = busway_delivery::http_client().expect("a client");
     let delivered = deliver(&store, &http, &input()).await.expect("delivered");
     assert_eq!(delivered, Delivered::Accepted);
     let seen = seen.lock().expect("lock");
@@ -125,7 +125,7 @@ async fn a_delivery_is_signed_with_every_secret_of_its_subscription() {
 
 #[tokio::test]
 async fn a_retryable_answer_fails_the_invocation_and_a_refusal_does_not() {
-    let http = reqwest::Client::new();
+    let http = busway_delivery::http_client().expect("a client");
     for (status, retried) in [
         (StatusCode::SERVICE_UNAVAILABLE, true),
         (StatusCode::TOO_MANY_REQUESTS, true),
@@ -159,7 +159,7 @@ async fn a_retryable_answer_fails_the_invocation_and_a_refusal_does_not() {
 
 #[tokio::test]
 async fn a_deleted_subscription_or_a_private_target_is_dropped_without_a_request() {
-    let http = reqwest::Client::new();
+    let http = busway_delivery::http_client().expect("a client");
     let mut deleted = subscription("https://consumer.example.com/hook");
     deleted.state = SubscriptionState::Deleted;
     for sub in [
@@ -186,4 +186,42 @@ async fn a_deleted_subscription_or_a_private_target_is_dropped_without_a_request
         deliver(&store, &http, &json!({"event": {}})).await,
         Err(Retry::Input(_))
     ));
+}
+
+#[tokio::test]
+async fn a_host_name_is_called_only_on_the_public_addresses_it_resolves_to() {
+    let (url, seen) = consumer(StatusCode::OK).await;
+    let http = busway_delivery::http_client().expect("a client");
+    let deliver_to = |url: String| {
+        let http = http.clone();
+        async move {
+            let store = Fake {
+                subscription: subscription(&url),
+                secrets: vec![],
+            };
+            deliver(&store, &http, &input()).await
+        }
+    };
+    // `localhost` is resolved by the client's resolver, which lets plain http reach loopback.
+    let by_name = url.replacen("127.0.0.1", "localhost", 1);
+    let outcome = deliver_to(by_name).await;
+    assert!(matches!(outcome, Ok(Delivered::Accepted)), "{outcome:?}");
+    // This machine's own name resolves (through /etc/hosts) to loopback or a private address.
+    // The URL passes the check made before the request; the connection is refused on the
+    // address the name resolved to, as a rebinding name's would be.
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname").expect("a host name");
+    let port = reqwest::Url::parse(&url)
+        .expect("a URL")
+        .port()
+        .expect("a port");
+    let outcome = deliver_to(format!("https://{}:{port}/hook", host.trim())).await;
+    assert!(
+        matches!(&outcome, Ok(Delivered::Dropped(why)) if why.contains("not a public address")),
+        "{outcome:?}"
+    );
+    assert_eq!(
+        seen.lock().expect("lock").len(),
+        1,
+        "only the loopback call"
+    );
 }

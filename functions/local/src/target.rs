@@ -261,13 +261,11 @@ impl AttemptError {
 }
 
 /// The shared SSRF guard (`busway_core::ssrf`), as an attempt's outcome.
-async fn check_ssrf(url: &reqwest::Url) -> Result<(), AttemptError> {
-    busway_core::ssrf::check(url)
-        .await
-        .map_err(|refused| match refused {
-            busway_core::ssrf::Refused::Never(why) => AttemptError::fatal(why),
-            busway_core::ssrf::Refused::NotNow(why) => AttemptError::retryable(why),
-        })
+fn ssrf_error(refused: &busway_core::ssrf::Refused) -> AttemptError {
+    match refused {
+        busway_core::ssrf::Refused::Never(why) => AttemptError::fatal(why.clone()),
+        busway_core::ssrf::Refused::NotNow(why) => AttemptError::retryable(why.clone()),
+    }
 }
 
 fn classify(
@@ -301,7 +299,9 @@ fn retry_after(headers: &reqwest::header::HeaderMap) -> Option<Duration> {
 }
 
 fn request_error(e: reqwest::Error) -> AttemptError {
-    if e.is_timeout() {
+    if let Some(refused) = busway_core::ssrf::refusal(&e) {
+        ssrf_error(refused)
+    } else if e.is_timeout() {
         AttemptError::congestion(format!("timed out: {e}"), None)
     } else if e.is_connect() {
         AttemptError::congestion(format!("connection failed: {e}"), None)
@@ -310,26 +310,33 @@ fn request_error(e: reqwest::Error) -> AttemptError {
     }
 }
 
-/// Makes single attempts: one keep-alive HTTP client for every target, the store for embedded
-/// queues.
+/// Makes single attempts: keep-alive HTTP clients, the store for embedded queues.
 pub struct Client {
+    /// HTTPS subscriptions' targets, held to the SSRF guard when their names resolve.
     http: reqwest::Client,
+    /// The Lambda Invoke API the operator configured (`--lambda-endpoint`), which may be on a
+    /// private network.
+    lambda: reqwest::Client,
     store: SqliteStore,
     timeout: Duration,
 }
 
 impl Client {
     pub fn new(store: SqliteStore, config: &DeliveryConfig) -> anyhow::Result<Self> {
-        let http = reqwest::Client::builder()
-            .redirect(reqwest::redirect::Policy::none())
-            .user_agent(concat!("busway/", env!("CARGO_PKG_VERSION")))
-            // Connections are kept and reused; a target's idle ones close after a while.
-            .pool_idle_timeout(Duration::from_secs(90))
-            .connect_timeout(config.timeout)
-            .build()
-            .context("building the HTTP client")?;
+        let builder = || {
+            reqwest::Client::builder()
+                .redirect(reqwest::redirect::Policy::none())
+                .user_agent(concat!("busway/", env!("CARGO_PKG_VERSION")))
+                // Connections are kept and reused; a target's idle ones close after a while.
+                .pool_idle_timeout(Duration::from_secs(90))
+                .connect_timeout(config.timeout)
+        };
         Ok(Self {
-            http,
+            http: builder()
+                .dns_resolver(Arc::new(busway_core::ssrf::PublicResolver))
+                .build()
+                .context("building the HTTP client")?,
+            lambda: builder().build().context("building the HTTP client")?,
             store,
             timeout: config.timeout,
         })
@@ -354,7 +361,7 @@ impl Client {
                 url,
                 subscription_id,
             } => {
-                check_ssrf(url).await?;
+                busway_core::ssrf::check(url).map_err(|refused| ssrf_error(&refused))?;
                 let headers = self.signature(subscription_id, event).await?;
                 self.post(url, event, headers, false).await
             }
@@ -401,7 +408,8 @@ impl Client {
         headers: Vec<(&'static str, String)>,
         lambda: bool,
     ) -> Result<(), AttemptError> {
-        let mut request = self.http.post(url.clone());
+        let client = if lambda { &self.lambda } else { &self.http };
+        let mut request = client.post(url.clone());
         for (name, value) in headers {
             request = request.header(name, value);
         }

@@ -9,9 +9,7 @@ use serde_json::{Value, json};
 async fn main() -> Result<(), lambda_runtime::Error> {
     busway_aws::host::init_logging();
     let store = Host::for_lambda()?.store();
-    let http = reqwest::Client::builder()
-        .redirect(reqwest::redirect::Policy::none())
-        .build()?;
+    let http = busway_delivery::http_client()?;
     lambda_runtime::run(service_fn(move |event: LambdaEvent<Value>| {
         let (store, http) = (store.clone(), http.clone());
         async move {
