@@ -12,7 +12,7 @@
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, MutexGuard};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use busway_pattern::{Pattern, RuleSet};
 use tokio::sync::Notify;
@@ -22,6 +22,10 @@ use crate::eventlog::{LogReader, Logged};
 
 /// Events read at once, and the most an inbox holds.
 pub const PAGE: usize = 512;
+
+/// How often the members a page does not concern are moved on: each page touches only the
+/// members it has matches for, so a thousand subscriptions cost no more per event than one.
+const SWEEP: Duration = Duration::from_millis(20);
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|p| p.into_inner())
@@ -41,6 +45,10 @@ struct State {
     head: i64,
     rules: RuleSet<u64>,
     members: HashMap<u64, Arc<Member>>,
+    /// When the members without matches were last moved on to `head`, and whether `head` has
+    /// moved since.
+    swept: Instant,
+    unswept: bool,
 }
 
 /// A worker's side of the feed.
@@ -84,6 +92,8 @@ impl Fanout {
                 head,
                 rules: RuleSet::new(),
                 members: HashMap::new(),
+                swept: Instant::now(),
+                unswept: false,
             }),
         })
     }
@@ -98,6 +108,13 @@ impl Fanout {
         loop {
             match self.step().await {
                 Ok(true) => {}
+                // At the log's end: members are moved on once the events stop.
+                Ok(false) if lock(&self.state).unswept => {
+                    tokio::select! {
+                        () = self.wake.notified() => {}
+                        () = tokio::time::sleep(SWEEP) => self.sweep(),
+                    }
+                }
                 Ok(false) => self.wake.notified().await,
                 Err(e) => {
                     warn!(detail_type = %self.detail_type, error = %format!("{e:#}"), "reading the log failed; trying again");
@@ -141,24 +158,19 @@ impl Fanout {
         }
         state.head = last;
         let mut detached = Vec::new();
-        for (id, member) in &state.members {
+        for (id, mut new) in matches {
+            let Some(member) = state.members.get(&id) else {
+                continue;
+            };
             let mut inbox = lock(&member.inbox);
             let to = inbox.to;
-            let mut new = matches.remove(id).unwrap_or_default();
             new.retain(|e| e.seq > to);
             if new.is_empty() {
-                if last > to {
-                    inbox.to = last;
-                    if inbox.idle && inbox.events.is_empty() {
-                        inbox.from = last;
-                        (member.cursor)(last);
-                    }
-                }
                 continue;
             }
             if inbox.events.len() + new.len() > PAGE {
                 *inbox = Inbox::default();
-                detached.push(*id);
+                detached.push(id);
             } else {
                 inbox.events.extend(new);
                 inbox.to = last;
@@ -169,6 +181,33 @@ impl Fanout {
             state.rules.remove(&id);
             state.members.remove(&id);
         }
+        state.unswept = true;
+        if state.swept.elapsed() >= SWEEP {
+            Self::move_on(&mut state);
+        }
+    }
+
+    /// Moves every member on to the reader's position.
+    fn sweep(&self) {
+        Self::move_on(&mut lock(&self.state));
+    }
+
+    /// A member's inbox covers the positions up to the reader's (no page since its last
+    /// match had any for it), and an idle member's cursor moves there without waking it.
+    fn move_on(state: &mut State) {
+        let head = state.head;
+        for member in state.members.values() {
+            let mut inbox = lock(&member.inbox);
+            if head > inbox.to {
+                inbox.to = head;
+                if inbox.idle && inbox.events.is_empty() {
+                    inbox.from = head;
+                    (member.cursor)(head);
+                }
+            }
+        }
+        state.swept = Instant::now();
+        state.unswept = false;
     }
 }
 
@@ -329,8 +368,10 @@ mod tests {
         (feed, moved)
     }
 
+    /// Reads to the log's end and moves the members on, as `run` does once events stop.
     async fn read_all(fanout: &Fanout) {
         while fanout.step().await.expect("the log reads") {}
+        fanout.sweep();
     }
 
     fn units(events: &[Logged]) -> Vec<String> {
@@ -403,5 +444,40 @@ mod tests {
         };
         assert_eq!(to, head + 2);
         assert_eq!(units(&events), ["u0"]);
+    }
+
+    #[tokio::test]
+    async fn a_page_touches_only_its_members_and_the_others_are_moved_on_once_events_stop() {
+        let dir = tempfile::tempdir().expect("a temp dir");
+        let (log, reader) = log(dir.path()).await;
+        let fanout = Fanout::new(TYPE.into(), reader.clone(), 0);
+        let (busy, _) = member(&fanout, 0, 0);
+        let (idle, moved) = member(&fanout, 1, 1);
+        busy.join(0);
+        idle.join(0);
+        assert_eq!(idle.rest(0), 0);
+        publish(&log, [0, 0].into_iter()).await;
+        let last = reader.last_seq().expect("the log reads");
+        // Read without the running loop and before a sweep is due: the idle member is not
+        // touched, only the busy one gets its matches.
+        lock(&fanout.state).swept = Instant::now() + Duration::from_secs(3600);
+        while fanout.step().await.expect("the log reads") {}
+        assert_eq!(lock(&idle.member.inbox).to, 0);
+        assert_eq!(*lock(&moved), 0);
+        assert!(matches!(busy.next(0), Next::Page(to, ref e) if to == last && e.len() == 2));
+        // The running reader moves it on once the events stop.
+        lock(&fanout.state).swept = Instant::now();
+        let running = tokio::spawn(fanout.clone().run());
+        let started = Instant::now();
+        while *lock(&moved) != last {
+            assert!(
+                started.elapsed() < Duration::from_secs(10),
+                "the idle member's cursor stays at {}",
+                *lock(&moved)
+            );
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        assert!(matches!(idle.next(0), Next::Page(to, ref e) if to == last && e.is_empty()));
+        running.abort();
     }
 }
