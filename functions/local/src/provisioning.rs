@@ -5,7 +5,7 @@
 //! local broker (and with `--synth` also synthesizes the generator's template). A scanner
 //! notices deploy.json files edited by hand.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -595,18 +595,36 @@ async fn provision_once(
 /// Polls the configuration buckets for deploy.json files whose content changed since they were
 /// provisioned (edited by hand, written while busway was down, or whose notification found the
 /// queue full) and notifies the runner, waiting for room in its queue.
+///
+/// A file found provisioned is not read again while its modification time and length stay the
+/// same: with a thousand subscriptions a scan costs a thousand `stat`s, not a thousand reads and
+/// store lookups. An edit changes the time; one within the same clock tick as the write it
+/// replaces would have to come before that write was provisioned, and a file not provisioned
+/// is read on every scan.
 pub async fn scan(root: PathBuf, store: SqliteStore, starter: Arc<LocalStarter>, every: Duration) {
+    let mut provisioned: HashMap<(Bucket, String), Stamp> = HashMap::new();
     loop {
+        let mut still = HashMap::with_capacity(provisioned.len());
         for bucket in [Bucket::Publisher, Bucket::Subscriber] {
             let dir = bucket_dir(&root, bucket);
             let found = tokio::task::spawn_blocking(move || deploy_files(&dir))
                 .await
                 .unwrap_or_default();
-            for (key, content) in found {
-                match store.processed_object(bucket.base_name(), &key).await {
-                    Ok(seen) if seen.as_deref() == Some(content.as_slice()) => {}
+            for (key, path, stamp) in found {
+                let file = (bucket, key);
+                if provisioned.get(&file) == Some(&stamp) {
+                    still.insert(file, stamp);
+                    continue;
+                }
+                let Ok(content) = tokio::fs::read(&path).await else {
+                    continue;
+                };
+                match store.processed_object(bucket.base_name(), &file.1).await {
+                    Ok(seen) if seen.as_deref() == Some(content.as_slice()) => {
+                        still.insert(file, stamp);
+                    }
                     Ok(_) => {
-                        if starter.notify(bucket, &key).await.is_err() {
+                        if starter.notify(bucket, &file.1).await.is_err() {
                             return;
                         }
                     }
@@ -614,12 +632,16 @@ pub async fn scan(root: PathBuf, store: SqliteStore, starter: Arc<LocalStarter>,
                 }
             }
         }
+        provisioned = still;
         tokio::time::sleep(every).await;
     }
 }
 
-/// Every `deploy.json` under `dir`, as (key, content).
-fn deploy_files(dir: &Path) -> Vec<(String, Vec<u8>)> {
+/// A file's modification time and length.
+type Stamp = (Option<std::time::SystemTime>, u64);
+
+/// Every `deploy.json` under `dir`, as (key, path, stamp).
+fn deploy_files(dir: &Path) -> Vec<(String, PathBuf, Stamp)> {
     let mut found = Vec::new();
     let mut pending = vec![dir.to_path_buf()];
     while let Some(current) = pending.pop() {
@@ -636,8 +658,8 @@ fn deploy_files(dir: &Path) -> Vec<(String, Vec<u8>)> {
                     .ok()
                     .and_then(|k| k.to_str())
                     .map(|k| k.replace('\\', "/"));
-                if let (Some(key), Ok(content)) = (key, std::fs::read(&path)) {
-                    found.push((key, content));
+                if let (Some(key), Ok(meta)) = (key, entry.metadata()) {
+                    found.push((key, path, (meta.modified().ok(), meta.len())));
                 }
             }
         }
