@@ -650,9 +650,10 @@ fn deploy_files(dir: &Path) -> Vec<(String, PathBuf, Stamp)> {
         };
         for entry in entries.flatten() {
             let path = entry.path();
-            if path.is_dir() {
+            // The entry's type comes with the directory listing: no `stat` per entry.
+            if entry.file_type().is_ok_and(|t| t.is_dir()) {
                 pending.push(path);
-            } else if path.file_name().is_some_and(|n| n == "deploy.json") {
+            } else if entry.file_name() == "deploy.json" {
                 let key = path
                     .strip_prefix(dir)
                     .ok()
