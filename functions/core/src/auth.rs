@@ -9,7 +9,7 @@ use sha2::{Digest, Sha256};
 
 use crate::portal::PortalError;
 use crate::ports::StoreError;
-use crate::{Application, Team, Timestamp, ValidationErrors};
+use crate::{Application, Team, Timestamp, ValidationErrors, hex};
 
 /// What a key may do.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -217,10 +217,6 @@ pub const ROTATION_OVERLAP: Duration = Duration::from_secs(24 * 3600);
 /// unsalted fast hash is enough (no dictionary to try), and lookups stay one index read.
 pub fn hash_key(secret: &str) -> String {
     hex(&Sha256::digest(secret.as_bytes()))
-}
-
-pub(crate) fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
 /// `n` bytes from the operating system's CSPRNG.

@@ -248,10 +248,7 @@ pub fn failure_cause(failure: &str) -> Option<String> {
 /// The version of a configuration object: the SHA-256 of its content, in hex.
 pub fn object_version(content: &[u8]) -> String {
     use sha2::Digest;
-    sha2::Sha256::digest(content)
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect()
+    crate::hex(&sha2::Sha256::digest(content))
 }
 
 /// What provisioning made of an event version or a subscription, read from the jobs of its

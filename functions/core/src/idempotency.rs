@@ -8,6 +8,7 @@
 use async_trait::async_trait;
 use sha2::{Digest, Sha256};
 
+use crate::hex;
 use crate::ports::StoreError;
 
 /// The request header.
@@ -78,10 +79,6 @@ pub fn fingerprint(method: &str, path: &str, body: &[u8]) -> String {
         .chain_update(body)
         .finalize()
         .as_slice())
-}
-
-fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
 /// Whether `raw` is a usable key: 1 to [`MAX_KEY_LEN`] visible ASCII characters.
