@@ -3,7 +3,7 @@
 
 use std::hint::black_box;
 
-use busway_core::envelope::enrich;
+use busway_core::envelope::{enrich, json_text};
 use busway_core::{EventTypeName, Version, schema};
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use serde_json::{Value, json};
@@ -38,7 +38,7 @@ fn bench(c: &mut Criterion) {
             let event: Value = serde_json::from_slice(black_box(EVENT)).expect("event parses");
             schema::validate(&validator, &event).expect("valid");
             let bus = enrich(event, &app, &name, Version::FIRST, busway_core::now());
-            bus.detail.to_string()
+            json_text(&bus.detail)
         })
     });
     group.finish();

@@ -9,7 +9,7 @@ use std::sync::Arc;
 use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
 
-use crate::envelope::BusEvent;
+use crate::envelope::{BusEvent, json_text};
 use crate::ports::{Bucket, EntryFailure, ObjectStore};
 
 /// Where claim checks live in the schema backup bucket. The `-` keeps the prefix apart from the
@@ -114,7 +114,7 @@ impl ClaimChecks {
     /// fits, else the claim-checked one, once its `data` is stored. The object is written before
     /// this returns, so before the event can be acknowledged.
     pub async fn detail(&self, event: &BusEvent) -> Result<String, EntryFailure> {
-        let detail = event.detail.to_string();
+        let detail = json_text(&event.detail);
         let size = |detail: &str| entry_size(&event.source, &event.detail_type, detail);
         if size(&detail) <= self.max_entry_bytes {
             return Ok(detail);

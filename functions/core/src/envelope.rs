@@ -30,9 +30,14 @@ impl BusEvent {
             account,
             &eventbridge_time(self.time),
             region,
-            &self.detail.to_string(),
+            &json_text(&self.detail),
         )
     }
+}
+
+/// `value` as compact JSON, written by serde_json's own writer (`Display` goes through `fmt`).
+pub fn json_text(value: &(impl serde::Serialize + ?Sized)) -> String {
+    serde_json::to_string(value).unwrap_or_default()
 }
 
 /// EventBridge's `time`: RFC 3339 in UTC, whole seconds.
@@ -57,7 +62,7 @@ pub fn eventbridge_json(
     region: &str,
     detail: &str,
 ) -> String {
-    let q = |s: &str| Value::String(s.to_string()).to_string();
+    let q = |s: &str| json_text(s);
     format!(
         r#"{{"version":"0","id":{},"detail-type":{},"source":{},"account":{},"time":{},"region":{},"resources":[],"detail":{}}}"#,
         q(id),
