@@ -319,12 +319,15 @@ mod tests {
 
     const TYPE: &str = "scanned_parcel.1";
 
-    async fn log(dir: &std::path::Path) -> (EventLog, Arc<LogReader>) {
+    /// A log in a temp dir (kept while the test runs) and the shared reader of [`TYPE`] from
+    /// its start.
+    async fn reader_of_a_new_log() -> (tempfile::TempDir, EventLog, Arc<LogReader>, Arc<Fanout>) {
+        let dir = tempfile::tempdir().expect("a temp dir");
         let (live, mut committed) = tokio::sync::mpsc::channel(64);
         tokio::spawn(async move { while committed.recv().await.is_some() {} });
         let (starter, _notifications) = crate::provisioning::LocalStarter::new();
         let objects: Arc<dyn busway_core::ports::ObjectStore> = Arc::new(
-            crate::objects::FolderObjectStore::new(dir.join("buckets"), Arc::new(starter))
+            crate::objects::FolderObjectStore::new(dir.path().join("buckets"), Arc::new(starter))
                 .expect("the folders"),
         );
         let claim_checks = ClaimChecks {
@@ -333,8 +336,10 @@ mod tests {
             max_entry_bytes: busway_core::claim_check::DEFAULT_MAX_ENTRY_BYTES,
         };
         let (log, reader) =
-            EventLog::open(&dir.join("events.db"), claim_checks, live).expect("opens");
-        (log, Arc::new(reader))
+            EventLog::open(&dir.path().join("events.db"), claim_checks, live).expect("opens");
+        let reader = Arc::new(reader);
+        let fanout = Fanout::new(TYPE.into(), reader.clone(), 0);
+        (dir, log, reader, fanout)
     }
 
     async fn publish(log: &EventLog, units: impl Iterator<Item = usize>) {
@@ -386,9 +391,7 @@ mod tests {
 
     #[tokio::test]
     async fn each_member_is_handed_only_its_matches_from_one_read_of_each_page() {
-        let dir = tempfile::tempdir().expect("a temp dir");
-        let (log, reader) = log(dir.path()).await;
-        let fanout = Fanout::new(TYPE.into(), reader.clone(), 0);
+        let (_dir, log, reader, fanout) = reader_of_a_new_log().await;
         let members: Vec<_> = (0..50)
             .map(|unit| member(&fanout, unit as u64, unit))
             .collect();
@@ -422,9 +425,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_member_too_slow_for_a_page_reads_by_itself_and_one_behind_catches_up_first() {
-        let dir = tempfile::tempdir().expect("a temp dir");
-        let (log, reader) = log(dir.path()).await;
-        let fanout = Fanout::new(TYPE.into(), reader.clone(), 0);
+        let (_dir, log, reader, fanout) = reader_of_a_new_log().await;
         let (slow, _) = member(&fanout, 1, 0);
         slow.join(0);
         publish(&log, std::iter::repeat_n(0, PAGE + 10)).await;
@@ -448,9 +449,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_page_touches_only_its_members_and_the_others_are_moved_on_once_events_stop() {
-        let dir = tempfile::tempdir().expect("a temp dir");
-        let (log, reader) = log(dir.path()).await;
-        let fanout = Fanout::new(TYPE.into(), reader.clone(), 0);
+        let (_dir, log, reader, fanout) = reader_of_a_new_log().await;
         let (busy, _) = member(&fanout, 0, 0);
         let (idle, moved) = member(&fanout, 1, 1);
         busy.join(0);
