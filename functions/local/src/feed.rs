@@ -124,18 +124,18 @@ impl Fanout {
         }
     }
 
-    /// Reads the page after the reader's position and hands it out; false at the log's end.
+    /// Reads the page after the reader's position and hands it out; false when it was the last:
+    /// a page short of full reached the log's end, and a commit after the read wakes the reader
+    /// again (`notify`), so it does not read once more to find nothing.
     async fn step(&self) -> anyhow::Result<bool> {
         let head = lock(&self.state).head;
         let (reader, detail_type) = (self.reader.clone(), self.detail_type.clone());
         let page =
             tokio::task::spawn_blocking(move || reader.after(head, Some(&detail_type), PAGE))
                 .await??;
-        if page.is_empty() {
-            return Ok(false);
-        }
+        let full = page.len() == PAGE;
         self.hand_out(page);
-        Ok(true)
+        Ok(full)
     }
 
     /// Matches the page once against every member's pattern and fills their inboxes.
