@@ -13,6 +13,10 @@
 //!   deliveries that arrived within the load window, p50/p99 publish-to-delivery (wrk stamps the
 //!   send time into each event_id).
 //!
+//! Each busway run is paired with a reference run made just before it, with as many connections:
+//! this VM's speed drifts by up to a fifth between minutes, so a ratio compares runs seconds
+//! apart, not the first minute's reference with the last minute's broker.
+//!
 //! `cargo bench -p busway-local --bench load -- --seconds 8 --interval-ms 10 [--only ingest|e2e]`
 
 mod support;
@@ -323,12 +327,13 @@ fn thousands(n: f64) -> String {
 async fn ingest(
     rows: &mut Vec<Row>,
     fsync: &str,
-    references: &[(u64, Load)],
+    reference: &str,
     seconds: u64,
 ) -> anyhow::Result<()> {
     let busway = Busway::up(fsync).await?;
-    for (connections, reference) in references {
-        let load = wrk(&busway.broker, &busway.producer, *connections, seconds, 0).await?;
+    for connections in [32, 128] {
+        let reference = wrk(reference, "", connections, seconds, 0).await?;
+        let load = wrk(&busway.broker, &busway.producer, connections, seconds, 0).await?;
         rows.push(Row {
             what: format!("ingest, --fsync {fsync}, {connections} connections"),
             reference: reference.ok_per_s,
@@ -347,13 +352,14 @@ async fn end_to_end(
     rows: &mut Vec<Row>,
     fsync: &str,
     subscriptions: u64,
-    reference: &Load,
+    reference: &str,
     seconds: u64,
 ) -> anyhow::Result<()> {
     let deliveries = Arc::new(Mutex::new(Deliveries::default()));
     let consumer = consumer(deliveries.clone()).await?;
     let busway = Busway::up(fsync).await?;
     busway.subscribe(subscriptions, consumer).await?;
+    let reference = wrk(reference, "", 32, seconds, 0).await?;
     let load = wrk(&busway.broker, &busway.producer, 32, seconds, subscriptions).await?;
     // Up to a minute for the backlog, then count those that arrived within the load window.
     let deadline = Instant::now() + Duration::from_secs(60);
@@ -412,26 +418,22 @@ fn main() -> anyhow::Result<()> {
             .kill_on_drop(true)
             .spawn()?;
         answers(addr).await?;
-        let url = format!("http://{addr}/scanned_parcel/1");
-        let mut references = Vec::new();
-        for connections in [32, 128] {
-            references.push((connections, wrk(&url, "", connections, seconds, 0).await?));
-        }
-        server.kill().await?;
+        let reference = format!("http://{addr}/scanned_parcel/1");
         let mut rows = Vec::new();
         let only = arg("--only");
         if only.as_deref() != Some("e2e") {
             for fsync in ["always", interval.as_str()] {
-                ingest(&mut rows, fsync, &references, seconds).await?;
+                ingest(&mut rows, fsync, &reference, seconds).await?;
             }
         }
         if only.as_deref() != Some("ingest") {
             for fsync in ["always", interval.as_str()] {
                 for subscriptions in [1, 1000] {
-                    end_to_end(&mut rows, fsync, subscriptions, &references[0].1, seconds).await?;
+                    end_to_end(&mut rows, fsync, subscriptions, &reference, seconds).await?;
                 }
             }
         }
+        server.kill().await?;
         anyhow::Ok(rows)
     })?;
     let mut table = String::from(
@@ -451,7 +453,9 @@ fn main() -> anyhow::Result<()> {
             ms(row.reference_p99)
         )?;
     }
-    println!("wrk -t1, {seconds} s per run, keep-alive; reference = bare axum, same requests\n");
+    println!(
+        "wrk -t1, {seconds} s per run, keep-alive; reference = bare axum, same requests, run just before each row's busway run\n"
+    );
     print!("{table}");
     Ok(())
 }
