@@ -57,7 +57,7 @@ enum Claim {
 
 /// The claim's key: the hash keeps any producer's `event_id` within DynamoDB's key size.
 fn key(event: &BusEvent) -> Item {
-    let hash = busway_core::hex(&Sha256::digest(event.event_id.as_bytes()));
+    let hash = hex::encode(Sha256::digest(event.event_id.as_bytes()));
     HashMap::from([
         (
             "PK".to_string(),

@@ -9,7 +9,7 @@ use sha2::{Digest, Sha256};
 
 use crate::portal::PortalError;
 use crate::ports::StoreError;
-use crate::{Application, Team, Timestamp, ValidationErrors, hex};
+use crate::{Application, Team, Timestamp, ValidationErrors};
 
 /// What a key may do.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -216,7 +216,7 @@ pub const ROTATION_OVERLAP: Duration = Duration::from_secs(24 * 3600);
 /// The hex SHA-256 of a key: what is stored and looked up. Keys are 256 random bits, so an
 /// unsalted fast hash is enough (no dictionary to try), and lookups stay one index read.
 pub fn hash_key(secret: &str) -> String {
-    hex(&Sha256::digest(secret.as_bytes()))
+    hex::encode(Sha256::digest(secret.as_bytes()))
 }
 
 /// `n` bytes from the operating system's CSPRNG.
@@ -354,8 +354,8 @@ pub async fn create_key(
     store: &dyn KeyStore,
     new: NewKey,
 ) -> Result<(ApiKey, String), PortalError> {
-    let id = format!("key_{}", hex(&random_bytes::<8>()?));
-    let secret = format!("{KEY_PREFIX}{}", hex(&random_bytes::<32>()?));
+    let id = format!("key_{}", hex::encode(random_bytes::<8>()?));
+    let secret = format!("{KEY_PREFIX}{}", hex::encode(random_bytes::<32>()?));
     let key = ApiKey {
         id,
         team: new.team,
@@ -396,7 +396,7 @@ pub async fn bootstrap_admin(
         let hash = hash_key(secret);
         if store.key_by_hash(&hash).await?.is_none() {
             let key = ApiKey {
-                id: format!("key_{}", hex(&random_bytes::<8>()?)),
+                id: format!("key_{}", hex::encode(random_bytes::<8>()?)),
                 team,
                 role: Role::PlatformAdmin,
                 application: None,

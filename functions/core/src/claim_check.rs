@@ -54,7 +54,7 @@ pub fn entry_size(source: &str, detail_type: &str, detail: &str) -> usize {
 /// never replaces the object an earlier event links to. The id is hashed because producers
 /// choose it.
 pub fn key(detail_type: &str, event_id: &str, unique: &uuid::Uuid) -> String {
-    let hex = crate::hex(&Sha256::digest(event_id.as_bytes()));
+    let hex = hex::encode(Sha256::digest(event_id.as_bytes()));
     format!("{PREFIX}{detail_type}/{hex}/{}.json", unique.hyphenated())
 }
 

@@ -248,7 +248,7 @@ pub fn failure_cause(failure: &str) -> Option<String> {
 /// The version of a configuration object: the SHA-256 of its content, in hex.
 pub fn object_version(content: &[u8]) -> String {
     use sha2::Digest;
-    crate::hex(&sha2::Sha256::digest(content))
+    hex::encode(sha2::Sha256::digest(content))
 }
 
 /// What provisioning made of an event version or a subscription, read from the jobs of its

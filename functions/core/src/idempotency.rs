@@ -8,7 +8,6 @@
 use async_trait::async_trait;
 use sha2::{Digest, Sha256};
 
-use crate::hex;
 use crate::ports::StoreError;
 
 /// The request header.
@@ -61,24 +60,28 @@ pub trait IdempotencyStore: Send + Sync + 'static {
 
 /// A key scoped to its caller's team, so two teams' keys never meet: the SHA-256 of both.
 pub fn scoped_key(scope: &str, key: &str) -> String {
-    hex(Sha256::new()
-        .chain_update(scope.as_bytes())
-        .chain_update([0])
-        .chain_update(key.as_bytes())
-        .finalize()
-        .as_slice())
+    hex::encode(
+        Sha256::new()
+            .chain_update(scope.as_bytes())
+            .chain_update([0])
+            .chain_update(key.as_bytes())
+            .finalize()
+            .as_slice(),
+    )
 }
 
 /// The request a key was sent with: method, path and body exactly as sent.
 pub fn fingerprint(method: &str, path: &str, body: &[u8]) -> String {
-    hex(Sha256::new()
-        .chain_update(method.as_bytes())
-        .chain_update([0])
-        .chain_update(path.as_bytes())
-        .chain_update([0])
-        .chain_update(body)
-        .finalize()
-        .as_slice())
+    hex::encode(
+        Sha256::new()
+            .chain_update(method.as_bytes())
+            .chain_update([0])
+            .chain_update(path.as_bytes())
+            .chain_update([0])
+            .chain_update(body)
+            .finalize()
+            .as_slice(),
+    )
 }
 
 /// Whether `raw` is a usable key: 1 to [`MAX_KEY_LEN`] visible ASCII characters.

@@ -59,7 +59,7 @@ impl PageRequest {
 
 /// A store's position as the token a client sees.
 pub fn encode(position: &str) -> String {
-    crate::hex(position.as_bytes())
+    hex::encode(position.as_bytes())
 }
 
 fn decode(token: &str) -> Option<String> {

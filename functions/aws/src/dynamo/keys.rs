@@ -50,7 +50,7 @@ pub fn target_sk(s: &Subscription) -> String {
         hash.update(part.as_bytes());
         hash.update([0]);
     }
-    let hex = busway_core::hex(&hash.finalize());
+    let hex = hex::encode(hash.finalize());
     format!("{TARGET_PREFIX}{:010}#{hex}", s.version.get())
 }
 
