@@ -62,15 +62,14 @@ pub fn eventbridge_json(
     region: &str,
     detail: &str,
 ) -> String {
-    let q = |s: &str| json_text(s);
     format!(
         r#"{{"version":"0","id":{},"detail-type":{},"source":{},"account":{},"time":{},"region":{},"resources":[],"detail":{}}}"#,
-        q(id),
-        q(detail_type),
-        q(source),
-        q(account),
-        q(time),
-        q(region),
+        json_text(id),
+        json_text(detail_type),
+        json_text(source),
+        json_text(account),
+        json_text(time),
+        json_text(region),
         detail
     )
 }
