@@ -19,6 +19,9 @@ if [ ! -x .venv/bin/cargo-lambda ]; then
   .venv/bin/pip install -q 'cargo-lambda==1.9.2'
 fi
 export PATH="$PWD/.venv/bin:$PATH"
+# No unwind tables (scripts/lambda-no-unwind-tables.ld says why); only the functions' own builds
+# get these flags, as cargo-lambda always passes --target.
+export RUSTFLAGS="${RUSTFLAGS:-} -C link-arg=-Wl,--no-eh-frame-hdr -C link-arg=-Wl,-T,$PWD/scripts/lambda-no-unwind-tables.ld"
 cargo lambda build --profile lambda "${arch[@]}" --output-format zip --locked \
   -p busway-portal -p busway-injector -p busway-provisioner -p busway-authorizer -p busway-delivery \
   --features busway-portal/lambda,busway-injector/lambda
