@@ -5,9 +5,10 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use axum::Router;
-use axum::extract::Request;
+use axum::extract::{Request, State};
 use axum::http::StatusCode;
 use axum::middleware::Next;
+use axum::response::Response;
 use busway_core::ingest::LiveRoutes;
 use busway_core::{EventTypeName, Version};
 
@@ -22,6 +23,13 @@ pub trait PublishObserver: Send + Sync + 'static {
     fn published(&self, event_type: &str, version: &str, status: StatusCode, elapsed: Duration);
 }
 
+/// What [`observe`] reports to: the live routes name a path's event version.
+#[derive(Clone)]
+pub struct Observing {
+    pub routes: Arc<LiveRoutes>,
+    pub observer: Arc<dyn PublishObserver>,
+}
+
 /// `router` (the broker API) with every request reported to `observer` once answered, with
 /// the event version of its path when that version is deployed, else [`UNKNOWN`].
 pub fn observed(
@@ -29,20 +37,25 @@ pub fn observed(
     routes: Arc<LiveRoutes>,
     observer: Arc<dyn PublishObserver>,
 ) -> Router {
-    router.layer(axum::middleware::from_fn(
-        move |request: Request, next: Next| {
-            let (routes, observer) = (routes.clone(), observer.clone());
-            async move {
-                let started = Instant::now();
-                let path = request.uri().path().to_owned();
-                let response = next.run(request).await;
-                let (event_type, version) = deployed(&routes, &path)
-                    .unwrap_or_else(|| (UNKNOWN.to_string(), UNKNOWN.to_string()));
-                observer.published(&event_type, &version, response.status(), started.elapsed());
-                response
-            }
-        },
+    router.layer(axum::middleware::from_fn_with_state(
+        Observing { routes, observer },
+        observe,
     ))
+}
+
+/// The middleware of [`observed`], for a host that layers it around the whole broker service.
+pub async fn observe(
+    State(Observing { routes, observer }): State<Observing>,
+    request: Request,
+    next: Next,
+) -> Response {
+    let started = Instant::now();
+    let path = request.uri().path().to_owned();
+    let response = next.run(request).await;
+    let (event_type, version) =
+        deployed(&routes, &path).unwrap_or_else(|| (UNKNOWN.to_string(), UNKNOWN.to_string()));
+    observer.published(&event_type, &version, response.status(), started.elapsed());
+    response
 }
 
 fn deployed(routes: &LiveRoutes, path: &str) -> Option<(String, String)> {

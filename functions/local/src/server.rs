@@ -1,6 +1,7 @@
 //! The local host: wires the embedded adapters to the portal and broker routers, runs local
 //! provisioning, and serves both APIs until stopped.
 
+use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -262,27 +263,29 @@ impl Running {
             limits,
             stopped.clone(),
         ));
-        tasks.spawn(serve(
-            broker_listener,
-            busway_injector::observe::observed(
-                busway_injector::router_with_limit(
-                    busway_injector::Broker {
-                        routes: routes.clone(),
-                        store: None,
-                        bus,
-                    },
-                    config.max_event_bytes,
-                )
-                .layer(axum::middleware::from_fn_with_state(
-                    key_auth.rate_limited(),
-                    busway_http::auth::key_auth,
-                )),
-                routes,
-                metrics,
-            ),
-            limits,
-            stopped,
-        ));
+        // The publish metrics and key authentication around the broker's router once, as
+        // `serve`'s own layers (whose comment says why).
+        let broker = tower::ServiceBuilder::new()
+            .layer(axum::middleware::from_fn_with_state(
+                busway_injector::observe::Observing {
+                    routes: routes.clone(),
+                    observer: metrics,
+                },
+                busway_injector::observe::observe,
+            ))
+            .layer(axum::middleware::from_fn_with_state(
+                key_auth.rate_limited(),
+                busway_http::auth::key_auth,
+            ))
+            .service(busway_injector::router_with_limit(
+                busway_injector::Broker {
+                    routes,
+                    store: None,
+                    bus,
+                },
+                config.max_event_bytes,
+            ));
+        tasks.spawn(serve(broker_listener, broker, limits, stopped));
         info!(%portal_addr, %broker_addr, data_dir = %dir.display(), "busway is up");
         Ok(Self {
             portal_addr,
@@ -331,12 +334,22 @@ pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
 /// a burst of clients cannot take every thread and connection of the store.
 pub const MAX_CONCURRENT_REQUESTS: usize = 512;
 
-async fn serve(
+async fn serve<S>(
     listener: TcpListener,
-    router: axum::Router,
+    api: S,
     (timeout, max_concurrent): (Duration, usize),
     mut stopped: watch::Receiver<bool>,
-) {
+) where
+    S: tower::Service<
+            axum::extract::Request,
+            Response = axum::response::Response,
+            Error = Infallible,
+        > + Clone
+        + Send
+        + Sync
+        + 'static,
+    S::Future: Send + 'static,
+{
     let shutdown = async move {
         let _ = stopped.wait_for(|s| *s).await;
     };
@@ -352,7 +365,7 @@ async fn serve(
         .layer(tower::limit::GlobalConcurrencyLimitLayer::new(
             max_concurrent,
         ))
-        .service(router);
+        .service(api);
     if let Err(e) = axum::serve(
         listener,
         axum::ServiceExt::<axum::extract::Request>::into_make_service(service),
