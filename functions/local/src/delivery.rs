@@ -237,7 +237,7 @@ impl Router {
         let pattern =
             Pattern::parse_with(&doc.event_pattern.to_string(), &PatternOptions::default())
                 .map_err(|e| anyhow!("{e}"))?;
-        let target = Target::new(&doc, &self.shared.config)?;
+        let target = Arc::new(Target::new(&doc, &self.shared.config)?);
         let id = doc.subscription_id.clone();
         self.shared
             .store
@@ -638,7 +638,8 @@ struct WorkerRun {
     shared: Arc<Shared>,
     doc: Arc<ConsumerDeploy>,
     pattern: Pattern,
-    target: Target,
+    /// Shared with each attempt's task.
+    target: Arc<Target>,
     progress: Arc<Mutex<Progress>>,
     feed: Arc<Feed>,
     wake: Arc<Notify>,

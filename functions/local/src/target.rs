@@ -326,6 +326,10 @@ impl Client {
         let builder = || {
             reqwest::Client::builder()
                 .redirect(reqwest::redirect::Policy::none())
+                // One request per attempt: the subscription's policy retries. reqwest's own
+                // retries (of HTTP/2 refusals, which this HTTP/1.1 client never gets) would
+                // clone every request in case.
+                .retry(reqwest::retry::never().max_retries_per_request(0))
                 .user_agent(concat!("busway/", env!("CARGO_PKG_VERSION")))
                 // Connections are kept and reused; a target's idle ones close after a while.
                 .pool_idle_timeout(Duration::from_secs(90))
