@@ -26,9 +26,17 @@ cargo lambda build --profile lambda "${arch[@]}" --output-format zip --locked \
   -p busway-portal -p busway-injector -p busway-provisioner -p busway-authorizer -p busway-delivery \
   --features busway-portal/lambda,busway-injector/lambda
 printf '%-14s %12s %12s\n' function zip binary
+unpacked=$(mktemp)
+trap 'rm -f "$unpacked"' EXIT
 for f in portal injector injector-sqs provisioner authorizer delivery; do
   zip=${CARGO_TARGET_DIR:-target}/lambda/$f/bootstrap.zip
   [ -f "$zip" ] || { echo "$zip was not built" >&2; exit 1; }
   binary=$(.venv/bin/python -c 'import sys, zipfile; print(zipfile.ZipFile(sys.argv[1]).getinfo("bootstrap").file_size)' "$zip")
+  # A cargo-lambda that set its own rustflags would silently drop the flags above.
+  .venv/bin/python -c 'import sys, zipfile; sys.stdout.buffer.write(zipfile.ZipFile(sys.argv[1]).read("bootstrap"))' "$zip" >"$unpacked"
+  if readelf -SW "$unpacked" | grep -qE '\] \.eh_frame +PROGBITS'; then
+    echo "$f was linked with unwind tables: the linker flags of $0 did not reach its link" >&2
+    exit 1
+  fi
   printf '%-14s %12s %12s\n' "$f" "$(stat -c %s "$zip")" "$binary"
 done
