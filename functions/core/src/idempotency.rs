@@ -65,8 +65,7 @@ pub fn scoped_key(scope: &str, key: &str) -> String {
             .chain_update(scope.as_bytes())
             .chain_update([0])
             .chain_update(key.as_bytes())
-            .finalize()
-            .as_slice(),
+            .finalize(),
     )
 }
 
@@ -79,8 +78,7 @@ pub fn fingerprint(method: &str, path: &str, body: &[u8]) -> String {
             .chain_update(path.as_bytes())
             .chain_update([0])
             .chain_update(body)
-            .finalize()
-            .as_slice(),
+            .finalize(),
     )
 }
 

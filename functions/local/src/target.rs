@@ -17,7 +17,7 @@ use crate::eventlog::Logged;
 use crate::store::SqliteStore;
 
 /// Where a subscription's events go.
-#[derive(Debug, Clone)]
+#[derive(Debug)]
 pub enum Target {
     /// Signed with the subscription's secrets (Standard Webhooks).
     Http {
@@ -34,12 +34,12 @@ pub enum Target {
 }
 
 /// A queue on an SQS-API server, addressed by its ARN; its URL is looked up once.
-#[derive(Debug, Clone)]
+#[derive(Debug)]
 pub struct SqsQueue {
     client: aws_sdk_sqs::Client,
     name: String,
     account: String,
-    url: Arc<tokio::sync::OnceCell<String>>,
+    url: tokio::sync::OnceCell<String>,
 }
 
 impl SqsQueue {
@@ -71,7 +71,7 @@ impl SqsQueue {
             client: aws_sdk_sqs::Client::from_conf(config),
             name: name.to_string(),
             account: account.to_string(),
-            url: Arc::new(tokio::sync::OnceCell::new()),
+            url: tokio::sync::OnceCell::new(),
         })
     }
 
