@@ -31,9 +31,9 @@ trap 'rm -f "$unpacked"' EXIT
 for f in portal injector injector-sqs provisioner authorizer delivery; do
   zip=${CARGO_TARGET_DIR:-target}/lambda/$f/bootstrap.zip
   [ -f "$zip" ] || { echo "$zip was not built" >&2; exit 1; }
-  binary=$(.venv/bin/python -c 'import sys, zipfile; print(zipfile.ZipFile(sys.argv[1]).getinfo("bootstrap").file_size)' "$zip")
-  # A cargo-lambda that set its own rustflags would silently drop the flags above.
   .venv/bin/python -c 'import sys, zipfile; sys.stdout.buffer.write(zipfile.ZipFile(sys.argv[1]).read("bootstrap"))' "$zip" >"$unpacked"
+  binary=$(stat -c %s "$unpacked")
+  # A cargo-lambda that set its own rustflags would silently drop the flags above.
   if readelf -SW "$unpacked" | grep -qE '\] \.eh_frame +PROGBITS'; then
     echo "$f was linked with unwind tables: the linker flags of $0 did not reach its link" >&2
     exit 1
