@@ -20,8 +20,18 @@ if [ ! -x .venv/bin/cargo-lambda ]; then
 fi
 export PATH="$PWD/.venv/bin:$PATH"
 # No unwind tables (scripts/lambda-no-unwind-tables.ld says why); only the functions' own builds
-# get these flags, as cargo-lambda always passes --target.
-export RUSTFLAGS="${RUSTFLAGS:-} -C link-arg=-Wl,--no-eh-frame-hdr -C link-arg=-Wl,-T,$PWD/scripts/lambda-no-unwind-tables.ld"
+# get these flags, as cargo-lambda always passes --target. Cargo splits RUSTFLAGS at spaces, so
+# the flags go encoded (one per 0x1f-separated field) and a checkout path with spaces stays one
+# argument; flags the caller set either way are kept in front.
+if [ -n "${CARGO_ENCODED_RUSTFLAGS:-}" ]; then
+  IFS=$'\x1f' read -ra flags <<<"$CARGO_ENCODED_RUSTFLAGS"
+else
+  read -ra flags <<<"${RUSTFLAGS:-}"
+fi
+flags+=(-C link-arg=-Wl,--no-eh-frame-hdr -C "link-arg=-Wl,-T,$PWD/scripts/lambda-no-unwind-tables.ld")
+CARGO_ENCODED_RUSTFLAGS=$(IFS=$'\x1f' && printf '%s' "${flags[*]}")
+export CARGO_ENCODED_RUSTFLAGS
+unset RUSTFLAGS
 cargo lambda build --profile lambda "${arch[@]}" --output-format zip --locked \
   -p busway-portal -p busway-injector -p busway-provisioner -p busway-authorizer -p busway-delivery \
   --features busway-portal/lambda,busway-injector/lambda
