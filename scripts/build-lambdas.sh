@@ -43,7 +43,7 @@ for f in portal injector injector-sqs provisioner authorizer delivery; do
   [ -f "$zip" ] || { echo "$zip was not built" >&2; exit 1; }
   .venv/bin/python -c 'import sys, zipfile; sys.stdout.buffer.write(zipfile.ZipFile(sys.argv[1]).read("bootstrap"))' "$zip" >"$unpacked"
   binary=$(stat -c %s "$unpacked")
-  # A cargo-lambda that set its own rustflags would silently drop the flags above.
+  # A cargo-lambda that set CARGO_ENCODED_RUSTFLAGS of its own would silently drop the flags above.
   if readelf -SW "$unpacked" | grep -qE '\] \.eh_frame +PROGBITS'; then
     echo "$f was linked with unwind tables: the linker flags of $0 did not reach its link" >&2
     exit 1
