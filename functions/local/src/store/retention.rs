@@ -7,6 +7,12 @@ use rusqlite::params;
 
 use super::{SqliteStore, sql, unix_ms};
 
+/// Dead letters that failed before `?1`. Compared as times, not as text: RFC 3339 text drops
+/// trailing zeros of the fraction, so `…:00Z` sorts after `…:00.9Z` (`'.' < 'Z'`), and a text
+/// comparison deleted letters up to a second early.
+const EXPIRE_DEAD_LETTERS: &str =
+    "DELETE FROM dead_letters WHERE julianday(failed_at) < julianday(?1)";
+
 impl SqliteStore {
     /// The lowest cursor of the deployed rules: every event after it may still be needed.
     /// `None` when no rule is deployed.
@@ -41,10 +47,7 @@ impl SqliteStore {
         .unwrap_or_default();
         self.transaction(move |tx| {
             let letters = tx
-                .execute(
-                    "DELETE FROM dead_letters WHERE failed_at < ?1",
-                    params![letters_before],
-                )
+                .execute(EXPIRE_DEAD_LETTERS, params![letters_before])
                 .map_err(sql)?;
             let messages = tx
                 .execute(
@@ -55,5 +58,41 @@ impl SqliteStore {
             Ok((letters, messages))
         })
         .await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use rusqlite::Connection;
+
+    use super::EXPIRE_DEAD_LETTERS;
+
+    #[test]
+    fn a_dead_letter_expires_by_its_time_not_by_its_text() -> rusqlite::Result<()> {
+        let conn = Connection::open_in_memory()?;
+        conn.execute_batch("CREATE TABLE dead_letters (failed_at TEXT NOT NULL)")?;
+        for at in [
+            "2026-12-01T11:59:59.999Z",
+            "2026-12-01T12:00:00.9Z",
+            "2026-12-01T12:00:00.15Z",
+        ] {
+            conn.execute("INSERT INTO dead_letters VALUES (?1)", [at])?;
+        }
+        // A cutoff on a whole second (the `time` crate writes it without a fraction) and one
+        // on a tenth: only the letter older than each goes.
+        assert_eq!(
+            conn.execute(EXPIRE_DEAD_LETTERS, ["2026-12-01T12:00:00Z"])?,
+            1
+        );
+        assert_eq!(
+            conn.execute(EXPIRE_DEAD_LETTERS, ["2026-12-01T12:00:00.1Z"])?,
+            0
+        );
+        let left: Vec<String> = conn
+            .prepare("SELECT failed_at FROM dead_letters ORDER BY failed_at")?
+            .query_map([], |r| r.get(0))?
+            .collect::<Result<_, _>>()?;
+        assert_eq!(left, ["2026-12-01T12:00:00.15Z", "2026-12-01T12:00:00.9Z"]);
+        Ok(())
     }
 }
