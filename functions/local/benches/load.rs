@@ -6,6 +6,10 @@
 //!
 //! - reference: this bench re-run as `--reference ADDR`, a bare axum server that parses the
 //!   seed's envelope and answers `{"event_id"}`: what HTTP alone costs here.
+//! - durable reference: `--reference ADDR --durable DIR --fsync MODE [--relay URL]`, the same
+//!   server plus the least a durable broker does (a group-committed append, flushed as MODE
+//!   says; with `--relay`, a POST of each event to the end-to-end consumer): what this
+//!   machine's disk and HTTP leave for any broker's own work.
 //! - ingest: `POST /scanned_parcel/1` at 32 and 128 keep-alive connections, for both
 //!   `--fsync always` and `--fsync interval=<ms>`; events/s are the 200s per second.
 //! - end to end, in both fsync modes: 1 or 1,000 HTTPS subscriptions (target units u0..uN-1, events spread over them
@@ -13,7 +17,7 @@
 //!   deliveries that arrived within the load window, p50/p99 publish-to-delivery (wrk stamps the
 //!   send time into each event_id).
 //!
-//! Each busway run is paired with a reference run made just before it, with as many connections:
+//! Each busway run is paired with reference runs made just before it, with as many connections:
 //! this VM's speed drifts by up to a fifth between minutes, so a ratio compares runs seconds
 //! apart, not the first minute's reference with the last minute's broker.
 //!
@@ -30,6 +34,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use anyhow::{Context, bail, ensure};
 use axum::body::Bytes;
+use axum::response::IntoResponse as _;
 use serde_json::{Value, json};
 use support::{arg, free_port, num, percentile};
 use tokio::net::TcpListener;
@@ -66,6 +71,81 @@ fn reference(addr: SocketAddr) -> anyhow::Result<()> {
                 ),
                 Err(_) => (axum::http::StatusCode::BAD_REQUEST, axum::Json(json!({}))),
             }
+        }),
+    );
+    tokio::runtime::Runtime::new()?.block_on(async move {
+        axum::serve(TcpListener::bind(addr).await?, app).await?;
+        anyhow::Ok(())
+    })
+}
+
+/// The durable reference: the reference, plus the least a durable broker does. Each body is
+/// appended to a file in `dir`; one thread writes whatever arrived meanwhile and, with
+/// `--fsync always`, answers once an `fdatasync` covering it returned (waiting requests share
+/// a flush, as busway's log writer shares its commits); with `interval=<ms>` it answers once
+/// written, and flushes with the first write after the interval has passed. With `relay`, each
+/// accepted body is then
+/// posted to that URL as an event's `detail`, at most [`MAX_IN_FLIGHT`] at once: the least a
+/// broker that delivers over HTTP does. No index, no deduplication, no schema, no key.
+fn durable_reference(
+    addr: SocketAddr,
+    dir: &std::path::Path,
+    fsync: &str,
+    relay: Option<String>,
+) -> anyhow::Result<()> {
+    use std::io::Write as _;
+    type Waiting = (Bytes, tokio::sync::oneshot::Sender<()>);
+    let every = match fsync.strip_prefix("interval=") {
+        Some(ms) => Some(Duration::from_millis(ms.parse()?)),
+        None => None,
+    };
+    let mut file = std::fs::File::create(dir.join("log"))?;
+    let (tx, rx) = std::sync::mpsc::channel::<Waiting>();
+    std::thread::spawn(move || -> anyhow::Result<()> {
+        let (mut buf, mut flushed_at) = (Vec::new(), Instant::now());
+        while let Ok(first) = rx.recv() {
+            let mut batch = vec![first];
+            batch.extend(rx.try_iter());
+            buf.clear();
+            for (body, _) in &batch {
+                buf.extend_from_slice(body);
+                buf.push(b'\n');
+            }
+            file.write_all(&buf)?;
+            if every.is_none_or(|every| flushed_at.elapsed() >= every) {
+                file.sync_data()?;
+                flushed_at = Instant::now();
+            }
+            for (_, answer) in batch {
+                let _ = answer.send(());
+            }
+        }
+        Ok(())
+    });
+    let http = reqwest::Client::new();
+    let in_flight = Arc::new(tokio::sync::Semaphore::new(MAX_IN_FLIGHT as usize));
+    let app = axum::Router::new().route(
+        "/{event_type}/{version}",
+        axum::routing::post(move |body: Bytes| async move {
+            if serde_json::from_slice::<Value>(&body).is_err() {
+                return axum::http::StatusCode::BAD_REQUEST.into_response();
+            }
+            let (logged, written) = tokio::sync::oneshot::channel();
+            if tx.send((body.clone(), logged)).is_err() || written.await.is_err() {
+                return axum::http::StatusCode::INTERNAL_SERVER_ERROR.into_response();
+            }
+            if let Some(url) = relay {
+                let in_flight = in_flight.clone();
+                tokio::spawn(async move {
+                    let permit = in_flight.acquire_owned().await;
+                    let mut event = br#"{"detail":"#.to_vec();
+                    event.extend_from_slice(&body);
+                    event.push(b'}');
+                    let _ = http.post(url).body(event).send().await;
+                    drop(permit);
+                });
+            }
+            axum::Json(json!({"event_id": uuid::Uuid::new_v4().to_string()})).into_response()
         }),
     );
     tokio::runtime::Runtime::new()?.block_on(async move {
@@ -302,6 +382,10 @@ struct Row {
     reference: f64,
     /// The reference's own p99 in the same run: what the box alone gives at that load.
     reference_p99: Duration,
+    /// The durable reference's events/s and p99 in the same run (ingest: its answers; end to
+    /// end: its deliveries, publish to delivery).
+    durable: f64,
+    durable_p99: Duration,
     busway: f64,
     p50: Duration,
     p99: Duration,
@@ -330,14 +414,18 @@ async fn ingest(
     reference: &str,
     seconds: u64,
 ) -> anyhow::Result<()> {
+    let durable = Durable::start(fsync, None).await?;
     let busway = Busway::up(fsync).await?;
     for connections in [32, 128] {
         let reference = wrk(reference, "", connections, seconds, 0).await?;
+        let durable = wrk(&durable.url, "", connections, seconds, 0).await?;
         let load = wrk(&busway.broker, &busway.producer, connections, seconds, 0).await?;
         rows.push(Row {
             what: format!("ingest, --fsync {fsync}, {connections} connections"),
             reference: reference.ok_per_s,
             reference_p99: reference.p99,
+            durable: durable.ok_per_s,
+            durable_p99: durable.p99,
             busway: load.ok_per_s,
             p50: load.p50,
             p99: load.p99,
@@ -348,20 +436,48 @@ async fn ingest(
     Ok(())
 }
 
-async fn end_to_end(
-    rows: &mut Vec<Row>,
-    fsync: &str,
-    subscriptions: u64,
-    reference: &str,
-    seconds: u64,
-) -> anyhow::Result<()> {
-    let deliveries = Arc::new(Mutex::new(Deliveries::default()));
-    let consumer = consumer(deliveries.clone()).await?;
-    let busway = Busway::up(fsync).await?;
-    busway.subscribe(subscriptions, consumer).await?;
-    let reference = wrk(reference, "", 32, seconds, 0).await?;
-    let load = wrk(&busway.broker, &busway.producer, 32, seconds, subscriptions).await?;
-    // Up to a minute for the backlog, then count those that arrived within the load window.
+/// The durable reference (`--durable`) in its own process, its log in a fresh directory on
+/// the disk that busway's data dir is on.
+struct Durable {
+    _server: Child,
+    url: String,
+    _log: tempfile::TempDir,
+}
+
+impl Durable {
+    async fn start(fsync: &str, relay: Option<SocketAddr>) -> anyhow::Result<Self> {
+        let (log, addr) = (tempfile::tempdir()?, free_port()?);
+        let mut command = Command::new(std::env::current_exe()?);
+        command
+            .args(["--reference", &addr.to_string(), "--fsync", fsync])
+            .arg("--durable")
+            .arg(log.path())
+            .kill_on_drop(true);
+        if let Some(consumer) = relay {
+            command.args(["--relay", &format!("http://{consumer}/events")]);
+        }
+        let server = command.spawn()?;
+        answers(addr).await?;
+        Ok(Self {
+            _server: server,
+            url: format!("http://{addr}/scanned_parcel/1"),
+            _log: log,
+        })
+    }
+}
+
+/// What a consumer received of a load: deliveries within its window per second, and p50 and
+/// p99 publish to delivery of all of them.
+struct Delivered {
+    per_s: f64,
+    p50: Duration,
+    p99: Duration,
+    all: usize,
+}
+
+/// Waits up to a minute for every answered event of `load` to be delivered, then counts those
+/// that arrived within the load's window.
+async fn delivered(deliveries: &Mutex<Deliveries>, load: &Load) -> Delivered {
     let deadline = Instant::now() + Duration::from_secs(60);
     while Instant::now() < deadline
         && (deliveries
@@ -373,7 +489,6 @@ async fn end_to_end(
     {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    busway.stop().await;
     let d = std::mem::take(&mut *deliveries.lock().unwrap_or_else(|p| p.into_inner()));
     let (start, end) = load.window;
     let in_window = d
@@ -383,17 +498,48 @@ async fn end_to_end(
         .count();
     let mut latencies: Vec<Duration> = d.arrived.iter().map(|(_, l)| *l).collect();
     latencies.sort_unstable();
+    Delivered {
+        per_s: in_window as f64 / (end - start).as_secs_f64(),
+        p50: percentile(&latencies, 0.5),
+        p99: percentile(&latencies, 0.99),
+        all: d.ids.len(),
+    }
+}
+
+async fn end_to_end(
+    rows: &mut Vec<Row>,
+    fsync: &str,
+    subscriptions: u64,
+    reference: &str,
+    seconds: u64,
+) -> anyhow::Result<()> {
+    let relayed = Arc::new(Mutex::new(Deliveries::default()));
+    let deliveries = Arc::new(Mutex::new(Deliveries::default()));
+    let relay = Durable::start(fsync, Some(consumer(relayed.clone()).await?)).await?;
+    let consumer = consumer(deliveries.clone()).await?;
+    let busway = Busway::up(fsync).await?;
+    busway.subscribe(subscriptions, consumer).await?;
+    let reference = wrk(reference, "", 32, seconds, 0).await?;
+    let relay_load = wrk(&relay.url, "", 32, seconds, subscriptions).await?;
+    let relayed = delivered(&relayed, &relay_load).await;
+    // Stopped before busway's run, once it has delivered what it accepted.
+    drop(relay);
+    let load = wrk(&busway.broker, &busway.producer, 32, seconds, subscriptions).await?;
+    let busway_delivered = delivered(&deliveries, &load).await;
+    busway.stop().await;
     rows.push(Row {
         what: format!("end to end, --fsync {fsync}, {subscriptions} subscription(s), 32 connections"),
         reference: reference.ok_per_s,
         reference_p99: reference.p99,
-        busway: in_window as f64 / (end - start).as_secs_f64(),
-        p50: percentile(&latencies, 0.5),
-        p99: percentile(&latencies, 0.99),
+        durable: relayed.per_s,
+        durable_p99: relayed.p99,
+        busway: busway_delivered.per_s,
+        p50: busway_delivered.p50,
+        p99: busway_delivered.p99,
         note: format!(
             "publish-to-delivery; ingest p99 {}; {} events delivered within 60 s of the load's end, of {} answered 200 (those in flight when wrk stops are delivered uncounted)",
             ms(load.p99),
-            d.ids.len(),
+            busway_delivered.all,
             load.ok
         ),
     });
@@ -402,7 +548,15 @@ async fn end_to_end(
 
 fn main() -> anyhow::Result<()> {
     if let Some(addr) = arg("--reference") {
-        return reference(addr.parse()?);
+        return match arg("--durable") {
+            Some(dir) => durable_reference(
+                addr.parse()?,
+                dir.as_ref(),
+                &arg("--fsync").unwrap_or_else(|| "always".into()),
+                arg("--relay"),
+            ),
+            None => reference(addr.parse()?),
+        };
     }
     let seconds = num("--seconds", 8);
     let interval = format!("interval={}", num("--interval-ms", 10));
@@ -437,12 +591,12 @@ fn main() -> anyhow::Result<()> {
         anyhow::Ok(rows)
     })?;
     let mut table = String::from(
-        "| what | reference req/s | busway events/s | ratio | p50 | p99 | p50/p99 of | reference p99 |\n|---|---|---|---|---|---|---|---|\n",
+        "| what | reference req/s | busway events/s | ratio | p50 | p99 | p50/p99 of | reference p99 | durable reference events/s | ratio to it | its p99 |\n|---|---|---|---|---|---|---|---|---|---|---|\n",
     );
     for row in rows {
         writeln!(
             table,
-            "| {} | {} | {} | {:.2}x | {} | {} | {} | {} |",
+            "| {} | {} | {} | {:.2}x | {} | {} | {} | {} | {} | {:.2}x | {} |",
             row.what,
             thousands(row.reference),
             thousands(row.busway),
@@ -450,11 +604,14 @@ fn main() -> anyhow::Result<()> {
             ms(row.p50),
             ms(row.p99),
             row.note,
-            ms(row.reference_p99)
+            ms(row.reference_p99),
+            thousands(row.durable),
+            row.busway / row.durable,
+            ms(row.durable_p99)
         )?;
     }
     println!(
-        "wrk -t1, {seconds} s per run, keep-alive; reference = bare axum, same requests, run just before each row's busway run\n"
+        "wrk -t1, {seconds} s per run, keep-alive; reference = bare axum, same requests; durable reference = the same plus a group-committed append and fdatasync in the row's fsync mode (end to end: and a POST of each event to a consumer); both run just before each row's busway run\n"
     );
     print!("{table}");
     Ok(())
