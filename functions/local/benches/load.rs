@@ -61,8 +61,8 @@ async fn answers(addr: SocketAddr) -> anyhow::Result<()> {
 
 /// The reference: the same route, a JSON parse of the body and an id in the answer, nothing else.
 fn reference(addr: SocketAddr) -> anyhow::Result<()> {
-    let app = axum::Router::new().route(
-        "/{event_type}/{version}",
+    serve_publish(
+        addr,
         axum::routing::post(|body: Bytes| async move {
             match serde_json::from_slice::<Value>(&body) {
                 Ok(_) => (
@@ -72,7 +72,12 @@ fn reference(addr: SocketAddr) -> anyhow::Result<()> {
                 Err(_) => (axum::http::StatusCode::BAD_REQUEST, axum::Json(json!({}))),
             }
         }),
-    );
+    )
+}
+
+/// Serves `publish` at the broker's publish route on `addr`, on a runtime of its own.
+fn serve_publish(addr: SocketAddr, publish: axum::routing::MethodRouter) -> anyhow::Result<()> {
+    let app = axum::Router::new().route("/{event_type}/{version}", publish);
     tokio::runtime::Runtime::new()?.block_on(async move {
         axum::serve(TcpListener::bind(addr).await?, app).await?;
         anyhow::Ok(())
@@ -124,8 +129,8 @@ fn durable_reference(
     });
     let http = reqwest::Client::new();
     let in_flight = Arc::new(tokio::sync::Semaphore::new(MAX_IN_FLIGHT as usize));
-    let app = axum::Router::new().route(
-        "/{event_type}/{version}",
+    serve_publish(
+        addr,
         axum::routing::post(move |body: Bytes| async move {
             if serde_json::from_slice::<Value>(&body).is_err() {
                 return axum::http::StatusCode::BAD_REQUEST.into_response();
@@ -147,11 +152,7 @@ fn durable_reference(
             }
             axum::Json(json!({"event_id": uuid::Uuid::new_v4().to_string()})).into_response()
         }),
-    );
-    tokio::runtime::Runtime::new()?.block_on(async move {
-        axum::serve(TcpListener::bind(addr).await?, app).await?;
-        anyhow::Ok(())
-    })
+    )
 }
 
 /// What one wrk run measured.
@@ -418,14 +419,14 @@ async fn ingest(
     let busway = Busway::up(fsync).await?;
     for connections in [32, 128] {
         let reference = wrk(reference, "", connections, seconds, 0).await?;
-        let durable = wrk(&durable.url, "", connections, seconds, 0).await?;
+        let durable_load = wrk(&durable.url, "", connections, seconds, 0).await?;
         let load = wrk(&busway.broker, &busway.producer, connections, seconds, 0).await?;
         rows.push(Row {
             what: format!("ingest, --fsync {fsync}, {connections} connections"),
             reference: reference.ok_per_s,
             reference_p99: reference.p99,
-            durable: durable.ok_per_s,
-            durable_p99: durable.p99,
+            durable: durable_load.ok_per_s,
+            durable_p99: durable_load.p99,
             busway: load.ok_per_s,
             p50: load.p50,
             p99: load.p99,
