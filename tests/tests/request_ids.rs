@@ -4,7 +4,7 @@
 
 use std::io::Write;
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use busway_tests::consumer::{Consumer, Failure, http_subscription};
 use busway_tests::{Broker, seed_event, v1_envelope};
@@ -35,6 +35,23 @@ impl Log {
             .filter(|l| l.contains(needle))
             .map(str::to_string)
             .collect()
+    }
+
+    /// The delivery attempt lines naming `request_id`, once there are `n` or `within` has
+    /// passed: a consumer has the event before busway hears its answer and logs the attempt.
+    async fn attempts(&self, request_id: &str, n: usize, within: Duration) -> Vec<String> {
+        let deadline = Instant::now() + within;
+        loop {
+            let attempts: Vec<String> = self
+                .lines_with(&format!("request_id=\"{request_id}\""))
+                .into_iter()
+                .filter(|l| l.contains("attempt="))
+                .collect();
+            if attempts.len() >= n || Instant::now() >= deadline {
+                return attempts;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
     }
 }
 
@@ -86,8 +103,7 @@ async fn a_request_id_follows_an_event_from_its_publish_to_each_delivery_attempt
     assert_eq!(event["detail"]["metadata"]["request_id"], request_id);
     assert_eq!(event["detail"]["metadata"]["event_id"], event_id.as_str());
 
-    let attempts = log.lines_with(&format!("request_id=\"{request_id}\""));
-    let attempts: Vec<&String> = attempts.iter().filter(|l| l.contains("attempt=")).collect();
+    let attempts = log.attempts(request_id, 2, Duration::from_secs(10)).await;
     assert_eq!(attempts.len(), 2, "one line per attempt: {attempts:#?}");
     assert!(attempts[0].contains("delivery attempt failed") && attempts[0].contains("attempt=1"));
     assert!(attempts[1].contains("delivered") && attempts[1].contains("attempt=2"));
