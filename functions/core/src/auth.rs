@@ -216,7 +216,13 @@ pub const ROTATION_OVERLAP: Duration = Duration::from_secs(24 * 3600);
 /// The hex SHA-256 of a key: what is stored and looked up. Keys are 256 random bits, so an
 /// unsalted fast hash is enough (no dictionary to try), and lookups stay one index read.
 pub fn hash_key(secret: &str) -> String {
-    hex::encode(Sha256::digest(secret.as_bytes()))
+    hex::encode(key_digest(secret))
+}
+
+/// The SHA-256 of a key, whose hex is [`hash_key`]: a cache of looked-up keys holds this
+/// instead of the secret, and spells it out only to ask the store.
+pub fn key_digest(secret: &str) -> [u8; 32] {
+    Sha256::digest(secret.as_bytes()).into()
 }
 
 /// `n` bytes from the operating system's CSPRNG.

@@ -56,8 +56,8 @@ pub const KEY_CACHE_TTL: Duration = Duration::from_secs(5);
 /// Above this many cached keys the cache starts afresh, so unknown keys cannot grow it.
 const KEY_CACHE_MAX: usize = 10_000;
 
-/// Keys looked up, by the hash of their secret, with when (`None`: no such key).
-type KeyCache = HashMap<String, (Instant, Option<ApiKey>)>;
+/// Keys looked up, by the digest of their secret, with when (`None`: no such key).
+type KeyCache = HashMap<[u8; 32], (Instant, Option<ApiKey>)>;
 
 /// A key's token bucket: tokens left, and when they were counted.
 type Buckets = HashMap<String, (f64, Instant)>;
@@ -109,13 +109,13 @@ impl KeyAuth {
         }
     }
 
-    /// The valid key of `secret`, if any. Cached by the key's hash, so no secret stays in
+    /// The valid key of `secret`, if any. Cached by the digest of the secret, so no secret stays in
     /// memory; validity is checked at each use, so a rotated key ends on time.
     pub async fn key(&self, secret: &str) -> Result<Option<ApiKey>, ApiError> {
-        let hash = auth::hash_key(secret);
+        let digest = auth::key_digest(secret);
         let cached = self.cache.lock().ok().and_then(|cache| {
             cache
-                .get(&hash)
+                .get(&digest)
                 .filter(|(at, _)| at.elapsed() < KEY_CACHE_TTL)
                 .map(|(_, key)| key.clone())
         });
@@ -124,14 +124,14 @@ impl KeyAuth {
             None => {
                 let key = self
                     .keys
-                    .key_by_hash(&hash)
+                    .key_by_hash(&auth::hash_key(secret))
                     .await
                     .map_err(|e| ApiError::internal(format!("looking up a key: {e}")))?;
                 if let Ok(mut cache) = self.cache.lock() {
                     if cache.len() >= KEY_CACHE_MAX {
                         cache.clear();
                     }
-                    cache.insert(hash, (Instant::now(), key.clone()));
+                    cache.insert(digest, (Instant::now(), key.clone()));
                 }
                 key
             }
