@@ -1,7 +1,7 @@
 //! The broker's ingest: validate a producer's envelope against its version's schema, enrich it,
 //! put it on the bus.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, RwLock};
 
 use serde_json::Value;
@@ -27,7 +27,8 @@ pub struct Route {
 /// happen only when a deployment applies.
 #[derive(Default)]
 pub struct LiveRoutes {
-    routes: RwLock<HashMap<(EventTypeName, Version), Arc<Route>>>,
+    /// By event type, then version: a lookup borrows the caller's name instead of copying it.
+    routes: RwLock<HashMap<EventTypeName, BTreeMap<Version, Arc<Route>>>>,
 }
 
 impl LiveRoutes {
@@ -35,7 +36,8 @@ impl LiveRoutes {
         self.routes
             .read()
             .ok()?
-            .get(&(event_type.clone(), version))
+            .get(event_type)?
+            .get(&version)
             .cloned()
     }
 
@@ -58,7 +60,7 @@ impl LiveRoutes {
             validator,
         });
         if let Ok(mut routes) = self.routes.write() {
-            routes.insert((event_type, version), route);
+            routes.entry(event_type).or_default().insert(version, route);
         }
         Ok(())
     }
@@ -105,15 +107,20 @@ impl LiveRoutes {
         let mut routes: Vec<_> = self
             .routes
             .read()
-            .map(|routes| routes.values().cloned().collect())
+            .map(|routes| routes.values().flat_map(|v| v.values().cloned()).collect())
             .unwrap_or_default();
         routes.sort_by(|a, b| (&a.event_type, a.version).cmp(&(&b.event_type, b.version)));
         routes
     }
 
     pub fn remove(&self, event_type: &EventTypeName, version: Version) {
-        if let Ok(mut routes) = self.routes.write() {
-            routes.remove(&(event_type.clone(), version));
+        if let Ok(mut routes) = self.routes.write()
+            && let Some(versions) = routes.get_mut(event_type)
+        {
+            versions.remove(&version);
+            if versions.is_empty() {
+                routes.remove(event_type);
+            }
         }
     }
 }
@@ -232,4 +239,54 @@ pub fn prepare(
         route.version,
         crate::now(),
     ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn live(routes: &LiveRoutes) -> Vec<String> {
+        routes
+            .all()
+            .iter()
+            .map(|r| format!("{}.{}", r.event_type, r.version))
+            .collect()
+    }
+
+    #[test]
+    fn routes_are_found_listed_and_removed_per_version() {
+        let routes = LiveRoutes::default();
+        let app: Application = "demo".parse().expect("an application");
+        let parcel: EventTypeName = "scanned_parcel".parse().expect("a name");
+        let order: EventTypeName = "order_placed".parse().expect("a name");
+        let v2 = Version::FIRST.next();
+        for (name, version) in [
+            (&parcel, v2),
+            (&parcel, Version::FIRST),
+            (&order, Version::FIRST),
+        ] {
+            routes
+                .insert(
+                    app.clone(),
+                    Vec::new(),
+                    name.clone(),
+                    version,
+                    &serde_json::json!({"type": "object"}),
+                )
+                .expect("the schema compiles");
+        }
+        assert_eq!(
+            live(&routes),
+            ["order_placed.1", "scanned_parcel.1", "scanned_parcel.2"]
+        );
+        assert!(routes.get(&parcel, v2).is_some());
+
+        routes.remove(&parcel, Version::FIRST);
+        assert!(routes.get(&parcel, Version::FIRST).is_none());
+        assert!(routes.get(&parcel, v2).is_some());
+        routes.remove(&parcel, v2);
+        routes.remove(&order, v2);
+        assert_eq!(live(&routes), ["order_placed.1"]);
+        assert!(routes.get(&parcel, v2).is_none());
+    }
 }
