@@ -9,14 +9,19 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 # The venv's pip (python3-venv), curl (scripts/test-asl-moto.sh), unzip (the Lambda
-# benchmark), wrk (the HTTP load of `make bench`) and Chromium (the catalog page's browser test,
-# driven by Playwright, which cannot download a browser of its own here), from Debian's archive
-# when missing; CI runs as root, elsewhere through sudo.
+# benchmark), wrk (the HTTP load of `make bench`), qemu-user with the arm64 C library (the Lambda
+# benchmark of an arm64 build on an x86_64 machine) and Chromium (the catalog page's browser
+# test, driven by Playwright, which cannot download a browser of its own here), from Debian's
+# archive when missing; CI runs as root, elsewhere through sudo.
 missing=()
 python3 -c 'import ensurepip' 2>/dev/null || missing+=(python3-venv)
 command -v curl >/dev/null || missing+=(curl)
 command -v unzip >/dev/null || missing+=(unzip)
 command -v wrk >/dev/null || missing+=(wrk)
+if [ "$(uname -m)" = x86_64 ]; then
+  command -v qemu-aarch64 >/dev/null || missing+=(qemu-user)
+  [ -d /usr/aarch64-linux-gnu/lib ] || missing+=(libc6-arm64-cross)
+fi
 command -v chromium >/dev/null || missing+=(chromium fonts-dejavu-core)
 if [ ${#missing[@]} -gt 0 ]; then
   sudo=()

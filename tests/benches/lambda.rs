@@ -5,8 +5,11 @@
 //! first answer, which includes the first requests to DynamoDB, S3 or EventBridge), warm
 //! invocation latency, CPU per warm invocation (user + system time of the process, network
 //! client work included), peak RSS, and the zip and binary sizes. Figures in docs/benchmarks.md.
+//! An arm64 build (`scripts/build-lambdas.sh --arm64`) runs through qemu-user on an x86_64
+//! machine: its figures are the emulator's, comparable only with another emulated build's.
 //!
-//!   scripts/build-lambdas.sh && cargo bench -p busway-tests --bench lambda [-- --runs N --warm N]
+//!   scripts/build-lambdas.sh && cargo bench -p busway-tests --bench lambda \
+//!     [-- --runs N --warm N --only FUNCTION]
 
 #[allow(dead_code)]
 #[path = "../tests/support/emulated.rs"]
@@ -166,8 +169,14 @@ fn status_is(body: &str, expected: u64) -> bool {
     serde_json::from_str::<Value>(body).is_ok_and(|v| v["statusCode"] == expected)
 }
 
-fn args() -> (usize, usize) {
+/// `--runs`, `--warm`, and the one function `--only` names, if any.
+fn args() -> (usize, usize, Option<String>) {
     let args: Vec<String> = std::env::args().collect();
+    let only = args
+        .iter()
+        .position(|a| a == "--only")
+        .and_then(|i| args.get(i + 1))
+        .cloned();
     let value = |flag: &str, default: usize| {
         args.iter()
             .position(|a| a == flag)
@@ -175,12 +184,12 @@ fn args() -> (usize, usize) {
             .and_then(|v| v.parse().ok())
             .unwrap_or(default)
     };
-    (value("--runs", 5), value("--warm", 200))
+    (value("--runs", 5), value("--warm", 200), only)
 }
 
 #[tokio::main]
 async fn main() {
-    let (runs, warm) = args();
+    let (runs, warm, only) = args();
     let account = Account::new().await;
     // The seed's event type, registered through the portal on the AWS adapters (moto has no
     // Schema Registry: the embedded one stands in).
@@ -299,7 +308,16 @@ async fn main() {
         "| function | zip (bytes) | binary (bytes) | cold start p50 / max (ms) | warm p50 / p99 (ms) | CPU per warm invocation (ms) | peak RSS (MiB) |"
     );
     println!("|---|---|---|---|---|---|---|");
-    for f in &functions {
+    if let Some(only) = &only {
+        assert!(
+            functions.iter().any(|f| f.name == only),
+            "--only {only}: not one of the functions measured"
+        );
+    }
+    for f in functions
+        .iter()
+        .filter(|f| only.as_ref().is_none_or(|only| f.name == only))
+    {
         let binary = bootstrap(scratch.path(), f.name);
         let zip = std::fs::metadata(zip_path(f.name)).expect("the zip").len();
         let size = std::fs::metadata(&binary).expect("the binary").len();

@@ -148,6 +148,45 @@ impl Runtime {
     }
 }
 
+/// Where Debian's `libc6-arm64-cross` puts the arm64 C library, for qemu-user to load.
+const AARCH64_SYSROOT: &str = "/usr/aarch64-linux-gnu";
+
+/// The command that runs `binary` here: the binary itself, or an arm64 build (what infra deploys,
+/// `scripts/build-lambdas.sh --arm64`) through qemu-user's emulation on another machine. Under
+/// emulation the process measured is qemu's, so its times and memory compare only with another
+/// emulated build's.
+fn command(binary: &Path) -> Command {
+    if std::env::consts::ARCH == "aarch64" || !is_aarch64_elf(binary) {
+        return Command::new(binary);
+    }
+    let qemu = std::env::var_os("PATH")
+        .and_then(|path| {
+            std::env::split_paths(&path)
+                .map(|dir| dir.join("qemu-aarch64"))
+                .find(|qemu| qemu.is_file())
+        })
+        .filter(|_| Path::new(AARCH64_SYSROOT).join("lib").is_dir())
+        .unwrap_or_else(|| {
+            panic!(
+                "{} is an arm64 build: running it here needs qemu-aarch64 and {AARCH64_SYSROOT} \
+                 (Debian's qemu-user and libc6-arm64-cross, which scripts/setup.sh installs)",
+                binary.display()
+            )
+        });
+    let mut command = Command::new(qemu);
+    command.arg("-L").arg(AARCH64_SYSROOT).arg(binary);
+    command
+}
+
+/// Whether `binary` is an ELF executable for arm64: `e_machine` (bytes 18 and 19 of the ELF
+/// header, little-endian on arm64) is 183, `EM_AARCH64`.
+fn is_aarch64_elf(binary: &Path) -> bool {
+    let mut header = [0; 20];
+    std::fs::File::open(binary)
+        .and_then(|mut file| std::io::Read::read_exact(&mut file, &mut header))
+        .is_ok_and(|()| header.starts_with(b"\x7fELF") && header[18..20] == [183, 0])
+}
+
 /// A function's `bootstrap` running against its own Runtime API; killed when dropped.
 pub struct Function {
     pub name: String,
@@ -169,7 +208,7 @@ impl Function {
     /// variables, its credentials, region and endpoint) plus the Lambda service's own variables.
     pub async fn start(name: &str, binary: &Path, env: &[(String, String)]) -> Function {
         let (runtime, addr) = Runtime::serve().await;
-        let child = Command::new(binary)
+        let child = command(binary)
             .env_clear()
             .envs(env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
             .env("AWS_LAMBDA_RUNTIME_API", &addr)
