@@ -155,8 +155,9 @@ pub enum IngestError {
     Unexpected(#[from] anyhow::Error),
 }
 
-/// A published event: its `event_id`, and whether the bus had accepted it already.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// A published event: its `event_id`, and whether the bus had accepted it already. Also the
+/// broker's answer to the producer, as JSON.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
 pub struct Published {
     pub event_id: String,
     pub duplicate: bool,

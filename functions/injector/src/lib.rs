@@ -15,13 +15,13 @@ use axum::extract::{DefaultBodyLimit, Path, State};
 use axum::http::StatusCode;
 use axum::{Extension, Json, Router};
 use busway_core::auth::Role;
-use busway_core::ingest::{self, IngestError, LiveRoutes};
+use busway_core::ingest::{self, IngestError, LiveRoutes, Published};
 use busway_core::ports::{Bus, EventCatalog};
 use busway_core::{EventTypeName, Version};
 use busway_http::ApiError;
 use busway_http::auth::Authenticated;
 use busway_http::request_id::RequestId;
-use serde_json::{Value, json};
+use serde_json::Value;
 use utoipa::OpenApi;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
@@ -139,7 +139,7 @@ async fn publish(
     request_id: Option<Extension<RequestId>>,
     path: Result<Path<(String, String)>, PathRejection>,
     body: Result<Bytes, BytesRejection>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<Published>, ApiError> {
     // Producers publish as their key's application, and no other key publishes: a platform
     // admin makes a producer key to publish (Source always names a real writer).
     let publisher = match (caller.role, &caller.application) {
@@ -167,9 +167,7 @@ async fn publish(
     )
     .await
     {
-        Ok(published) => Ok(Json(
-            json!({"event_id": published.event_id, "duplicate": published.duplicate}),
-        )),
+        Ok(published) => Ok(Json(published)),
         Err(IngestError::RouteNotFound(route)) => Err(ApiError::not_found(format!(
             "no deployed event version at {route}"
         ))),
