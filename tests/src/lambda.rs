@@ -318,3 +318,28 @@ pub fn authorized_as(event: &str, caller: &busway_core::auth::Caller) -> String 
     event["requestContext"]["authorizer"] = serde_json::Value::Object(context);
     event.to_string()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_an_arm64_elf_header_is_taken_for_an_arm64_build() {
+        let dir = tempfile::tempdir().expect("a temp dir");
+        let mut header = [0_u8; 64];
+        header[..4].copy_from_slice(b"\x7fELF");
+        header[18] = 183;
+        let arm64 = dir.path().join("arm64");
+        std::fs::write(&arm64, header).expect("a file");
+        assert!(is_aarch64_elf(&arm64));
+
+        header[18] = 62; // EM_X86_64
+        let x86_64 = dir.path().join("x86_64");
+        std::fs::write(&x86_64, header).expect("a file");
+        assert!(!is_aarch64_elf(&x86_64));
+        let script = dir.path().join("script");
+        std::fs::write(&script, "#!/bin/sh\n").expect("a file");
+        assert!(!is_aarch64_elf(&script));
+        assert!(!is_aarch64_elf(&dir.path().join("missing")));
+    }
+}

@@ -109,8 +109,8 @@ impl KeyAuth {
         }
     }
 
-    /// The valid key of `secret`, if any. Cached by the digest of the secret, so no secret stays in
-    /// memory; validity is checked at each use, so a rotated key ends on time.
+    /// The valid key of `secret`, if any. Cached by the digest of the secret, so no secret stays
+    /// in memory; validity is checked at each use, so a rotated key ends on time.
     pub async fn key(&self, secret: &str) -> Result<Option<ApiKey>, ApiError> {
         let digest = auth::key_digest(secret);
         let cached = self.cache.lock().ok().and_then(|cache| {
