@@ -35,6 +35,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use anyhow::{Context, bail, ensure};
 use axum::body::Bytes;
 use axum::response::IntoResponse as _;
+use busway_local::eventlog::Fsync;
 use serde_json::{Value, json};
 use support::{arg, free_port, num, percentile};
 use tokio::net::TcpListener;
@@ -89,9 +90,9 @@ fn serve_publish(addr: SocketAddr, publish: axum::routing::MethodRouter) -> anyh
 /// `--fsync always`, answers once an `fdatasync` covering it returned (waiting requests share
 /// a flush, as busway's log writer shares its commits); with `interval=<ms>` it answers once
 /// written, and flushes with the first write after the interval has passed. With `relay`, each
-/// accepted body is then
-/// posted to that URL as an event's `detail`, at most [`MAX_IN_FLIGHT`] at once: the least a
-/// broker that delivers over HTTP does. No index, no deduplication, no schema, no key.
+/// accepted body is then posted to that URL as an event's `detail`, at most [`MAX_IN_FLIGHT`]
+/// at once: the least a broker that delivers over HTTP does. No index, no deduplication, no
+/// schema, no key.
 fn durable_reference(
     addr: SocketAddr,
     dir: &std::path::Path,
@@ -100,10 +101,12 @@ fn durable_reference(
 ) -> anyhow::Result<()> {
     use std::io::Write as _;
     type Waiting = (Bytes, tokio::sync::oneshot::Sender<()>);
-    let every = match fsync.strip_prefix("interval=") {
-        Some(ms) => Some(Duration::from_millis(ms.parse()?)),
-        None => None,
+    let every = match fsync.parse::<Fsync>().map_err(anyhow::Error::msg)? {
+        Fsync::Always => None,
+        Fsync::Interval(every) => Some(every),
     };
+    // Shared, so that each request's copy of the handler does not copy the URL.
+    let relay: Option<Arc<str>> = relay.map(Into::into);
     let mut file = std::fs::File::create(dir.join("log"))?;
     let (tx, rx) = std::sync::mpsc::channel::<Waiting>();
     std::thread::spawn(move || -> anyhow::Result<()> {
@@ -146,7 +149,7 @@ fn durable_reference(
                     let mut event = br#"{"detail":"#.to_vec();
                     event.extend_from_slice(&body);
                     event.push(b'}');
-                    let _ = http.post(url).body(event).send().await;
+                    let _ = http.post(&*url).body(event).send().await;
                     drop(permit);
                 });
             }
