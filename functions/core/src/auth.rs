@@ -216,13 +216,18 @@ pub const ROTATION_OVERLAP: Duration = Duration::from_secs(24 * 3600);
 /// The hex SHA-256 of a key: what is stored and looked up. Keys are 256 random bits, so an
 /// unsalted fast hash is enough (no dictionary to try), and lookups stay one index read.
 pub fn hash_key(secret: &str) -> String {
-    hex::encode(key_digest(secret))
+    digest_hex(&key_digest(secret))
 }
 
 /// The SHA-256 of a key, whose hex is [`hash_key`]: a cache of looked-up keys holds this
-/// instead of the secret, and spells it out only to ask the store.
+/// instead of the secret, and spells it out with [`digest_hex`] only to ask the store.
 pub fn key_digest(secret: &str) -> [u8; 32] {
     Sha256::digest(secret.as_bytes()).into()
+}
+
+/// The stored hash of a key whose [`key_digest`] is `digest`.
+pub fn digest_hex(digest: &[u8; 32]) -> String {
+    hex::encode(digest)
 }
 
 /// `n` bytes from the operating system's CSPRNG.

@@ -124,7 +124,7 @@ impl KeyAuth {
             None => {
                 let key = self
                     .keys
-                    .key_by_hash(&auth::hash_key(secret))
+                    .key_by_hash(&auth::digest_hex(&digest))
                     .await
                     .map_err(|e| ApiError::internal(format!("looking up a key: {e}")))?;
                 if let Ok(mut cache) = self.cache.lock() {
