@@ -58,14 +58,24 @@ def free_port():
 
 
 class Consumer(http.server.ThreadingHTTPServer):
-    """A webhook target on loopback that answers `status` and counts what it took."""
+    """A webhook target on loopback that answers `status` and counts what it took; a GET gets
+    `page`, as another site on this host would serve it."""
 
     def __init__(self):
         self.status = 200
         self.received = []
+        self.page = ""
         outer = self
 
         class Handler(http.server.BaseHTTPRequestHandler):
+            def do_GET(self):
+                body = outer.page.encode()
+                self.send_response(200)
+                self.send_header("content-type", "text/html")
+                self.send_header("content-length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
             def do_POST(self):
                 length = int(self.headers.get("content-length", 0))
                 body = self.rfile.read(length)
@@ -303,6 +313,32 @@ class Catalog(unittest.TestCase):
         page.get_by_role("button", name="Sign out").click()
         expect(page.get_by_label("API key")).to_be_visible()
         self.assertFalse([c for c in context.cookies() if c["name"] == "busway_session"])
+        context.close()
+
+    def test_a_page_of_another_port_cannot_act_with_the_session(self):
+        # Another port of this host is the same site, so SameSite=Strict sends the cookie; a
+        # text/plain POST needs no preflight. The portal must still refuse it.
+        context = self.browser.new_context()
+        page = context.new_page()
+        page.goto(self.portal + "/ui")
+        page.get_by_label("API key").fill(self.admin)
+        page.get_by_role("button", name="Sign in").click()
+        expect(page.get_by_text("Signed in: platform-admin")).to_be_visible()
+        body = json.dumps({"application": "intruder", "event_type": "forged_event",
+                           "description": "made by another page", "connection_type": "HTTPS",
+                           "data": {"type": "object"}})
+        self.good.page = f"""<script>
+            fetch({json.dumps(self.portal + "/events")}, {{method: "POST", credentials: "include",
+                mode: "no-cors", headers: {{"content-type": "text/plain"}}, body: {json.dumps(body)}}})
+              .then(() => document.title = "sent", () => document.title = "failed");
+            </script>"""
+        attacker = context.new_page()
+        attacker.goto(f"http://127.0.0.1:{self.good.server_address[1]}/")
+        expect(attacker).to_have_title("sent")
+        self.assertEqual(self.call("GET", self.portal + "/events/forged_event", key=self.admin)[0], 404)
+        # The session still works for the page itself.
+        page.get_by_role("link", name="Deployments").click()
+        expect(page.get_by_text("Signed in: platform-admin")).to_be_visible()
         context.close()
 
     def test_the_page_works_offline_and_scripts_use_the_authorization_header(self):

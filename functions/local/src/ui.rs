@@ -8,7 +8,7 @@ use std::net::SocketAddr;
 
 use axum::Json;
 use axum::extract::{Request, State};
-use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
 use axum::middleware::Next;
 use axum::response::{Html, IntoResponse, Response};
 use axum::routing::{get, post};
@@ -141,15 +141,49 @@ fn is_cookie_safe(key: &str) -> bool {
             .all(|b| b.is_ascii_graphic() && !matches!(b, b'"' | b',' | b';' | b'\\'))
 }
 
-/// Gives a request without an `Authorization` header the session cookie's key as one.
+/// Gives a request without an `Authorization` header the session cookie's key as one, unless a
+/// page of another origin sent it: SameSite does not tell apart two ports of one host, and a
+/// `text/plain` POST crosses origins without the browser asking first.
 pub async fn session_cookie(mut request: Request, next: Next) -> Response {
     if !request.headers().contains_key(header::AUTHORIZATION)
         && let Some(key) = cookie(request.headers(), COOKIE)
         && let Ok(value) = HeaderValue::from_str(&format!("Bearer {key}"))
     {
+        if cross_origin(request.method(), request.headers()) {
+            return ApiError::new(
+                StatusCode::FORBIDDEN,
+                "cross_origin",
+                "a page of another origin may not act with this browser's session",
+            )
+            .into_response();
+        }
         request.headers_mut().insert(header::AUTHORIZATION, value);
     }
     next.run(request).await
+}
+
+/// Whether a browser sent a request that changes something from a page of another origin:
+/// `Sec-Fetch-Site` when the browser sends it, else `Origin` against `Host`. A client that
+/// sends neither is not a browser acting for a page.
+fn cross_origin(method: &Method, headers: &HeaderMap) -> bool {
+    if matches!(*method, Method::GET | Method::HEAD | Method::OPTIONS) {
+        return false;
+    }
+    let text = |name| {
+        headers
+            .get(name)
+            .and_then(|v: &HeaderValue| v.to_str().ok())
+    };
+    if let Some(site) = text(header::HeaderName::from_static("sec-fetch-site")) {
+        return !matches!(site, "same-origin" | "none");
+    }
+    match (text(header::ORIGIN), text(header::HOST)) {
+        (None, _) => false,
+        (Some(origin), Some(host)) => {
+            origin.split_once("://").map(|(_, authority)| authority) != Some(host)
+        }
+        (Some(_), None) => true,
+    }
 }
 
 fn cookie<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
@@ -178,6 +212,44 @@ mod tests {
         let mut cleared = HeaderMap::new();
         cleared.append(header::COOKIE, HeaderValue::from_static("busway_session="));
         assert_eq!(cookie(&cleared, COOKIE), None);
+    }
+
+    #[test]
+    fn only_changes_from_a_page_of_another_origin_are_cross_origin() {
+        let headers = |pairs: &[(&'static str, &'static str)]| {
+            let mut headers = HeaderMap::new();
+            for (name, value) in pairs {
+                headers.insert(*name, HeaderValue::from_static(value));
+            }
+            headers
+        };
+        let other_port = headers(&[
+            ("origin", "http://localhost:3000"),
+            ("host", "localhost:4000"),
+        ]);
+        assert!(cross_origin(&Method::POST, &other_port));
+        assert!(!cross_origin(&Method::GET, &other_port));
+        let same = headers(&[
+            ("origin", "http://localhost:4000"),
+            ("host", "localhost:4000"),
+        ]);
+        assert!(!cross_origin(&Method::DELETE, &same));
+        // Sec-Fetch-Site decides when present, whatever Origin says.
+        let fetched = headers(&[
+            ("sec-fetch-site", "same-site"),
+            ("origin", "http://localhost:4000"),
+            ("host", "localhost:4000"),
+        ]);
+        assert!(cross_origin(&Method::POST, &fetched));
+        assert!(!cross_origin(
+            &Method::POST,
+            &headers(&[("sec-fetch-site", "same-origin")])
+        ));
+        // curl with a cookie: neither header.
+        assert!(!cross_origin(
+            &Method::POST,
+            &headers(&[("host", "localhost:4000")])
+        ));
     }
 
     #[test]
