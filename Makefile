@@ -51,7 +51,7 @@ bench: setup
 	scripts/build-lambdas.sh
 	$(CARGO) bench -p busway-tests --bench lambda
 
-## lambdas: the four Lambda functions as target/lambda/{function}/bootstrap.zip (x86_64; --arm64 via the script)
+## lambdas: the six Lambda functions as target/lambda/{function}/bootstrap.zip (x86_64; --arm64 via the script)
 .PHONY: lambdas
 lambdas:
 	scripts/build-lambdas.sh

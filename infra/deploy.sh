@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Deploys the busway platform of one environment to the account and region of the current AWS
 # credentials; it replaces the seed's local_deploy.sh (infra/README.md). Steps: check the
-# prerequisites, build the four Rust Lambda functions for arm64, bootstrap CDK in the account and
+# prerequisites, build the six Rust Lambda functions for arm64, bootstrap CDK in the account and
 # region if that was never done, deploy every stack of infra/, bootstrap the generators with the
 # execution policy the platform made for them, print the API URLs.
 #

@@ -50,8 +50,9 @@ pub fn bearer_token(headers: &HeaderMap) -> Option<&str> {
         .filter(|t| !t.is_empty())
 }
 
-/// How long a looked-up key is believed, as API Gateway caches an authorizer's answer: a revoked
-/// key stops working within this, and a busy producer costs one store read per period.
+/// How long a looked-up key is believed (API Gateway caches an authorizer's answer likewise, for
+/// 5 minutes): a revoked key stops working within this, and a busy producer costs one store read
+/// per period.
 pub const KEY_CACHE_TTL: Duration = Duration::from_secs(5);
 /// Above this many cached keys the cache starts afresh, so unknown keys cannot grow it.
 const KEY_CACHE_MAX: usize = 10_000;
