@@ -2,7 +2,8 @@
 //! same key and body gets the first answer again (status and body, marked replayed) even after
 //! what it made changed, and after a restart; the same key with another body is a 422; one sent
 //! while its first request runs is a 409 or the first answer, never a second resource; a request
-//! that failed keeps nothing, so its key may be retried with a corrected body.
+//! that failed keeps nothing, so its key may be retried with a corrected body; a key of another
+//! role of the same team is not answered from another role's records.
 
 use busway_tests::{Broker, join_all, seed_event, seed_subscription};
 use serde_json::{Value, json};
@@ -15,11 +16,23 @@ struct Keyed {
 }
 
 async fn keyed(busway: &Broker, method: &str, path: &str, body: &Value, key: &str) -> Keyed {
+    keyed_as(busway, &busway.admin_key, method, path, body, key).await
+}
+
+/// `keyed`, sent with the API key `as_key`.
+async fn keyed_as(
+    busway: &Broker,
+    as_key: &str,
+    method: &str,
+    path: &str,
+    body: &Value,
+    key: &str,
+) -> Keyed {
     let method: reqwest::Method = method.parse().expect("a method");
     let response = busway
         .http
         .request(method, busway.portal_url(path))
-        .bearer_auth(&busway.admin_key)
+        .bearer_auth(as_key)
         .header("Idempotency-Key", key)
         .json(body)
         .send()
@@ -156,6 +169,21 @@ async fn a_failed_keyed_request_keeps_nothing_and_concurrent_ones_make_one_resou
     .await;
     assert_eq!(fixed.status, 201, "{}", fixed.body);
     assert!(!fixed.replayed);
+
+    // A key of the same team that may not subscribe (a producer's) is refused, not answered
+    // with the kept subscription and its signing secret.
+    let producer = busway.create_key("platform", "producer", Some("demo")).await;
+    let replayed = keyed_as(
+        &busway,
+        &producer,
+        "POST",
+        "/subscriptions",
+        &seed_subscription(),
+        "sub-a",
+    )
+    .await;
+    assert_eq!(replayed.status, 403, "{}", replayed.body);
+    assert!(!replayed.replayed);
 
     // The same keyed request three times at once: the first answer, or "still running".
     let mut body = seed_subscription();

@@ -8,6 +8,7 @@
 use async_trait::async_trait;
 use sha2::{Digest, Sha256};
 
+use crate::auth::Caller;
 use crate::ports::StoreError;
 
 /// The request header.
@@ -58,8 +59,19 @@ pub trait IdempotencyStore: Send + Sync + 'static {
     async fn release(&self, key: &str, token: &str) -> Result<(), StoreError>;
 }
 
-/// A key scoped to its caller's team, so two teams' keys never meet: the SHA-256 of both.
-pub fn scoped_key(scope: &str, key: &str) -> String {
+/// A key scoped to what its caller may do, so a key is never answered to a caller who could not
+/// have made the request: the SHA-256 of the caller's team, role and application, and the key.
+/// A rotated key's successor keeps all three, so it still finds the records of its predecessor.
+pub fn caller_key(caller: &Caller, key: &str) -> String {
+    let application = caller.application.as_ref().map_or("", |a| a.as_str());
+    scoped_key(
+        &[caller.team.as_str(), caller.role.as_str(), application].join("\0"),
+        key,
+    )
+}
+
+/// `key` scoped to `scope`: the SHA-256 of both.
+fn scoped_key(scope: &str, key: &str) -> String {
     hex::encode(
         Sha256::new()
             .chain_update(scope.as_bytes())
@@ -166,6 +178,24 @@ mod tests {
         assert_ne!(scoped_key("a", "k"), scoped_key("b", "k"));
         // The separator keeps ("ab", "k") and ("a", "bk") apart.
         assert_ne!(scoped_key("ab", "k"), scoped_key("a", "bk"));
+        let owner = Caller {
+            key_id: "k1".into(),
+            team: "logistics".parse().expect("a team"),
+            role: crate::auth::Role::Owner,
+            application: None,
+        };
+        // A rotated key's successor finds the records; a key of another role does not.
+        let successor = Caller {
+            key_id: "k2".into(),
+            ..owner.clone()
+        };
+        assert_eq!(caller_key(&owner, "k"), caller_key(&successor, "k"));
+        let producer = Caller {
+            role: crate::auth::Role::Producer,
+            application: Some("depot".parse().expect("an application")),
+            ..owner.clone()
+        };
+        assert_ne!(caller_key(&owner, "k"), caller_key(&producer, "k"));
         let put = fingerprint("PUT", "/events/t", b"{}");
         assert_ne!(put, fingerprint("POST", "/events/t", b"{}"));
         assert_ne!(put, fingerprint("PUT", "/events/u", b"{}"));

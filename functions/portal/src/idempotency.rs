@@ -73,7 +73,7 @@ pub async fn layer(State(portal): State<Arc<Portal>>, request: Request, next: Ne
     let store = portal.idempotency.as_ref();
     let decision = idempotency::begin(
         store,
-        idempotency::scoped_key(caller.team.as_str(), &key),
+        idempotency::caller_key(&caller, &key),
         idempotency::fingerprint(parts.method.as_str(), parts.uri.path(), &bytes),
     )
     .await;
