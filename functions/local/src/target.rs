@@ -338,6 +338,9 @@ impl Client {
         Ok(Self {
             http: builder()
                 .dns_resolver(Arc::new(busway_core::ssrf::PublicResolver))
+                // Through a proxy from the environment, the resolver would check the proxy's
+                // address, not the target's.
+                .no_proxy()
                 .build()
                 .context("building the HTTP client")?,
             lambda: builder().build().context("building the HTTP client")?,
