@@ -36,6 +36,7 @@ use busway_core::ports::{
     ControlError, DeadLetter, Deliveries, DeliveryStats, Lag, Replay, RunState, StoreError,
     SubscriberControl,
 };
+use busway_core::subscription::RetryPolicy;
 use busway_pattern::{Pattern, PatternOptions};
 use tokio::sync::{Notify, mpsc};
 use tokio::task::JoinSet;
@@ -326,6 +327,8 @@ impl Router {
     /// Removes a rule and stops its worker; its scheduled retries go with it (as a deleted
     /// EventBridge rule's), its dead letters stay readable.
     pub async fn remove_rule(&self, subscription_id: &str) -> anyhow::Result<()> {
+        // A resume or replay between reading the rule and writing it back would deploy it again.
+        let _saving = self.saving.lock().await;
         self.remove_worker(subscription_id);
         self.shared.store.delete_rule(subscription_id).await?;
         self.shared.store.forget_retries(subscription_id).await?;
@@ -706,20 +709,15 @@ impl WorkerRun {
             }
             self.set_cursor(reading.cursor());
             let now = Instant::now();
-            let has_work = !reading.pending.is_empty()
-                || !reading.at_end
-                || retry_due.is_some_and(|d| d <= unix_ms());
-            let wake_at = [
-                flow.wait_until(now).filter(|_| has_work),
+            let wake_at = wake_at(
+                now,
+                flow.wait_until(now),
+                flow.window().saturating_sub(attempts.len()),
+                !reading.pending.is_empty() || !reading.at_end,
                 retry_due.map(|due| {
-                    now + Duration::from_millis(
-                        u64::try_from(due.saturating_sub(unix_ms())).unwrap_or(0),
-                    )
+                    Duration::from_millis(u64::try_from(due.saturating_sub(unix_ms())).unwrap_or(0))
                 }),
-            ]
-            .into_iter()
-            .flatten()
-            .min();
+            );
             tokio::select! {
                 Some(joined) = attempts.join_next(), if !attempts.is_empty() => {
                     if let Ok(outcome) = joined {
@@ -754,12 +752,18 @@ impl WorkerRun {
                 match self
                     .shared
                     .store
-                    .take_due_retries(self.id(), room, lease)
+                    .take_due_retries(self.id(), room, lease, max_age_ms(&self.doc.retry_policy))
                     .await
                 {
-                    Ok((taken, next)) => {
-                        *retry_due = next;
-                        for retry in taken {
+                    Ok(due) => {
+                        *retry_due = due.next_due;
+                        if due.dead_lettered > 0 {
+                            info!(subscription = %self.id(), count = due.dead_lettered, "scheduled retries past their maximum age dead-lettered");
+                            let mut p = self.progress.lock().unwrap_or_else(|p| p.into_inner());
+                            p.stats.dead_lettered += due.dead_lettered as u64;
+                            p.dirty = true;
+                        }
+                        for retry in due.taken {
                             flow.started(Instant::now());
                             self.start(attempts, retry_event(&self.doc, retry));
                         }
@@ -868,7 +872,14 @@ impl WorkerRun {
                         Source::Log => (1, event.time_ms),
                         Source::Retry { attempts, age_from } => (attempts + 1, age_from),
                     };
-                    let next = next_step(&shared.config, &doc, error, made, age_from);
+                    let next = next_step(
+                        &shared.config,
+                        &doc.retry_policy,
+                        error,
+                        made,
+                        age_from,
+                        unix_ms(),
+                    );
                     let failure = Failure {
                         subscription_id: id,
                         seq: event.seq,
@@ -986,28 +997,33 @@ fn same_rule(running: &ConsumerDeploy, deployed: &ConsumerDeploy) -> bool {
     running == *deployed
 }
 
-/// After `made` failed attempts: another one, unless the error is final or the policy is spent
-/// (retries, or age from `age_from`). The next attempt never falls past the age.
+fn max_age_ms(policy: &RetryPolicy) -> i64 {
+    i64::from(policy.maximum_event_age_seconds) * 1000
+}
+
+/// After `made` failed attempts at `now`: another one, unless the error is final or the policy
+/// is spent (retries, or age from `age_from`). An attempt that would fall at or past the age is
+/// not scheduled, as the schedule dead-letters a retry past its age when it is due.
 fn next_step(
     config: &DeliveryConfig,
-    doc: &ConsumerDeploy,
+    policy: &RetryPolicy,
     error: &AttemptError,
     made: u32,
     age_from: i64,
+    now: i64,
 ) -> Failed {
-    let policy = &doc.retry_policy;
-    let now = unix_ms();
-    let deadline = age_from.saturating_add(i64::from(policy.maximum_event_age_seconds) * 1000);
-    if !error.retryable || made > policy.maximum_retry_attempts || now >= deadline {
+    let deadline = age_from.saturating_add(max_age_ms(policy));
+    if !error.retryable || made > policy.maximum_retry_attempts {
         return Failed::Dead;
     }
     let wait = config
         .backoff(made)
         .max(error.retry_after.unwrap_or_default());
-    let wait = i64::try_from(wait.as_millis()).unwrap_or(i64::MAX);
-    Failed::Retry {
-        due_at: now.saturating_add(wait).min(deadline),
+    let due_at = now.saturating_add(i64::try_from(wait.as_millis()).unwrap_or(i64::MAX));
+    if due_at >= deadline {
+        return Failed::Dead;
     }
+    Failed::Retry { due_at }
 }
 
 fn retry_event(doc: &ConsumerDeploy, retry: ScheduledRetry) -> (Logged, Source) {
@@ -1023,6 +1039,27 @@ fn retry_event(doc: &ConsumerDeploy, retry: ScheduledRetry) -> (Logged, Source) 
             age_from: retry.age_from,
         },
     )
+}
+
+/// When a worker wakes by itself, given its flow's wait, the `room` left in its window, whether
+/// it has events to attempt, and when its next retry is due. A full window waits for an attempt
+/// to finish, which wakes the worker anyway; otherwise no attempt starts before the flow allows,
+/// so a due retry never wakes it sooner (it would spin through the flow's whole pause).
+fn wake_at(
+    now: Instant,
+    flow_wait: Option<Instant>,
+    room: usize,
+    has_work: bool,
+    retry_in: Option<Duration>,
+) -> Option<Instant> {
+    if room == 0 {
+        return None;
+    }
+    let retry = retry_in.map(|wait| flow_wait.map_or(now + wait, |flow| flow.max(now + wait)));
+    [flow_wait.filter(|_| has_work), retry]
+        .into_iter()
+        .flatten()
+        .min()
 }
 
 async fn sleep_until(at: Option<Instant>) {
@@ -1058,5 +1095,65 @@ mod tests {
             assert!(waits.iter().any(|w| *w < ceiling / 4), "{attempts}");
             assert!(waits.iter().any(|w| *w > ceiling * 3 / 4), "{attempts}");
         }
+    }
+
+    #[test]
+    fn a_retry_that_would_fall_at_or_past_the_events_age_is_dead_lettered_at_once() {
+        let config = DeliveryConfig::default();
+        let policy = RetryPolicy::new(185, 60).expect("a valid policy");
+        let asked_ten_seconds = AttemptError {
+            message: "503".into(),
+            retryable: true,
+            congestion: true,
+            retry_after: Some(Duration::from_secs(10)),
+        };
+        let now = unix_ms();
+        let step = |age_from| next_step(&config, &policy, &asked_ten_seconds, 1, age_from, now);
+        assert!(matches!(step(now - 55_000), Failed::Dead));
+        assert!(matches!(step(now - 50_000), Failed::Dead), "due at the age");
+        assert!(matches!(step(now - 61_000), Failed::Dead));
+        let Failed::Retry { due_at } = step(now) else {
+            panic!("a fresh event is retried");
+        };
+        assert!((now + 10_000..now + 60_000).contains(&due_at), "{due_at}");
+    }
+
+    #[test]
+    fn a_due_retry_wakes_the_worker_only_when_an_attempt_can_start() {
+        let now = Instant::now();
+        let due = Some(Duration::ZERO);
+        let paused = Some(now + Duration::from_secs(5));
+        assert_eq!(wake_at(now, None, 1, false, due), Some(now));
+        assert_eq!(
+            wake_at(now, None, 0, false, due),
+            None,
+            "a full window waits for an attempt to finish"
+        );
+        assert_eq!(
+            wake_at(now, paused, 0, true, due),
+            None,
+            "a full window waits for an attempt to finish"
+        );
+        assert_eq!(wake_at(now, paused, 2, false, due), paused);
+    }
+
+    #[test]
+    fn a_worker_wakes_when_its_flow_lets_its_next_attempt_start() {
+        let now = Instant::now();
+        let paused = Some(now + Duration::from_secs(5));
+        let (soon, later) = (Duration::from_secs(1), Duration::from_secs(10));
+        assert_eq!(wake_at(now, paused, 2, false, Some(soon)), paused);
+        assert_eq!(
+            wake_at(now, paused, 2, false, Some(later)),
+            Some(now + later)
+        );
+        assert_eq!(wake_at(now, paused, 2, true, Some(later)), paused);
+        assert_eq!(wake_at(now, paused, 2, true, None), paused);
+        assert_eq!(
+            wake_at(now, paused, 2, false, None),
+            None,
+            "nothing to attempt"
+        );
+        assert_eq!(wake_at(now, None, 2, false, Some(later)), Some(now + later));
     }
 }

@@ -30,7 +30,7 @@ mod idempotency;
 mod keys;
 mod retention;
 mod retries;
-pub use retries::{Failed, Failure, ScheduledRetry};
+pub use retries::{DueRetries, Failed, Failure, ScheduledRetry};
 
 /// The SQLite store. Cheap to clone; calls run on the blocking pool.
 #[derive(Clone)]
