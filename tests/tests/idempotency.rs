@@ -172,7 +172,9 @@ async fn a_failed_keyed_request_keeps_nothing_and_concurrent_ones_make_one_resou
 
     // A key of the same team that may not subscribe (a producer's) is refused, not answered
     // with the kept subscription and its signing secret.
-    let producer = busway.create_key("platform", "producer", Some("demo")).await;
+    let producer = busway
+        .create_key("platform", "producer", Some("demo"))
+        .await;
     let replayed = keyed_as(
         &busway,
         &producer,
