@@ -48,26 +48,53 @@ pub fn metadata_dir(root: &Path, bucket: Bucket) -> PathBuf {
 
 /// Writes `body` beside `path` and renames it into place, which is atomic: a reader never sees
 /// half a file. A unique temp name per write: concurrent writes of one key must not share a file.
-fn write_atomically(path: &Path, body: &[u8]) -> std::io::Result<()> {
-    if let Some(dir) = path.parent() {
-        std::fs::create_dir_all(dir)?;
-    }
-    let tmp = path.with_extension(format!("tmp-{}", uuid::Uuid::new_v4()));
-    std::fs::write(&tmp, body)?;
-    std::fs::rename(&tmp, path)
+/// Durable when it returns, as S3's PUT is: a deploy.json or a claim check's metadata answered
+/// must survive a power loss.
+fn write_atomically(root: &Path, path: &Path, body: &[u8]) -> std::io::Result<()> {
+    let tmp = write_aside(path, body)?;
+    std::fs::rename(&tmp, path)?;
+    sync_folders(root, path)
 }
 
 /// Writes `body` at `path` unless a file is there: the full content is written aside, then
-/// hard-linked into place, which fails rather than replaces when `path` exists.
-fn create_atomically(path: &Path, body: &[u8]) -> std::io::Result<()> {
+/// hard-linked into place, which fails rather than replaces when `path` exists. Durable when it
+/// returns: a claim check's event is acknowledged (and flushed) after it, and must never link to
+/// an object a power loss took.
+fn create_atomically(root: &Path, path: &Path, body: &[u8]) -> std::io::Result<()> {
+    let tmp = write_aside(path, body)?;
+    let linked = std::fs::hard_link(&tmp, path);
+    let _ = std::fs::remove_file(&tmp);
+    linked?;
+    sync_folders(root, path)
+}
+
+/// Writes `body` to a new temporary file beside `path`, flushed to disk, and returns its path.
+fn write_aside(path: &Path, body: &[u8]) -> std::io::Result<PathBuf> {
     if let Some(dir) = path.parent() {
         std::fs::create_dir_all(dir)?;
     }
     let tmp = path.with_extension(format!("tmp-{}", uuid::Uuid::new_v4()));
-    std::fs::write(&tmp, body)?;
-    let linked = std::fs::hard_link(&tmp, path);
-    let _ = std::fs::remove_file(&tmp);
-    linked
+    let written = std::fs::File::create(&tmp).and_then(|mut file| {
+        std::io::Write::write_all(&mut file, body)?;
+        file.sync_data()
+    });
+    if let Err(e) = written {
+        let _ = std::fs::remove_file(&tmp);
+        return Err(e);
+    }
+    Ok(tmp)
+}
+
+/// Flushes the folders from `path`'s up to `root`: a new entry reaches the disk with its
+/// folder's, and a new key usually created folders (`claim-checks/{type}/{hash}/`) on the way.
+fn sync_folders(root: &Path, path: &Path) -> std::io::Result<()> {
+    for dir in path.ancestors().skip(1) {
+        std::fs::File::open(dir)?.sync_all()?;
+        if dir == root {
+            break;
+        }
+    }
+    Ok(())
 }
 
 pub fn bucket_dir(root: &Path, bucket: Bucket) -> PathBuf {
@@ -79,10 +106,11 @@ impl ObjectStore for FolderObjectStore {
     async fn put_object(&self, bucket: Bucket, key: &str, body: Vec<u8>) -> anyhow::Result<()> {
         let path = self.path(bucket, key)?;
         let meta_path = self.metadata_path(bucket, key)?;
+        let root = self.root.clone();
         let write = {
             let path = path.clone();
             move || {
-                write_atomically(&path, &body)?;
+                write_atomically(&root, &path, &body)?;
                 // A replaced object keeps no metadata of the one before, as on S3.
                 match std::fs::remove_file(meta_path) {
                     Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(e),
@@ -122,11 +150,12 @@ impl ObjectStore for FolderObjectStore {
         let meta_path = self.metadata_path(bucket, key)?;
         let meta: BTreeMap<&str, &str> = metadata.iter().copied().collect();
         let meta = serde_json::to_vec(&meta)?;
+        let root = self.root.clone();
         let write = {
             let path = path.clone();
             move || {
-                create_atomically(&path, &body)?;
-                write_atomically(&meta_path, &meta)
+                create_atomically(&root, &path, &body)?;
+                write_atomically(&root, &meta_path, &meta)
             }
         };
         match tokio::task::spawn_blocking(write).await? {
