@@ -9,7 +9,8 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 # The venv's pip (python3-venv), curl (scripts/test-asl-moto.sh), unzip (the Lambda
-# benchmark), wrk (the HTTP load of `make bench`), qemu-user with the arm64 C library (the Lambda
+# benchmark), the sqlite3 shell (a second process on the event log, in its tests), wrk (the HTTP
+# load of `make bench`), qemu-user with the arm64 C library (the Lambda
 # benchmark of an arm64 build on an x86_64 machine) and Chromium (the catalog page's browser
 # test, driven by Playwright, which cannot download a browser of its own here), from Debian's
 # archive when missing; CI runs as root, elsewhere through sudo.
@@ -17,6 +18,7 @@ missing=()
 python3 -c 'import ensurepip' 2>/dev/null || missing+=(python3-venv)
 command -v curl >/dev/null || missing+=(curl)
 command -v unzip >/dev/null || missing+=(unzip)
+command -v sqlite3 >/dev/null || missing+=(sqlite3)
 command -v wrk >/dev/null || missing+=(wrk)
 if [ "$(uname -m)" = x86_64 ]; then
   command -v qemu-aarch64 >/dev/null || missing+=(qemu-user)

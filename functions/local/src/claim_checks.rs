@@ -1,10 +1,11 @@
 //! Claim checks on one machine: the portal serves an object at its link's key
 //! (`GET /claim-checks/...`), as S3 does to a consumer on AWS, and a sweeper deletes the objects
-//! once their retention has passed, as infra's S3 lifecycle rule does.
+//! once their retention has passed, as infra's S3 lifecycle rule does, and no event still kept
+//! may link to them.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::time::{Duration, SystemTime};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use axum::extract::{Path as UrlPath, State};
 use axum::http::{HeaderName, HeaderValue, header};
@@ -21,6 +22,7 @@ use utoipa::openapi::OpenApiBuilder;
 use utoipa::openapi::path::PathsBuilder;
 use utoipa_axum::router::OpenApiRouter;
 
+use crate::eventlog::LogReader;
 use crate::objects::{FolderObjectStore, bucket_dir, metadata_dir};
 use crate::store::SqliteStore;
 
@@ -108,12 +110,27 @@ async fn fetch(
     Ok(response)
 }
 
+/// Leeway under the oldest event still kept, for the wall clock stepping back between an
+/// event's `time` and its object's write.
+const CLOCK_LEEWAY: Duration = Duration::from_secs(24 * 3600);
+
 /// Deletes, every `every`, the claim-check objects (and their metadata) written more than
-/// `retention` ago.
-pub async fn sweep(root: PathBuf, retention: Duration, every: Duration) {
+/// `retention` ago that no event still kept may link to.
+pub async fn sweep(
+    root: PathBuf,
+    retention: Duration,
+    every: Duration,
+    store: SqliteStore,
+    log: Arc<LogReader>,
+) {
     loop {
-        let root = root.clone();
-        let swept = tokio::task::spawn_blocking(move || sweep_once(&root, retention)).await;
+        let swept = match keep_after(retention, &store, &log).await {
+            Ok(cutoff) => {
+                let root = root.clone();
+                tokio::task::spawn_blocking(move || sweep_once(&root, cutoff)).await
+            }
+            Err(e) => Ok(Err(std::io::Error::other(format!("{e:#}")))),
+        };
         match swept {
             Ok(Ok(0)) => {}
             Ok(Ok(n)) => debug!(deleted = n, "expired claim checks deleted"),
@@ -124,12 +141,39 @@ pub async fn sweep(root: PathBuf, retention: Duration, every: Duration) {
     }
 }
 
+/// Objects written at this time or before may go: `retention` ago, or before the oldest event
+/// that the log, a scheduled retry, a dead letter or a queued message still holds if that is
+/// earlier. An object is written after its event's `time` (the broker's receipt), so no kept
+/// event links to an object older than the oldest kept event. A redriven dead letter or a
+/// paused subscription may need one long after `retention`. The log is read first: an event
+/// leaves it only once the store holds its copy.
+async fn keep_after(
+    retention: Duration,
+    store: &SqliteStore,
+    log: &Arc<LogReader>,
+) -> anyhow::Result<SystemTime> {
+    let in_log = {
+        let log = log.clone();
+        tokio::task::spawn_blocking(move || log.first_time()).await??
+    };
+    let in_store = store.oldest_kept_event_ms().await?;
+    let cutoff = SystemTime::now()
+        .checked_sub(retention)
+        .unwrap_or(UNIX_EPOCH);
+    Ok(match in_log.into_iter().chain(in_store).min() {
+        Some(ms) => {
+            let oldest = UNIX_EPOCH + Duration::from_millis(u64::try_from(ms).unwrap_or(0));
+            cutoff.min(oldest.checked_sub(CLOCK_LEEWAY).unwrap_or(UNIX_EPOCH))
+        }
+        None => cutoff,
+    })
+}
+
 /// One pass; returns how many objects it deleted.
-fn sweep_once(root: &Path, retention: Duration) -> std::io::Result<usize> {
+fn sweep_once(root: &Path, cutoff: SystemTime) -> std::io::Result<usize> {
     let prefix = claim_check::PREFIX.trim_end_matches('/');
     let objects = bucket_dir(root, Bucket::SchemaBackup).join(prefix);
     let metadata = metadata_dir(root, Bucket::SchemaBackup).join(prefix);
-    let now = SystemTime::now();
     let mut deleted = 0;
     let mut pending = vec![objects.clone()];
     while let Some(dir) = pending.pop() {
@@ -146,7 +190,7 @@ fn sweep_once(root: &Path, retention: Duration) -> std::io::Result<usize> {
                 pending.push(path);
                 continue;
             }
-            if expired(&path, now, retention)? {
+            if expired(&path, cutoff)? {
                 remove(&path)?;
                 if let Ok(relative) = path.strip_prefix(&objects) {
                     let _ = std::fs::remove_file(metadata.join(relative));
@@ -156,7 +200,7 @@ fn sweep_once(root: &Path, retention: Duration) -> std::io::Result<usize> {
         }
         // A folder emptied by an earlier pass goes once it has been untouched as long as an
         // object is kept: a writer creates its folder just before writing into it.
-        if empty && dir != objects && expired(&dir, now, retention)? {
+        if empty && dir != objects && expired(&dir, cutoff)? {
             let _ = std::fs::remove_dir(&dir);
             if let Ok(relative) = dir.strip_prefix(&objects) {
                 let _ = std::fs::remove_dir(metadata.join(relative));
@@ -166,22 +210,77 @@ fn sweep_once(root: &Path, retention: Duration) -> std::io::Result<usize> {
     Ok(deleted)
 }
 
-/// Whether `path` was last written `retention` ago or earlier; a file that went meanwhile (a
+/// Whether `path` was last written at `cutoff` or earlier; a file that went meanwhile (a
 /// writer's temporary file) is not.
-fn expired(path: &Path, now: SystemTime, retention: Duration) -> std::io::Result<bool> {
-    let written = match std::fs::metadata(path) {
-        Ok(meta) => meta.modified()?,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(false),
-        Err(e) => return Err(e),
-    };
-    Ok(now
-        .duration_since(written)
-        .is_ok_and(|age| age >= retention))
+fn expired(path: &Path, cutoff: SystemTime) -> std::io::Result<bool> {
+    match std::fs::metadata(path) {
+        Ok(meta) => Ok(meta.modified()? <= cutoff),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(false),
+        Err(e) => Err(e),
+    }
 }
 
 fn remove(path: &Path) -> std::io::Result<()> {
     match std::fs::remove_file(path) {
         Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(e),
         _ => Ok(()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const DAY: Duration = Duration::from_secs(24 * 3600);
+
+    /// Writes a claim-check object last written `age` ago; returns its path.
+    fn object(root: &Path, name: &str, age: Duration) -> PathBuf {
+        let dir = bucket_dir(root, Bucket::SchemaBackup).join("claim-checks/parcel.1/hash");
+        std::fs::create_dir_all(&dir).expect("the folder");
+        let path = dir.join(name);
+        std::fs::File::create(&path)
+            .and_then(|f| f.set_modified(SystemTime::now() - age))
+            .expect("the object");
+        path
+    }
+
+    #[tokio::test]
+    async fn objects_past_retention_stay_while_a_kept_event_may_link_to_them() {
+        let dir = tempfile::tempdir().expect("a temp dir");
+        let root = dir.path().join("buckets");
+        let store = SqliteStore::open(&dir.path().join("busway.db")).expect("the store");
+        let (live, _committed) = tokio::sync::mpsc::channel(1);
+        let (starter, _notifications) = crate::provisioning::LocalStarter::new();
+        let claim_checks = claim_check::ClaimChecks {
+            objects: Arc::new(
+                FolderObjectStore::new(root.clone(), Arc::new(starter)).expect("the folders"),
+            ),
+            bucket_name: "local-event-schemas-backup-bucket".into(),
+            max_entry_bytes: claim_check::DEFAULT_MAX_ENTRY_BYTES,
+        };
+        let (_log, reader) =
+            crate::eventlog::EventLog::open(&dir.path().join("events.db"), claim_checks, live)
+                .expect("the log");
+        let reader = Arc::new(reader);
+        let retention = 14 * DAY;
+        // Nothing kept: the retention alone counts.
+        let cutoff = keep_after(retention, &store, &reader)
+            .await
+            .expect("a cutoff");
+        let age = SystemTime::now().duration_since(cutoff).expect("past");
+        assert!(age >= retention && age < retention + DAY, "{age:?}");
+
+        let within = object(&root, "within.json", DAY);
+        let past = object(&root, "past.json", 20 * DAY);
+        let older = object(&root, "older.json", 40 * DAY);
+        // An event received 30 days ago waits in a queue: its object may be any younger.
+        let time = busway_core::envelope::eventbridge_time(busway_core::now() - 30 * DAY);
+        let body = serde_json::json!({"id": "e", "time": time}).to_string();
+        store.send_messages("q", vec![body]).await.expect("queued");
+        let cutoff = keep_after(retention, &store, &reader)
+            .await
+            .expect("a cutoff");
+        assert_eq!(sweep_once(&root, cutoff).expect("a pass"), 1);
+        assert!(within.exists() && past.exists() && !older.exists());
     }
 }

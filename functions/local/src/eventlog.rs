@@ -141,10 +141,9 @@ pub struct LogReader {
     conn: Mutex<Connection>,
 }
 
-/// Opens the log migrated to this release's version; refuses a file of a newer busway before
-/// writing to it (`migrations::NewerFile`).
+/// Opens a connection to the log migrated to this release's version; refuses a file of a newer
+/// busway before writing to it (`migrations::NewerFile`).
 fn open(path: &Path) -> anyhow::Result<Connection> {
-    EVENT_LOG.check(path)?;
     let mut conn = Connection::open(path).with_context(|| format!("opening {}", path.display()))?;
     conn.busy_timeout(Duration::from_secs(5))?;
     // Plans that never depend on bound values: otherwise a statement with `LIMIT ?` is prepared
@@ -177,6 +176,8 @@ impl EventLog {
         live: tokio_mpsc::Sender<Vec<String>>,
         fsync: Fsync,
     ) -> anyhow::Result<(Self, LogReader)> {
+        // Once, before the first connection: the check must not run while one is open.
+        EVENT_LOG.check(path)?;
         let conn = open(path)?;
         let reader = LogReader {
             conn: Mutex::new(open(path)?),
@@ -223,7 +224,9 @@ impl Writer {
                 Some(at) => match rx.recv_timeout(at.saturating_duration_since(Instant::now())) {
                     Ok(request) => Some(request),
                     Err(mpsc::RecvTimeoutError::Timeout) => {
-                        self.flush();
+                        if !self.flush() {
+                            return stop(rx);
+                        }
                         due = None;
                         continue;
                     }
@@ -258,8 +261,8 @@ impl Writer {
             match self.fsync {
                 Fsync::Always => {
                     if !self.flush() {
-                        fail(batch, "the event log could not be flushed to disk");
-                        continue;
+                        fail(batch, STOPPED);
+                        return stop(rx);
                     }
                     self.answer(types, batch, accepted);
                 }
@@ -267,7 +270,9 @@ impl Writer {
                     self.answer(types, batch, accepted);
                     let now = Instant::now();
                     if *due.get_or_insert(now + every) <= now {
-                        self.flush();
+                        if !self.flush() {
+                            return stop(rx);
+                        }
                         due = None;
                     }
                 }
@@ -300,6 +305,20 @@ impl Writer {
             tracing::error!(error = %e, wal = %self.wal.display(), "flushing the event log failed");
         }
         flushed.is_ok()
+    }
+}
+
+/// Why every request after a failed flush is refused.
+const STOPPED: &str =
+    "the event log could not be flushed to disk and accepts no more events; restart busway";
+
+/// Refuses every request from now on. After a failed fdatasync the kernel may have dropped the
+/// WAL's pages and still report later flushes as done (PostgreSQL's "fsyncgate"), so no later
+/// answer could be trusted; a restart recovers the log from what the disk holds.
+fn stop(rx: mpsc::Receiver<(Vec<Row>, Reply)>) {
+    tracing::error!("the event log stopped accepting events after a failed flush; restart busway");
+    for (_, reply) in rx {
+        let _ = reply.send(Err(anyhow::anyhow!(STOPPED)));
     }
 }
 
@@ -500,6 +519,21 @@ impl LogReader {
         ))
     }
 
+    /// The `time` (unix ms) of the log's first event, `None` for an empty log. The log is in
+    /// the order events were received, give or take the moments a request waits to be written.
+    pub fn first_time(&self) -> anyhow::Result<Option<i64>> {
+        let conn = self
+            .conn
+            .lock()
+            .map_err(|_| anyhow::anyhow!("log reader lock poisoned"))?;
+        let time: Option<String> = conn
+            .query_row("SELECT time FROM events ORDER BY seq LIMIT 1", [], |r| {
+                r.get(0)
+            })
+            .optional()?;
+        Ok(time.as_deref().map(unix_ms))
+    }
+
     /// The position of the newest event, 0 for an empty log.
     pub fn last_seq(&self) -> anyhow::Result<i64> {
         let conn = self
@@ -570,23 +604,101 @@ mod tests {
             assert_eq!(statement.get_status(rusqlite::StatementStatus::Run), 3);
         }
     }
+
+    fn claim_checks(dir: &Path) -> ClaimChecks {
+        let (starter, _notifications) = crate::provisioning::LocalStarter::new();
+        let objects: Arc<dyn busway_core::ports::ObjectStore> = Arc::new(
+            crate::objects::FolderObjectStore::new(dir.join("buckets"), Arc::new(starter))
+                .expect("the folders"),
+        );
+        ClaimChecks {
+            objects,
+            bucket_name: "local-event-schemas-backup-bucket".into(),
+            max_entry_bytes: busway_core::claim_check::DEFAULT_MAX_ENTRY_BYTES,
+        }
+    }
+
+    /// A process that closes the log's last connection checkpoints and deletes its WAL. It must
+    /// never believe it holds the last one while the broker runs: the broker's next commits
+    /// would go to a deleted file. It does when the broker lost its locks on the file, which
+    /// closing any other descriptor of it in the broker's process does (POSIX `fcntl` locks).
+    #[tokio::test]
+    async fn another_process_closing_the_log_leaves_the_brokers_wal() {
+        let dir = tempfile::tempdir().expect("a temp dir");
+        let (live, _committed) = tokio_mpsc::channel(ROUTER_QUEUE);
+        let path = dir.path().join("events.db");
+        // The log of an earlier run, in WAL mode already: the broker's connections hold their
+        // lock from their first read on.
+        drop(open(&path).expect("an earlier log"));
+        let (log, _reader) = EventLog::open(&path, claim_checks(dir.path()), live).expect("opens");
+        let stored = log.put_events(vec![event(0)]).await.expect("an answer");
+        assert!(stored[0].is_ok(), "{stored:?}");
+
+        // The sqlite3 shell of SQLite 3.40 deletes the WAL when the broker has lost its locks
+        // (the bundled 3.54 did not, in this test).
+        let child = std::process::Command::new("sqlite3")
+            .arg(&path)
+            .arg("SELECT count(*) FROM events")
+            .output()
+            .expect("the sqlite3 shell runs (scripts/setup.sh installs it)");
+        assert_eq!(
+            String::from_utf8_lossy(&child.stdout).trim(),
+            "1",
+            "{child:?}"
+        );
+        let mut wal = path.into_os_string();
+        wal.push("-wal");
+        assert!(
+            Path::new(&wal).exists(),
+            "the other process took its connection for the last one and deleted the WAL"
+        );
+    }
+
+    #[test]
+    fn after_a_failed_flush_the_writer_refuses_every_request() {
+        let dir = tempfile::tempdir().expect("a temp dir");
+        let path = dir.path().join("events.db");
+        let (live, _committed) = tokio_mpsc::channel(ROUTER_QUEUE);
+        let writer = Writer {
+            conn: open(&path).expect("the log opens"),
+            // No file there: the first flush fails.
+            wal: dir.path().join("missing").join("events.db-wal"),
+            file: None,
+            fsync: Fsync::Always,
+            live,
+        };
+        let (tx, rx) = mpsc::sync_channel(WRITER_QUEUE);
+        let running = std::thread::spawn(move || writer.run(rx));
+        for n in 0..2 {
+            let (reply, answer) = oneshot::channel();
+            let row = Row::new(event(n), "{}".into());
+            tx.send((vec![row], reply)).expect("the writer runs");
+            let error = answer
+                .blocking_recv()
+                .expect("an answer")
+                .expect_err("refused");
+            assert_eq!(error.to_string(), STOPPED);
+        }
+        drop(tx);
+        running.join().expect("the writer ends");
+        let count: i64 = open(&path)
+            .expect("the log opens")
+            .query_row("SELECT count(*) FROM events", [], |r| r.get(0))
+            .expect("counts");
+        assert_eq!(count, 1, "nothing is written after the failed flush");
+    }
+
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn a_writer_that_cannot_keep_up_throttles_instead_of_queueing() {
         let dir = tempfile::tempdir().expect("a temp dir");
         // A router that reads nothing: the writer hands it one commit, then waits.
         let (live, committed) = tokio_mpsc::channel(1);
-        let (starter, _notifications) = crate::provisioning::LocalStarter::new();
-        let objects: Arc<dyn busway_core::ports::ObjectStore> = Arc::new(
-            crate::objects::FolderObjectStore::new(dir.path().join("buckets"), Arc::new(starter))
-                .expect("the folders"),
-        );
-        let claim_checks = ClaimChecks {
-            objects,
-            bucket_name: "local-event-schemas-backup-bucket".into(),
-            max_entry_bytes: busway_core::claim_check::DEFAULT_MAX_ENTRY_BYTES,
-        };
-        let (log, reader) =
-            EventLog::open(&dir.path().join("events.db"), claim_checks, live).expect("opens");
+        let (log, reader) = EventLog::open(
+            &dir.path().join("events.db"),
+            claim_checks(dir.path()),
+            live,
+        )
+        .expect("opens");
         let log = Arc::new(log);
         // At most two batches go through (one in the router's queue, one the writer holds
         // while it waits), then the writer's queue fills: more than that is refused whatever

@@ -81,6 +81,11 @@ impl Migrations {
 
     /// Refuses a file of a newer busway by reading its header, so nothing (no lock, no WAL, no
     /// journal mode) touches it. A missing or empty file passes: opening creates it.
+    ///
+    /// Call it before this process opens any connection to `path`: closing the descriptor it
+    /// reads through drops every POSIX lock the process holds on the file, SQLite's included
+    /// (sqlite.org/howtocorrupt.html §2.2), and another process closing its connection would
+    /// then take itself for the last one and checkpoint and delete the WAL of a running broker.
     pub fn check(&self, path: &Path) -> anyhow::Result<()> {
         let mut header = Vec::with_capacity(HEADER_LEN);
         match std::fs::File::open(path) {

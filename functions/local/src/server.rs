@@ -201,7 +201,7 @@ impl Running {
         tasks.spawn(watched.watch("delivery router", router.clone().run(committed)));
         tasks.spawn(watched.watch(
             "retention",
-            retention::run(config.retention.clone(), store.clone(), reader),
+            retention::run(config.retention.clone(), store.clone(), reader.clone()),
         ));
         tasks.spawn(watched.watch(
             "provisioning runner",
@@ -229,6 +229,8 @@ impl Running {
                 buckets,
                 config.claim_check_retention,
                 config.claim_check_sweep_interval,
+                store.clone(),
+                reader,
             ),
         ));
         let limits = (config.request_timeout, config.max_concurrent_requests);

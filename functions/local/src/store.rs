@@ -76,6 +76,7 @@ impl SqliteStore {
     /// Opens the store at `path`, migrated to this release's version; refuses a file of a newer
     /// busway before writing to it (`migrations::NewerFile`).
     pub fn open(path: &Path) -> anyhow::Result<Self> {
+        // Before the connection: the check must not run while one is open.
         STORE.check(path)?;
         let mut conn =
             Connection::open(path).with_context(|| format!("opening {}", path.display()))?;
