@@ -386,6 +386,96 @@ async fn an_embedded_queue_is_read_by_the_keys_of_its_subscriptions_team() {
     busway.stop().await;
 }
 
+/// The local host names an embedded queue by the ARN's last part, so two teams' queues of one
+/// name in their own accounts would be one queue: the second is refused, and the queue stays
+/// the first team's.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_second_teams_queue_of_the_same_name_fails_to_deploy_and_cannot_read_the_first() {
+    let busway = Broker::start().await;
+    busway.create_deployed_event(&seed_event()).await;
+    let b = &busway;
+    let subscribe_as = |key: String, unit: &'static str, arn: &'static str| {
+        let request = b
+            .http
+            .post(b.portal_url("/subscriptions"))
+            .json(&subscription(unit, "SQS", arn));
+        async move {
+            let made = b.send_as(request, Some(&key)).await;
+            let made = made.expect(201);
+            (
+                made["id"].as_str().expect("an id").to_string(),
+                made["deployment_id"]
+                    .as_str()
+                    .expect("a deployment id")
+                    .to_string(),
+            )
+        }
+    };
+    let mut keys = Vec::new();
+    for (team, account) in [("billing", "111111111111"), ("logistics", "222222222222")] {
+        busway
+            .put(
+                &format!("/teams/{team}/targets"),
+                &json!({"accounts": [account]}),
+            )
+            .await
+            .expect(200);
+        keys.push(busway.create_key(team, "consumer", None).await);
+    }
+    let [billing, logistics] = <[String; 2]>::try_from(keys).expect("two keys");
+    let (billings, deployment) = subscribe_as(
+        billing.clone(),
+        "u2",
+        "arn:aws:sqs:eu-west-1:111111111111:orders",
+    )
+    .await;
+    busway.deployed(&deployment).await;
+    let (_, deployment) = subscribe_as(
+        logistics.clone(),
+        "u3",
+        "arn:aws:sqs:eu-west-1:222222222222:orders",
+    )
+    .await;
+    let refused = busway.wait_for_deployment(&deployment).await;
+    assert_eq!(refused["status"], "FAILED", "{refused}");
+    let cause = refused["cause"].as_str().expect("the cause");
+    for part in [
+        "queue orders",
+        billings.as_str(),
+        &format!("busway-{billings}"),
+        "choose another queue name",
+    ] {
+        assert!(cause.contains(part), "the cause names {part}: {cause}");
+    }
+
+    let sent = publish(&busway, "u2").await;
+    publish(&busway, "u3").await;
+    let read = |key: &String| {
+        let request = b.http.get(b.portal_url("/queues/orders/messages"));
+        let key = key.clone();
+        async move { b.send_as(request, Some(&key)).await }
+    };
+    read(&logistics).await.expect_error(403, "forbidden");
+    let started = Instant::now();
+    let messages = loop {
+        let messages = read(&billing).await.expect(200)["messages"].clone();
+        if messages.as_array().is_some_and(|m| !m.is_empty())
+            || started.elapsed() > DELIVERY_TIMEOUT
+        {
+            break messages;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    let ids: Vec<String> = messages
+        .as_array()
+        .expect("messages")
+        .iter()
+        .map(|m| event_id(&m["body"]))
+        .collect();
+    assert_eq!(ids, [sent], "only billing's event is in its queue");
+    busway.stop().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_teams_lambda_and_sqs_targets_must_be_in_its_registered_accounts_and_prefixes() {
     let busway = Broker::start().await;

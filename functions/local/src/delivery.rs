@@ -27,7 +27,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use anyhow::anyhow;
+use anyhow::{anyhow, bail};
 use async_trait::async_trait;
 use busway_core::deploy::ConsumerDeploy;
 use busway_core::envelope::eventbridge_time;
@@ -46,7 +46,7 @@ use crate::eventlog::{LogReader, Logged};
 use crate::feed::{Fanout, Feed, Next, PAGE};
 use crate::flow::Flow;
 use crate::store::{Failed, Failure, ScheduledRetry, SqliteStore};
-use crate::target::{AttemptError, Client, Target};
+use crate::target::{AttemptError, Client, Target, rules_into_queue};
 
 /// The longest pause of a subscription whose target keeps struggling, so it is tried again
 /// soon after it recovers.
@@ -239,6 +239,25 @@ impl Router {
             Pattern::parse_with(&doc.event_pattern.to_string(), &PatternOptions::default())
                 .map_err(|e| anyhow!("{e}"))?;
         let target = Arc::new(Target::new(&doc, &self.shared.config)?);
+        if let Target::Queue { name } = &*target {
+            // One queue would take both subscriptions' events, and each team could read and
+            // delete the other's.
+            let taken = rules_into_queue(&self.shared.store, name)
+                .await?
+                .into_iter()
+                .find(|other| {
+                    other.subscription_id != doc.subscription_id
+                        && other.connection_string != doc.connection_string
+                });
+            if let Some(other) = taken {
+                bail!(
+                    "embedded queue {name} already receives rule {} of subscription {}: the local host \
+                     names embedded queues by the ARN's last part; choose another queue name",
+                    other.rule_name,
+                    other.subscription_id
+                );
+            }
+        }
         let id = doc.subscription_id.clone();
         self.shared
             .store
@@ -257,17 +276,20 @@ impl Router {
         }
         // A changed rule's worker stops where it is, and its successor starts from there.
         self.stop_saving(&id).await?;
+        let last_seq = self.shared.reader.last_seq()?;
         let (cursor, stats) = match self.shared.store.progress(&id).await? {
-            // A power loss can take the log's last events, not yet flushed, after they were
-            // delivered: the positions they had are given again, and must be read.
-            Some((cursor, stats)) => (cursor.min(self.shared.reader.last_seq()?), stats),
-            None => {
-                let start = self.shared.reader.last_seq()?;
+            Some((cursor, stats)) if cursor <= last_seq => (cursor, stats),
+            // New, or past the end: a power loss can take the log's last events, not yet
+            // flushed, after they were delivered, and their positions are given again. The
+            // cursor is saved at the end now, so a paused subscription resumes from there and
+            // pruning never reads the stale one.
+            saved => {
+                let stats = saved.map(|(_, stats)| stats).unwrap_or_default();
                 self.shared
                     .store
-                    .save_progress(&[(id.clone(), start, DeliveryStats::default())])
+                    .save_progress(&[(id.clone(), last_seq, stats.clone())])
                     .await?;
-                (start, DeliveryStats::default())
+                (last_seq, stats)
             }
         };
         if self.shared.store.is_paused(&id).await? {
@@ -1071,7 +1093,78 @@ async fn sleep_until(at: Option<Instant>) {
 
 #[cfg(test)]
 mod tests {
+    use busway_core::deploy::{DeployAction, consumer_deploy};
+    use busway_core::subscription::{
+        ConsumerConnection, DeliverySettings, Subscription, SubscriptionState,
+    };
+
     use super::*;
+    use crate::eventlog::EventLog;
+
+    fn https_rule(id: &str) -> ConsumerDeploy {
+        let subscription = Subscription {
+            id: id.into(),
+            event_type: "scanned_parcel".parse().expect("a name"),
+            version: busway_core::Version::FIRST,
+            target_unit: "u2".parse().expect("a unit"),
+            connection_type: ConsumerConnection::Https,
+            connection_string: "https://consumer.example.com/hook".into(),
+            retry_policy: RetryPolicy::default(),
+            delivery: DeliverySettings::default(),
+            state: SubscriptionState::Active,
+            created_at: busway_core::now(),
+            team: None,
+            replay_from: None,
+        };
+        let application = "demo".parse().expect("an application");
+        consumer_deploy(
+            DeployAction::Deploy,
+            "6f1c1f5e-7b1a-4f59-8f0e-2b2f1f0e4c11",
+            &application,
+            &subscription,
+            None,
+        )
+    }
+
+    /// As after a power loss took the log's last events: the saved cursors are past its end,
+    /// and the positions come again. Both are saved at the end, so the paused one resumes from
+    /// there and pruning reads the lowered cursors.
+    #[tokio::test]
+    async fn a_cursor_past_the_logs_end_is_saved_at_the_end_for_paused_and_running_rules() {
+        let dir = tempfile::tempdir().expect("a temp dir");
+        let store = SqliteStore::open(&dir.path().join("busway.db")).expect("a store");
+        let (starter, _notifications) = crate::provisioning::LocalStarter::new();
+        let claim_checks = busway_core::claim_check::ClaimChecks {
+            objects: Arc::new(
+                crate::objects::FolderObjectStore::new(
+                    dir.path().join("buckets"),
+                    Arc::new(starter),
+                )
+                .expect("the folders"),
+            ),
+            bucket_name: "local-event-schemas-backup-bucket".into(),
+            max_entry_bytes: busway_core::claim_check::DEFAULT_MAX_ENTRY_BYTES,
+        };
+        let (live, _committed) = mpsc::channel(crate::eventlog::ROUTER_QUEUE);
+        let (_log, reader) =
+            EventLog::open(&dir.path().join("events.db"), claim_checks, live).expect("a log");
+        let end = reader.last_seq().expect("the log's end");
+        let router = Router::new(store.clone(), Arc::new(reader), DeliveryConfig::default())
+            .expect("a router");
+        let (paused, running) = ("paused-subscription", "running-subscription");
+        let past_end =
+            [paused, running].map(|id| (id.to_string(), end + 5, DeliveryStats::default()));
+        store.save_progress(&past_end).await.expect("saved");
+        store.set_paused(paused, true).await.expect("paused");
+
+        for id in [paused, running] {
+            router.add_rule(https_rule(id)).await.expect("deployed");
+            let (cursor, _) = store.progress(id).await.expect("read").expect("a cursor");
+            assert_eq!(cursor, end, "{id}");
+        }
+        assert_eq!(store.lowest_cursor().await.expect("read"), Some(end));
+        router.shutdown().await;
+    }
 
     #[test]
     fn backoff_is_full_jitter_up_to_the_doubled_delay_within_the_cap() {

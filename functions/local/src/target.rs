@@ -210,17 +210,38 @@ impl Target {
             ConsumerConnection::Sqs => match &config.sqs_endpoint {
                 Some(endpoint) => Ok(Self::Sqs(SqsQueue::new(endpoint, &doc.connection_string)?)),
                 None => {
-                    let name = doc
-                        .connection_string
-                        .rsplit(':')
-                        .next()
-                        .unwrap_or_default()
-                        .to_string();
-                    Ok(Self::Queue { name })
+                    let name = embedded_queue_name(&doc.connection_string)
+                        .ok_or_else(|| anyhow!("not an SQS queue ARN"))?;
+                    Ok(Self::Queue { name: name.into() })
                 }
             },
         }
     }
+}
+
+/// The embedded queue an SQS ARN delivers into without `--sqs-endpoint`: its last part only,
+/// so ARNs of other accounts or regions with that name share it.
+pub fn embedded_queue_name(arn: &str) -> Option<&str> {
+    ConsumerConnection::Sqs
+        .target_in_account(arn)
+        .map(|(_, name)| name)
+}
+
+/// The deployed SQS rules whose ARN names embedded queue `name`.
+pub async fn rules_into_queue(
+    store: &SqliteStore,
+    name: &str,
+) -> Result<Vec<ConsumerDeploy>, busway_core::ports::StoreError> {
+    Ok(store
+        .rules()
+        .await?
+        .into_iter()
+        .filter_map(|(_, doc)| serde_json::from_value::<ConsumerDeploy>(doc).ok())
+        .filter(|doc| {
+            doc.connection_type == ConsumerConnection::Sqs
+                && embedded_queue_name(&doc.connection_string) == Some(name)
+        })
+        .collect())
 }
 
 /// Why one attempt failed, whether another attempt may succeed, and whether the target is
