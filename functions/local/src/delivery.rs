@@ -42,7 +42,7 @@ use tokio::sync::{Notify, mpsc};
 use tokio::task::JoinSet;
 use tracing::{info, warn};
 
-use crate::eventlog::{LogReader, Logged};
+use crate::eventlog::{LogReader, Logged, is_full};
 use crate::feed::{Fanout, Feed, Next, PAGE};
 use crate::flow::Flow;
 use crate::store::{Failed, Failure, ScheduledRetry, SqliteStore};
@@ -854,7 +854,7 @@ impl WorkerRun {
         let mut page =
             tokio::task::spawn_blocking(move || reader.after(from, Some(&detail_type), PAGE))
                 .await??;
-        let full = page.len() == PAGE;
+        let full = is_full(&page, PAGE);
         let mut last = page.last().map(|e| e.seq);
         if let Some(until) = until
             && last.is_some_and(|last| last > until)

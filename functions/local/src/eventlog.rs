@@ -422,6 +422,20 @@ impl Bus for EventLog {
     }
 }
 
+/// What a page of the log holds at most, whatever its count: an entry may be up to a MiB
+/// (`--max-entry-bytes`), and every worker and shared reader holds a page or two.
+pub const PAGE_BYTES: usize = 8 << 20;
+
+/// Whether a page read with `limit` stopped at its count or its bytes, so that more may follow.
+pub fn is_full(page: &[Logged], limit: usize) -> bool {
+    page.len() >= limit || bytes(page) >= PAGE_BYTES
+}
+
+/// The JSON bytes `events` hold.
+pub fn bytes(events: &[Logged]) -> usize {
+    events.iter().map(|e| e.json.len()).sum()
+}
+
 /// A page of one event type's events after a position, and of all events.
 const AFTER_OF_TYPE: &str = "SELECT seq, id, detail_type, source, time, detail FROM events
     WHERE detail_type = ?1 AND seq > ?2 ORDER BY seq LIMIT ?3";
@@ -429,7 +443,8 @@ const AFTER: &str = "SELECT seq, id, detail_type, source, time, detail FROM even
     WHERE seq > ?1 ORDER BY seq LIMIT ?2";
 
 impl LogReader {
-    /// Up to `limit` events after `seq`, of one detail type when given, oldest first.
+    /// Up to `limit` events after `seq`, of one detail type when given, oldest first, and no
+    /// more than reach [`PAGE_BYTES`] ([`is_full`] tells whether more may follow).
     pub fn after(
         &self,
         seq: i64,
@@ -453,17 +468,27 @@ impl LogReader {
         };
         let limit = i64::try_from(limit).unwrap_or(i64::MAX);
         // A statement per case, so that a type's reads walk its index whatever the binding.
+        let (mut of_type, mut all);
         let rows = match detail_type {
-            Some(detail_type) => conn
-                .prepare_cached(AFTER_OF_TYPE)?
-                .query_map(params![detail_type, seq, limit], read)?
-                .collect::<Result<_, _>>(),
-            None => conn
-                .prepare_cached(AFTER)?
-                .query_map(params![seq, limit], read)?
-                .collect::<Result<_, _>>(),
+            Some(detail_type) => {
+                of_type = conn.prepare_cached(AFTER_OF_TYPE)?;
+                of_type.query_map(params![detail_type, seq, limit], read)?
+            }
+            None => {
+                all = conn.prepare_cached(AFTER)?;
+                all.query_map(params![seq, limit], read)?
+            }
         };
-        Ok(rows?)
+        let (mut page, mut bytes) = (Vec::new(), 0);
+        for row in rows {
+            let event = row?;
+            bytes += event.json.len();
+            page.push(event);
+            if bytes >= PAGE_BYTES {
+                break;
+            }
+        }
+        Ok(page)
     }
 
     /// Deletes up to `limit` of the oldest events at or before `through` whose `time` is
@@ -557,6 +582,42 @@ mod tests {
             time: busway_core::now(),
             detail: serde_json::json!({"n": n}),
         }
+    }
+
+    /// Large events fill a page by their bytes before its count: a page holds no more than
+    /// `PAGE_BYTES` (give or take its last event), and says that more may follow.
+    #[tokio::test]
+    async fn a_page_of_large_events_stops_at_its_bytes() {
+        let dir = tempfile::tempdir().expect("a temp dir");
+        let (live, mut committed) = tokio_mpsc::channel(ROUTER_QUEUE);
+        tokio::spawn(async move { while committed.recv().await.is_some() {} });
+        let (log, reader) = EventLog::open(
+            &dir.path().join("events.db"),
+            claim_checks(dir.path()),
+            live,
+        )
+        .expect("opens");
+        let fill = "x".repeat(700_000);
+        let events = (0..20)
+            .map(|n| BusEvent {
+                detail: serde_json::json!({"n": n, "fill": fill}),
+                ..event(n)
+            })
+            .collect();
+        let stored = log.put_events(events).await.expect("an answer");
+        assert!(stored.iter().all(Result::is_ok), "{stored:?}");
+
+        let first = reader.after(0, None, 512).expect("reads");
+        assert!(is_full(&first, 512), "more follow");
+        assert!(
+            first.len() < 20 && bytes(&first) < PAGE_BYTES + 800_000,
+            "{}",
+            first.len()
+        );
+        let last = first.last().map(|e| e.seq).expect("a page");
+        let rest = reader.after(last, None, 512).expect("reads");
+        assert_eq!(first.len() + rest.len(), 20);
+        assert!(!is_full(&rest, 512), "the log's end");
     }
 
     #[test]

@@ -18,9 +18,9 @@ use busway_pattern::{Pattern, RuleSet};
 use tokio::sync::Notify;
 use tracing::warn;
 
-use crate::eventlog::{LogReader, Logged};
+use crate::eventlog::{LogReader, Logged, PAGE_BYTES, bytes, is_full};
 
-/// Events read at once, and the most an inbox holds.
+/// Events read at once, and the most an inbox holds (and no more than [`PAGE_BYTES`] of them).
 pub const PAGE: usize = 512;
 
 /// How often the members a page does not concern are moved on: each page touches only the
@@ -133,7 +133,7 @@ impl Fanout {
         let page =
             tokio::task::spawn_blocking(move || reader.after(head, Some(&detail_type), PAGE))
                 .await??;
-        let full = page.len() == PAGE;
+        let full = is_full(&page, PAGE);
         self.hand_out(page);
         Ok(full)
     }
@@ -168,7 +168,9 @@ impl Fanout {
             if new.is_empty() {
                 continue;
             }
-            if inbox.events.len() + new.len() > PAGE {
+            if inbox.events.len() + new.len() > PAGE
+                || bytes(&inbox.events) + bytes(&new) > PAGE_BYTES
+            {
                 *inbox = Inbox::default();
                 detached.push(id);
             } else {
