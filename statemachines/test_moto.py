@@ -163,6 +163,8 @@ ANSWERS = {
     "ended-before": [],
     "superseded-before": [],
     "another-execution": [],
+    # The record names this execution but already builds: its VALIDATING would move it back.
+    "passed-before": [],
     # An older job of the document still runs: the turn is retried (after its 20 s interval),
     # and nothing is written meanwhile.
     "waited-turn": [

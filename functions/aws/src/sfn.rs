@@ -10,7 +10,7 @@ use aws_sdk_sfn::error::DisplayErrorContext;
 use aws_sdk_sfn::types::ExecutionStatus;
 use busway_core::ports::{Bucket, ProvisioningStarter};
 use busway_core::provisioning::{Execution, ExecutionReader, Provisioner};
-use tracing::{info, instrument};
+use tracing::{error, info, instrument, warn};
 
 use crate::config::BucketNames;
 use crate::error::is_transient;
@@ -85,6 +85,39 @@ impl SfnStarter {
 }
 
 impl SfnStarter {
+    /// Starts `execution`, which `Provisioner::start` recorded on its job. When it did not
+    /// start and none of its name runs, the job ends FAILED (`Provisioner::not_started`) so
+    /// that it can be retried, and the error is returned.
+    pub async fn start_recorded(
+        &self,
+        provisioner: &Provisioner,
+        execution: &Execution,
+    ) -> Result<Started, StartError> {
+        let e = match self.start(execution).await {
+            Err(e) => e,
+            started => return started,
+        };
+        // StartExecution may have started it and lost the answer. When that cannot be told, the
+        // job is failed all the same: an execution that did start finds its first status write
+        // refused and builds nothing, and the retry runs the job again.
+        if self.running(&execution.name).await.unwrap_or(false) {
+            return Ok(Started::Running(self.execution_arn(&execution.name)));
+        }
+        let cause = format!("StartExecution failed: {e:#}");
+        match provisioner.not_started(execution, &cause).await {
+            Ok(true) => {
+                warn!(deployment = %execution.input.deployment_id, %cause, "the job failed: its execution did not start")
+            }
+            Ok(false) => {
+                info!(deployment = %execution.input.deployment_id, "the job moved since its execution was named")
+            }
+            Err(failed) => {
+                error!(deployment = %execution.input.deployment_id, error = %format!("{failed:#}"), "the job that did not start could not be failed")
+            }
+        }
+        Err(e)
+    }
+
     /// The ARN of this state machine's execution `name`, as Step Functions makes it.
     fn execution_arn(&self, name: &str) -> String {
         format!(
@@ -153,7 +186,9 @@ impl ProvisioningStarter for SfnProvisioning {
         let Some(execution) = self.provisioner.start(bucket, name, key, None).await? else {
             return Ok(());
         };
-        self.starter.start(&execution).await?;
+        self.starter
+            .start_recorded(&self.provisioner, &execution)
+            .await?;
         Ok(())
     }
 }

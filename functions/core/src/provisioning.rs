@@ -111,6 +111,9 @@ pub async fn check_against_store(
     Ok(errors)
 }
 
+/// The error a job ends with when its execution never started (StartExecution failed).
+pub const NOT_STARTED: &str = "Provisioning.NotStarted";
+
 /// The state machine's input: one deploy.json object version to provision.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ExecutionInput {
@@ -317,6 +320,26 @@ impl Provisioner {
         }))
     }
 
+    /// What a starter does when `execution`, which `start` recorded on its job, did not start
+    /// and does not run: the job ends FAILED with `cause`, so that a retry can run it again,
+    /// instead of staying PENDING under an execution that never ran. Written only while the job
+    /// is still PENDING under this execution: one that did start and moved it keeps it. `true`
+    /// when it was written.
+    pub async fn not_started(&self, execution: &Execution, cause: &str) -> anyhow::Result<bool> {
+        let id = &execution.input.deployment_id;
+        let Some(read) = self.deployments.get_deployment(id).await? else {
+            return Ok(false);
+        };
+        if read.status != DeploymentStatus::Pending
+            || read.execution.as_deref() != Some(execution.name.as_str())
+        {
+            return Ok(false);
+        }
+        let mut failed = read.clone();
+        failed.fail(NOT_STARTED, cause, now())?;
+        self.moved(&failed, &read).await
+    }
+
     /// The validate task: the document at `bucket`/`key`, in exactly `object_version`, is
     /// well-formed, lives at its own key and matches what the portal registered. Records the
     /// document's action on the deployment.
@@ -330,18 +353,9 @@ impl Provisioner {
     ) -> Result<ValidConfig, TaskError> {
         let doc = self.load(bucket, key, object_version).await?;
         let action = doc.action();
-        if let Some(mut d) = self
-            .deployments
-            .get_deployment(deployment_id)
+        self.amend(deployment_id, |d| d.action = Some(action))
             .await
-            .map_err(TaskError::unavailable)?
-        {
-            d.action = Some(action);
-            self.deployments
-                .put_deployment(&d)
-                .await
-                .map_err(TaskError::unavailable)?;
-        }
+            .map_err(TaskError::unavailable)?;
         Ok(ValidConfig {
             kind: doc.kind(),
             action,
@@ -353,8 +367,10 @@ impl Provisioner {
     /// waits (`Turn.Waiting`, which the state machine retries) while an older job of the same
     /// document has not ended and its execution still runs, so a later change of a document is
     /// built after the earlier one, never beside it. An older job whose execution stopped
-    /// without ending it (stopped by hand, timed out) does not hold the document. A job that no
-    /// longer lists among its event type's newest deployments has nothing older in the window.
+    /// without ending it (stopped by hand, timed out) does not hold the document. Every page of
+    /// the event type's deployments older than this job is read: however many newer ones were
+    /// recorded since, an older job is never missed. A job not listed yet (the index lags its
+    /// write) waits; one with no record at all is stale.
     #[instrument(skip(self, executions))]
     pub async fn await_turn(
         &self,
@@ -366,36 +382,75 @@ impl Provisioner {
         let Some(kind) = bucket.deploy_kind() else {
             return Ok(());
         };
-        let of_key = self
-            .deployments_of(kind, key)
-            .await
-            .map_err(TaskError::unavailable)?;
-        let Some(at) = of_key.iter().position(|d| d.id == deployment_id) else {
+        let Some(parts) = deploy::parse_key(kind, key) else {
             return Ok(());
         };
-        for older in &of_key[at + 1..] {
-            let Some(execution) = older.execution.as_deref() else {
-                continue;
-            };
-            if older.status.is_final() {
-                continue;
-            }
-            let running = executions
-                .running(execution)
+        let mut found = false;
+        let mut page = PageRequest {
+            limit: MAX_LIMIT,
+            after: None,
+        };
+        loop {
+            let listed = self
+                .deployments
+                .page_deployments(Some(&parts.event_type), &page)
                 .await
-                .map_err(|e| TaskError::unavailable(format!("{e:#}")))?;
-            if running {
-                return Err(TaskError::new(
-                    TURN_WAITING,
-                    format!(
-                        "deployment {} of {key} ({}) runs before {deployment_id}",
-                        older.id,
-                        older.status.as_str()
-                    ),
-                ));
+                .map_err(TaskError::unavailable)?;
+            for older in listed
+                .items
+                .iter()
+                .filter(|d| d.key == key && d.kind == kind)
+            {
+                if !found {
+                    found = older.id == deployment_id;
+                    continue;
+                }
+                let Some(execution) = older.execution.as_deref() else {
+                    continue;
+                };
+                if older.status.is_final() {
+                    continue;
+                }
+                let running = executions
+                    .running(execution)
+                    .await
+                    .map_err(|e| TaskError::unavailable(format!("{e:#}")))?;
+                if running {
+                    return Err(TaskError::new(
+                        TURN_WAITING,
+                        format!(
+                            "deployment {} of {key} ({}) runs before {deployment_id}",
+                            older.id,
+                            older.status.as_str()
+                        ),
+                    ));
+                }
+            }
+            match listed.next {
+                Some(after) => page.after = Some(after),
+                None => break,
             }
         }
-        Ok(())
+        if found {
+            return Ok(());
+        }
+        let recorded = self
+            .deployments
+            .get_deployment(deployment_id)
+            .await
+            .map_err(TaskError::unavailable)?;
+        match recorded {
+            None => Err(TaskError::new(
+                DEPLOYMENT_STALE,
+                format!("no deployment {deployment_id}"),
+            )),
+            Some(d) if d.event_type.as_ref() == Some(&parts.event_type) => Err(TaskError::new(
+                TURN_WAITING,
+                format!("deployment {deployment_id} is not listed among those of {key} yet"),
+            )),
+            // A record naming no event type is in no listing: no job is ordered before it.
+            Some(_) => Ok(()),
+        }
     }
 
     /// The describe_build task: records the build that ran the deployment's document on the
@@ -424,14 +479,30 @@ impl Provisioner {
 
     /// Keeps `build` on the deployment, replacing what an earlier attempt recorded.
     pub async fn record_build(&self, deployment_id: &str, build: BuildInfo) -> anyhow::Result<()> {
-        let mut d = self
-            .deployments
-            .get_deployment(deployment_id)
-            .await?
-            .ok_or_else(|| anyhow::anyhow!("no deployment {deployment_id}"))?;
-        d.build = Some(build);
-        self.deployments.put_deployment(&d).await?;
+        if !self.amend(deployment_id, |d| d.build = Some(build)).await? {
+            anyhow::bail!("no deployment {deployment_id}");
+        }
         Ok(())
+    }
+
+    /// Changes a field of the deployment that no status write touches, written back only while
+    /// the record is as read: a whole-record write must never put back a status another writer
+    /// moved since. An error when it moved (the task is retried and reads it again); `false`
+    /// when there is no such deployment.
+    async fn amend(
+        &self,
+        deployment_id: &str,
+        change: impl FnOnce(&mut Deployment),
+    ) -> anyhow::Result<bool> {
+        let Some(read) = self.deployments.get_deployment(deployment_id).await? else {
+            return Ok(false);
+        };
+        let mut d = read.clone();
+        change(&mut d);
+        if !self.moved(&d, &read).await? {
+            anyhow::bail!("deployment {deployment_id} moved while it was written");
+        }
+        Ok(true)
     }
 
     /// The build's check before it changes anything: the deployment still expects this version
@@ -510,8 +581,9 @@ impl Provisioner {
     /// The record-status task (on AWS the state machine's own DynamoDB writes, under the same
     /// condition): moves the deployment to `status`, or to FAILED with `failure` (error type,
     /// cause), only while `execution` runs it and it has not ended; otherwise
-    /// `RecordError::Stale`, and nothing moves. A resumed execution repeating a step the
-    /// deployment already passed moves nothing.
+    /// `RecordError::Stale`, and nothing moves. A status only moves forward: a step repeated or
+    /// already passed moves nothing (on AWS, where an execution never runs a step twice, the
+    /// definition's condition refuses a passed one).
     pub async fn record(
         &self,
         deployment_id: &str,
@@ -538,6 +610,8 @@ impl Provisioner {
                 d.fail(error, cause, now())
                     .map_err(|e| RecordError::Stale(e.to_string()))?;
             }
+            // A step repeated or already passed by this execution: the local runner resumes a
+            // job a stop cut off by running its execution again from the start.
             None if d.status >= status => return Ok(()),
             None => d
                 .advance(status, now())
@@ -611,9 +685,11 @@ impl Provisioner {
     }
 
     /// The portal records a PENDING deployment before it writes the document, and a stop may
-    /// interrupt one mid-way: an unfinished deployment of this key resumes under its own id. A
-    /// document written by hand (or one whose deployment already ended) gets a new record, not
-    /// stored yet (`false`).
+    /// interrupt one mid-way: a deployment of this key that no starter took up yet resumes under
+    /// its own id. A document written by hand, or written again under the id of a deployment
+    /// that already has its version and execution (a re-upload while it builds, one that
+    /// ended), gets a new record, not stored yet (`false`): a job works on the one version it
+    /// was started on, and the new one waits its turn behind it.
     async fn deployment_for(
         &self,
         kind: DeployKind,
@@ -630,7 +706,9 @@ impl Provisioner {
             });
         if let Some(id) = claimed
             && let Some(existing) = self.deployments.get_deployment(&id).await?
-            && !existing.status.is_final()
+            && existing.status == DeploymentStatus::Pending
+            && existing.object_version.is_none()
+            && existing.execution.is_none()
             && existing.key == key
             && existing.kind == kind
         {

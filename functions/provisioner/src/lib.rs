@@ -64,7 +64,8 @@ pub enum Task {
 
 /// `errorType` of an S3 notification that could not start every deployment; Lambda retries the
 /// asynchronous invocation, and the starts that succeeded are not repeated (execution names).
-pub const NOT_STARTED: &str = "Provisioning.NotStarted";
+/// A job whose execution did not start ended FAILED with the same error.
+pub use busway_core::provisioning::NOT_STARTED;
 
 pub struct Handler {
     pub provisioner: Provisioner,
@@ -133,7 +134,11 @@ impl Handler {
             info!(bucket = bucket_name, key, "nothing to provision");
             return Ok(());
         };
-        match self.starter.start(&execution).await {
+        match self
+            .starter
+            .start_recorded(&self.provisioner, &execution)
+            .await
+        {
             Ok(Started::Running(_) | Started::AlreadyStarted) => Ok(()),
             Err(e @ (StartError::Unavailable(_) | StartError::Unexpected(_))) => Err(e.into()),
         }

@@ -8,14 +8,17 @@ use std::sync::{Arc, Mutex, PoisonError};
 
 use aws_sdk_codebuild::operation::batch_get_builds::{BatchGetBuildsError, BatchGetBuildsOutput};
 use aws_sdk_codebuild::types::{Build, BuildPhase, BuildPhaseType, LogsLocation, StatusType};
-use aws_sdk_sfn::operation::start_execution::StartExecutionOutput;
+use aws_sdk_sfn::operation::describe_execution::DescribeExecutionError;
+use aws_sdk_sfn::operation::start_execution::{StartExecutionError, StartExecutionOutput};
+use aws_sdk_sfn::types::error::{ExecutionDoesNotExist, StateMachineDoesNotExist};
 use aws_smithy_mocks::{Rule, RuleMode, mock, mock_client};
 use busway_aws::codebuild::CodeBuildReader;
 use busway_aws::sfn::{SfnProvisioning, SfnStarter};
+use busway_core::deploy::DeployKind;
 use busway_core::deployment::{Deployment, DeploymentStatus};
 use busway_core::portal::{CreateEvent, Portal};
 use busway_core::ports::{Bucket, DeploymentStore, ObjectStore};
-use busway_core::provisioning::{Provisioner, RecordError};
+use busway_core::provisioning::{ExecutionReader, Provisioner, RecordError};
 use busway_local::store::SqliteStore;
 use busway_provisioner::{Handler, NOT_STARTED, Request};
 use busway_tests::memory::MemoryObjects;
@@ -35,6 +38,12 @@ struct Setup {
 }
 
 fn setup(codebuild: &[&Rule]) -> Setup {
+    setup_starting(codebuild, true)
+}
+
+/// With `starting` false, Step Functions refuses every StartExecution (the state machine is
+/// gone) and knows no execution.
+fn setup_starting(codebuild: &[&Rule], starting: bool) -> Setup {
     let dir = tempfile::tempdir().expect("a temp dir");
     let store = SqliteStore::open(&dir.path().join("busway.db")).expect("a store");
     let objects = Arc::new(MemoryObjects::default());
@@ -53,7 +62,25 @@ fn setup(codebuild: &[&Rule]) -> Setup {
             .build()
             .expect("a complete output")
     });
-    let sfn = mock_client!(aws_sdk_sfn, RuleMode::MatchAny, [&start]);
+    let refused = mock!(aws_sdk_sfn::Client::start_execution).then_error(|| {
+        StartExecutionError::StateMachineDoesNotExist(
+            StateMachineDoesNotExist::builder()
+                .message("State Machine Does Not Exist")
+                .build(),
+        )
+    });
+    let unknown = mock!(aws_sdk_sfn::Client::describe_execution).then_error(|| {
+        DescribeExecutionError::ExecutionDoesNotExist(
+            ExecutionDoesNotExist::builder()
+                .message("Execution Does Not Exist")
+                .build(),
+        )
+    });
+    let sfn = if starting {
+        mock_client!(aws_sdk_sfn, RuleMode::MatchAny, [&start])
+    } else {
+        mock_client!(aws_sdk_sfn, RuleMode::MatchAny, [&refused, &unknown])
+    };
     let codebuild = mock_client!(aws_sdk_codebuild, RuleMode::MatchAny, codebuild, |c| c
         .retry_config(aws_sdk_codebuild::config::retry::RetryConfig::disabled()));
     let handler = Handler {
@@ -290,6 +317,156 @@ async fn a_retried_deployment_starts_a_new_execution_on_the_same_version_and_the
         s.deployment(&deployment.id).await.status,
         DeploymentStatus::Validating
     );
+}
+
+/// StartExecution refused after the starter named the execution on the job: the job ends
+/// FAILED with the reason instead of staying PENDING under an execution that never ran, so the
+/// notification's retry starts nothing more and the portal's retry is accepted.
+#[tokio::test]
+async fn a_job_whose_execution_did_not_start_ends_failed_and_can_be_retried() {
+    let s = setup_starting(&[], false);
+    let deployment = s.registered_event().await;
+
+    let e = s
+        .handler
+        .handle(s3_notification(&buckets().publisher, &deployment.key))
+        .await
+        .expect_err("Step Functions refused");
+    assert_eq!(e.error_type, NOT_STARTED);
+    let failed = s.deployment(&deployment.id).await;
+    assert_eq!(failed.status, DeploymentStatus::Failed, "{failed:?}");
+    assert_eq!(failed.error.as_deref(), Some(NOT_STARTED));
+    assert!(
+        failed
+            .cause
+            .as_deref()
+            .is_some_and(|c| c.contains("State Machine Does Not Exist")),
+        "{failed:?}"
+    );
+    // Lambda's retry of the notification finds the job ended.
+    s.handler
+        .handle(s3_notification(&buckets().publisher, &deployment.key))
+        .await
+        .expect("nothing to start");
+
+    let retried = s
+        .portal
+        .retry_deployment(&deployment.id)
+        .await
+        .expect("a job that never started is retried");
+    assert_eq!(retried.attempt, 2);
+    assert_eq!(
+        (retried.status, retried.error.as_deref()),
+        (DeploymentStatus::Failed, Some(NOT_STARTED)),
+        "still refused, the retry says so: {retried:?}"
+    );
+}
+
+/// A status only moves forward: a step repeated or already passed by the job's execution moves
+/// nothing (on AWS the definition's condition refuses a passed one: statemachines/cases.json's
+/// `passed-before`).
+#[tokio::test]
+async fn a_status_the_job_already_passed_moves_nothing() {
+    let s = setup(&[]);
+    let deployment = s.registered_event().await;
+    s.handler
+        .handle(s3_notification(&buckets().publisher, &deployment.key))
+        .await
+        .expect("started");
+    let (execution, _) = s.starts()[0].clone();
+    for status in [DeploymentStatus::Validating, DeploymentStatus::Building] {
+        s.handler
+            .provisioner
+            .record(&deployment.id, &execution, status, None)
+            .await
+            .expect("moves forward");
+    }
+    s.handler
+        .provisioner
+        .record(&deployment.id, &execution, DeploymentStatus::Building, None)
+        .await
+        .expect("a step repeated moves nothing");
+    // As the local runner's resumed execution writes it: never backwards.
+    s.handler
+        .provisioner
+        .record(
+            &deployment.id,
+            &execution,
+            DeploymentStatus::Validating,
+            None,
+        )
+        .await
+        .expect("a step passed moves nothing");
+    let d = s.deployment(&deployment.id).await;
+    let history: Vec<_> = d.history.iter().map(|h| h.status).collect();
+    assert_eq!(
+        history,
+        [
+            DeploymentStatus::Pending,
+            DeploymentStatus::Validating,
+            DeploymentStatus::Building
+        ]
+    );
+}
+
+/// One job at a time per document however many deployments its event type had since: an older
+/// job that still runs holds a later one even when more than a page of newer deployments (of
+/// other documents of the event type) lie between them.
+#[tokio::test]
+async fn a_job_waits_for_an_older_one_that_runs_however_many_deployments_came_between() {
+    struct Running;
+    #[async_trait::async_trait]
+    impl ExecutionReader for Running {
+        async fn running(&self, _execution: &str) -> anyhow::Result<bool> {
+            Ok(true)
+        }
+    }
+    let s = setup(&[]);
+    let job = |key: &str| {
+        let mut d = Deployment::pending(
+            busway_core::deployment::new_id(),
+            DeployKind::Producer,
+            Bucket::Publisher.base_name().into(),
+            key.into(),
+            busway_core::now(),
+        );
+        d.event_type = Some("scanned_parcel".parse().expect("a name"));
+        d
+    };
+    let key = "scanned_parcel/1/deploy.json";
+    let mut older = job(key);
+    older.object_version = Some("v1".into());
+    older.execution = Some("deploy-older".into());
+    s.store.put_deployment(&older).await.expect("the older job");
+    let mut later = job(key);
+    later.object_version = Some("v2".into());
+    later.execution = Some("deploy-later".into());
+    s.store.put_deployment(&later).await.expect("the later job");
+    for _ in 0..=busway_core::page::MAX_LIMIT {
+        let other = job("scanned_parcel/2/deploy.json");
+        s.store.put_deployment(&other).await.expect("a newer job");
+    }
+
+    let waiting = s
+        .handler
+        .provisioner
+        .await_turn(&later.id, Bucket::Publisher, key, &Running)
+        .await
+        .expect_err("the older job runs");
+    assert_eq!(waiting.error_type, busway_core::tasks::TURN_WAITING);
+    assert!(waiting.cause.contains(&older.id), "{waiting:?}");
+    s.handler
+        .provisioner
+        .await_turn(&older.id, Bucket::Publisher, key, &Running)
+        .await
+        .expect("nothing older holds the older job");
+    let gone = s
+        .handler
+        .provisioner
+        .await_turn("no-such-job", Bucket::Publisher, key, &Running)
+        .await
+        .expect_err("a job with no record is stale");
+    assert_eq!(gone.error_type, busway_core::tasks::DEPLOYMENT_STALE);
 }
 
 #[tokio::test]

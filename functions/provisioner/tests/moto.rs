@@ -716,3 +716,75 @@ async fn a_later_version_of_a_document_waits_its_turn_while_the_earlier_job_runs
         .expect("stopped");
     p.task(turn(&second.id)).await.expect("the second's turn");
 }
+
+/// An operator re-uploads a document while its job builds (the same content, naming the same
+/// job): the new version gets a job of its own, which waits its turn behind the running one,
+/// and the running job keeps its version and its execution.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_document_reuploaded_while_its_job_builds_gets_a_job_of_its_own() {
+    // Executions hold RUNNING, as one whose build runs does.
+    let p = platform_running(
+        r#"{"StartAt": "Building", "States": {"Building": {"Type": "Wait", "Seconds": 600, "End": true}}}"#,
+    )
+    .await;
+    p.versioned().await;
+    let (first, v1) = p.change(DeployAction::Deploy).await;
+    p.handler
+        .handle(s3_notification_of(&buckets().publisher, KEY, Some(&v1)))
+        .await
+        .expect("handled");
+    let mut building = p
+        .store
+        .get_deployment(&first.id)
+        .await
+        .expect("read")
+        .expect("the first job");
+    for status in [DeploymentStatus::Validating, DeploymentStatus::Building] {
+        building
+            .advance(status, busway_core::now())
+            .expect("moves on");
+    }
+    p.store.put_deployment(&building).await.expect("written");
+
+    let v2 = p
+        .write(json!({"deployment_id": first.id, "action": DeployAction::Deploy}))
+        .await
+        .expect("a version id");
+    p.handler
+        .handle(s3_notification_of(&buckets().publisher, KEY, Some(&v2)))
+        .await
+        .expect("handled");
+
+    let running = p
+        .store
+        .get_deployment(&first.id)
+        .await
+        .expect("read")
+        .expect("the first job");
+    assert_eq!(running, building, "the running job is not taken over");
+    let inputs = p.executions().await;
+    assert_eq!(inputs.len(), 2, "{inputs:?}");
+    let reuploaded = inputs
+        .iter()
+        .find(|i| i["object_version"] == v2.as_str())
+        .expect("an execution of the new version");
+    let id = reuploaded["deployment_id"]
+        .as_str()
+        .expect("a deployment id");
+    assert_ne!(id, first.id, "a job of its own");
+    let job = p
+        .store
+        .get_deployment(id)
+        .await
+        .expect("read")
+        .expect("the new job");
+    assert_eq!(job.status, DeploymentStatus::Pending);
+    assert_eq!(job.object_version.as_deref(), Some(v2.as_str()));
+    let waiting = p
+        .task(json!({"task": "await_turn", "deployment_id": id,
+            "bucket": buckets().publisher, "key": KEY}))
+        .await
+        .expect_err("the new job waits");
+    assert_eq!(waiting.error_type, "Turn.Waiting", "{waiting:?}");
+    assert!(waiting.error_message.contains(&first.id), "{waiting:?}");
+}
