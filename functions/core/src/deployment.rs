@@ -205,7 +205,26 @@ fn first_attempt() -> u32 {
 #[error("deployment is {0:?}: only a FAILED deployment can be retried")]
 pub struct NotRetryable(pub DeploymentStatus);
 
+/// How long the portal's steps after a domain commit (registry, backup, deploy.json) may take
+/// before a retry takes them for cut off: far longer than a portal request with its step
+/// retries, so only a request whose host died (or a lost notification) leaves one that old.
+pub const STEPS_LEASE: time::Duration = time::Duration::minutes(5);
+
 impl Deployment {
+    /// A job the portal committed whose steps never reached a starter: PENDING, with no
+    /// document version and no execution, unchanged for [`STEPS_LEASE`]. Its request was cut
+    /// off after the commit (the host stopped, the function timed out) or its document's
+    /// notification was lost; a retry runs its steps again.
+    pub fn steps_cut_off(&self, now: Timestamp) -> bool {
+        self.status == DeploymentStatus::Pending
+            && self.object_version.is_none()
+            && self.execution.is_none()
+            && self
+                .history
+                .last()
+                .is_some_and(|h| now - h.at >= STEPS_LEASE)
+    }
+
     /// Starts the next attempt of a FAILED deployment on the same document version: PENDING
     /// again, its earlier statuses kept in the history, the last attempt's failure and build
     /// cleared. The next execution is named after the attempt.

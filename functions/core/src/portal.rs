@@ -8,7 +8,9 @@ use serde_json::Value;
 use tracing::instrument;
 
 use crate::deploy::{self, DeployAction, DeployDoc, DeployKind, ProducerDeploy};
-use crate::deployment::{self, Deployment, Provisioning};
+use crate::deployment::{
+    self, Deployment, DeploymentStatus, Provisioning, STEPS_LEASE, StatusChange,
+};
 use crate::event::{
     EventType, EventVersion, ProducerConnection, VersionState, detail_type, source_of,
 };
@@ -989,9 +991,10 @@ impl Portal {
     /// `POST /deployments/{id}/retry`: runs a FAILED deployment again on the same document
     /// version, as its next attempt. A deployment whose document was never written (a step
     /// after the domain commit failed) runs those steps again; one whose document was written is
-    /// provisioned again while that version is still the document's current one. `Conflict` for
-    /// a deployment that is not FAILED, not the newest of its document, or whose document has
-    /// changed since (the change has its own deployment).
+    /// provisioned again while that version is still the document's current one. A job whose
+    /// steps were cut off (`Deployment::steps_cut_off`) runs them again in the same attempt.
+    /// `Conflict` for a deployment that is neither, not the newest of its document, or whose
+    /// document has changed since (the change has its own deployment).
     #[instrument(skip(self))]
     pub async fn retry_deployment(&self, id: &str) -> Result<Deployment, PortalError> {
         let mut d = self.deployment(id).await?;
@@ -1024,8 +1027,24 @@ impl Portal {
         }
         let written = d.object_version.is_some();
         let read = d.clone();
-        d.retry(crate::now())
-            .map_err(|e| PortalError::Conflict(e.to_string()))?;
+        let now = crate::now();
+        if d.steps_cut_off(now) {
+            // The same attempt: nothing of it ran. The history shows the retry, and its write,
+            // conditional on the record as read, lets one of two retries run the steps.
+            d.history.push(StatusChange {
+                status: DeploymentStatus::Pending,
+                at: now,
+            });
+        } else if d.status == DeploymentStatus::Pending {
+            return Err(PortalError::Conflict(format!(
+                "deployment {id} is PENDING: it can be retried once FAILED, or once its steps \
+                 have waited {} minutes for a starter",
+                STEPS_LEASE.whole_minutes()
+            )));
+        } else {
+            d.retry(now)
+                .map_err(|e| PortalError::Conflict(e.to_string()))?;
+        }
         // Two retries at once run one attempt: the later write finds the record moved.
         self.deployments.replace_deployment(&d, &read).await?;
         if written {

@@ -9,7 +9,7 @@ mod support;
 use std::sync::Arc;
 
 use axum::http::StatusCode;
-use busway_core::deployment::{DeploymentStatus, object_version};
+use busway_core::deployment::{DeploymentStatus, STEPS_LEASE, object_version};
 use busway_core::portal::Portal;
 use busway_core::ports::{Bucket, DeploymentStore, ObjectStore};
 use serde_json::{Value, json};
@@ -81,6 +81,55 @@ async fn a_failed_deployment_is_provisioned_again_on_its_document_as_the_next_at
     let (status, body) = call(&portal, "POST", &format!("/deployments/{id}/retry"), None).await;
     assert_eq!(status, StatusCode::CONFLICT, "a PENDING deployment: {body}");
     assert_eq!(body["error"]["code"], "conflict");
+}
+
+/// A job whose portal request was cut off after the domain commit, before its document was
+/// written: refused while its steps may still be running, then run again in the same attempt
+/// once it has waited `STEPS_LEASE`, which writes its document.
+#[tokio::test]
+async fn a_job_whose_steps_were_cut_off_runs_them_again_once_it_has_waited() {
+    let (portal, memory) = support::portal();
+    let event = json!({"event_type": "scanned_parcel", "application": "parcel_tracking",
+        "description": "A parcel was scanned", "connection_type": "HTTPS",
+        "data": {"type": "object", "properties": {"id": {"type": "string"}}}});
+    let (status, created) = call(&portal, "POST", "/events", Some(event)).await;
+    assert_eq!(status, StatusCode::CREATED, "{created}");
+    let id = created["deployment_id"].as_str().expect("a deployment id");
+    memory.forget_object(Bucket::Publisher, KEY);
+
+    let (status, body) = call(&portal, "POST", &format!("/deployments/{id}/retry"), None).await;
+    assert_eq!(
+        status,
+        StatusCode::CONFLICT,
+        "its steps may still run: {body}"
+    );
+
+    let mut d = memory
+        .get_deployment(id)
+        .await
+        .expect("the store answers")
+        .expect("the deployment");
+    for change in &mut d.history {
+        change.at -= STEPS_LEASE;
+    }
+    memory.put_deployment(&d).await.expect("recorded");
+    let (status, retried) = call(&portal, "POST", &format!("/deployments/{id}/retry"), None).await;
+    assert_eq!(status, StatusCode::ACCEPTED, "{retried}");
+    assert_eq!(
+        (&retried["status"], &retried["attempt"]),
+        (&json!("PENDING"), &json!(1))
+    );
+    let history: Vec<_> = retried["history"]
+        .as_array()
+        .expect("a history")
+        .iter()
+        .map(|h| h["status"].clone())
+        .collect();
+    assert_eq!(history, ["PENDING", "PENDING"]);
+    assert!(
+        memory.object(Bucket::Publisher, KEY).is_some(),
+        "the document is written"
+    );
 }
 
 #[tokio::test]

@@ -68,6 +68,11 @@ impl Memory {
             .cloned()
     }
 
+    /// Takes an object away, as though its write never happened.
+    pub fn forget_object(&self, bucket: Bucket, key: &str) {
+        self.state().objects.remove(&(bucket, key.to_string()));
+    }
+
     /// The documents provisioning was asked to start again (retried deployments).
     pub fn started(&self) -> Vec<(Bucket, String)> {
         self.state().started.clone()
