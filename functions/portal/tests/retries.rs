@@ -17,13 +17,17 @@ use support::call;
 
 const KEY: &str = "scanned_parcel/1/deploy.json";
 
+/// The seed's event type.
+fn event() -> Value {
+    json!({"event_type": "scanned_parcel", "application": "parcel_tracking",
+        "description": "A parcel was scanned", "connection_type": "HTTPS",
+        "data": {"type": "object", "properties": {"id": {"type": "string"}}}})
+}
+
 /// The seed's event type, its deployment failed in its build after the pipeline read its
 /// document.
 async fn failed_build(portal: &Arc<Portal>, memory: &support::Memory) -> String {
-    let event = json!({"event_type": "scanned_parcel", "application": "parcel_tracking",
-        "description": "A parcel was scanned", "connection_type": "HTTPS",
-        "data": {"type": "object", "properties": {"id": {"type": "string"}}}});
-    let (status, created) = call(portal, "POST", "/events", Some(event)).await;
+    let (status, created) = call(portal, "POST", "/events", Some(event())).await;
     assert_eq!(status, StatusCode::CREATED, "{created}");
     let id = created["deployment_id"].as_str().expect("a deployment id");
     let mut d = memory
@@ -89,10 +93,7 @@ async fn a_failed_deployment_is_provisioned_again_on_its_document_as_the_next_at
 #[tokio::test]
 async fn a_job_whose_steps_were_cut_off_runs_them_again_once_it_has_waited() {
     let (portal, memory) = support::portal();
-    let event = json!({"event_type": "scanned_parcel", "application": "parcel_tracking",
-        "description": "A parcel was scanned", "connection_type": "HTTPS",
-        "data": {"type": "object", "properties": {"id": {"type": "string"}}}});
-    let (status, created) = call(&portal, "POST", "/events", Some(event)).await;
+    let (status, created) = call(&portal, "POST", "/events", Some(event())).await;
     assert_eq!(status, StatusCode::CREATED, "{created}");
     let id = created["deployment_id"].as_str().expect("a deployment id");
     memory.forget_object(Bucket::Publisher, KEY);
@@ -218,10 +219,7 @@ async fn a_step_that_failed_after_its_write_landed_leaves_the_job_to_its_executi
         secrets: with.secrets.clone(),
         allow_loopback_targets: false,
     });
-    let event = json!({"event_type": "scanned_parcel", "application": "parcel_tracking",
-        "description": "A parcel was scanned", "connection_type": "HTTPS",
-        "data": {"type": "object", "properties": {"id": {"type": "string"}}}});
-    let (status, created) = call(&portal, "POST", "/events", Some(event)).await;
+    let (status, created) = call(&portal, "POST", "/events", Some(event())).await;
     assert_eq!(status, StatusCode::CREATED, "{created}");
     let id = created["deployment_id"].as_str().expect("a deployment id");
     let d = memory

@@ -639,12 +639,9 @@ async fn a_reverted_hand_edit_is_provisioned_again_when_versions_are_named_by_co
     a_reverted_hand_edit_is_provisioned_again(false).await;
 }
 
-/// One job at a time per document: a later version of a document notified while the earlier
-/// version's job builds starts its execution, whose turn (the state machine's first step) waits
-/// while the earlier job has not ended and its execution runs; it comes once that job ended, or
-/// once its execution stopped without ending it.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_later_version_of_a_document_waits_its_turn_while_the_earlier_job_runs() {
+/// A versioned platform whose executions hold RUNNING, as one whose build runs does, and the
+/// first job of its document, started and recorded BUILDING (as read before and after).
+async fn a_job_building() -> (Platform, Deployment, Deployment) {
     // Executions hold RUNNING, as one whose build runs does.
     let p = platform_running(
         r#"{"StartAt": "Building", "States": {"Building": {"Type": "Wait", "Seconds": 600, "End": true}}}"#,
@@ -668,6 +665,16 @@ async fn a_later_version_of_a_document_waits_its_turn_while_the_earlier_job_runs
             .expect("moves on");
     }
     p.store.put_deployment(&building).await.expect("written");
+    (p, first, building)
+}
+
+/// One job at a time per document: a later version of a document notified while the earlier
+/// version's job builds starts its execution, whose turn (the state machine's first step) waits
+/// while the earlier job has not ended and its execution runs; it comes once that job ended, or
+/// once its execution stopped without ending it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_later_version_of_a_document_waits_its_turn_while_the_earlier_job_runs() {
+    let (p, first, building) = a_job_building().await;
 
     let (second, v2) = p.change(DeployAction::Destroy).await;
     p.handler
@@ -722,29 +729,7 @@ async fn a_later_version_of_a_document_waits_its_turn_while_the_earlier_job_runs
 /// and the running job keeps its version and its execution.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_document_reuploaded_while_its_job_builds_gets_a_job_of_its_own() {
-    // Executions hold RUNNING, as one whose build runs does.
-    let p = platform_running(
-        r#"{"StartAt": "Building", "States": {"Building": {"Type": "Wait", "Seconds": 600, "End": true}}}"#,
-    )
-    .await;
-    p.versioned().await;
-    let (first, v1) = p.change(DeployAction::Deploy).await;
-    p.handler
-        .handle(s3_notification_of(&buckets().publisher, KEY, Some(&v1)))
-        .await
-        .expect("handled");
-    let mut building = p
-        .store
-        .get_deployment(&first.id)
-        .await
-        .expect("read")
-        .expect("the first job");
-    for status in [DeploymentStatus::Validating, DeploymentStatus::Building] {
-        building
-            .advance(status, busway_core::now())
-            .expect("moves on");
-    }
-    p.store.put_deployment(&building).await.expect("written");
+    let (p, first, building) = a_job_building().await;
 
     let v2 = p
         .write(json!({"deployment_id": first.id, "action": DeployAction::Deploy}))
