@@ -17,6 +17,16 @@ use support::call;
 
 const KEY: &str = "scanned_parcel/1/deploy.json";
 
+/// The statuses of a deployment's history, in order.
+fn statuses(deployment: &Value) -> Vec<Value> {
+    deployment["history"]
+        .as_array()
+        .expect("a history")
+        .iter()
+        .map(|h| h["status"].clone())
+        .collect()
+}
+
 /// The seed's event type.
 fn event() -> Value {
     json!({"event_type": "scanned_parcel", "application": "parcel_tracking",
@@ -65,12 +75,7 @@ async fn a_failed_deployment_is_provisioned_again_on_its_document_as_the_next_at
         Value::Null,
         "the next execution is not started yet"
     );
-    let history: Vec<_> = retried["history"]
-        .as_array()
-        .expect("a history")
-        .iter()
-        .map(|h| h["status"].clone())
-        .collect();
+    let history = statuses(&retried);
     assert_eq!(
         history,
         ["PENDING", "VALIDATING", "BUILDING", "FAILED", "PENDING"]
@@ -120,12 +125,7 @@ async fn a_job_whose_steps_were_cut_off_runs_them_again_once_it_has_waited() {
         (&retried["status"], &retried["attempt"]),
         (&json!("PENDING"), &json!(1))
     );
-    let history: Vec<_> = retried["history"]
-        .as_array()
-        .expect("a history")
-        .iter()
-        .map(|h| h["status"].clone())
-        .collect();
+    let history = statuses(&retried);
     assert_eq!(history, ["PENDING", "PENDING"]);
     assert!(
         memory.object(Bucket::Publisher, KEY).is_some(),
