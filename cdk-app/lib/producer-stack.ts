@@ -135,7 +135,7 @@ export class SqsProducerStack extends Stack {
       visibilityTimeout: Duration.seconds(180),
       deadLetterQueue: { queue: dlq, maxReceiveCount: 5 },
     });
-    new lambda.CfnEventSourceMapping(this, 'ToInjector', {
+    const mapping = new lambda.CfnEventSourceMapping(this, 'ToInjector', {
       functionName: platformValue(this, platformEnv, 'injectorSqsFunctionArn'),
       eventSourceArn: queue.queueArn,
       batchSize: 10,
@@ -143,7 +143,9 @@ export class SqsProducerStack extends Stack {
     });
     // The injector's SQS role may read this queue and no other.
     const role = iam.Role.fromRoleArn(this, 'InjectorSqsRole', platformValue(this, platformEnv, 'injectorSqsRoleArn'));
-    queue.grantConsumeMessages(role);
+    // Lambda checks that the role may receive from the queue when the mapping is created, so
+    // the grant's policy must exist first (CloudFormation would create both at once).
+    queue.grantConsumeMessages(role).applyBefore(mapping);
     new CfnOutput(this, 'QueueUrl', { value: queue.queueUrl });
   }
 }

@@ -125,6 +125,10 @@ test('an SQS producer gets an encrypted queue with a DLQ and a partial-batch eve
   t.hasResourceProperties('AWS::IAM::Policy', {
     PolicyDocument: { Statement: [Match.objectLike({ Resource: { 'Fn::GetAtt': [Match.stringLikeRegexp('^Events'), 'Arn'] } })] },
   });
+  // Lambda refuses a mapping whose role cannot receive from the queue yet: the policy comes first.
+  const [policy] = Object.keys(t.findResources('AWS::IAM::Policy'));
+  const [mapping] = Object.values(t.findResources('AWS::Lambda::EventSourceMapping')) as any[];
+  assert.ok(mapping.DependsOn?.includes(policy), `the mapping depends on ${JSON.stringify(mapping.DependsOn)}, not on ${policy}`);
   t.resourceCountIs('AWS::ApiGateway::Method', 0);
   assertLeastPrivilege(t);
 });

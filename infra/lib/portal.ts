@@ -94,6 +94,14 @@ export class PortalStack extends Stack {
     // document's current version and starts the execution of the retried attempt.
     portal.role.addToPolicy(new iam.PolicyStatement({ actions: ['s3:GetObject'], resources: deployJsons.map((o) => o.arn) }));
     portal.role.addToPolicy(new iam.PolicyStatement({ actions: ['states:StartExecution'], resources: [stateMachineArn] }));
+    // When StartExecution fails or times out, the retry asks whether the execution started after
+    // all (functions/aws/src/sfn.rs) before it fails the job.
+    const executions = this.formatArn({
+      service: 'states', resource: 'execution', resourceName: `${names.stateMachineName}:*`, arnFormat: ArnFormat.COLON_RESOURCE_NAME,
+    });
+    portal.role.addToPolicy(new iam.PolicyStatement({ actions: ['states:DescribeExecution'], resources: [executions] }));
+    acknowledgeWildcards(portal.role, [`Resource::arn:<AWS::Partition>:states:<AWS::Region>:<AWS::AccountId>:execution:${names.stateMachineName}:*`],
+      'Execution names are made at run time from each deploy.json version; the wildcard is the executions of the one provisioning state machine.');
     // ListSchemaVersions serves the registry port's list of versions.
     const schemas = `schema/${names.registryName}/*`;
     portal.role.addToPolicy(new iam.PolicyStatement({

@@ -254,7 +254,7 @@ test('every function is a Rust bootstrap on provided.al2023 arm64 with exactly t
   });
 });
 
-test('the portal may read and write the table, put deploy.json files and schema backups, manage the registry\'s schemas, provision a retried deployment, pause its bus\'s subscribers and manage API Gateway keys and usage plans only', () => {
+test('the portal may read and write the table, put deploy.json files and schema backups, manage the registry\'s schemas, provision a retried deployment (and see whether its execution started), pause its bus\'s subscribers and manage API Gateway keys and usage plans only', () => {
   const common: [string[], RegExp[]][] = [
     [LOGS, [/^<PortalLogs\w+\.Arn>$/]],
     [['dynamodb:GetItem', 'dynamodb:Query', 'dynamodb:PutItem', 'dynamodb:UpdateItem', 'dynamodb:DeleteItem', 'dynamodb:ConditionCheckItem'], [/^<Events\w+\.Arn>$/, /^<Events\w+\.Arn>\/index\/GSI1$/, /^<Events\w+\.Arn>\/index\/GSI2$/]],
@@ -262,6 +262,7 @@ test('the portal may read and write the table, put deploy.json files and schema 
     [['s3:PutObject'], [OBJECTS('event-schemas-backup-bucket', '*/schema.json')]],
     [['s3:GetObject'], [OBJECTS('publisher-components-bucket', '*/deploy.json'), OBJECTS('subscriber-components-bucket', '*/deploy.json')]],
     [['states:StartExecution'], [ARN('states', 'stateMachine:dev-busway-provisioning')]],
+    [['states:DescribeExecution'], [ARN('states', 'execution:dev-busway-provisioning:\\*')]],
     [['schemas:CreateSchema', 'schemas:UpdateSchema', 'schemas:DescribeSchema', 'schemas:ListSchemaVersions'], [ARN('schemas', 'schema/dev\\.busway\\.schemas/\\*')]],
   ];
   // The API Gateway key of each key in a usage plan of the broker stage (functions/aws/src/usage_plans.rs):
