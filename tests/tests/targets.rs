@@ -381,8 +381,31 @@ async fn an_embedded_queue_is_read_by_the_keys_of_its_subscriptions_team() {
     read(None).await.expect_error(401, "unauthorized");
     read(Some(other_team)).await.expect_error(403, "forbidden");
     read(Some(producer)).await.expect_error(403, "forbidden");
-    read(Some(consumer)).await.expect(200);
     read(Some(busway.admin_key.clone())).await.expect(200);
+
+    // A receive deletes, so a page on another port of this host (the same site: the browser
+    // sends the catalog's session cookie with an `<img>`) must not receive with the session.
+    let sent = publish(&busway, "u2").await;
+    let forged = b
+        .http
+        .get(b.portal_url("/queues/orders/messages"))
+        .header("cookie", format!("busway_session={consumer}"))
+        .header("sec-fetch-site", "same-site")
+        .header("sec-fetch-dest", "image");
+    b.send_as(forged, None)
+        .await
+        .expect_error(401, "unauthorized");
+    let started = Instant::now();
+    let received = loop {
+        let messages = read(Some(consumer.clone())).await.expect(200)["messages"].clone();
+        let messages = messages.as_array().cloned().unwrap_or_default();
+        if !messages.is_empty() || started.elapsed() > DELIVERY_TIMEOUT {
+            break messages;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    let ids: Vec<String> = received.iter().map(|m| event_id(&m["body"])).collect();
+    assert_eq!(ids, [sent], "the forged read deleted nothing");
     busway.stop().await;
 }
 
@@ -391,6 +414,30 @@ async fn an_embedded_queue_is_read_by_the_keys_of_its_subscriptions_team() {
 /// the first team's.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_second_teams_queue_of_the_same_name_fails_to_deploy_and_cannot_read_the_first() {
+    second_team_into_the_queue(
+        "222222222222",
+        "arn:aws:sqs:eu-west-1:222222222222:orders",
+        "choose another queue name",
+    )
+    .await;
+}
+
+/// Two teams registered for one account may both name its queue, but an embedded queue is read
+/// by its team's keys: the second team's subscription into it is refused, else it could read
+/// and delete the first team's messages.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_second_team_subscribing_the_same_queue_fails_to_deploy_and_cannot_read_it() {
+    second_team_into_the_queue(
+        "111111111111",
+        "arn:aws:sqs:eu-west-1:111111111111:orders",
+        "belongs to team billing",
+    )
+    .await;
+}
+
+/// Billing's subscription into its queue `orders` deploys; logistics' into `arn` (registered for
+/// `account`) fails naming billing's subscription and `why`, and logistics cannot read the queue.
+async fn second_team_into_the_queue(account: &str, arn: &'static str, why: &str) {
     let busway = Broker::start().await;
     busway.create_deployed_event(&seed_event()).await;
     let b = &busway;
@@ -412,7 +459,7 @@ async fn a_second_teams_queue_of_the_same_name_fails_to_deploy_and_cannot_read_t
         }
     };
     let mut keys = Vec::new();
-    for (team, account) in [("billing", "111111111111"), ("logistics", "222222222222")] {
+    for (team, account) in [("billing", "111111111111"), ("logistics", account)] {
         busway
             .put(
                 &format!("/teams/{team}/targets"),
@@ -430,12 +477,7 @@ async fn a_second_teams_queue_of_the_same_name_fails_to_deploy_and_cannot_read_t
     )
     .await;
     busway.deployed(&deployment).await;
-    let (_, deployment) = subscribe_as(
-        logistics.clone(),
-        "u3",
-        "arn:aws:sqs:eu-west-1:222222222222:orders",
-    )
-    .await;
+    let (_, deployment) = subscribe_as(logistics.clone(), "u3", arn).await;
     let refused = busway.wait_for_deployment(&deployment).await;
     assert_eq!(refused["status"], "FAILED", "{refused}");
     let cause = refused["cause"].as_str().expect("the cause");
@@ -443,7 +485,7 @@ async fn a_second_teams_queue_of_the_same_name_fails_to_deploy_and_cannot_read_t
         "queue orders",
         billings.as_str(),
         &format!("busway-{billings}"),
-        "choose another queue name",
+        why,
     ] {
         assert!(cause.contains(part), "the cause names {part}: {cause}");
     }

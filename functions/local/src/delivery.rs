@@ -33,8 +33,8 @@ use busway_core::deploy::ConsumerDeploy;
 use busway_core::envelope::eventbridge_time;
 use busway_core::page::{Page, PageRequest};
 use busway_core::ports::{
-    ControlError, DeadLetter, Deliveries, DeliveryStats, Lag, Replay, RunState, StoreError,
-    SubscriberControl,
+    ControlError, DeadLetter, Deliveries, DeliveryStats, EventStore, Lag, Replay, RunState,
+    StoreError, SubscriberControl,
 };
 use busway_core::subscription::RetryPolicy;
 use busway_pattern::{Pattern, PatternOptions};
@@ -234,29 +234,47 @@ impl Router {
         self.deploy(doc).await
     }
 
+    /// An embedded queue is read by the keys of the one team whose rules deliver into it, so a
+    /// rule of another ARN of that name, or of another team, may not share it: each team could
+    /// read and delete the other's messages.
+    async fn queue_is_free(&self, name: &str, doc: &ConsumerDeploy) -> anyhow::Result<()> {
+        let store = &self.shared.store;
+        let team = |id: &str| {
+            let id = id.to_owned();
+            async move { anyhow::Ok(store.get_subscription(&id).await?.and_then(|s| s.team)) }
+        };
+        let ours = team(&doc.subscription_id).await?;
+        for other in rules_into_queue(store, name).await? {
+            if other.subscription_id == doc.subscription_id {
+                continue;
+            }
+            let why = if other.connection_string != doc.connection_string {
+                "the local host names embedded queues by the ARN's last part; choose another queue name".to_owned()
+            } else {
+                match team(&other.subscription_id).await? {
+                    theirs if theirs == ours => continue,
+                    Some(theirs) => {
+                        format!("the queue belongs to team {theirs}, whose keys read it")
+                    }
+                    None => "the queue belongs to another team, whose keys read it".to_owned(),
+                }
+            };
+            bail!(
+                "embedded queue {name} already receives rule {} of subscription {}: {why}",
+                other.rule_name,
+                other.subscription_id
+            );
+        }
+        Ok(())
+    }
+
     async fn deploy(&self, doc: ConsumerDeploy) -> anyhow::Result<()> {
         let pattern =
             Pattern::parse_with(&doc.event_pattern.to_string(), &PatternOptions::default())
                 .map_err(|e| anyhow!("{e}"))?;
         let target = Arc::new(Target::new(&doc, &self.shared.config)?);
         if let Target::Queue { name } = &*target {
-            // One queue would take both subscriptions' events, and each team could read and
-            // delete the other's.
-            let taken = rules_into_queue(&self.shared.store, name)
-                .await?
-                .into_iter()
-                .find(|other| {
-                    other.subscription_id != doc.subscription_id
-                        && other.connection_string != doc.connection_string
-                });
-            if let Some(other) = taken {
-                bail!(
-                    "embedded queue {name} already receives rule {} of subscription {}: the local host \
-                     names embedded queues by the ARN's last part; choose another queue name",
-                    other.rule_name,
-                    other.subscription_id
-                );
-            }
+            self.queue_is_free(name, &doc).await?;
         }
         let id = doc.subscription_id.clone();
         self.shared

@@ -56,13 +56,13 @@ async fn may_read(store: &SqliteStore, caller: &Caller, name: &str) -> Result<()
     }
 }
 
-/// Whether a deployed SQS rule of `team` delivers into queue `name` (the last part of its ARN,
-/// as delivery names it). A subscription whose deployment failed delivers nothing, so it gives
-/// no access.
+/// Whether the deployed SQS rules into queue `name` (the last part of their ARN, as delivery
+/// names it) are all of `team`, and there is one. A subscription whose deployment failed
+/// delivers nothing, so it gives no access.
 async fn team_reads(store: &SqliteStore, team: &Team, name: &str) -> Result<bool, StoreError> {
     let rules = rules_into_queue(store, name).await?;
-    // Rules of other ARNs share a queue only if deployed before the local host refused them:
-    // whose messages it holds is unknown, so only an admin reads it.
+    // Rules of other ARNs or teams share a queue only if deployed before the local host refused
+    // them: whose messages it holds is unknown, so only an admin reads it.
     if rules
         .windows(2)
         .any(|w| w[0].connection_string != w[1].connection_string)
@@ -71,11 +71,11 @@ async fn team_reads(store: &SqliteStore, team: &Team, name: &str) -> Result<bool
     }
     for rule in &rules {
         let subscription = store.get_subscription(&rule.subscription_id).await?;
-        if subscription.is_some_and(|s| s.team.as_ref() == Some(team)) {
-            return Ok(true);
+        if subscription.is_none_or(|s| s.team.as_ref() != Some(team)) {
+            return Ok(false);
         }
     }
-    Ok(false)
+    Ok(!rules.is_empty())
 }
 
 fn bad(field: &str, message: &str) -> ApiError {
