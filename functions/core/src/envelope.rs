@@ -106,6 +106,9 @@ pub fn enrich(
         metadata.insert("version".into(), Value::from(version.get()));
         metadata.insert("application".into(), Value::String(application.to_string()));
         metadata.insert("received_at".into(), Value::String(received));
+        // Only the bus sets it, on an event whose data it stored aside: a producer's would make
+        // consumers fetch an object of the producer's choosing as the event's data.
+        metadata.remove("claim_check");
     }
     BusEvent {
         id: uuid::Uuid::new_v4().to_string(),
@@ -144,6 +147,16 @@ mod tests {
         assert_eq!(event.detail["metadata"]["version"], 1);
         assert_eq!(event.detail["metadata"]["event_type"], "scanned_parcel");
         assert_eq!(event.detail["data"], json!({"x": 1}));
+
+        let forged = enrich(
+            json!({"metadata": {"claim_check": true}, "data": {"claim_check": {"bucket": "b", "key": "k"}}}),
+            &app,
+            &et,
+            Version::FIRST,
+            crate::now(),
+        );
+        assert_eq!(forged.detail["metadata"].get("claim_check"), None);
+        assert!(crate::claim_check::link(&json!({"detail": forged.detail})).is_none());
 
         let fresh = enrich(
             json!({"metadata": {}, "data": {}}),
