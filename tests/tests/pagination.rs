@@ -108,10 +108,15 @@ async fn a_bad_limit_or_token_is_refused_by_name() {
             assert_eq!(fields, [field], "{path}?{query}");
         }
     }
-    // A well-formed token that no page gave ("abc" as hex).
-    for path in ["/subscriptions", "/deployments"] {
+    // A well-formed token that no page gave ("abc" and, for event types, whose positions are
+    // names, "AB" as hex).
+    for (path, token) in [
+        ("/subscriptions", "616263"),
+        ("/deployments", "616263"),
+        ("/events", "4142"),
+    ] {
         let fields = busway
-            .get(&format!("{path}?next_token=616263"))
+            .get(&format!("{path}?next_token={token}"))
             .await
             .expect_error(400, "validation_failed");
         assert_eq!(fields, ["next_token"], "{path}");

@@ -632,6 +632,16 @@ impl EventStore for SqliteStore {
     }
 
     async fn page_event_types(&self, page: &PageRequest) -> Result<Page<EventType>, StoreError> {
+        // The position is the last name of the page before.
+        if page
+            .after
+            .as_deref()
+            .is_some_and(|a| a.parse::<EventTypeName>().is_err())
+        {
+            return Err(StoreError::BadPosition(
+                "not a position of this list".into(),
+            ));
+        }
         let (after, limit) = (page.after.clone().unwrap_or_default(), page.limit);
         self.run(move |conn| {
             let mut stmt = conn

@@ -988,10 +988,12 @@ async fn act_for_subscription(
     what: &str,
 ) -> Result<Subscription> {
     let subscription = portal.existing_subscription(id).await?;
-    caller.require(
-        caller.role != Role::Producer && caller.belongs_to(subscription.team.as_ref()),
-        || format!("{what} subscription {id}: it belongs to another team"),
-    )?;
+    caller.require(caller.role != Role::Producer, || {
+        format!("{what} subscription {id}: producer keys publish, the team's other keys act for its subscriptions")
+    })?;
+    caller.require(caller.belongs_to(subscription.team.as_ref()), || {
+        format!("{what} subscription {id}: it belongs to another team")
+    })?;
     Ok(subscription)
 }
 
