@@ -1,5 +1,6 @@
 //! Everything busway knows survives a restart on the same data dir.
 
+use busway_local::{Config, Running};
 use busway_tests::{
     Broker, seed_event, seed_subscription, v1_envelope, v2_data_schema, v2_envelope,
 };
@@ -235,4 +236,27 @@ async fn a_document_provisioned_just_before_a_stop_is_not_provisioned_again() {
         );
         busway.stop().await;
     }
+}
+
+/// Two brokers on one data dir would each deliver every event and each serve only the routes it
+/// deployed: the second is refused, naming the first's process, until the first stops.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_second_broker_on_a_data_dir_in_use_is_refused() {
+    let busway = Broker::start().await;
+    let any_port = "127.0.0.1:0".parse().expect("a socket address");
+    let second = Config::new(busway.data_dir().into(), any_port, any_port);
+    let refused = Running::start(second)
+        .await
+        .err()
+        .expect("the second broker is refused");
+    let message = format!("{refused:#}");
+    for part in [
+        "is in use by another busway up",
+        &format!("(process {})", std::process::id()),
+    ] {
+        assert!(message.contains(part), "{part}: {message}");
+    }
+    let busway = busway.restart().await;
+    busway.get("/events").await.expect(200);
+    busway.stop().await;
 }

@@ -3,7 +3,7 @@
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -84,6 +84,40 @@ impl Config {
     }
 }
 
+/// Locks `DATA_DIR/busway.lock` for this process, or says which process has it: two brokers on
+/// one data dir would each deliver every event and each serve only the routes it deployed.
+/// `busway keys` and `busway queue` do not take it, so they work beside a running broker.
+fn lock_data_dir(dir: &Path) -> anyhow::Result<std::fs::File> {
+    use std::io::{Read, Seek, Write};
+    let path = dir.join("busway.lock");
+    let mut file = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .open(&path)
+        .with_context(|| format!("opening {}", path.display()))?;
+    match file.try_lock() {
+        Ok(()) => {}
+        Err(std::fs::TryLockError::WouldBlock) => {
+            let mut holder = String::new();
+            let _ = file.read_to_string(&mut holder);
+            anyhow::bail!(
+                "data dir {} is in use by another busway up (process {}): stop it, or give another --data-dir",
+                dir.display(),
+                holder.trim()
+            );
+        }
+        Err(std::fs::TryLockError::Error(e)) => {
+            return Err(e).with_context(|| format!("locking {}", path.display()));
+        }
+    }
+    file.set_len(0)?;
+    file.rewind()?;
+    write!(file, "{}", std::process::id())?;
+    Ok(file)
+}
+
 /// A started local broker. Dropping it does not stop it; call `stop`.
 pub struct Running {
     pub portal_addr: SocketAddr,
@@ -93,6 +127,8 @@ pub struct Running {
     stop: watch::Sender<bool>,
     tasks: JoinSet<()>,
     router: Arc<Router>,
+    /// Held until `stop` ends: one `busway up` per data dir.
+    _lock: std::fs::File,
 }
 
 impl Running {
@@ -102,9 +138,10 @@ impl Running {
             .with_context(|| format!("creating data dir {}", dir.display()))?;
         let (db, log) = (dir.join("busway.db"), dir.join("events.db"));
         // Both files are checked before either is opened: a data dir of a newer busway is
-        // refused whole, with neither file migrated.
+        // refused whole, with neither file migrated (nor a lock file added).
         STORE.check(&db)?;
         EVENT_LOG.check(&log)?;
+        let lock = lock_data_dir(dir)?;
         let store = SqliteStore::open(&db)?;
         let new_admin_key = busway_core::auth::bootstrap_admin(&store, config.admin_key.as_deref())
             .await
@@ -296,6 +333,7 @@ impl Running {
             stop,
             tasks,
             router,
+            _lock: lock,
         })
     }
 
