@@ -265,10 +265,13 @@ impl Provisioner {
         }
         let version = current.version;
         let of_key = self.deployments_of(kind, key).await?;
-        let newest = of_key
-            .first()
-            .filter(|d| d.object_version.as_deref() == Some(version.as_str()))
-            .cloned();
+        let newest = match of_key.first() {
+            Some(d) => Some(d.clone()),
+            // The document's jobs are older than the event type's newest (a backlog of other
+            // documents of it): the job the document names is its newest, if any of it is.
+            None => self.claimed_job(kind, key, &current.body).await?,
+        }
+        .filter(|d| d.object_version.as_deref() == Some(version.as_str()));
         let (mut deployment, stored) = match newest {
             Some(d) if d.status.is_final() => return Ok(None),
             // This very version is being provisioned (the notification came again while its
@@ -625,7 +628,8 @@ impl Provisioner {
 
     /// The deployments of the document at `key` among the newest [`NOTIFICATION_WINDOW`] of its
     /// event type, newest first: one page, so a notification reads a bounded amount however many
-    /// deployments the event type had. An older one is long ended or was superseded.
+    /// deployments the event type had. An older one is long ended or was superseded, or is the
+    /// job its document names (`claimed_job`), read by its id.
     async fn deployments_of(&self, kind: DeployKind, key: &str) -> anyhow::Result<Vec<Deployment>> {
         let Some(parts) = deploy::parse_key(kind, key) else {
             return Ok(Vec::new());
@@ -690,13 +694,14 @@ impl Provisioner {
     /// that already has its version and execution (a re-upload while it builds, one that
     /// ended), gets a new record, not stored yet (`false`): a job works on the one version it
     /// was started on, and the new one waits its turn behind it.
-    async fn deployment_for(
+    /// The job that the document `bytes` at `key` names (`deployment_id`, written by the
+    /// portal with its domain change), when it is a job of that document.
+    async fn claimed_job(
         &self,
         kind: DeployKind,
-        bucket: Bucket,
         key: &str,
         bytes: &[u8],
-    ) -> anyhow::Result<(Deployment, bool)> {
+    ) -> anyhow::Result<Option<Deployment>> {
         let claimed = serde_json::from_slice::<serde_json::Value>(bytes)
             .ok()
             .and_then(|v| {
@@ -704,13 +709,27 @@ impl Provisioner {
                     .and_then(|id| id.as_str())
                     .map(str::to_string)
             });
-        if let Some(id) = claimed
-            && let Some(existing) = self.deployments.get_deployment(&id).await?
+        let Some(id) = claimed else {
+            return Ok(None);
+        };
+        Ok(self
+            .deployments
+            .get_deployment(&id)
+            .await?
+            .filter(|d| d.key == key && d.kind == kind))
+    }
+
+    async fn deployment_for(
+        &self,
+        kind: DeployKind,
+        bucket: Bucket,
+        key: &str,
+        bytes: &[u8],
+    ) -> anyhow::Result<(Deployment, bool)> {
+        if let Some(existing) = self.claimed_job(kind, key, bytes).await?
             && existing.status == DeploymentStatus::Pending
             && existing.object_version.is_none()
             && existing.execution.is_none()
-            && existing.key == key
-            && existing.kind == kind
         {
             return Ok((existing, true));
         }

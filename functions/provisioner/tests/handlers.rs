@@ -489,6 +489,49 @@ async fn objects_of_other_buckets_start_nothing() {
     assert!(s.starts().is_empty());
 }
 
+/// A notification reads the newest page of the event type's deployments to find its document's
+/// jobs. Behind a backlog of a hundred newer jobs of other documents (a burst of subscriptions),
+/// a repeated notification still finds the job its document names, instead of provisioning the
+/// document again under a new job.
+#[tokio::test]
+async fn a_repeated_notification_behind_a_page_of_newer_jobs_starts_the_same_job() {
+    let s = setup(&[]);
+    let deployment = s.registered_event().await;
+    let publisher = buckets().publisher;
+    let notify = || {
+        s.handler
+            .handle(s3_notification(&publisher, &deployment.key))
+    };
+    notify().await.expect("started");
+    for _ in 0..busway_core::provisioning::NOTIFICATION_WINDOW {
+        let mut other = Deployment::pending(
+            busway_core::deployment::new_id(),
+            DeployKind::Consumer,
+            buckets().subscriber,
+            format!(
+                "scanned_parcel/1/u2/{}/deploy.json",
+                busway_core::deployment::new_id()
+            ),
+            busway_core::now(),
+        );
+        other.event_type = deployment.event_type.clone();
+        other.version = deployment.version;
+        s.store.put_deployment(&other).await.expect("stored");
+    }
+    notify().await.expect("started");
+    let starts = s.starts();
+    assert_eq!(starts.len(), 2);
+    assert_eq!(starts[0], starts[1], "one job, one execution: {starts:?}");
+    assert_eq!(starts[1].1["deployment_id"], json!(deployment.id));
+    let jobs = s
+        .store
+        .list_deployments(deployment.event_type.as_ref())
+        .await
+        .expect("listed");
+    let of_document = jobs.iter().filter(|d| d.key == deployment.key).count();
+    assert_eq!(of_document, 1, "no second job of the document");
+}
+
 #[tokio::test]
 async fn a_notification_that_cannot_be_read_is_a_lambda_error_so_lambda_retries_it() {
     let s = setup(&[]);
