@@ -3,7 +3,7 @@
 
 use std::time::{Duration, Instant};
 
-use busway_tests::consumer::{Consumer, Failure, http_subscription};
+use busway_tests::consumer::{Consumer, Failure, Request, http_subscription};
 use busway_tests::{Broker, join_all, seed_event, v1_envelope};
 use serde_json::{Value, json};
 
@@ -94,6 +94,35 @@ async fn a_consumer_serving_one_request_at_a_time_gets_every_event_without_dead_
         "the default sends at most 4 at once, it saw {}",
         consumer.max_concurrency()
     );
+    busway.stop().await;
+}
+
+/// A consumer serving one request at a time in 30% of the attempt timeout: the default 4 in
+/// flight would have the fourth answered after 120% of it. After the first timeout the window
+/// settles where every answer comes in time, instead of growing back on the slow answers and
+/// timing out (and sending the same events again) over and over.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_consumer_slower_than_a_quarter_of_the_timeout_is_not_timed_out_again_and_again() {
+    let busway = broker().await;
+    let consumer = Consumer::serial(Duration::from_millis(150)).await;
+    let id = subscribe(&busway, &consumer.url("/hook"), None).await;
+    let published = sorted(publish_burst(&busway, 40).await);
+    let requests = consumer
+        .wait_until("every event delivered", DELIVERY_TIMEOUT, |requests| {
+            let mut ids: Vec<String> = requests
+                .iter()
+                .filter(|r| r.succeeded)
+                .map(Request::event_id)
+                .collect();
+            ids.sort();
+            ids.dedup();
+            ids == published
+        })
+        .await;
+    let stats = delivery(&busway, &id).await;
+    assert_eq!(stats["dead_lettered"], 0, "{stats}");
+    let again = requests.len() - 40;
+    assert!(again <= 4, "{again} requests more than events: {stats}");
     busway.stop().await;
 }
 

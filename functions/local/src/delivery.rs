@@ -673,6 +673,8 @@ struct Outcome {
     event: Logged,
     source: Source,
     result: Result<(), AttemptError>,
+    /// From the attempt's start to its answer.
+    took: Duration,
     /// For a failed attempt: what comes next, already recorded in the store.
     next: Option<Failed>,
 }
@@ -726,6 +728,7 @@ impl WorkerRun {
             &self.doc.delivery,
             config.retry_base,
             config.retry_cap.min(PAUSE_CAP),
+            config.timeout,
         );
         let mut reading = Reading {
             read_to: self
@@ -894,7 +897,9 @@ impl WorkerRun {
         let (shared, doc) = (self.shared.clone(), self.doc.clone());
         let target = self.target.clone();
         attempts.spawn(async move {
+            let started = Instant::now();
             let result = shared.client.attempt(&target, &event).await;
+            let took = started.elapsed();
             let id = doc.subscription_id.as_str();
             log_attempt(id, &event, &source, &result);
             let next = match &result {
@@ -940,6 +945,7 @@ impl WorkerRun {
                 event,
                 source,
                 result,
+                took,
                 next,
             }
         });
@@ -965,11 +971,12 @@ impl WorkerRun {
             event,
             source,
             result,
+            took,
             next,
         } = outcome;
         match result {
             Ok(()) => {
-                flow.succeeded();
+                flow.succeeded(took);
                 let mut p = self.progress.lock().unwrap_or_else(|p| p.into_inner());
                 p.stats.delivered += 1;
                 p.stats.last_delivered_at = Some(now_text());

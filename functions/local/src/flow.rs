@@ -1,9 +1,11 @@
 //! Flow control of one subscription's deliveries: how many attempts may be in flight at once,
 //! how fast new ones may start, and the back-off when the target struggles. The window grows by
-//! one on each success up to the subscription's `max_in_flight`; a timeout, a refused connection
-//! or a 429/503 halves it and pauses new attempts for the target's `Retry-After`, or for a pause
-//! that doubles while the target keeps struggling. So a slow target is sent what it can take,
-//! instead of more requests that time out.
+//! one on each success answered within half the attempt timeout, up to the subscription's
+//! `max_in_flight`; a timeout, a refused connection or a 429/503 halves it and pauses new
+//! attempts for the target's `Retry-After`, or for a pause that doubles while the target keeps
+//! struggling. So a slow target is sent what it can take, instead of more requests that time
+//! out: a consumer that serves one request at a time answers the last of `n` queued requests
+//! after `n` times its own time, and a window grown by its slow answers would time out again.
 
 use std::time::{Duration, Instant};
 
@@ -23,14 +25,23 @@ pub struct Flow {
     /// Between two attempts' starts, from `invocation_rate_limit_per_second`.
     spacing: Option<Duration>,
     next_start: Option<Instant>,
+    /// A success answered slower than this does not grow the window.
+    grows_within: Duration,
 }
 
 impl Flow {
-    pub fn new(settings: &DeliverySettings, pause_base: Duration, pause_cap: Duration) -> Self {
+    /// `timeout` is an attempt's: half of it is the answer time that still grows the window.
+    pub fn new(
+        settings: &DeliverySettings,
+        pause_base: Duration,
+        pause_cap: Duration,
+        timeout: Duration,
+    ) -> Self {
         let max = usize::try_from(settings.max_in_flight.max(1)).unwrap_or(1);
         Self {
             max,
             window: max,
+            grows_within: timeout / 2,
             paused_until: None,
             next_pause: pause_base,
             pause_base,
@@ -63,8 +74,11 @@ impl Flow {
         }
     }
 
-    pub fn succeeded(&mut self) {
-        self.window = (self.window + 1).min(self.max);
+    /// An attempt succeeded, answered `took` after it started.
+    pub fn succeeded(&mut self, took: Duration) {
+        if took <= self.grows_within {
+            self.window = (self.window + 1).min(self.max);
+        }
         self.next_pause = self.pause_base;
     }
 
@@ -88,6 +102,8 @@ impl Flow {
 mod tests {
     use super::*;
 
+    const TIMEOUT: Duration = Duration::from_secs(5);
+
     fn settings(max_in_flight: u32, rate: Option<u32>) -> DeliverySettings {
         DeliverySettings {
             max_in_flight,
@@ -98,7 +114,7 @@ mod tests {
     #[test]
     fn a_struggling_target_halves_the_window_and_pauses_then_recovers_one_by_one() {
         let base = Duration::from_millis(100);
-        let mut flow = Flow::new(&settings(8, None), base, Duration::from_secs(1));
+        let mut flow = Flow::new(&settings(8, None), base, Duration::from_secs(1), TIMEOUT);
         let now = Instant::now();
         assert_eq!(flow.window(), 8);
         assert_eq!(flow.wait_until(now), None);
@@ -120,7 +136,7 @@ mod tests {
         );
 
         for expected in [3, 4, 5, 6, 7, 8, 8] {
-            flow.succeeded();
+            flow.succeeded(Duration::from_millis(5));
             assert_eq!(flow.window(), expected);
         }
         let again = later + Duration::from_secs(1);
@@ -132,12 +148,32 @@ mod tests {
         );
     }
 
+    /// A consumer serving one request at a time in 1.5 s: with 4 in flight the last would be
+    /// answered after 6 s and time out. Halved to 2, the window grows on the 1.5 s answer only,
+    /// to 3, whose answers (1.5, 3 and 4.5 s) all come within the timeout.
+    #[test]
+    fn answers_slower_than_half_the_timeout_do_not_grow_the_window() {
+        let mut flow = Flow::new(
+            &settings(4, None),
+            Duration::from_millis(10),
+            Duration::from_secs(1),
+            TIMEOUT,
+        );
+        flow.struggled(Instant::now(), None);
+        assert_eq!(flow.window(), 2);
+        for (took, window) in [(1_500, 3), (3_000, 3), (4_500, 3), (1_500, 4)] {
+            flow.succeeded(Duration::from_millis(took));
+            assert_eq!(flow.window(), window, "after an answer in {took} ms");
+        }
+    }
+
     #[test]
     fn retry_after_sets_the_pause_within_a_cap() {
         let mut flow = Flow::new(
             &settings(4, None),
             Duration::from_millis(10),
             Duration::from_secs(1),
+            TIMEOUT,
         );
         let now = Instant::now();
         flow.struggled(now, Some(Duration::from_secs(7)));
@@ -165,6 +201,7 @@ mod tests {
             &settings(100, Some(4)),
             Duration::from_millis(10),
             Duration::from_secs(1),
+            TIMEOUT,
         );
         let now = Instant::now();
         flow.started(now);
