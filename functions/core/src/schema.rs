@@ -8,6 +8,10 @@ use crate::{EventTypeName, FieldError, ValidationErrors, Version};
 
 const DRAFT4: &str = "http://json-schema.org/draft-04/schema#";
 
+/// The longest schema the EventBridge Schema Registry stores (`CreateSchema`'s `Content`), in
+/// characters: the stored envelope, not only `data`, must fit, on both hosts alike.
+pub const MAX_SCHEMA_CHARS: usize = 100_000;
+
 /// A compiled validator for one event version, shared by every request to its route.
 pub type CompiledSchema = jsonschema::Validator;
 
@@ -44,7 +48,26 @@ pub fn check_data_schema(field: &str, data: &Value) -> Result<(), ValidationErro
             errors.push(field, format!("schema cannot be compiled: {error}"));
         }
     }
+    let chars = longest_envelope_chars(data);
+    if chars > MAX_SCHEMA_CHARS {
+        errors.push(
+            field,
+            format!(
+                "the event schema around it would be {chars} characters; the schema registry stores at most {MAX_SCHEMA_CHARS}"
+            ),
+        );
+    }
     errors.into_result(())
+}
+
+/// The characters of `data`'s envelope under the longest event type name and version, so that
+/// a schema accepted here fits whatever it is registered as.
+fn longest_envelope_chars(data: &Value) -> usize {
+    let name = format!("a{}", "b".repeat(62))
+        .parse::<EventTypeName>()
+        .expect("the longest name is a name");
+    let version = Version::new(u32::MAX).expect("a version");
+    envelope(&name, version, data).to_string().chars().count()
 }
 
 /// The stored event schema: the seed-compatible envelope with the producer's `data` schema inside.
@@ -224,6 +247,14 @@ mod tests {
         assert_eq!(errors[0].field, "data/$schema");
 
         assert!(check_data_schema("data", &json!("string")).is_err());
+        // The registry's limit holds for the envelope: data that fits alone may not fit in it.
+        let described = |chars: usize| json!({"type": "object", "description": "d".repeat(chars)});
+        let overhead = longest_envelope_chars(&described(0));
+        assert!(check_data_schema("data", &described(MAX_SCHEMA_CHARS - overhead)).is_ok());
+        let errors = check_data_schema("data", &described(MAX_SCHEMA_CHARS - overhead + 1))
+            .expect_err("too long")
+            .0;
+        assert!(errors[0].message.contains("at most 100000"), "{errors:?}");
         let bad_regex = json!({"type": "string", "pattern": "(unclosed"});
         assert!(check_data_schema("data", &bad_regex).is_err());
         let dangling = json!({"$ref": "#/definitions/missing"});
