@@ -267,8 +267,9 @@ impl Host {
 }
 
 /// Every call of every client ends: an attempt after 5 s (connecting after 3 s), a call with
-/// its retries after 20 s, well inside the functions' timeouts, so a stuck call fails with an
-/// error the function reports instead of running the function out of time.
+/// its retries after 20 s, so a stuck call fails with an error the function reports. A request
+/// of the APIs' functions (10 s) may still outlast its function with a slow call or two: it is
+/// answered 503 just before the function's time ends (`busway_http::lambda::run`).
 pub fn timeouts() -> TimeoutConfig {
     TimeoutConfig::builder()
         .connect_timeout(std::time::Duration::from_secs(3))

@@ -36,12 +36,42 @@ pub async fn run(router: axum::Router) -> Result<(), lambda_http::Error> {
                 {
                     request.headers_mut().insert("x-amzn-trace-id", trace_id);
                 }
-                let response = app.oneshot(request.with_lambda_context(context)).await?;
+                let left = time_left(context.deadline, std::time::SystemTime::now());
+                let response =
+                    tokio::time::timeout(left, app.oneshot(request.with_lambda_context(context)))
+                        .await
+                        .unwrap_or_else(|_| Ok(out_of_time()))?;
                 api_gateway_response(response).await
             }
         },
     ))
     .await
+}
+
+/// What a request keeps of the function's time to answer: a slow AWS call (its SDK timeouts
+/// and retries may outlast a 10 s function) ends in the API's own 503, not in Lambda stopping
+/// the function mid-request and API Gateway answering 502.
+const ANSWER_MARGIN: std::time::Duration = std::time::Duration::from_millis(500);
+
+/// The time until `deadline_ms` (the invocation's deadline, in unix milliseconds) less
+/// [`ANSWER_MARGIN`].
+fn time_left(deadline_ms: u64, now: std::time::SystemTime) -> std::time::Duration {
+    let now = now
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default();
+    std::time::Duration::from_millis(deadline_ms)
+        .saturating_sub(now)
+        .saturating_sub(ANSWER_MARGIN)
+}
+
+/// The answer to a request that ran out of the function's time. Whatever it did may have
+/// happened: a retry is answered by the broker's `event_id` deduplication or the portal's
+/// `Idempotency-Key`.
+fn out_of_time() -> axum::response::Response {
+    axum::response::IntoResponse::into_response(crate::ApiError::unavailable(
+        "the request ran out of time; retry",
+        std::time::Duration::from_secs(1),
+    ))
 }
 
 /// Content types whose body API Gateway gets as text, as `lambda_http` decides; any other (or a
@@ -178,6 +208,34 @@ mod tests {
             "isBase64Encoded": false,
         });
         event
+    }
+
+    #[test]
+    fn a_request_keeps_the_functions_time_less_a_margin_to_answer() {
+        let now = std::time::UNIX_EPOCH + std::time::Duration::from_secs(1_000);
+        assert_eq!(
+            time_left(1_010_000, now),
+            std::time::Duration::from_millis(9_500)
+        );
+        assert_eq!(time_left(1_000_200, now), std::time::Duration::ZERO);
+        assert_eq!(time_left(0, now), std::time::Duration::ZERO);
+    }
+
+    #[tokio::test]
+    async fn a_request_out_of_time_is_a_503_to_retry() {
+        let answer = api_gateway_response(out_of_time())
+            .await
+            .expect("an answer");
+        assert_eq!(answer.status_code, 503);
+        assert_eq!(answer.multi_value_headers["retry-after"], "1");
+        let Some(Body::Text(body)) = answer.body else {
+            panic!("a text body");
+        };
+        let body: serde_json::Value = serde_json::from_str(&body).expect("JSON");
+        assert_eq!(
+            body["error"]["message"],
+            "the request ran out of time; retry"
+        );
     }
 
     #[test]
