@@ -148,27 +148,33 @@ async fn publishing_to_a_deleted_version_is_not_found_once_its_destroy_deploymen
     busway.stop().await;
 }
 
-/// A bus that throttles every entry, as EventBridge does past its quota and the local log does
-/// when its writer falls behind.
-struct ThrottlingBus;
+/// A bus that fails every entry with `code`, or, without one, the whole call.
+struct FailingBus(Option<&'static str>);
 
 #[async_trait::async_trait]
-impl busway_core::ports::Bus for ThrottlingBus {
+impl busway_core::ports::Bus for FailingBus {
     async fn put_events(
         &self,
         events: Vec<busway_core::envelope::BusEvent>,
     ) -> anyhow::Result<Vec<Result<busway_core::ports::Accepted, busway_core::ports::EntryFailure>>>
     {
+        let Some(code) = self.0 else {
+            anyhow::bail!("event log commit failed: database or disk is full");
+        };
         let failure = busway_core::ports::EntryFailure {
-            code: busway_core::ingest::THROTTLED.into(),
-            message: "rate exceeded".into(),
+            code: code.into(),
+            message: "failed".into(),
         };
         Ok(vec![Err(failure); events.len()])
     }
 }
 
+/// What a producer is answered when the bus fails: 503 with `Retry-After` for what passes
+/// (EventBridge throttling past its quota or the local writer falling behind, its retryable
+/// `InternalFailure`, a claim check not written, a whole call that failed after the bus's own
+/// retries, a full disk), 500 for an entry the bus refused otherwise.
 #[tokio::test]
-async fn a_throttled_bus_answers_503_with_retry_after() {
+async fn a_bus_failure_that_passes_answers_503_with_retry_after() {
     use tower::ServiceExt;
     let routes = std::sync::Arc::new(busway_core::ingest::LiveRoutes::default());
     routes
@@ -180,33 +186,44 @@ async fn a_throttled_bus_answers_503_with_retry_after() {
             &json!({"type": "object"}),
         )
         .expect("a route");
-    let app = busway_injector::router(busway_injector::Broker {
-        routes,
-        store: None,
-        bus: std::sync::Arc::new(ThrottlingBus),
-    });
-    let mut request = axum::http::Request::post("/scanned_parcel/1")
-        .header("content-type", "application/json")
-        .body(axum::body::Body::from(v1_envelope("u2").to_string()))
-        .expect("a request");
-    request.extensions_mut().insert(busway_core::auth::Caller {
-        key_id: "key_producer".into(),
-        team: "platform".parse().expect("a team"),
-        role: busway_core::auth::Role::Producer,
-        application: Some("demo".parse().expect("an application")),
-    });
-    let response = app.oneshot(request).await.expect("an answer");
-    assert_eq!(response.status(), 503);
-    assert_eq!(
-        response
-            .headers()
-            .get("retry-after")
-            .and_then(|v| v.to_str().ok()),
-        Some("1")
-    );
-    let body = axum::body::to_bytes(response.into_body(), 1 << 16)
-        .await
-        .expect("a body");
-    let body: Value = serde_json::from_slice(&body).expect("JSON");
-    assert_eq!(body["error"]["code"], "unavailable", "{body}");
+    for (failing, status) in [
+        (Some(busway_core::ingest::THROTTLED), 503),
+        (Some("InternalFailure"), 503),
+        (Some(busway_core::claim_check::NOT_WRITTEN), 503),
+        (None, 503),
+        (Some("MalformedDetail"), 500),
+    ] {
+        let app = busway_injector::router(busway_injector::Broker {
+            routes: routes.clone(),
+            store: None,
+            bus: std::sync::Arc::new(FailingBus(failing)),
+        });
+        let mut request = axum::http::Request::post("/scanned_parcel/1")
+            .header("content-type", "application/json")
+            .body(axum::body::Body::from(v1_envelope("u2").to_string()))
+            .expect("a request");
+        request.extensions_mut().insert(busway_core::auth::Caller {
+            key_id: "key_producer".into(),
+            team: "platform".parse().expect("a team"),
+            role: busway_core::auth::Role::Producer,
+            application: Some("demo".parse().expect("an application")),
+        });
+        let response = app.oneshot(request).await.expect("an answer");
+        assert_eq!(response.status(), status, "{failing:?}");
+        if status == 503 {
+            assert_eq!(
+                response
+                    .headers()
+                    .get("retry-after")
+                    .and_then(|v| v.to_str().ok()),
+                Some("1"),
+                "{failing:?}"
+            );
+            let body = axum::body::to_bytes(response.into_body(), 1 << 16)
+                .await
+                .expect("a body");
+            let body: Value = serde_json::from_slice(&body).expect("JSON");
+            assert_eq!(body["error"]["code"], "unavailable", "{failing:?}: {body}");
+        }
+    }
 }

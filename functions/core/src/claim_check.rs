@@ -40,6 +40,8 @@ pub const RETENTION_DAYS: u64 = 14;
 
 /// The `EntryFailure` code of an event above the entry limit even with its data claim-checked.
 pub const ENTRY_TOO_LARGE: &str = "EntryTooLarge";
+/// The failure code of an event whose claim-check object could not be written.
+pub const NOT_WRITTEN: &str = "ClaimCheckFailed";
 
 /// An entry's size as EventBridge counts it
 /// (<https://docs.aws.amazon.com/eventbridge/latest/userguide/eb-putevent-size.html>): 14 bytes
@@ -140,7 +142,7 @@ impl ClaimChecks {
             )
             .await
             .map_err(|e| EntryFailure {
-                code: "ClaimCheckFailed".into(),
+                code: NOT_WRITTEN.into(),
                 message: format!("storing the data at {key}: {e:#}"),
             })?;
         Ok(link)

@@ -7,7 +7,7 @@ use std::sync::{Arc, RwLock};
 use serde_json::Value;
 
 use crate::envelope::{BusEvent, enrich};
-use crate::ports::{Accepted, Bus, EventCatalog};
+use crate::ports::{Accepted, Bus, EventCatalog, StoreError};
 use crate::schema::{self, CompiledSchema};
 use crate::{Application, EventTypeName, ValidationErrors, Version};
 
@@ -151,9 +151,18 @@ pub enum IngestError {
     /// falling behind): the same request may succeed later.
     #[error("the bus is throttling: {0}")]
     Throttled(String),
+    /// The store or the bus failed in a way that passes (a timeout, a 5xx, EventBridge's
+    /// `InternalFailure`, a claim check that could not be written, a full disk): the same
+    /// request may succeed later.
+    #[error("the event cannot be taken now: {0}")]
+    Unavailable(String),
     #[error(transparent)]
     Unexpected(#[from] anyhow::Error),
 }
+
+/// Per-entry failure codes of a bus that another try may not meet: EventBridge's retryable
+/// `InternalFailure` (once the bus's own retries are spent), and a claim check not written.
+const TRANSIENT_ENTRY_CODES: [&str; 2] = ["InternalFailure", crate::claim_check::NOT_WRITTEN];
 
 /// A published event: its `event_id`, and whether the bus had accepted it already. Also the
 /// broker's answer to the producer, as JSON.
@@ -193,7 +202,11 @@ pub async fn publish(
     let version: Version = version.parse().map_err(|_| not_found())?;
     let route = routes
         .resolve(store, &name, version)
-        .await?
+        .await
+        .map_err(|e| match e.downcast_ref::<StoreError>() {
+            Some(StoreError::Unavailable(why)) => IngestError::Unavailable(why.clone()),
+            _ => IngestError::Unexpected(e),
+        })?
         .ok_or_else(not_found)?;
     let publisher = publisher.unwrap_or(&route.application);
     if !route.is_writer(publisher) {
@@ -206,7 +219,11 @@ pub async fn publish(
         crate::envelope::set_request_id(&mut event.detail, id);
     }
     let event_id = event.event_id.clone();
-    let mut results = bus.put_events(vec![event]).await?;
+    // The bus's own retries are spent, whatever failed: a producer's retry may still succeed.
+    let mut results = bus
+        .put_events(vec![event])
+        .await
+        .map_err(|e| IngestError::Unavailable(format!("{e:#}")))?;
     match results.pop() {
         Some(Ok(accepted)) => Ok(Published {
             event_id,
@@ -217,6 +234,9 @@ pub async fn publish(
         }
         Some(Err(failure)) if failure.code == crate::claim_check::ENTRY_TOO_LARGE => {
             Err(IngestError::TooLarge(failure.message))
+        }
+        Some(Err(failure)) if TRANSIENT_ENTRY_CODES.contains(&failure.code.as_str()) => {
+            Err(IngestError::Unavailable(failure.to_string()))
         }
         Some(Err(failure)) => Err(IngestError::Rejected(failure.to_string())),
         None => Err(anyhow::anyhow!("the bus answered no result for the event").into()),

@@ -193,6 +193,13 @@ async fn publish(
             "payload_too_large",
             why,
         )),
+        Err(IngestError::Unavailable(why)) => {
+            tracing::error!(error = %why, "publishing failed for now");
+            Err(ApiError::unavailable(
+                "the event cannot be taken now; retry after the time in Retry-After",
+                ingest::THROTTLED_RETRY_AFTER,
+            ))
+        }
         Err(IngestError::Rejected(why)) => Err(ApiError::internal(why)),
         Err(IngestError::Unexpected(e)) => Err(ApiError::internal(format!("{e:#}"))),
     }
