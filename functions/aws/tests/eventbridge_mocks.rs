@@ -326,6 +326,43 @@ fn event_of_size(n: usize, size: usize) -> BusEvent {
     sized
 }
 
+/// The summed size of a call's entries, as EventBridge counts it against its request limit.
+fn request_size(entries: &[PutEventsRequestEntry]) -> usize {
+    entries
+        .iter()
+        .map(|e| {
+            entry_size(
+                e.source().unwrap_or_default(),
+                e.detail_type().unwrap_or_default(),
+                e.detail().unwrap_or_default(),
+            )
+        })
+        .sum()
+}
+
+#[tokio::test]
+async fn ten_entries_of_300_kb_go_out_as_calls_within_the_request_limit() {
+    // An SQS producer batch: ten messages, each within the entry limit, 3 MB together.
+    let (bus, log, objects) = bus(|_, entries| all_stored(entries));
+    let sent: Vec<BusEvent> = (0..10).map(|n| event_of_size(n, 300_000)).collect();
+    let results = bus.put_events(sent).await.expect("put");
+    assert_eq!(results, vec![Ok(Accepted::Stored); 10]);
+    let requests = requests(&log);
+    let counts: Vec<usize> = requests.iter().map(Vec::len).collect();
+    assert_eq!(counts, vec![3, 3, 3, 1]);
+    for request in &requests {
+        assert!(
+            request_size(request) <= DEFAULT_MAX_ENTRY_BYTES,
+            "{} bytes in one call",
+            request_size(request)
+        );
+    }
+    let order: Vec<String> = requests.iter().flat_map(|r| event_ids(r)).collect();
+    let expected: Vec<String> = (0..10).map(|n| format!("e-{n}")).collect();
+    assert_eq!(order, expected);
+    assert!(objects.is_empty(), "nothing is claim-checked");
+}
+
 #[tokio::test]
 async fn an_entry_at_the_limit_goes_on_the_bus_whole_under_either_limit() {
     for limit in [DEFAULT_MAX_ENTRY_BYTES, LEGACY_MAX_ENTRY_BYTES] {
