@@ -182,7 +182,11 @@ impl DynamoStore {
         q: &QueryOf,
         page: &PageRequest,
     ) -> Result<(Vec<Item>, Option<String>), StoreError> {
-        let start = page.after.as_deref().map(decode_position).transpose()?;
+        let start = page
+            .after
+            .as_deref()
+            .map(|position| decode_position(position, q))
+            .transpose()?;
         let limit = i32::try_from(page.limit).unwrap_or(i32::MAX);
         let (items, next) = self.query_page(q, Some(limit), start).await?;
         Ok((items, next.map(|key| encode_position(&key))))
@@ -323,11 +327,50 @@ fn encode_position(key: &Item) -> String {
     serde_json::to_string(&strings).unwrap_or_default()
 }
 
-fn decode_position(position: &str) -> Result<Item, StoreError> {
+/// DynamoDB's limits on a key attribute's value: a partition key of at most 2048 bytes, a sort key
+/// of at most 1024, neither empty.
+const MAX_PARTITION_KEY_BYTES: usize = 2048;
+const MAX_SORT_KEY_BYTES: usize = 1024;
+
+/// The key `q` reads from a position a page of the same list gave: the JSON of the last evaluated
+/// key's string attributes, which for a Query of the table are `PK` and `SK`, and of an index
+/// those plus the index's own key. DynamoDB refuses an `ExclusiveStartKey` of other attributes
+/// ("The provided starting key is invalid"), of another partition than the Query's ("outside
+/// query boundaries"), whose sort key the Query's condition does not take ("does not match the
+/// range key predicate"), or with a key value it could not store, each a ValidationException,
+/// so such a position is `BadPosition` here rather than a failed Query. A key of that shape
+/// that names no item is fine: the Query starts after where it would be.
+fn decode_position(position: &str, q: &QueryOf) -> Result<Item, StoreError> {
     let bad = || StoreError::BadPosition("not a position of this list".into());
     let strings: std::collections::HashMap<String, String> =
         serde_json::from_str(position).map_err(|_| bad())?;
-    if strings.is_empty() {
+    let (pk_name, sk_name) = match q.index {
+        Index::Table => (PK, SK),
+        Index::Gsi1 => (GSI1PK, GSI1SK),
+        Index::Gsi2 => (GSI2PK, GSI2SK),
+    };
+    let mut names = vec![(PK, MAX_PARTITION_KEY_BYTES), (SK, MAX_SORT_KEY_BYTES)];
+    if !matches!(q.index, Index::Table) {
+        names.extend([
+            (pk_name, MAX_PARTITION_KEY_BYTES),
+            (sk_name, MAX_SORT_KEY_BYTES),
+        ]);
+    }
+    if strings.len() != names.len() {
+        return Err(bad());
+    }
+    for (name, max_bytes) in names {
+        match strings.get(name) {
+            Some(value) if !value.is_empty() && value.len() <= max_bytes => {}
+            _ => return Err(bad()),
+        }
+    }
+    if strings[pk_name] != q.pk {
+        return Err(bad());
+    }
+    if let Some(prefix) = &q.prefix
+        && !strings[sk_name].starts_with(prefix.as_str())
+    {
         return Err(bad());
     }
     Ok(strings
@@ -935,4 +978,187 @@ fn deployments_query(event_type: Option<&EventTypeName>) -> QueryOf {
         None => QueryOf::new(Index::Gsi1, ALL_DEPLOYMENTS),
     }
     .newest_first()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn event_type(name: &str) -> EventTypeName {
+        name.parse().expect("an event type name")
+    }
+
+    /// A position as `page_of` gives it, from a last evaluated key of these string attributes.
+    fn position(key: &[(&str, &str)]) -> String {
+        let key: Item = key
+            .iter()
+            .map(|(name, value)| (name.to_string(), s(*value)))
+            .collect();
+        encode_position(&key)
+    }
+
+    fn is_bad(result: Result<Item, StoreError>) -> bool {
+        matches!(result, Err(StoreError::BadPosition(_)))
+    }
+
+    fn event_types() -> QueryOf {
+        QueryOf::new(Index::Gsi1, ALL_EVENT_TYPES)
+    }
+
+    /// The last evaluated key of a page of `GET /events`.
+    fn event_types_key() -> Vec<(&'static str, &'static str)> {
+        vec![
+            (PK, "EVENT#scanned_parcel"),
+            (SK, EVENT_SK),
+            (GSI1PK, ALL_EVENT_TYPES),
+            (GSI1SK, "scanned_parcel"),
+        ]
+    }
+
+    #[test]
+    fn a_position_of_the_list_is_the_key_it_was_made_of() {
+        let key = event_types_key();
+        let decoded = decode_position(&position(&key), &event_types()).expect("a position");
+        let expected: Item = key.iter().map(|(n, v)| (n.to_string(), s(*v))).collect();
+        assert_eq!(decoded, expected);
+
+        // The table's Query (an event type's audit entries) has the table's key only.
+        let audit = QueryOf::new(Index::Table, "AUDIT#ET#scanned_parcel").newest_first();
+        let key = [
+            (PK, "AUDIT#ET#scanned_parcel"),
+            (SK, "00000000000000000001#a"),
+        ];
+        assert!(decode_position(&position(&key), &audit).is_ok());
+
+        // GSI2: a target unit's subscriptions.
+        let unit = QueryOf::new(Index::Gsi2, "UNIT#u2");
+        let key = [
+            (PK, "SUBSCRIPTION#s-1"),
+            (SK, SUBSCRIPTION_SK),
+            (GSI2PK, "UNIT#u2"),
+            (GSI2SK, "00000000000000000001#s-1"),
+        ];
+        assert!(decode_position(&position(&key), &unit).is_ok());
+    }
+
+    #[test]
+    fn a_key_of_the_right_shape_that_names_no_item_is_a_position() {
+        // DynamoDB starts after where such an item would be.
+        let key = [
+            (PK, "EVENT#nothing_here"),
+            (SK, EVENT_SK),
+            (GSI1PK, ALL_EVENT_TYPES),
+            (GSI1SK, "nothing_here"),
+        ];
+        assert!(decode_position(&position(&key), &event_types()).is_ok());
+    }
+
+    #[test]
+    fn text_that_is_not_an_object_of_strings_is_a_bad_position() {
+        for garbage in [
+            "",
+            "not a position",
+            "[]",
+            "{}",
+            "null",
+            r#"{"PK": 1, "SK": "EVENT", "GSI1PK": "EVENT_TYPES", "GSI1SK": "a"}"#,
+            r#"{"PK": {"S": "x"}, "SK": "EVENT", "GSI1PK": "EVENT_TYPES", "GSI1SK": "a"}"#,
+        ] {
+            assert!(
+                is_bad(decode_position(garbage, &event_types())),
+                "{garbage:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn a_key_of_other_attributes_than_the_queried_key_is_a_bad_position() {
+        let full = event_types_key();
+        // The table's key alone, for an index Query.
+        assert!(is_bad(decode_position(
+            &position(&full[..2]),
+            &event_types()
+        )));
+        // The index's key without the table's.
+        assert!(is_bad(decode_position(
+            &position(&full[2..]),
+            &event_types()
+        )));
+        // One attribute more.
+        let mut more = full.clone();
+        more.push(("extra", "x"));
+        assert!(is_bad(decode_position(&position(&more), &event_types())));
+        // Another index's key names.
+        let gsi2 = [full[0], full[1], (GSI2PK, ALL_EVENT_TYPES), (GSI2SK, "a")];
+        assert!(is_bad(decode_position(&position(&gsi2), &event_types())));
+        // An index key, for a Query of the table.
+        let audit = QueryOf::new(Index::Table, "AUDIT#ET#scanned_parcel");
+        let key = [
+            (PK, "AUDIT#ET#scanned_parcel"),
+            (SK, "1#a"),
+            (GSI1PK, "AUDIT"),
+            (GSI1SK, "1#a"),
+        ];
+        assert!(is_bad(decode_position(&position(&key), &audit)));
+        // Names differing only in case.
+        let lower = [
+            ("pk", "EVENT#a"),
+            ("sk", EVENT_SK),
+            ("gsi1pk", ALL_EVENT_TYPES),
+            ("gsi1sk", "a"),
+        ];
+        assert!(is_bad(decode_position(&position(&lower), &event_types())));
+    }
+
+    #[test]
+    fn a_key_of_another_partition_or_outside_the_prefix_is_a_bad_position() {
+        // A position of `GET /deployments` given to `GET /events`.
+        let mut other = event_types_key();
+        other[2] = (GSI1PK, ALL_DEPLOYMENTS);
+        assert!(is_bad(decode_position(&position(&other), &event_types())));
+        // Of one event type's deployments given to another's.
+        let deployments = deployments_query(Some(&event_type("scanned_parcel")));
+        let key = [
+            (PK, "DEPLOYMENT#d-1"),
+            (SK, DEPLOYMENT_SK),
+            (GSI2PK, "DEPLOYMENTS#other_type"),
+            (GSI2SK, "00000000000000000001#d-1"),
+        ];
+        assert!(is_bad(decode_position(&position(&key), &deployments)));
+        // All subscriptions' position given to one event type's subscriptions.
+        let of_type = subscriptions_query(&SubscriptionFilter {
+            event_type: Some(event_type("scanned_parcel")),
+            version: None,
+            target_unit: None,
+        });
+        let mut key = [
+            (PK, "SUBSCRIPTION#s-1"),
+            (SK, SUBSCRIPTION_SK),
+            (GSI1PK, ALL_SUBSCRIPTIONS),
+            (GSI1SK, "other_type#0000000001#00000000000000000001#s-1"),
+        ];
+        assert!(is_bad(decode_position(&position(&key), &of_type)));
+        key[3].1 = "scanned_parcel#0000000001#00000000000000000001#s-1";
+        assert!(decode_position(&position(&key), &of_type).is_ok());
+    }
+
+    #[test]
+    fn a_key_value_dynamodb_could_not_store_is_a_bad_position() {
+        let mut empty = event_types_key();
+        empty[1] = (SK, "");
+        assert!(is_bad(decode_position(&position(&empty), &event_types())));
+
+        let long_sort = "a".repeat(MAX_SORT_KEY_BYTES + 1);
+        let mut key = event_types_key();
+        key[3] = (GSI1SK, &long_sort);
+        assert!(is_bad(decode_position(&position(&key), &event_types())));
+        let at_limit = "a".repeat(MAX_SORT_KEY_BYTES);
+        key[3] = (GSI1SK, &at_limit);
+        assert!(decode_position(&position(&key), &event_types()).is_ok());
+
+        let long_partition = format!("EVENT#{}", "a".repeat(MAX_PARTITION_KEY_BYTES));
+        let mut key = event_types_key();
+        key[0] = (PK, &long_partition);
+        assert!(is_bad(decode_position(&position(&key), &event_types())));
+    }
 }
