@@ -223,7 +223,14 @@ async fn a_consumer_deploy_json_pointing_at_another_connection_ends_failed() {
     assert_eq!(failed["status"], "FAILED", "{failed}");
     assert_eq!(failed["error"], "DeployConfig.Invalid", "{failed}");
     let error = failed["cause"].as_str().expect("a cause");
-    assert!(error.contains("/subscription_id"), "{error}");
+    for part in [
+        "/connection_string",
+        "a subscription changes through the portal",
+        id,
+    ] {
+        assert!(error.contains(part), "{part}: {error}");
+    }
+    assert!(!error.contains("/subscription_id"), "{error}");
     busway.stop().await;
 }
 

@@ -92,18 +92,28 @@ pub async fn check_against_store(
                     let state = if deploying { "deleted" } else { "still active" };
                     errors.push("/subscription_id", format!("the subscription is {state}"));
                 }
-                let same = s.event_type == c.event_type
-                    && s.version == c.version
-                    && s.target_unit == c.target_unit
-                    && s.connection_type == c.connection_type
-                    && s.connection_string == c.connection_string
-                    && s.retry_policy == c.retry_policy
-                    && s.delivery == c.delivery;
-                if !same {
-                    errors.push(
-                        "/subscription_id",
-                        "the document differs from the subscription on record",
-                    );
+                // Named one by one: a hand edit of the target is refused at the field edited.
+                for (field, same) in [
+                    ("event_type", s.event_type == c.event_type),
+                    ("version", s.version == c.version),
+                    ("target_unit", s.target_unit == c.target_unit),
+                    ("connection_type", s.connection_type == c.connection_type),
+                    (
+                        "connection_string",
+                        s.connection_string == c.connection_string,
+                    ),
+                    ("retry_policy", s.retry_policy == c.retry_policy),
+                    ("delivery", s.delivery == c.delivery),
+                ] {
+                    if !same {
+                        errors.push(
+                            format!("/{field}"),
+                            format!(
+                                "differs from subscription {} on record: a subscription changes through the portal",
+                                s.id
+                            ),
+                        );
+                    }
                 }
             }
         },
