@@ -24,6 +24,7 @@ use busway_core::ports::{
 use busway_core::subscription::{
     ConsumerConnection, RetryPolicy, Subscription, SubscriptionFilter, SubscriptionState,
 };
+use busway_core::webhook::{ROTATION_OVERLAP, SigningSecret, SigningSecrets, rotated};
 use busway_core::{Application, EventTypeName, TargetUnit, Version, now};
 use busway_local::objects::FolderObjectStore;
 use busway_local::store::SqliteStore;
@@ -872,6 +873,53 @@ async fn idempotency_store_contract(store: &dyn IdempotencyStore) {
             .expect("taken over"),
         None
     );
+}
+
+/// A subscription's signing secrets are replaced only over what was read: of two writers that
+/// read the same secrets, the second is refused, so no caller holds a secret that is not kept.
+async fn signing_secrets_contract(store: &dyn SigningSecrets) {
+    let id = new_id();
+    assert_eq!(store.signing_secrets(&id).await.expect("read"), []);
+    let first = SigningSecret::generate().expect("a secret");
+    store
+        .put_signing_secrets(&id, &[], std::slice::from_ref(&first))
+        .await
+        .expect("the first secret");
+    let refused = store
+        .put_signing_secrets(&id, &[], &[SigningSecret::generate().expect("a secret")])
+        .await;
+    assert!(
+        matches!(refused, Err(StoreError::Conflict(_))),
+        "another first secret: {refused:?}"
+    );
+    let read = store.signing_secrets(&id).await.expect("read");
+    assert_eq!(read, std::slice::from_ref(&first));
+    let (a, b) = (
+        rotated(read.clone(), ROTATION_OVERLAP).expect("rotated"),
+        rotated(read.clone(), ROTATION_OVERLAP).expect("rotated"),
+    );
+    store
+        .put_signing_secrets(&id, &read, &a)
+        .await
+        .expect("a rotation");
+    let refused = store.put_signing_secrets(&id, &read, &b).await;
+    assert!(
+        matches!(refused, Err(StoreError::Conflict(_))),
+        "a rotation over a stale read: {refused:?}"
+    );
+    assert_eq!(store.signing_secrets(&id).await.expect("read"), a);
+}
+
+#[tokio::test]
+async fn the_embedded_signing_secrets_keep_the_contract() {
+    let (_dir, store) = sqlite();
+    signing_secrets_contract(&store).await;
+}
+
+#[tokio::test]
+async fn the_dynamodb_signing_secrets_keep_the_contract() {
+    let (_, _, store) = dynamo().await;
+    signing_secrets_contract(&store).await;
 }
 
 fn sqlite() -> (tempfile::TempDir, SqliteStore) {

@@ -950,16 +950,24 @@ impl Portal {
         if s.connection_type != ConsumerConnection::Https {
             return Ok(None);
         }
-        let now = crate::now();
-        let secrets = self.secrets.signing_secrets(&s.id).await?;
-        if let Some(current) = secrets.iter().find(|x| x.is_valid_at(now)) {
-            return Ok(Some(current.secret.clone()));
+        for _ in 0..SECRET_WRITES {
+            let secrets = self.secrets.signing_secrets(&s.id).await?;
+            if let Some(current) = secrets.iter().find(|x| x.is_valid_at(crate::now())) {
+                return Ok(Some(current.secret.clone()));
+            }
+            let secret = crate::webhook::SigningSecret::generate()?;
+            match self
+                .secrets
+                .put_signing_secrets(&s.id, &secrets, std::slice::from_ref(&secret))
+                .await
+            {
+                // Another request made one first (a retried subscribe): that one is read next.
+                Err(StoreError::Conflict(_)) => continue,
+                written => written?,
+            }
+            return Ok(Some(secret.secret));
         }
-        let secret = crate::webhook::SigningSecret::generate()?;
-        self.secrets
-            .put_signing_secrets(&s.id, std::slice::from_ref(&secret))
-            .await?;
-        Ok(Some(secret.secret))
+        Err(secrets_changing(&s.id))
     }
 
     /// A new secret for an HTTPS subscription; the previous one signs beside it for
@@ -972,12 +980,18 @@ impl Portal {
                 "subscription {id} is not HTTPS: only HTTPS deliveries are signed"
             )));
         }
-        let secrets = crate::webhook::rotated(
-            self.secrets.signing_secrets(id).await?,
-            crate::webhook::ROTATION_OVERLAP,
-        )?;
-        self.secrets.put_signing_secrets(id, &secrets).await?;
-        Ok(secrets[0].secret.clone())
+        for _ in 0..SECRET_WRITES {
+            let read = self.secrets.signing_secrets(id).await?;
+            let secrets = crate::webhook::rotated(read.clone(), crate::webhook::ROTATION_OVERLAP)?;
+            match self.secrets.put_signing_secrets(id, &read, &secrets).await {
+                // A rotation at the same moment: rotating after it keeps its secret signing
+                // through the overlap, as the caller who got it expects.
+                Err(StoreError::Conflict(_)) => continue,
+                written => written?,
+            }
+            return Ok(secrets[0].secret.clone());
+        }
+        Err(secrets_changing(id))
     }
 
     /// Deleted subscriptions keep their dead letters readable.
@@ -1400,4 +1414,13 @@ where
             done => return done,
         }
     }
+}
+
+/// Writes of a subscription's signing secrets tried before giving up on writers racing it.
+const SECRET_WRITES: usize = 5;
+
+fn secrets_changing(id: &str) -> PortalError {
+    PortalError::Conflict(format!(
+        "the signing secrets of subscription {id} kept changing while this request wrote them; retry"
+    ))
 }

@@ -100,10 +100,12 @@ pub trait SigningSecrets: Send + Sync + 'static {
         &self,
         subscription_id: &str,
     ) -> Result<Vec<SigningSecret>, StoreError>;
-    /// Replaces the subscription's secrets.
+    /// Replaces the subscription's secrets if they are still `read` (what `signing_secrets`
+    /// gave); `Conflict` when another writer replaced them since, whose secret would be lost.
     async fn put_signing_secrets(
         &self,
         subscription_id: &str,
+        read: &[SigningSecret],
         secrets: &[SigningSecret],
     ) -> Result<(), StoreError>;
 }

@@ -139,6 +139,7 @@ impl SigningSecrets for DynamoStore {
     async fn put_signing_secrets(
         &self,
         id: &str,
+        read: &[SigningSecret],
         secrets: &[SigningSecret],
     ) -> Result<(), StoreError> {
         let mut item = to_attributes(&serde_json::json!({}))?;
@@ -146,13 +147,34 @@ impl SigningSecrets for DynamoStore {
         item.insert(SK.into(), s(SIGNING_SECRETS_SK));
         let list = serde_json::to_value(secrets).map_err(|e| StoreError::Unexpected(e.into()))?;
         item.insert("secrets".into(), to_attribute(list));
-        self.client
+        // Every write puts a new secret first, so the first one read tells whether another
+        // writer came between the read and this write.
+        let put = self
+            .client
             .put_item()
             .table_name(&self.table)
-            .set_item(Some(item))
-            .send()
-            .await
-            .map_err(|e| store_error("PutItem", e))?;
-        Ok(())
+            .set_item(Some(item));
+        let put = match read.first() {
+            None => put.condition_expression("attribute_not_exists(PK)"),
+            Some(newest) => put
+                .condition_expression("#secrets[0].#secret = :newest")
+                .expression_attribute_names("#secrets", "secrets")
+                .expression_attribute_names("#secret", "secret")
+                .expression_attribute_values(":newest", s(&newest.secret)),
+        };
+        match put.send().await {
+            Err(e)
+                if matches!(
+                    e.as_service_error(),
+                    Some(PutItemError::ConditionalCheckFailedException(_))
+                ) =>
+            {
+                Err(StoreError::Conflict(format!(
+                    "the signing secrets of subscription {id} changed since they were read"
+                )))
+            }
+            Err(e) => Err(store_error("PutItem", e)),
+            Ok(_) => Ok(()),
+        }
     }
 }

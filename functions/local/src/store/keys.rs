@@ -120,11 +120,27 @@ impl SigningSecrets for SqliteStore {
     async fn put_signing_secrets(
         &self,
         subscription_id: &str,
+        read: &[SigningSecret],
         secrets: &[SigningSecret],
     ) -> Result<(), StoreError> {
         let (id, doc) = (subscription_id.to_string(), to_json(&secrets)?);
-        let (secrets, signing) = (secrets.to_vec(), self.signing.clone());
+        let (read, secrets, signing) = (read.to_vec(), secrets.to_vec(), self.signing.clone());
         self.run(move |conn| {
+            // One connection serves the store, so nothing writes between this read and the write.
+            let stored: Vec<SigningSecret> = conn
+                .query_row(
+                    "SELECT doc FROM signing_secrets WHERE subscription_id = ?1",
+                    params![id],
+                    |r| from_json(&r.get::<_, String>(0)?),
+                )
+                .optional()
+                .map(Option::unwrap_or_default)
+                .map_err(sql)?;
+            if stored != read {
+                return Err(StoreError::Conflict(format!(
+                    "the signing secrets of subscription {id} changed since they were read"
+                )));
+            }
             conn.execute(
                 "INSERT INTO signing_secrets (subscription_id, doc) VALUES (?1, ?2)
                  ON CONFLICT (subscription_id) DO UPDATE SET doc = excluded.doc",

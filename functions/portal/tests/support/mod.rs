@@ -651,9 +651,14 @@ impl SigningSecrets for Memory {
     async fn put_signing_secrets(
         &self,
         id: &str,
+        read: &[SigningSecret],
         secrets: &[SigningSecret],
     ) -> Result<(), StoreError> {
-        self.state()
+        let mut state = self.state();
+        if state.signing_secrets.get(id).map_or(&[][..], Vec::as_slice) != read {
+            return Err(StoreError::Conflict(format!("the secrets of {id} changed")));
+        }
+        state
             .signing_secrets
             .insert(id.to_string(), secrets.to_vec());
         Ok(())
