@@ -333,7 +333,13 @@ async fn only_platform_admins_read_the_metrics_and_the_probes_need_no_key() {
     let ready = busway
         .send_as(busway.http.get(busway.portal_url("/readyz")), None)
         .await;
-    for check in ["store", "event_log", "background_tasks", "delivery_workers"] {
+    for check in [
+        "store",
+        "event_log",
+        "event_log_writes",
+        "background_tasks",
+        "delivery_workers",
+    ] {
         assert_eq!(ready.body["checks"][check], "ok", "{}", ready.body);
     }
     busway.stop().await;

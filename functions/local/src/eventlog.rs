@@ -132,8 +132,16 @@ fn unix_ms(time: &str) -> i64 {
 
 pub struct EventLog {
     tx: mpsc::SyncSender<(Vec<Row>, Reply)>,
+    /// Why the writer's last commit or flush failed; `None` once one succeeds (`/readyz`).
+    failing: Failing,
     /// The entry limit and the claim checks above it, as on EventBridge.
     claim_checks: ClaimChecks,
+}
+
+type Failing = Arc<Mutex<Option<String>>>;
+
+fn set(failing: &Failing, why: Option<String>) {
+    *failing.lock().unwrap_or_else(|p| p.into_inner()) = why;
 }
 
 /// Reads the log from a position, on its own connection (WAL readers never block the writer).
@@ -184,19 +192,37 @@ impl EventLog {
         };
         let mut wal = path.as_os_str().to_owned();
         wal.push("-wal");
+        let failing = Failing::default();
         let writer = Writer {
             conn,
             wal: wal.into(),
             file: None,
             fsync,
             live,
+            failing: failing.clone(),
         };
         let (tx, rx) = mpsc::sync_channel(WRITER_QUEUE);
         std::thread::Builder::new()
             .name("busway-eventlog".into())
             .spawn(move || writer.run(rx))
             .context("starting the event log writer")?;
-        Ok((Self { tx, claim_checks }, reader))
+        Ok((
+            Self {
+                tx,
+                failing,
+                claim_checks,
+            },
+            reader,
+        ))
+    }
+
+    /// Whether the log takes events: `Err` with the reason while its last commit or flush
+    /// failed (a full disk), and for good once a flush failed.
+    pub fn writes(&self) -> Result<(), String> {
+        match &*self.failing.lock().unwrap_or_else(|p| p.into_inner()) {
+            None => Ok(()),
+            Some(why) => Err(why.clone()),
+        }
     }
 }
 
@@ -212,6 +238,7 @@ struct Writer {
     file: Option<std::fs::File>,
     fsync: Fsync,
     live: tokio_mpsc::Sender<Vec<String>>,
+    failing: Failing,
 }
 
 impl Writer {
@@ -225,7 +252,7 @@ impl Writer {
                     Ok(request) => Some(request),
                     Err(mpsc::RecvTimeoutError::Timeout) => {
                         if !self.flush() {
-                            return stop(rx);
+                            return stop(rx, &self.failing);
                         }
                         due = None;
                         continue;
@@ -253,16 +280,19 @@ impl Writer {
             let (types, accepted) = match append(&mut self.conn, &batch) {
                 Ok(appended) => appended,
                 Err(e) => {
-                    tracing::error!(error = %format!("{e:#}"), "event log commit failed");
-                    fail(batch, &format!("event log commit failed: {e:#}"));
+                    let why = format!("event log commit failed: {e:#}");
+                    tracing::error!(error = %why, "event log commit failed");
+                    fail(batch, &why);
+                    set(&self.failing, Some(why));
                     continue;
                 }
             };
+            set(&self.failing, None);
             match self.fsync {
                 Fsync::Always => {
                     if !self.flush() {
                         fail(batch, STOPPED);
-                        return stop(rx);
+                        return stop(rx, &self.failing);
                     }
                     self.answer(types, batch, accepted);
                 }
@@ -271,7 +301,7 @@ impl Writer {
                     let now = Instant::now();
                     if *due.get_or_insert(now + every) <= now {
                         if !self.flush() {
-                            return stop(rx);
+                            return stop(rx, &self.failing);
                         }
                         due = None;
                     }
@@ -315,8 +345,9 @@ const STOPPED: &str =
 /// Refuses every request from now on. After a failed fdatasync the kernel may have dropped the
 /// WAL's pages and still report later flushes as done (PostgreSQL's "fsyncgate"), so no later
 /// answer could be trusted; a restart recovers the log from what the disk holds.
-fn stop(rx: mpsc::Receiver<(Vec<Row>, Reply)>) {
+fn stop(rx: mpsc::Receiver<(Vec<Row>, Reply)>, failing: &Failing) {
     tracing::error!("the event log stopped accepting events after a failed flush; restart busway");
+    set(failing, Some(STOPPED.into()));
     for (_, reply) in rx {
         let _ = reply.send(Err(anyhow::anyhow!(STOPPED)));
     }
@@ -720,6 +751,7 @@ mod tests {
         let dir = tempfile::tempdir().expect("a temp dir");
         let path = dir.path().join("events.db");
         let (live, _committed) = tokio_mpsc::channel(ROUTER_QUEUE);
+        let failing = Failing::default();
         let writer = Writer {
             conn: open(&path).expect("the log opens"),
             // No file there: the first flush fails.
@@ -727,6 +759,7 @@ mod tests {
             file: None,
             fsync: Fsync::Always,
             live,
+            failing: failing.clone(),
         };
         let (tx, rx) = mpsc::sync_channel(WRITER_QUEUE);
         let running = std::thread::spawn(move || writer.run(rx));
@@ -740,6 +773,10 @@ mod tests {
                 .expect_err("refused");
             assert_eq!(error.to_string(), STOPPED);
         }
+        assert_eq!(
+            *failing.lock().expect("not poisoned"),
+            Some(STOPPED.to_string())
+        );
         drop(tx);
         running.join().expect("the writer ends");
         let count: i64 = open(&path)
@@ -747,6 +784,49 @@ mod tests {
             .query_row("SELECT count(*) FROM events", [], |r| r.get(0))
             .expect("counts");
         assert_eq!(count, 1, "nothing is written after the failed flush");
+    }
+
+    /// A full disk fails a commit, which `/readyz` tells until a commit goes through again.
+    #[test]
+    fn a_failed_commit_is_told_until_one_succeeds() {
+        let dir = tempfile::tempdir().expect("a temp dir");
+        let path = dir.path().join("events.db");
+        let conn = open(&path).expect("the log opens");
+        // The file may grow by two pages: a large event does not fit, a small one does.
+        let pages: i64 = conn
+            .query_row("PRAGMA page_count", [], |r| r.get(0))
+            .expect("counted");
+        conn.pragma_update(None, "max_page_count", pages + 2)
+            .expect("limited");
+        let (live, _committed) = tokio_mpsc::channel(ROUTER_QUEUE);
+        let failing = Failing::default();
+        let writer = Writer {
+            conn,
+            wal: dir.path().join("events.db-wal"),
+            file: None,
+            fsync: Fsync::Always,
+            live,
+            failing: failing.clone(),
+        };
+        let (tx, rx) = mpsc::sync_channel(WRITER_QUEUE);
+        let running = std::thread::spawn(move || writer.run(rx));
+        let send = |n: usize, detail: String| {
+            let (reply, answer) = oneshot::channel();
+            tx.send((vec![Row::new(event(n), detail)], reply))
+                .expect("the writer runs");
+            answer.blocking_recv().expect("an answer")
+        };
+        let large = format!("{{\"x\":\"{}\"}}", "x".repeat(64 * 1024));
+        send(0, large).expect_err("the disk is full");
+        let told = failing.lock().expect("not poisoned").clone();
+        assert!(
+            told.as_deref().is_some_and(|t| t.contains("full")),
+            "{told:?}"
+        );
+        send(1, "{}".into()).expect("a small event fits");
+        assert_eq!(*failing.lock().expect("not poisoned"), None);
+        drop(tx);
+        running.join().expect("the writer ends");
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

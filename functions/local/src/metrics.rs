@@ -1,6 +1,7 @@
 //! What the local host tells about itself: `GET /metrics` (Prometheus' text exposition, in its
 //! OpenMetrics form), `GET /healthz` (the process answers) and `GET /readyz` (the store and the
-//! event log answer, and every background task and delivery worker runs). On AWS the Lambdas
+//! event log answer, the log's last commit went through, and every background task and
+//! delivery worker runs). On AWS the Lambdas
 //! write the same counters as CloudWatch metrics (`busway_aws::emf`).
 
 use std::collections::BTreeSet;
@@ -28,6 +29,7 @@ use prometheus_client::registry::Registry;
 use serde_json::json;
 
 use crate::delivery::Router;
+use crate::eventlog::EventLog;
 use crate::store::SqliteStore;
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -282,6 +284,7 @@ impl Drop for Ended {
 struct Host {
     metrics: Arc<Metrics>,
     router: Arc<Router>,
+    log: Arc<EventLog>,
     store: SqliteStore,
     tasks: Tasks,
     /// One scrape at a time reads the subscriptions and encodes them.
@@ -293,6 +296,7 @@ struct Host {
 pub fn router(
     metrics: Arc<Metrics>,
     router: Arc<Router>,
+    log: Arc<EventLog>,
     store: SqliteStore,
     tasks: Tasks,
 ) -> axum::Router {
@@ -303,6 +307,7 @@ pub fn router(
         .with_state(Host {
             metrics,
             router,
+            log,
             store,
             tasks,
             scraping: Arc::default(),
@@ -367,6 +372,7 @@ async fn readyz(State(host): State<Host>) -> Response {
             .await
             .map_err(|e| format!("{e:#}")),
     );
+    check("event_log_writes", host.log.writes());
     let ended = host.tasks.ended();
     check(
         "background_tasks",

@@ -289,12 +289,17 @@ impl Running {
                     busway_http::auth::key_auth,
                 ))
                 .merge(
-                    metrics::router(metrics.clone(), router.clone(), store.clone(), watched).layer(
-                        axum::middleware::from_fn_with_state(
-                            key_auth.clone(),
-                            busway_http::auth::key_auth,
-                        ),
-                    ),
+                    metrics::router(
+                        metrics.clone(),
+                        router.clone(),
+                        bus.clone(),
+                        store.clone(),
+                        watched,
+                    )
+                    .layer(axum::middleware::from_fn_with_state(
+                        key_auth.clone(),
+                        busway_http::auth::key_auth,
+                    )),
                 )
                 .merge(crate::ui::router(key_auth.clone(), broker_addr))
                 .layer(axum::middleware::from_fn(crate::ui::session_cookie)),
