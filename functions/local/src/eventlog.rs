@@ -282,8 +282,8 @@ impl Writer {
                 Err(e) => {
                     let why = format!("event log commit failed: {e:#}");
                     tracing::error!(error = %why, "event log commit failed");
+                    set(&self.failing, Some(why.clone()));
                     fail(batch, &why);
-                    set(&self.failing, Some(why));
                     continue;
                 }
             };
@@ -746,23 +746,34 @@ mod tests {
         );
     }
 
-    #[test]
-    fn after_a_failed_flush_the_writer_refuses_every_request() {
-        let dir = tempfile::tempdir().expect("a temp dir");
-        let path = dir.path().join("events.db");
+    type Requests = mpsc::SyncSender<(Vec<Row>, Reply)>;
+
+    /// A writer on `conn` flushing `wal` with `always`, on its own thread, and what it tells.
+    fn spawn_writer(
+        conn: Connection,
+        wal: PathBuf,
+    ) -> (Requests, std::thread::JoinHandle<()>, Failing) {
         let (live, _committed) = tokio_mpsc::channel(ROUTER_QUEUE);
         let failing = Failing::default();
         let writer = Writer {
-            conn: open(&path).expect("the log opens"),
-            // No file there: the first flush fails.
-            wal: dir.path().join("missing").join("events.db-wal"),
+            conn,
+            wal,
             file: None,
             fsync: Fsync::Always,
             live,
             failing: failing.clone(),
         };
         let (tx, rx) = mpsc::sync_channel(WRITER_QUEUE);
-        let running = std::thread::spawn(move || writer.run(rx));
+        (tx, std::thread::spawn(move || writer.run(rx)), failing)
+    }
+
+    #[test]
+    fn after_a_failed_flush_the_writer_refuses_every_request() {
+        let dir = tempfile::tempdir().expect("a temp dir");
+        let path = dir.path().join("events.db");
+        // No file there: the first flush fails.
+        let wal = dir.path().join("missing").join("events.db-wal");
+        let (tx, running, failing) = spawn_writer(open(&path).expect("the log opens"), wal);
         for n in 0..2 {
             let (reply, answer) = oneshot::channel();
             let row = Row::new(event(n), "{}".into());
@@ -798,18 +809,7 @@ mod tests {
             .expect("counted");
         conn.pragma_update(None, "max_page_count", pages + 2)
             .expect("limited");
-        let (live, _committed) = tokio_mpsc::channel(ROUTER_QUEUE);
-        let failing = Failing::default();
-        let writer = Writer {
-            conn,
-            wal: dir.path().join("events.db-wal"),
-            file: None,
-            fsync: Fsync::Always,
-            live,
-            failing: failing.clone(),
-        };
-        let (tx, rx) = mpsc::sync_channel(WRITER_QUEUE);
-        let running = std::thread::spawn(move || writer.run(rx));
+        let (tx, running, failing) = spawn_writer(conn, dir.path().join("events.db-wal"));
         let send = |n: usize, detail: String| {
             let (reply, answer) = oneshot::channel();
             tx.send((vec![Row::new(event(n), detail)], reply))

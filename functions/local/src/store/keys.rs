@@ -5,7 +5,7 @@ use busway_core::auth::{ApiKey, KeyStore};
 use busway_core::ports::{EventStore, StoreError};
 use busway_core::webhook::{SigningSecret, SigningSecrets};
 use busway_core::{Application, EventTypeName};
-use rusqlite::{OptionalExtension, params};
+use rusqlite::{Connection, OptionalExtension, params};
 
 use super::{SqliteStore, docs, from_json, is_unique_violation, sql, to_json};
 
@@ -91,6 +91,18 @@ impl KeyStore for SqliteStore {
     }
 }
 
+/// A subscription's signing secrets as stored; none when it has none.
+fn stored_secrets(conn: &Connection, id: &str) -> Result<Vec<SigningSecret>, StoreError> {
+    conn.query_row(
+        "SELECT doc FROM signing_secrets WHERE subscription_id = ?1",
+        params![id],
+        |r| from_json(&r.get::<_, String>(0)?),
+    )
+    .optional()
+    .map(Option::unwrap_or_default)
+    .map_err(sql)
+}
+
 #[async_trait]
 impl SigningSecrets for SqliteStore {
     async fn signing_secrets(
@@ -102,15 +114,7 @@ impl SigningSecrets for SqliteStore {
         }
         let (id, signing) = (subscription_id.to_string(), self.signing.clone());
         self.run(move |conn| {
-            let secrets: Vec<SigningSecret> = conn
-                .query_row(
-                    "SELECT doc FROM signing_secrets WHERE subscription_id = ?1",
-                    params![id],
-                    |r| from_json(&r.get::<_, String>(0)?),
-                )
-                .optional()
-                .map(Option::unwrap_or_default)
-                .map_err(sql)?;
+            let secrets = stored_secrets(conn, &id)?;
             lock(&signing).insert(id, secrets.clone());
             Ok(secrets)
         })
@@ -127,15 +131,7 @@ impl SigningSecrets for SqliteStore {
         let (read, secrets, signing) = (read.to_vec(), secrets.to_vec(), self.signing.clone());
         self.run(move |conn| {
             // One connection serves the store, so nothing writes between this read and the write.
-            let stored: Vec<SigningSecret> = conn
-                .query_row(
-                    "SELECT doc FROM signing_secrets WHERE subscription_id = ?1",
-                    params![id],
-                    |r| from_json(&r.get::<_, String>(0)?),
-                )
-                .optional()
-                .map(Option::unwrap_or_default)
-                .map_err(sql)?;
+            let stored = stored_secrets(conn, &id)?;
             if stored != read {
                 return Err(StoreError::Conflict(format!(
                     "the signing secrets of subscription {id} changed since they were read"
