@@ -698,12 +698,6 @@ impl Provisioner {
         }
     }
 
-    /// The portal records a PENDING deployment before it writes the document, and a stop may
-    /// interrupt one mid-way: a deployment of this key that no starter took up yet resumes under
-    /// its own id. A document written by hand, or written again under the id of a deployment
-    /// that already has its version and execution (a re-upload while it builds, one that
-    /// ended), gets a new record, not stored yet (`false`): a job works on the one version it
-    /// was started on, and the new one waits its turn behind it.
     /// The job that the document `bytes` at `key` names (`deployment_id`, written by the
     /// portal with its domain change), when it is a job of that document.
     async fn claimed_job(
@@ -729,6 +723,12 @@ impl Provisioner {
             .filter(|d| d.key == key && d.kind == kind))
     }
 
+    /// The portal records a PENDING deployment before it writes the document, and a stop may
+    /// interrupt one mid-way: a deployment of this key that no starter took up yet resumes under
+    /// its own id. A document written by hand, or written again under the id of a deployment
+    /// that already has its version and execution (a re-upload while it builds, one that
+    /// ended), gets a new record, not stored yet (`false`): a job works on the one version it
+    /// was started on, and the new one waits its turn behind it.
     async fn deployment_for(
         &self,
         kind: DeployKind,
