@@ -56,9 +56,10 @@ fn audit_item(entry: &AuditEntry) -> Result<Item, StoreError> {
 fn decode_entry(item: &Item) -> Result<AuditEntry, StoreError> {
     let mut fields = to_fields(item)?;
     for name in AS_TEXT {
-        if let Some(serde_json::Value::String(text)) = fields.get(name) {
-            let value = serde_json::from_str(text)
-                .map_err(|e| StoreError::Unexpected(anyhow::anyhow!("decoding {name}: {e}")))?;
+        // Text that is not JSON is a string kept as a plain attribute by an earlier release.
+        if let Some(serde_json::Value::String(text)) = fields.get(name)
+            && let Ok(value) = serde_json::from_str::<serde_json::Value>(text)
+        {
             fields.insert(name.into(), value);
         }
     }
