@@ -35,7 +35,10 @@ const ERRORS: [(&str, &str); 11] = [
     ),
     ("500", "an unexpected failure; the server log has its cause"),
     ("501", "this host does not offer the feature"),
-    ("503", "busy or throttled; retry after `Retry-After`"),
+    (
+        "503",
+        "busy, throttled or failing for now (a full disk, a store or bus that did not answer); retry after `Retry-After`",
+    ),
 ];
 
 /// `GET /openapi.json` registered on `api`, whose document it serves; the router's remaining
