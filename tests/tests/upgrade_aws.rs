@@ -96,6 +96,32 @@ async fn check(fixture: &Path) {
         fixtures::assert_keeps(&format!("GET {path}"), &answer["body"], &body);
     }
 
+    // Audit entries kept with `before`/`after` as maps (this release writes JSON text) read as
+    // they were: every one, each change an object or null.
+    let table = fixtures::read_json(&fixture.join("table.json"));
+    let kept = table.as_array().map_or(0, |items| {
+        items
+            .iter()
+            .filter(|i| {
+                i["PK"]["S"]
+                    .as_str()
+                    .is_some_and(|pk| pk.starts_with("AUDIT#ET#"))
+            })
+            .count()
+    });
+    let (status, body) = call(&portal, "GET", "/audit?limit=100", None).await;
+    assert_eq!(status, 200, "GET /audit: {body}");
+    let entries = body["entries"].as_array().expect("entries");
+    assert_eq!(entries.len(), kept, "{body}");
+    for entry in entries {
+        for change in ["before", "after"] {
+            assert!(
+                entry[change].is_object() || entry[change].is_null(),
+                "{change} of {entry}"
+            );
+        }
+    }
+
     // The validate task reads every kept document as the state machine would run it again.
     let provisioner = Provisioner {
         store: store.clone(),
