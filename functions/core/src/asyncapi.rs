@@ -6,7 +6,7 @@ use serde_json::{Map, Value, json};
 
 use crate::Application;
 use crate::event::{EventType, EventVersion};
-use crate::schema::{component_name, rewrite_definition_refs};
+use crate::schema::{component_name, rewrite_refs};
 
 /// The HTTP bindings' version (AsyncAPI bindings, `http`).
 const HTTP_BINDING: &str = "0.3.0";
@@ -114,9 +114,11 @@ pub fn document(
 }
 
 /// The stored draft-4 envelope as an AsyncAPI payload: its `definitions` become components
-/// named after the message (in the document `#` is the document's root) and `$schema` goes, as
-/// AsyncAPI's schema dialect is its own superset of JSON Schema.
+/// named after the message and its references point into the document (where `#` is the
+/// document's root); `$schema` goes, as AsyncAPI's schema dialect is its own superset of JSON
+/// Schema.
 fn payload(schema: &Value, name: &str) -> (Value, Map<String, Value>) {
+    let home = format!("#/components/messages/{name}/payload");
     let mut schema = schema.clone();
     let mut definitions = Map::new();
     if let Some(root) = schema.as_object_mut() {
@@ -125,12 +127,12 @@ fn payload(schema: &Value, name: &str) -> (Value, Map<String, Value>) {
             definitions = found
                 .into_iter()
                 .map(|(k, mut v)| {
-                    rewrite_definition_refs(&mut v, name);
+                    rewrite_refs(&mut v, name, &home);
                     (component_name(name, &k), v)
                 })
                 .collect();
         }
     }
-    rewrite_definition_refs(&mut schema, name);
+    rewrite_refs(&mut schema, name, &home);
     (schema, definitions)
 }

@@ -71,9 +71,22 @@ fn longest_envelope_chars(data: &Value) -> usize {
 }
 
 /// The stored event schema: the seed-compatible envelope with the producer's `data` schema inside.
-/// `definitions` of the data schema move to the root so their `#/definitions/...` refs still resolve.
+/// `definitions` of the data schema move to the root so their `#/definitions/...` refs still
+/// resolve; every other reference into the data schema (`#`, `#/properties/...`) is pointed at
+/// where it now sits, `#/properties/data`.
 pub fn envelope(event_type: &EventTypeName, version: Version, data: &Value) -> Value {
-    let mut data = data.as_object().cloned().unwrap_or_default();
+    let mut data = Value::Object(data.as_object().cloned().unwrap_or_default());
+    for_each_ref(&mut data, &mut |target| {
+        if !is_definition(target)
+            && let Some(rest) = target.strip_prefix('#')
+            && (rest.is_empty() || rest.starts_with('/'))
+        {
+            *target = format!("#/properties/data{rest}");
+        }
+    });
+    let Value::Object(mut data) = data else {
+        unreachable!("an object stays an object")
+    };
     data.remove("$schema");
     data.remove("id");
     let definitions = data.remove("definitions");
@@ -155,29 +168,53 @@ pub fn component_name(name: &str, definition: &str) -> String {
     format!("{name}.{definition}")
 }
 
-/// Points each `#/definitions/...` reference in `value` at its component (`component_name`):
-/// once a stored schema sits inside an OpenAPI or AsyncAPI document, `#` is that document.
-pub fn rewrite_definition_refs(value: &mut Value, name: &str) {
-    match value {
-        Value::Object(map) => {
-            for (key, v) in map.iter_mut() {
-                match (key.as_str(), v) {
-                    ("$ref", Value::String(target)) => {
-                        if let Some(definition) = target.strip_prefix("#/definitions/") {
-                            *target = format!(
-                                "#/components/schemas/{}",
-                                component_name(name, definition)
-                            );
-                        }
-                    }
-                    (_, v) => rewrite_definition_refs(v, name),
-                }
-            }
+/// Whether a reference names a definition of the schema (`#/definitions/{name}...`).
+fn is_definition(target: &str) -> bool {
+    target == "#/definitions" || target.starts_with("#/definitions/")
+}
+
+/// Points each reference of a stored schema at where the schema sits once a document holds it,
+/// since there `#` is that document: `#/definitions/{d}...` at the component of `d`
+/// (`component_name`), every other `#...` at `root` (e.g. `#/components/schemas/{name}`).
+pub fn rewrite_refs(schema: &mut Value, name: &str, root: &str) {
+    for_each_ref(schema, &mut |target| {
+        if let Some(definition) = target.strip_prefix("#/definitions/") {
+            let (definition, rest) = match definition.split_once('/') {
+                Some((definition, rest)) => (definition, format!("/{rest}")),
+                None => (definition, String::new()),
+            };
+            let definition = definition.replace("~1", "/").replace("~0", "~");
+            *target = format!(
+                "#/components/schemas/{}{rest}",
+                component_name(name, &definition)
+            );
+        } else if let Some(rest) = target.strip_prefix('#')
+            && (rest.is_empty() || rest.starts_with('/'))
+        {
+            *target = format!("{root}{rest}");
         }
-        Value::Array(items) => items
-            .iter_mut()
-            .for_each(|v| rewrite_definition_refs(v, name)),
-        _ => {}
+    });
+}
+
+/// Calls `f` on the target of every `$ref` where draft 4 reads a schema: not inside `enum` or
+/// `default` (values), nor under a property that only happens to be named `$ref`.
+fn for_each_ref(schema: &mut Value, f: &mut impl FnMut(&mut String)) {
+    let Value::Object(map) = schema else { return };
+    for (keyword, value) in map.iter_mut() {
+        match (keyword.as_str(), value) {
+            ("$ref", Value::String(target)) => f(target),
+            (
+                "properties" | "patternProperties" | "definitions" | "dependencies",
+                Value::Object(schemas),
+            ) => {
+                schemas.values_mut().for_each(|s| for_each_ref(s, f));
+            }
+            ("items" | "allOf" | "anyOf" | "oneOf", Value::Array(schemas)) => {
+                schemas.iter_mut().for_each(|s| for_each_ref(s, f));
+            }
+            ("items" | "additionalItems" | "additionalProperties" | "not", s) => for_each_ref(s, f),
+            _ => {}
+        }
     }
 }
 
@@ -275,5 +312,76 @@ mod tests {
         assert!(validate(&compiled, &event(0)).is_err());
         let enveloped = envelope(&name(), Version::FIRST, &data);
         assert_eq!(enveloped["definitions"], data["definitions"]);
+    }
+
+    #[test]
+    fn references_into_the_data_schema_resolve_inside_the_envelope() {
+        // A tree: `#` is the data schema, not the envelope it is stored in.
+        let tree = json!({
+            "type": "object",
+            "required": ["name"],
+            "properties": {
+                "name": {"type": "string", "enum": [{"$ref": "#"}, "root"]},
+                "child": {"$ref": "#"},
+                "alias": {"$ref": "#/properties/name"},
+                "$ref": {"type": "string"}
+            }
+        });
+        assert!(check_data_schema("data", &tree).is_ok());
+        let enveloped = envelope(&name(), Version::FIRST, &tree);
+        let data = &enveloped["properties"]["data"];
+        assert_eq!(data["properties"]["child"]["$ref"], "#/properties/data");
+        assert_eq!(
+            data["properties"]["alias"]["$ref"],
+            "#/properties/data/properties/name"
+        );
+        // Values and a property named `$ref` are not references.
+        assert_eq!(
+            data["properties"]["name"]["enum"],
+            tree["properties"]["name"]["enum"]
+        );
+        assert_eq!(data["properties"]["$ref"], json!({"type": "string"}));
+        let compiled = compile(&enveloped).expect("compiles");
+        let event = |data: Value| json!({"metadata": {"event_attributes": {"source": "s", "target": "u1"}}, "data": data});
+        assert!(
+            validate(
+                &compiled,
+                &event(json!({"name": "root", "child": {"name": "root"}}))
+            )
+            .is_ok()
+        );
+        let errors = validate(
+            &compiled,
+            &event(json!({"name": "root", "child": {"child": {}}})),
+        )
+        .expect_err("a nameless child")
+        .0;
+        assert!(
+            errors.iter().any(|e| e.field == "/data/child"),
+            "{errors:?}"
+        );
+        assert!(validate(&compiled, &event(json!({"name": "root", "alias": 3}))).is_err());
+    }
+
+    #[test]
+    fn a_document_holding_a_schema_points_its_references_into_itself() {
+        let mut schema = json!({
+            "properties": {
+                "data": {"properties": {"child": {"$ref": "#/properties/data"}}},
+                "item": {"$ref": "#/definitions/a~1b/properties/c"},
+                "whole": {"$ref": "#"}
+            }
+        });
+        rewrite_refs(&mut schema, "t.v1", "#/components/schemas/t.v1");
+        let properties = &schema["properties"];
+        assert_eq!(
+            properties["data"]["properties"]["child"]["$ref"],
+            "#/components/schemas/t.v1/properties/data"
+        );
+        assert_eq!(
+            properties["item"]["$ref"],
+            "#/components/schemas/t.v1.a_b/properties/c"
+        );
+        assert_eq!(properties["whole"]["$ref"], "#/components/schemas/t.v1");
     }
 }

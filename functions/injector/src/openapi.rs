@@ -2,7 +2,7 @@
 //! request body is that version's enveloped schema, so a producer team can generate a client
 //! for its own events.
 
-use busway_core::schema::{component_name, rewrite_definition_refs};
+use busway_core::schema::{component_name, rewrite_refs};
 use busway_core::{EventTypeName, Version};
 use serde_json::{Map, Value, json};
 
@@ -56,9 +56,10 @@ fn published() -> Value {
 }
 
 /// The stored draft-4 schema as a component: its `definitions` become components named after
-/// it, and its `#/definitions/...` references point there, since in the document `#` is the
+/// it, and its references point into the document (`rewrite_refs`), since there `#` is the
 /// document's root. `$schema` stays, so a reader knows the dialect.
 fn component(schema: &Value, name: &str) -> (Value, Map<String, Value>) {
+    let root = format!("#/components/schemas/{name}");
     let mut schema = schema.clone();
     let mut definitions = Map::new();
     if let Some(Value::Object(found)) = schema.as_object_mut().and_then(|r| r.remove("definitions"))
@@ -66,12 +67,12 @@ fn component(schema: &Value, name: &str) -> (Value, Map<String, Value>) {
         definitions = found
             .into_iter()
             .map(|(k, mut v)| {
-                rewrite_definition_refs(&mut v, name);
+                rewrite_refs(&mut v, name, &root);
                 (component_name(name, &k), v)
             })
             .collect();
     }
-    rewrite_definition_refs(&mut schema, name);
+    rewrite_refs(&mut schema, name, &root);
     (schema, definitions)
 }
 
