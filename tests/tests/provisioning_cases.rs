@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use busway_local::provisioning::Synth;
 use busway_tests::{Broker, ids, seed_event, seed_subscription, statuses};
-use serde_json::Value;
+use serde_json::{Value, json};
 
 const CASES: &str = include_str!("../../statemachines/cases.json");
 const PRODUCER_BUCKET: &str = "publisher-components-bucket";
@@ -61,6 +61,24 @@ async fn success_failing_build_and_invalid_config_end_as_on_moto() {
         )
         .await;
     assert_case("failing-build", &deployment);
+    // A subscription whose rule never deployed has nothing to send its letters or replay to.
+    let id = subscribed["id"].as_str().expect("a subscription id");
+    busway
+        .post(
+            &format!("/subscriptions/{id}/dead-letters/redrive"),
+            &json!({}),
+        )
+        .await
+        .expect_error(409, "conflict");
+    busway
+        .post(
+            &format!("/subscriptions/{id}/replay"),
+            &json!({"start_time": busway_core::now()
+                .format(&time::format_description::well_known::Rfc3339)
+                .expect("a time")}),
+        )
+        .await
+        .expect_error(409, "conflict");
 
     let known = ids(&busway.deployments_of("scanned_parcel").await);
     let mut doc = busway.read_object(PRODUCER_BUCKET, PRODUCER_KEY);

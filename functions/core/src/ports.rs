@@ -398,8 +398,9 @@ pub trait Deliveries: Send + Sync + 'static {
     ) -> Result<Page<DeadLetter>, StoreError>;
     /// Sends the dead letters again under the subscription's retry policy, counted afresh;
     /// returns how many were taken. Concurrent redrives take each letter once; one that fails
-    /// again comes back with the attempts of its new round.
-    async fn redrive(&self, subscription_id: &str) -> anyhow::Result<usize>;
+    /// again comes back with the attempts of its new round. `Conflict` while the subscription
+    /// has nothing on the bus to send them to.
+    async fn redrive(&self, subscription_id: &str) -> Result<usize, ControlError>;
 }
 
 /// Whether a subscription's deliveries run (`GET /subscriptions/{id}` shows it as

@@ -558,7 +558,7 @@ impl Deliveries for Router {
     /// Moves the dead letters into the retry schedule in one transaction, so two redrives at
     /// once take each letter once; the worker sends them under the retry policy afresh.
     /// A paused subscription's redriven letters wait in the schedule until it is resumed.
-    async fn redrive(&self, subscription_id: &str) -> anyhow::Result<usize> {
+    async fn redrive(&self, subscription_id: &str) -> Result<usize, ControlError> {
         let redriven = self
             .workers
             .lock()
@@ -566,9 +566,9 @@ impl Deliveries for Router {
             .get(subscription_id)
             .map(|w| w.redriven.clone());
         if redriven.is_none() && !self.shared.store.is_paused(subscription_id).await? {
-            return Err(anyhow!(
-                "subscription {subscription_id} has no deployed rule"
-            ));
+            return Err(ControlError::Conflict(format!(
+                "subscription {subscription_id} has no deployed rule yet"
+            )));
         }
         let count = self
             .shared

@@ -15,8 +15,8 @@ use busway_core::idempotency::{self, IdempotencyStore};
 use busway_core::page::{Page, PageRequest};
 use busway_core::portal::Portal;
 use busway_core::ports::{
-    Bucket, DeadLetter, Deliveries, DeliveryStats, DeploymentStore, EventStore, ObjectStore,
-    ProvisioningStarter, SchemaRegistry, StoreError,
+    Bucket, ControlError, DeadLetter, Deliveries, DeliveryStats, DeploymentStore, EventStore,
+    ObjectStore, ProvisioningStarter, SchemaRegistry, StoreError,
 };
 use busway_core::subscription::{Subscription, SubscriptionFilter, SubscriptionState};
 use busway_core::targets::{TeamTargetStore, TeamTargets};
@@ -496,7 +496,7 @@ impl Deliveries for Memory {
         })
     }
 
-    async fn redrive(&self, _subscription_id: &str) -> anyhow::Result<usize> {
+    async fn redrive(&self, _subscription_id: &str) -> Result<usize, ControlError> {
         Ok(0)
     }
 }
