@@ -85,6 +85,14 @@ pub fn refusal<'a>(error: &'a (dyn std::error::Error + 'static)) -> Option<&'a R
     None
 }
 
+/// What a failed call to a target says: every cause (`... tcp connect error: Connection
+/// refused`) and not its URL, whose query may carry the consumer's token, since the text is
+/// logged and kept as the subscription's last error and in its dead letters.
+#[cfg(feature = "reqwest")]
+pub fn describe(error: reqwest::Error) -> String {
+    format!("{:#}", anyhow::Error::new(error.without_url()))
+}
+
 /// The delivery clients' resolver: a name resolves only to addresses [`callable`] allows, and
 /// a request to any other fails with the [`Refused`] that [`refusal`] finds.
 #[cfg(feature = "reqwest")]

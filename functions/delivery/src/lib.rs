@@ -115,7 +115,7 @@ pub async fn deliver(
         Err(e) => {
             return match busway_core::ssrf::refusal(&e) {
                 Some(refused) => refused_outcome(refused.clone()),
-                None => Err(Retry::Target(e.to_string())),
+                None => Err(Retry::Target(busway_core::ssrf::describe(e))),
             };
         }
     };

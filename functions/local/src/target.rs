@@ -323,11 +323,20 @@ fn request_error(e: reqwest::Error) -> AttemptError {
     if let Some(refused) = busway_core::ssrf::refusal(&e) {
         ssrf_error(refused)
     } else if e.is_timeout() {
-        AttemptError::congestion(format!("timed out: {e}"), None)
+        AttemptError::congestion(
+            format!("timed out: {}", busway_core::ssrf::describe(e)),
+            None,
+        )
     } else if e.is_connect() {
-        AttemptError::congestion(format!("connection failed: {e}"), None)
+        AttemptError::congestion(
+            format!("connection failed: {}", busway_core::ssrf::describe(e)),
+            None,
+        )
     } else {
-        AttemptError::retryable(format!("request failed: {e}"))
+        AttemptError::retryable(format!(
+            "request failed: {}",
+            busway_core::ssrf::describe(e)
+        ))
     }
 }
 
