@@ -167,6 +167,13 @@ async fn metrics_move_as_the_seed_demo_runs() {
         .publish("scanned_parcel", "9", &v1_envelope("u2"))
         .await
         .expect(404);
+    // Requests that are not publishes are not counted as ones.
+    for path in ["/openapi.json", "/scanned_parcel/1", "/healthz"] {
+        let reply = busway
+            .send_as(busway.http.get(busway.broker_url(path)), None)
+            .await;
+        assert_ne!(reply.status, 200, "{path}");
+    }
 
     let event = [("event_type", "scanned_parcel"), ("version", "1")];
     let text = scrape_until(&busway, "the deliveries and dead letters", |t| {
@@ -201,6 +208,17 @@ async fn metrics_move_as_the_seed_demo_runs() {
         1.0,
         "a version that is not deployed is not a label of its own:\n{text}"
     );
+    for status in ["401", "404", "405"] {
+        assert_eq!(
+            value(
+                &text,
+                "busway_events_rejected_total",
+                &[("event_type", "scanned_parcel"), ("status", status)]
+            ),
+            0.0,
+            "{text}"
+        );
+    }
     assert_eq!(
         value(&text, "busway_ingest_duration_seconds_count", &event),
         4.0,

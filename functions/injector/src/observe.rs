@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 
 use axum::Router;
 use axum::extract::{Request, State};
-use axum::http::StatusCode;
+use axum::http::{Method, StatusCode};
 use axum::middleware::Next;
 use axum::response::Response;
 use busway_core::ingest::LiveRoutes;
@@ -30,8 +30,9 @@ pub struct Observing {
     pub observer: Arc<dyn PublishObserver>,
 }
 
-/// `router` (the broker API) with every request reported to `observer` once answered, with
-/// the event version of its path when that version is deployed, else [`UNKNOWN`].
+/// `router` (the broker API) with every publish (a `POST /{event_type}/{version}`) reported to
+/// `observer` once answered, with the event version of its path when that version is
+/// deployed, else [`UNKNOWN`]. Other requests (`GET /openapi.json`, probes) are no publishes.
 pub fn observed(
     router: Router,
     routes: Arc<LiveRoutes>,
@@ -49,8 +50,17 @@ pub async fn observe(
     request: Request,
     next: Next,
 ) -> Response {
+    let path = request.uri().path();
+    let is_publish = request.method() == Method::POST
+        && path
+            .strip_prefix('/')
+            .and_then(|p| p.split_once('/'))
+            .is_some_and(|(t, v)| !t.is_empty() && !v.is_empty() && !v.contains('/'));
+    if !is_publish {
+        return next.run(request).await;
+    }
     let started = Instant::now();
-    let path = request.uri().path().to_owned();
+    let path = path.to_owned();
     let response = next.run(request).await;
     let (event_type, version) =
         deployed(&routes, &path).unwrap_or_else(|| (UNKNOWN.to_string(), UNKNOWN.to_string()));
