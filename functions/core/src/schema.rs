@@ -36,10 +36,10 @@ pub fn check_data_schema(field: &str, data: &Value) -> Result<(), ValidationErro
         }
     }
     let meta = jsonschema::draft4::meta::validator();
-    for error in meta.iter_errors(data) {
+    for error in meta.iter_errors(data).take(MAX_ERRORS) {
         errors.push(
             pointer(field, &error.instance_path().to_string()),
-            error.to_string(),
+            brief(error.to_string()),
         );
     }
     if errors.is_empty() {
@@ -125,22 +125,39 @@ pub fn compile(schema: &Value) -> Result<CompiledSchema, String> {
     jsonschema::draft4::new(schema).map_err(|e| e.to_string())
 }
 
-/// Validates an instance, naming every failing path (`/data/dest_house`) and its reason.
+/// The most failing paths an answer names: an array of a million wrong items is not a million
+/// errors back.
+const MAX_ERRORS: usize = 100;
+/// The longest reason given for one path: the validator quotes the failing value, which may be
+/// megabytes, and an answer must stay small (a Lambda's is at most 6 MB).
+const MAX_REASON_CHARS: usize = 300;
+
+/// Validates an instance, naming each failing path (`/data/dest_house`) and its reason, up to
+/// [`MAX_ERRORS`] of them.
 pub fn validate(schema: &CompiledSchema, instance: &Value) -> Result<(), ValidationErrors> {
     if schema.is_valid(instance) {
         return Ok(());
     }
     let errors: Vec<FieldError> = schema
         .iter_errors(instance)
+        .take(MAX_ERRORS)
         .map(|e| {
             let path = e.instance_path().to_string();
             FieldError::new(
                 if path.is_empty() { "/".into() } else { path },
-                e.to_string(),
+                brief(e.to_string()),
             )
         })
         .collect();
     Err(ValidationErrors(errors))
+}
+
+/// `reason` cut to [`MAX_REASON_CHARS`] characters, saying that it was.
+fn brief(reason: String) -> String {
+    match reason.char_indices().nth(MAX_REASON_CHARS) {
+        Some((end, _)) => format!("{}… (cut at {MAX_REASON_CHARS} characters)", &reason[..end]),
+        None => reason,
+    }
 }
 
 fn pointer(field: &str, path: &str) -> String {
@@ -383,5 +400,30 @@ mod tests {
             "#/components/schemas/t.v1.a_b/properties/c"
         );
         assert_eq!(properties["whole"]["$ref"], "#/components/schemas/t.v1");
+    }
+
+    #[test]
+    fn a_huge_invalid_value_gets_a_small_answer() {
+        let compiled =
+            compile(&envelope(&name(), Version::FIRST, &scanned_parcel())).expect("compiles");
+        let huge = "\"".repeat(200_000);
+        let event = json!({"metadata": {"event_attributes": {"source": huge, "target": "u1"}},
+                           "data": huge});
+        let errors = validate(&compiled, &event).expect_err("invalid").0;
+        let fields: Vec<&str> = errors.iter().map(|e| e.field.as_str()).collect();
+        assert!(
+            fields.contains(&"/metadata/event_attributes/source"),
+            "{fields:?}"
+        );
+        assert!(fields.contains(&"/data"), "{fields:?}");
+        let size: usize = errors.iter().map(|e| e.message.len()).sum();
+        assert!(size < 2_000, "{size} bytes of reasons");
+
+        let integers = json!({"type": "array", "items": {"type": "integer"}});
+        let compiled = compile(&envelope(&name(), Version::FIRST, &integers)).expect("compiles");
+        let event = json!({"metadata": {"event_attributes": {"source": "s", "target": "u1"}},
+                           "data": vec!["x"; 1_000]});
+        let errors = validate(&compiled, &event).expect_err("invalid").0;
+        assert_eq!(errors.len(), MAX_ERRORS);
     }
 }
