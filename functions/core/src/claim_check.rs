@@ -111,15 +111,38 @@ pub struct ClaimChecks {
     pub max_entry_bytes: usize,
 }
 
+/// What the bus carries for an event, before anything is stored ([`ClaimChecks::split`]).
+pub enum Detail {
+    /// The enriched envelope itself: its entry fits.
+    Whole(String),
+    /// Above the limit: the link to carry, once [`ClaimChecks::store`] wrote the data.
+    Large(LargeDetail),
+}
+
+pub struct LargeDetail {
+    link: String,
+    key: String,
+    data: Vec<u8>,
+}
+
 impl ClaimChecks {
     /// The detail text the bus carries for `event`: the enriched envelope itself when its entry
     /// fits, else the claim-checked one, once its `data` is stored. The object is written before
     /// this returns, so before the event can be acknowledged.
     pub async fn detail(&self, event: &BusEvent) -> Result<String, EntryFailure> {
+        match self.split(event)? {
+            Detail::Whole(detail) => Ok(detail),
+            Detail::Large(large) => self.store(large).await,
+        }
+    }
+
+    /// [`ClaimChecks::detail`] without writing: a bus that knows an event already holds its
+    /// `event_id` spares the write of a repeat's data.
+    pub fn split(&self, event: &BusEvent) -> Result<Detail, EntryFailure> {
         let detail = json_text(&event.detail);
         let size = |detail: &str| entry_size(&event.source, &event.detail_type, detail);
         if size(&detail) <= self.max_entry_bytes {
-            return Ok(detail);
+            return Ok(Detail::Whole(detail));
         }
         let too_large = |why: &str| EntryFailure {
             code: ENTRY_TOO_LARGE.into(),
@@ -133,11 +156,21 @@ impl ClaimChecks {
         if size(&link) > self.max_entry_bytes {
             return Err(too_large("even without its data"));
         }
+        Ok(Detail::Large(LargeDetail {
+            link,
+            key,
+            data: data.to_string().into_bytes(),
+        }))
+    }
+
+    /// Writes a large event's data; returns the link the bus carries.
+    pub async fn store(&self, large: LargeDetail) -> Result<String, EntryFailure> {
+        let LargeDetail { link, key, data } = large;
         self.objects
             .put_new_object(
                 Bucket::SchemaBackup,
                 &key,
-                data.to_string().into_bytes(),
+                data,
                 &[(FORMAT_METADATA_KEY, FORMAT_VERSION)],
             )
             .await

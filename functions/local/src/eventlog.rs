@@ -12,6 +12,7 @@
 //! writer's queue full is refused as throttled (the broker answers 503 with `Retry-After`), and
 //! when the router falls behind, the writer waits for it.
 
+use std::collections::HashSet;
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
 use std::sync::{Arc, Mutex, mpsc};
@@ -19,7 +20,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use async_trait::async_trait;
-use busway_core::claim_check::ClaimChecks;
+use busway_core::claim_check::{ClaimChecks, Detail};
 use busway_core::envelope::{BusEvent, eventbridge_json, eventbridge_time};
 use busway_core::ingest::THROTTLED;
 use busway_core::ports::{Accepted, Bus, EntryFailure};
@@ -132,6 +133,10 @@ fn unix_ms(time: &str) -> i64 {
 
 pub struct EventLog {
     tx: mpsc::SyncSender<(Vec<Row>, Reply)>,
+    /// Reads whether the log holds a large event's `event_id` before its data is written.
+    seen: Arc<Mutex<Connection>>,
+    /// The large events whose data is being written and logged.
+    storing: Arc<Mutex<HashSet<(String, String)>>>,
     /// Why the writer's last commit or flush failed; `None` once one succeeds (`/readyz`).
     failing: Failing,
     /// The entry limit and the claim checks above it, as on EventBridge.
@@ -209,6 +214,8 @@ impl EventLog {
         Ok((
             Self {
                 tx,
+                seen: Arc::new(Mutex::new(open(path)?)),
+                storing: Arc::default(),
                 failing,
                 claim_checks,
             },
@@ -408,8 +415,34 @@ impl Bus for EventLog {
         // An event whose claim check cannot be written fails in its slot; the others are logged.
         let mut results = Vec::with_capacity(events.len());
         let mut rows = Vec::with_capacity(events.len());
+        // Held until the writer answered.
+        let mut storing = Vec::new();
         for event in events {
-            match self.claim_checks.detail(&event).await {
+            let detail = match self.claim_checks.split(&event) {
+                Ok(Detail::Whole(detail)) => Ok(detail),
+                // A producer's retry of a large event would otherwise write its data again
+                // each time, to be kept unlinked for the claim checks' retention.
+                Ok(Detail::Large(large)) => {
+                    let Some(turn) = Storing::take(&self.storing, &event) else {
+                        results.push(Err(EntryFailure {
+                            code: THROTTLED.into(),
+                            message: format!(
+                                "an event with event_id {} is being stored; retry later",
+                                event.event_id
+                            ),
+                        }));
+                        continue;
+                    };
+                    if self.holds(&event).await? {
+                        results.push(Ok(Accepted::Duplicate));
+                        continue;
+                    }
+                    storing.push(turn);
+                    self.claim_checks.store(large).await
+                }
+                Err(failure) => Err(failure),
+            };
+            match detail {
                 Ok(detail) => {
                     rows.push(Row::new(event, detail));
                     results.push(Ok(Accepted::Stored));
@@ -450,6 +483,51 @@ impl Bus for EventLog {
             });
         }
         Ok(results)
+    }
+}
+
+impl EventLog {
+    /// Whether the log holds an event of `event`'s version and `event_id`.
+    async fn holds(&self, event: &BusEvent) -> anyhow::Result<bool> {
+        let seen = self.seen.clone();
+        let (detail_type, event_id) = (event.detail_type.clone(), event.event_id.clone());
+        tokio::task::spawn_blocking(move || {
+            let conn = seen.lock().unwrap_or_else(|p| p.into_inner());
+            let mut query = conn
+                .prepare_cached("SELECT 1 FROM events WHERE detail_type = ?1 AND event_id = ?2")?;
+            Ok(query.exists(params![detail_type, event_id])?)
+        })
+        .await?
+    }
+}
+
+/// A large event's turn to write its data and be logged: a repeat of its `event_id` meanwhile
+/// is told to retry (503), as on AWS while an injector holds the event's claim.
+struct Storing {
+    set: Arc<Mutex<HashSet<(String, String)>>>,
+    key: (String, String),
+}
+
+impl Storing {
+    fn take(set: &Arc<Mutex<HashSet<(String, String)>>>, event: &BusEvent) -> Option<Self> {
+        let key = (event.detail_type.clone(), event.event_id.clone());
+        let taken = set
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(key.clone());
+        taken.then(|| Self {
+            set: set.clone(),
+            key,
+        })
+    }
+}
+
+impl Drop for Storing {
+    fn drop(&mut self) {
+        self.set
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(&self.key);
     }
 }
 
@@ -603,6 +681,25 @@ impl LogReader {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_large_event_is_stored_by_one_request_at_a_time() {
+        let storing = Arc::default();
+        let turn = Storing::take(&storing, &event(1)).expect("the first turn");
+        assert!(
+            Storing::take(&storing, &event(1)).is_none(),
+            "a repeat waits"
+        );
+        assert!(
+            Storing::take(&storing, &event(2)).is_some(),
+            "another event does not"
+        );
+        drop(turn);
+        assert!(
+            Storing::take(&storing, &event(1)).is_some(),
+            "the turn ends with its request"
+        );
+    }
 
     fn event(n: usize) -> BusEvent {
         BusEvent {
