@@ -1,6 +1,6 @@
 //! One event is followed by its request id: the broker answers the caller's `x-request-id` (or
 //! one it made), the delivered event carries it as `metadata.request_id`, and the log line of
-//! each delivery attempt names it beside the event's `event_id`.
+//! each delivery attempt names it beside the event's `event_id`, as a refused publish's names it.
 
 use std::io::Write;
 use std::sync::{Arc, Mutex};
@@ -133,6 +133,47 @@ async fn a_request_id_follows_an_event_from_its_publish_to_each_delivery_attempt
         delivered
             .iter()
             .any(|d| d.json()["detail"]["metadata"]["request_id"] == made.as_str())
+    );
+
+    // A refused publish is logged under its request id too.
+    let refused = "trace-refused-publish";
+    let response = busway
+        .http
+        .post(busway.broker_url("/scanned_parcel/1"))
+        .bearer_auth(busway.producer_key("scanned_parcel").await)
+        .header("x-request-id", refused)
+        .json(&serde_json::json!({"metadata": {}, "data": {}}))
+        .send()
+        .await
+        .expect("the broker answers");
+    assert_eq!(response.status(), 400);
+    let lines = log.lines_with(refused);
+    assert!(
+        lines
+            .iter()
+            .any(|l| l.contains("publish refused") && l.contains("status=400")),
+        "{lines:#?}"
+    );
+
+    // An event's last attempt says that it went to the dead letters.
+    consumer.fail(Failure::Status(400), 1);
+    let dead = "trace-dead-letter";
+    let response = busway
+        .http
+        .post(busway.broker_url("/scanned_parcel/1"))
+        .bearer_auth(busway.producer_key("scanned_parcel").await)
+        .header("x-request-id", dead)
+        .json(&v1_envelope("u2"))
+        .send()
+        .await
+        .expect("the broker answers");
+    assert_eq!(response.status(), 200);
+    let attempts = log.attempts(dead, 1, Duration::from_secs(10)).await;
+    assert!(
+        attempts.len() == 1
+            && attempts[0].contains("WARN")
+            && attempts[0].contains("dead-lettered"),
+        "{attempts:#?}"
     );
     busway.stop().await;
 }

@@ -64,7 +64,20 @@ pub async fn observe(
     let response = next.run(request).await;
     let (event_type, version) =
         deployed(&routes, &path).unwrap_or_else(|| (UNKNOWN.to_string(), UNKNOWN.to_string()));
-    observer.published(&event_type, &version, response.status(), started.elapsed());
+    let status = response.status();
+    // Inside the request's span, so the line names its request id; a refusal is for an
+    // operator to see, an accepted event only when asked (one line each would cost ingest).
+    if status.is_client_error() {
+        tracing::info!(
+            event_type,
+            version,
+            status = status.as_u16(),
+            "publish refused"
+        );
+    } else if status.is_success() {
+        tracing::debug!(event_type, version, status = status.as_u16(), "published");
+    }
+    observer.published(&event_type, &version, status, started.elapsed());
     response
 }
 

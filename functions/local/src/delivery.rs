@@ -901,7 +901,6 @@ impl WorkerRun {
             let result = shared.client.attempt(&target, &event).await;
             let took = started.elapsed();
             let id = doc.subscription_id.as_str();
-            log_attempt(id, &event, &source, &result);
             let next = match &result {
                 Ok(()) => {
                     if matches!(source, Source::Retry { .. })
@@ -941,6 +940,7 @@ impl WorkerRun {
                     Some(next)
                 }
             };
+            log_attempt(id, &event, &source, &result, next.as_ref());
             Outcome {
                 event,
                 source,
@@ -1012,8 +1012,14 @@ fn log_attempt(
     event: &Logged,
     source: &Source,
     result: &Result<(), crate::target::AttemptError>,
+    next: Option<&Failed>,
 ) {
-    if !tracing::enabled!(tracing::Level::INFO) {
+    let written = if matches!(next, Some(Failed::Dead)) {
+        tracing::enabled!(tracing::Level::WARN)
+    } else {
+        tracing::enabled!(tracing::Level::INFO)
+    };
+    if !written {
         return;
     }
     let attempt = match source {
@@ -1026,10 +1032,15 @@ fn log_attempt(
         metadata["event_id"].as_str().unwrap_or_default(),
         metadata["request_id"].as_str().unwrap_or_default(),
     );
-    match result {
-        Ok(()) => info!(%subscription, event_id, request_id, attempt, "delivered"),
-        Err(e) => {
-            info!(%subscription, event_id, request_id, attempt, error = %e.message, "delivery attempt failed")
+    match (result, next) {
+        (Ok(()), _) => info!(%subscription, event_id, request_id, attempt, "delivered"),
+        (Err(e), Some(Failed::Retry { due_at })) => {
+            let retry_in_ms = due_at.saturating_sub(unix_ms()).max(0);
+            info!(%subscription, event_id, request_id, attempt, error = %e.message, retry_in_ms, "delivery attempt failed")
+        }
+        // The event's last attempt: an operator looks for these.
+        (Err(e), _) => {
+            warn!(%subscription, event_id, request_id, attempt, error = %e.message, "delivery failed for good: dead-lettered")
         }
     }
 }
