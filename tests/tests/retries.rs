@@ -138,7 +138,26 @@ async fn a_consumer_answering_500_for_a_while_gets_every_event_after_it_recovers
         .expect("the last error is kept");
     assert!(last_error.contains("500"), "{last_error}");
     assert!(stats["last_error_at"].is_string(), "{stats}");
+    assert_eq!(stats["pending_retries"], 0, "{stats}");
     assert!(dead_letters(&busway, &id).await.is_empty());
+    busway.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn events_waiting_for_a_retry_are_counted_apart_from_the_lag() {
+    let busway = fast_broker().await;
+    let consumer = Consumer::start().await;
+    consumer.fail_forever(Failure::Status(500));
+    let id = subscribe(&busway, &consumer.url("/hook"), Some(185)).await;
+    for _ in 0..3 {
+        publish(&busway).await;
+    }
+    // The cursor moves past a failed event, so the lag alone would say all is caught up.
+    let stats = wait_for_delivery(&busway, &id, |s| {
+        s["pending_retries"] == 3 && s["lag"]["events"] == 0
+    })
+    .await;
+    assert_eq!(stats["delivered"], 0, "{stats}");
     busway.stop().await;
 }
 

@@ -364,6 +364,10 @@ pub struct DeliveryStats {
     /// where the host does not deliver itself (on AWS, EventBridge does).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub lag: Option<Lag>,
+    /// Events waiting for another attempt (the cursor is past them, so `lag` does not count
+    /// them), measured when asked; absent where the host does not deliver itself.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pending_retries: Option<u64>,
 }
 
 /// A subscription's backlog: the events of its version after its cursor (read, matched or

@@ -544,6 +544,7 @@ impl Deliveries for Router {
             }
         };
         stats.lag = Some(self.lag(cursor, detail_type).await?);
+        stats.pending_retries = Some(self.shared.store.pending_retries(subscription_id).await?);
         Ok(stats)
     }
 

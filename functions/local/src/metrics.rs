@@ -218,7 +218,7 @@ impl Collector for Subscriptions {
                 ConstCounter::new(value(stats)).encode(family.encode_family(labels)?)?;
             }
         }
-        let gauges: [Reading<f64>; 2] = [
+        let gauges: [Reading<f64>; 3] = [
             (
                 "subscription_lag_events",
                 "Events of the subscription's version in the log after its cursor",
@@ -228,6 +228,11 @@ impl Collector for Subscriptions {
                 "subscription_lag_seconds",
                 "Age of the oldest of those events",
                 |s| s.lag.as_ref().map_or(0.0, |l| l.seconds),
+            ),
+            (
+                "subscription_pending_retries",
+                "Events of the subscription waiting for another attempt",
+                |s| s.pending_retries.unwrap_or_default() as f64,
             ),
         ];
         for (name, help, value) in gauges {

@@ -101,6 +101,22 @@ impl SqliteStore {
         .await
     }
 
+    /// How many of the subscription's events wait for another attempt.
+    pub async fn pending_retries(&self, subscription_id: &str) -> Result<u64, StoreError> {
+        let id = subscription_id.to_string();
+        self.run(move |conn| {
+            let count: i64 = conn
+                .query_row(
+                    "SELECT COUNT(*) FROM retries WHERE subscription_id = ?1",
+                    params![id],
+                    |r| r.get(0),
+                )
+                .map_err(sql)?;
+            Ok(count.unsigned_abs())
+        })
+        .await
+    }
+
     /// Removes a delivered event from the schedule.
     pub async fn retry_delivered(&self, subscription_id: &str, seq: i64) -> Result<(), StoreError> {
         let id = subscription_id.to_string();

@@ -301,6 +301,7 @@ async function subscriptionView(id) {
         ['Delivered', String(d.delivered)], ['Retries', String(d.retries)], ['Dead-lettered', String(d.dead_lettered)],
         ['Lag (events)', lag.events === undefined ? 'unknown' : String(lag.events)],
         ['Lag (seconds)', lag.seconds === undefined ? 'unknown' : String(lag.seconds)],
+        ['Waiting for a retry', d.pending_retries === undefined ? 'unknown' : String(d.pending_retries)],
         ['Last delivered', d.last_delivered_at || 'never'],
         ['Last error', d.last_error ? el('span', { className: 'bad' }, d.last_error) : 'none'],
         ['Last error at', d.last_error_at],
