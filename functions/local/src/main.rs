@@ -83,14 +83,15 @@ enum Command {
         #[arg(long, default_value = "4d", value_parser = parse_sqs_retention)]
         queue_retention: Duration,
         /// The largest event body the broker API accepts, in bytes; above it the answer is 413.
-        /// The default is the broker's limit on AWS.
-        #[arg(long, default_value_t = busway_injector::MAX_EVENT_BYTES)]
+        /// The default is the broker's limit on AWS; at least 1024.
+        #[arg(long, default_value_t = busway_injector::MAX_EVENT_BYTES, value_parser = bytes_at_least::<1024>)]
         max_event_bytes: usize,
         /// The bus entry limit in bytes, measured as EventBridge measures an entry: above it an
         /// event's data is stored under claim-checks/ in the schema backup bucket folder and the
         /// event carries a link. The default is EventBridge's limit (1 MB); 262144 is the older
-        /// one that some accounts still have.
-        #[arg(long, default_value_t = busway_core::claim_check::DEFAULT_MAX_ENTRY_BYTES)]
+        /// one that some accounts still have; at least 4096, which a claim-checked event's link
+        /// and metadata need.
+        #[arg(long, default_value_t = busway_core::claim_check::DEFAULT_MAX_ENTRY_BYTES, value_parser = bytes_at_least::<4096>)]
         max_entry_bytes: usize,
         /// Accept `http://` subscription targets on loopback although --portal-addr is not a
         /// loopback address (they are accepted anyway when it is).
@@ -296,6 +297,16 @@ fn parse_duration(text: &str) -> Result<Duration, String> {
 
 /// The log's retention is its deduplication window, which is never shorter than the bus port
 /// promises.
+/// A size flag: a number of bytes from `MIN`, below which every event would be refused.
+fn bytes_at_least<const MIN: usize>(text: &str) -> Result<usize, String> {
+    match text.parse::<usize>() {
+        Ok(bytes) if bytes >= MIN => Ok(bytes),
+        _ => Err(format!(
+            "{text:?}: expected a number of bytes, at least {MIN}"
+        )),
+    }
+}
+
 fn parse_log_retention(text: &str) -> Result<Duration, String> {
     let d = parse_duration(text)?;
     let min = busway_core::ports::MIN_DEDUP_WINDOW;

@@ -88,3 +88,16 @@ fn help_explains_each_command() {
         assert!(up.contains(flag), "{flag} missing from:\n{up}");
     }
 }
+
+#[test]
+fn a_size_that_would_refuse_every_event_is_refused_at_start() {
+    for (flag, value) in [("--max-event-bytes", "0"), ("--max-entry-bytes", "10")] {
+        let output = Command::new(env!("CARGO_BIN_EXE_busway"))
+            .args(["up", flag, value])
+            .output()
+            .expect("busway runs");
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert_eq!(output.status.code(), Some(2), "{flag} {value}: {stderr}");
+        assert!(stderr.contains("at least"), "{stderr}");
+    }
+}
