@@ -260,3 +260,33 @@ async fn a_data_dir_of_a_newer_busway_is_refused_and_left_as_it_was() {
         );
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_start_that_cannot_serve_leaves_an_older_data_dir_as_it_was() {
+    let fixture = fixtures::releases("local")
+        .into_iter()
+        .next()
+        .expect("a fixture");
+    let dir = data_dir_of(&fixture);
+    let before = contents(dir.path());
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").expect("a port");
+    let any_port = "127.0.0.1:0".parse().expect("an address");
+    let busy = taken.local_addr().expect("its address");
+    let refused = Running::start(Config::new(dir.path().to_path_buf(), busy, any_port))
+        .await
+        .err()
+        .expect("the portal's port is taken");
+    assert!(
+        refused.to_string().contains("binding portal"),
+        "{refused:#}"
+    );
+    let after = contents(dir.path());
+    assert!(
+        after
+            .iter()
+            .filter(|(name, _)| name.as_str() != "busway.lock")
+            .eq(before.iter()),
+        "the data dir changed: {:?}",
+        after.keys().collect::<Vec<_>>()
+    );
+}

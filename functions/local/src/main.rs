@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use anyhow::Context;
 use busway_local::eventlog::Fsync;
+use busway_local::migrations::STORE;
 use busway_local::objects::FolderObjectStore;
 use busway_local::provisioning::{LocalStarter, Synth};
 use busway_local::retention;
@@ -390,11 +391,26 @@ async fn receive(portal: &str, name: &str, max: u32, key: &str) -> anyhow::Resul
     Ok(())
 }
 
-/// The store of an existing data dir, which `busway up` may be serving.
+/// The store of an existing data dir, which `busway up` may be serving. One of an older
+/// release is refused rather than upgraded: the busway serving it may be that release, and
+/// only `busway up` upgrades the whole data dir at once.
 fn existing_store(data_dir: &Path) -> anyhow::Result<SqliteStore> {
     let db = data_dir.join("busway.db");
     // Opening would create an empty data dir where a mistyped path points.
     anyhow::ensure!(db.exists(), "no busway data in {}", data_dir.display());
+    STORE.check(&db)?;
+    // Read through SQLite, not the header: a running busway's last change may be in the WAL.
+    let found: u32 = rusqlite::Connection::open(&db)
+        .and_then(|c| c.query_row("PRAGMA user_version", [], |r| r.get(0)))
+        .with_context(|| format!("reading the version of {}", db.display()))?;
+    anyhow::ensure!(
+        found >= STORE.latest(),
+        "{} was written by an older busway (version {found}; this one writes {}): run this \
+         release's `busway up` on the data dir once to upgrade it, or the older release's \
+         `busway keys`",
+        db.display(),
+        STORE.latest()
+    );
     SqliteStore::open(&db)
 }
 

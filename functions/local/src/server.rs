@@ -142,6 +142,16 @@ impl Running {
         STORE.check(&db)?;
         EVENT_LOG.check(&log)?;
         let lock = lock_data_dir(dir)?;
+        // The ports before the files: a start that cannot serve leaves an older data dir as
+        // it was, for the release that wrote it.
+        let portal_listener = TcpListener::bind(config.portal_addr)
+            .await
+            .with_context(|| format!("binding portal to {}", config.portal_addr))?;
+        let broker_listener = TcpListener::bind(config.broker_addr)
+            .await
+            .with_context(|| format!("binding broker to {}", config.broker_addr))?;
+        let portal_addr = portal_listener.local_addr()?;
+        let broker_addr = broker_listener.local_addr()?;
         let store = SqliteStore::open(&db)?;
         let new_admin_key = busway_core::auth::bootstrap_admin(&store, config.admin_key.as_deref())
             .await
@@ -221,15 +231,6 @@ impl Running {
             },
             synth: config.synth.clone(),
         };
-
-        let portal_listener = TcpListener::bind(config.portal_addr)
-            .await
-            .with_context(|| format!("binding portal to {}", config.portal_addr))?;
-        let broker_listener = TcpListener::bind(config.broker_addr)
-            .await
-            .with_context(|| format!("binding broker to {}", config.broker_addr))?;
-        let portal_addr = portal_listener.local_addr()?;
-        let broker_addr = broker_listener.local_addr()?;
 
         let (stop, stopped) = watch::channel(false);
         let mut tasks = JoinSet::new();

@@ -102,3 +102,26 @@ async fn a_key_made_on_the_data_dir_of_a_running_busway_works_at_once_and_is_lis
     assert!(!refused.status.success());
     running.stop().await;
 }
+
+#[test]
+fn a_data_dir_of_an_older_release_is_refused_not_upgraded() {
+    let dir = tempfile::tempdir().expect("a temp dir");
+    let db = dir.path().join("busway.db");
+    let older = busway_local::migrations::STORE.latest() - 1;
+    rusqlite::Connection::open(&db)
+        .and_then(|c| c.pragma_update(None, "user_version", older))
+        .expect("an older store");
+    let output = Command::new(env!("CARGO_BIN_EXE_busway"))
+        .args(["keys", "list", "--data-dir"])
+        .arg(dir.path())
+        .output()
+        .expect("busway runs");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(!output.status.success());
+    assert!(stderr.contains("older busway"), "{stderr}");
+    let version: u32 = rusqlite::Connection::open(&db)
+        .and_then(|c| c.query_row("PRAGMA user_version", [], |r| r.get(0)))
+        .expect("a version");
+    assert_eq!(version, older, "the store was left as it was");
+    assert!(!dir.path().join("backups").exists());
+}
