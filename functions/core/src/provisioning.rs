@@ -109,7 +109,7 @@ pub async fn check_against_store(
                         errors.push(
                             format!("/{field}"),
                             format!(
-                                "differs from subscription {} on record: a subscription changes through the portal",
+                                "differs from subscription {} on record: a subscription's target and policy are fixed (delete it and subscribe again to change them)",
                                 s.id
                             ),
                         );

@@ -694,7 +694,7 @@ impl EventStore for SqliteStore {
                 .filter(EventVersion::is_active)
                 .ok_or_else(|| StoreError::NotFound(format!("version {} of event type {name}", s.version)))?;
             if let Some(existing) = active_subscriptions(tx, name, s.version.get())?.into_iter().find(|e| e.same_target(&s)) {
-                return Err(StoreError::AlreadyExists(format!("an identical subscription ({})", existing.id)));
+                return Err(StoreError::AlreadyExists(format!("a subscription to the same target ({}; delete it and subscribe again to change its policy)", existing.id)));
             }
             tx.execute(
                 "INSERT INTO subscriptions (id, event_type, version, target_unit, state, doc) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",

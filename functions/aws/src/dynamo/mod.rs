@@ -747,7 +747,7 @@ impl EventStore for DynamoStore {
                 .and_then(|item| item::get_s(item, "subscription_id"))
                 .unwrap_or("already deleted");
             return Err(StoreError::AlreadyExists(format!(
-                "an identical subscription ({id})"
+                "a subscription to the same target ({id}; delete it and subscribe again to change its policy)"
             )));
         }
         Err(StoreError::AlreadyExists(format!(

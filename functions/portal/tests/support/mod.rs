@@ -245,7 +245,7 @@ impl EventStore for Memory {
             .any(|s| s.state == SubscriptionState::Active && s.same_target(subscription))
         {
             return Err(StoreError::AlreadyExists(
-                "an identical subscription".into(),
+                "a subscription to the same target".into(),
             ));
         }
         state.subscriptions.push(subscription.clone());
