@@ -50,6 +50,25 @@ async function api(method, path, body) {
   return json;
 }
 
+/** The items of a paged list (`field` of each page), following `next_token` up to `max`;
+ * `more` when the list goes on. */
+async function pages(path, field, max = 1000) {
+  const items = [];
+  let token = null;
+  do {
+    const sep = path.includes('?') ? '&' : '?';
+    const page = await api('GET', `${path}${sep}limit=100${token ? '&next_token=' + encodeURIComponent(token) : ''}`);
+    items.push(...page[field]);
+    token = page.next_token;
+  } while (token && items.length < max);
+  return { items, more: Boolean(token) };
+}
+
+/** Says that a list was cut at its first `count` items. */
+function cut(more, count) {
+  return more ? el('p', { className: 'note' }, `Only the first ${count} are shown.`) : null;
+}
+
 /** The page's heading, focused so a screen reader announces the new view. */
 function heading(text) {
   document.title = `${text} · busway catalog`;
@@ -57,7 +76,7 @@ function heading(text) {
 }
 
 function show(...nodes) {
-  view.replaceChildren(...nodes);
+  view.replaceChildren(...nodes.filter((n) => n !== null && n !== undefined));
   const h = document.getElementById('view-title');
   if (h) h.focus();
 }
@@ -131,7 +150,7 @@ const versionsOf = (e) => (e.versions || []).map((v) => (typeof v === 'object' ?
 // ---- views ----
 
 async function eventsView() {
-  const { event_types: events } = await api('GET', '/events?limit=100');
+  const { items: events, more } = await pages('/events', 'event_types');
   const rows = events.map((e) => [
     el('a', { href: `#/events/${encodeURIComponent(e.event_type)}` }, e.event_type),
     e.application, e.team || '', versionsOf(e).join(', '), e.description || '',
@@ -160,7 +179,8 @@ async function eventsView() {
       go(`#/events/${encodeURIComponent(value('event_type'))}`);
     } catch (e) { say(e.message, true); }
   });
-  show(heading('Event types'), table('Registered event types', ['Event type', 'Owner application', 'Team', 'Versions', 'Description'], rows), form);
+  show(heading('Event types'), table('Registered event types', ['Event type', 'Owner application', 'Team', 'Versions', 'Description'], rows),
+    cut(more, events.length), form);
 }
 
 async function eventView(name) {
@@ -253,8 +273,8 @@ function dataOf(schema) {
 }
 
 async function subscriptionsView(params) {
-  const query = params.get('event_type') ? `&event_type=${encodeURIComponent(params.get('event_type'))}` : '';
-  const { subscriptions } = await api('GET', `/subscriptions?limit=100${query}`);
+  const query = params.get('event_type') ? `?event_type=${encodeURIComponent(params.get('event_type'))}` : '';
+  const { items: subscriptions, more } = await pages(`/subscriptions${query}`, 'subscriptions');
   const units = [...new Set(subscriptions.map((s) => s.target_unit))].sort();
   const sections = units.map((unit) => el('section', { 'aria-labelledby': `unit-${unit}` },
     el('h3', { id: `unit-${unit}` }, `Target unit ${unit}`),
@@ -265,7 +285,7 @@ async function subscriptionsView(params) {
         s.provisioning ? s.provisioning.status : '',
       ]))));
   show(heading(params.get('event_type') ? `Subscriptions of ${params.get('event_type')}` : 'Subscriptions'),
-    sections.length ? el('div', {}, sections) : el('p', {}, 'No subscriptions yet.'));
+    sections.length ? el('div', {}, sections) : el('p', {}, 'No subscriptions yet.'), cut(more, subscriptions.length));
 }
 
 async function subscriptionView(id) {
@@ -275,7 +295,9 @@ async function subscriptionView(id) {
   let letters = [];
   let lettersNote = null;
   try {
-    letters = (await api('GET', `/subscriptions/${encodeURIComponent(id)}/dead-letters?limit=100`)).dead_letters;
+    const found = await pages(`/subscriptions/${encodeURIComponent(id)}/dead-letters`, 'dead_letters');
+    letters = found.items;
+    lettersNote = cut(found.more, letters.length);
   } catch (e) { lettersNote = el('p', {}, `Dead letters: ${e.message}`); }
   const redrive = el('button', { type: 'button', id: 'redrive', disabled: letters.length === 0 }, 'Redrive dead letters');
   redrive.addEventListener('click', async () => {
@@ -311,13 +333,19 @@ async function subscriptionView(id) {
       el('h3', { id: 'letters' }, 'Dead letters'),
       lettersNote,
       table(`${letters.length} dead letter(s)`, ['Event id', 'Attempts', 'Failed at', 'Error'],
-        letters.map((l) => [(l.event && l.event.id) || String(l.id), String(l.attempts), l.failed_at, l.error])),
+        letters.map((l) => [eventIdOf(l.event) || String(l.id), String(l.attempts), l.failed_at, l.error])),
       redrive));
 }
 
+/** The `event_id` the producer was answered (and the log lines name) of a delivered event. */
+function eventIdOf(event) {
+  const metadata = event && event.detail && event.detail.metadata;
+  return (metadata && metadata.event_id) || (event && event.id);
+}
+
 async function deploymentsView(params) {
-  const query = params.get('event_type') ? `&event_type=${encodeURIComponent(params.get('event_type'))}` : '';
-  const { deployments } = await api('GET', `/deployments?limit=100${query}`);
+  const query = params.get('event_type') ? `?event_type=${encodeURIComponent(params.get('event_type'))}` : '';
+  const { items: deployments, more } = await pages(`/deployments${query}`, 'deployments', 500);
   const items = deployments.map((dep) => el('li', {},
     el('details', {},
       el('summary', {}, `${dep.kind} ${dep.action || ''} of ${dep.event_type || '?'}${dep.version ? ' v' + dep.version : ''}`
@@ -333,7 +361,8 @@ async function deploymentsView(params) {
           [p.name, p.status || '', p.duration_seconds === null || p.duration_seconds === undefined ? '' : String(p.duration_seconds), p.message || ''])),
       ] : el('p', {}, 'No build ran yet.'))));
   show(heading(params.get('event_type') ? `Deployments of ${params.get('event_type')}` : 'Deployments'),
-    items.length ? el('ul', { className: 'deployments' }, items) : el('p', {}, 'No deployments yet.'));
+    items.length ? el('ul', { className: 'deployments' }, items) : el('p', {}, 'No deployments yet.'),
+    cut(more, deployments.length));
 }
 
 // ---- routing and sign-in ----
