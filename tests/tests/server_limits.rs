@@ -31,25 +31,42 @@ async fn stalled_post(url: &str, path: &str, key: &str) -> TcpStream {
     stream
 }
 
-/// The status of the answer on `stream`, within a minute.
-async fn status(stream: &mut TcpStream) -> u16 {
+/// The status and body of the answer on `stream`, within a minute.
+async fn answer(stream: &mut TcpStream) -> (u16, String) {
     let mut answer = Vec::new();
     let mut buf = [0; 1024];
     let read = async {
-        while !answer.windows(2).any(|w| w == b"\r\n") {
+        loop {
+            let text = String::from_utf8_lossy(&answer).to_string();
+            if let Some((head, body)) = text.split_once("\r\n\r\n") {
+                let length = head
+                    .lines()
+                    .find_map(|l| {
+                        l.to_ascii_lowercase()
+                            .strip_prefix("content-length: ")?
+                            .parse()
+                            .ok()
+                    })
+                    .unwrap_or(0);
+                if body.len() >= length {
+                    return text;
+                }
+            }
             let n = stream.read(&mut buf).await.expect("reads");
             assert!(n > 0, "the server closed without answering");
             answer.extend_from_slice(&buf[..n]);
         }
     };
-    tokio::time::timeout(Duration::from_secs(60), read)
+    let text = tokio::time::timeout(Duration::from_secs(60), read)
         .await
         .expect("an answer within a minute");
-    let line = String::from_utf8_lossy(&answer).to_string();
-    line.split(' ')
+    let status = text
+        .split(' ')
         .nth(1)
         .and_then(|s| s.parse().ok())
-        .unwrap_or_else(|| panic!("not an HTTP answer: {line}"))
+        .unwrap_or_else(|| panic!("not an HTTP answer: {text}"));
+    let body = text.split_once("\r\n\r\n").map(|(_, b)| b.to_string());
+    (status, body.unwrap_or_default())
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -60,7 +77,9 @@ async fn a_request_that_outlasts_the_timeout_is_answered_408_on_both_servers() {
         (busway.broker_url(""), "/scanned_parcel/1"),
     ] {
         let mut stalled = stalled_post(&url, path, &busway.admin_key).await;
-        assert_eq!(status(&mut stalled).await, 408, "{url}{path}");
+        let (status, body) = answer(&mut stalled).await;
+        assert_eq!(status, 408, "{url}{path}");
+        assert!(body.contains(r#""code":"request_timeout""#), "{body}");
     }
     // A request that does not stall is served as usual.
     busway.get("/events").await.expect(200);
@@ -90,7 +109,7 @@ async fn a_request_beyond_the_concurrency_limit_waits_for_a_turn() {
     let rest = format!("1}}{}", " ".repeat(BODY_BYTES - FIRST_PART.len() - 2));
     stalled.write_all(rest.as_bytes()).await.expect("sent");
     assert_eq!(
-        status(&mut stalled).await,
+        answer(&mut stalled).await.0,
         400,
         "the finished body is no event type"
     );

@@ -404,10 +404,7 @@ async fn serve<S>(
     let service = tower::ServiceBuilder::new()
         // Outermost, so that every answer, a timeout's too, names its request.
         .layer(axum::middleware::from_fn(busway_http::request_id::layer))
-        .layer(tower_http::timeout::TimeoutLayer::with_status_code(
-            axum::http::StatusCode::REQUEST_TIMEOUT,
-            timeout,
-        ))
+        .layer(axum::middleware::from_fn_with_state(timeout, time_limit))
         .layer(tower::limit::GlobalConcurrencyLimitLayer::new(
             max_concurrent,
         ))
@@ -420,6 +417,26 @@ async fn serve<S>(
     .await
     {
         warn!(error = %e, "server ended with an error");
+    }
+}
+
+/// Ends a request still running after `timeout` with 408 and the error body every other
+/// refusal has.
+async fn time_limit(
+    axum::extract::State(timeout): axum::extract::State<Duration>,
+    request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> axum::response::Response {
+    match tokio::time::timeout(timeout, next.run(request)).await {
+        Ok(response) => response,
+        Err(_) => axum::response::IntoResponse::into_response(busway_http::ApiError::new(
+            axum::http::StatusCode::REQUEST_TIMEOUT,
+            "request_timeout",
+            format!(
+                "the request was not answered within {} s (its body included)",
+                timeout.as_secs()
+            ),
+        )),
     }
 }
 
