@@ -121,12 +121,16 @@ impl Migrations {
     /// goes to `backups/{name}-v{version}.db` beside it first, then the missing steps and the new
     /// version commit together, or nothing does.
     pub fn apply(&self, conn: &mut Connection, path: &Path) -> anyhow::Result<()> {
-        let found = version(conn)?;
+        // The first reads of the file: a damaged one fails here, named.
+        let reading = || format!("reading {}", path.display());
+        let found = version(conn).with_context(reading)?;
         self.refuse_newer(path, found)?;
         if found == i64::from(self.latest()) {
             return Ok(());
         }
-        let tables: i64 = conn.query_row("SELECT count(*) FROM sqlite_schema", [], |r| r.get(0))?;
+        let tables: i64 = conn
+            .query_row("SELECT count(*) FROM sqlite_schema", [], |r| r.get(0))
+            .with_context(reading)?;
         if tables > 0 {
             backup(conn, path, found)?;
         }
@@ -202,6 +206,22 @@ mod tests {
         )
         .expect("the first release's table");
         path
+    }
+
+    #[test]
+    fn a_damaged_file_is_named_in_the_error() {
+        let dir = tempfile::tempdir().expect("a temp dir");
+        let path = first_release_file(dir.path());
+        let mut bytes = std::fs::read(&path).expect("the file");
+        bytes.truncate(bytes.len() / 2);
+        bytes[HEADER_LEN..].fill(0xff);
+        std::fs::write(&path, bytes).expect("damaged");
+        let mut conn = Connection::open(&path).expect("opens");
+        let error = TWO_STEPS.apply(&mut conn, &path).expect_err("damaged");
+        assert!(
+            format!("{error:#}").contains(&path.display().to_string()),
+            "{error:#}"
+        );
     }
 
     #[test]
