@@ -41,6 +41,16 @@ impl Role {
             Self::Consumer => "consumer",
         }
     }
+
+    /// "a producer key", "an owner key": how a refusal names the caller's key.
+    pub fn a_key(self) -> &'static str {
+        match self {
+            Self::PlatformAdmin => "a platform-admin key",
+            Self::Owner => "an owner key",
+            Self::Producer => "a producer key",
+            Self::Consumer => "a consumer key",
+        }
+    }
 }
 
 impl std::str::FromStr for Role {
@@ -96,8 +106,8 @@ impl Caller {
             Ok(())
         } else {
             Err(PortalError::Forbidden(format!(
-                "a {} key of team {} may not {}",
-                self.role,
+                "{} of team {} may not {}",
+                self.role.a_key(),
                 self.team,
                 what()
             )))
@@ -484,6 +494,17 @@ mod tests {
             role,
             application: None,
         }
+    }
+
+    #[test]
+    fn a_refusal_names_the_key_in_english() {
+        let refused = caller(Role::Owner, "billing")
+            .require(false, || "delete it".into())
+            .expect_err("refused");
+        assert_eq!(
+            refused.to_string(),
+            "an owner key of team billing may not delete it"
+        );
     }
 
     #[test]

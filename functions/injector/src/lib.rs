@@ -146,8 +146,8 @@ async fn publish(
         (Role::Producer, Some(application)) => Some(application),
         _ => {
             return Err(ApiError::forbidden(format!(
-                "a {} key may not publish: producer keys of the event type's writers do",
-                caller.role
+                "{} may not publish: producer keys of the event type's writers do",
+                caller.role.a_key()
             )));
         }
     };

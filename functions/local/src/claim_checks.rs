@@ -76,8 +76,9 @@ async fn fetch(
             .ok_or_else(missing)?;
         if caller.role == Role::Producer || !event.is_reader(&caller.team) {
             return Err(ApiError::forbidden(format!(
-                "a {} key of team {} may not read the claim checks of {event_type}: its readers' keys do",
-                caller.role, caller.team
+                "{} of team {} may not read the claim checks of {event_type}: its readers' keys do",
+                caller.role.a_key(),
+                caller.team
             )));
         }
     }

@@ -50,8 +50,9 @@ async fn may_read(store: &SqliteStore, caller: &Caller, name: &str) -> Result<()
         Ok(())
     } else {
         Err(ApiError::forbidden(format!(
-            "a {} key of team {} may not read queue {name}: the keys of the teams whose subscriptions deliver into it do",
-            caller.role, caller.team
+            "{} of team {} may not read queue {name}: the keys of the teams whose subscriptions deliver into it do",
+            caller.role.a_key(),
+            caller.team
         )))
     }
 }
