@@ -227,11 +227,31 @@ async fn delivery_settings_out_of_range_are_refused_by_name() {
     let reply = busway.post("/subscriptions", &body).await;
     let fields = reply.expect_error(400, "validation_failed");
     assert!(fields.iter().any(|f| f == "delivery/burst"), "{fields:?}");
-    assert!(
-        reply
-            .detail("delivery")
-            .is_some_and(|m| m.contains("max_in_flight must be from 1 to 100")),
+    // Every bad field is named, with its range.
+    assert_eq!(
+        reply.detail("delivery/max_in_flight").as_deref(),
+        Some("must be from 1 to 100"),
         "{fields:?}"
+    );
+    assert_eq!(
+        reply
+            .detail("delivery/invocation_rate_limit_per_second")
+            .as_deref(),
+        Some("must be from 1 to 300"),
+        "{fields:?}"
+    );
+
+    body["delivery"] = json!({"max_in_flight": 1});
+    body["retry_policy"] = json!({"maximum_retry_attempts": 200, "maximum_event_age_seconds": 10});
+    let reply = busway.post("/subscriptions", &body).await;
+    let mut fields = reply.expect_error(400, "validation_failed");
+    fields.sort();
+    assert_eq!(
+        fields,
+        [
+            "retry_policy/maximum_event_age_seconds",
+            "retry_policy/maximum_retry_attempts"
+        ]
     );
     busway.stop().await;
 }

@@ -1,6 +1,7 @@
 //! The self-service portal's use cases: register event types and versions, subscribe, delete,
 //! and read back what exists and how its deployments went.
 
+use std::ops::RangeInclusive;
 use std::sync::Arc;
 
 use anyhow::Context;
@@ -195,25 +196,31 @@ impl<'a> Fields<'a> {
             self.errors.push("retry_policy", "must be an object");
             return default;
         };
-        let mut number = |name: &str, fallback: u32| -> u32 {
-            match obj.get(name) {
-                None => fallback,
-                Some(v) => match v.as_u64().and_then(|n| u32::try_from(n).ok()) {
-                    Some(n) => n,
-                    None => {
-                        self.errors.push(
-                            format!("retry_policy/{name}"),
-                            "must be a non-negative integer",
-                        );
-                        fallback
-                    }
-                },
+        let mut number = |name: &str, fallback: u32, range: RangeInclusive<u32>| -> u32 {
+            let Some(v) = obj.get(name) else {
+                return fallback;
+            };
+            match v.as_u64().and_then(|n| u32::try_from(n).ok()) {
+                Some(n) if range.contains(&n) => n,
+                found => {
+                    let why = match found {
+                        Some(_) => format!("must be from {} to {}", range.start(), range.end()),
+                        None => "must be a non-negative integer".into(),
+                    };
+                    self.errors.push(format!("retry_policy/{name}"), why);
+                    fallback
+                }
             }
         };
-        let attempts = number("maximum_retry_attempts", default.maximum_retry_attempts);
+        let attempts = number(
+            "maximum_retry_attempts",
+            default.maximum_retry_attempts,
+            RetryPolicy::ATTEMPTS,
+        );
         let age = number(
             "maximum_event_age_seconds",
             default.maximum_event_age_seconds,
+            RetryPolicy::AGE_SECONDS,
         );
         for key in obj.keys().filter(|k| {
             !["maximum_retry_attempts", "maximum_event_age_seconds"].contains(&k.as_str())
@@ -221,13 +228,8 @@ impl<'a> Fields<'a> {
             self.errors
                 .push(format!("retry_policy/{key}"), "unknown field");
         }
-        match RetryPolicy::new(attempts, age) {
-            Ok(policy) => policy,
-            Err(e) => {
-                self.errors.push("retry_policy", e);
-                default
-            }
-        }
+        // Each field in its range was checked above, and named when it was not.
+        RetryPolicy::new(attempts, age).unwrap_or(default)
     }
 
     /// Optional; the defaults when absent. Each bad part is named.
@@ -240,29 +242,29 @@ impl<'a> Fields<'a> {
             self.errors.push("delivery", "must be an object");
             return default;
         };
-        let mut number = |name: &str| -> Option<u32> {
+        let mut number = |name: &str, range: RangeInclusive<u32>| -> Option<u32> {
             let v = obj.get(name).filter(|v| !v.is_null())?;
-            let n = v.as_u64().and_then(|n| u32::try_from(n).ok());
-            if n.is_none() {
-                self.errors
-                    .push(format!("delivery/{name}"), "must be a non-negative integer");
+            match v.as_u64().and_then(|n| u32::try_from(n).ok()) {
+                Some(n) if range.contains(&n) => Some(n),
+                found => {
+                    let why = match found {
+                        Some(_) => format!("must be from {} to {}", range.start(), range.end()),
+                        None => "must be a non-negative integer".into(),
+                    };
+                    self.errors.push(format!("delivery/{name}"), why);
+                    None
+                }
             }
-            n
         };
-        let max_in_flight = number("max_in_flight").unwrap_or(default.max_in_flight);
-        let rate = number("invocation_rate_limit_per_second");
+        let max_in_flight = number("max_in_flight", DeliverySettings::MAX_IN_FLIGHT)
+            .unwrap_or(default.max_in_flight);
+        let rate = number("invocation_rate_limit_per_second", DeliverySettings::RATE);
         for key in obj.keys().filter(|k| {
             !["max_in_flight", "invocation_rate_limit_per_second"].contains(&k.as_str())
         }) {
             self.errors.push(format!("delivery/{key}"), "unknown field");
         }
-        match DeliverySettings::new(max_in_flight, rate) {
-            Ok(settings) => settings,
-            Err(e) => {
-                self.errors.push("delivery", e);
-                default
-            }
-        }
+        DeliverySettings::new(max_in_flight, rate).unwrap_or(default)
     }
 
     /// An optional array of names, each checked.
