@@ -87,9 +87,13 @@ async fn document(
     Authenticated(_): Authenticated,
     Extension(base): Extension<Arc<Value>>,
 ) -> Result<Json<Value>, ApiError> {
-    let deployed = deployed(&broker)
-        .await
-        .map_err(|e| ApiError::internal(format!("listing the deployed event versions: {e:#}")))?;
+    let deployed = deployed(&broker).await.map_err(|e| match e {
+        busway_core::ports::StoreError::Unavailable(why) => ApiError::unavailable(
+            format!("the event store did not answer: {why}"),
+            std::time::Duration::from_secs(1),
+        ),
+        e => ApiError::internal(format!("listing the deployed event versions: {e:#}")),
+    })?;
     Ok(Json(openapi::with_routes(base.as_ref().clone(), &deployed)))
 }
 
@@ -202,5 +206,75 @@ async fn publish(
         }
         Err(IngestError::Rejected(why)) => Err(ApiError::internal(why)),
         Err(IngestError::Unexpected(e)) => Err(ApiError::internal(format!("{e:#}"))),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use async_trait::async_trait;
+    use axum::body::Body;
+    use axum::http::{Request, StatusCode};
+    use busway_core::auth::{Caller, Role};
+    use busway_core::envelope::BusEvent;
+    use busway_core::event::{EventType, EventVersion};
+    use busway_core::ports::{Accepted, EntryFailure, StoreError};
+    use tower::ServiceExt;
+
+    use super::*;
+
+    /// A catalog whose store does not answer, as DynamoDB throttling.
+    struct Down;
+
+    #[async_trait]
+    impl EventCatalog for Down {
+        async fn get_event_type(&self, _: &EventTypeName) -> Result<Option<EventType>, StoreError> {
+            Err(StoreError::Unavailable("throttled".into()))
+        }
+        async fn list_event_types(&self) -> Result<Vec<EventType>, StoreError> {
+            Err(StoreError::Unavailable("throttled".into()))
+        }
+        async fn list_versions(&self, _: &EventTypeName) -> Result<Vec<EventVersion>, StoreError> {
+            Err(StoreError::Unavailable("throttled".into()))
+        }
+        async fn get_version(
+            &self,
+            _: &EventTypeName,
+            _: Version,
+        ) -> Result<Option<EventVersion>, StoreError> {
+            Err(StoreError::Unavailable("throttled".into()))
+        }
+    }
+
+    struct NoBus;
+
+    #[async_trait]
+    impl Bus for NoBus {
+        async fn put_events(
+            &self,
+            _: Vec<BusEvent>,
+        ) -> anyhow::Result<Vec<Result<Accepted, EntryFailure>>> {
+            anyhow::bail!("not called")
+        }
+    }
+
+    #[tokio::test]
+    async fn the_document_is_a_503_while_the_store_does_not_answer() {
+        let app = router(Broker {
+            routes: Arc::default(),
+            store: Some(Arc::new(Down)),
+            bus: Arc::new(NoBus),
+        });
+        let mut request = Request::get("/openapi.json")
+            .body(Body::empty())
+            .expect("a request");
+        request.extensions_mut().insert(Caller {
+            key_id: "key_1".into(),
+            team: "platform".parse().expect("a team"),
+            role: Role::PlatformAdmin,
+            application: None,
+        });
+        let response = app.oneshot(request).await.expect("an answer");
+        assert_eq!(response.status(), StatusCode::SERVICE_UNAVAILABLE);
+        assert!(response.headers().contains_key("retry-after"));
     }
 }
