@@ -336,6 +336,16 @@ class Catalog(unittest.TestCase):
         table = page.get_by_role("table", name="Registered event types")
         expect(table.get_by_role("link", name="bulk_100")).to_be_visible()
         expect(table.get_by_role("link", name="bulk_000")).to_be_visible()
+
+        # A deleted version says so, and is not offered to subscribe to.
+        status, body = self.call("PUT", self.portal + "/events/bulk_000",
+                                 {"description": "two", "data": {"type": "object", "required": ["a"]}}, key=self.admin)
+        self.assertEqual(status, 201, body)
+        status, body = self.call("DELETE", self.portal + "/events/bulk_000/versions/1", key=self.admin)
+        self.assertIn(status, (200, 202, 204), body)
+        page.goto(self.portal + "/ui#/events/bulk_000")
+        expect(page.get_by_role("heading", name="Version 1 (deleted)")).to_be_visible()
+        expect(page.get_by_label("Version", exact=True).locator("option")).to_have_text(["2"])
         context.close()
 
     def test_a_page_of_another_port_cannot_act_with_the_session(self):

@@ -191,10 +191,12 @@ async function eventView(name) {
     schemas[v] = await api('GET', `/events/${encodeURIComponent(name)}/versions/${v}`);
   }));
   const schemaOf = (v) => schemas[v].schema;
+  const deleted = new Set((e.versions || []).filter((info) => info.state === 'DELETED').map((info) => info.version));
+  const live = versions.filter((v) => !deleted.has(v));
   const versionBlocks = (e.versions || []).map((info) => { const v = info.version; return el('section', { className: 'panel', 'aria-labelledby': `v${v}` },
-    el('h3', { id: `v${v}` }, `Version ${v}`),
+    el('h3', { id: `v${v}` }, `Version ${v}${deleted.has(v) ? ' (deleted)' : ''}`),
     dl([
-      ['Producer endpoint', el('code', {}, `POST ${BROKER}/${name}/${v}`)],
+      ['Producer endpoint', deleted.has(v) ? 'none: the version is deleted' : el('code', {}, `POST ${BROKER}/${name}/${v}`)],
       ['State', info.state],
       ['Provisioning', provisioning(info.provisioning, name)],
       ['Description', info.description],
@@ -232,7 +234,7 @@ async function eventView(name) {
 
   const subscribeForm = el('form', { className: 'panel', id: 'subscribe-form' },
     el('h3', {}, 'Subscribe'),
-    ...field('Version', select('sub-version', versions.map(String), String(versions[versions.length - 1]))),
+    ...field('Version', select('sub-version', live.map(String), String(live[live.length - 1]))),
     ...field('Target unit', el('input', { id: 'target_unit', type: 'text', required: true })),
     ...field('Connection type', select('sub-connection_type', ['HTTPS', 'LAMBDA', 'SQS'], 'HTTPS')),
     ...field('Connection string', el('input', { id: 'connection_string', type: 'text', required: true, 'aria-describedby': 'connection_string-hint' }),
