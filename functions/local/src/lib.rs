@@ -1,6 +1,7 @@
 //! busway on one machine: the embedded adapters of the ports (SQLite, folders), the local
 //! provisioning runner, and the host that serves the portal and broker APIs.
 
+pub mod backup;
 pub mod claim_checks;
 pub mod delivery;
 pub mod demo;

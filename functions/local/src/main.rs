@@ -118,6 +118,15 @@ enum Command {
     /// data dir; a new key is printed once, alone on the last line.
     #[command(subcommand)]
     Keys(KeysCommand),
+    /// Copy a data dir, consistently, while `busway up` may serve it: its two SQLite files and
+    /// its bucket folders into a new folder, which `busway up --data-dir` serves as it was.
+    Backup {
+        #[arg(long, default_value = "./.busway")]
+        data_dir: PathBuf,
+        /// A new (or empty) folder for the copy.
+        #[arg(long)]
+        to: PathBuf,
+    },
 }
 
 #[derive(Subcommand)]
@@ -267,6 +276,13 @@ fn main() -> ExitCode {
             ExitCode::from(u8::try_from(outcome.exit_code()).unwrap_or(2))
         }
         Command::Keys(command) => report(runtime().and_then(|rt| rt.block_on(keys(command)))),
+        Command::Backup { data_dir, to } => {
+            report(busway_local::backup::run(&data_dir, &to).map(|written| {
+                for path in written {
+                    println!("{}", path.display());
+                }
+            }))
+        }
         Command::Registry(RegistryCommand::Restore { data_dir }) => {
             match runtime().and_then(|rt| rt.block_on(restore_registry(&data_dir))) {
                 Ok(true) => ExitCode::SUCCESS,

@@ -70,7 +70,7 @@ fn pattern_test_exits_like_grep() {
 fn help_explains_each_command() {
     let (code, text) = busway(&["--help"]);
     assert_eq!(code, 0);
-    for command in ["up", "pattern"] {
+    for command in ["up", "pattern", "backup"] {
         assert!(
             text.lines().any(|l| l.trim_start().starts_with(command)),
             "{command} missing from:\n{text}"
