@@ -228,6 +228,22 @@ async fn a_consumer_deploy_json_pointing_at_another_connection_ends_failed() {
         assert!(error.contains(part), "{part}: {error}");
     }
     assert!(!error.contains("/subscription_id"), "{error}");
+
+    // An edited target unit is named first, before the rule's pattern made of it.
+    let known = ids(&busway.deployments_of("scanned_parcel").await);
+    let mut doc = busway.read_object(CONSUMER_BUCKET, &key);
+    doc["target_unit"] = json!("u9");
+    busway.edit_object(CONSUMER_BUCKET, &key, doc.to_string().as_bytes());
+    let failed = busway
+        .wait_for_new_deployment("scanned_parcel", &known)
+        .await;
+    let error = failed["cause"].as_str().expect("a cause");
+    let at = |field: &str| {
+        error
+            .find(field)
+            .unwrap_or_else(|| panic!("{field}: {error}"))
+    };
+    assert!(at("/target_unit") < at("/event_pattern"), "{error}");
     busway.stop().await;
 }
 

@@ -295,6 +295,14 @@ fn compile_document_schema(text: &str) -> Result<jsonschema::Validator, String> 
 /// Parses a deploy.json of `kind`: JSON first, then its JSON Schema, then the internal
 /// consistency the schema cannot express (derived names match the fields they derive from).
 pub fn parse(kind: DeployKind, bytes: &[u8]) -> Result<DeployDoc, ValidationErrors> {
+    let doc = parse_fields(kind, bytes)?;
+    let errors = derived_errors(&doc);
+    errors.into_result(doc)
+}
+
+/// [`parse`] without the derived names: a provisioner that checks the document against its
+/// records first names a hand-edited field before the names derived from it.
+pub fn parse_fields(kind: DeployKind, bytes: &[u8]) -> Result<DeployDoc, ValidationErrors> {
     let mut errors = ValidationErrors::default();
     let value: Value = match serde_json::from_slice(bytes) {
         Ok(v) => v,
@@ -322,13 +330,12 @@ pub fn parse(kind: DeployKind, bytes: &[u8]) -> Result<DeployDoc, ValidationErro
         DeployKind::Producer => serde_json::from_value(value).map(DeployDoc::Producer),
         DeployKind::Consumer => serde_json::from_value(value).map(DeployDoc::Consumer),
     };
-    let doc =
-        doc.map_err(|e| ValidationErrors(vec![crate::FieldError::new("/", e.to_string())]))?;
-    check_derived(&doc, &mut errors);
-    errors.into_result(doc)
+    doc.map_err(|e| ValidationErrors(vec![crate::FieldError::new("/", e.to_string())]))
 }
 
-fn check_derived(doc: &DeployDoc, errors: &mut ValidationErrors) {
+/// Each derived name of `doc` that is not what its fields make.
+pub fn derived_errors(doc: &DeployDoc) -> ValidationErrors {
+    let mut errors = ValidationErrors::default();
     let mut expect = |field: &str, actual: &str, expected: String| {
         if actual != expected {
             errors.push(format!("/{field}"), format!("must be {expected:?}"));
@@ -373,10 +380,14 @@ fn check_derived(doc: &DeployDoc, errors: &mut ValidationErrors) {
                 "detail": {"metadata": {"event_attributes": {"target": [c.target_unit.as_str()]}}}
             });
             if c.event_pattern != pattern {
-                errors.push("/event_pattern", format!("must be {pattern}"));
+                errors.push(
+                    "/event_pattern",
+                    format!("must be {pattern}, made of source, detail_type and target_unit"),
+                );
             }
         }
     }
+    errors
 }
 
 #[cfg(test)]

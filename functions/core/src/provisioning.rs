@@ -577,10 +577,12 @@ impl Provisioner {
                 )
             })?
             .body;
-        let doc = deploy::parse(kind, &bytes).map_err(|e| invalid(&e))?;
+        let doc = deploy::parse_fields(kind, &bytes).map_err(|e| invalid(&e))?;
+        // The records first: a hand-edited field is named before the names derived from it.
         let mut errors = check_against_store(&doc, self.store.as_ref())
             .await
             .map_err(TaskError::unavailable)?;
+        errors.0.extend(deploy::derived_errors(&doc).0);
         let expected_key = doc.key();
         if expected_key != key {
             errors.push(
