@@ -196,32 +196,11 @@ impl<'a> Fields<'a> {
             self.errors.push("retry_policy", "must be an object");
             return default;
         };
-        let mut number = |name: &str, fallback: u32, range: RangeInclusive<u32>| -> u32 {
-            let Some(v) = obj.get(name) else {
-                return fallback;
-            };
-            match v.as_u64().and_then(|n| u32::try_from(n).ok()) {
-                Some(n) if range.contains(&n) => n,
-                found => {
-                    let why = match found {
-                        Some(_) => format!("must be from {} to {}", range.start(), range.end()),
-                        None => "must be a non-negative integer".into(),
-                    };
-                    self.errors.push(format!("retry_policy/{name}"), why);
-                    fallback
-                }
-            }
-        };
-        let attempts = number(
-            "maximum_retry_attempts",
-            default.maximum_retry_attempts,
-            RetryPolicy::ATTEMPTS,
-        );
-        let age = number(
-            "maximum_event_age_seconds",
-            default.maximum_event_age_seconds,
-            RetryPolicy::AGE_SECONDS,
-        );
+        let mut number = |name, range| bounded(&mut self.errors, obj, "retry_policy", name, range);
+        let attempts = number("maximum_retry_attempts", RetryPolicy::ATTEMPTS)
+            .unwrap_or(default.maximum_retry_attempts);
+        let age = number("maximum_event_age_seconds", RetryPolicy::AGE_SECONDS)
+            .unwrap_or(default.maximum_event_age_seconds);
         for key in obj.keys().filter(|k| {
             !["maximum_retry_attempts", "maximum_event_age_seconds"].contains(&k.as_str())
         }) {
@@ -242,20 +221,7 @@ impl<'a> Fields<'a> {
             self.errors.push("delivery", "must be an object");
             return default;
         };
-        let mut number = |name: &str, range: RangeInclusive<u32>| -> Option<u32> {
-            let v = obj.get(name).filter(|v| !v.is_null())?;
-            match v.as_u64().and_then(|n| u32::try_from(n).ok()) {
-                Some(n) if range.contains(&n) => Some(n),
-                found => {
-                    let why = match found {
-                        Some(_) => format!("must be from {} to {}", range.start(), range.end()),
-                        None => "must be a non-negative integer".into(),
-                    };
-                    self.errors.push(format!("delivery/{name}"), why);
-                    None
-                }
-            }
-        };
+        let mut number = |name, range| bounded(&mut self.errors, obj, "delivery", name, range);
         let max_in_flight = number("max_in_flight", DeliverySettings::MAX_IN_FLIGHT)
             .unwrap_or(default.max_in_flight);
         let rate = number("invocation_rate_limit_per_second", DeliverySettings::RATE);
@@ -296,6 +262,29 @@ impl<'a> Fields<'a> {
                 self.errors.0.extend(e.0);
                 None
             }
+        }
+    }
+}
+
+/// `obj[name]` when it is an integer in `range`; `None` when absent (or null), or when it is
+/// not, which is named at `{parent}/{name}` in `errors`.
+fn bounded(
+    errors: &mut ValidationErrors,
+    obj: &serde_json::Map<String, Value>,
+    parent: &str,
+    name: &str,
+    range: RangeInclusive<u32>,
+) -> Option<u32> {
+    let value = obj.get(name).filter(|v| !v.is_null())?;
+    match value.as_u64().and_then(|n| u32::try_from(n).ok()) {
+        Some(n) if range.contains(&n) => Some(n),
+        found => {
+            let why = match found {
+                Some(_) => format!("must be from {} to {}", range.start(), range.end()),
+                None => "must be a non-negative integer".into(),
+            };
+            errors.push(format!("{parent}/{name}"), why);
+            None
         }
     }
 }

@@ -1,6 +1,7 @@
 //! `busway backup` of a data dir while `busway up` serves it, and the copy served afterwards.
 
-use std::process::Command;
+use std::path::Path;
+use std::process::{Command, Output};
 use std::time::{Duration, Instant};
 
 use busway_local::{Config, Running};
@@ -22,7 +23,17 @@ async fn call(http: &reqwest::Client, method: &str, url: &str, body: Option<Valu
     response.json().await.expect("a JSON answer")
 }
 
-async fn start(dir: &std::path::Path) -> Running {
+fn backup(data_dir: &Path, to: &Path) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_busway"))
+        .args(["backup", "--data-dir"])
+        .arg(data_dir)
+        .arg("--to")
+        .arg(to)
+        .output()
+        .expect("busway runs")
+}
+
+async fn start(dir: &Path) -> Running {
     let any = "127.0.0.1:0".parse().expect("an address");
     let mut config = Config::new(dir.to_path_buf(), any, any);
     config.admin_key = Some(ADMIN.into());
@@ -77,27 +88,14 @@ async fn a_backup_taken_while_busway_runs_is_served_as_it_was() {
     assert_eq!(published.status(), 200);
 
     let copy = data.path().join("copy");
-    let output = Command::new(env!("CARGO_BIN_EXE_busway"))
-        .args(["backup", "--data-dir"])
-        .arg(data.path())
-        .arg("--to")
-        .arg(&copy)
-        .output()
-        .expect("busway runs");
+    let output = backup(data.path(), &copy);
     assert!(
         output.status.success(),
         "{}",
         String::from_utf8_lossy(&output.stderr)
     );
     // A second backup into the same folder is refused rather than mixed with the first.
-    let again = Command::new(env!("CARGO_BIN_EXE_busway"))
-        .args(["backup", "--data-dir"])
-        .arg(data.path())
-        .arg("--to")
-        .arg(&copy)
-        .output()
-        .expect("busway runs");
-    assert!(!again.status.success());
+    assert!(!backup(data.path(), &copy).status.success());
     running.stop().await;
 
     let restored = start(&copy).await;
