@@ -23,6 +23,19 @@ async fn call(http: &reqwest::Client, method: &str, url: &str, body: Option<Valu
     response.json().await.expect("a JSON answer")
 }
 
+/// Publishes `event` as `producer`; the broker's answer, a 200.
+async fn publish(http: &reqwest::Client, broker: &str, producer: &str, event: &Value) -> Value {
+    let answer = http
+        .post(format!("{broker}/scanned_parcel/1"))
+        .bearer_auth(producer)
+        .json(event)
+        .send()
+        .await
+        .expect("answers");
+    assert_eq!(answer.status(), 200);
+    answer.json().await.expect("JSON")
+}
+
 fn backup(data_dir: &Path, to: &Path) -> Output {
     Command::new(env!("CARGO_BIN_EXE_busway"))
         .args(["backup", "--data-dir"])
@@ -78,14 +91,7 @@ async fn a_backup_taken_while_busway_runs_is_served_as_it_was() {
     let producer = producer["key"].as_str().expect("a key").to_string();
     let event = json!({"metadata": {"event_attributes": {"source": "s", "target": "u1"},
         "event_id": "kept-1"}, "data": {}});
-    let published = http
-        .post(format!("{broker}/scanned_parcel/1"))
-        .bearer_auth(&producer)
-        .json(&event)
-        .send()
-        .await
-        .expect("answers");
-    assert_eq!(published.status(), 200);
+    publish(&http, &broker, &producer, &event).await;
 
     let copy = data.path().join("copy");
     let output = backup(data.path(), &copy);
@@ -112,15 +118,7 @@ async fn a_backup_taken_while_busway_runs_is_served_as_it_was() {
     .await;
     assert_eq!(kept["event_type"], "scanned_parcel");
     // The copied log still knows the event: its repeat is a duplicate, with the copied key.
-    let repeat = http
-        .post(format!("{broker}/scanned_parcel/1"))
-        .bearer_auth(&producer)
-        .json(&event)
-        .send()
-        .await
-        .expect("answers");
-    assert_eq!(repeat.status(), 200);
-    let repeat: Value = repeat.json().await.expect("JSON");
+    let repeat = publish(&http, &broker, &producer, &event).await;
     assert_eq!(repeat["duplicate"], true, "{repeat}");
     restored.stop().await;
 }
