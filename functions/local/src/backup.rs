@@ -8,7 +8,7 @@ use std::time::Duration;
 use anyhow::Context;
 use rusqlite::{Connection, OpenFlags};
 
-use crate::migrations::{EVENT_LOG, STORE};
+use crate::migrations::{EVENT_LOG, STORE, copy_into};
 
 /// Copies `data_dir` into `to`, which must be new or empty; returns the files it wrote.
 ///
@@ -52,14 +52,7 @@ fn vacuum_into(from: &Path, to: &Path) -> anyhow::Result<()> {
     let conn = Connection::open_with_flags(from, OpenFlags::SQLITE_OPEN_READ_WRITE)
         .with_context(|| format!("opening {}", from.display()))?;
     conn.busy_timeout(Duration::from_secs(30))?;
-    let target = to
-        .to_str()
-        .with_context(|| format!("{} is not UTF-8", to.display()))?;
-    conn.execute("VACUUM INTO ?1", [target])
-        .with_context(|| format!("copying {} to {}", from.display(), to.display()))?;
-    std::fs::File::open(to)
-        .and_then(|file| file.sync_all())
-        .with_context(|| format!("flushing {}", to.display()))
+    copy_into(&conn, from, to)
 }
 
 /// Copies the folder `from` into `to`, file by file; a file that went meanwhile (a writer's

@@ -155,9 +155,8 @@ fn version(conn: &Connection) -> anyhow::Result<i64> {
     Ok(conn.query_row("PRAGMA user_version", [], |r| r.get(0))?)
 }
 
-/// A consistent copy (`VACUUM INTO`) written aside and renamed, so a half copy never passes for
-/// a backup. A copy of the same version from an earlier, failed attempt is replaced: the newest
-/// data of that version is the one to keep.
+/// The copy kept before a migration: a copy of the same version from an earlier, failed attempt
+/// is replaced, the newest data of that version being the one to keep.
 fn backup(conn: &Connection, path: &Path, version: i64) -> anyhow::Result<()> {
     let dir = path
         .parent()
@@ -168,24 +167,36 @@ fn backup(conn: &Connection, path: &Path, version: i64) -> anyhow::Result<()> {
         .file_stem()
         .map_or_else(|| "busway".into(), |s| s.to_string_lossy());
     let target = dir.join(format!("{stem}-v{version}.db"));
-    let partial = target.with_extension("db.partial");
-    for stale in [&partial, &target] {
-        match std::fs::remove_file(stale) {
-            Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
-                return Err(anyhow::Error::new(e).context(format!("removing {}", stale.display())));
-            }
-            _ => {}
+    match std::fs::remove_file(&target) {
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+            return Err(anyhow::Error::new(e).context(format!("removing {}", target.display())));
         }
+        _ => {}
+    }
+    copy_into(conn, path, &target)?;
+    tracing::info!(file = %path.display(), backup = %target.display(), "kept a copy before migrating");
+    Ok(())
+}
+
+/// A consistent copy (`VACUUM INTO`, one read transaction) of the file open on `conn` at
+/// `path`, written aside, flushed and renamed to `target`, so a half copy never passes for one.
+pub fn copy_into(conn: &Connection, path: &Path, target: &Path) -> anyhow::Result<()> {
+    let partial = target.with_extension("db.partial");
+    match std::fs::remove_file(&partial) {
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+            return Err(anyhow::Error::new(e).context(format!("removing {}", partial.display())));
+        }
+        _ => {}
     }
     let into = partial
         .to_str()
         .with_context(|| format!("{} is not UTF-8", partial.display()))?;
     conn.execute("VACUUM INTO ?1", [into])
         .with_context(|| format!("copying {} to {}", path.display(), partial.display()))?;
-    std::fs::rename(&partial, &target)
-        .with_context(|| format!("renaming {}", partial.display()))?;
-    tracing::info!(file = %path.display(), backup = %target.display(), "kept a copy before migrating");
-    Ok(())
+    std::fs::File::open(&partial)
+        .and_then(|file| file.sync_all())
+        .with_context(|| format!("flushing {}", partial.display()))?;
+    std::fs::rename(&partial, target).with_context(|| format!("renaming {}", partial.display()))
 }
 
 #[cfg(test)]
