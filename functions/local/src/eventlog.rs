@@ -134,7 +134,7 @@ fn unix_ms(time: &str) -> i64 {
 pub struct EventLog {
     tx: mpsc::SyncSender<(Vec<Row>, Reply)>,
     /// Reads whether the log holds a large event's `event_id` before its data is written.
-    seen: Arc<Mutex<Connection>>,
+    seen: Arc<LogReader>,
     /// The large events whose data is being written and logged.
     storing: Arc<Mutex<HashSet<(String, String)>>>,
     /// Why the writer's last commit or flush failed; `None` once one succeeds (`/readyz`).
@@ -214,7 +214,9 @@ impl EventLog {
         Ok((
             Self {
                 tx,
-                seen: Arc::new(Mutex::new(open(path)?)),
+                seen: Arc::new(LogReader {
+                    conn: Mutex::new(open(path)?),
+                }),
                 storing: Arc::default(),
                 failing,
                 claim_checks,
@@ -491,13 +493,7 @@ impl EventLog {
     async fn holds(&self, event: &BusEvent) -> anyhow::Result<bool> {
         let seen = self.seen.clone();
         let (detail_type, event_id) = (event.detail_type.clone(), event.event_id.clone());
-        tokio::task::spawn_blocking(move || {
-            let conn = seen.lock().unwrap_or_else(|p| p.into_inner());
-            let mut query = conn
-                .prepare_cached("SELECT 1 FROM events WHERE detail_type = ?1 AND event_id = ?2")?;
-            Ok(query.exists(params![detail_type, event_id])?)
-        })
-        .await?
+        tokio::task::spawn_blocking(move || seen.holds(&detail_type, &event_id)).await?
     }
 }
 
@@ -552,6 +548,17 @@ const AFTER: &str = "SELECT seq, id, detail_type, source, time, detail FROM even
     WHERE seq > ?1 ORDER BY seq LIMIT ?2";
 
 impl LogReader {
+    /// Whether the log holds an event of `detail_type` with `event_id`.
+    pub fn holds(&self, detail_type: &str, event_id: &str) -> anyhow::Result<bool> {
+        let conn = self
+            .conn
+            .lock()
+            .map_err(|_| anyhow::anyhow!("log reader lock poisoned"))?;
+        let mut query =
+            conn.prepare_cached("SELECT 1 FROM events WHERE detail_type = ?1 AND event_id = ?2")?;
+        Ok(query.exists(params![detail_type, event_id])?)
+    }
+
     /// Up to `limit` events after `seq`, of one detail type when given, oldest first, and no
     /// more than reach [`PAGE_BYTES`] ([`is_full`] tells whether more may follow).
     pub fn after(
