@@ -50,17 +50,11 @@ pub async fn observe(
     request: Request,
     next: Next,
 ) -> Response {
-    let path = request.uri().path();
-    let is_publish = request.method() == Method::POST
-        && path
-            .strip_prefix('/')
-            .and_then(|p| p.split_once('/'))
-            .is_some_and(|(t, v)| !t.is_empty() && !v.is_empty() && !v.contains('/'));
-    if !is_publish {
+    if request.method() != Method::POST || publish_path(request.uri().path()).is_none() {
         return next.run(request).await;
     }
     let started = Instant::now();
-    let path = path.to_owned();
+    let path = request.uri().path().to_owned();
     let response = next.run(request).await;
     let (event_type, version) =
         deployed(&routes, &path).unwrap_or_else(|| (UNKNOWN.to_string(), UNKNOWN.to_string()));
@@ -81,8 +75,15 @@ pub async fn observe(
     response
 }
 
-fn deployed(routes: &LiveRoutes, path: &str) -> Option<(String, String)> {
+/// The two parts of a publish's path, `/{event_type}/{version}`.
+fn publish_path(path: &str) -> Option<(&str, &str)> {
     let (event_type, version) = path.strip_prefix('/')?.split_once('/')?;
+    (!event_type.is_empty() && !version.is_empty() && !version.contains('/'))
+        .then_some((event_type, version))
+}
+
+fn deployed(routes: &LiveRoutes, path: &str) -> Option<(String, String)> {
+    let (event_type, version) = publish_path(path)?;
     let name: EventTypeName = event_type.parse().ok()?;
     let version: Version = version.parse().ok()?;
     routes.get(&name, version)?;
