@@ -75,8 +75,8 @@ fn longest_envelope_chars(data: &Value) -> usize {
 /// resolve; every other reference into the data schema (`#`, `#/properties/...`) is pointed at
 /// where it now sits, `#/properties/data`.
 pub fn envelope(event_type: &EventTypeName, version: Version, data: &Value) -> Value {
-    let mut data = Value::Object(data.as_object().cloned().unwrap_or_default());
-    for_each_ref(&mut data, &mut |target| {
+    let mut data = data.as_object().cloned().unwrap_or_default();
+    refs_in(&mut data, &mut |target| {
         if !is_definition(target)
             && let Some(rest) = target.strip_prefix('#')
             && (rest.is_empty() || rest.starts_with('/'))
@@ -84,9 +84,6 @@ pub fn envelope(event_type: &EventTypeName, version: Version, data: &Value) -> V
             *target = format!("#/properties/data{rest}");
         }
     });
-    let Value::Object(mut data) = data else {
-        unreachable!("an object stays an object")
-    };
     data.remove("$schema");
     data.remove("id");
     let definitions = data.remove("definitions");
@@ -216,8 +213,14 @@ pub fn rewrite_refs(schema: &mut Value, name: &str, root: &str) {
 /// Calls `f` on the target of every `$ref` where draft 4 reads a schema: not inside `enum` or
 /// `default` (values), nor under a property that only happens to be named `$ref`.
 fn for_each_ref(schema: &mut Value, f: &mut impl FnMut(&mut String)) {
-    let Value::Object(map) = schema else { return };
-    for (keyword, value) in map.iter_mut() {
+    if let Value::Object(schema) = schema {
+        refs_in(schema, f);
+    }
+}
+
+/// [`for_each_ref`] of a schema object.
+fn refs_in(schema: &mut serde_json::Map<String, Value>, f: &mut impl FnMut(&mut String)) {
+    for (keyword, value) in schema.iter_mut() {
         match (keyword.as_str(), value) {
             ("$ref", Value::String(target)) => f(target),
             (
