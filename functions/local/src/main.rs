@@ -414,19 +414,7 @@ fn existing_store(data_dir: &Path) -> anyhow::Result<SqliteStore> {
     let db = data_dir.join("busway.db");
     // Opening would create an empty data dir where a mistyped path points.
     anyhow::ensure!(db.exists(), "no busway data in {}", data_dir.display());
-    STORE.check(&db)?;
-    // Read through SQLite, not the header: a running busway's last change may be in the WAL.
-    let found: u32 = rusqlite::Connection::open(&db)
-        .and_then(|c| c.query_row("PRAGMA user_version", [], |r| r.get(0)))
-        .with_context(|| format!("reading the version of {}", db.display()))?;
-    anyhow::ensure!(
-        found >= STORE.latest(),
-        "{} was written by an older busway (version {found}; this one writes {}): run this \
-         release's `busway up` on the data dir once to upgrade it, or the older release's \
-         `busway keys`",
-        db.display(),
-        STORE.latest()
-    );
+    STORE.refuse_older(&db)?;
     SqliteStore::open(&db)
 }
 

@@ -103,6 +103,27 @@ impl Migrations {
         self.refuse_newer(path, i64::from(i32::from_be_bytes(version)))
     }
 
+    /// Refuses a file of another release, older ones too, without changing it: for a command
+    /// that runs beside a `busway up` that may be the older release, and leaves upgrades to it.
+    /// The version is read through SQLite, since a running busway's last change may still be in
+    /// the WAL.
+    pub fn refuse_older(&self, path: &Path) -> anyhow::Result<()> {
+        self.check(path)?;
+        let found = Connection::open(path)
+            .map_err(anyhow::Error::from)
+            .and_then(|conn| version(&conn))
+            .with_context(|| format!("reading the version of {}", path.display()))?;
+        anyhow::ensure!(
+            found >= i64::from(self.latest()),
+            "{} was written by an older busway (version {found}; this one writes {}): run this \
+             release's `busway up` on the data dir once to upgrade it, or the older release's \
+             `busway keys`",
+            path.display(),
+            self.latest()
+        );
+        Ok(())
+    }
+
     fn refuse_newer(&self, path: &Path, found: i64) -> anyhow::Result<()> {
         let found = u32::try_from(found)
             .with_context(|| format!("{} has a negative version {found}", path.display()))?;
