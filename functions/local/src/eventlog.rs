@@ -3,10 +3,11 @@
 //! producer waiting at that moment shares one fsync. The router learns which event types each
 //! commit holds, in order, and its workers read the events from the log.
 //!
-//! `Fsync` says when a commit reaches the disk: before its events are answered (`always`), or
-//! at most an interval later (`interval=<ms>`). Either way a commit is written to the operating
-//! system before the answer, so killing the process loses no answered event; a power loss can
-//! lose the last interval's events in the second mode.
+//! `Fsync` says when a commit reaches the disk: before its events are answered (`always`, by the
+//! writer), or at most an interval later (`interval=<ms>`, by a flusher thread, so the writer
+//! never waits for the disk). Either way a commit is written to the operating system before the
+//! answer, so killing the process loses no answered event; a power loss can lose the last
+//! interval's events in the second mode.
 //!
 //! Every queue on the way is bounded: when producers outrun the disk, a request that finds the
 //! writer's queue full is refused as throttled (the broker answers 503 with `Retry-After`), and
@@ -15,6 +16,7 @@
 use std::collections::HashSet;
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, mpsc};
 use std::time::{Duration, Instant};
 
@@ -198,14 +200,7 @@ impl EventLog {
         let mut wal = path.as_os_str().to_owned();
         wal.push("-wal");
         let failing = Failing::default();
-        let writer = Writer {
-            conn,
-            wal: wal.into(),
-            file: None,
-            fsync,
-            live,
-            failing: failing.clone(),
-        };
+        let writer = Writer::new(conn, wal.into(), fsync, live, failing.clone())?;
         let (tx, rx) = mpsc::sync_channel(WRITER_QUEUE);
         std::thread::Builder::new()
             .name("busway-eventlog".into())
@@ -235,46 +230,48 @@ impl EventLog {
     }
 }
 
-/// The log's one thread: commits every request that arrived while its last commit and flush
-/// ran, in one transaction the operating system holds when it returns; flushes the WAL file
-/// (`fdatasync`) before answering (`Fsync::Always`) or at most the interval after; tells the
-/// router; answers. The flush stays on this thread: a second thread that flushed while this one
-/// wrote the next batch cost a hand-off per commit: a quarter more CPU per event and 10% fewer
-/// events/s at 32 connections (docs/benchmarks.md).
+/// The log's one thread: commits every request that arrived while its last commit (and, with
+/// `always`, its flush) ran, in one transaction the operating system holds when it returns;
+/// flushes the WAL file (`fdatasync`) before answering (`always`) or leaves that to the
+/// `Flusher` (`interval`); tells the router; answers. With `always` the flush stays on this
+/// thread: a second thread that flushed while this one wrote the next batch cost a hand-off per
+/// commit, a quarter more CPU per event and 10% fewer events/s at 32 connections
+/// (docs/benchmarks.md). With `interval` a flush on this thread held every producer up once per
+/// interval, which made `interval` slower than `always`.
 struct Writer {
     conn: Connection,
-    wal: PathBuf,
-    file: Option<std::fs::File>,
-    fsync: Fsync,
+    /// `always`: the WAL this thread flushes after each commit.
+    wal: Option<Wal>,
+    /// `interval`: the thread that flushes the commits of the last interval.
+    flusher: Option<Flusher>,
     live: tokio_mpsc::Sender<Vec<String>>,
     failing: Failing,
 }
 
 impl Writer {
+    fn new(
+        conn: Connection,
+        wal: PathBuf,
+        fsync: Fsync,
+        live: tokio_mpsc::Sender<Vec<String>>,
+        failing: Failing,
+    ) -> anyhow::Result<Self> {
+        let wal = Wal::new(wal);
+        let (wal, flusher) = match fsync {
+            Fsync::Always => (Some(wal), None),
+            Fsync::Interval(every) => (None, Some(Flusher::spawn(wal, every, failing.clone())?)),
+        };
+        Ok(Self {
+            conn,
+            wal,
+            flusher,
+            live,
+            failing,
+        })
+    }
+
     fn run(mut self, rx: mpsc::Receiver<(Vec<Row>, Reply)>) {
-        // `Fsync::Interval`: when the oldest commit not yet flushed must be.
-        let mut due: Option<Instant> = None;
-        loop {
-            let first = match due {
-                None => rx.recv().ok(),
-                Some(at) => match rx.recv_timeout(at.saturating_duration_since(Instant::now())) {
-                    Ok(request) => Some(request),
-                    Err(mpsc::RecvTimeoutError::Timeout) => {
-                        if !self.flush() {
-                            return stop(rx, &self.failing);
-                        }
-                        due = None;
-                        continue;
-                    }
-                    Err(mpsc::RecvTimeoutError::Disconnected) => None,
-                },
-            };
-            let Some(first) = first else {
-                if due.is_some() {
-                    self.flush();
-                }
-                return;
-            };
+        while let Ok(first) = rx.recv() {
             let mut batch = vec![first];
             let mut count = batch[0].0.len();
             while count < MAX_BATCH {
@@ -286,6 +283,10 @@ impl Writer {
                     Err(_) => break,
                 }
             }
+            if self.flusher.as_ref().is_some_and(Flusher::stopped) {
+                fail(batch, STOPPED);
+                return stop(rx, &self.failing);
+            }
             let (types, accepted) = match append(&mut self.conn, &batch) {
                 Ok(appended) => appended,
                 Err(e) => {
@@ -296,26 +297,23 @@ impl Writer {
                     continue;
                 }
             };
-            set(&self.failing, None);
-            match self.fsync {
-                Fsync::Always => {
-                    if !self.flush() {
-                        fail(batch, STOPPED);
-                        return stop(rx, &self.failing);
-                    }
-                    self.answer(types, batch, accepted);
-                }
-                Fsync::Interval(every) => {
-                    self.answer(types, batch, accepted);
-                    let now = Instant::now();
-                    if *due.get_or_insert(now + every) <= now {
-                        if !self.flush() {
-                            return stop(rx, &self.failing);
-                        }
-                        due = None;
-                    }
-                }
+            // A failed flush of the flusher's stays told.
+            if !self.flusher.as_ref().is_some_and(Flusher::stopped) {
+                set(&self.failing, None);
             }
+            if let Some(wal) = &mut self.wal
+                && !wal.flush()
+            {
+                fail(batch, STOPPED);
+                return stop(rx, &self.failing);
+            }
+            if let Some(flusher) = &self.flusher {
+                flusher.written();
+            }
+            self.answer(types, batch, accepted);
+        }
+        if let Some(flusher) = self.flusher.take() {
+            flusher.finish();
         }
     }
 
@@ -329,21 +327,107 @@ impl Writer {
             let _ = reply.send(Ok(accepted.by_ref().take(rows.len()).map(Ok).collect()));
         }
     }
+}
+
+/// The log's WAL file, flushed with `fdatasync`. SQLite reuses the file from its start after a
+/// checkpoint but never replaces it while the log is open, so one handle serves for good.
+struct Wal {
+    path: PathBuf,
+    file: Option<std::fs::File>,
+}
+
+impl Wal {
+    fn new(path: PathBuf) -> Self {
+        Self { path, file: None }
+    }
 
     /// fdatasync of the WAL file; false when it failed.
     fn flush(&mut self) -> bool {
         let flushed = match &self.file {
             Some(file) => file.sync_data(),
-            None => std::fs::File::open(&self.wal).and_then(|file| {
+            None => std::fs::File::open(&self.path).and_then(|file| {
                 let flushed = file.sync_data();
                 self.file = Some(file);
                 flushed
             }),
         };
         if let Err(e) = &flushed {
-            tracing::error!(error = %e, wal = %self.wal.display(), "flushing the event log failed");
+            tracing::error!(error = %e, wal = %self.path.display(), "flushing the event log failed");
         }
         flushed.is_ok()
+    }
+}
+
+/// `Fsync::Interval`'s thread: asleep while every commit is flushed; woken by the first commit
+/// after a flush, it flushes the WAL the interval after that commit, covering every commit
+/// made meanwhile. The writer tells it once per interval, not once per commit.
+struct Flusher {
+    /// A commit was written after the last flush began.
+    unflushed: Arc<AtomicBool>,
+    /// A flush failed: the log takes nothing more (`STOPPED`).
+    failed: Arc<AtomicBool>,
+    wake: mpsc::Sender<()>,
+    thread: std::thread::JoinHandle<()>,
+}
+
+impl Flusher {
+    fn spawn(mut wal: Wal, every: Duration, failing: Failing) -> anyhow::Result<Self> {
+        let unflushed = Arc::new(AtomicBool::new(false));
+        let failed = Arc::new(AtomicBool::new(false));
+        let (wake, woken) = mpsc::channel::<()>();
+        let (dirty, stopped) = (unflushed.clone(), failed.clone());
+        let thread = std::thread::Builder::new()
+            .name("busway-flush".into())
+            .spawn(move || {
+                // Ends, after a last flush, when the writer does.
+                while woken.recv().is_ok() {
+                    let at = Instant::now() + every;
+                    let ending = loop {
+                        match woken.recv_timeout(at.saturating_duration_since(Instant::now())) {
+                            Ok(()) => continue,
+                            Err(mpsc::RecvTimeoutError::Timeout) => break false,
+                            Err(mpsc::RecvTimeoutError::Disconnected) => break true,
+                        }
+                    };
+                    // Cleared before the flush: a commit written during it wakes this thread
+                    // again, one written before it is covered by it.
+                    if dirty.swap(false, Ordering::SeqCst) && !wal.flush() {
+                        stopped.store(true, Ordering::SeqCst);
+                        tracing::error!(
+                            "the event log stopped accepting events after a failed flush; restart busway"
+                        );
+                        set(&failing, Some(STOPPED.into()));
+                        return;
+                    }
+                    if ending {
+                        return;
+                    }
+                }
+            })
+            .context("starting the event log flusher")?;
+        Ok(Self {
+            unflushed,
+            failed,
+            wake,
+            thread,
+        })
+    }
+
+    /// A commit was written: the first since the last flush wakes the thread.
+    fn written(&self) {
+        if !self.unflushed.swap(true, Ordering::SeqCst) {
+            let _ = self.wake.send(());
+        }
+    }
+
+    fn stopped(&self) -> bool {
+        self.failed.load(Ordering::SeqCst)
+    }
+
+    /// Flushes what is left and ends the thread.
+    fn finish(self) {
+        drop(self.wake);
+        let _ = self.thread.join();
     }
 }
 
@@ -852,21 +936,15 @@ mod tests {
 
     type Requests = mpsc::SyncSender<(Vec<Row>, Reply)>;
 
-    /// A writer on `conn` flushing `wal` with `always`, on its own thread, and what it tells.
+    /// A writer on `conn` flushing `wal` as `fsync` says, on its own thread, and what it tells.
     fn spawn_writer(
         conn: Connection,
         wal: PathBuf,
+        fsync: Fsync,
     ) -> (Requests, std::thread::JoinHandle<()>, Failing) {
         let (live, _committed) = tokio_mpsc::channel(ROUTER_QUEUE);
         let failing = Failing::default();
-        let writer = Writer {
-            conn,
-            wal,
-            file: None,
-            fsync: Fsync::Always,
-            live,
-            failing: failing.clone(),
-        };
+        let writer = Writer::new(conn, wal, fsync, live, failing.clone()).expect("a writer");
         let (tx, rx) = mpsc::sync_channel(WRITER_QUEUE);
         (tx, std::thread::spawn(move || writer.run(rx)), failing)
     }
@@ -877,15 +955,10 @@ mod tests {
         let path = dir.path().join("events.db");
         // No file there: the first flush fails.
         let wal = dir.path().join("missing").join("events.db-wal");
-        let (tx, running, failing) = spawn_writer(open(&path).expect("the log opens"), wal);
+        let (tx, running, failing) =
+            spawn_writer(open(&path).expect("the log opens"), wal, Fsync::Always);
         for n in 0..2 {
-            let (reply, answer) = oneshot::channel();
-            let row = Row::new(event(n), "{}".into());
-            tx.send((vec![row], reply)).expect("the writer runs");
-            let error = answer
-                .blocking_recv()
-                .expect("an answer")
-                .expect_err("refused");
+            let error = send(&tx, n).expect_err("refused");
             assert_eq!(error.to_string(), STOPPED);
         }
         assert_eq!(
@@ -894,11 +967,53 @@ mod tests {
         );
         drop(tx);
         running.join().expect("the writer ends");
-        let count: i64 = open(&path)
+        assert_eq!(count(&path), 1, "nothing is written after the failed flush");
+    }
+
+    /// With `interval` the commit is answered before its flush; the flush that fails, an
+    /// interval later on the flusher's thread, stops the log as with `always`.
+    #[test]
+    fn after_a_failed_interval_flush_the_writer_refuses_every_request() {
+        let dir = tempfile::tempdir().expect("a temp dir");
+        let path = dir.path().join("events.db");
+        let wal = dir.path().join("missing").join("events.db-wal");
+        let every = Duration::from_millis(20);
+        let (tx, running, failing) = spawn_writer(
+            open(&path).expect("the log opens"),
+            wal,
+            Fsync::Interval(every),
+        );
+        let started = Instant::now();
+        send(&tx, 0).expect("answered before the flush");
+        while failing.lock().expect("not poisoned").is_none() {
+            assert!(started.elapsed() < Duration::from_secs(10), "no flush ran");
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        assert!(started.elapsed() >= every, "flushed before the interval");
+        assert_eq!(
+            *failing.lock().expect("not poisoned"),
+            Some(STOPPED.to_string())
+        );
+        let error = send(&tx, 1).expect_err("refused");
+        assert_eq!(error.to_string(), STOPPED);
+        drop(tx);
+        running.join().expect("the writer ends");
+        assert_eq!(count(&path), 1, "nothing is written after the failed flush");
+    }
+
+    /// One event sent to a writer, and its answer.
+    fn send(tx: &Requests, n: usize) -> anyhow::Result<Vec<Result<Accepted, EntryFailure>>> {
+        let (reply, answer) = oneshot::channel();
+        tx.send((vec![Row::new(event(n), "{}".into())], reply))
+            .expect("the writer runs");
+        answer.blocking_recv().expect("an answer")
+    }
+
+    fn count(path: &Path) -> i64 {
+        open(path)
             .expect("the log opens")
             .query_row("SELECT count(*) FROM events", [], |r| r.get(0))
-            .expect("counts");
-        assert_eq!(count, 1, "nothing is written after the failed flush");
+            .expect("counts")
     }
 
     /// A full disk fails a commit, which `/readyz` tells until a commit goes through again.
@@ -913,7 +1028,8 @@ mod tests {
             .expect("counted");
         conn.pragma_update(None, "max_page_count", pages + 2)
             .expect("limited");
-        let (tx, running, failing) = spawn_writer(conn, dir.path().join("events.db-wal"));
+        let (tx, running, failing) =
+            spawn_writer(conn, dir.path().join("events.db-wal"), Fsync::Always);
         let send = |n: usize, detail: String| {
             let (reply, answer) = oneshot::channel();
             tx.send((vec![Row::new(event(n), detail)], reply))
