@@ -27,6 +27,7 @@ use busway_core::envelope::{BusEvent, eventbridge_json, eventbridge_time};
 use busway_core::ingest::THROTTLED;
 use busway_core::ports::{Accepted, Bus, EntryFailure};
 use rusqlite::config::DbConfig;
+use rusqlite::wal::CheckpointMode::PASSIVE;
 use rusqlite::{Connection, OptionalExtension, params};
 use tokio::sync::{mpsc as tokio_mpsc, oneshot};
 
@@ -193,7 +194,8 @@ impl EventLog {
     ) -> anyhow::Result<(Self, LogReader)> {
         // Once, before the first connection: the check must not run while one is open.
         EVENT_LOG.check(path)?;
-        let conn = open(path)?;
+        let mut conn = open(path)?;
+        checkpoint_apart(&mut conn, open(path)?)?;
         let reader = LogReader {
             conn: Mutex::new(open(path)?),
         };
@@ -428,6 +430,62 @@ impl Flusher {
     fn finish(self) {
         drop(self.wake);
         let _ = self.thread.join();
+    }
+}
+
+/// WAL pages after which the log is checkpointed (SQLite's own default).
+const CHECKPOINT_PAGES: i32 = 1000;
+/// WAL pages after which the writer checkpoints what the checkpointer has not, so that its
+/// next commit can write the WAL from its start again: the WAL only starts over when a commit
+/// finds it wholly checkpointed, which a checkpointer racing a busy writer never leaves it.
+const CHECKPOINT_BY_WRITER_PAGES: i32 = 4 * CHECKPOINT_PAGES;
+
+/// Moves the writer's checkpoints to a thread of their own with `checkpointer`, a connection
+/// to the same log. SQLite's own checkpoint runs inside the commit that fills the WAL past
+/// 1,000 pages, so its copies and flushes (a few milliseconds here) held up that commit's
+/// producers and every one queued behind them; a WAL lets a checkpoint run beside the writer,
+/// which now only wakes the thread.
+fn checkpoint_apart(writer: &mut Connection, checkpointer: Connection) -> anyhow::Result<()> {
+    let (wake, woken) = mpsc::sync_channel::<()>(1);
+    // Held by whichever of the two checkpoints, so that the writer's never finds the
+    // checkpointer's running (SQLite would refuse it as busy) but waits for it to end.
+    let checkpointing = Arc::new(Mutex::new(()));
+    let held = checkpointing.clone();
+    std::thread::Builder::new()
+        .name("busway-checkpoint".into())
+        .spawn(move || {
+            // Ends when the writer's connection, and its hook, are dropped.
+            while woken.recv().is_ok() {
+                let _held = held.lock().unwrap_or_else(|p| p.into_inner());
+                checkpoint(&checkpointer);
+            }
+        })
+        .context("starting the event log checkpointer")?;
+    // Replaces SQLite's automatic checkpoint, itself a WAL hook.
+    writer.wal_hook(Some(move |wal: &mut rusqlite::hooks::Wal, pages: i32| {
+        if pages >= CHECKPOINT_BY_WRITER_PAGES {
+            // The commit is already made: a checkpoint that fails must not fail it, and the
+            // next commit tries again.
+            let _held = checkpointing.lock().unwrap_or_else(|p| p.into_inner());
+            told(wal.checkpoint_v2(PASSIVE));
+        } else if pages >= CHECKPOINT_PAGES {
+            // Full when the thread has a wake-up pending already.
+            let _ = wake.try_send(());
+        }
+        Ok(())
+    }))?;
+    Ok(())
+}
+
+/// A passive checkpoint: copies what the WAL holds into the log's file without waiting for the
+/// writer or any reader.
+fn checkpoint(conn: &Connection) {
+    told(conn.wal_checkpoint_v2(None::<&str>, PASSIVE));
+}
+
+fn told(checkpoint: rusqlite::Result<(i32, i32)>) {
+    if let Err(e) = checkpoint {
+        tracing::warn!(error = %e, "checkpointing the event log failed");
     }
 }
 
@@ -801,6 +859,59 @@ mod tests {
             time: busway_core::now(),
             detail: serde_json::json!({"n": n}),
         }
+    }
+
+    /// Checkpoints run beside the writer, and a writer that never pauses still gets its WAL
+    /// back: it stays near `CHECKPOINT_BY_WRITER_PAGES` while the log's file takes the events.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn the_wal_stays_bounded_while_the_writer_never_pauses() {
+        let dir = tempfile::tempdir().expect("a temp dir");
+        let path = dir.path().join("events.db");
+        let (live, mut committed) = tokio_mpsc::channel(ROUTER_QUEUE);
+        tokio::spawn(async move { while committed.recv().await.is_some() {} });
+        let (log, reader) = EventLog::open_with(
+            &path,
+            claim_checks(dir.path()),
+            live,
+            Fsync::Interval(Duration::from_secs(1)),
+        )
+        .expect("opens");
+        let log = Arc::new(log);
+        let wal = dir.path().join("events.db-wal");
+        let size = |p: &Path| std::fs::metadata(p).map_or(0, |m| m.len());
+        // Each event about three pages: three times the bound in all, from producers that keep
+        // the writer's queue full.
+        let total = 4_000;
+        let filler = "x".repeat(12_000);
+        let mut largest = 0;
+        let mut puts = tokio::task::JoinSet::new();
+        for n in 0..total {
+            let (log, mut event) = (log.clone(), event(n));
+            event.detail = serde_json::json!({ "n": n, "filler": filler });
+            puts.spawn(async move { log.put_events(vec![event]).await.expect("an answer") });
+            if puts.len() >= 64 {
+                let put = puts.join_next().await.expect("a put").expect("it ends");
+                assert!(put[0].is_ok(), "{put:?}");
+                largest = largest.max(size(&wal));
+            }
+        }
+        while let Some(put) = puts.join_next().await {
+            assert!(put.expect("it ends")[0].is_ok());
+        }
+        largest = largest.max(size(&wal));
+        // Checkpointed whole when a commit takes it past the bound, the WAL starts over at the next
+        // commit: it is at most the bound and one batch (64 events of 3 to 5 pages) long.
+        let bound = u64::try_from(CHECKPOINT_BY_WRITER_PAGES + 64 * 5).expect("positive") * 4_200;
+        assert!(largest <= bound, "the WAL grew to {largest} bytes");
+        assert!(
+            size(&path) > 20_000_000,
+            "the log's file holds what was checkpointed: {} bytes",
+            size(&path)
+        );
+        assert_eq!(
+            reader.last_seq().expect("reads"),
+            i64::try_from(total).expect("fits")
+        );
     }
 
     /// Large events fill a page by their bytes before its count: a page holds no more than
