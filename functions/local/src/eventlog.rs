@@ -393,11 +393,9 @@ impl Flusher {
                     };
                     // Cleared before the flush: a commit written during it wakes this thread
                     // again, one written before it is covered by it.
+                    // The writer logs the stop when it refuses its next request.
                     if dirty.swap(false, Ordering::SeqCst) && !wal.flush() {
                         stopped.store(true, Ordering::SeqCst);
-                        tracing::error!(
-                            "the event log stopped accepting events after a failed flush; restart busway"
-                        );
                         set(&failing, Some(STOPPED.into()));
                         return;
                     }
@@ -483,9 +481,14 @@ fn checkpoint(conn: &Connection) {
     told(conn.wal_checkpoint_v2(None::<&str>, PASSIVE));
 }
 
+/// Logs a checkpoint that failed; one refused because another connection's runs (a retention
+/// pass that checkpoints as SQLite does after its commit) did not.
 fn told(checkpoint: rusqlite::Result<(i32, i32)>) {
-    if let Err(e) = checkpoint {
-        tracing::warn!(error = %e, "checkpointing the event log failed");
+    match checkpoint {
+        Err(rusqlite::Error::SqliteFailure(e, _))
+            if e.code == rusqlite::ErrorCode::DatabaseBusy => {}
+        Err(e) => tracing::warn!(error = %e, "checkpointing the event log failed"),
+        Ok(_) => {}
     }
 }
 
