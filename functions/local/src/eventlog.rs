@@ -16,7 +16,7 @@
 use std::collections::HashSet;
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI32, Ordering};
 use std::sync::{Arc, Mutex, mpsc};
 use std::time::{Duration, Instant};
 
@@ -433,62 +433,84 @@ impl Flusher {
 
 /// WAL pages after which the log is checkpointed (SQLite's own default).
 const CHECKPOINT_PAGES: i32 = 1000;
-/// WAL pages after which the writer checkpoints what the checkpointer has not, so that its
+/// WAL pages after which the writer checkpoints the few the checkpointer has not, so that its
 /// next commit can write the WAL from its start again: the WAL only starts over when a commit
 /// finds it wholly checkpointed, which a checkpointer racing a busy writer never leaves it.
 const CHECKPOINT_BY_WRITER_PAGES: i32 = 4 * CHECKPOINT_PAGES;
+/// WAL pages past which the writer checkpoints whatever is left after each commit, as SQLite
+/// would: the checkpointer does not keep up, and the writer slows down instead of the WAL
+/// growing without end.
+const WAL_MOST_PAGES: i32 = 8 * CHECKPOINT_PAGES;
 
 /// Moves the writer's checkpoints to a thread of their own with `checkpointer`, a connection
 /// to the same log. SQLite's own checkpoint runs inside the commit that fills the WAL past
 /// 1,000 pages, so its copies and flushes (a few milliseconds here) held up that commit's
 /// producers and every one queued behind them; a WAL lets a checkpoint run beside the writer,
-/// which now only wakes the thread.
+/// which now only wakes the thread, and past `CHECKPOINT_BY_WRITER_PAGES` copies what the
+/// thread's last pass left (at most `CHECKPOINT_PAGES`) itself. When a long reader (a backup)
+/// held the WAL, the thread catches up first: the writer never copies a backlog.
 fn checkpoint_apart(writer: &mut Connection, checkpointer: Connection) -> anyhow::Result<()> {
     let (wake, woken) = mpsc::sync_channel::<()>(1);
     // Held by whichever of the two checkpoints, so that the writer's never finds the
-    // checkpointer's running (SQLite would refuse it as busy) but waits for it to end.
+    // checkpointer's running (SQLite would refuse it as busy) but waits for its short pass.
     let checkpointing = Arc::new(Mutex::new(()));
-    let held = checkpointing.clone();
+    // The WAL pages the thread's last pass had copied, counted from the WAL's start.
+    let copied = Arc::new(AtomicI32::new(0));
+    let (held, copying) = (checkpointing.clone(), copied.clone());
     std::thread::Builder::new()
         .name("busway-checkpoint".into())
         .spawn(move || {
             // Ends when the writer's connection, and its hook, are dropped.
             while woken.recv().is_ok() {
                 let _held = held.lock().unwrap_or_else(|p| p.into_inner());
-                checkpoint(&checkpointer);
+                if let Some((_, done)) = told(checkpointer.wal_checkpoint_v2(None::<&str>, PASSIVE))
+                {
+                    copying.store(done, Ordering::SeqCst);
+                }
             }
         })
         .context("starting the event log checkpointer")?;
+    // The WAL's pages at the writer's last commit: fewer now when it started over since.
+    let mut before = 0;
     // Replaces SQLite's automatic checkpoint, itself a WAL hook.
     writer.wal_hook(Some(move |wal: &mut rusqlite::hooks::Wal, pages: i32| {
-        if pages >= CHECKPOINT_BY_WRITER_PAGES {
+        if pages < before {
+            copied.store(0, Ordering::SeqCst);
+        }
+        before = pages;
+        if pages < CHECKPOINT_PAGES {
+            return Ok(());
+        }
+        // Full when the thread has a wake-up pending already.
+        let _ = wake.try_send(());
+        let done = copied.load(Ordering::SeqCst);
+        let few_left = done <= pages && pages - done <= CHECKPOINT_PAGES;
+        if pages >= WAL_MOST_PAGES || (pages >= CHECKPOINT_BY_WRITER_PAGES && few_left) {
             // The commit is already made: a checkpoint that fails must not fail it, and the
             // next commit tries again.
             let _held = checkpointing.lock().unwrap_or_else(|p| p.into_inner());
             told(wal.checkpoint_v2(PASSIVE));
-        } else if pages >= CHECKPOINT_PAGES {
-            // Full when the thread has a wake-up pending already.
-            let _ = wake.try_send(());
         }
         Ok(())
     }))?;
     Ok(())
 }
 
-/// A passive checkpoint: copies what the WAL holds into the log's file without waiting for the
-/// writer or any reader.
-fn checkpoint(conn: &Connection) {
-    told(conn.wal_checkpoint_v2(None::<&str>, PASSIVE));
-}
-
-/// Logs a checkpoint that failed; one refused because another connection's runs (a retention
-/// pass that checkpoints as SQLite does after its commit) did not.
-fn told(checkpoint: rusqlite::Result<(i32, i32)>) {
+/// A checkpoint's WAL pages and those copied, or why it failed, logged; one refused because
+/// another connection's runs (a retention pass checkpoints after its commit, as SQLite does)
+/// is no failure.
+fn told(checkpoint: rusqlite::Result<(i32, i32)>) -> Option<(i32, i32)> {
     match checkpoint {
         Err(rusqlite::Error::SqliteFailure(e, _))
-            if e.code == rusqlite::ErrorCode::DatabaseBusy => {}
-        Err(e) => tracing::warn!(error = %e, "checkpointing the event log failed"),
-        Ok(_) => {}
+            if e.code == rusqlite::ErrorCode::DatabaseBusy =>
+        {
+            None
+        }
+        Err(e) => {
+            tracing::warn!(error = %e, "checkpointing the event log failed");
+            None
+        }
+        Ok(counts) => Some(counts),
     }
 }
 
@@ -865,7 +887,7 @@ mod tests {
     }
 
     /// Checkpoints run beside the writer, and a writer that never pauses still gets its WAL
-    /// back: it stays near `CHECKPOINT_BY_WRITER_PAGES` while the log's file takes the events.
+    /// back: it stays within `WAL_MOST_PAGES` while the log's file takes the events.
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn the_wal_stays_bounded_while_the_writer_never_pauses() {
         let dir = tempfile::tempdir().expect("a temp dir");
@@ -884,7 +906,7 @@ mod tests {
         let size = |p: &Path| std::fs::metadata(p).map_or(0, |m| m.len());
         // Each event about three pages: three times the bound in all, from producers that keep
         // the writer's queue full.
-        let total = 4_000;
+        let total = 6_000;
         let filler = "x".repeat(12_000);
         let mut largest = 0;
         let mut puts = tokio::task::JoinSet::new();
@@ -902,9 +924,10 @@ mod tests {
             assert!(put.expect("it ends")[0].is_ok());
         }
         largest = largest.max(size(&wal));
-        // Checkpointed whole when a commit takes it past the bound, the WAL starts over at the next
-        // commit: it is at most the bound and one batch (64 events of 3 to 5 pages) long.
-        let bound = u64::try_from(CHECKPOINT_BY_WRITER_PAGES + 64 * 5).expect("positive") * 4_200;
+        // Checkpointed whole at the latest when a commit takes it past `WAL_MOST_PAGES`, the WAL
+        // starts over at the next commit: it is at most that and one batch (64 events of 3 to
+        // 5 pages) long.
+        let bound = u64::try_from(WAL_MOST_PAGES + 64 * 5).expect("positive") * 4_200;
         assert!(largest <= bound, "the WAL grew to {largest} bytes");
         assert!(
             size(&path) > 20_000_000,
