@@ -448,7 +448,8 @@ const WAL_MOST_PAGES: i32 = 8 * CHECKPOINT_PAGES;
 /// producers and every one queued behind them; a WAL lets a checkpoint run beside the writer,
 /// which now only wakes the thread, and past `CHECKPOINT_BY_WRITER_PAGES` copies what the
 /// thread's last pass left (at most `CHECKPOINT_PAGES`) itself. When a long reader (a backup)
-/// held the WAL, the thread catches up first: the writer never copies a backlog.
+/// held the WAL, the thread catches up first: the writer copies a backlog only past
+/// `WAL_MOST_PAGES`.
 fn checkpoint_apart(writer: &mut Connection, checkpointer: Connection) -> anyhow::Result<()> {
     let (wake, woken) = mpsc::sync_channel::<()>(1);
     // Held by whichever of the two checkpoints, so that the writer's never finds the
@@ -904,8 +905,8 @@ mod tests {
         let log = Arc::new(log);
         let wal = dir.path().join("events.db-wal");
         let size = |p: &Path| std::fs::metadata(p).map_or(0, |m| m.len());
-        // Each event about three pages: three times the bound in all, from producers that keep
-        // the writer's queue full.
+        // Each event about three pages: twice the bound in all, from producers that keep the
+        // writer's queue full.
         let total = 6_000;
         let filler = "x".repeat(12_000);
         let mut largest = 0;
