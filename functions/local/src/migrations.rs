@@ -188,12 +188,7 @@ fn backup(conn: &Connection, path: &Path, version: i64) -> anyhow::Result<()> {
         .file_stem()
         .map_or_else(|| "busway".into(), |s| s.to_string_lossy());
     let target = dir.join(format!("{stem}-v{version}.db"));
-    match std::fs::remove_file(&target) {
-        Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
-            return Err(anyhow::Error::new(e).context(format!("removing {}", target.display())));
-        }
-        _ => {}
-    }
+    remove_stale(&target)?;
     copy_into(conn, path, &target)?;
     tracing::info!(file = %path.display(), backup = %target.display(), "kept a copy before migrating");
     Ok(())
@@ -203,12 +198,7 @@ fn backup(conn: &Connection, path: &Path, version: i64) -> anyhow::Result<()> {
 /// `path`, written aside, flushed and renamed to `target`, so a half copy never passes for one.
 pub fn copy_into(conn: &Connection, path: &Path, target: &Path) -> anyhow::Result<()> {
     let partial = target.with_extension("db.partial");
-    match std::fs::remove_file(&partial) {
-        Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
-            return Err(anyhow::Error::new(e).context(format!("removing {}", partial.display())));
-        }
-        _ => {}
-    }
+    remove_stale(&partial)?;
     let into = partial
         .to_str()
         .with_context(|| format!("{} is not UTF-8", partial.display()))?;
@@ -218,6 +208,16 @@ pub fn copy_into(conn: &Connection, path: &Path, target: &Path) -> anyhow::Resul
         .and_then(|file| file.sync_all())
         .with_context(|| format!("flushing {}", partial.display()))?;
     std::fs::rename(&partial, target).with_context(|| format!("renaming {}", partial.display()))
+}
+
+/// Removes what an earlier, failed attempt left at `path`, if anything.
+fn remove_stale(path: &Path) -> anyhow::Result<()> {
+    match std::fs::remove_file(path) {
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+            Err(anyhow::Error::new(e).context(format!("removing {}", path.display())))
+        }
+        _ => Ok(()),
+    }
 }
 
 #[cfg(test)]
