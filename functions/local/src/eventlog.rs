@@ -242,12 +242,24 @@ impl EventLog {
 /// interval, which made `interval` slower than `always`.
 struct Writer {
     conn: Connection,
-    /// `always`: the WAL this thread flushes after each commit.
-    wal: Option<Wal>,
-    /// `interval`: the thread that flushes the commits of the last interval.
-    flusher: Option<Flusher>,
+    flushing: Flushing,
     live: tokio_mpsc::Sender<Vec<String>>,
     failing: Failing,
+}
+
+/// Who flushes the writer's commits.
+enum Flushing {
+    /// `always`: the writer, the WAL after each commit.
+    Always(Wal),
+    /// `interval`: the thread that flushes the commits of the last interval.
+    Interval(Flusher),
+}
+
+impl Flushing {
+    /// Whether the flusher's thread failed a flush.
+    fn stopped(&self) -> bool {
+        matches!(self, Self::Interval(flusher) if flusher.stopped())
+    }
 }
 
 impl Writer {
@@ -259,14 +271,15 @@ impl Writer {
         failing: Failing,
     ) -> anyhow::Result<Self> {
         let wal = Wal::new(wal);
-        let (wal, flusher) = match fsync {
-            Fsync::Always => (Some(wal), None),
-            Fsync::Interval(every) => (None, Some(Flusher::spawn(wal, every, failing.clone())?)),
+        let flushing = match fsync {
+            Fsync::Always => Flushing::Always(wal),
+            Fsync::Interval(every) => {
+                Flushing::Interval(Flusher::spawn(wal, every, failing.clone())?)
+            }
         };
         Ok(Self {
             conn,
-            wal,
-            flusher,
+            flushing,
             live,
             failing,
         })
@@ -285,7 +298,7 @@ impl Writer {
                     Err(_) => break,
                 }
             }
-            if self.flusher.as_ref().is_some_and(Flusher::stopped) {
+            if self.flushing.stopped() {
                 fail(batch, STOPPED);
                 return stop(rx, &self.failing);
             }
@@ -300,21 +313,21 @@ impl Writer {
                 }
             };
             // A failed flush of the flusher's stays told.
-            if !self.flusher.as_ref().is_some_and(Flusher::stopped) {
+            if !self.flushing.stopped() {
                 set(&self.failing, None);
             }
-            if let Some(wal) = &mut self.wal
-                && !wal.flush()
-            {
-                fail(batch, STOPPED);
-                return stop(rx, &self.failing);
-            }
-            if let Some(flusher) = &self.flusher {
-                flusher.written();
+            match &mut self.flushing {
+                Flushing::Always(wal) => {
+                    if !wal.flush() {
+                        fail(batch, STOPPED);
+                        return stop(rx, &self.failing);
+                    }
+                }
+                Flushing::Interval(flusher) => flusher.written(),
             }
             self.answer(types, batch, accepted);
         }
-        if let Some(flusher) = self.flusher.take() {
+        if let Flushing::Interval(flusher) = self.flushing {
             flusher.finish();
         }
     }
