@@ -446,6 +446,10 @@ impl Flusher {
 
 /// WAL pages after which the log is checkpointed (SQLite's own default).
 const CHECKPOINT_PAGES: i32 = 1000;
+/// WAL pages the checkpointer's last pass left after which it is woken again. Each pass flushes
+/// the WAL and the log's file; woken after every commit, it flushed several times per flush of
+/// the writer's, on the same disk.
+const CHECKPOINT_STEP: i32 = 256;
 /// WAL pages after which the writer checkpoints the few the checkpointer has not, so that its
 /// next commit can write the WAL from its start again: the WAL only starts over when a commit
 /// finds it wholly checkpointed, which a checkpointer racing a busy writer never leaves it.
@@ -459,10 +463,10 @@ const WAL_MOST_PAGES: i32 = 8 * CHECKPOINT_PAGES;
 /// to the same log. SQLite's own checkpoint runs inside the commit that fills the WAL past
 /// 1,000 pages, so its copies and flushes (a few milliseconds here) held up that commit's
 /// producers and every one queued behind them; a WAL lets a checkpoint run beside the writer,
-/// which now only wakes the thread, and past `CHECKPOINT_BY_WRITER_PAGES` copies what the
-/// thread's last pass left (at most `CHECKPOINT_PAGES`) itself. When a long reader (a backup)
-/// held the WAL, the thread catches up first: the writer copies a backlog only past
-/// `WAL_MOST_PAGES`.
+/// which now only wakes the thread (each `CHECKPOINT_STEP` pages), and past
+/// `CHECKPOINT_BY_WRITER_PAGES` copies what the thread's last pass left (at most
+/// `CHECKPOINT_PAGES`) itself. When a long reader (a backup) held the WAL, the thread catches
+/// up first: the writer copies a backlog only past `WAL_MOST_PAGES`.
 fn checkpoint_apart(writer: &mut Connection, checkpointer: Connection) -> anyhow::Result<()> {
     let (wake, woken) = mpsc::sync_channel::<()>(1);
     // Held by whichever of the two checkpoints, so that the writer's never finds the
@@ -492,14 +496,12 @@ fn checkpoint_apart(writer: &mut Connection, checkpointer: Connection) -> anyhow
             copied.store(0, Ordering::SeqCst);
         }
         before = pages;
-        if pages < CHECKPOINT_PAGES {
-            return Ok(());
+        let (wakes, by_writer) = checkpoints_after(pages, copied.load(Ordering::SeqCst));
+        if wakes {
+            // Full when the thread has a wake-up pending already.
+            let _ = wake.try_send(());
         }
-        // Full when the thread has a wake-up pending already.
-        let _ = wake.try_send(());
-        let done = copied.load(Ordering::SeqCst);
-        let few_left = done <= pages && pages - done <= CHECKPOINT_PAGES;
-        if pages >= WAL_MOST_PAGES || (pages >= CHECKPOINT_BY_WRITER_PAGES && few_left) {
+        if by_writer {
             // The commit is already made: a checkpoint that fails must not fail it, and the
             // next commit tries again.
             let _held = checkpointing.lock().unwrap_or_else(|p| p.into_inner());
@@ -508,6 +510,22 @@ fn checkpoint_apart(writer: &mut Connection, checkpointer: Connection) -> anyhow
         Ok(())
     }))?;
     Ok(())
+}
+
+/// After a commit that left `pages` in the WAL, of which the checkpointer's last pass had
+/// copied `copied`: whether to wake the checkpointer, and whether the writer checkpoints.
+fn checkpoints_after(pages: i32, copied: i32) -> (bool, bool) {
+    if pages < CHECKPOINT_PAGES {
+        return (false, false);
+    }
+    // More than the WAL holds: a pass before it started over.
+    let copied = Some(copied).filter(|copied| *copied <= pages);
+    let left = pages - copied.unwrap_or(0);
+    let few_left = copied.is_some() && left <= CHECKPOINT_PAGES;
+    (
+        left >= CHECKPOINT_STEP,
+        pages >= WAL_MOST_PAGES || (pages >= CHECKPOINT_BY_WRITER_PAGES && few_left),
+    )
 }
 
 /// A checkpoint's WAL pages and those copied, or why it failed, logged; one refused because
@@ -898,6 +916,34 @@ mod tests {
             time: busway_core::now(),
             detail: serde_json::json!({"n": n}),
         }
+    }
+
+    #[test]
+    fn the_checkpointer_is_woken_once_a_step_of_pages_is_left_not_after_every_commit() {
+        // Below SQLite's own threshold, nothing.
+        assert_eq!(checkpoints_after(CHECKPOINT_PAGES - 1, 0), (false, false));
+        assert_eq!(checkpoints_after(CHECKPOINT_PAGES, 0), (true, false));
+        // Its last pass copied nearly all: the commits after it wait for a step of pages.
+        let copied = CHECKPOINT_PAGES + 500;
+        assert_eq!(checkpoints_after(copied + 10, copied), (false, false));
+        assert_eq!(
+            checkpoints_after(copied + CHECKPOINT_STEP, copied),
+            (true, false)
+        );
+        // A pass that ended before the WAL started over copied none of the pages there now.
+        assert_eq!(checkpoints_after(CHECKPOINT_PAGES, copied), (true, false));
+        // Past 4,000 pages the writer copies the few left, so that the WAL can start over...
+        let copied = CHECKPOINT_BY_WRITER_PAGES - 100;
+        assert_eq!(
+            checkpoints_after(CHECKPOINT_BY_WRITER_PAGES, copied),
+            (false, true)
+        );
+        // ...but not a backlog, unless the WAL is past its most.
+        assert_eq!(
+            checkpoints_after(CHECKPOINT_BY_WRITER_PAGES, 0),
+            (true, false)
+        );
+        assert_eq!(checkpoints_after(WAL_MOST_PAGES, 0), (true, true));
     }
 
     /// Checkpoints run beside the writer, and a writer that never pauses still gets its WAL
