@@ -17,7 +17,7 @@ use std::collections::HashSet;
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
 use std::sync::atomic::{AtomicBool, AtomicI32, Ordering};
-use std::sync::{Arc, Mutex, TryLockError, mpsc};
+use std::sync::{Arc, Mutex, mpsc};
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
@@ -450,10 +450,9 @@ const CHECKPOINT_PAGES: i32 = 1000;
 /// the WAL and the log's file; woken after every commit, it flushed several times per flush of
 /// the writer's, on the same disk.
 const CHECKPOINT_STEP: i32 = 256;
-/// WAL pages after which the writer checkpoints the few (fewer than `CHECKPOINT_STEP`) the
-/// checkpointer's last pass left, so that its next commit can write the WAL from its start
-/// again: the WAL only starts over when a commit finds it wholly checkpointed, which a
-/// checkpointer racing a busy writer never leaves it.
+/// WAL pages after which the writer checkpoints the few the checkpointer has not, so that its
+/// next commit can write the WAL from its start again: the WAL only starts over when a commit
+/// finds it wholly checkpointed, which a checkpointer racing a busy writer never leaves it.
 const CHECKPOINT_BY_WRITER_PAGES: i32 = 4 * CHECKPOINT_PAGES;
 /// WAL pages past which the writer checkpoints whatever is left after each commit, as SQLite
 /// would: the checkpointer does not keep up, and the writer slows down instead of the WAL
@@ -465,14 +464,13 @@ const WAL_MOST_PAGES: i32 = 8 * CHECKPOINT_PAGES;
 /// 1,000 pages, so its copies and flushes (a few milliseconds here) held up that commit's
 /// producers and every one queued behind them; a WAL lets a checkpoint run beside the writer,
 /// which now only wakes the thread (each `CHECKPOINT_STEP` pages), and past
-/// `CHECKPOINT_BY_WRITER_PAGES` copies the few pages the thread's last pass left itself, never
-/// waiting for a pass. When a long reader (a backup) held the WAL, the thread catches up
-/// first: the writer copies a backlog only past `WAL_MOST_PAGES`.
+/// `CHECKPOINT_BY_WRITER_PAGES` copies what the thread's last pass left (at most
+/// `CHECKPOINT_PAGES`) itself. When a long reader (a backup) held the WAL, the thread catches
+/// up first: the writer copies a backlog only past `WAL_MOST_PAGES`.
 fn checkpoint_apart(writer: &mut Connection, checkpointer: Connection) -> anyhow::Result<()> {
     let (wake, woken) = mpsc::sync_channel::<()>(1);
-    // Held by whichever of the two checkpoints: the writer's would find the checkpointer's
-    // running and be refused as busy. It leaves the few pages to a later commit instead, or,
-    // past `WAL_MOST_PAGES`, waits for the pass.
+    // Held by whichever of the two checkpoints, so that the writer's never finds the
+    // checkpointer's running (SQLite would refuse it as busy) but waits for its short pass.
     let checkpointing = Arc::new(Mutex::new(()));
     // The WAL pages the thread's last pass had copied, counted from the WAL's start.
     let copied = Arc::new(AtomicI32::new(0));
@@ -498,27 +496,15 @@ fn checkpoint_apart(writer: &mut Connection, checkpointer: Connection) -> anyhow
             copied.store(0, Ordering::SeqCst);
         }
         before = pages;
-        let held = match checkpoints_after(pages, copied.load(Ordering::SeqCst)) {
-            Checkpoint::Nobody => None,
-            Checkpoint::Thread => {
-                // Full when the thread has a wake-up pending already.
-                let _ = wake.try_send(());
-                None
-            }
-            // The few pages a pass left: not worth waiting for the thread's next pass.
-            Checkpoint::WriterUnlessRunning => match checkpointing.try_lock() {
-                Ok(held) => Some(held),
-                Err(TryLockError::Poisoned(p)) => Some(p.into_inner()),
-                Err(TryLockError::WouldBlock) => None,
-            },
-            Checkpoint::Both => {
-                let _ = wake.try_send(());
-                Some(checkpointing.lock().unwrap_or_else(|p| p.into_inner()))
-            }
-        };
-        if held.is_some() {
+        let (wakes, by_writer) = checkpoints_after(pages, copied.load(Ordering::SeqCst));
+        if wakes {
+            // Full when the thread has a wake-up pending already.
+            let _ = wake.try_send(());
+        }
+        if by_writer {
             // The commit is already made: a checkpoint that fails must not fail it, and the
             // next commit tries again.
+            let _held = checkpointing.lock().unwrap_or_else(|p| p.into_inner());
             told(wal.checkpoint_v2(PASSIVE));
         }
         Ok(())
@@ -526,35 +512,20 @@ fn checkpoint_apart(writer: &mut Connection, checkpointer: Connection) -> anyhow
     Ok(())
 }
 
-/// Who checkpoints after a commit.
-#[derive(Debug, PartialEq, Eq)]
-enum Checkpoint {
-    Nobody,
-    /// The checkpointer, woken.
-    Thread,
-    /// The writer, unless the checkpointer's pass is running: it leaves few pages again.
-    WriterUnlessRunning,
-    /// The checkpointer, and the writer after its pass.
-    Both,
-}
-
-/// Who checkpoints after a commit that left `pages` in the WAL, of which the checkpointer's
-/// last pass had copied `copied`.
-fn checkpoints_after(pages: i32, copied: i32) -> Checkpoint {
+/// After a commit that left `pages` in the WAL, of which the checkpointer's last pass had
+/// copied `copied`: whether to wake the checkpointer, and whether the writer checkpoints.
+fn checkpoints_after(pages: i32, copied: i32) -> (bool, bool) {
     if pages < CHECKPOINT_PAGES {
-        return Checkpoint::Nobody;
+        return (false, false);
     }
     // More than the WAL holds: a pass before it started over.
-    let left = pages - Some(copied).filter(|copied| *copied <= pages).unwrap_or(0);
-    if pages >= WAL_MOST_PAGES {
-        Checkpoint::Both
-    } else if left >= CHECKPOINT_STEP {
-        Checkpoint::Thread
-    } else if pages >= CHECKPOINT_BY_WRITER_PAGES {
-        Checkpoint::WriterUnlessRunning
-    } else {
-        Checkpoint::Nobody
-    }
+    let copied = Some(copied).filter(|copied| *copied <= pages);
+    let left = pages - copied.unwrap_or(0);
+    let few_left = copied.is_some() && left <= CHECKPOINT_PAGES;
+    (
+        left >= CHECKPOINT_STEP,
+        pages >= WAL_MOST_PAGES || (pages >= CHECKPOINT_BY_WRITER_PAGES && few_left),
+    )
 }
 
 /// A checkpoint's WAL pages and those copied, or why it failed, logged; one refused because
@@ -949,30 +920,30 @@ mod tests {
 
     #[test]
     fn the_checkpointer_is_woken_once_a_step_of_pages_is_left_not_after_every_commit() {
-        use Checkpoint::*;
         // Below SQLite's own threshold, nothing.
-        assert_eq!(checkpoints_after(CHECKPOINT_PAGES - 1, 0), Nobody);
-        assert_eq!(checkpoints_after(CHECKPOINT_PAGES, 0), Thread);
+        assert_eq!(checkpoints_after(CHECKPOINT_PAGES - 1, 0), (false, false));
+        assert_eq!(checkpoints_after(CHECKPOINT_PAGES, 0), (true, false));
         // Its last pass copied nearly all: the commits after it wait for a step of pages.
         let copied = CHECKPOINT_PAGES + 500;
-        assert_eq!(checkpoints_after(copied + 10, copied), Nobody);
-        assert_eq!(checkpoints_after(copied + CHECKPOINT_STEP, copied), Thread);
+        assert_eq!(checkpoints_after(copied + 10, copied), (false, false));
+        assert_eq!(
+            checkpoints_after(copied + CHECKPOINT_STEP, copied),
+            (true, false)
+        );
         // A pass that ended before the WAL started over copied none of the pages there now.
-        assert_eq!(checkpoints_after(CHECKPOINT_PAGES, copied), Thread);
-        // Past 4,000 pages the writer copies the few a pass left, so that the WAL can start
-        // over...
+        assert_eq!(checkpoints_after(CHECKPOINT_PAGES, copied), (true, false));
+        // Past 4,000 pages the writer copies the few left, so that the WAL can start over...
         let copied = CHECKPOINT_BY_WRITER_PAGES - 100;
         assert_eq!(
             checkpoints_after(CHECKPOINT_BY_WRITER_PAGES, copied),
-            WriterUnlessRunning
+            (false, true)
         );
-        // ...but not a step of them, nor a backlog, unless the WAL is past its most.
+        // ...but not a backlog, unless the WAL is past its most.
         assert_eq!(
-            checkpoints_after(CHECKPOINT_BY_WRITER_PAGES + CHECKPOINT_STEP, copied),
-            Thread
+            checkpoints_after(CHECKPOINT_BY_WRITER_PAGES, 0),
+            (true, false)
         );
-        assert_eq!(checkpoints_after(CHECKPOINT_BY_WRITER_PAGES, 0), Thread);
-        assert_eq!(checkpoints_after(WAL_MOST_PAGES, 0), Both);
+        assert_eq!(checkpoints_after(WAL_MOST_PAGES, 0), (true, true));
     }
 
     /// Checkpoints run beside the writer, and a writer that never pauses still gets its WAL
