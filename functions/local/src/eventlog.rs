@@ -468,6 +468,14 @@ const WAL_MOST_PAGES: i32 = 8 * CHECKPOINT_PAGES;
 /// `CHECKPOINT_PAGES`) itself. When a long reader (a backup) held the WAL, the thread catches
 /// up first: the writer copies a backlog only past `WAL_MOST_PAGES`.
 fn checkpoint_apart(writer: &mut Connection, checkpointer: Connection) -> anyhow::Result<()> {
+    // A long reader (a backup) lets the WAL grow past its bound, and SQLite keeps the file at
+    // its largest size: it is cut back to the bound when the WAL starts over after it.
+    let page_size: i64 = writer.query_row("PRAGMA page_size", [], |r| r.get(0))?;
+    writer.pragma_update(
+        None,
+        "journal_size_limit",
+        i64::from(WAL_MOST_PAGES) * page_size,
+    )?;
     let (wake, woken) = mpsc::sync_channel::<()>(1);
     // Held by whichever of the two checkpoints, so that the writer's never finds the
     // checkpointer's running (SQLite would refuse it as busy) but waits for its short pass.
@@ -997,6 +1005,72 @@ mod tests {
         assert_eq!(
             reader.last_seq().expect("reads"),
             i64::try_from(total).expect("fits")
+        );
+    }
+
+    /// A WAL a long reader let grow past its bound is cut back once it starts over after it.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_wal_a_long_reader_let_grow_is_cut_back_when_it_starts_over() {
+        let dir = tempfile::tempdir().expect("a temp dir");
+        let path = dir.path().join("events.db");
+        let (live, mut committed) = tokio_mpsc::channel(ROUTER_QUEUE);
+        tokio::spawn(async move { while committed.recv().await.is_some() {} });
+        let (log, _reader) = EventLog::open_with(
+            &path,
+            claim_checks(dir.path()),
+            live,
+            Fsync::Interval(Duration::from_secs(1)),
+        )
+        .expect("opens");
+        let wal = dir.path().join("events.db-wal");
+        let size = |p: &Path| std::fs::metadata(p).map_or(0, |m| m.len());
+        let filler = "x".repeat(12_000);
+        let put = |from: usize, count: usize| {
+            let events = (from..from + count)
+                .map(|n| BusEvent {
+                    detail: serde_json::json!({ "n": n, "filler": filler }),
+                    ..event(n)
+                })
+                .collect();
+            log.put_events(events)
+        };
+        assert!(put(0, 1).await.expect("an answer")[0].is_ok());
+        // A backup's read: the WAL cannot start over while it lasts.
+        let backup = Connection::open(&path).expect("a reader");
+        backup.execute_batch("BEGIN").expect("begins");
+        let _: i64 = backup
+            .query_row("SELECT count(*) FROM events", [], |r| r.get(0))
+            .expect("reads");
+        let bound = u64::try_from(WAL_MOST_PAGES).expect("positive") * 4_096;
+        let mut n = 1;
+        while size(&wal) < bound + 8_000_000 {
+            assert!(
+                put(n, 50)
+                    .await
+                    .expect("an answer")
+                    .iter()
+                    .all(Result::is_ok)
+            );
+            n += 50;
+        }
+        backup.execute_batch("COMMIT").expect("ends");
+        drop(backup);
+        // Past its bound the writer checkpoints after each commit; the WAL starts over at the
+        // next commit once all of it was copied.
+        for _ in 0..20 {
+            assert!(
+                put(n, 5)
+                    .await
+                    .expect("an answer")
+                    .iter()
+                    .all(Result::is_ok)
+            );
+            n += 5;
+        }
+        assert!(
+            size(&wal) <= bound + 20 * 5 * 5 * 4_200,
+            "the WAL file stayed at {} bytes",
+            size(&wal)
         );
     }
 
