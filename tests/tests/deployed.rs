@@ -622,6 +622,32 @@ async fn version_id(s3: &aws_sdk_s3::Client, bucket: &str, key: &str) -> String 
         .to_string()
 }
 
+/// Waits until no execution of `state_machine` runs. moto's engine runs each started execution
+/// up to the build (which it cannot run), writing the job's status on the way: a task sent by
+/// hand meanwhile would race those writes, where on AWS it runs after them.
+async fn executions_stopped(sfn: &aws_sdk_sfn::Client, state_machine: &str) {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let listed = sfn
+            .list_executions()
+            .state_machine_arn(state_machine)
+            .send()
+            .await
+            .expect("the executions");
+        let running: Vec<_> = listed
+            .executions()
+            .iter()
+            .filter(|e| e.status() == &aws_sdk_sfn::types::ExecutionStatus::Running)
+            .map(|e| e.name())
+            .collect();
+        if running.is_empty() {
+            return;
+        }
+        assert!(Instant::now() < deadline, "still running: {running:?}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
 fn variable(t: &Templates, function: &str, name: &str) -> String {
     let f = t
         .of_kind("AWS::Lambda::Function")
@@ -789,7 +815,9 @@ async fn the_functions_as_infra_deploys_them_serve_the_seed_flow_within_their_ro
             "the notification of {key} starts provisioning: {}",
             started.body
         );
-        // As the state machine sends it: the exact object version the notification named.
+        // As the state machine sends it, once the execution's own steps are written: the exact
+        // object version the notification named.
+        executions_stopped(&sfn, &state_machine).await;
         let validate = json!({"task": "validate", "deployment_id": deployment, "bucket": bucket,
                               "key": key, "object_version": version});
         let valid = provisioner.invoke(&validate).await;
